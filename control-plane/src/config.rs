@@ -1,0 +1,465 @@
+//! Control-plane configuration in two stages: [`RawConfig`] is the TOML file as written
+//! (`deny_unknown_fields`, every field optional), then [`RawConfig::build_and_validate`]
+//! applies `WARDEN_*` environment overrides (the environment is passed in, never read
+//! from the process here) and checks every field, naming the one that is wrong.
+//!
+//! Environment overrides: `WARDEN_GRPC_ADDR`, `WARDEN_DATA_DIR`, `WARDEN_DEV`
+//! (`1`/`true`), `WARDEN_LOG_FORMAT`, `WARDEN_MASTER_KEY` (base64, 32 bytes),
+//! `WARDEN_MASTER_KEY_FILE`, `WARDEN_JWT_ALGORITHM`, `WARDEN_TLS_CERT_FILE`,
+//! `WARDEN_TLS_KEY_FILE`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretBox;
+use serde::Deserialize;
+use warden_core::jwt::SigningAlgorithm;
+use warden_core::telemetry::LogFormat;
+
+use crate::domain::ApiFormat;
+
+/// A configuration error that names the failing field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: at `{field}`: {message}")]
+    Parse {
+        path: String,
+        field: String,
+        message: String,
+    },
+    #[error("invalid `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub secrets: RawSecrets,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub grpc_addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub dev: Option<bool>,
+    pub log_format: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Allow plaintext gRPC on a non-loopback address (logged as a warning).
+    pub allow_plaintext: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecrets {
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub jwt_algorithm: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub default_token_ttl: Option<String>,
+    pub max_token_ttl: Option<String>,
+    pub leeway: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: String,
+    pub format: String,
+    pub base_url: String,
+    /// Upstream keys by reference; `env://VAR` for now (read once at start-up and stored
+    /// encrypted).
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub alias: String,
+    pub provider: String,
+    pub upstream_model: Option<String>,
+}
+
+/// Where the master key comes from.
+pub enum MasterKeySource {
+    /// Base64 value (from `WARDEN_MASTER_KEY`).
+    Value(SecretBox<str>),
+    /// A file holding the base64 value.
+    File(PathBuf),
+    /// Dev mode without a key: `<data_dir>/master.key`, generated on first start.
+    DevFile(PathBuf),
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(_) => f.write_str("Value(..)"),
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::DevFile(p) => f.debug_tuple("DevFile").field(p).finish(),
+        }
+    }
+}
+
+/// A provider declared in the file.
+#[derive(Debug, Clone)]
+pub struct ProviderDecl {
+    pub name: String,
+    pub format: ApiFormat,
+    pub base_url: String,
+    /// Environment variable names holding keys.
+    pub key_env: Vec<String>,
+}
+
+/// A model declared in the file.
+#[derive(Debug, Clone)]
+pub struct ModelDecl {
+    pub alias: String,
+    pub provider: String,
+    pub upstream_model: String,
+}
+
+/// JWT issuance settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub algorithm: SigningAlgorithm,
+    pub issuer: String,
+    pub audience: String,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub leeway: Duration,
+}
+
+/// The validated control-plane configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub dev: bool,
+    pub log_format: LogFormat,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub master_key: MasterKeySource,
+    pub auth: AuthConfig,
+    pub providers: Vec<ProviderDecl>,
+    pub models: Vec<ModelDecl>,
+    /// Values of the `env://` keys, read from the passed-in environment at build time.
+    pub provider_key_values: HashMap<String, SecretBox<str>>,
+}
+
+/// Default gRPC listen address.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+
+impl RawConfig {
+    /// Parses a TOML document; errors name the failing field path.
+    pub fn from_toml(path: &str, text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            field: String::new(),
+            message: e.to_string(),
+        })?;
+        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            field: e.path().to_string(),
+            message: e.inner().message().to_owned(),
+        })
+    }
+
+    /// Reads and parses a config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&path.display().to_string(), &text)
+    }
+
+    /// Applies the environment and validates everything.
+    pub fn build_and_validate(self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let server = self.server;
+        let grpc_addr_text = env
+            .get("WARDEN_GRPC_ADDR")
+            .cloned()
+            .or(server.grpc_addr)
+            .unwrap_or_else(|| DEFAULT_GRPC_ADDR.to_owned());
+        let grpc_addr: SocketAddr = grpc_addr_text
+            .parse()
+            .map_err(|_| invalid("server.grpc_addr", format!("`{grpc_addr_text}` is not host:port")))?;
+        let data_dir = env
+            .get("WARDEN_DATA_DIR")
+            .map(PathBuf::from)
+            .or(server.data_dir)
+            .unwrap_or_else(|| PathBuf::from(".warden"));
+        let dev = match env.get("WARDEN_DEV") {
+            Some(v) => parse_bool(v).ok_or_else(|| invalid("WARDEN_DEV", "expected true or false"))?,
+            None => server.dev.unwrap_or(false),
+        };
+        let log_format_text = env
+            .get("WARDEN_LOG_FORMAT")
+            .cloned()
+            .or(server.log_format)
+            .unwrap_or_else(|| "text".to_owned());
+        let log_format = LogFormat::parse(&log_format_text)
+            .ok_or_else(|| invalid("server.log_format", "expected `text` or `json`"))?;
+        let cert = env.get("WARDEN_TLS_CERT_FILE").map(PathBuf::from).or(server.tls_cert_file);
+        let key = env.get("WARDEN_TLS_KEY_FILE").map(PathBuf::from).or(server.tls_key_file);
+        let tls = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("server.tls_key_file", "required with tls_cert_file")),
+            (None, Some(_)) => return Err(invalid("server.tls_cert_file", "required with tls_key_file")),
+        };
+        if tls.is_none() && !grpc_addr.ip().is_loopback() && !server.allow_plaintext.unwrap_or(false) {
+            return Err(invalid(
+                "server.grpc_addr",
+                "a non-loopback address needs tls_cert_file/tls_key_file (or allow_plaintext = true)",
+            ));
+        }
+
+        let master_key = if let Some(v) = env.get("WARDEN_MASTER_KEY") {
+            MasterKeySource::Value(SecretBox::from(v.as_str()))
+        } else if let Some(p) = env.get("WARDEN_MASTER_KEY_FILE") {
+            MasterKeySource::File(PathBuf::from(p))
+        } else if let Some(p) = self.secrets.master_key_file {
+            MasterKeySource::File(p)
+        } else if dev {
+            MasterKeySource::DevFile(data_dir.join("master.key"))
+        } else {
+            return Err(invalid(
+                "secrets.master_key_file",
+                "no master key: set WARDEN_MASTER_KEY (32 bytes, base64) or secrets.master_key_file; \
+                 only dev mode generates one",
+            ));
+        };
+
+        let auth = build_auth(self.auth, env)?;
+
+        let mut providers = Vec::new();
+        let mut provider_key_values = HashMap::new();
+        for (i, p) in self.providers.into_iter().enumerate() {
+            let field = |name: &str| format!("providers[{i}].{name}");
+            crate::domain::validate_name(&p.name).map_err(|m| invalid(&field("name"), m))?;
+            let format = ApiFormat::parse(&p.format)
+                .filter(|f| *f != ApiFormat::Echo)
+                .ok_or_else(|| invalid(&field("format"), "expected `openai` or `anthropic`"))?;
+            crate::domain::validate_base_url(&p.base_url).map_err(|m| invalid(&field("base_url"), m))?;
+            let mut key_env = Vec::new();
+            for (j, reference) in p.keys.iter().enumerate() {
+                let kf = field(&format!("keys[{j}]"));
+                let var = reference.strip_prefix("env://").ok_or_else(|| {
+                    invalid(&kf, "only env://VAR references are supported in the file for now")
+                })?;
+                let value = env
+                    .get(var)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| invalid(&kf, format!("environment variable {var} is not set")))?;
+                provider_key_values.insert(var.to_owned(), SecretBox::from(value.trim()));
+                key_env.push(var.to_owned());
+            }
+            if providers.iter().any(|q: &ProviderDecl| q.name == p.name) {
+                return Err(invalid(&field("name"), format!("provider `{}` declared twice", p.name)));
+            }
+            providers.push(ProviderDecl {
+                name: p.name,
+                format,
+                base_url: p.base_url.trim_end_matches('/').to_owned(),
+                key_env,
+            });
+        }
+        let mut models: Vec<ModelDecl> = Vec::new();
+        for (i, m) in self.models.into_iter().enumerate() {
+            let field = |name: &str| format!("models[{i}].{name}");
+            crate::domain::validate_name(&m.alias).map_err(|e| invalid(&field("alias"), e))?;
+            if !providers.iter().any(|p| p.name == m.provider) {
+                return Err(invalid(
+                    &field("provider"),
+                    format!("provider `{}` is not declared in [[providers]]", m.provider),
+                ));
+            }
+            if models.iter().any(|q| q.alias == m.alias) {
+                return Err(invalid(&field("alias"), format!("model `{}` declared twice", m.alias)));
+            }
+            let upstream_model = m.upstream_model.unwrap_or_else(|| m.alias.clone());
+            models.push(ModelDecl {
+                alias: m.alias,
+                provider: m.provider,
+                upstream_model,
+            });
+        }
+
+        Ok(Config {
+            grpc_addr,
+            data_dir,
+            dev,
+            log_format,
+            tls,
+            master_key,
+            auth,
+            providers,
+            models,
+            provider_key_values,
+        })
+    }
+}
+
+fn build_auth(raw: RawAuth, env: &HashMap<String, String>) -> Result<AuthConfig, ConfigError> {
+    let alg_text = env
+        .get("WARDEN_JWT_ALGORITHM")
+        .cloned()
+        .or(raw.jwt_algorithm)
+        .unwrap_or_else(|| "EdDSA".to_owned());
+    let algorithm = SigningAlgorithm::parse(&alg_text)
+        .ok_or_else(|| invalid("auth.jwt_algorithm", "expected `EdDSA` or `HS256`"))?;
+    let duration = |field: &str, value: Option<String>, default: &str| -> Result<Duration, ConfigError> {
+        let text = value.unwrap_or_else(|| default.to_owned());
+        humantime::parse_duration(&text).map_err(|e| invalid(field, format!("`{text}`: {e}")))
+    };
+    let default_ttl = duration("auth.default_token_ttl", raw.default_token_ttl, "30days")?;
+    let max_ttl = duration("auth.max_token_ttl", raw.max_token_ttl, "365days")?;
+    let leeway = duration("auth.leeway", raw.leeway, "30s")?;
+    if default_ttl > max_ttl {
+        return Err(invalid("auth.default_token_ttl", "longer than auth.max_token_ttl"));
+    }
+    if leeway > Duration::from_secs(300) {
+        return Err(invalid("auth.leeway", "at most 5m"));
+    }
+    let non_empty = |field: &str, v: Option<String>| -> Result<String, ConfigError> {
+        let v = v.unwrap_or_else(|| "warden".to_owned());
+        if v.trim().is_empty() {
+            return Err(invalid(field, "must not be empty"));
+        }
+        Ok(v)
+    };
+    Ok(AuthConfig {
+        algorithm,
+        issuer: non_empty("auth.issuer", raw.issuer)?,
+        audience: non_empty("auth.audience", raw.audience)?,
+        default_ttl,
+        max_ttl,
+        leeway,
+    })
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = RawConfig::from_toml("w.toml", "[server]\ngrpc_adr = \"x\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("grpc_adr"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_path() {
+        let err = RawConfig::from_toml("w.toml", "[[providers]]\nname = 3\n").unwrap_err();
+        assert!(err.to_string().contains("providers[0].name"), "{err}");
+    }
+
+    #[test]
+    fn refuses_to_start_without_master_key_outside_dev() {
+        let err = RawConfig::default().build_and_validate(&env(&[])).unwrap_err();
+        assert!(err.to_string().contains("master key"), "{err}");
+        let dev = RawConfig::default()
+            .build_and_validate(&env(&[("WARDEN_DEV", "1")]))
+            .unwrap();
+        assert!(matches!(dev.master_key, MasterKeySource::DevFile(_)));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let raw = RawConfig::from_toml("w.toml", "[server]\ngrpc_addr = \"127.0.0.1:1\"\n").unwrap();
+        let c = raw
+            .build_and_validate(&env(&[("WARDEN_GRPC_ADDR", "127.0.0.1:2"), ("WARDEN_MASTER_KEY", "x")]))
+            .unwrap();
+        assert_eq!(c.grpc_addr.port(), 2);
+    }
+
+    #[test]
+    fn validates_providers_and_models() {
+        let text = r#"
+[[providers]]
+name = "openai"
+format = "openai"
+base_url = "http://api.example.com/v1"
+"#;
+        let err = RawConfig::from_toml("w.toml", text)
+            .unwrap()
+            .build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("providers[0].base_url"), "{err}");
+
+        let text = r#"
+[[providers]]
+name = "openai"
+format = "openai"
+base_url = "https://api.openai.com/v1"
+keys = ["env://OPENAI_KEY_FOR_TEST"]
+
+[[models]]
+alias = "gpt-4o"
+provider = "nope"
+"#;
+        let err = RawConfig::from_toml("w.toml", text)
+            .unwrap()
+            .build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x"), ("OPENAI_KEY_FOR_TEST", "sk-1")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("models[0].provider"), "{err}");
+        let err = RawConfig::from_toml("w.toml", text)
+            .unwrap()
+            .build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("providers[0].keys[0]"), "{err}");
+        assert!(!err.to_string().contains("sk-1"));
+    }
+
+    #[test]
+    fn non_loopback_needs_tls() {
+        let err = RawConfig::default()
+            .build_and_validate(&env(&[("WARDEN_GRPC_ADDR", "0.0.0.0:50051"), ("WARDEN_MASTER_KEY", "x")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("server.grpc_addr"), "{err}");
+    }
+}

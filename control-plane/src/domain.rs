@@ -1,0 +1,237 @@
+//! The control plane's plain domain types: what the store keeps and the services work on.
+//! Proto types appear only in `grpc/`.
+
+use std::net::IpAddr;
+
+/// The API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFormat {
+    OpenAi,
+    Anthropic,
+    /// The built-in offline provider of `wardenctl dev`.
+    Echo,
+}
+
+impl ApiFormat {
+    /// Parses `openai`, `anthropic` or `echo`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "openai" => Some(Self::OpenAi),
+            "anthropic" => Some(Self::Anthropic),
+            "echo" => Some(Self::Echo),
+            _ => None,
+        }
+    }
+
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Echo => "echo",
+        }
+    }
+}
+
+/// Where a provider or model was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The control plane's config file (re-applied at every start).
+    Config,
+    /// The Admin API.
+    Admin,
+    /// Built in (the `echo` provider of dev mode).
+    Builtin,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Admin => "admin",
+            Self::Builtin => "builtin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "config" => Self::Config,
+            "builtin" => Self::Builtin,
+            _ => Self::Admin,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub format: ApiFormat,
+    pub base_url: String,
+    pub source: Source,
+    pub created_at: i64,
+}
+
+/// An upstream key's metadata; the value lives in the secret store under `secret_name`.
+#[derive(Debug, Clone)]
+pub struct ProviderKey {
+    pub id: String,
+    pub provider: String,
+    pub secret_name: String,
+    pub fingerprint: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub alias: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub source: Source,
+    pub created_at: i64,
+}
+
+/// A JWT signing key's metadata; the private part lives in the secret store.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub secret_name: String,
+    pub created_at: i64,
+}
+
+/// An issued JWT (the token itself is never stored).
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub jti: String,
+    pub subject: String,
+    pub scopes: Vec<String>,
+    pub models: Vec<String>,
+    pub kid: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A virtual key (stored as its HMAC only).
+#[derive(Debug, Clone)]
+pub struct VirtualKeyRecord {
+    pub id: String,
+    pub hash: String,
+    pub name: String,
+    pub owner: String,
+    pub scopes: Vec<String>,
+    pub models: Vec<String>,
+    pub created_at: i64,
+    /// 0 = never.
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// Which table an opaque credential lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialTable {
+    Admin,
+    Node,
+}
+
+/// An admin or node credential (stored as its HMAC only).
+#[derive(Debug, Clone)]
+pub struct CredentialRecord {
+    pub id: String,
+    pub hash: String,
+    pub name: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A data-plane node as last seen.
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    pub node_id: String,
+    pub credential_id: String,
+    pub acked_version: u64,
+    pub last_seen: i64,
+    pub software_version: String,
+}
+
+/// One audit row. Never holds a secret or a body.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: String,
+    pub timestamp_ms: i64,
+    pub action: String,
+    pub actor: String,
+    pub subject: String,
+    pub result: String,
+    pub detail: String,
+}
+
+/// Names of providers, models and credentials: 1–64 characters of `[A-Za-z0-9._:/-]`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'))
+    {
+        return Err("may contain only letters, digits and . _ - : /".into());
+    }
+    Ok(())
+}
+
+/// A provider base URL: `https://…`, or `http://` to a loopback host only.
+pub fn validate_base_url(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "must be an absolute http(s) URL".to_owned())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        return Err("must name a host (and no credentials)".into());
+    }
+    let host = if let Some(stripped) = authority.strip_prefix('[') {
+        stripped.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    match scheme {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = host == "localhost"
+                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err("must use https:// (plain http is allowed only to loopback)".into())
+            }
+        }
+        _ => Err("must use https://".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_rules() {
+        assert!(validate_base_url("https://api.openai.com/v1").is_ok());
+        assert!(validate_base_url("http://127.0.0.1:9000/v1").is_ok());
+        assert!(validate_base_url("http://[::1]:9000/v1").is_ok());
+        assert!(validate_base_url("http://localhost/v1").is_ok());
+        assert!(validate_base_url("http://api.openai.com/v1").is_err());
+        assert!(validate_base_url("http://127.0.0.1.evil.com/v1").is_err());
+        assert!(validate_base_url("https://user:pw@host/v1").is_err());
+        assert!(validate_base_url("ftp://host").is_err());
+        assert!(validate_base_url("api.openai.com").is_err());
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(validate_name("gpt-4o").is_ok());
+        assert!(validate_name("openai:gpt-4o").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name(&"x".repeat(65)).is_err());
+    }
+}

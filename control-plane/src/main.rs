@@ -1,0 +1,107 @@
+//! `warden-cp`: the control-plane binary. Parses flags, loads and validates the config,
+//! and runs [`warden_control_plane::open`] + [`warden_control_plane::serve`].
+
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "the binary prints the first admin credential and fatal errors")]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use secrecy::ExposeSecret as _;
+use tokio_util::sync::CancellationToken;
+use warden_control_plane::config::RawConfig;
+
+/// Warden control plane: secrets, credentials, audit and snapshots for data-plane nodes.
+///
+/// Environment: WARDEN_MASTER_KEY (32 bytes, base64) or WARDEN_MASTER_KEY_FILE,
+/// WARDEN_GRPC_ADDR, WARDEN_DATA_DIR, WARDEN_DEV, WARDEN_LOG_FORMAT, WARDEN_JWT_ALGORITHM,
+/// WARDEN_TLS_CERT_FILE, WARDEN_TLS_KEY_FILE. Environment overrides the file; flags
+/// override both.
+#[derive(Debug, Parser)]
+#[command(name = "warden-cp", version)]
+struct Args {
+    /// TOML config file.
+    #[arg(long, short = 'c', env = "WARDEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address (host:port).
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// Directory for the state database and the encrypted secret store.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Dev mode: generates a master key file if none is given and adds the echo provider.
+    #[arg(long)]
+    dev: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check the config file and environment, then exit.
+    Validate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    warden_core::install_crypto_providers();
+    let args = Args::parse();
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    if let Some(a) = &args.grpc_addr {
+        env.insert("WARDEN_GRPC_ADDR".into(), a.clone());
+    }
+    if let Some(d) = &args.data_dir {
+        env.insert("WARDEN_DATA_DIR".into(), d.display().to_string());
+    }
+    if args.dev {
+        env.insert("WARDEN_DEV".into(), "true".into());
+    }
+    let raw = match &args.config {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    let config = raw.build_and_validate(&env)?;
+    drop(env);
+    if matches!(args.command, Some(Command::Validate)) {
+        println!("config ok");
+        return Ok(());
+    }
+    warden_core::telemetry::init(config.log_format);
+
+    let opened = warden_control_plane::open(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, tls = config.tls.is_some(), "control plane listening");
+    if let Some(admin) = opened.first_admin_credential {
+        println!("# first start: the admin credential is shown once; store it now");
+        println!("WARDEN_ADMIN_TOKEN={}", admin.expose_secret());
+    }
+    println!("WARDEN_CP_ADDR={}://{addr}", if config.tls.is_some() { "https" } else { "http" });
+
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal.cancel();
+    });
+    warden_control_plane::serve(opened.control_plane, listener, config.tls.as_ref(), shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,178 @@
+//! The encrypted file secret store, Warden's embedded default: one JSON file mapping names
+//! to `enc:v1:` values (see [`super::cipher`]). Writes go to a temporary file that is
+//! renamed over the old one, so a crash never leaves a half-written store; the file is
+//! created with mode 0600.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+
+use super::cipher::MasterKey;
+use super::{SecretError, SecretStore};
+
+/// Secrets encrypted under the master key in one file.
+pub struct FileSecretStore {
+    path: PathBuf,
+    master: MasterKey,
+    /// Serialises read-modify-write cycles within this process.
+    lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for FileSecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSecretStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSecretStore {
+    /// A store in `path` (created on first write).
+    pub fn new(path: PathBuf, master: MasterKey) -> Self {
+        Self {
+            path,
+            master,
+            lock: Mutex::new(()),
+        }
+    }
+
+    async fn load(&self) -> Result<BTreeMap<String, String>, SecretError> {
+        match tokio::fs::read(&self.path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| SecretError::Malformed(format!("{}: {e}", self.path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn save(&self, map: &BTreeMap<String, String>) -> Result<(), SecretError> {
+        let bytes = serde_json::to_vec_pretty(map)
+            .map_err(|e| SecretError::Malformed(e.to_string()))?;
+        let tmp = self.path.with_extension("tmp");
+        write_private(&tmp, &bytes).await?;
+        tokio::fs::rename(&tmp, &self.path).await?;
+        Ok(())
+    }
+}
+
+async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).await?;
+    file.write_all(bytes).await?;
+    file.sync_all().await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl SecretStore for FileSecretStore {
+    async fn get(&self, name: &str) -> Result<SecretString, SecretError> {
+        let map = self.load().await?;
+        let value = map.get(name).ok_or_else(|| SecretError::NotFound {
+            reference: self.reference(name),
+        })?;
+        let plain = self
+            .master
+            .decrypt(name, value)
+            .map_err(|_| SecretError::Decrypt {
+                reference: self.reference(name),
+            })?;
+        let text = String::from_utf8(plain.to_vec()).map_err(|_| SecretError::Decrypt {
+            reference: self.reference(name),
+        })?;
+        Ok(SecretString::from(text))
+    }
+
+    async fn put(&self, name: &str, value: &SecretString) -> Result<(), SecretError> {
+        let _guard = self.lock.lock().await;
+        let mut map = self.load().await?;
+        let sealed = self
+            .master
+            .encrypt(name, value.expose_secret().as_bytes())
+            .map_err(|_| SecretError::Malformed("encryption failed".into()))?;
+        map.insert(name.to_owned(), sealed);
+        self.save(&map).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), SecretError> {
+        let _guard = self.lock.lock().await;
+        let mut map = self.load().await?;
+        if map.remove(name).is_some() {
+            self.save(&map).await?;
+        }
+        Ok(())
+    }
+
+    fn reference(&self, name: &str) -> String {
+        format!("file://{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretBox;
+
+    fn master() -> (MasterKey, String) {
+        let b64 = MasterKey::generate_base64().to_string();
+        (
+            MasterKey::from_base64(&SecretBox::from(b64.as_str())).unwrap(),
+            b64,
+        )
+    }
+
+    #[tokio::test]
+    async fn stores_encrypted_and_reads_back_across_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        let (k, b64) = master();
+        let store = FileSecretStore::new(path.clone(), k);
+        store
+            .put("providers/openai/k1", &SecretString::from("sk-canary-123456"))
+            .await
+            .unwrap();
+        let raw = std::fs::read_to_string(&path).unwrap();
+        assert!(!raw.contains("sk-canary"), "plaintext on disk");
+        assert!(raw.contains("enc:v1:"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = FileSecretStore::new(
+            path.clone(),
+            MasterKey::from_base64(&SecretBox::from(b64.as_str())).unwrap(),
+        );
+        let v = again.get("providers/openai/k1").await.unwrap();
+        assert_eq!(v.expose_secret(), "sk-canary-123456");
+        let (other, _) = master();
+        let wrong = FileSecretStore::new(path, other);
+        let err = wrong.get("providers/openai/k1").await.unwrap_err();
+        assert!(matches!(err, SecretError::Decrypt { .. }));
+        assert!(!err.to_string().contains("sk-canary"));
+    }
+
+    #[tokio::test]
+    async fn missing_and_deleted_names_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, _) = master();
+        let store = FileSecretStore::new(dir.path().join("s.json"), k);
+        assert!(matches!(
+            store.get("nope").await,
+            Err(SecretError::NotFound { .. })
+        ));
+        store.put("a", &SecretString::from("v")).await.unwrap();
+        store.delete("a").await.unwrap();
+        store.delete("a").await.unwrap();
+        assert!(matches!(
+            store.get("a").await,
+            Err(SecretError::NotFound { .. })
+        ));
+    }
+}

@@ -1,0 +1,984 @@
+//! [`ControlPlane`]: the control plane's domain service. Every admin operation lives here
+//! as a plain async method that checks its input, changes the store, writes an audit row and
+//! publishes a new snapshot; `grpc::admin` only converts and calls these.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use tokio::sync::{Mutex, watch};
+use warden_core::credential::{self, Kind};
+use warden_core::jwt::{self, Claims, KeyMaterial, Scope, SigningAlgorithm, VerificationKey};
+use warden_core::{fingerprint, unix_now};
+
+use crate::config::AuthConfig;
+use crate::domain::{
+    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, Provider,
+    ProviderKey, Source, TokenRecord, VirtualKeyRecord, validate_base_url, validate_name,
+};
+use crate::error::ServiceError;
+use crate::secrets::{SecretError, SecretStore};
+use crate::snapshot::{
+    SnapshotData, SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider,
+    SnapshotVirtualKey,
+};
+use crate::store::StateStore;
+
+const META_VERSION: &str = "snapshot_version";
+const PEPPER_SECRET: &str = "warden/credential-pepper";
+
+/// Who performed an action, for audit rows.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+/// A node's live connection state, for `wardenctl nodes`.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub record: NodeRecord,
+    pub connected: bool,
+}
+
+/// The control plane's domain service.
+pub struct ControlPlane {
+    store: Arc<dyn StateStore>,
+    secrets: Arc<dyn SecretStore>,
+    pepper: SecretBox<Vec<u8>>,
+    signer: KeyMaterial,
+    auth: AuthConfig,
+    snapshot_tx: watch::Sender<Arc<SnapshotData>>,
+    publish_lock: Mutex<()>,
+    connections: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("signing_kid", &self.signer.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}{}", &id[..16])
+}
+
+fn empty_snapshot() -> Arc<SnapshotData> {
+    Arc::new(SnapshotData {
+        version: 0,
+        providers: Vec::new(),
+        models: Vec::new(),
+        jwt_issuer: String::new(),
+        jwt_audience: String::new(),
+        jwt_leeway_seconds: 0,
+        jwt_keys: Vec::new(),
+        virtual_keys: Vec::new(),
+        revoked_tokens: Vec::new(),
+        vkey_pepper: SecretBox::new(Box::new(Vec::new())),
+    })
+}
+
+/// Normalises a scope list: empty → read + write; unknown names are an error.
+fn parse_scopes(scopes: &[String]) -> Result<Vec<String>, ServiceError> {
+    if scopes.is_empty() {
+        return Ok(vec!["read".into(), "write".into()]);
+    }
+    let mut out = Vec::new();
+    for s in scopes {
+        let scope = Scope::parse(s.trim()).ok_or_else(|| {
+            ServiceError::InvalidArgument(format!(
+                "unknown scope `{s}` (expected read, write or admin)"
+            ))
+        })?;
+        if !out.iter().any(|o: &String| o == scope.as_str()) {
+            out.push(scope.as_str().to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Normalises a model allow-list: empty → `*`.
+fn parse_models(models: &[String]) -> Result<Vec<String>, ServiceError> {
+    if models.is_empty() {
+        return Ok(vec!["*".into()]);
+    }
+    let mut out = Vec::new();
+    for m in models {
+        let m = m.trim();
+        if m != "*" {
+            validate_name(m)
+                .map_err(|e| ServiceError::InvalidArgument(format!("model `{m}`: {e}")))?;
+        }
+        if !out.iter().any(|o: &String| o == m) {
+            out.push(m.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+impl ControlPlane {
+    /// Opens the service on `store` and `secrets`: creates the pepper and a signing key on
+    /// first start and publishes the first snapshot.
+    pub async fn open(
+        store: Arc<dyn StateStore>,
+        secrets: Arc<dyn SecretStore>,
+        auth: AuthConfig,
+    ) -> Result<Self, ServiceError> {
+        let pepper = match secrets.get(PEPPER_SECRET).await {
+            Ok(p) => p,
+            Err(SecretError::NotFound { .. }) => {
+                let fresh = credential::generate_pepper();
+                let encoded = SecretString::from(hex::encode(&fresh[..]));
+                secrets.put(PEPPER_SECRET, &encoded).await?;
+                encoded
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let pepper = hex::decode(pepper.expose_secret())
+            .map_err(|_| ServiceError::Internal("stored pepper is malformed".into()))?;
+
+        let signer = Self::load_or_create_signer(store.as_ref(), secrets.as_ref(), &auth).await?;
+        let (snapshot_tx, _) = watch::channel(empty_snapshot());
+        let cp = Self {
+            store,
+            secrets,
+            pepper: SecretBox::new(Box::new(pepper)),
+            signer,
+            auth,
+            snapshot_tx,
+            publish_lock: Mutex::new(()),
+            connections: std::sync::Mutex::new(HashMap::new()),
+        };
+        cp.publish().await?;
+        Ok(cp)
+    }
+
+    async fn load_or_create_signer(
+        store: &dyn StateStore,
+        secrets: &dyn SecretStore,
+        auth: &AuthConfig,
+    ) -> Result<KeyMaterial, ServiceError> {
+        let keys = store.list_signing_keys().await?;
+        if let Some(k) = keys
+            .iter()
+            .rev()
+            .find(|k| k.algorithm == auth.algorithm.as_str())
+        {
+            return Self::load_key(secrets, k).await;
+        }
+        let kid = new_id("k");
+        let material = KeyMaterial::generate(kid.clone(), auth.algorithm)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let secret_name = format!("warden/jwt/{kid}");
+        let encoded = SecretString::from(hex::encode(material.private.expose_secret()));
+        secrets.put(&secret_name, &encoded).await?;
+        store
+            .insert_signing_key(&crate::domain::SigningKey {
+                kid,
+                algorithm: auth.algorithm.as_str().to_owned(),
+                secret_name,
+                created_at: unix_now(),
+            })
+            .await?;
+        Ok(material)
+    }
+
+    async fn load_key(
+        secrets: &dyn SecretStore,
+        k: &crate::domain::SigningKey,
+    ) -> Result<KeyMaterial, ServiceError> {
+        let alg = SigningAlgorithm::parse(&k.algorithm)
+            .ok_or_else(|| ServiceError::Internal(format!("signing key {} has bad algorithm", k.kid)))?;
+        let private = secrets.get(&k.secret_name).await?;
+        let raw = hex::decode(private.expose_secret())
+            .map_err(|_| ServiceError::Internal(format!("signing key {} is malformed", k.kid)))?;
+        KeyMaterial::from_stored(k.kid.clone(), alg, raw)
+            .map_err(|e| ServiceError::Internal(format!("signing key {}: {e}", k.kid)))
+    }
+
+    /// Receives every published snapshot (the current one first).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<SnapshotData>> {
+        self.snapshot_tx.subscribe()
+    }
+
+    /// The version of the newest snapshot.
+    pub fn current_version(&self) -> u64 {
+        self.snapshot_tx.borrow().version
+    }
+
+    /// The signing key currently used for new tokens.
+    pub fn signing_key(&self) -> &KeyMaterial {
+        &self.signer
+    }
+
+    /// Rebuilds the snapshot from the store and publishes it under a new version.
+    pub async fn publish(&self) -> Result<u64, ServiceError> {
+        let _guard = self.publish_lock.lock().await;
+        let previous: u64 = self
+            .store
+            .get_meta(META_VERSION)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let version = previous + 1;
+        let data = self.build_snapshot(version).await?;
+        self.store
+            .set_meta(META_VERSION, &version.to_string())
+            .await?;
+        self.snapshot_tx.send_replace(Arc::new(data));
+        tracing::info!(version, "published snapshot");
+        Ok(version)
+    }
+
+    async fn build_snapshot(&self, version: u64) -> Result<SnapshotData, ServiceError> {
+        let now = unix_now();
+        let keys = self.store.list_provider_keys().await?;
+        let mut providers = Vec::new();
+        for p in self.store.list_providers().await? {
+            let mut pkeys = Vec::new();
+            for k in keys.iter().filter(|k| k.provider == p.name) {
+                match self.secrets.get(&k.secret_name).await {
+                    Ok(secret) => pkeys.push(SnapshotKey {
+                        id: k.id.clone(),
+                        fingerprint: k.fingerprint.clone(),
+                        secret,
+                    }),
+                    // A key that cannot be read is left out rather than stopping every
+                    // other change from reaching the nodes; the error names the reference.
+                    Err(e) => tracing::error!(provider = %p.name, key = %k.id, error = %e, "upstream key unavailable"),
+                }
+            }
+            providers.push(SnapshotProvider {
+                name: p.name,
+                format: p.format,
+                base_url: p.base_url,
+                keys: pkeys,
+            });
+        }
+        let models = self
+            .store
+            .list_models()
+            .await?
+            .into_iter()
+            .map(|m| SnapshotModel {
+                alias: m.alias,
+                provider: m.provider,
+                upstream_model: m.upstream_model,
+            })
+            .collect();
+        let mut jwt_keys = Vec::new();
+        for k in self.store.list_signing_keys().await? {
+            let material = Self::load_key(self.secrets.as_ref(), &k).await?;
+            jwt_keys.push(SnapshotJwtKey {
+                kid: material.kid.clone(),
+                algorithm: material.algorithm.as_str().to_owned(),
+                key: SecretBox::new(Box::new(material.verification.expose_secret().clone())),
+            });
+        }
+        let virtual_keys = self
+            .store
+            .list_virtual_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.revoked_at.is_none() && (k.expires_at == 0 || k.expires_at > now))
+            .map(|k| SnapshotVirtualKey {
+                id: k.id,
+                hash: k.hash,
+                name: k.name,
+                owner: k.owner,
+                models: k.models,
+                scopes: k.scopes,
+                expires_at: k.expires_at,
+            })
+            .collect();
+        let revoked_tokens = self
+            .store
+            .list_tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.revoked_at.is_some() && t.expires_at > now - 300)
+            .map(|t| (t.jti, t.expires_at))
+            .collect();
+        Ok(SnapshotData {
+            version,
+            providers,
+            models,
+            jwt_issuer: self.auth.issuer.clone(),
+            jwt_audience: self.auth.audience.clone(),
+            jwt_leeway_seconds: u32::try_from(self.auth.leeway.as_secs()).unwrap_or(30),
+            jwt_keys,
+            virtual_keys,
+            revoked_tokens,
+            vkey_pepper: SecretBox::new(Box::new(self.pepper.expose_secret().clone())),
+        })
+    }
+
+    /// Writes an audit row; a failure to audit is logged loudly (the audit issue makes
+    /// delivery lossless).
+    pub async fn audit(&self, action: &str, actor: &str, subject: &str, result: &str, detail: &str) {
+        let record = AuditRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            timestamp_ms: i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0),
+            )
+            .unwrap_or(i64::MAX),
+            action: action.to_owned(),
+            actor: actor.to_owned(),
+            subject: subject.to_owned(),
+            result: result.to_owned(),
+            detail: warden_core::redact::redact(detail).into_owned(),
+        };
+        if let Err(e) = self.store.append_audit(&record).await {
+            tracing::error!(error = %e, action, "could not write audit row");
+        }
+    }
+
+    async fn audited<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        subject: &str,
+        result: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        match &result {
+            Ok(_) => self.audit(action, &actor.0, subject, "ok", "").await,
+            Err(e) => {
+                self.audit(action, &actor.0, subject, e.code().metric_label(), &e.to_string())
+                    .await;
+            }
+        }
+        result
+    }
+
+    // ---- authentication -------------------------------------------------------------
+
+    /// Checks an admin credential (`wa_…`, or a JWT with the `admin` scope). Failures are
+    /// audited with the reason; the caller learns only that it failed.
+    pub async fn authenticate_admin(
+        &self,
+        presented: Option<&str>,
+        action: &str,
+    ) -> Result<Actor, ServiceError> {
+        let outcome = self.check_admin(presented).await;
+        match outcome {
+            Ok(actor) => Ok(actor),
+            Err(reason) => {
+                let shown = presented.map(fingerprint::obfuscate).unwrap_or_default();
+                self.audit("auth.admin", &shown, action, "denied", reason).await;
+                tracing::warn!(reason, action, "admin authentication failed");
+                Err(ServiceError::Unauthenticated)
+            }
+        }
+    }
+
+    async fn check_admin(&self, presented: Option<&str>) -> Result<Actor, &'static str> {
+        let presented = presented.ok_or("missing_credential")?;
+        if credential::kind_of(presented) == Some(Kind::Admin) {
+            credential::check_format(Kind::Admin, presented).map_err(|_| "malformed_credential")?;
+            let hash = credential::hash_str(self.pepper.expose_secret(), presented);
+            let record = self
+                .store
+                .find_credential(CredentialTable::Admin, &hash)
+                .await
+                .map_err(|_| "store_error")?
+                .ok_or("unknown_credential")?;
+            if !credential::hashes_equal(&record.hash, &hash) {
+                return Err("unknown_credential");
+            }
+            if record.revoked_at.is_some() {
+                return Err("revoked_credential");
+            }
+            return Ok(Actor(format!("admin:{}", record.id)));
+        }
+        if presented.starts_with("eyJ") {
+            let claims = self.verify_jwt(presented).await.map_err(|e| e.reason())?;
+            if !claims.scopes().contains(&Scope::Admin) {
+                return Err("missing_admin_scope");
+            }
+            return Ok(Actor(format!("jwt:{}", claims.sub)));
+        }
+        Err("unrecognised_credential")
+    }
+
+    async fn verify_jwt(&self, token: &str) -> Result<Claims, jwt::VerifyError> {
+        let snapshot = self.snapshot_tx.borrow().clone();
+        let verifier = jwt::Verifier::new(
+            self.auth.issuer.clone(),
+            self.auth.audience.clone(),
+            self.auth.leeway.as_secs(),
+            snapshot.jwt_keys.iter().filter_map(|k| {
+                Some(VerificationKey {
+                    kid: k.kid.clone(),
+                    algorithm: SigningAlgorithm::parse(&k.algorithm)?,
+                    key: SecretBox::new(Box::new(k.key.expose_secret().clone())),
+                })
+            }),
+        );
+        let claims = verifier.verify(token)?;
+        if snapshot.revoked_tokens.iter().any(|(jti, _)| *jti == claims.jti) {
+            return Err(jwt::VerifyError::BadSignature);
+        }
+        Ok(claims)
+    }
+
+    /// Checks a node credential (`wn_…`) and returns its record. Failures are audited.
+    pub async fn authenticate_node(
+        &self,
+        presented: Option<&str>,
+        node_id: &str,
+    ) -> Result<CredentialRecord, ServiceError> {
+        let outcome: Result<CredentialRecord, &'static str> = async {
+            let presented = presented.ok_or("missing_credential")?;
+            credential::check_format(Kind::Node, presented).map_err(|_| "malformed_credential")?;
+            let hash = credential::hash_str(self.pepper.expose_secret(), presented);
+            let record = self
+                .store
+                .find_credential(CredentialTable::Node, &hash)
+                .await
+                .map_err(|_| "store_error")?
+                .ok_or("unknown_credential")?;
+            if record.revoked_at.is_some() {
+                return Err("revoked_credential");
+            }
+            Ok(record)
+        }
+        .await;
+        match outcome {
+            Ok(r) => Ok(r),
+            Err(reason) => {
+                let shown = presented.map(fingerprint::obfuscate).unwrap_or_default();
+                self.audit("auth.node", &shown, node_id, "denied", reason).await;
+                tracing::warn!(reason, node_id, "node authentication failed");
+                Err(ServiceError::Unauthenticated)
+            }
+        }
+    }
+
+    // ---- credentials ------------------------------------------------------------------
+
+    async fn issue_opaque(
+        &self,
+        table: CredentialTable,
+        kind: Kind,
+        name: &str,
+    ) -> Result<(SecretString, CredentialRecord), ServiceError> {
+        let secret = credential::generate(kind);
+        let record = CredentialRecord {
+            id: new_id(match table {
+                CredentialTable::Admin => "adm_",
+                CredentialTable::Node => "node_",
+            }),
+            hash: credential::hash(self.pepper.expose_secret(), &secret),
+            name: name.to_owned(),
+            created_at: unix_now(),
+            revoked_at: None,
+        };
+        self.store.insert_credential(table, &record).await?;
+        Ok((secret, record))
+    }
+
+    /// Creates the first admin credential when none exists; returns it (shown once).
+    pub async fn bootstrap_admin(&self) -> Result<Option<SecretString>, ServiceError> {
+        if self.store.count_credentials(CredentialTable::Admin).await? > 0 {
+            return Ok(None);
+        }
+        let (secret, record) = self
+            .issue_opaque(CredentialTable::Admin, Kind::Admin, "bootstrap")
+            .await?;
+        self.audit("admin_credential.create", "system", &record.id, "ok", "bootstrap")
+            .await;
+        Ok(Some(secret))
+    }
+
+    /// Revokes earlier credentials named `name` and issues a new one (used by
+    /// `wardenctl dev`, which prints a fresh admin credential at every start).
+    pub async fn replace_admin_credential(&self, name: &str) -> Result<SecretString, ServiceError> {
+        self.store
+            .revoke_credentials_named(CredentialTable::Admin, name, unix_now())
+            .await?;
+        let (secret, record) = self
+            .issue_opaque(CredentialTable::Admin, Kind::Admin, name)
+            .await?;
+        self.audit("admin_credential.create", "system", &record.id, "ok", name)
+            .await;
+        Ok(secret)
+    }
+
+    /// Issues a node credential (shown once).
+    pub async fn issue_node_credential(
+        &self,
+        actor: &Actor,
+        name: &str,
+    ) -> Result<(SecretString, String), ServiceError> {
+        let result = async {
+            let name = if name.is_empty() { "node" } else { name };
+            validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
+            let (secret, record) = self
+                .issue_opaque(CredentialTable::Node, Kind::Node, name)
+                .await?;
+            Ok((secret, record.id))
+        }
+        .await;
+        let subject = result.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
+        self.audited(actor, "node_credential.create", &subject, result).await
+    }
+
+    /// Issues a JWT. `ttl` of `None` takes the configured default.
+    pub async fn issue_token(
+        &self,
+        actor: &Actor,
+        subject: &str,
+        scopes: &[String],
+        models: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<(SecretString, TokenRecord), ServiceError> {
+        let result = async {
+            if subject.trim().is_empty() || subject.len() > 128 {
+                return Err(ServiceError::InvalidArgument(
+                    "subject must be 1 to 128 characters".into(),
+                ));
+            }
+            let scopes = parse_scopes(scopes)?;
+            let models = parse_models(models)?;
+            let ttl = ttl.unwrap_or(self.auth.default_ttl);
+            if ttl.is_zero() || ttl > self.auth.max_ttl {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "ttl must be between 1s and {}",
+                    humantime::format_duration(self.auth.max_ttl)
+                )));
+            }
+            let now = unix_now();
+            let exp = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+            let jti = uuid::Uuid::new_v4().to_string();
+            let claims = Claims {
+                iss: self.auth.issuer.clone(),
+                sub: subject.to_owned(),
+                aud: self.auth.audience.clone(),
+                exp,
+                nbf: Some(now),
+                iat: now,
+                jti: jti.clone(),
+                scope: scopes.join(" "),
+                models: models.clone(),
+            };
+            let token = self
+                .signer
+                .sign(&claims)
+                .map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
+            let record = TokenRecord {
+                jti,
+                subject: subject.to_owned(),
+                scopes,
+                models,
+                kid: self.signer.kid.clone(),
+                issued_at: now,
+                expires_at: exp,
+                revoked_at: None,
+            };
+            self.store.insert_token(&record).await?;
+            Ok((token, record))
+        }
+        .await;
+        let jti = result.as_ref().map(|(_, r)| r.jti.clone()).unwrap_or_default();
+        self.audited(actor, "token.issue", &jti, result).await
+    }
+
+    /// Revokes a JWT by id on every node.
+    pub async fn revoke_token(&self, actor: &Actor, jti: &str) -> Result<(), ServiceError> {
+        let result = async {
+            let token = self
+                .store
+                .get_token(jti)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("no token with id {jti}")))?;
+            if token.revoked_at.is_some() {
+                return Err(ServiceError::AlreadyExists(format!("token {jti} is already revoked")));
+            }
+            self.store.revoke_token(jti, unix_now()).await?;
+            self.publish().await?;
+            Ok(())
+        }
+        .await;
+        self.audited(actor, "token.revoke", jti, result).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>, ServiceError> {
+        Ok(self.store.list_tokens().await?)
+    }
+
+    /// Creates a virtual key (shown once; stored as its HMAC).
+    pub async fn create_virtual_key(
+        &self,
+        actor: &Actor,
+        name: &str,
+        owner: &str,
+        models: &[String],
+        scopes: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<(SecretString, VirtualKeyRecord), ServiceError> {
+        let result = async {
+            validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
+            if owner.len() > 128 {
+                return Err(ServiceError::InvalidArgument("owner is too long".into()));
+            }
+            let scopes = parse_scopes(scopes)?;
+            let models = parse_models(models)?;
+            let now = unix_now();
+            let expires_at = match ttl {
+                Some(t) if !t.is_zero() => {
+                    now.saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+                }
+                _ => 0,
+            };
+            let secret = credential::generate(Kind::VirtualKey);
+            let record = VirtualKeyRecord {
+                id: new_id("vk_"),
+                hash: credential::hash(self.pepper.expose_secret(), &secret),
+                name: name.to_owned(),
+                owner: owner.to_owned(),
+                scopes,
+                models,
+                created_at: now,
+                expires_at,
+                revoked_at: None,
+            };
+            self.store.insert_virtual_key(&record).await?;
+            self.publish().await?;
+            Ok((secret, record))
+        }
+        .await;
+        let id = result.as_ref().map(|(_, r)| r.id.clone()).unwrap_or_default();
+        self.audited(actor, "vkey.create", &id, result).await
+    }
+
+    pub async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, ServiceError> {
+        Ok(self.store.list_virtual_keys().await?)
+    }
+
+    /// Revokes a virtual key on every node.
+    pub async fn revoke_virtual_key(&self, actor: &Actor, id: &str) -> Result<(), ServiceError> {
+        let result = async {
+            if !self.store.revoke_virtual_key(id, unix_now()).await? {
+                return Err(ServiceError::NotFound(format!(
+                    "no live virtual key with id {id}"
+                )));
+            }
+            self.publish().await?;
+            Ok(())
+        }
+        .await;
+        self.audited(actor, "vkey.revoke", id, result).await
+    }
+
+    // ---- providers and models ---------------------------------------------------------
+
+    /// Adds or updates a provider.
+    pub async fn add_provider(
+        &self,
+        actor: &Actor,
+        name: &str,
+        format: ApiFormat,
+        base_url: &str,
+        source: Source,
+    ) -> Result<Provider, ServiceError> {
+        let result = async {
+            validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
+            if format == ApiFormat::Echo && source != Source::Builtin {
+                return Err(ServiceError::InvalidArgument(
+                    "format must be openai or anthropic".into(),
+                ));
+            }
+            let base_url = base_url.trim().trim_end_matches('/');
+            if source != Source::Builtin {
+                validate_base_url(base_url)
+                    .map_err(|e| ServiceError::InvalidArgument(format!("base_url: {e}")))?;
+            }
+            let existing = self.store.list_providers().await?;
+            let created_at = existing
+                .iter()
+                .find(|p| p.name == name)
+                .map_or_else(unix_now, |p| p.created_at);
+            let provider = Provider {
+                name: name.to_owned(),
+                format,
+                base_url: base_url.to_owned(),
+                source,
+                created_at,
+            };
+            self.store.upsert_provider(&provider).await?;
+            self.publish().await?;
+            Ok(provider)
+        }
+        .await;
+        self.audited(actor, "provider.add", name, result).await
+    }
+
+    pub async fn list_providers(&self) -> Result<(Vec<Provider>, Vec<ProviderKey>), ServiceError> {
+        Ok((
+            self.store.list_providers().await?,
+            self.store.list_provider_keys().await?,
+        ))
+    }
+
+    /// Removes a provider, its models and its upstream keys (also from the secret store).
+    pub async fn remove_provider(&self, actor: &Actor, name: &str) -> Result<(), ServiceError> {
+        let result = async {
+            let keys: Vec<ProviderKey> = self
+                .store
+                .list_provider_keys()
+                .await?
+                .into_iter()
+                .filter(|k| k.provider == name)
+                .collect();
+            if !self.store.delete_provider(name).await? {
+                return Err(ServiceError::NotFound(format!("no provider named {name}")));
+            }
+            for k in keys {
+                self.secrets.delete(&k.secret_name).await?;
+            }
+            self.publish().await?;
+            Ok(())
+        }
+        .await;
+        self.audited(actor, "provider.remove", name, result).await
+    }
+
+    /// Stores an upstream key for `provider` in the secret store.
+    pub async fn add_provider_key(
+        &self,
+        actor: &Actor,
+        provider: &str,
+        secret: SecretString,
+    ) -> Result<ProviderKey, ServiceError> {
+        let result = async {
+            let value = secret.expose_secret().trim();
+            if value.is_empty() {
+                return Err(ServiceError::InvalidArgument("the key is empty".into()));
+            }
+            if value.len() > 4096 || value.chars().any(|c| c.is_control()) {
+                return Err(ServiceError::InvalidArgument(
+                    "the key must be at most 4096 printable characters".into(),
+                ));
+            }
+            let providers = self.store.list_providers().await?;
+            let p = providers
+                .iter()
+                .find(|p| p.name == provider)
+                .ok_or_else(|| ServiceError::NotFound(format!("no provider named {provider}")))?;
+            if p.format == ApiFormat::Echo {
+                return Err(ServiceError::InvalidArgument(
+                    "the built-in echo provider takes no keys".into(),
+                ));
+            }
+            let fp = fingerprint::of(value.as_bytes());
+            let existing = self.store.list_provider_keys().await?;
+            if existing.iter().any(|k| k.provider == provider && k.fingerprint == fp) {
+                return Err(ServiceError::AlreadyExists(format!(
+                    "provider {provider} already has this key (fingerprint {fp})"
+                )));
+            }
+            let id = new_id("key_");
+            let secret_name = format!("providers/{provider}/{id}");
+            self.secrets
+                .put(&secret_name, &SecretString::from(value.to_owned()))
+                .await?;
+            let key = ProviderKey {
+                id,
+                provider: provider.to_owned(),
+                secret_name,
+                fingerprint: fp,
+                created_at: unix_now(),
+            };
+            self.store.insert_provider_key(&key).await?;
+            self.publish().await?;
+            Ok(key)
+        }
+        .await;
+        let subject = match &result {
+            Ok(k) => format!("{provider}/{} fp={}", k.id, k.fingerprint),
+            Err(_) => provider.to_owned(),
+        };
+        self.audited(actor, "provider.key.add", &subject, result).await
+    }
+
+    /// Removes an upstream key.
+    pub async fn remove_provider_key(
+        &self,
+        actor: &Actor,
+        provider: &str,
+        key_id: &str,
+    ) -> Result<(), ServiceError> {
+        let result = async {
+            let key = self
+                .store
+                .list_provider_keys()
+                .await?
+                .into_iter()
+                .find(|k| k.provider == provider && k.id == key_id)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("provider {provider} has no key {key_id}"))
+                })?;
+            self.store.delete_provider_key(provider, key_id).await?;
+            self.secrets.delete(&key.secret_name).await?;
+            self.publish().await?;
+            Ok(())
+        }
+        .await;
+        self.audited(actor, "provider.key.remove", &format!("{provider}/{key_id}"), result)
+            .await
+    }
+
+    /// Adds or updates a model alias.
+    pub async fn add_model(
+        &self,
+        actor: &Actor,
+        alias: &str,
+        provider: &str,
+        upstream_model: &str,
+        source: Source,
+    ) -> Result<Model, ServiceError> {
+        let result = async {
+            validate_name(alias).map_err(|e| ServiceError::InvalidArgument(format!("alias: {e}")))?;
+            let upstream_model = if upstream_model.trim().is_empty() {
+                alias
+            } else {
+                upstream_model.trim()
+            };
+            if upstream_model.len() > 256 {
+                return Err(ServiceError::InvalidArgument("upstream_model is too long".into()));
+            }
+            if !self
+                .store
+                .list_providers()
+                .await?
+                .iter()
+                .any(|p| p.name == provider)
+            {
+                return Err(ServiceError::NotFound(format!("no provider named {provider}")));
+            }
+            let model = Model {
+                alias: alias.to_owned(),
+                provider: provider.to_owned(),
+                upstream_model: upstream_model.to_owned(),
+                source,
+                created_at: unix_now(),
+            };
+            self.store.upsert_model(&model).await?;
+            self.publish().await?;
+            Ok(model)
+        }
+        .await;
+        self.audited(actor, "model.add", alias, result).await
+    }
+
+    pub async fn list_models(&self) -> Result<Vec<Model>, ServiceError> {
+        Ok(self.store.list_models().await?)
+    }
+
+    pub async fn remove_model(&self, actor: &Actor, alias: &str) -> Result<(), ServiceError> {
+        let result = async {
+            if !self.store.delete_model(alias).await? {
+                return Err(ServiceError::NotFound(format!("no model named {alias}")));
+            }
+            self.publish().await?;
+            Ok(())
+        }
+        .await;
+        self.audited(actor, "model.remove", alias, result).await
+    }
+
+    // ---- nodes ------------------------------------------------------------------------
+
+    /// Records that a node connected (or reconnected).
+    pub async fn node_connected(
+        &self,
+        node_id: &str,
+        credential_id: &str,
+        software_version: &str,
+        have_version: u64,
+    ) -> Result<(), ServiceError> {
+        if let Ok(mut c) = self.connections.lock() {
+            *c.entry(node_id.to_owned()).or_default() += 1;
+        }
+        self.store
+            .upsert_node(&NodeRecord {
+                node_id: node_id.to_owned(),
+                credential_id: credential_id.to_owned(),
+                acked_version: have_version,
+                last_seen: unix_now(),
+                software_version: software_version.to_owned(),
+            })
+            .await?;
+        self.audit("node.connect", &format!("node:{credential_id}"), node_id, "ok", "")
+            .await;
+        Ok(())
+    }
+
+    /// Records that a node's watch stream ended.
+    pub fn node_disconnected(&self, node_id: &str) {
+        if let Ok(mut c) = self.connections.lock()
+            && let Some(n) = c.get_mut(node_id)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(node_id);
+            }
+        }
+    }
+
+    /// Records the snapshot version a node applied.
+    pub async fn node_acked(
+        &self,
+        node_id: &str,
+        credential_id: &str,
+        version: u64,
+    ) -> Result<(), ServiceError> {
+        let existing = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.node_id == node_id);
+        let software_version = existing.map(|n| n.software_version).unwrap_or_default();
+        self.store
+            .upsert_node(&NodeRecord {
+                node_id: node_id.to_owned(),
+                credential_id: credential_id.to_owned(),
+                acked_version: version,
+                last_seen: unix_now(),
+                software_version,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_nodes(&self) -> Result<Vec<NodeStatus>, ServiceError> {
+        let connected: HashSet<String> = self
+            .connections
+            .lock()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
+        Ok(self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .map(|record| NodeStatus {
+                connected: connected.contains(&record.node_id),
+                record,
+            })
+            .collect())
+    }
+
+    pub async fn list_audit(
+        &self,
+        limit: u32,
+        action: Option<&str>,
+    ) -> Result<Vec<AuditRecord>, ServiceError> {
+        Ok(self.store.list_audit(limit.clamp(1, 1000), action).await?)
+    }
+}

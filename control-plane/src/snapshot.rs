@@ -1,0 +1,67 @@
+//! Snapshots: everything a data-plane node needs to serve, as one immutable, versioned
+//! value. The control plane rebuilds one after every change ([`crate::ControlPlane`]'s
+//! `publish`) and hands it to the Sync service through a `watch` channel; `grpc::sync`
+//! converts it to the wire form.
+
+use secrecy::{SecretBox, SecretString};
+
+use crate::domain::ApiFormat;
+
+/// One complete snapshot. Holds secrets (provider keys, pepper, HS256 secrets).
+pub struct SnapshotData {
+    pub version: u64,
+    pub providers: Vec<SnapshotProvider>,
+    pub models: Vec<SnapshotModel>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_leeway_seconds: u32,
+    pub jwt_keys: Vec<SnapshotJwtKey>,
+    pub virtual_keys: Vec<SnapshotVirtualKey>,
+    pub revoked_tokens: Vec<(String, i64)>,
+    pub vkey_pepper: SecretBox<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotData")
+            .field("version", &self.version)
+            .field("providers", &self.providers.len())
+            .field("models", &self.models.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct SnapshotProvider {
+    pub name: String,
+    pub format: ApiFormat,
+    pub base_url: String,
+    pub keys: Vec<SnapshotKey>,
+}
+
+pub struct SnapshotKey {
+    pub id: String,
+    pub fingerprint: String,
+    pub secret: SecretString,
+}
+
+pub struct SnapshotModel {
+    pub alias: String,
+    pub provider: String,
+    pub upstream_model: String,
+}
+
+pub struct SnapshotJwtKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub key: SecretBox<Vec<u8>>,
+}
+
+pub struct SnapshotVirtualKey {
+    pub id: String,
+    pub hash: String,
+    pub name: String,
+    pub owner: String,
+    pub models: Vec<String>,
+    pub scopes: Vec<String>,
+    pub expires_at: i64,
+}

@@ -1,0 +1,27 @@
+//! What both planes share and that belongs to no single plane: the formats of the opaque
+//! credentials Warden issues ([`credential`]), JWT claims, signing and verification
+//! ([`jwt`]), redaction of secrets from text and logs ([`redact`], [`telemetry`]), and
+//! safe-to-show fingerprints ([`fingerprint`]).
+//!
+//! Start with [`credential`] and [`jwt`]: they define what a caller presents.
+
+pub mod credential;
+pub mod fingerprint;
+pub mod jwt;
+pub mod redact;
+pub mod telemetry;
+
+/// Installs the process-wide crypto providers (rustls is configured by its own crate; this
+/// covers jsonwebtoken, which panics on first use if two backends get unified). Call once in
+/// every `main` and test harness before any JWT is signed or verified.
+pub fn install_crypto_providers() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
+
+/// Current time as Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
