@@ -211,16 +211,21 @@ impl RawConfig {
             .cloned()
             .or(server.grpc_addr)
             .unwrap_or_else(|| DEFAULT_GRPC_ADDR.to_owned());
-        let grpc_addr: SocketAddr = grpc_addr_text
-            .parse()
-            .map_err(|_| invalid("server.grpc_addr", format!("`{grpc_addr_text}` is not host:port")))?;
+        let grpc_addr: SocketAddr = grpc_addr_text.parse().map_err(|_| {
+            invalid(
+                "server.grpc_addr",
+                format!("`{grpc_addr_text}` is not host:port"),
+            )
+        })?;
         let data_dir = env
             .get("WARDEN_DATA_DIR")
             .map(PathBuf::from)
             .or(server.data_dir)
             .unwrap_or_else(|| PathBuf::from(".warden"));
         let dev = match env.get("WARDEN_DEV") {
-            Some(v) => parse_bool(v).ok_or_else(|| invalid("WARDEN_DEV", "expected true or false"))?,
+            Some(v) => {
+                parse_bool(v).ok_or_else(|| invalid("WARDEN_DEV", "expected true or false"))?
+            }
             None => server.dev.unwrap_or(false),
         };
         let log_format_text = env
@@ -230,15 +235,34 @@ impl RawConfig {
             .unwrap_or_else(|| "text".to_owned());
         let log_format = LogFormat::parse(&log_format_text)
             .ok_or_else(|| invalid("server.log_format", "expected `text` or `json`"))?;
-        let cert = env.get("WARDEN_TLS_CERT_FILE").map(PathBuf::from).or(server.tls_cert_file);
-        let key = env.get("WARDEN_TLS_KEY_FILE").map(PathBuf::from).or(server.tls_key_file);
+        let cert = env
+            .get("WARDEN_TLS_CERT_FILE")
+            .map(PathBuf::from)
+            .or(server.tls_cert_file);
+        let key = env
+            .get("WARDEN_TLS_KEY_FILE")
+            .map(PathBuf::from)
+            .or(server.tls_key_file);
         let tls = match (cert, key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            (Some(_), None) => return Err(invalid("server.tls_key_file", "required with tls_cert_file")),
-            (None, Some(_)) => return Err(invalid("server.tls_cert_file", "required with tls_key_file")),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls_key_file",
+                    "required with tls_cert_file",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls_cert_file",
+                    "required with tls_key_file",
+                ));
+            }
         };
-        if tls.is_none() && !grpc_addr.ip().is_loopback() && !server.allow_plaintext.unwrap_or(false) {
+        if tls.is_none()
+            && !grpc_addr.ip().is_loopback()
+            && !server.allow_plaintext.unwrap_or(false)
+        {
             return Err(invalid(
                 "server.grpc_addr",
                 "a non-loopback address needs tls_cert_file/tls_key_file (or allow_plaintext = true)",
@@ -271,22 +295,31 @@ impl RawConfig {
             let format = ApiFormat::parse(&p.format)
                 .filter(|f| *f != ApiFormat::Echo)
                 .ok_or_else(|| invalid(&field("format"), "expected `openai` or `anthropic`"))?;
-            crate::domain::validate_base_url(&p.base_url).map_err(|m| invalid(&field("base_url"), m))?;
+            crate::domain::validate_base_url(&p.base_url)
+                .map_err(|m| invalid(&field("base_url"), m))?;
             let mut key_env = Vec::new();
             for (j, reference) in p.keys.iter().enumerate() {
                 let kf = field(&format!("keys[{j}]"));
                 let var = reference.strip_prefix("env://").ok_or_else(|| {
-                    invalid(&kf, "only env://VAR references are supported in the file for now")
+                    invalid(
+                        &kf,
+                        "only env://VAR references are supported in the file for now",
+                    )
                 })?;
                 let value = env
                     .get(var)
                     .filter(|v| !v.trim().is_empty())
-                    .ok_or_else(|| invalid(&kf, format!("environment variable {var} is not set")))?;
+                    .ok_or_else(|| {
+                        invalid(&kf, format!("environment variable {var} is not set"))
+                    })?;
                 provider_key_values.insert(var.to_owned(), SecretBox::from(value.trim()));
                 key_env.push(var.to_owned());
             }
             if providers.iter().any(|q: &ProviderDecl| q.name == p.name) {
-                return Err(invalid(&field("name"), format!("provider `{}` declared twice", p.name)));
+                return Err(invalid(
+                    &field("name"),
+                    format!("provider `{}` declared twice", p.name),
+                ));
             }
             providers.push(ProviderDecl {
                 name: p.name,
@@ -306,7 +339,10 @@ impl RawConfig {
                 ));
             }
             if models.iter().any(|q| q.alias == m.alias) {
-                return Err(invalid(&field("alias"), format!("model `{}` declared twice", m.alias)));
+                return Err(invalid(
+                    &field("alias"),
+                    format!("model `{}` declared twice", m.alias),
+                ));
             }
             let upstream_model = m.upstream_model.unwrap_or_else(|| m.alias.clone());
             models.push(ModelDecl {
@@ -339,15 +375,19 @@ fn build_auth(raw: RawAuth, env: &HashMap<String, String>) -> Result<AuthConfig,
         .unwrap_or_else(|| "EdDSA".to_owned());
     let algorithm = SigningAlgorithm::parse(&alg_text)
         .ok_or_else(|| invalid("auth.jwt_algorithm", "expected `EdDSA` or `HS256`"))?;
-    let duration = |field: &str, value: Option<String>, default: &str| -> Result<Duration, ConfigError> {
-        let text = value.unwrap_or_else(|| default.to_owned());
-        humantime::parse_duration(&text).map_err(|e| invalid(field, format!("`{text}`: {e}")))
-    };
+    let duration =
+        |field: &str, value: Option<String>, default: &str| -> Result<Duration, ConfigError> {
+            let text = value.unwrap_or_else(|| default.to_owned());
+            humantime::parse_duration(&text).map_err(|e| invalid(field, format!("`{text}`: {e}")))
+        };
     let default_ttl = duration("auth.default_token_ttl", raw.default_token_ttl, "30days")?;
     let max_ttl = duration("auth.max_token_ttl", raw.max_token_ttl, "365days")?;
     let leeway = duration("auth.leeway", raw.leeway, "30s")?;
     if default_ttl > max_ttl {
-        return Err(invalid("auth.default_token_ttl", "longer than auth.max_token_ttl"));
+        return Err(invalid(
+            "auth.default_token_ttl",
+            "longer than auth.max_token_ttl",
+        ));
     }
     if leeway > Duration::from_secs(300) {
         return Err(invalid("auth.leeway", "at most 5m"));
@@ -382,7 +422,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -400,7 +443,9 @@ mod tests {
 
     #[test]
     fn refuses_to_start_without_master_key_outside_dev() {
-        let err = RawConfig::default().build_and_validate(&env(&[])).unwrap_err();
+        let err = RawConfig::default()
+            .build_and_validate(&env(&[]))
+            .unwrap_err();
         assert!(err.to_string().contains("master key"), "{err}");
         let dev = RawConfig::default()
             .build_and_validate(&env(&[("WARDEN_DEV", "1")]))
@@ -410,9 +455,13 @@ mod tests {
 
     #[test]
     fn env_overrides_file() {
-        let raw = RawConfig::from_toml("w.toml", "[server]\ngrpc_addr = \"127.0.0.1:1\"\n").unwrap();
+        let raw =
+            RawConfig::from_toml("w.toml", "[server]\ngrpc_addr = \"127.0.0.1:1\"\n").unwrap();
         let c = raw
-            .build_and_validate(&env(&[("WARDEN_GRPC_ADDR", "127.0.0.1:2"), ("WARDEN_MASTER_KEY", "x")]))
+            .build_and_validate(&env(&[
+                ("WARDEN_GRPC_ADDR", "127.0.0.1:2"),
+                ("WARDEN_MASTER_KEY", "x"),
+            ]))
             .unwrap();
         assert_eq!(c.grpc_addr.port(), 2);
     }
@@ -444,7 +493,10 @@ provider = "nope"
 "#;
         let err = RawConfig::from_toml("w.toml", text)
             .unwrap()
-            .build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x"), ("OPENAI_KEY_FOR_TEST", "sk-1")]))
+            .build_and_validate(&env(&[
+                ("WARDEN_MASTER_KEY", "x"),
+                ("OPENAI_KEY_FOR_TEST", "sk-1"),
+            ]))
             .unwrap_err();
         assert!(err.to_string().contains("models[0].provider"), "{err}");
         let err = RawConfig::from_toml("w.toml", text)
@@ -458,7 +510,10 @@ provider = "nope"
     #[test]
     fn non_loopback_needs_tls() {
         let err = RawConfig::default()
-            .build_and_validate(&env(&[("WARDEN_GRPC_ADDR", "0.0.0.0:50051"), ("WARDEN_MASTER_KEY", "x")]))
+            .build_and_validate(&env(&[
+                ("WARDEN_GRPC_ADDR", "0.0.0.0:50051"),
+                ("WARDEN_MASTER_KEY", "x"),
+            ]))
             .unwrap_err();
         assert!(err.to_string().contains("server.grpc_addr"), "{err}");
     }

@@ -197,8 +197,8 @@ pub fn validate_base_url(url: &str) -> Result<(), String> {
     match scheme {
         "https" => Ok(()),
         "http" => {
-            let loopback = host == "localhost"
-                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            let loopback =
+                host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
             if loopback {
                 Ok(())
             } else {

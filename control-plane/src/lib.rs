@@ -56,14 +56,18 @@ pub const ECHO: &str = "echo";
 
 async fn load_master_key(source: &MasterKeySource) -> Result<MasterKey, RunError> {
     let parse = |text: &str| {
-        MasterKey::from_base64(&SecretBox::from(text)).map_err(|e| RunError::MasterKey(e.to_string()))
+        MasterKey::from_base64(&SecretBox::from(text))
+            .map_err(|e| RunError::MasterKey(e.to_string()))
     };
     match source {
-        MasterKeySource::Value(v) => MasterKey::from_base64(v).map_err(|e| RunError::MasterKey(e.to_string())),
+        MasterKeySource::Value(v) => {
+            MasterKey::from_base64(v).map_err(|e| RunError::MasterKey(e.to_string()))
+        }
         MasterKeySource::File(path) => {
-            let text = zeroize::Zeroizing::new(tokio::fs::read_to_string(path).await.map_err(|e| {
-                RunError::MasterKey(format!("cannot read {}: {e}", path.display()))
-            })?);
+            let text =
+                zeroize::Zeroizing::new(tokio::fs::read_to_string(path).await.map_err(|e| {
+                    RunError::MasterKey(format!("cannot read {}: {e}", path.display()))
+                })?);
             parse(&text)
         }
         MasterKeySource::DevFile(path) => match tokio::fs::read_to_string(path).await {
@@ -76,7 +80,10 @@ async fn load_master_key(source: &MasterKeySource) -> Result<MasterKey, RunError
                 tracing::warn!(path = %path.display(), "dev mode: generated a master key file; do not use dev mode in production");
                 parse(&fresh)
             }
-            Err(e) => Err(RunError::MasterKey(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => Err(RunError::MasterKey(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         },
     }
 }
@@ -121,7 +128,9 @@ pub async fn open(config: &Config) -> Result<Opened, RunError> {
     apply_declarations(&cp, config).await?;
     let first_admin_credential = cp.bootstrap_admin().await?;
     if config.auth.algorithm == warden_core::jwt::SigningAlgorithm::HS256 {
-        tracing::warn!("JWTs are signed with HS256: every node holds the signing secret and a compromised node can mint tokens");
+        tracing::warn!(
+            "JWTs are signed with HS256: every node holds the signing secret and a compromised node can mint tokens"
+        );
     }
     Ok(Opened {
         control_plane: cp,
@@ -132,9 +141,16 @@ pub async fn open(config: &Config) -> Result<Opened, RunError> {
 async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), RunError> {
     let system = Actor("system:config".to_owned());
     if config.dev {
-        cp.add_provider(&system, ECHO, ApiFormat::Echo, "builtin:echo", Source::Builtin)
+        cp.add_provider(
+            &system,
+            ECHO,
+            ApiFormat::Echo,
+            "builtin:echo",
+            Source::Builtin,
+        )
+        .await?;
+        cp.add_model(&system, ECHO, ECHO, ECHO, Source::Builtin)
             .await?;
-        cp.add_model(&system, ECHO, ECHO, ECHO, Source::Builtin).await?;
     }
     for p in &config.providers {
         cp.add_provider(&system, &p.name, p.format, &p.base_url, Source::Config)
@@ -151,8 +167,14 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
         }
     }
     for m in &config.models {
-        cp.add_model(&system, &m.alias, &m.provider, &m.upstream_model, Source::Config)
-            .await?;
+        cp.add_model(
+            &system,
+            &m.alias,
+            &m.provider,
+            &m.upstream_model,
+            Source::Config,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -180,7 +202,10 @@ pub async fn serve(
         )?;
     }
     let admin = AdminServer::new(grpc::admin::AdminService::new(Arc::clone(&cp)));
-    let sync = SyncServer::new(grpc::sync::SyncService::new(Arc::clone(&cp), shutdown.clone()));
+    let sync = SyncServer::new(grpc::sync::SyncService::new(
+        Arc::clone(&cp),
+        shutdown.clone(),
+    ));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     builder
         .add_service(admin)

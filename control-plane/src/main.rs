@@ -1,7 +1,11 @@
 //! `warden-cp`: the control-plane binary. Parses flags, loads and validates the config,
 //! and runs [`warden_control_plane::open`] + [`warden_control_plane::serve`].
 
-#![allow(clippy::print_stdout, clippy::print_stderr, reason = "the binary prints the first admin credential and fatal errors")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the binary prints the first admin credential and fatal errors"
+)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -80,7 +84,14 @@ async fn main() -> anyhow::Result<()> {
         println!("# first start: the admin credential is shown once; store it now");
         println!("WARDEN_ADMIN_TOKEN={}", admin.expose_secret());
     }
-    println!("WARDEN_CP_ADDR={}://{addr}", if config.tls.is_some() { "https" } else { "http" });
+    println!(
+        "WARDEN_CP_ADDR={}://{addr}",
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    );
 
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -88,14 +99,22 @@ async fn main() -> anyhow::Result<()> {
         wait_for_signal().await;
         signal.cancel();
     });
-    warden_control_plane::serve(opened.control_plane, listener, config.tls.as_ref(), shutdown).await?;
+    warden_control_plane::serve(
+        opened.control_plane,
+        listener,
+        config.tls.as_ref(),
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

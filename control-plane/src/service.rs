@@ -20,8 +20,7 @@ use crate::domain::{
 use crate::error::ServiceError;
 use crate::secrets::{SecretError, SecretStore};
 use crate::snapshot::{
-    SnapshotData, SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider,
-    SnapshotVirtualKey,
+    SnapshotData, SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider, SnapshotVirtualKey,
 };
 use crate::store::StateStore;
 
@@ -188,8 +187,9 @@ impl ControlPlane {
         secrets: &dyn SecretStore,
         k: &crate::domain::SigningKey,
     ) -> Result<KeyMaterial, ServiceError> {
-        let alg = SigningAlgorithm::parse(&k.algorithm)
-            .ok_or_else(|| ServiceError::Internal(format!("signing key {} has bad algorithm", k.kid)))?;
+        let alg = SigningAlgorithm::parse(&k.algorithm).ok_or_else(|| {
+            ServiceError::Internal(format!("signing key {} has bad algorithm", k.kid))
+        })?;
         let private = secrets.get(&k.secret_name).await?;
         let raw = hex::decode(private.expose_secret())
             .map_err(|_| ServiceError::Internal(format!("signing key {} is malformed", k.kid)))?;
@@ -246,7 +246,9 @@ impl ControlPlane {
                     }),
                     // A key that cannot be read is left out rather than stopping every
                     // other change from reaching the nodes; the error names the reference.
-                    Err(e) => tracing::error!(provider = %p.name, key = %k.id, error = %e, "upstream key unavailable"),
+                    Err(e) => {
+                        tracing::error!(provider = %p.name, key = %k.id, error = %e, "upstream key unavailable")
+                    }
                 }
             }
             providers.push(SnapshotProvider {
@@ -316,7 +318,14 @@ impl ControlPlane {
 
     /// Writes an audit row; a failure to audit is logged loudly (the audit issue makes
     /// delivery lossless).
-    pub async fn audit(&self, action: &str, actor: &str, subject: &str, result: &str, detail: &str) {
+    pub async fn audit(
+        &self,
+        action: &str,
+        actor: &str,
+        subject: &str,
+        result: &str,
+        detail: &str,
+    ) {
         let record = AuditRecord {
             id: uuid::Uuid::now_v7().to_string(),
             timestamp_ms: i64::try_from(
@@ -347,8 +356,14 @@ impl ControlPlane {
         match &result {
             Ok(_) => self.audit(action, &actor.0, subject, "ok", "").await,
             Err(e) => {
-                self.audit(action, &actor.0, subject, e.code().metric_label(), &e.to_string())
-                    .await;
+                self.audit(
+                    action,
+                    &actor.0,
+                    subject,
+                    e.code().metric_label(),
+                    &e.to_string(),
+                )
+                .await;
             }
         }
         result
@@ -368,7 +383,8 @@ impl ControlPlane {
             Ok(actor) => Ok(actor),
             Err(reason) => {
                 let shown = presented.map(fingerprint::obfuscate).unwrap_or_default();
-                self.audit("auth.admin", &shown, action, "denied", reason).await;
+                self.audit("auth.admin", &shown, action, "denied", reason)
+                    .await;
                 tracing::warn!(reason, action, "admin authentication failed");
                 Err(ServiceError::Unauthenticated)
             }
@@ -419,7 +435,11 @@ impl ControlPlane {
             }),
         );
         let claims = verifier.verify(token)?;
-        if snapshot.revoked_tokens.iter().any(|(jti, _)| *jti == claims.jti) {
+        if snapshot
+            .revoked_tokens
+            .iter()
+            .any(|(jti, _)| *jti == claims.jti)
+        {
             return Err(jwt::VerifyError::BadSignature);
         }
         Ok(claims)
@@ -451,7 +471,8 @@ impl ControlPlane {
             Ok(r) => Ok(r),
             Err(reason) => {
                 let shown = presented.map(fingerprint::obfuscate).unwrap_or_default();
-                self.audit("auth.node", &shown, node_id, "denied", reason).await;
+                self.audit("auth.node", &shown, node_id, "denied", reason)
+                    .await;
                 tracing::warn!(reason, node_id, "node authentication failed");
                 Err(ServiceError::Unauthenticated)
             }
@@ -489,8 +510,14 @@ impl ControlPlane {
         let (secret, record) = self
             .issue_opaque(CredentialTable::Admin, Kind::Admin, "bootstrap")
             .await?;
-        self.audit("admin_credential.create", "system", &record.id, "ok", "bootstrap")
-            .await;
+        self.audit(
+            "admin_credential.create",
+            "system",
+            &record.id,
+            "ok",
+            "bootstrap",
+        )
+        .await;
         Ok(Some(secret))
     }
 
@@ -523,8 +550,12 @@ impl ControlPlane {
             Ok((secret, record.id))
         }
         .await;
-        let subject = result.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
-        self.audited(actor, "node_credential.create", &subject, result).await
+        let subject = result
+            .as_ref()
+            .map(|(_, id)| id.clone())
+            .unwrap_or_default();
+        self.audited(actor, "node_credential.create", &subject, result)
+            .await
     }
 
     /// Issues a JWT. `ttl` of `None` takes the configured default.
@@ -583,7 +614,10 @@ impl ControlPlane {
             Ok((token, record))
         }
         .await;
-        let jti = result.as_ref().map(|(_, r)| r.jti.clone()).unwrap_or_default();
+        let jti = result
+            .as_ref()
+            .map(|(_, r)| r.jti.clone())
+            .unwrap_or_default();
         self.audited(actor, "token.issue", &jti, result).await
     }
 
@@ -596,7 +630,9 @@ impl ControlPlane {
                 .await?
                 .ok_or_else(|| ServiceError::NotFound(format!("no token with id {jti}")))?;
             if token.revoked_at.is_some() {
-                return Err(ServiceError::AlreadyExists(format!("token {jti} is already revoked")));
+                return Err(ServiceError::AlreadyExists(format!(
+                    "token {jti} is already revoked"
+                )));
             }
             self.store.revoke_token(jti, unix_now()).await?;
             self.publish().await?;
@@ -651,7 +687,10 @@ impl ControlPlane {
             Ok((secret, record))
         }
         .await;
-        let id = result.as_ref().map(|(_, r)| r.id.clone()).unwrap_or_default();
+        let id = result
+            .as_ref()
+            .map(|(_, r)| r.id.clone())
+            .unwrap_or_default();
         self.audited(actor, "vkey.create", &id, result).await
     }
 
@@ -776,7 +815,10 @@ impl ControlPlane {
             }
             let fp = fingerprint::of(value.as_bytes());
             let existing = self.store.list_provider_keys().await?;
-            if existing.iter().any(|k| k.provider == provider && k.fingerprint == fp) {
+            if existing
+                .iter()
+                .any(|k| k.provider == provider && k.fingerprint == fp)
+            {
                 return Err(ServiceError::AlreadyExists(format!(
                     "provider {provider} already has this key (fingerprint {fp})"
                 )));
@@ -802,7 +844,8 @@ impl ControlPlane {
             Ok(k) => format!("{provider}/{} fp={}", k.id, k.fingerprint),
             Err(_) => provider.to_owned(),
         };
-        self.audited(actor, "provider.key.add", &subject, result).await
+        self.audited(actor, "provider.key.add", &subject, result)
+            .await
     }
 
     /// Removes an upstream key.
@@ -828,8 +871,13 @@ impl ControlPlane {
             Ok(())
         }
         .await;
-        self.audited(actor, "provider.key.remove", &format!("{provider}/{key_id}"), result)
-            .await
+        self.audited(
+            actor,
+            "provider.key.remove",
+            &format!("{provider}/{key_id}"),
+            result,
+        )
+        .await
     }
 
     /// Adds or updates a model alias.
@@ -842,14 +890,17 @@ impl ControlPlane {
         source: Source,
     ) -> Result<Model, ServiceError> {
         let result = async {
-            validate_name(alias).map_err(|e| ServiceError::InvalidArgument(format!("alias: {e}")))?;
+            validate_name(alias)
+                .map_err(|e| ServiceError::InvalidArgument(format!("alias: {e}")))?;
             let upstream_model = if upstream_model.trim().is_empty() {
                 alias
             } else {
                 upstream_model.trim()
             };
             if upstream_model.len() > 256 {
-                return Err(ServiceError::InvalidArgument("upstream_model is too long".into()));
+                return Err(ServiceError::InvalidArgument(
+                    "upstream_model is too long".into(),
+                ));
             }
             if !self
                 .store
@@ -858,7 +909,9 @@ impl ControlPlane {
                 .iter()
                 .any(|p| p.name == provider)
             {
-                return Err(ServiceError::NotFound(format!("no provider named {provider}")));
+                return Err(ServiceError::NotFound(format!(
+                    "no provider named {provider}"
+                )));
             }
             let model = Model {
                 alias: alias.to_owned(),
@@ -913,8 +966,14 @@ impl ControlPlane {
                 software_version: software_version.to_owned(),
             })
             .await?;
-        self.audit("node.connect", &format!("node:{credential_id}"), node_id, "ok", "")
-            .await;
+        self.audit(
+            "node.connect",
+            &format!("node:{credential_id}"),
+            node_id,
+            "ok",
+            "",
+        )
+        .await;
         Ok(())
     }
 

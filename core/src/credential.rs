@@ -56,13 +56,20 @@ pub fn generate(kind: Kind) -> SecretString {
     let mut buf = zeroize::Zeroizing::new([0u8; RANDOM_LEN + 4]);
     // The system RNG only fails when the OS cannot provide entropy at all; no credential
     // must be issued then, and aborting is the only safe answer.
-    #[expect(clippy::expect_used, reason = "no safe way to continue without OS entropy")]
+    #[expect(
+        clippy::expect_used,
+        reason = "no safe way to continue without OS entropy"
+    )]
     aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut buf[..RANDOM_LEN])
         .expect("operating system random generator failed");
     let crc = crc32fast::hash(&buf[..RANDOM_LEN]);
     buf[RANDOM_LEN..].copy_from_slice(&crc.to_be_bytes());
-    SecretString::from(format!("{}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(&buf[..])))
+    SecretString::from(format!(
+        "{}{}",
+        kind.prefix(),
+        URL_SAFE_NO_PAD.encode(&buf[..])
+    ))
 }
 
 /// Checks prefix, length, alphabet and checksum of a presented credential. Cheap; run
@@ -115,7 +122,10 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
 /// A fresh random pepper (32 bytes).
 pub fn generate_pepper() -> zeroize::Zeroizing<Vec<u8>> {
     let mut pepper = zeroize::Zeroizing::new(vec![0u8; 32]);
-    #[expect(clippy::expect_used, reason = "no safe way to continue without OS entropy")]
+    #[expect(
+        clippy::expect_used,
+        reason = "no safe way to continue without OS entropy"
+    )]
     aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut pepper)
         .expect("operating system random generator failed");

@@ -19,7 +19,9 @@ pub fn of(secret: &[u8]) -> String {
 /// (`tok-1234567890abcdef` → `tok-1234****cdef`; the llm-proxy seed's convention). Values
 /// without a known prefix keep only their first and last two characters.
 pub fn obfuscate(id: &str) -> String {
-    const PREFIXES: [&str; 8] = ["tok-", "sk-", "api_", "Bearer ", "ghp_", "wk_", "vk_", "wa_"];
+    const PREFIXES: [&str; 8] = [
+        "tok-", "sk-", "api_", "Bearer ", "ghp_", "wk_", "vk_", "wa_",
+    ];
     let chars: Vec<char> = id.chars().collect();
     if let Some(prefix) = PREFIXES.iter().find(|p| id.starts_with(*p)) {
         let rest: Vec<char> = id[prefix.len()..].chars().collect();

@@ -67,7 +67,10 @@ pub struct Claims {
 impl Claims {
     /// The scopes, ignoring unknown names.
     pub fn scopes(&self) -> HashSet<Scope> {
-        self.scope.split_whitespace().filter_map(Scope::parse).collect()
+        self.scope
+            .split_whitespace()
+            .filter_map(Scope::parse)
+            .collect()
     }
 }
 

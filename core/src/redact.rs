@@ -20,7 +20,10 @@ struct Pattern {
     group: usize,
 }
 
-#[expect(clippy::expect_used, reason = "the patterns are constants checked by tests")]
+#[expect(
+    clippy::expect_used,
+    reason = "the patterns are constants checked by tests"
+)]
 static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     let p = |re: &str, group| Pattern {
         regex: Regex::new(re).expect("redaction pattern compiles"),
@@ -41,7 +44,10 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         // x-api-key header in any rendering (`x-api-key: v`, `"x-api-key": "v"`).
         p(r#"(?i)x-api-key\x22?\s*[:=]\s*\x22?([^\s\x22,;}]{4,})"#, 1),
         // JSON / query-string api_key fields.
-        p(r#"(?i)\x22?api[_-]?key\x22?\s*[:=]\s*\x22?([^\s\x22,;}&]{4,})"#, 1),
+        p(
+            r#"(?i)\x22?api[_-]?key\x22?\s*[:=]\s*\x22?([^\s\x22,;}&]{4,})"#,
+            1,
+        ),
     ]
 });
 

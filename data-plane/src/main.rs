@@ -1,1 +1,95 @@
-fn main() {}
+//! `warden-dp`: the data-plane node binary. Parses flags and environment, then runs
+//! [`warden_data_plane::run`].
+
+#![allow(clippy::print_stderr, reason = "fatal start-up errors go to stderr")]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+use warden_data_plane::NodeConfig;
+
+/// Warden data-plane node: the OpenAI-compatible API in front of LLM providers.
+///
+/// The node credential (`wn_…`, from `wardenctl node credential issue`) is read from
+/// WARDEN_NODE_TOKEN or --node-token-file, never from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "warden-dp", version)]
+struct Args {
+    /// HTTP listen address for the OpenAI-compatible API.
+    #[arg(long, env = "WARDEN_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Control plane gRPC URL.
+    #[arg(long, env = "WARDEN_CP_ADDR", default_value = "http://127.0.0.1:50051")]
+    cp_addr: String,
+    /// PEM CA bundle for an https:// control plane.
+    #[arg(long, env = "WARDEN_CP_CA_FILE")]
+    cp_ca_file: Option<PathBuf>,
+    /// This node's id (default: host name plus a random suffix).
+    #[arg(long, env = "WARDEN_NODE_ID")]
+    node_id: Option<String>,
+    /// File holding the node credential (alternative to WARDEN_NODE_TOKEN).
+    #[arg(long, env = "WARDEN_NODE_TOKEN_FILE")]
+    node_token_file: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "WARDEN_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Log format: text or json.
+    #[arg(long, env = "WARDEN_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    warden_core::install_crypto_providers();
+    let args = Args::parse();
+    let log_format = warden_core::telemetry::LogFormat::parse(&args.log_format)
+        .context("--log-format must be `text` or `json`")?;
+    let token = match (&args.node_token_file, std::env::var("WARDEN_NODE_TOKEN")) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, Ok(t)) => t.trim().to_owned(),
+        (None, Err(_)) => anyhow::bail!(
+            "no node credential: set WARDEN_NODE_TOKEN or --node-token-file (issue one with `wardenctl node credential issue`)"
+        ),
+    };
+    warden_core::telemetry::init(log_format);
+    let mut config = NodeConfig::new(
+        args.http_addr,
+        args.cp_addr,
+        args.node_id
+            .unwrap_or_else(warden_data_plane::config::default_node_id),
+        SecretString::from(token),
+    );
+    config.cp_ca_file = args.cp_ca_file;
+    config.max_body_bytes = args.max_body_bytes;
+    config.log_format = log_format;
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            signal.cancel();
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        signal.cancel();
+    });
+    warden_data_plane::run(config, listener, shutdown).await?;
+    Ok(())
+}

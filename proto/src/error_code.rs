@@ -79,6 +79,9 @@ mod tests {
     fn maps_auth_failures_to_401_and_403() {
         assert_eq!(ErrorCode::Unauthenticated.http().as_u16(), 401);
         assert_eq!(ErrorCode::PermissionDenied.http().as_u16(), 403);
-        assert_eq!(ErrorCode::RateLimited.grpc(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            ErrorCode::RateLimited.grpc(),
+            tonic::Code::ResourceExhausted
+        );
     }
 }

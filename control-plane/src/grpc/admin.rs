@@ -51,7 +51,11 @@ impl Admin for AdminService {
         let format = match pb::ApiFormat::try_from(r.format) {
             Ok(pb::ApiFormat::Openai) => ApiFormat::OpenAi,
             Ok(pb::ApiFormat::Anthropic) => ApiFormat::Anthropic,
-            _ => return Err(Status::invalid_argument("format must be openai or anthropic")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "format must be openai or anthropic",
+                ));
+            }
         };
         let p = self
             .cp
@@ -112,7 +116,10 @@ impl Admin for AdminService {
         let actor = self.actor(&request, "provider.key.add").await?;
         let r = request.into_inner();
         let secret = SecretString::from(r.secret);
-        let k = self.cp.add_provider_key(&actor, &r.provider, secret).await?;
+        let k = self
+            .cp
+            .add_provider_key(&actor, &r.provider, secret)
+            .await?;
         Ok(Response::new(pb::ProviderKeyInfo {
             id: k.id,
             provider: k.provider,
@@ -141,7 +148,13 @@ impl Admin for AdminService {
         let r = request.into_inner();
         let m = self
             .cp
-            .add_model(&actor, &r.alias, &r.provider, &r.upstream_model, Source::Admin)
+            .add_model(
+                &actor,
+                &r.alias,
+                &r.provider,
+                &r.upstream_model,
+                Source::Admin,
+            )
             .await?;
         Ok(Response::new(pb::ModelInfo {
             alias: m.alias,
@@ -242,7 +255,14 @@ impl Admin for AdminService {
         let r = request.into_inner();
         let (key, k) = self
             .cp
-            .create_virtual_key(&actor, &r.name, &r.owner, &r.models, &r.scopes, ttl(r.ttl_seconds))
+            .create_virtual_key(
+                &actor,
+                &r.name,
+                &r.owner,
+                &r.models,
+                &r.scopes,
+                ttl(r.ttl_seconds),
+            )
             .await?;
         Ok(Response::new(pb::CreateVirtualKeyResponse {
             key: key.expose_secret().to_owned(),

@@ -57,7 +57,10 @@ impl MasterKey {
     /// A fresh random key, base64-encoded, for `wardenctl dev` and key-file generation.
     pub fn generate_base64() -> Zeroizing<String> {
         let mut raw = Zeroizing::new([0u8; 32]);
-        #[expect(clippy::expect_used, reason = "no safe way to continue without OS entropy")]
+        #[expect(
+            clippy::expect_used,
+            reason = "no safe way to continue without OS entropy"
+        )]
         aws_lc_rs::rand::SystemRandom::new()
             .fill(&mut raw[..])
             .expect("operating system random generator failed");
@@ -86,7 +89,9 @@ impl MasterKey {
 
     /// Decrypts a value stored under `name`.
     pub fn decrypt(&self, name: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, CipherError> {
-        let encoded = value.strip_prefix(PREFIX).ok_or(CipherError::NotEncrypted)?;
+        let encoded = value
+            .strip_prefix(PREFIX)
+            .ok_or(CipherError::NotEncrypted)?;
         let raw = STANDARD.decode(encoded).map_err(|_| CipherError::Decrypt)?;
         if raw.len() < NONCE_LEN + 16 {
             return Err(CipherError::Decrypt);

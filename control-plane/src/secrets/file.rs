@@ -48,8 +48,8 @@ impl FileSecretStore {
     }
 
     async fn save(&self, map: &BTreeMap<String, String>) -> Result<(), SecretError> {
-        let bytes = serde_json::to_vec_pretty(map)
-            .map_err(|e| SecretError::Malformed(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(map).map_err(|e| SecretError::Malformed(e.to_string()))?;
         let tmp = self.path.with_extension("tmp");
         write_private(&tmp, &bytes).await?;
         tokio::fs::rename(&tmp, &self.path).await?;
@@ -133,7 +133,10 @@ mod tests {
         let (k, b64) = master();
         let store = FileSecretStore::new(path.clone(), k);
         store
-            .put("providers/openai/k1", &SecretString::from("sk-canary-123456"))
+            .put(
+                "providers/openai/k1",
+                &SecretString::from("sk-canary-123456"),
+            )
             .await
             .unwrap();
         let raw = std::fs::read_to_string(&path).unwrap();

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::str::FromStr as _;
 
 use sqlx::Row as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
 
 use super::{StateStore, StoreError};
 use crate::domain::{
@@ -283,11 +285,12 @@ impl StateStore for SqliteStore {
     }
 
     async fn revoke_token(&self, jti: &str, at: i64) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL")
-            .bind(at)
-            .bind(jti)
-            .execute(&self.pool)
-            .await?;
+        let r =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL")
+                .bind(at)
+                .bind(jti)
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -332,11 +335,13 @@ impl StateStore for SqliteStore {
     }
 
     async fn revoke_virtual_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE virtual_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE virtual_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -377,7 +382,9 @@ impl StateStore for SqliteStore {
 
     async fn count_credentials(&self, table: CredentialTable) -> Result<u64, StoreError> {
         let sql = format!("SELECT COUNT(*) FROM {}", table_name(table));
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -391,7 +398,11 @@ impl StateStore for SqliteStore {
             "UPDATE {} SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
             table_name(table)
         );
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(name).execute(&self.pool).await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(at)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 
@@ -454,13 +465,13 @@ impl StateStore for SqliteStore {
         action: Option<&str>,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = match action {
-            Some(a) => {
-                sqlx::query("SELECT * FROM audit WHERE action = ? ORDER BY timestamp_ms DESC, id DESC LIMIT ?")
-                    .bind(a)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+            Some(a) => sqlx::query(
+                "SELECT * FROM audit WHERE action = ? ORDER BY timestamp_ms DESC, id DESC LIMIT ?",
+            )
+            .bind(a)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?,
             None => {
                 sqlx::query("SELECT * FROM audit ORDER BY timestamp_ms DESC, id DESC LIMIT ?")
                     .bind(i64::from(limit))
@@ -490,7 +501,9 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("state.db")).await.unwrap();
+        let s = SqliteStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap();
         (dir, s)
     }
 

@@ -1,0 +1,133 @@
+//! Authentication and authorization of client requests. A credential comes from
+//! `Authorization: Bearer …` or `x-api-key`; JWTs are verified against the snapshot's keys
+//! and revocation list, virtual keys are format-checked (checksum) and then looked up by
+//! their HMAC. Every failure looks the same to the caller (401, one message); the reason
+//! goes to the log.
+
+use std::collections::HashSet;
+
+use axum::http::HeaderMap;
+use secrecy::ExposeSecret as _;
+use warden_core::credential::{self, Kind};
+use warden_core::jwt::Scope;
+
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+
+/// Who is calling and what they may do.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `jwt:<sub>` or `vkey:<id>` — safe to log.
+    pub id: String,
+    pub scopes: HashSet<Scope>,
+    /// Allowed aliases; contains `*` for all.
+    pub models: Vec<String>,
+}
+
+impl Principal {
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(ApiError::missing_scope(scope.as_str()))
+        }
+    }
+
+    pub fn may_use(&self, alias: &str) -> bool {
+        self.models.iter().any(|m| m == "*" || m == alias)
+    }
+}
+
+/// The presented credential, if any.
+pub fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Authenticates the request's credential against `rt`.
+pub fn authenticate(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    match check(rt, headers) {
+        Ok(p) => Ok(p),
+        Err(reason) => {
+            tracing::warn!(reason, "client authentication failed");
+            Err(ApiError::unauthenticated())
+        }
+    }
+}
+
+fn check(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, &'static str> {
+    let token = presented(headers).ok_or("missing_credential")?;
+    if token.is_empty() || token.len() > 8192 {
+        return Err("malformed_credential");
+    }
+    if credential::kind_of(token) == Some(Kind::VirtualKey) {
+        credential::check_format(Kind::VirtualKey, token).map_err(|_| "vkey_bad_format")?;
+        let hash = credential::hash_str(rt.pepper.expose_secret(), token);
+        let key = rt.virtual_keys.get(&hash).ok_or("vkey_unknown")?;
+        if !credential::hashes_equal(&key.hash, &hash) {
+            return Err("vkey_unknown");
+        }
+        if key.expires_at != 0 && key.expires_at <= warden_core::unix_now() {
+            return Err("vkey_expired");
+        }
+        return Ok(Principal {
+            id: format!("vkey:{}", key.id),
+            scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            models: key.models.clone(),
+        });
+    }
+    if credential::kind_of(token).is_some() {
+        // An admin or node credential is never a client credential.
+        return Err("wrong_credential_kind");
+    }
+    let claims = rt.verifier.verify(token).map_err(|e| e.reason())?;
+    if rt.revoked_jtis.contains(&claims.jti) {
+        return Err("jwt_revoked");
+    }
+    Ok(Principal {
+        id: format!("jwt:{}", claims.sub),
+        scopes: claims.scopes(),
+        models: claims.models,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn reads_bearer_and_x_api_key() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        assert_eq!(presented(&h), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("bearer  abc "));
+        assert_eq!(presented(&h), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("wk_x"));
+        assert_eq!(presented(&h), Some("wk_x"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented(&h), None);
+    }
+
+    #[test]
+    fn allow_list() {
+        let p = Principal {
+            id: "x".into(),
+            scopes: HashSet::new(),
+            models: vec!["a".into()],
+        };
+        assert!(p.may_use("a"));
+        assert!(!p.may_use("b"));
+        assert!(p.require(Scope::Write).is_err());
+    }
+}

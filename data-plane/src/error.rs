@@ -1,0 +1,198 @@
+//! Errors answered to clients, in the OpenAI error shape
+//! (`{"error":{"message","type","param","code"}}`). Messages are fixed or redacted: they
+//! never carry a key, a token or a raw upstream body.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Where a failure came from (pingora's `esource`), for logs and the audit reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The client's request or credential.
+    Downstream,
+    /// The provider.
+    Upstream,
+    /// Warden itself.
+    Internal,
+}
+
+/// An error for the client, with its HTTP status and OpenAI `type`/`code`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub message: String,
+    pub origin: Origin,
+    /// Whether trying again (another key, later) may succeed.
+    pub retryable: bool,
+    pub retry_after: Option<String>,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            origin: Origin::Downstream,
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Invalid or missing credential. Pass a Warden token or virtual key as `Authorization: Bearer …`.",
+        )
+    }
+
+    pub fn missing_scope(scope: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("insufficient_scope"),
+            format!("This credential lacks the `{scope}` scope."),
+        )
+    }
+
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("model_not_allowed"),
+            format!(
+                "This credential is not allowed to use the model `{}`.",
+                clip(model)
+            ),
+        )
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+            format!("The model `{}` does not exist.", clip(model)),
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            message,
+        )
+    }
+
+    pub fn not_ready() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            Some("not_ready"),
+            "The gateway has not received its configuration yet; retry shortly.",
+        );
+        e.origin = Origin::Internal;
+        e.retryable = true;
+        e
+    }
+
+    pub fn upstream(
+        status: StatusCode,
+        code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut e = Self::new(status, "api_error", code, message);
+        e.origin = Origin::Upstream;
+        e.retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+        e
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            None,
+            message,
+        );
+        e.origin = Origin::Internal;
+        e
+    }
+
+    /// Low-cardinality label for logs and metrics.
+    pub fn metric_label(&self) -> &'static str {
+        self.code.unwrap_or(self.kind)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": null,
+                "code": self.code,
+            }
+        })
+    }
+}
+
+/// Names echoed back are clipped so a client cannot make us reflect a huge string.
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if s.chars().count() > 64 {
+        out.push('…');
+    }
+    warden_core::redact::redact(&out).into_owned()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(ra) = self
+            .retry_after
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            response.headers_mut().insert("retry-after", ra);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"warden\""),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_openai_shape() {
+        let b = ApiError::model_not_allowed("gpt-4o").body();
+        assert_eq!(b["error"]["type"], "permission_error");
+        assert_eq!(b["error"]["code"], "model_not_allowed");
+        assert!(b["error"]["param"].is_null());
+        assert!(b["error"]["message"].as_str().unwrap().contains("gpt-4o"));
+    }
+
+    #[test]
+    fn reflected_names_are_clipped_and_redacted() {
+        let e = ApiError::model_not_found(&format!("sk-{}", "a".repeat(100)));
+        assert!(!e.message.contains("aaaaaaaaaa"), "{}", e.message);
+    }
+}

@@ -1,0 +1,215 @@
+//! The node's compiled view of one snapshot: lookup tables built once per snapshot so that
+//! the request path does only hash-map lookups. [`Runtime::from_snapshot`] rejects a
+//! malformed snapshot as a whole (the node keeps the last good one); the swap itself is one
+//! atomic pointer store (`ArcSwap`), so no request ever sees half a snapshot.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use secrecy::{SecretBox, SecretString};
+use warden_core::jwt::{SigningAlgorithm, VerificationKey, Verifier};
+use warden_proto::sync::v1 as pb;
+
+/// The API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenAi,
+    Anthropic,
+    Echo,
+}
+
+/// One upstream key.
+pub struct UpstreamKey {
+    pub id: String,
+    pub fingerprint: String,
+    pub secret: SecretString,
+}
+
+impl std::fmt::Debug for UpstreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamKey")
+            .field("id", &self.id)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A provider with its key pool.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub format: Format,
+    pub base_url: String,
+    pub keys: Vec<UpstreamKey>,
+    /// Local round-robin cursor (shared across nodes in Redis by the shared-state issue).
+    pub cursor: AtomicUsize,
+}
+
+/// Where a model alias goes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub alias: String,
+    pub provider: Arc<Provider>,
+    pub upstream_model: String,
+}
+
+/// A virtual key as the node knows it.
+#[derive(Debug, Clone)]
+pub struct VirtualKey {
+    pub id: String,
+    pub hash: String,
+    pub models: Vec<String>,
+    pub scopes: Vec<String>,
+    pub expires_at: i64,
+}
+
+/// Everything a request needs from one snapshot.
+pub struct Runtime {
+    pub version: u64,
+    pub content_hash: String,
+    pub routes: HashMap<String, Route>,
+    /// Aliases in a stable order for `/v1/models`.
+    pub aliases: Vec<String>,
+    pub verifier: Verifier,
+    pub revoked_jtis: HashSet<String>,
+    pub virtual_keys: HashMap<String, VirtualKey>,
+    pub pepper: SecretBox<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("version", &self.version)
+            .field("routes", &self.aliases)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a snapshot was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot has no JWT settings")]
+    MissingJwt,
+    #[error("provider {0} has an unknown API format")]
+    UnknownFormat(String),
+    #[error("JWT key {0} has an unsupported algorithm")]
+    BadKeyAlgorithm(String),
+    #[error("model {alias} routes to unknown provider {provider}")]
+    UnknownProvider { alias: String, provider: String },
+    #[error("snapshot carries no credential pepper")]
+    MissingPepper,
+}
+
+impl Runtime {
+    /// Compiles a snapshot, checking its internal consistency.
+    pub fn from_snapshot(s: pb::Snapshot) -> Result<Self, SnapshotError> {
+        let jwt = s.jwt.ok_or(SnapshotError::MissingJwt)?;
+        if s.vkey_pepper.is_empty() {
+            return Err(SnapshotError::MissingPepper);
+        }
+        let mut providers = HashMap::new();
+        for p in s.providers {
+            let format = match pb::ApiFormat::try_from(p.format) {
+                Ok(pb::ApiFormat::Openai) => Format::OpenAi,
+                Ok(pb::ApiFormat::Anthropic) => Format::Anthropic,
+                Ok(pb::ApiFormat::Echo) => Format::Echo,
+                _ => return Err(SnapshotError::UnknownFormat(p.name)),
+            };
+            let keys = p
+                .keys
+                .into_iter()
+                .map(|k| UpstreamKey {
+                    id: k.id,
+                    fingerprint: k.fingerprint,
+                    secret: SecretString::from(k.secret),
+                })
+                .collect();
+            providers.insert(
+                p.name.clone(),
+                Arc::new(Provider {
+                    name: p.name,
+                    format,
+                    base_url: p.base_url,
+                    keys,
+                    cursor: AtomicUsize::new(0),
+                }),
+            );
+        }
+        let mut routes = HashMap::new();
+        let mut aliases = Vec::new();
+        for m in s.models {
+            let provider = providers.get(&m.provider).cloned().ok_or_else(|| {
+                SnapshotError::UnknownProvider {
+                    alias: m.alias.clone(),
+                    provider: m.provider.clone(),
+                }
+            })?;
+            aliases.push(m.alias.clone());
+            routes.insert(
+                m.alias.clone(),
+                Route {
+                    alias: m.alias,
+                    provider,
+                    upstream_model: m.upstream_model,
+                },
+            );
+        }
+        aliases.sort();
+        let mut keys = Vec::new();
+        for k in jwt.keys {
+            let algorithm = SigningAlgorithm::parse(&k.algorithm)
+                .ok_or_else(|| SnapshotError::BadKeyAlgorithm(k.kid.clone()))?;
+            keys.push(VerificationKey {
+                kid: k.kid,
+                algorithm,
+                key: SecretBox::new(Box::new(k.key)),
+            });
+        }
+        let verifier = Verifier::new(
+            jwt.issuer,
+            jwt.audience,
+            u64::from(jwt.leeway_seconds),
+            keys,
+        );
+        let virtual_keys = s
+            .virtual_keys
+            .into_iter()
+            .map(|k| {
+                (
+                    k.hash.clone(),
+                    VirtualKey {
+                        id: k.id,
+                        hash: k.hash,
+                        models: k.models,
+                        scopes: k.scopes,
+                        expires_at: k.expires_at,
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            version: s.version,
+            content_hash: s.content_hash,
+            routes,
+            aliases,
+            verifier,
+            revoked_jtis: s.revoked_tokens.into_iter().map(|t| t.jti).collect(),
+            virtual_keys,
+            pepper: SecretBox::new(Box::new(s.vkey_pepper)),
+        })
+    }
+
+    /// Every secret value this snapshot holds that has no recognisable shape, for the log
+    /// redactor.
+    pub fn secrets_for_redaction(&self) -> Vec<SecretString> {
+        use secrecy::ExposeSecret as _;
+        let mut seen = HashSet::new();
+        self.routes
+            .values()
+            .flat_map(|r| r.provider.keys.iter())
+            .filter(|k| seen.insert(k.id.clone()))
+            .map(|k| SecretString::from(k.secret.expose_secret().to_owned()))
+            .collect()
+    }
+}

@@ -1,0 +1,94 @@
+//! The node's HTTP front: routes, shared state, health and readiness.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwapOption;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::proxy::upstream::Upstream;
+use crate::runtime::Runtime;
+
+/// State shared by every request.
+#[derive(Debug)]
+pub struct AppState {
+    runtime: ArcSwapOption<Runtime>,
+    pub upstream: Upstream,
+    /// Whether the watch stream to the control plane is currently up.
+    pub cp_connected: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(upstream: Upstream) -> Self {
+        Self {
+            runtime: ArcSwapOption::empty(),
+            upstream,
+            cp_connected: AtomicBool::new(false),
+        }
+    }
+
+    /// The current snapshot, if one has been applied.
+    pub fn runtime(&self) -> Option<Arc<Runtime>> {
+        self.runtime.load_full()
+    }
+
+    /// Atomically replaces the snapshot.
+    pub fn install(&self, rt: Runtime) {
+        warden_core::redact::register(rt.secrets_for_redaction());
+        self.runtime.store(Some(Arc::new(rt)));
+    }
+}
+
+/// The node's router.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/models", get(crate::proxy::list_models))
+        .route("/v1/chat/completions", post(crate::proxy::chat_completions))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let connected = state.cp_connected.load(Ordering::Relaxed);
+    match state.runtime() {
+        Some(rt) => (
+            StatusCode::OK,
+            axum::Json(json!({
+                "ready": true,
+                "snapshot_version": rt.version,
+                "control_plane_connected": connected,
+            })),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "ready": false,
+                "reason": "no snapshot received from the control plane yet",
+                "control_plane_connected": connected,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    let mut e = ApiError::bad_request(
+        "Unknown endpoint. Warden serves /v1/chat/completions and /v1/models.",
+    );
+    e.status = StatusCode::NOT_FOUND;
+    e.into_response()
+}

@@ -1,0 +1,150 @@
+//! The node's link to the control plane: `Sync.Watch` with the node credential, apply each
+//! snapshot atomically, ACK it, and reconnect with jittered exponential backoff when the
+//! stream breaks. While the control plane is away the node keeps serving from the last
+//! snapshot it applied.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::Rng as _;
+use secrecy::ExposeSecret as _;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use warden_proto::sync::v1 as pb;
+use warden_proto::sync::v1::sync_client::SyncClient;
+
+use crate::config::NodeConfig;
+use crate::runtime::Runtime;
+use crate::server::AppState;
+
+/// Errors on the link; all of them lead to a reconnect.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("control plane address: {0}")]
+    Endpoint(String),
+    #[error("connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("watch: {0}")]
+    Status(#[from] tonic::Status),
+}
+
+fn endpoint(config: &NodeConfig) -> Result<Endpoint, SyncError> {
+    let mut ep = Endpoint::from_shared(config.cp_addr.clone())
+        .map_err(|e| SyncError::Endpoint(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    if config.cp_addr.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &config.cp_ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| SyncError::Endpoint(format!("{}: {e}", ca.display())))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        ep = ep.tls_config(tls)?;
+    }
+    Ok(ep)
+}
+
+fn with_credential<T>(config: &NodeConfig, message: T) -> Result<tonic::Request<T>, SyncError> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {}", config.node_token.expose_secret())
+        .parse()
+        .map_err(|_| SyncError::Endpoint("node credential is not a valid header value".into()))?;
+    request
+        .metadata_mut()
+        .insert(warden_proto::AUTHORIZATION, value);
+    Ok(request)
+}
+
+/// Runs the link until `shutdown`.
+pub async fn run(config: Arc<NodeConfig>, state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    let max_backoff = Duration::from_secs(5);
+    loop {
+        let session = watch_once(&config, &state, &shutdown);
+        let result = tokio::select! {
+            r = session => r,
+            () = shutdown.cancelled() => return,
+        };
+        state.cp_connected.store(false, Ordering::Relaxed);
+        match result {
+            Ok(true) => backoff = Duration::from_millis(100),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "control plane link down; serving from the last snapshot")
+            }
+        }
+        let jitter = rand::rng().random_range(0.5..1.5);
+        let wait = backoff.mul_f64(jitter);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+/// One watch session. Returns whether at least one snapshot arrived.
+async fn watch_once(
+    config: &NodeConfig,
+    state: &AppState,
+    shutdown: &CancellationToken,
+) -> Result<bool, SyncError> {
+    let channel: Channel = endpoint(config)?.connect().await?;
+    let mut client = SyncClient::new(channel);
+    let have_version = state.runtime().map_or(0, |r| r.version);
+    let hello = pb::NodeHello {
+        node_id: config.node_id.clone(),
+        software_version: env!("CARGO_PKG_VERSION").to_owned(),
+        have_version,
+    };
+    let mut stream = client
+        .watch(with_credential(config, hello)?)
+        .await?
+        .into_inner();
+    state.cp_connected.store(true, Ordering::Relaxed);
+    tracing::info!(cp = %config.cp_addr, "connected to the control plane");
+    let mut received = false;
+    loop {
+        let message = tokio::select! {
+            m = stream.message() => m?,
+            () = shutdown.cancelled() => return Ok(received),
+        };
+        let Some(snapshot) = message else {
+            tracing::info!("control plane ended the watch stream");
+            return Ok(received);
+        };
+        received = true;
+        let version = snapshot.version;
+        let hash = snapshot.content_hash.clone();
+        match Runtime::from_snapshot(snapshot) {
+            Ok(rt) => {
+                if let Some(current) = state.runtime()
+                    && current.version > version
+                {
+                    tracing::warn!(
+                        current = current.version,
+                        version,
+                        "control plane sent an older snapshot version; applying it (control plane state was reset?)"
+                    );
+                }
+                state.install(rt);
+                tracing::info!(version, content_hash = %hash, "applied snapshot");
+                let ack = pb::SnapshotAck {
+                    node_id: config.node_id.clone(),
+                    version,
+                };
+                if let Err(e) = client.ack(with_credential(config, ack)?).await {
+                    tracing::warn!(error = %e, version, "could not acknowledge snapshot");
+                }
+            }
+            Err(e) => {
+                tracing::error!(version, error = %e, "rejected malformed snapshot; keeping the last good one");
+            }
+        }
+    }
+}
