@@ -1,1 +1,75 @@
-fn main() {}
+//! `wardenctl`: Warden's admin CLI. It talks to the control plane's `warden.admin.v1` gRPC
+//! API (see `admin`); `output` renders the results as tables or JSON.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a CLI prints")]
+
+mod admin;
+mod dev;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::OutputFormat;
+
+/// Administer a Warden LLM gateway through its control plane.
+#[derive(Debug, Parser)]
+#[command(name = "wardenctl", version)]
+struct Cli {
+    #[command(flatten)]
+    connect: admin::ConnectArgs,
+
+    /// Output format.
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        help_heading = "Global options"
+    )]
+    output: OutputFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
+    /// Run the whole gateway on this machine (control plane + one node, embedded defaults).
+    Dev(dev::DevArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    warden_core::install_crypto_providers();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    // Usage errors exit with status 2 inside `parse`.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Admin(command) => admin::run(&cli.connect, cli.output, command).await,
+        Command::Dev(args) => dev::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -99,24 +99,28 @@ async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all().await
 }
 
-/// What [`open`] returns.
-#[derive(Debug)]
-pub struct Opened {
-    pub control_plane: Arc<ControlPlane>,
-    /// The first admin credential, on the very first start only (print it once).
-    pub first_admin_credential: Option<SecretString>,
-}
-
 /// Opens the stores under the data directory, loads keys, applies the providers and models
 /// declared in the config (and the built-in `echo` provider in dev mode), and publishes the
-/// first snapshot.
-pub async fn open(config: &Config) -> Result<Opened, RunError> {
+/// first snapshot. Admin credentials are the caller's business
+/// ([`ControlPlane::bootstrap_admin`] for `warden-cp`, a fresh one per start for
+/// `wardenctl dev`).
+pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
     tokio::fs::create_dir_all(&config.data_dir)
         .await
         .map_err(|source| RunError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tokio::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .map_err(|source| RunError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+    }
     let master = load_master_key(&config.master_key).await?;
     let secrets: Arc<dyn secrets::SecretStore> = Arc::new(secrets::file::FileSecretStore::new(
         config.data_dir.join("secrets.json"),
@@ -126,16 +130,12 @@ pub async fn open(config: &Config) -> Result<Opened, RunError> {
         Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?);
     let cp = Arc::new(ControlPlane::open(store, secrets, config.auth.clone()).await?);
     apply_declarations(&cp, config).await?;
-    let first_admin_credential = cp.bootstrap_admin().await?;
     if config.auth.algorithm == warden_core::jwt::SigningAlgorithm::HS256 {
         tracing::warn!(
             "JWTs are signed with HS256: every node holds the signing secret and a compromised node can mint tokens"
         );
     }
-    Ok(Opened {
-        control_plane: cp,
-        first_admin_credential,
-    })
+    Ok(cp)
 }
 
 async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), RunError> {

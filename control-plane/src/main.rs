@@ -74,13 +74,13 @@ async fn main() -> anyhow::Result<()> {
     }
     warden_core::telemetry::init(config.log_format);
 
-    let opened = warden_control_plane::open(&config).await?;
+    let cp = warden_control_plane::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = config.tls.is_some(), "control plane listening");
-    if let Some(admin) = opened.first_admin_credential {
+    if let Some(admin) = cp.bootstrap_admin().await? {
         println!("# first start: the admin credential is shown once; store it now");
         println!("WARDEN_ADMIN_TOKEN={}", admin.expose_secret());
     }
@@ -99,13 +99,7 @@ async fn main() -> anyhow::Result<()> {
         wait_for_signal().await;
         signal.cancel();
     });
-    warden_control_plane::serve(
-        opened.control_plane,
-        listener,
-        config.tls.as_ref(),
-        shutdown,
-    )
-    .await?;
+    warden_control_plane::serve(cp, listener, config.tls.as_ref(), shutdown).await?;
     Ok(())
 }
 

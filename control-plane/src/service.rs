@@ -521,17 +521,41 @@ impl ControlPlane {
         Ok(Some(secret))
     }
 
-    /// Revokes earlier credentials named `name` and issues a new one (used by
-    /// `wardenctl dev`, which prints a fresh admin credential at every start).
-    pub async fn replace_admin_credential(&self, name: &str) -> Result<SecretString, ServiceError> {
-        self.store
-            .revoke_credentials_named(CredentialTable::Admin, name, unix_now())
+    /// Revokes earlier admin or node credentials named `name` and issues a new one (used by
+    /// `wardenctl dev`, which prints a fresh admin credential at every start and gives its
+    /// embedded node a fresh node credential).
+    pub async fn replace_credential(
+        &self,
+        table: CredentialTable,
+        name: &str,
+    ) -> Result<SecretString, ServiceError> {
+        let revoked = self
+            .store
+            .revoke_credentials_named(table, name, unix_now())
             .await?;
-        let (secret, record) = self
-            .issue_opaque(CredentialTable::Admin, Kind::Admin, name)
-            .await?;
-        self.audit("admin_credential.create", "system", &record.id, "ok", name)
+        let (kind, action) = match table {
+            CredentialTable::Admin => (Kind::Admin, "admin_credential"),
+            CredentialTable::Node => (Kind::Node, "node_credential"),
+        };
+        if revoked > 0 {
+            self.audit(
+                &format!("{action}.revoke"),
+                "system",
+                name,
+                "ok",
+                "replaced",
+            )
             .await;
+        }
+        let (secret, record) = self.issue_opaque(table, kind, name).await?;
+        self.audit(
+            &format!("{action}.create"),
+            "system",
+            &record.id,
+            "ok",
+            name,
+        )
+        .await;
         Ok(secret)
     }
 

@@ -1,0 +1,212 @@
+//! How `wardenctl` shows results: plain aligned tables for people (`-o table`, the default)
+//! or JSON for scripts (`-o json`).
+//!
+//! Every command hands [`Printer`] both forms, built from the same response, so the two can
+//! never disagree about what happened. Credentials that are shown once go through
+//! [`Printer::secret`]: alone on stdout in table mode, so that `$(wardenctl token issue …)`
+//! captures exactly the credential, with everything else on stderr.
+
+use std::io::{self, Write};
+use std::time::{Duration, UNIX_EPOCH};
+
+use comfy_table::{Table, presets};
+use serde_json::Value;
+
+/// The `-o/--output` choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned plain-text columns.
+    #[default]
+    Table,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// The table form of a result: a header and rows of already formatted cells.
+#[derive(Debug)]
+pub struct Rows {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Rows {
+    /// An empty table with these column names.
+    pub fn new(header: &[&'static str]) -> Self {
+        Self {
+            header: header.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Appends one row; it should have as many cells as the header.
+    pub fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    /// The table as text: no borders, no colours, columns two spaces apart, no trailing
+    /// spaces.
+    pub fn render(&self) -> String {
+        let mut table = Table::new();
+        table.load_preset(presets::NOTHING);
+        table.set_header(self.header.iter().copied());
+        for row in &self.rows {
+            table.add_row(row.iter().map(String::as_str));
+        }
+        for column in table.column_iter_mut() {
+            column.set_padding((0, 2));
+        }
+        let mut text = String::new();
+        for line in table.lines() {
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// Writes results in the chosen [`OutputFormat`].
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    format: OutputFormat,
+}
+
+impl Printer {
+    /// A printer for `format`.
+    pub fn new(format: OutputFormat) -> Self {
+        Self { format }
+    }
+
+    /// A listing or a created/changed record.
+    pub fn table(&self, rows: &Rows, json: &Value) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Table => stdout(&rows.render()),
+            OutputFormat::Json => print_json(json),
+        }
+    }
+
+    /// A confirmation that something was done (`provider "x" removed`).
+    pub fn done(&self, message: &str, json: &Value) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Table => stdout(&format!("{message}\n")),
+            OutputFormat::Json => print_json(json),
+        }
+    }
+
+    /// A credential shown once. In table mode the credential is the only thing on stdout
+    /// (one line); `notes` go to stderr as `name: value` lines.
+    pub fn secret(&self, secret: &str, notes: &[(&str, String)], json: &Value) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Table => {
+                stdout(&format!("{secret}\n"))?;
+                let mut err = io::stderr().lock();
+                for (name, value) in notes {
+                    writeln!(err, "{name}: {value}")?;
+                }
+                writeln!(err, "the credential is shown only once: store it now")
+            }
+            OutputFormat::Json => print_json(json),
+        }
+    }
+}
+
+fn print_json(json: &Value) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(json).map_err(io::Error::other)?;
+    stdout(&format!("{text}\n"))
+}
+
+/// Writes to stdout; a closed pipe (`wardenctl … | head`) is not an error.
+fn stdout(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC; `0` (the proto's "unset") as `-`.
+pub fn timestamp(unix_seconds: i64) -> String {
+    match u64::try_from(unix_seconds) {
+        Ok(0) | Err(_) => "-".to_owned(),
+        Ok(secs) => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+        }
+    }
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds; `0` as `-`.
+pub fn timestamp_ms(unix_ms: i64) -> String {
+    match u64::try_from(unix_ms) {
+        Ok(0) | Err(_) => "-".to_owned(),
+        Ok(ms) => {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        }
+    }
+}
+
+/// How long ago `unix_seconds` was, relative to `now`: `42s ago` or `1h 2m 3s ago` within a
+/// day, RFC 3339 beyond that or in the future, `never` for `0`.
+pub fn ago(unix_seconds: i64, now: i64) -> String {
+    if unix_seconds == 0 {
+        return "never".to_owned();
+    }
+    match u64::try_from(now - unix_seconds) {
+        Ok(secs) if secs < 24 * 60 * 60 => {
+            format!(
+                "{} ago",
+                humantime::format_duration(Duration::from_secs(secs))
+            )
+        }
+        _ => timestamp(unix_seconds),
+    }
+}
+
+/// A list cell: items joined by `,`, or `empty` when there are none.
+pub fn list(items: &[String], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_plain_columns_without_trailing_spaces() {
+        let mut rows = Rows::new(&["NAME", "FORMAT"]);
+        rows.push(vec!["openai-main".into(), "openai".into()]);
+        rows.push(vec!["a".into(), "anthropic".into()]);
+        assert_eq!(
+            rows.render(),
+            "NAME         FORMAT\nopenai-main  openai\na            anthropic\n"
+        );
+    }
+
+    #[test]
+    fn formats_timestamps_as_rfc3339_utc() {
+        assert_eq!(timestamp(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(timestamp(0), "-");
+        assert_eq!(timestamp(-5), "-");
+        assert_eq!(timestamp_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn shows_recent_times_as_ago() {
+        assert_eq!(ago(1_000, 1_042), "42s ago");
+        assert_eq!(ago(1_000, 1_000 + 3_723), "1h 2m 3s ago");
+        assert_eq!(ago(0, 1_000), "never");
+        assert_eq!(
+            ago(1_700_000_000, 1_700_000_000 + 2 * 86_400),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(ago(1_700_000_100, 1_700_000_000), "2023-11-14T22:15:00Z");
+    }
+
+    #[test]
+    fn joins_lists() {
+        assert_eq!(list(&["a".into(), "b".into()], "*"), "a,b");
+        assert_eq!(list(&[], "*"), "*");
+    }
+}
