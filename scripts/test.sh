@@ -98,6 +98,8 @@ step "backend checks" check_backends
 export WARDEN_TEST_PYTHON=$PWD/$VENV/bin/python
 step "rustfmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+# End-to-end tests start the real binaries from target/debug: build them first.
+step "build binaries" cargo build --workspace --bins --locked
 step "tests" run_tests
 step "dependency checks" check_dependencies
 printf '\nall checks passed in %ds\n' $((SECONDS - total))

@@ -119,6 +119,14 @@ impl MockUpstream {
     }
 }
 
+impl std::fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for MockUpstream {
     fn drop(&mut self) {
         self.server.abort();

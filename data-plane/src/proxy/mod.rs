@@ -69,11 +69,14 @@ pub fn parse_chat(bytes: &[u8]) -> Result<ChatRequest, ApiError> {
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::now_v7().to_string();
-    let outcome = handle_chat(&state, &headers, &body).await;
+    let outcome = match body {
+        Ok(body) => handle_chat(&state, &headers, &body).await,
+        Err(rejection) => Err((body_error(&rejection), String::new(), String::new())),
+    };
     let (mut response, principal, model, provider) = match outcome {
         Ok(done) => (done.response, done.principal, done.model, done.provider),
         Err((e, principal, model)) => {
@@ -104,6 +107,18 @@ pub async fn chat_completions(
     );
     set_request_id(&mut response, &request_id);
     response
+}
+
+/// A body that could not be read (too large, broken connection) in the OpenAI shape.
+fn body_error(rejection: &axum::extract::rejection::BytesRejection) -> ApiError {
+    let status = rejection.status();
+    let mut e = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::bad_request("The request body is larger than this gateway accepts.")
+    } else {
+        ApiError::bad_request("The request body could not be read.")
+    };
+    e.status = status;
+    e
 }
 
 fn set_request_id(response: &mut Response, id: &str) {

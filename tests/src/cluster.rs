@@ -1,0 +1,436 @@
+//! [`TestCluster`]: a real Warden on loopback for end-to-end tests — a `warden-cp` process,
+//! any number of `warden-dp` processes, a [`MockUpstream`] provider and `wardenctl` — so
+//! that tests read like sentences. Every process logs to a file in the cluster's temporary
+//! directory; [`TestCluster::find_everywhere`] searches those logs and every stored file
+//! for a value (the canary search for secrets).
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+
+use crate::mock::MockUpstream;
+
+/// The upstream key the cluster configures for the mock provider: a canary that must never
+/// appear in any log, response or stored file.
+pub const CANARY_UPSTREAM_KEY: &str = "sk-canary-UPSTREAM-4f1c9e7a2b3d5e6f";
+/// The alias of the mock provider's model.
+pub const MODEL: &str = "gpt-mock";
+/// A second alias on the same provider, for allow-list tests.
+pub const OTHER_MODEL: &str = "gpt-other";
+
+/// Directory holding the workspace's binaries (`target/debug`), next to the test binary.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a workspace binary; fails loudly when it has not been built.
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries first (`cargo build --workspace --bins`; scripts/test.sh does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free loopback port (bound and released; fine for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `check` returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One `warden-dp` process.
+#[derive(Debug)]
+pub struct Node {
+    pub child: Child,
+    pub port: u16,
+    pub id: String,
+}
+
+impl Node {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// A running Warden.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub master_key: String,
+    pub cp: Option<Child>,
+    pub cp_port: u16,
+    pub admin_token: String,
+    pub node_token: String,
+    pub nodes: Vec<Node>,
+    pub mock: MockUpstream,
+    pub http: reqwest::Client,
+    log_seq: usize,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Some(cp) = self.cp.as_mut() {
+            let _ = cp.kill();
+            let _ = cp.wait();
+        }
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+    }
+}
+
+impl TestCluster {
+    /// Starts a control plane, the mock provider (provider `mock` with one key and models
+    /// [`MODEL`] and [`OTHER_MODEL`]) and `nodes` data-plane nodes, all ready.
+    pub async fn start(nodes: usize) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        warden_core::install_crypto_providers();
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("logs"))?;
+        let master_key = base64::engine::general_purpose::STANDARD.encode(uuid_bytes());
+        let mock = MockUpstream::start().await?;
+        let mut cluster = Self {
+            dir,
+            master_key,
+            cp: None,
+            cp_port: free_port()?,
+            admin_token: String::new(),
+            node_token: String::new(),
+            nodes: Vec::new(),
+            mock,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            log_seq: 0,
+        };
+        let admin = cluster.start_cp().await?;
+        cluster.admin_token = admin.context("first start printed no admin credential")?;
+        let base = cluster.mock.base_url();
+        cluster.ctl_ok(
+            &[
+                "provider",
+                "add",
+                "mock",
+                "--format",
+                "openai",
+                "--base-url",
+                &base,
+            ],
+            None,
+        )?;
+        cluster.ctl_ok(
+            &["provider", "key", "add", "mock"],
+            Some(CANARY_UPSTREAM_KEY),
+        )?;
+        cluster.ctl_ok(
+            &[
+                "model",
+                "add",
+                MODEL,
+                "--provider",
+                "mock",
+                "--upstream-model",
+                "mock-model",
+            ],
+            None,
+        )?;
+        cluster.ctl_ok(&["model", "add", OTHER_MODEL, "--provider", "mock"], None)?;
+        cluster.node_token =
+            cluster.ctl_ok(&["node", "credential", "issue", "--name", "test"], None)?;
+        for _ in 0..nodes {
+            cluster.add_node().await?;
+        }
+        Ok(cluster)
+    }
+
+    fn log_file(&mut self, name: &str) -> anyhow::Result<std::fs::File> {
+        self.log_seq += 1;
+        let path = self
+            .dir
+            .path()
+            .join("logs")
+            .join(format!("{:02}-{name}.log", self.log_seq));
+        Ok(std::fs::File::create(path)?)
+    }
+
+    pub fn cp_addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.cp_port)
+    }
+
+    /// Starts (or restarts) the control plane on its port and data dir; returns the admin
+    /// credential it printed, if any (first start only).
+    pub async fn start_cp(&mut self) -> anyhow::Result<Option<String>> {
+        let stdout_path = self
+            .dir
+            .path()
+            .join("logs")
+            .join(format!("cp-stdout-{}.log", self.log_seq + 1));
+        let stderr = self.log_file("cp")?;
+        let child = Command::new(bin("warden-cp")?)
+            .arg("--grpc-addr")
+            .arg(format!("127.0.0.1:{}", self.cp_port))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("cp-data"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WARDEN_MASTER_KEY", &self.master_key)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path)?)
+            .stderr(stderr)
+            .spawn()
+            .context("spawning warden-cp")?;
+        self.cp = Some(child);
+        let text = eventually(Duration::from_secs(20), "warden-cp to be ready", || {
+            let path = stdout_path.clone();
+            async move {
+                let t = std::fs::read_to_string(&path).ok()?;
+                t.contains("WARDEN_CP_ADDR=").then_some(t)
+            }
+        })
+        .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("WARDEN_ADMIN_TOKEN="))
+            .map(str::to_owned))
+    }
+
+    /// Kills the control plane (SIGKILL) and waits for it to exit.
+    pub fn kill_cp(&mut self) -> anyhow::Result<()> {
+        if let Some(mut cp) = self.cp.take() {
+            cp.kill()?;
+            cp.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts one more data-plane node and waits until it is ready.
+    pub async fn add_node(&mut self) -> anyhow::Result<usize> {
+        let port = free_port()?;
+        let id = format!("node-{}", self.nodes.len() + 1);
+        let stderr = self.log_file(&id)?;
+        let child = Command::new(bin("warden-dp")?)
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--cp-addr")
+            .arg(self.cp_addr())
+            .arg("--node-id")
+            .arg(&id)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WARDEN_NODE_TOKEN", &self.node_token)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("spawning warden-dp")?;
+        self.nodes.push(Node { child, port, id });
+        let index = self.nodes.len() - 1;
+        let url = self.nodes[index].url("/readyz");
+        let http = self.http.clone();
+        eventually(Duration::from_secs(20), "warden-dp to be ready", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await?;
+        Ok(index)
+    }
+
+    /// The snapshot version a node reports on `/readyz`.
+    pub async fn node_version(&self, node: usize) -> Option<u64> {
+        let r = self
+            .http
+            .get(self.nodes[node].url("/readyz"))
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        v["snapshot_version"].as_u64()
+    }
+
+    /// Runs `wardenctl` with the cluster's address and admin credential.
+    pub fn ctl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<std::process::Output> {
+        self.ctl_with(args, stdin, &[("WARDEN_ADMIN_TOKEN", &self.admin_token)])
+    }
+
+    /// Runs `wardenctl` with extra environment.
+    pub fn ctl_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<std::process::Output> {
+        use std::io::Write as _;
+        let mut cmd = Command::new(bin("wardenctl")?);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WARDEN_CP_ADDR", self.cp_addr())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        if let (Some(mut pipe), Some(input)) = (child.stdin.take(), stdin) {
+            pipe.write_all(input.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        let mut log = String::new();
+        log.push_str(&format!("$ wardenctl {}\n", args.join(" ")));
+        log.push_str(&String::from_utf8_lossy(&out.stderr));
+        let path = self.dir.path().join("logs").join("wardenctl-stderr.log");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        f.write_all(log.as_bytes())?;
+        Ok(out)
+    }
+
+    /// Runs `wardenctl`, requires success, returns trimmed stdout.
+    pub fn ctl_ok(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+        let out = self.ctl(args, stdin)?;
+        if !out.status.success() {
+            bail!(
+                "wardenctl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Issues a JWT for `subject` allowed `models` (comma-separated; `*` = all).
+    pub fn issue_token(&self, subject: &str, models: &str) -> anyhow::Result<String> {
+        self.ctl_ok(
+            &[
+                "token",
+                "issue",
+                "--subject",
+                subject,
+                "--models",
+                models,
+                "--ttl",
+                "1h",
+            ],
+            None,
+        )
+    }
+
+    /// A chat completion request body for `model`.
+    pub fn chat_body(model: &str, text: &str, stream: bool) -> serde_json::Value {
+        serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            "stream": stream,
+        })
+    }
+
+    /// POSTs a chat completion to `node` with `token`.
+    pub async fn chat(
+        &self,
+        node: usize,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(self.nodes[node].url("/v1/chat/completions"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?)
+    }
+
+    /// Every place `needle` occurs: process logs, and every file under the cluster's
+    /// directory (state database, WAL, secret store).
+    pub fn find_everywhere(&self, needle: &str) -> Vec<String> {
+        let mut hits = Vec::new();
+        let mut stack = vec![self.dir.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path)
+                    && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+                {
+                    hits.push(path.display().to_string());
+                }
+            }
+        }
+        hits
+    }
+
+    /// All process logs concatenated (for assertions and failure messages).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.path().join("logs"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        for f in files {
+            out.push_str(&format!("==> {}\n", f.display()));
+            out.push_str(&std::fs::read_to_string(&f).unwrap_or_default());
+        }
+        out
+    }
+
+    /// Environment map for child processes that need the cluster (Python SDK tests).
+    pub fn env_for(&self, node: usize, token: &str) -> HashMap<String, String> {
+        HashMap::from([
+            ("WARDEN_URL".to_owned(), self.nodes[node].url("/v1")),
+            ("WARDEN_TOKEN".to_owned(), token.to_owned()),
+            ("WARDEN_MODEL".to_owned(), MODEL.to_owned()),
+        ])
+    }
+}
+
+fn uuid_bytes() -> [u8; 32] {
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(a.as_bytes());
+    out[16..].copy_from_slice(b.as_bytes());
+    out
+}

@@ -1,0 +1,16 @@
+//! End-to-end tests: real `warden-cp`, `warden-dp` and `wardenctl` processes on loopback in
+//! front of the mock provider. One test binary (one link) for the whole suite.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test loudly"
+)]
+
+mod attacks;
+mod cli;
+mod dev;
+mod gateway;
+mod resilience;
+mod sdk;

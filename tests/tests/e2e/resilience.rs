@@ -1,0 +1,169 @@
+//! Several nodes on one control plane, and a control plane that goes away and comes back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use warden_tests::cluster::{MODEL, OTHER_MODEL, TestCluster, eventually};
+
+#[tokio::test]
+async fn node_serves_while_the_control_plane_is_down_and_catches_up_after() {
+    let mut c = TestCluster::start(1).await.unwrap();
+    let token = c.issue_token("svc-outage", "*").unwrap();
+    let jti = {
+        let list: Value =
+            serde_json::from_str(&c.ctl_ok(&["token", "list", "-o", "json"], None).unwrap())
+                .unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["subject"] == "svc-outage")
+            .unwrap()["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = c.node_version(0).await.unwrap();
+
+    c.kill_cp().unwrap();
+    for i in 0..5 {
+        let r = c
+            .chat(
+                0,
+                &token,
+                &TestCluster::chat_body(MODEL, &format!("during outage {i}"), false),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "node stopped serving while the control plane was down"
+        );
+        let ready = c.http.get(c.nodes[0].url("/readyz")).send().await.unwrap();
+        assert_eq!(
+            ready.status(),
+            200,
+            "node must stay ready on its last snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready: Value = c
+        .http
+        .get(c.nodes[0].url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["control_plane_connected"], false, "{ready}");
+    let health = c.http.get(c.nodes[0].url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let printed = c.start_cp().await.unwrap();
+    assert!(
+        printed.is_none(),
+        "a restart must not print a new admin credential"
+    );
+    // A change made after the control plane returns reaches the node.
+    c.ctl_ok(&["token", "revoke", &jti], None).unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the node to apply the revocation",
+        || async {
+            let r = c
+                .chat(0, &token, &TestCluster::chat_body(MODEL, "x", false))
+                .await
+                .ok()?;
+            (r.status() == 401).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(c.node_version(0).await.unwrap() > before);
+    // State survived the restart: the other token and the provider key still work.
+    let other = c.issue_token("svc-after", "*").unwrap();
+    let r = c
+        .chat(0, &other, &TestCluster::chat_body(MODEL, "after", false))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn two_nodes_serve_and_both_reject_a_revoked_credential() {
+    let c = TestCluster::start(2).await.unwrap();
+    let token = c.issue_token("svc-two", "*").unwrap();
+    let key = c
+        .ctl_ok(&["vkey", "create", "--name", "two-nodes"], None)
+        .unwrap();
+    for node in 0..2 {
+        for credential in [&token, &key] {
+            let r = c
+                .chat(
+                    node,
+                    credential,
+                    &TestCluster::chat_body(OTHER_MODEL, "x", false),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "node {node}");
+        }
+    }
+    let tokens: Value =
+        serde_json::from_str(&c.ctl_ok(&["token", "list", "-o", "json"], None).unwrap()).unwrap();
+    let jti = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["subject"] == "svc-two")
+        .unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let keys: Value =
+        serde_json::from_str(&c.ctl_ok(&["vkey", "list", "-o", "json"], None).unwrap()).unwrap();
+    let id = keys.as_array().unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.ctl_ok(&["token", "revoke", &jti], None).unwrap();
+    c.ctl_ok(&["vkey", "revoke", &id], None).unwrap();
+    for node in 0..2 {
+        for credential in [&token, &key] {
+            eventually(
+                Duration::from_secs(1),
+                "both nodes to reject the revoked credential",
+                || async {
+                    let r = c
+                        .chat(node, credential, &TestCluster::chat_body(MODEL, "x", false))
+                        .await
+                        .ok()?;
+                    (r.status() == 401).then_some(())
+                },
+            )
+            .await
+            .unwrap();
+        }
+    }
+    // Both nodes acknowledged the current snapshot.
+    let nodes: Value =
+        serde_json::from_str(&c.ctl_ok(&["nodes", "-o", "json"], None).unwrap()).unwrap();
+    let current = nodes["current_version"].as_u64().unwrap();
+    eventually(
+        Duration::from_secs(2),
+        "both nodes to ack the current version",
+        || async {
+            let nodes: Value =
+                serde_json::from_str(&c.ctl_ok(&["nodes", "-o", "json"], None).ok()?).ok()?;
+            let list = nodes["nodes"].as_array()?.clone();
+            (list.len() == 2
+                && list.iter().all(|n| {
+                    n["acked_version"].as_u64() == Some(current) && n["connected"] == true
+                }))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
