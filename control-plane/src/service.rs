@@ -48,7 +48,12 @@ pub struct ControlPlane {
     snapshot_tx: watch::Sender<Arc<SnapshotData>>,
     publish_lock: Mutex<()>,
     connections: std::sync::Mutex<HashMap<String, usize>>,
+    /// Snapshot version each node last acknowledged (in memory, for propagation waits).
+    acked: watch::Sender<HashMap<String, u64>>,
 }
+
+/// How long an admin change waits for connected nodes to apply it before returning.
+const PROPAGATION_WAIT: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,6 +153,7 @@ impl ControlPlane {
             snapshot_tx,
             publish_lock: Mutex::new(()),
             connections: std::sync::Mutex::new(HashMap::new()),
+            acked: watch::channel(HashMap::new()).0,
         };
         cp.publish().await?;
         Ok(cp)
@@ -212,23 +218,60 @@ impl ControlPlane {
         &self.signer
     }
 
-    /// Rebuilds the snapshot from the store and publishes it under a new version.
+    /// Rebuilds the snapshot from the store, publishes it under a new version, and waits
+    /// (up to two seconds) until every connected node has acknowledged it, so that an admin
+    /// change is in force on every live node when the admin call returns.
     pub async fn publish(&self) -> Result<u64, ServiceError> {
-        let _guard = self.publish_lock.lock().await;
-        let previous: u64 = self
-            .store
-            .get_meta(META_VERSION)
-            .await?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let version = previous + 1;
-        let data = self.build_snapshot(version).await?;
-        self.store
-            .set_meta(META_VERSION, &version.to_string())
-            .await?;
-        self.snapshot_tx.send_replace(Arc::new(data));
+        let version = {
+            let _guard = self.publish_lock.lock().await;
+            let previous: u64 = self
+                .store
+                .get_meta(META_VERSION)
+                .await?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let version = previous + 1;
+            let data = self.build_snapshot(version).await?;
+            self.store
+                .set_meta(META_VERSION, &version.to_string())
+                .await?;
+            self.snapshot_tx.send_replace(Arc::new(data));
+            version
+        };
         tracing::info!(version, "published snapshot");
+        if !self.await_propagation(version, PROPAGATION_WAIT).await {
+            tracing::warn!(
+                version,
+                "not every connected node acknowledged the snapshot in time"
+            );
+        }
         Ok(version)
+    }
+
+    /// Waits until every connected node has acknowledged `version`; false on timeout.
+    pub async fn await_propagation(&self, version: u64, timeout: Duration) -> bool {
+        let mut acks = self.acked.subscribe();
+        let all_acked = |acks: &HashMap<String, u64>| {
+            self.connections
+                .lock()
+                .map(|c| {
+                    c.keys()
+                        .all(|node| acks.get(node).is_some_and(|v| *v >= version))
+                })
+                .unwrap_or(true)
+        };
+        tokio::time::timeout(timeout, async {
+            loop {
+                if all_acked(&acks.borrow_and_update()) {
+                    return;
+                }
+                if acks.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
     }
 
     async fn build_snapshot(&self, version: u64) -> Result<SnapshotData, ServiceError> {
@@ -1011,6 +1054,8 @@ impl ControlPlane {
                 c.remove(node_id);
             }
         }
+        // Wake propagation waits: a node that left no longer holds them up.
+        self.acked.send_modify(|_| {});
     }
 
     /// Records the snapshot version a node applied.
@@ -1027,6 +1072,9 @@ impl ControlPlane {
             .into_iter()
             .find(|n| n.node_id == node_id);
         let software_version = existing.map(|n| n.software_version).unwrap_or_default();
+        self.acked.send_modify(|acks| {
+            acks.insert(node_id.to_owned(), version);
+        });
         self.store
             .upsert_node(&NodeRecord {
                 node_id: node_id.to_owned(),

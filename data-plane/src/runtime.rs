@@ -213,3 +213,107 @@ impl Runtime {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    const FIXTURE_V1: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/snapshot-v1.bin"
+    );
+
+    fn sample() -> pb::Snapshot {
+        pb::Snapshot {
+            version: 7,
+            content_hash: "fixture".into(),
+            providers: vec![pb::Provider {
+                name: "openai".into(),
+                format: pb::ApiFormat::Openai as i32,
+                base_url: "https://api.openai.com/v1".into(),
+                keys: vec![pb::UpstreamKey {
+                    id: "key_1".into(),
+                    fingerprint: "0123456789ab".into(),
+                    secret: "sk-fixture-not-a-real-key".into(),
+                }],
+            }],
+            models: vec![pb::Model {
+                alias: "gpt-4o".into(),
+                provider: "openai".into(),
+                upstream_model: "gpt-4o-2024-08-06".into(),
+            }],
+            jwt: Some(pb::JwtSettings {
+                issuer: "warden".into(),
+                audience: "warden".into(),
+                keys: vec![pb::JwtVerificationKey {
+                    kid: "k1".into(),
+                    algorithm: "EdDSA".into(),
+                    key: vec![7; 32],
+                }],
+                leeway_seconds: 30,
+            }),
+            virtual_keys: vec![pb::VirtualKey {
+                id: "vk_1".into(),
+                hash: "ab".repeat(32),
+                name: "team".into(),
+                owner: "ops".into(),
+                models: vec!["*".into()],
+                scopes: vec!["read".into(), "write".into()],
+                expires_at: 0,
+            }],
+            revoked_tokens: vec![pb::RevokedToken {
+                jti: "revoked-1".into(),
+                expires_at: 4_000_000_000,
+            }],
+            vkey_pepper: vec![1; 32],
+        }
+    }
+
+    /// Snapshots written by older control planes must keep decoding. The fixture is the
+    /// v1 encoding, committed; regenerate only for a deliberate format change with
+    /// `WARDEN_REGENERATE_FIXTURES=1 cargo test -p warden-data-plane`.
+    #[test]
+    fn v1_snapshot_fixture_still_decodes() {
+        if std::env::var_os("WARDEN_REGENERATE_FIXTURES").is_some() {
+            std::fs::write(FIXTURE_V1, sample().encode_to_vec()).unwrap();
+        }
+        let bytes = std::fs::read(FIXTURE_V1).expect("fixture missing");
+        let snapshot = pb::Snapshot::decode(bytes.as_slice()).unwrap();
+        let rt = Runtime::from_snapshot(snapshot).unwrap();
+        assert_eq!(rt.version, 7);
+        let route = &rt.routes["gpt-4o"];
+        assert_eq!(route.upstream_model, "gpt-4o-2024-08-06");
+        assert_eq!(route.provider.format, Format::OpenAi);
+        assert_eq!(route.provider.keys[0].fingerprint, "0123456789ab");
+        assert!(rt.revoked_jtis.contains("revoked-1"));
+        assert!(rt.virtual_keys.contains_key(&"ab".repeat(32)));
+    }
+
+    #[test]
+    fn inconsistent_snapshots_are_rejected() {
+        let mut s = sample();
+        s.models[0].provider = "missing".into();
+        assert!(matches!(
+            Runtime::from_snapshot(s),
+            Err(SnapshotError::UnknownProvider { .. })
+        ));
+        let mut s = sample();
+        s.jwt = None;
+        assert!(Runtime::from_snapshot(s).is_err());
+        let mut s = sample();
+        s.vkey_pepper.clear();
+        assert!(Runtime::from_snapshot(s).is_err());
+        let mut s = sample();
+        s.providers[0].format = 99;
+        assert!(Runtime::from_snapshot(s).is_err());
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let rt = Runtime::from_snapshot(sample()).unwrap();
+        let dbg = format!("{rt:?} {:?}", rt.routes["gpt-4o"]);
+        assert!(!dbg.contains("sk-fixture"), "{dbg}");
+    }
+}

@@ -53,6 +53,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/models", get(crate::proxy::list_models))
         .route("/v1/chat/completions", post(crate::proxy::chat_completions))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -83,6 +84,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn method_not_allowed() -> Response {
+    let mut e = ApiError::bad_request("This endpoint does not accept this HTTP method.");
+    e.status = StatusCode::METHOD_NOT_ALLOWED;
+    e.into_response()
 }
 
 async fn not_found() -> Response {

@@ -198,6 +198,21 @@ async fn bad_input_gets_openai_shaped_400s() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     }
+    for (method, path, status) in [
+        ("GET", "/v1/chat/completions", 405u16),
+        ("POST", "/v1/nothing", 404),
+    ] {
+        let r = c
+            .http
+            .request(method.parse().unwrap(), c.nodes[0].url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
     let huge = "x".repeat(11 * 1024 * 1024);
     let r = c
         .http
