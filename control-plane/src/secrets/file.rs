@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
@@ -15,7 +16,7 @@ use super::{SecretError, SecretStore};
 /// Secrets encrypted under the master key in one file.
 pub struct FileSecretStore {
     path: PathBuf,
-    master: MasterKey,
+    master: Arc<MasterKey>,
     /// Serialises read-modify-write cycles within this process.
     lock: Mutex<()>,
 }
@@ -31,6 +32,11 @@ impl std::fmt::Debug for FileSecretStore {
 impl FileSecretStore {
     /// A store in `path` (created on first write).
     pub fn new(path: PathBuf, master: MasterKey) -> Self {
+        Self::with_shared_key(path, Arc::new(master))
+    }
+
+    /// A store in `path` using a master key shared with other users (`env://` decryption).
+    pub fn with_shared_key(path: PathBuf, master: Arc<MasterKey>) -> Self {
         Self {
             path,
             master,

@@ -1,12 +1,40 @@
 //! Secret storage. The control plane keeps provider keys, JWT signing keys and the
-//! credential pepper in a [`SecretStore`], addressed by reference (`file://name`). The
-//! embedded default is the encrypted file store ([`file::FileSecretStore`]); Vault, AWS
-//! Secrets Manager and Azure Key Vault implement the same trait (a later issue).
+//! credential pepper in a [`SecretStore`], addressed by name; configuration refers to a
+//! secret by a [`reference::SecretReference`] (`file://name`, `vault://mount/path#field`,
+//! `aws-sm://name#field`, `azure-kv://vault/name`, `env://VAR`), never by value.
+//!
+//! Backends, one module each, all behind the same trait:
+//! - [`file::FileSecretStore`]: the embedded default, AES-256-GCM values in one file
+//!   ([`cipher`]);
+//! - [`vault::VaultSecretStore`]: HashiCorp Vault / OpenBao KV v2 (token or AppRole auth,
+//!   renewal);
+//! - [`aws::AwsSecretStore`]: AWS Secrets Manager (default credential chain, JSON fields);
+//! - [`azure::AzureKeyVaultStore`]: Azure Key Vault secrets over its REST API;
+//! - [`memory::MemorySecretStore`]: in memory, for tests;
+//! - [`reference::EnvSecretStore`]: read-only `env://VAR` values, optionally `enc:v1:`.
+//!
+//! Start reading at [`config`]: [`config::SecretBackendConfig`] is the typed configuration
+//! and [`config::build`] turns it into a store; [`config::SecretResolver`] reads any
+//! reference from the backends that are configured.
+//!
+//! Every error names the reference, never the value; no `Debug` impl prints a value, token
+//! or client secret.
 
+pub mod aws;
+pub mod azure;
 pub mod cipher;
+pub mod config;
 pub mod file;
+pub mod memory;
+pub mod reference;
+pub mod vault;
 
-use secrecy::SecretString;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+/// Default timeout of every network call a backend makes.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors from a secret backend. Messages name the reference, never the value.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +49,47 @@ pub enum SecretError {
     Io(#[from] std::io::Error),
     #[error("secret store file is malformed: {0}")]
     Malformed(String),
+    /// The backend could not be reached or did not answer in time; retrying may help.
+    #[error("secret backend unavailable for {reference}: {reason}")]
+    Unavailable { reference: String, reason: String },
+    /// The backend refused the credential Warden presented for this secret.
+    #[error("permission denied for secret {reference}")]
+    PermissionDenied { reference: String },
+    /// The backend answered, but not with what was asked (bad request, unexpected shape).
+    #[error("secret backend rejected the request for {reference}: {reason}")]
+    Backend { reference: String, reason: String },
+    /// The backend configuration is invalid; names the field.
+    #[error("secret backend config: `{field}`: {reason}")]
+    Config { field: String, reason: String },
+}
+
+impl SecretError {
+    /// A low-cardinality label for metrics and audit reason codes.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::BadReference { .. } => "bad_reference",
+            Self::Decrypt { .. } => "decrypt",
+            Self::Io(_) => "io",
+            Self::Malformed(_) => "malformed",
+            Self::Unavailable { .. } => "unavailable",
+            Self::PermissionDenied { .. } => "permission_denied",
+            Self::Backend { .. } => "backend",
+            Self::Config { .. } => "config",
+        }
+    }
+
+    /// Whether trying again later can help (the backend was down or slow).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Io(_))
+    }
+
+    pub(crate) fn config(field: &str, reason: impl Into<String>) -> Self {
+        Self::Config {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// A place secrets are kept, addressed by name.
@@ -34,4 +103,62 @@ pub trait SecretStore: Send + Sync {
     async fn delete(&self, name: &str) -> Result<(), SecretError>;
     /// The reference under which `name` is addressed (`file://name`).
     fn reference(&self, name: &str) -> String;
+
+    /// Reads the current value of `name` with an opaque version id that changes whenever
+    /// the value does, so the control plane can poll for rotation.
+    ///
+    /// Backends with versions return theirs (Vault KV v2 metadata version, AWS
+    /// `VersionId`, Azure Key Vault version). The default, for backends without versions,
+    /// is [`content_version`]: `sha256:` + the value's 12-hex-character fingerprint
+    /// ([`warden_core::fingerprint`]), which is stable across restarts, safe to log and
+    /// changes when the value changes.
+    async fn get_versioned(&self, name: &str) -> Result<(SecretString, String), SecretError> {
+        let value = self.get(name).await?;
+        let version = content_version(&value);
+        Ok((value, version))
+    }
+}
+
+/// The version id of a value in a backend without versions: `sha256:` followed by the
+/// value's fingerprint (first 12 hex characters of its SHA-256, see
+/// [`warden_core::fingerprint::of`]). As safe to show as a key fingerprint.
+pub fn content_version(value: &SecretString) -> String {
+    format!(
+        "sha256:{}",
+        warden_core::fingerprint::of(value.expose_secret().as_bytes())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_version_changes_with_the_value_and_hides_it() {
+        let a = content_version(&SecretString::from("sk-canary-aaaa"));
+        let b = content_version(&SecretString::from("sk-canary-bbbb"));
+        assert_ne!(a, b);
+        assert_eq!(a, content_version(&SecretString::from("sk-canary-aaaa")));
+        assert!(a.starts_with("sha256:") && !a.contains("canary"));
+    }
+
+    #[test]
+    fn error_messages_carry_references_only() {
+        let e = SecretError::Unavailable {
+            reference: "vault://secret/x#k".into(),
+            reason: "timed out after 5s".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "secret backend unavailable for vault://secret/x#k: timed out after 5s"
+        );
+        assert!(e.is_retryable());
+        assert_eq!(
+            SecretError::PermissionDenied {
+                reference: "aws-sm://a".into()
+            }
+            .metric_label(),
+            "permission_denied"
+        );
+    }
 }
