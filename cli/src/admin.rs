@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -20,10 +20,14 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 use warden_proto::admin::v1::{self as pb, admin_client::AdminClient};
 
-use crate::output::{self, OutputFormat, Printer, Rows};
+use crate::output::{self, Fields, OutputFormat, Printer, Rows};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The budget period sent when `--max-budget` is given without `--budget-period`.
+const DEFAULT_BUDGET_PERIOD: Duration = Duration::from_secs(30 * 86_400);
+/// The shortest `--budget-period` accepted.
+const MIN_BUDGET_PERIOD: Duration = Duration::from_secs(60);
 
 /// How to reach and authenticate to the control plane. Global: accepted before or after the
 /// subcommand.
@@ -66,10 +70,10 @@ pub enum AdminCommand {
     /// Manage model aliases.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Issue, list and revoke JWT access tokens.
+    /// Issue, list, inspect and revoke JWT access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Create, list and revoke virtual keys (`wk_…`).
+    /// Create, list, inspect and revoke virtual keys (`wk_…`).
     #[command(subcommand)]
     Vkey(VkeyCommand),
     /// Manage data-plane node credentials.
@@ -80,6 +84,9 @@ pub enum AdminCommand {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Set and read limits (rate, concurrency, budget) and their current usage.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +119,16 @@ pub enum ProviderKeyCommand {
     /// Remove an upstream key by id.
     #[command(visible_alias = "rm")]
     Remove { provider: String, key_id: String },
+    /// Take an upstream key out of service on every node (e.g. a suspected leak).
+    Quarantine {
+        provider: String,
+        key_id: String,
+        /// Why, shown in `provider list` and kept in the audit log.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Put a quarantined or provider-rejected upstream key back into service.
+    Enable { provider: String, key_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +141,32 @@ pub enum ModelCommand {
         /// Model name sent upstream [default: the alias].
         #[arg(long)]
         upstream_model: Option<String>,
+        /// Model aliases tried in order when every key of this model's provider is
+        /// unavailable, comma-separated.
+        #[arg(
+            long = "fallback",
+            value_name = "ALIASES",
+            value_delimiter = ',',
+            value_parser = list_item,
+            num_args = 1
+        )]
+        fallbacks: Vec<String>,
+        /// Price of input tokens in USD per million tokens, for budgets, e.g. `2.50`.
+        #[arg(
+            long,
+            value_name = "USD_PER_MTOK",
+            value_parser = parse_usd,
+            allow_negative_numbers = true
+        )]
+        input_price: Option<f64>,
+        /// Price of output tokens in USD per million tokens, for budgets, e.g. `10`.
+        #[arg(
+            long,
+            value_name = "USD_PER_MTOK",
+            value_parser = parse_usd,
+            allow_negative_numbers = true
+        )]
+        output_price: Option<f64>,
     },
     /// List model aliases.
     #[command(visible_alias = "ls")]
@@ -136,6 +179,10 @@ pub enum ModelCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Issue a JWT; prints only the token on stdout.
+    ///
+    /// Limit flags set the policy of the subject, not of this token alone: it is shared by
+    /// all of the subject's tokens and replaces the policy the subject had (a limit left out
+    /// becomes unlimited). Without limit flags the subject's policy is left as it is.
     Issue {
         /// Who the token is for (the `sub` claim).
         #[arg(long)]
@@ -145,12 +192,19 @@ pub enum TokenCommand {
         /// Lifetime, e.g. `30d`, `12h` [default: the control plane's configured lifetime].
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
+        #[command(
+            flatten,
+            next_help_heading = "Limits of the subject (shared by all its tokens)"
+        )]
+        policy: PolicyArgs,
     },
     /// Revoke a token by its id (`jti`).
     Revoke { jti: String },
     /// List issued tokens.
     #[command(visible_alias = "ls")]
     List,
+    /// Show a token and the policy and usage of its subject.
+    Info { jti: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,12 +222,16 @@ pub enum VkeyCommand {
         /// Lifetime, e.g. `90d` [default: never expires].
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
+        #[command(flatten, next_help_heading = "Limits of the key")]
+        policy: PolicyArgs,
     },
     /// List virtual keys.
     #[command(visible_alias = "ls")]
     List,
     /// Revoke a virtual key by id.
     Revoke { id: String },
+    /// Show a virtual key with its policy and usage.
+    Info { id: String },
 }
 
 /// What a token or virtual key may do.
@@ -185,6 +243,138 @@ pub struct GrantArgs {
     /// Scopes (`read`, `write`, `admin`), comma-separated [default: read,write].
     #[arg(long, value_delimiter = ',', value_parser = list_item, num_args = 1)]
     scopes: Vec<String>,
+}
+
+/// Limits of a virtual key, a subject, a model or the gateway. `0` means unlimited.
+#[derive(Debug, Clone, Default, Args)]
+#[group(id = "policy_flags", multiple = true)]
+pub struct PolicyArgs {
+    /// Requests per minute [default: unlimited].
+    #[arg(long, value_name = "N")]
+    rpm: Option<u64>,
+    /// Tokens per minute [default: unlimited].
+    #[arg(long, value_name = "N")]
+    tpm: Option<u64>,
+    /// Requests in flight at once [default: unlimited].
+    #[arg(long, value_name = "N")]
+    max_parallel: Option<u32>,
+    /// Spend ceiling in USD per budget period, e.g. `25` or `12.50` [default: unlimited].
+    #[arg(
+        long,
+        value_name = "USD",
+        value_parser = parse_usd,
+        allow_negative_numbers = true
+    )]
+    max_budget: Option<f64>,
+    /// The budget's period, e.g. `30d`, `7d`, `12h`; at least 1m [default: 30d].
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_period,
+        requires = "max_budget"
+    )]
+    budget_period: Option<Duration>,
+}
+
+impl PolicyArgs {
+    /// Whether any limit flag was given.
+    fn is_empty(&self) -> bool {
+        self.rpm.is_none()
+            && self.tpm.is_none()
+            && self.max_parallel.is_none()
+            && self.max_budget.is_none()
+            && self.budget_period.is_none()
+    }
+
+    /// The policy to send: limits not given are `0` (unlimited); a budget without a period
+    /// gets [`DEFAULT_BUDGET_PERIOD`].
+    fn to_policy(&self) -> pb::Policy {
+        let max_budget_usd = self.max_budget.unwrap_or(0.0);
+        let period = match self.budget_period {
+            Some(period) => period,
+            None if max_budget_usd > 0.0 => DEFAULT_BUDGET_PERIOD,
+            None => Duration::ZERO,
+        };
+        pb::Policy {
+            rpm: self.rpm.unwrap_or(0),
+            tpm: self.tpm.unwrap_or(0),
+            max_parallel: self.max_parallel.unwrap_or(0),
+            max_budget_usd,
+            budget_period_seconds: period.as_secs(),
+        }
+    }
+
+    /// `Some(policy)` when any limit flag was given, for `token issue` and `vkey create`.
+    fn to_optional_policy(&self) -> Option<pb::Policy> {
+        (!self.is_empty()).then(|| self.to_policy())
+    }
+}
+
+/// Whose policy: exactly one of these.
+#[derive(Debug, Clone, Args)]
+#[group(id = "target", required = true, multiple = false)]
+pub struct TargetArgs {
+    /// A virtual key, by id.
+    #[arg(long, value_name = "ID")]
+    vkey: Option<String>,
+    /// A JWT subject: all of its tokens share the policy.
+    #[arg(long, value_name = "SUBJECT")]
+    subject: Option<String>,
+    /// A model alias.
+    #[arg(long, value_name = "ALIAS")]
+    model: Option<String>,
+    /// Every request through the gateway.
+    #[arg(long)]
+    global: bool,
+}
+
+impl TargetArgs {
+    fn to_target(&self) -> pb::PolicyTarget {
+        use pb::policy_target::Target;
+        let target = if let Some(id) = &self.vkey {
+            Target::VirtualKey(id.clone())
+        } else if let Some(subject) = &self.subject {
+            Target::Subject(subject.clone())
+        } else if let Some(alias) = &self.model {
+            Target::Model(alias.clone())
+        } else {
+            Target::Global(true)
+        };
+        pb::PolicyTarget {
+            target: Some(target),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set the policy of a virtual key, a JWT subject, a model or the whole gateway.
+    ///
+    /// Replaces the target's whole policy: a limit left out is set to 0 = unlimited. At
+    /// least one limit flag, or --clear, is required.
+    #[command(group(
+        ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["rpm", "tpm", "max_parallel", "max_budget", "budget_period", "clear"])
+    ))]
+    Set {
+        #[command(flatten, next_help_heading = "Target (exactly one)")]
+        target: TargetArgs,
+        #[command(
+            flatten,
+            next_help_heading = "Limits (a limit left out is set to 0 = unlimited)"
+        )]
+        policy: PolicyArgs,
+        /// Remove every limit of the target (sends all zeros).
+        #[arg(long, conflicts_with = "policy_flags")]
+        clear: bool,
+    },
+    /// Show the policy of a target and its current usage.
+    Get {
+        #[command(flatten, next_help_heading = "Target (exactly one)")]
+        target: TargetArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +455,7 @@ pub async fn run(
         AdminCommand::Audit(AuditCommand::List { limit, action }) => {
             audit(&session, out, limit, action).await
         }
+        AdminCommand::Policy(command) => policy(&session, out, command).await,
     }
 }
 
@@ -333,8 +524,46 @@ async fn provider(
                 &json,
             )?;
         }
+        ProviderCommand::Key(ProviderKeyCommand::Quarantine {
+            provider,
+            key_id,
+            reason,
+        }) => {
+            let request = key_state_request(
+                provider,
+                key_id,
+                pb::set_provider_key_state_request::Action::Quarantine,
+                reason.unwrap_or_default(),
+            );
+            let info = session.call(client.set_provider_key_state(request)).await?;
+            out.done(&provider_key_line(&info), &provider_key_json(&info))?;
+        }
+        ProviderCommand::Key(ProviderKeyCommand::Enable { provider, key_id }) => {
+            let request = key_state_request(
+                provider,
+                key_id,
+                pb::set_provider_key_state_request::Action::Enable,
+                String::new(),
+            );
+            let info = session.call(client.set_provider_key_state(request)).await?;
+            out.done(&provider_key_line(&info), &provider_key_json(&info))?;
+        }
     }
     Ok(())
+}
+
+fn key_state_request(
+    provider: String,
+    key_id: String,
+    action: pb::set_provider_key_state_request::Action,
+    reason: String,
+) -> pb::SetProviderKeyStateRequest {
+    pb::SetProviderKeyStateRequest {
+        provider,
+        key_id,
+        action: action.into(),
+        reason,
+    }
 }
 
 async fn model(session: &Session, out: Printer, command: ModelCommand) -> anyhow::Result<()> {
@@ -344,11 +573,17 @@ async fn model(session: &Session, out: Printer, command: ModelCommand) -> anyhow
             alias,
             provider,
             upstream_model,
+            fallbacks,
+            input_price,
+            output_price,
         } => {
             let request = pb::AddModelRequest {
                 alias,
                 provider,
                 upstream_model: upstream_model.unwrap_or_default(),
+                fallbacks,
+                input_price_per_mtok: input_price.unwrap_or(0.0),
+                output_price_per_mtok: output_price.unwrap_or(0.0),
             };
             let info = session.call(client.add_model(request)).await?;
             out.table(&model_rows(std::slice::from_ref(&info)), &model_json(&info))?;
@@ -379,12 +614,14 @@ async fn token(session: &Session, out: Printer, command: TokenCommand) -> anyhow
             subject,
             grant,
             ttl,
+            policy,
         } => {
             let request = pb::IssueTokenRequest {
                 subject,
                 scopes: grant.scopes,
                 models: grant.models,
                 ttl_seconds: ttl.map_or(0, |ttl| ttl.as_secs()),
+                policy: policy.to_optional_policy(),
             };
             let response = session.call(client.issue_token(request)).await?;
             let json = json!({
@@ -423,18 +660,40 @@ async fn token(session: &Session, out: Printer, command: TokenCommand) -> anyhow
                     status(t.revoked_at, t.expires_at, now).to_owned(),
                 ]);
             }
-            let json = response
-                .tokens
-                .iter()
-                .map(|t| {
-                    json!({
-                        "jti": t.jti, "subject": t.subject, "scopes": t.scopes,
-                        "models": t.models, "issued_at": t.issued_at,
-                        "expires_at": t.expires_at, "revoked_at": t.revoked_at, "kid": t.kid,
-                    })
-                })
-                .collect();
+            let json = response.tokens.iter().map(token_json).collect();
             out.table(&rows, &Value::Array(json))?;
+        }
+        TokenCommand::Info { jti } => {
+            let response = session
+                .call(client.list_tokens(pb::ListTokensRequest {}))
+                .await?;
+            let token = response
+                .tokens
+                .into_iter()
+                .find(|t| t.jti == jti)
+                .ok_or_else(|| anyhow!("no token with id {jti:?}"))?;
+            let target = pb::PolicyTarget {
+                target: Some(pb::policy_target::Target::Subject(token.subject.clone())),
+            };
+            let request = pb::GetPolicyRequest {
+                target: Some(target.clone()),
+            };
+            let info = session.call(client.get_policy(request)).await?;
+            let now = warden_core::unix_now();
+            let state = status(token.revoked_at, token.expires_at, now);
+            let mut fields = Fields::new();
+            fields.push("jti", token.jti.clone());
+            fields.push("subject", token.subject.clone());
+            fields.push("scopes", output::list(&token.scopes, "-"));
+            fields.push("models", output::list(&token.models, "*"));
+            fields.push("issued", output::timestamp(token.issued_at));
+            fields.push("expires", output::timestamp(token.expires_at));
+            fields.push("status", state);
+            policy_fields(&mut fields, &info, &target);
+            let mut json = token_json(&token);
+            merge(&mut json, json!({ "status": state }));
+            merge(&mut json, policy_json(&info, &target));
+            out.fields(&fields, &json)?;
         }
     }
     Ok(())
@@ -448,6 +707,7 @@ async fn vkey(session: &Session, out: Printer, command: VkeyCommand) -> anyhow::
             owner,
             grant,
             ttl,
+            policy,
         } => {
             let request = pb::CreateVirtualKeyRequest {
                 name,
@@ -455,6 +715,7 @@ async fn vkey(session: &Session, out: Printer, command: VkeyCommand) -> anyhow::
                 models: grant.models,
                 scopes: grant.scopes,
                 ttl_seconds: ttl.map_or(0, |ttl| ttl.as_secs()),
+                policy: policy.to_optional_policy(),
             };
             let response = session.call(client.create_virtual_key(request)).await?;
             let info = response.info.unwrap_or_default();
@@ -499,8 +760,192 @@ async fn vkey(session: &Session, out: Printer, command: VkeyCommand) -> anyhow::
                 &json!({ "id": id, "revoked": true }),
             )?;
         }
+        VkeyCommand::Info { id } => {
+            let response = session
+                .call(client.list_virtual_keys(pb::ListVirtualKeysRequest {}))
+                .await?;
+            let key = response
+                .keys
+                .into_iter()
+                .find(|k| k.id == id)
+                .ok_or_else(|| anyhow!("no virtual key with id {id:?}"))?;
+            let target = pb::PolicyTarget {
+                target: Some(pb::policy_target::Target::VirtualKey(key.id.clone())),
+            };
+            let request = pb::GetPolicyRequest {
+                target: Some(target.clone()),
+            };
+            let info = session.call(client.get_policy(request)).await?;
+            let now = warden_core::unix_now();
+            let state = status(key.revoked_at, key.expires_at, now);
+            let mut fields = Fields::new();
+            fields.push("id", key.id.clone());
+            fields.push("name", key.name.clone());
+            fields.push("owner", key.owner.clone());
+            fields.push("models", output::list(&key.models, "*"));
+            fields.push("scopes", output::list(&key.scopes, "-"));
+            fields.push("created", output::timestamp(key.created_at));
+            fields.push("expires", expiry(key.expires_at));
+            fields.push("status", state);
+            policy_fields(&mut fields, &info, &target);
+            let mut json = vkey_json(&key);
+            merge(&mut json, json!({ "status": state }));
+            merge(&mut json, policy_json(&info, &target));
+            out.fields(&fields, &json)?;
+        }
     }
     Ok(())
+}
+
+async fn policy(session: &Session, out: Printer, command: PolicyCommand) -> anyhow::Result<()> {
+    let mut client = session.client.clone();
+    let (info, target) = match command {
+        PolicyCommand::Set {
+            target,
+            policy,
+            clear,
+        } => {
+            let target = target.to_target();
+            let policy = if clear {
+                pb::Policy::default()
+            } else {
+                policy.to_policy()
+            };
+            let request = pb::SetPolicyRequest {
+                target: Some(target.clone()),
+                policy: Some(policy),
+            };
+            (session.call(client.set_policy(request)).await?, target)
+        }
+        PolicyCommand::Get { target } => {
+            let target = target.to_target();
+            let request = pb::GetPolicyRequest {
+                target: Some(target.clone()),
+            };
+            (session.call(client.get_policy(request)).await?, target)
+        }
+    };
+    let mut fields = Fields::new();
+    policy_fields(&mut fields, &info, &target);
+    out.fields(&fields, &policy_json(&info, &target))?;
+    Ok(())
+}
+
+/// The human view of a policy and its usage. `requested` names the target when the
+/// response does not.
+fn policy_fields(fields: &mut Fields, info: &pb::PolicyInfo, requested: &pb::PolicyTarget) {
+    let target = info.target.as_ref().unwrap_or(requested);
+    let policy = info.policy.unwrap_or_default();
+    fields.push("policy of", target_name(target));
+    fields.push("rpm", limit(policy.rpm));
+    fields.push("tpm", limit(policy.tpm));
+    fields.push("max parallel", limit(policy.max_parallel.into()));
+    fields.push("budget", budget(&policy));
+    let usage = info.usage.clone().unwrap_or_default();
+    if !usage.available {
+        let reason = usage.unavailable_reason.trim();
+        let text = if reason.is_empty() {
+            "unavailable".to_owned()
+        } else {
+            format!("unavailable ({reason})")
+        };
+        fields.push("usage", text);
+        return;
+    }
+    let left = |limit: u64, remaining: u64| {
+        if limit == 0 {
+            "unlimited".to_owned()
+        } else {
+            remaining.to_string()
+        }
+    };
+    fields.push("requests left", left(policy.rpm, usage.requests_remaining));
+    fields.push("tokens left", left(policy.tpm, usage.tokens_remaining));
+    fields.push("in flight", usage.in_flight.to_string());
+    let ceiling = if policy.max_budget_usd > 0.0 {
+        output::usd(policy.max_budget_usd)
+    } else {
+        "unlimited".to_owned()
+    };
+    fields.push(
+        "spent",
+        format!("{} of {ceiling}", output::usd(usage.spent_usd)),
+    );
+    fields.push("period ends", output::timestamp(usage.period_ends_at));
+}
+
+/// The JSON view of a policy and its usage: `target`, `policy` and `usage` objects with the
+/// proto's field names, numbers as numbers.
+fn policy_json(info: &pb::PolicyInfo, requested: &pb::PolicyTarget) -> Value {
+    use pb::policy_target::Target;
+    let target = match &info.target.as_ref().unwrap_or(requested).target {
+        Some(Target::VirtualKey(id)) => json!({ "virtual_key": id }),
+        Some(Target::Subject(subject)) => json!({ "subject": subject }),
+        Some(Target::Model(alias)) => json!({ "model": alias }),
+        Some(Target::Global(global)) => json!({ "global": global }),
+        None => Value::Null,
+    };
+    let p = info.policy.unwrap_or_default();
+    let u = info.usage.clone().unwrap_or_default();
+    json!({
+        "target": target,
+        "policy": {
+            "rpm": p.rpm, "tpm": p.tpm, "max_parallel": p.max_parallel,
+            "max_budget_usd": p.max_budget_usd,
+            "budget_period_seconds": p.budget_period_seconds,
+        },
+        "usage": {
+            "available": u.available, "unavailable_reason": u.unavailable_reason,
+            "requests_remaining": u.requests_remaining,
+            "tokens_remaining": u.tokens_remaining, "in_flight": u.in_flight,
+            "spent_usd": u.spent_usd, "period_ends_at": u.period_ends_at,
+        },
+    })
+}
+
+/// `virtual key vk_…`, `subject alice`, `model gpt-4o`, `global`.
+fn target_name(target: &pb::PolicyTarget) -> String {
+    use pb::policy_target::Target;
+    match &target.target {
+        Some(Target::VirtualKey(id)) => format!("virtual key {id}"),
+        Some(Target::Subject(subject)) => format!("subject {subject}"),
+        Some(Target::Model(alias)) => format!("model {alias}"),
+        Some(Target::Global(_)) => "global".to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+/// A limit cell: `unlimited` for `0`.
+fn limit(value: u64) -> String {
+    if value == 0 {
+        "unlimited".to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
+/// `$25.00 per 30d`, or `unlimited`.
+fn budget(policy: &pb::Policy) -> String {
+    if policy.max_budget_usd > 0.0 {
+        let period = match policy.budget_period_seconds {
+            0 => DEFAULT_BUDGET_PERIOD.as_secs(),
+            seconds => seconds,
+        };
+        format!(
+            "{} per {}",
+            output::usd(policy.max_budget_usd),
+            output::span(period)
+        )
+    } else {
+        "unlimited".to_owned()
+    }
+}
+
+/// Adds the fields of `extra` (an object) to `json` (an object).
+fn merge(json: &mut Value, extra: Value) {
+    if let (Value::Object(fields), Value::Object(extra)) = (json, extra) {
+        fields.extend(extra);
+    }
 }
 
 async fn nodes(session: &Session, out: Printer) -> anyhow::Result<()> {
@@ -599,11 +1044,7 @@ async fn audit(
 fn provider_rows(providers: &[pb::ProviderInfo]) -> Rows {
     let mut rows = Rows::new(&["NAME", "FORMAT", "BASE URL", "SOURCE", "KEYS"]);
     for p in providers {
-        let keys: Vec<String> = p
-            .keys
-            .iter()
-            .map(|k| format!("{} (fp {})", k.id, k.fingerprint))
-            .collect();
+        let keys: Vec<String> = p.keys.iter().map(provider_key_line).collect();
         rows.push(vec![
             p.name.clone(),
             format_name(p.format),
@@ -627,30 +1068,69 @@ fn provider_json(p: &pb::ProviderInfo) -> Value {
     })
 }
 
+/// `id (fp …)`, plus ` DISABLED: <reason>` when the key is out of service.
+fn provider_key_line(k: &pb::ProviderKeyInfo) -> String {
+    let line = format!("{} (fp {})", k.id, k.fingerprint);
+    if k.disabled_reason.is_empty() {
+        line
+    } else {
+        format!("{line} DISABLED: {}", k.disabled_reason)
+    }
+}
+
 fn provider_key_json(k: &pb::ProviderKeyInfo) -> Value {
     json!({
         "id": k.id, "provider": k.provider, "fingerprint": k.fingerprint,
-        "created_at": k.created_at,
+        "created_at": k.created_at, "disabled_reason": k.disabled_reason,
+        "disabled_at": k.disabled_at,
     })
 }
 
 fn model_rows(models: &[pb::ModelInfo]) -> Rows {
-    let mut rows = Rows::new(&["ALIAS", "PROVIDER", "UPSTREAM MODEL", "SOURCE"]);
+    let mut rows = Rows::new(&[
+        "ALIAS",
+        "PROVIDER",
+        "UPSTREAM MODEL",
+        "SOURCE",
+        "FALLBACKS",
+        "PRICE",
+    ]);
     for m in models {
         rows.push(vec![
             m.alias.clone(),
             m.provider.clone(),
             m.upstream_model.clone(),
             m.source.clone(),
+            output::list(&m.fallbacks, "-"),
+            prices(m.input_price_per_mtok, m.output_price_per_mtok),
         ]);
     }
     rows
 }
 
+/// `$2.50/$10.00 per Mtok` (input/output), or `-` when neither price is set.
+fn prices(input: f64, output: f64) -> String {
+    if input == 0.0 && output == 0.0 {
+        "-".to_owned()
+    } else {
+        format!("{}/{} per Mtok", output::usd(input), output::usd(output))
+    }
+}
+
 fn model_json(m: &pb::ModelInfo) -> Value {
     json!({
         "alias": m.alias, "provider": m.provider, "upstream_model": m.upstream_model,
-        "source": m.source,
+        "source": m.source, "fallbacks": m.fallbacks,
+        "input_price_per_mtok": m.input_price_per_mtok,
+        "output_price_per_mtok": m.output_price_per_mtok,
+    })
+}
+
+fn token_json(t: &pb::TokenInfo) -> Value {
+    json!({
+        "jti": t.jti, "subject": t.subject, "scopes": t.scopes,
+        "models": t.models, "issued_at": t.issued_at,
+        "expires_at": t.expires_at, "revoked_at": t.revoked_at, "kid": t.kid,
     })
 }
 
@@ -898,6 +1378,33 @@ fn parse_ttl(raw: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// `--max-budget`, `--input-price`, `--output-price`: a finite, non-negative amount in USD,
+/// e.g. `25`, `12.50` or `$12.50`.
+fn parse_usd(raw: &str) -> Result<f64, String> {
+    let text = raw.trim();
+    let text = text.strip_prefix('$').unwrap_or(text).trim();
+    let amount: f64 = text
+        .parse()
+        .map_err(|_| format!("{raw:?} is not an amount in USD (e.g. 25 or 12.50)"))?;
+    if !amount.is_finite() {
+        return Err("the amount must be a finite number".to_owned());
+    }
+    if amount < 0.0 {
+        return Err("the amount cannot be negative".to_owned());
+    }
+    // `-0` parses as negative zero; send a plain zero.
+    Ok(amount.abs())
+}
+
+/// `--budget-period`: a humantime duration of at least one minute.
+fn parse_period(raw: &str) -> Result<Duration, String> {
+    let period = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if period < MIN_BUDGET_PERIOD {
+        return Err("the budget period must be at least 1m".to_owned());
+    }
+    Ok(period)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1011,5 +1518,338 @@ mod tests {
         assert_eq!(status(0, 200, 100), "active");
         assert_eq!(status(0, 50, 100), "expired");
         assert_eq!(status(10, 200, 100), "revoked");
+    }
+
+    fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
+        use clap::Parser as _;
+        Probe::try_parse_from(["wardenctl"].iter().chain(args)).map(|p| p.command)
+    }
+
+    fn issued_policy(args: &[&str]) -> Option<pb::Policy> {
+        let argv: Vec<&str> = ["token", "issue", "--subject", "s"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        match parse(&argv).unwrap() {
+            AdminCommand::Token(TokenCommand::Issue { policy, .. }) => policy.to_optional_policy(),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_budgets() {
+        assert_eq!(parse_usd("25"), Ok(25.0));
+        assert_eq!(parse_usd("12.50"), Ok(12.5));
+        assert_eq!(parse_usd(" $3.5 "), Ok(3.5));
+        assert_eq!(parse_usd("0"), Ok(0.0));
+        assert!(parse_usd("-0").unwrap().is_sign_positive());
+        for bad in [
+            "-1", "-0.01", "NaN", "nan", "inf", "-inf", "", "$", "12,50", "ten",
+        ] {
+            assert!(parse_usd(bad).is_err(), "{bad:?} was accepted");
+        }
+        // A negative amount reaches the parser (and its message), not clap's "unexpected
+        // argument".
+        let err = parse(&["policy", "set", "--global", "--max-budget", "-3"]).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+    }
+
+    #[test]
+    fn parses_budget_periods() {
+        assert_eq!(
+            parse_period("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(parse_period("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_period("12h").unwrap(), Duration::from_secs(43_200));
+        assert!(parse_period("59s").is_err());
+        assert!(parse_period("0s").is_err());
+        assert!(parse_period("monthly").is_err());
+    }
+
+    #[test]
+    fn sends_a_policy_only_when_a_limit_flag_is_given() {
+        assert_eq!(issued_policy(&[]), None);
+        assert_eq!(
+            issued_policy(&["--rpm", "0"]),
+            Some(pb::Policy::default()),
+            "an explicit 0 still sends a policy"
+        );
+        let p = issued_policy(&["--rpm", "60", "--tpm", "1000", "--max-parallel", "4"]).unwrap();
+        assert_eq!((p.rpm, p.tpm, p.max_parallel), (60, 1000, 4));
+        assert_eq!(p.budget_period_seconds, 0);
+        let p = issued_policy(&["--max-budget", "25"]).unwrap();
+        assert!((p.max_budget_usd - 25.0).abs() < f64::EPSILON);
+        assert_eq!(p.budget_period_seconds, 30 * 86_400);
+        let p = issued_policy(&["--max-budget", "12.50", "--budget-period", "7d"]).unwrap();
+        assert!((p.max_budget_usd - 12.5).abs() < f64::EPSILON);
+        assert_eq!(p.budget_period_seconds, 7 * 86_400);
+        // A period without a budget means nothing.
+        assert!(parse(&["token", "issue", "--subject", "s", "--budget-period", "7d"]).is_err());
+        let argv = ["vkey", "create", "--name", "n", "--max-parallel", "2"];
+        match parse(&argv).unwrap() {
+            AdminCommand::Vkey(VkeyCommand::Create { policy, .. }) => {
+                assert_eq!(policy.to_optional_policy().unwrap().max_parallel, 2);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn set(args: &[&str]) -> Result<(pb::PolicyTarget, pb::Policy), clap::Error> {
+        let argv: Vec<&str> = ["policy", "set"].iter().chain(args).copied().collect();
+        match parse(&argv)? {
+            AdminCommand::Policy(PolicyCommand::Set {
+                target,
+                policy,
+                clear,
+            }) => {
+                let policy = if clear {
+                    pb::Policy::default()
+                } else {
+                    policy.to_policy()
+                };
+                Ok((target.to_target(), policy))
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn policy_commands_need_exactly_one_target() {
+        use pb::policy_target::Target;
+        let target = |args: &[&str]| set(args).map(|(t, _)| t.target);
+        assert_eq!(
+            target(&["--vkey", "vk_1", "--rpm", "5"]).unwrap(),
+            Some(Target::VirtualKey("vk_1".into()))
+        );
+        assert_eq!(
+            target(&["--subject", "alice", "--rpm", "5"]).unwrap(),
+            Some(Target::Subject("alice".into()))
+        );
+        assert_eq!(
+            target(&["--model", "gpt", "--rpm", "5"]).unwrap(),
+            Some(Target::Model("gpt".into()))
+        );
+        assert_eq!(
+            target(&["--global", "--rpm", "5"]).unwrap(),
+            Some(Target::Global(true))
+        );
+        assert!(set(&["--rpm", "5"]).is_err(), "no target");
+        assert!(set(&["--vkey", "a", "--global", "--rpm", "5"]).is_err());
+        assert!(set(&["--vkey", "a", "--subject", "b", "--rpm", "5"]).is_err());
+        match parse(&["policy", "get", "--model", "m"]).unwrap() {
+            AdminCommand::Policy(PolicyCommand::Get { target }) => {
+                assert_eq!(target.to_target().target, Some(Target::Model("m".into())));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse(&["policy", "get"]).is_err());
+        assert!(parse(&["policy", "get", "--global", "--model", "m"]).is_err());
+    }
+
+    #[test]
+    fn policy_set_needs_a_limit_or_clear() {
+        assert!(set(&["--global"]).is_err());
+        let (_, policy) = set(&["--global", "--clear"]).unwrap();
+        assert_eq!(policy, pb::Policy::default());
+        assert!(set(&["--global", "--clear", "--rpm", "1"]).is_err());
+        let (_, policy) = set(&["--subject", "s", "--tpm", "100"]).unwrap();
+        assert_eq!(
+            policy,
+            pb::Policy {
+                tpm: 100,
+                ..pb::Policy::default()
+            },
+            "limits left out are sent as 0"
+        );
+    }
+
+    fn sample_info() -> pb::PolicyInfo {
+        pb::PolicyInfo {
+            target: Some(pb::PolicyTarget {
+                target: Some(pb::policy_target::Target::VirtualKey("vk_1".into())),
+            }),
+            policy: Some(pb::Policy {
+                rpm: 60,
+                tpm: 0,
+                max_parallel: 4,
+                max_budget_usd: 25.0,
+                budget_period_seconds: 30 * 86_400,
+            }),
+            usage: Some(pb::Usage {
+                available: true,
+                unavailable_reason: String::new(),
+                requests_remaining: 58,
+                tokens_remaining: 0,
+                in_flight: 1,
+                spent_usd: 1.5,
+                period_ends_at: 1_700_000_000,
+            }),
+        }
+    }
+
+    #[test]
+    fn renders_policies() {
+        let info = sample_info();
+        let requested = pb::PolicyTarget::default();
+        let mut fields = Fields::new();
+        policy_fields(&mut fields, &info, &requested);
+        assert_eq!(
+            fields.render(),
+            "policy of:      virtual key vk_1\n\
+             rpm:            60\n\
+             tpm:            unlimited\n\
+             max parallel:   4\n\
+             budget:         $25.00 per 30d\n\
+             requests left:  58\n\
+             tokens left:    unlimited\n\
+             in flight:      1\n\
+             spent:          $1.50 of $25.00\n\
+             period ends:    2023-11-14T22:13:20Z\n"
+        );
+
+        let info = pb::PolicyInfo {
+            target: None,
+            policy: Some(pb::Policy::default()),
+            usage: Some(pb::Usage {
+                unavailable_reason: "redis not configured".into(),
+                ..pb::Usage::default()
+            }),
+        };
+        let requested = pb::PolicyTarget {
+            target: Some(pb::policy_target::Target::Global(true)),
+        };
+        let mut fields = Fields::new();
+        policy_fields(&mut fields, &info, &requested);
+        assert_eq!(
+            fields.render(),
+            "policy of:     global\n\
+             rpm:           unlimited\n\
+             tpm:           unlimited\n\
+             max parallel:  unlimited\n\
+             budget:        unlimited\n\
+             usage:         unavailable (redis not configured)\n"
+        );
+    }
+
+    #[test]
+    fn policy_json_has_numbers() {
+        let json = policy_json(&sample_info(), &pb::PolicyTarget::default());
+        assert_eq!(json["target"], json!({ "virtual_key": "vk_1" }));
+        assert_eq!(json["policy"]["rpm"], 60);
+        assert_eq!(json["policy"]["max_parallel"], 4);
+        assert_eq!(json["policy"]["max_budget_usd"], 25.0);
+        assert_eq!(json["policy"]["budget_period_seconds"], 2_592_000);
+        assert_eq!(json["usage"]["available"], true);
+        assert_eq!(json["usage"]["requests_remaining"], 58);
+        assert_eq!(json["usage"]["spent_usd"], 1.5);
+        assert_eq!(json["usage"]["period_ends_at"], 1_700_000_000);
+        let mut merged = json!({ "id": "vk_1" });
+        merge(&mut merged, json);
+        assert_eq!(merged["id"], "vk_1");
+        assert_eq!(merged["policy"]["rpm"], 60);
+    }
+
+    #[test]
+    fn shows_disabled_provider_keys() {
+        let mut key = pb::ProviderKeyInfo {
+            id: "pk_1".into(),
+            provider: "openai".into(),
+            fingerprint: "ab12".into(),
+            created_at: 1,
+            ..pb::ProviderKeyInfo::default()
+        };
+        assert_eq!(provider_key_line(&key), "pk_1 (fp ab12)");
+        key.disabled_reason = "leaked".into();
+        key.disabled_at = 2;
+        assert_eq!(provider_key_line(&key), "pk_1 (fp ab12) DISABLED: leaked");
+        let json = provider_key_json(&key);
+        assert_eq!(json["disabled_reason"], "leaked");
+        assert_eq!(json["disabled_at"], 2);
+        let request = key_state_request(
+            "openai".into(),
+            "pk_1".into(),
+            pb::set_provider_key_state_request::Action::Quarantine,
+            "leaked".into(),
+        );
+        assert_eq!(
+            request.action(),
+            pb::set_provider_key_state_request::Action::Quarantine
+        );
+        match parse(&[
+            "provider",
+            "key",
+            "quarantine",
+            "p",
+            "pk_1",
+            "--reason",
+            "x",
+        ])
+        .unwrap()
+        {
+            AdminCommand::Provider(ProviderCommand::Key(ProviderKeyCommand::Quarantine {
+                reason,
+                ..
+            })) => assert_eq!(reason.as_deref(), Some("x")),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(parse(&["provider", "key", "enable", "p", "pk_1", "--reason", "x"]).is_err());
+    }
+
+    #[test]
+    fn parses_and_shows_model_prices_and_fallbacks() {
+        let argv = [
+            "model",
+            "add",
+            "gpt",
+            "--provider",
+            "p",
+            "--fallback",
+            "a, b",
+            "--input-price",
+            "2.50",
+            "--output-price",
+            "10",
+        ];
+        match parse(&argv).unwrap() {
+            AdminCommand::Model(ModelCommand::Add {
+                fallbacks,
+                input_price,
+                output_price,
+                ..
+            }) => {
+                assert_eq!(fallbacks, ["a", "b"]);
+                assert_eq!(input_price, Some(2.5));
+                assert_eq!(output_price, Some(10.0));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let bad = [
+            "model",
+            "add",
+            "m",
+            "--provider",
+            "p",
+            "--input-price",
+            "-1",
+        ];
+        assert!(parse(&bad).is_err());
+        assert_eq!(prices(2.5, 10.0), "$2.50/$10.00 per Mtok");
+        assert_eq!(prices(0.075, 0.3), "$0.075/$0.30 per Mtok");
+        assert_eq!(prices(0.0, 0.0), "-");
+        let model = pb::ModelInfo {
+            alias: "gpt".into(),
+            fallbacks: vec!["a".into(), "b".into()],
+            input_price_per_mtok: 2.5,
+            ..pb::ModelInfo::default()
+        };
+        let json = model_json(&model);
+        assert_eq!(json["fallbacks"], json!(["a", "b"]));
+        assert_eq!(json["input_price_per_mtok"], 2.5);
+        assert_eq!(json["output_price_per_mtok"], 0.0);
+        let text = model_rows(&[model]).render();
+        assert!(text.contains("FALLBACKS  PRICE"), "{text}");
+        assert!(text.contains("a,b        $2.50/$0.00 per Mtok"), "{text}");
     }
 }

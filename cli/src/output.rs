@@ -64,6 +64,42 @@ impl Rows {
     }
 }
 
+/// The key-value form of one record: `label:` then the value, values aligned.
+#[derive(Debug, Default)]
+pub struct Fields {
+    fields: Vec<(&'static str, String)>,
+}
+
+impl Fields {
+    /// No fields yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one `label: value` line.
+    pub fn push(&mut self, label: &'static str, value: impl Into<String>) {
+        self.fields.push((label, value.into()));
+    }
+
+    /// One line per field, values two spaces after the longest label's colon, no trailing
+    /// spaces.
+    pub fn render(&self) -> String {
+        let width = self
+            .fields
+            .iter()
+            .map(|(label, _)| label.chars().count() + 1)
+            .max()
+            .unwrap_or(0);
+        let mut text = String::new();
+        for (label, value) in &self.fields {
+            let line = format!("{:<width$}  {value}", format!("{label}:"));
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text
+    }
+}
+
 /// Writes results in the chosen [`OutputFormat`].
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
@@ -80,6 +116,14 @@ impl Printer {
     pub fn table(&self, rows: &Rows, json: &Value) -> io::Result<()> {
         match self.format {
             OutputFormat::Table => stdout(&rows.render()),
+            OutputFormat::Json => print_json(json),
+        }
+    }
+
+    /// One record as `label: value` lines.
+    pub fn fields(&self, fields: &Fields, json: &Value) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Table => stdout(&fields.render()),
             OutputFormat::Json => print_json(json),
         }
     }
@@ -169,6 +213,39 @@ pub fn list(items: &[String], empty: &str) -> String {
     }
 }
 
+/// An amount in USD: `$12.50`; two decimals at least, more (up to six) when the amount has
+/// them (`$0.075`), so that small prices are not rounded away.
+pub fn usd(amount: f64) -> String {
+    let text = format!("{amount:.6}");
+    let text = text.trim_end_matches('0');
+    let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+    if decimals >= 2 {
+        format!("${text}")
+    } else {
+        format!("${amount:.2}")
+    }
+}
+
+/// A duration in whole seconds as `30d`, `1h 30m`, `45s` (days, hours, minutes, seconds;
+/// zero parts left out); humantime reads it back.
+pub fn span(seconds: u64) -> String {
+    if seconds == 0 {
+        return "0s".to_owned();
+    }
+    let parts = [
+        (seconds / 86_400, "d"),
+        (seconds % 86_400 / 3_600, "h"),
+        (seconds % 3_600 / 60, "m"),
+        (seconds % 60, "s"),
+    ];
+    parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +285,39 @@ mod tests {
     fn joins_lists() {
         assert_eq!(list(&["a".into(), "b".into()], "*"), "a,b");
         assert_eq!(list(&[], "*"), "*");
+    }
+
+    #[test]
+    fn renders_aligned_fields() {
+        let mut fields = Fields::new();
+        fields.push("rpm", "60");
+        fields.push("max parallel", "unlimited");
+        fields.push("empty", "");
+        assert_eq!(
+            fields.render(),
+            "rpm:           60\nmax parallel:  unlimited\nempty:\n"
+        );
+        assert_eq!(Fields::new().render(), "");
+    }
+
+    #[test]
+    fn formats_usd() {
+        assert_eq!(usd(25.0), "$25.00");
+        assert_eq!(usd(12.5), "$12.50");
+        assert_eq!(usd(0.0), "$0.00");
+        assert_eq!(usd(0.075), "$0.075");
+        assert_eq!(usd(0.1 + 0.2), "$0.30");
+        assert_eq!(usd(1.234_567_8), "$1.234568");
+        assert_eq!(usd(0.000_000_1), "$0.00");
+    }
+
+    #[test]
+    fn formats_spans() {
+        assert_eq!(span(30 * 86_400), "30d");
+        assert_eq!(span(5_400), "1h 30m");
+        assert_eq!(span(86_400 + 61), "1d 1m 1s");
+        assert_eq!(span(0), "0s");
+        let back = humantime::parse_duration(&span(90_061)).unwrap();
+        assert_eq!(back.as_secs(), 90_061);
     }
 }

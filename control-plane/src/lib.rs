@@ -4,6 +4,7 @@
 //! Start reading at [`open`] (how the pieces are assembled from a [`config::Config`]) and
 //! [`service::ControlPlane`] (every admin operation). The gRPC edge is in [`grpc`].
 
+pub mod audit;
 pub mod config;
 pub mod domain;
 pub mod error;

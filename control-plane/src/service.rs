@@ -110,8 +110,11 @@ fn parse_models(models: &[String]) -> Result<Vec<String>, ServiceError> {
     let mut out = Vec::new();
     for m in models {
         let m = m.trim();
+        // `*` is every model; `provider:*` every model of a provider (`provider:model`
+        // addressing).
+        let checked = m.strip_suffix(":*").unwrap_or(m);
         if m != "*" {
-            validate_name(m)
+            validate_name(checked)
                 .map_err(|e| ServiceError::InvalidArgument(format!("model `{m}`: {e}")))?;
         }
         if !out.iter().any(|o: &String| o == m) {
@@ -1084,6 +1087,36 @@ impl ControlPlane {
                 software_version,
             })
             .await?;
+        Ok(())
+    }
+
+    /// A node reports that a provider rejected an upstream key (401/403). Audited; the
+    /// node has already taken the key out of service on every node through Redis.
+    pub async fn upstream_key_rejected(
+        &self,
+        node_id: &str,
+        provider: &str,
+        key_id: &str,
+        fingerprint: &str,
+        status: u32,
+        reason: &str,
+    ) -> Result<(), ServiceError> {
+        tracing::warn!(
+            node_id,
+            provider,
+            key = key_id,
+            fingerprint,
+            status,
+            "provider rejected an upstream key"
+        );
+        self.audit(
+            "provider.key.rejected",
+            &format!("node:{node_id}"),
+            &format!("{provider}/{key_id} fp={fingerprint}"),
+            "disabled",
+            &format!("status {status}: {reason}"),
+        )
+        .await;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod credential;
 pub mod fingerprint;
 pub mod jwt;
 pub mod redact;
+pub mod shared_keys;
 pub mod telemetry;
 
 /// Installs the process-wide crypto providers (rustls is configured by its own crate; this

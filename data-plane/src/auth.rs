@@ -22,6 +22,8 @@ pub struct Principal {
     pub scopes: HashSet<Scope>,
     /// Allowed aliases; contains `*` for all.
     pub models: Vec<String>,
+    /// The limits attached to this credential (virtual key) or subject (JWT), if any.
+    pub limits: Option<crate::limits::Scope>,
 }
 
 impl Principal {
@@ -81,6 +83,10 @@ fn check(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, &'static str> {
             id: format!("vkey:{}", key.id),
             scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             models: key.models.clone(),
+            limits: Some(crate::limits::Scope {
+                id: format!("vkey:{}", key.id),
+                policy: key.policy,
+            }),
         });
     }
     if credential::kind_of(token).is_some() {
@@ -91,10 +97,18 @@ fn check(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, &'static str> {
     if rt.revoked_jtis.contains(&claims.jti) {
         return Err("jwt_revoked");
     }
+    let limits = rt
+        .subject_policies
+        .get(&claims.sub)
+        .map(|policy| crate::limits::Scope {
+            id: format!("sub:{}", claims.sub),
+            policy: *policy,
+        });
     Ok(Principal {
         id: format!("jwt:{}", claims.sub),
         scopes: claims.scopes(),
         models: claims.models,
+        limits,
     })
 }
 
@@ -125,6 +139,7 @@ mod tests {
             id: "x".into(),
             scopes: HashSet::new(),
             models: vec!["a".into()],
+            limits: None,
         };
         assert!(p.may_use("a"));
         assert!(!p.may_use("b"));

@@ -29,6 +29,9 @@ pub struct NodeConfig {
     /// Longest wait for the next bytes from a provider.
     pub upstream_read_timeout: Duration,
     pub log_format: LogFormat,
+    /// Shared state; `None` runs limits and key rotation per node (one machine).
+    pub redis: Option<crate::shared::redis::RedisSettings>,
+    pub limiter: crate::limits::LimiterSettings,
 }
 
 impl NodeConfig {
@@ -49,6 +52,8 @@ impl NodeConfig {
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_read_timeout: Duration::from_secs(300),
             log_format: LogFormat::Text,
+            redis: None,
+            limiter: crate::limits::LimiterSettings::default(),
         }
     }
 }
@@ -68,4 +73,59 @@ pub fn default_node_id() -> String {
         Some(h) => format!("{h}-{suffix}"),
         None => format!("node-{suffix}"),
     }
+}
+
+/// Builds Redis settings from the environment: `WARDEN_REDIS_URL` (`redis://` or
+/// `rediss://`, user and password in the URL), or `WARDEN_REDIS_SENTINELS` (comma-separated
+/// sentinel URLs) with `WARDEN_REDIS_SENTINEL_SERVICE`, `WARDEN_REDIS_USERNAME` and
+/// `WARDEN_REDIS_PASSWORD` for the master, or `WARDEN_REDIS_CLUSTER` (comma-separated seed
+/// URLs). `None` when none is set. URLs hold credentials, so they are read from the
+/// environment, never from flags.
+pub fn redis_from_env(
+    env: &std::collections::HashMap<String, String>,
+    prefix: String,
+) -> Result<Option<crate::shared::redis::RedisSettings>, String> {
+    use crate::shared::redis::{RedisSettings, Topology};
+    let list = |v: &str| -> Vec<SecretString> {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_owned()))
+            .collect()
+    };
+    let topology = if let Some(url) = env.get("WARDEN_REDIS_URL").filter(|v| !v.is_empty()) {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            return Err("WARDEN_REDIS_URL must start with redis://, rediss:// or unix://".into());
+        }
+        Topology::Single(SecretString::from(url.clone()))
+    } else if let Some(v) = env.get("WARDEN_REDIS_SENTINELS").filter(|v| !v.is_empty()) {
+        let service = env
+            .get("WARDEN_REDIS_SENTINEL_SERVICE")
+            .cloned()
+            .ok_or("WARDEN_REDIS_SENTINELS needs WARDEN_REDIS_SENTINEL_SERVICE")?;
+        Topology::Sentinel {
+            urls: list(v),
+            service,
+            master_username: env.get("WARDEN_REDIS_USERNAME").cloned(),
+            master_password: env
+                .get("WARDEN_REDIS_PASSWORD")
+                .map(|p| SecretString::from(p.clone())),
+        }
+    } else if let Some(v) = env.get("WARDEN_REDIS_CLUSTER").filter(|v| !v.is_empty()) {
+        Topology::Cluster(list(v))
+    } else {
+        return Ok(None);
+    };
+    if prefix.is_empty() || prefix.contains(['{', '}']) {
+        return Err("the redis key prefix must be non-empty and contain no braces".into());
+    }
+    Ok(Some(RedisSettings {
+        topology,
+        prefix,
+        connect_timeout: Duration::from_millis(500),
+        response_timeout: Duration::from_millis(250),
+    }))
 }

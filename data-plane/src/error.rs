@@ -28,6 +28,8 @@ pub struct ApiError {
     /// Whether trying again (another key, later) may succeed.
     pub retryable: bool,
     pub retry_after: Option<String>,
+    /// Headers to add to the error response (e.g. `x-ratelimit-*`).
+    pub extra_headers: Vec<(String, String)>,
 }
 
 impl ApiError {
@@ -45,6 +47,7 @@ impl ApiError {
             origin: Origin::Downstream,
             retryable: false,
             retry_after: None,
+            extra_headers: Vec::new(),
         }
     }
 
@@ -166,6 +169,14 @@ impl IntoResponse for ApiError {
             .and_then(|v| HeaderValue::from_str(v).ok())
         {
             response.headers_mut().insert("retry-after", ra);
+        }
+        for (name, value) in &self.extra_headers {
+            if let (Ok(n), Ok(v)) = (
+                axum::http::HeaderName::try_from(name.as_str()),
+                HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().insert(n, v);
+            }
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

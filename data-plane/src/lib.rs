@@ -8,10 +8,15 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod shared;
 pub mod sync;
+pub mod translate;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -35,19 +40,41 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let upstream = proxy::upstream::Upstream::new(
+    let redis = config
+        .redis
+        .clone()
+        .map(|settings| shared::redis::RedisLink::start(settings, shutdown.clone()));
+    let limiter = limits::Limiter::new(redis.clone(), config.limiter);
+    let (rejections_tx, rejections_rx) = tokio::sync::mpsc::channel(256);
+    let upstream = upstream::Upstream::new(
         config.upstream_connect_timeout,
         config.upstream_read_timeout,
+        upstream::keys::KeyPicker::new(redis.clone()),
+        rejections_tx,
     )?;
-    let state = Arc::new(server::AppState::new(upstream));
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let state = Arc::new(server::AppState::new(upstream, limiter, redis, metrics));
     let config = Arc::new(config);
     let link = tokio::spawn(sync::run(
         Arc::clone(&config),
         Arc::clone(&state),
         shutdown.clone(),
     ));
+    tokio::spawn(sync::report_rejections(
+        Arc::clone(&config),
+        rejections_rx,
+        shutdown.clone(),
+    ));
     let app = server::router(Arc::clone(&state), config.max_body_bytes);
     tracing::info!(addr = %listener.local_addr()?, node = %config.node_id, "data plane listening");
+    // Streams go out event by event: no Nagle delay on client connections.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;

@@ -40,6 +40,19 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "WARDEN_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Prefix of every key in Redis (shared state is configured with WARDEN_REDIS_URL, or
+    /// WARDEN_REDIS_SENTINELS + WARDEN_REDIS_SENTINEL_SERVICE, or WARDEN_REDIS_CLUSTER;
+    /// without any, limits and key rotation are per node).
+    #[arg(long, env = "WARDEN_REDIS_PREFIX", default_value = "warden")]
+    redis_prefix: String,
+    /// How many nodes share the limits; while Redis is unreachable each node enforces its
+    /// share (the limit divided by this).
+    #[arg(long, env = "WARDEN_NODE_COUNT", default_value_t = 1)]
+    node_count: u32,
+    /// While Redis is unreachable: `open` keeps serving with per-node limits, `closed`
+    /// refuses requests that have limits (503).
+    #[arg(long, env = "WARDEN_REDIS_FAILURE_MODE", default_value = "open")]
+    redis_failure_mode: String,
 }
 
 #[tokio::main]
@@ -70,6 +83,24 @@ async fn main() -> anyhow::Result<()> {
     config.cp_ca_file = args.cp_ca_file;
     config.max_body_bytes = args.max_body_bytes;
     config.log_format = log_format;
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    config.redis = warden_data_plane::config::redis_from_env(&env, args.redis_prefix)
+        .map_err(anyhow::Error::msg)?;
+    drop(env);
+    config.limiter.node_count = args.node_count.max(1);
+    config.limiter.failure_mode = match args.redis_failure_mode.as_str() {
+        "open" => warden_data_plane::limits::FailureMode::Open,
+        "closed" => warden_data_plane::limits::FailureMode::Closed,
+        other => anyhow::bail!("--redis-failure-mode must be `open` or `closed`, not `{other}`"),
+    };
+    if config.redis.is_none() && args.node_count > 1 {
+        tracing::warn!("several nodes but no Redis: each node enforces the full limits on its own");
+    }
+    if config.limiter.failure_mode == warden_data_plane::limits::FailureMode::Open
+        && config.redis.is_some()
+    {
+        tracing::info!("redis failure mode: open (per-node limits while Redis is unreachable)");
+    }
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;

@@ -11,6 +11,23 @@ use secrecy::{SecretBox, SecretString};
 use warden_core::jwt::{SigningAlgorithm, VerificationKey, Verifier};
 use warden_proto::sync::v1 as pb;
 
+use crate::limits::Policy;
+
+fn policy(p: Option<pb::Policy>) -> Policy {
+    let p = p.unwrap_or_default();
+    Policy {
+        rpm: p.rpm,
+        tpm: p.tpm,
+        max_parallel: p.max_parallel,
+        max_budget_micros: p.max_budget_micros,
+        budget_period_secs: if p.budget_period_seconds == 0 {
+            30 * 24 * 3600
+        } else {
+            p.budget_period_seconds
+        },
+    }
+}
+
 /// The API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -24,6 +41,10 @@ pub struct UpstreamKey {
     pub id: String,
     pub fingerprint: String,
     pub secret: SecretString,
+    /// Quarantined by an admin or rejected by the provider: not used.
+    pub disabled: bool,
+    /// Changes when an admin re-enables the key (fresh shared health record).
+    pub health_epoch: u64,
 }
 
 impl std::fmt::Debug for UpstreamKey {
@@ -31,6 +52,7 @@ impl std::fmt::Debug for UpstreamKey {
         f.debug_struct("UpstreamKey")
             .field("id", &self.id)
             .field("fingerprint", &self.fingerprint)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -46,12 +68,23 @@ pub struct Provider {
     pub cursor: AtomicUsize,
 }
 
+/// Per-million-token prices of a model, in USD.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
 /// Where a model alias goes.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub alias: String,
     pub provider: Arc<Provider>,
     pub upstream_model: String,
+    /// Aliases to try, in order, when this route's keys are all unavailable.
+    pub fallbacks: Vec<String>,
+    pub policy: Policy,
+    pub price: Price,
 }
 
 /// A virtual key as the node knows it.
@@ -62,6 +95,7 @@ pub struct VirtualKey {
     pub models: Vec<String>,
     pub scopes: Vec<String>,
     pub expires_at: i64,
+    pub policy: Policy,
 }
 
 /// Everything a request needs from one snapshot.
@@ -69,12 +103,16 @@ pub struct Runtime {
     pub version: u64,
     pub content_hash: String,
     pub routes: HashMap<String, Route>,
+    /// Every provider by name (for `provider:model` addressing).
+    pub providers: HashMap<String, Arc<Provider>>,
     /// Aliases in a stable order for `/v1/models`.
     pub aliases: Vec<String>,
     pub verifier: Verifier,
     pub revoked_jtis: HashSet<String>,
     pub virtual_keys: HashMap<String, VirtualKey>,
     pub pepper: SecretBox<Vec<u8>>,
+    pub global_policy: Policy,
+    pub subject_policies: HashMap<String, Policy>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -99,6 +137,8 @@ pub enum SnapshotError {
     UnknownProvider { alias: String, provider: String },
     #[error("snapshot carries no credential pepper")]
     MissingPepper,
+    #[error("model {alias} falls back to unknown model {fallback}")]
+    UnknownFallback { alias: String, fallback: String },
 }
 
 impl Runtime {
@@ -123,6 +163,8 @@ impl Runtime {
                     id: k.id,
                     fingerprint: k.fingerprint,
                     secret: SecretString::from(k.secret),
+                    disabled: !k.disabled_reason.is_empty(),
+                    health_epoch: k.health_epoch,
                 })
                 .collect();
             providers.insert(
@@ -138,7 +180,15 @@ impl Runtime {
         }
         let mut routes = HashMap::new();
         let mut aliases = Vec::new();
+        let all_aliases: std::collections::HashSet<String> =
+            s.models.iter().map(|m| m.alias.clone()).collect();
         for m in s.models {
+            if let Some(f) = m.fallbacks.iter().find(|f| !all_aliases.contains(*f)) {
+                return Err(SnapshotError::UnknownFallback {
+                    alias: m.alias.clone(),
+                    fallback: f.clone(),
+                });
+            }
             let provider = providers.get(&m.provider).cloned().ok_or_else(|| {
                 SnapshotError::UnknownProvider {
                     alias: m.alias.clone(),
@@ -152,6 +202,12 @@ impl Runtime {
                     alias: m.alias,
                     provider,
                     upstream_model: m.upstream_model,
+                    fallbacks: m.fallbacks,
+                    policy: policy(m.policy),
+                    price: m.price.map_or_else(Price::default, |p| Price {
+                        input_per_mtok: p.input_per_mtok,
+                        output_per_mtok: p.output_per_mtok,
+                    }),
                 },
             );
         }
@@ -184,6 +240,7 @@ impl Runtime {
                         models: k.models,
                         scopes: k.scopes,
                         expires_at: k.expires_at,
+                        policy: policy(k.policy),
                     },
                 )
             })
@@ -192,11 +249,18 @@ impl Runtime {
             version: s.version,
             content_hash: s.content_hash,
             routes,
+            providers,
             aliases,
             verifier,
             revoked_jtis: s.revoked_tokens.into_iter().map(|t| t.jti).collect(),
             virtual_keys,
             pepper: SecretBox::new(Box::new(s.vkey_pepper)),
+            global_policy: policy(s.global_policy),
+            subject_policies: s
+                .subject_policies
+                .into_iter()
+                .map(|p| (p.subject, policy(p.policy)))
+                .collect(),
         })
     }
 
@@ -237,12 +301,14 @@ mod tests {
                     id: "key_1".into(),
                     fingerprint: "0123456789ab".into(),
                     secret: "sk-fixture-not-a-real-key".into(),
+                    ..Default::default()
                 }],
             }],
             models: vec![pb::Model {
                 alias: "gpt-4o".into(),
                 provider: "openai".into(),
                 upstream_model: "gpt-4o-2024-08-06".into(),
+                ..Default::default()
             }],
             jwt: Some(pb::JwtSettings {
                 issuer: "warden".into(),
@@ -262,12 +328,14 @@ mod tests {
                 models: vec!["*".into()],
                 scopes: vec!["read".into(), "write".into()],
                 expires_at: 0,
+                ..Default::default()
             }],
             revoked_tokens: vec![pb::RevokedToken {
                 jti: "revoked-1".into(),
                 expires_at: 4_000_000_000,
             }],
             vkey_pepper: vec![1; 32],
+            ..Default::default()
         }
     }
 

@@ -12,24 +12,46 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::proxy::upstream::Upstream;
+use crate::limits::Limiter;
 use crate::runtime::Runtime;
+use crate::shared::redis::RedisLink;
+use crate::upstream::Upstream;
 
 /// State shared by every request.
 #[derive(Debug)]
 pub struct AppState {
     runtime: ArcSwapOption<Runtime>,
     pub upstream: Upstream,
+    pub limiter: Arc<Limiter>,
+    pub redis: Option<Arc<RedisLink>>,
     /// Whether the watch stream to the control plane is currently up.
     pub cp_connected: AtomicBool,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
-    pub fn new(upstream: Upstream) -> Self {
+    pub fn new(
+        upstream: Upstream,
+        limiter: Arc<Limiter>,
+        redis: Option<Arc<RedisLink>>,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
         Self {
             runtime: ArcSwapOption::empty(),
             upstream,
+            limiter,
+            redis,
             cp_connected: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// `shared`, `per-node (redis unreachable)` or `per-node (no redis configured)`.
+    pub fn limits_mode(&self) -> &'static str {
+        match &self.redis {
+            Some(l) if l.is_healthy() => "shared",
+            Some(_) => "per-node (redis unreachable)",
+            None => "per-node (no redis configured)",
         }
     }
 
@@ -50,8 +72,16 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/v1/models", get(crate::proxy::list_models))
         .route("/v1/chat/completions", post(crate::proxy::chat_completions))
+        .route("/v1/messages", post(crate::proxy::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(crate::proxy::count_tokens),
+        )
+        .route("/v1/embeddings", post(crate::proxy::embeddings))
+        .route("/v1/responses", post(crate::proxy::responses))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -71,6 +101,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
                 "ready": true,
                 "snapshot_version": rt.version,
                 "control_plane_connected": connected,
+                "limits": state.limits_mode(),
             })),
         )
             .into_response(),
@@ -86,6 +117,24 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process",
+        )
+            .into_response(),
+    }
+}
+
 async fn method_not_allowed() -> Response {
     let mut e = ApiError::bad_request("This endpoint does not accept this HTTP method.");
     e.status = StatusCode::METHOD_NOT_ALLOWED;
@@ -94,7 +143,7 @@ async fn method_not_allowed() -> Response {
 
 async fn not_found() -> Response {
     let mut e = ApiError::bad_request(
-        "Unknown endpoint. Warden serves /v1/chat/completions and /v1/models.",
+        "Unknown endpoint. Warden serves /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/responses and /v1/models.",
     );
     e.status = StatusCode::NOT_FOUND;
     e.into_response()

@@ -148,3 +148,39 @@ async fn watch_once(
         }
     }
 }
+
+/// Forwards provider rejections of upstream keys to the control plane, which records and
+/// audits them and takes the key out of every node's snapshot. Best effort: the shared
+/// health record in Redis already keeps every node away from the key.
+pub async fn report_rejections(
+    config: Arc<NodeConfig>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::upstream::KeyRejection>,
+    shutdown: CancellationToken,
+) {
+    let Ok(endpoint) = endpoint(&config) else {
+        return;
+    };
+    let mut client = SyncClient::new(endpoint.connect_lazy());
+    loop {
+        let rejection = tokio::select! {
+            r = rx.recv() => match r { Some(r) => r, None => return },
+            () = shutdown.cancelled() => return,
+        };
+        let report = pb::KeyRejected {
+            node_id: config.node_id.clone(),
+            provider: rejection.provider,
+            key_id: rejection.key_id,
+            fingerprint: rejection.fingerprint,
+            status: u32::from(rejection.status),
+            reason: rejection.reason,
+        };
+        match with_credential(&config, report) {
+            Ok(request) => {
+                if let Err(e) = client.report_key_rejected(request).await {
+                    tracing::warn!(error = %e, "could not report a rejected upstream key to the control plane");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not build a key report"),
+        }
+    }
+}

@@ -1,8 +1,9 @@
 """Drives a Warden node with the official `openai` Python SDK.
 
 Reads WARDEN_URL (base URL ending in /v1), WARDEN_TOKEN and WARDEN_MODEL; runs a plain and
-a streaming chat completion, a model listing and a call with a bad credential; prints one
-JSON object with what it saw. The Rust test asserts on that object.
+a streaming chat completion, a tool call (tools=[get_weather] and a prompt about the
+weather: `tool_calls[0].function.name` is expected), a model listing and a call with a bad
+credential; prints one JSON object with what it saw. The Rust test asserts on that object.
 """
 
 import json
@@ -46,6 +47,29 @@ for chunk in stream:
 result["stream_content"] = "".join(pieces)
 result["stream_chunks"] = len(arrivals)
 result["stream_finish_reason"] = finish
+
+tool = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+    tools=[
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Get the current weather in a given city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ],
+)
+tool_calls = tool.choices[0].message.tool_calls or []
+result["tool_finish_reason"] = tool.choices[0].finish_reason
+result["tool_name"] = tool_calls[0].function.name if tool_calls else None
+result["tool_arguments"] = json.loads(tool_calls[0].function.arguments) if tool_calls else None
 
 result["models"] = sorted(m.id for m in client.models.list().data)
 

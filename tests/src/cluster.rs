@@ -22,6 +22,10 @@ pub const CANARY_UPSTREAM_KEY: &str = "sk-canary-UPSTREAM-4f1c9e7a2b3d5e6f";
 pub const MODEL: &str = "gpt-mock";
 /// A second alias on the same provider, for allow-list tests.
 pub const OTHER_MODEL: &str = "gpt-other";
+/// The upstream key of the mock's Anthropic-format side (provider `mock-anthropic`).
+pub const CANARY_ANTHROPIC_KEY: &str = "sk-ant-canary-UPSTREAM-8e7d6c5b4a39";
+/// An alias served by the Anthropic-format provider.
+pub const CLAUDE_MODEL: &str = "claude-mock";
 
 /// Directory holding the workspace's binaries (`target/debug`), next to the test binary.
 pub fn bin_dir() -> PathBuf {
@@ -166,6 +170,34 @@ impl TestCluster {
             None,
         )?;
         cluster.ctl_ok(&["model", "add", OTHER_MODEL, "--provider", "mock"], None)?;
+        cluster.ctl_ok(
+            &[
+                "provider",
+                "add",
+                "mock-anthropic",
+                "--format",
+                "anthropic",
+                "--base-url",
+                &base,
+            ],
+            None,
+        )?;
+        cluster.ctl_ok(
+            &["provider", "key", "add", "mock-anthropic"],
+            Some(CANARY_ANTHROPIC_KEY),
+        )?;
+        cluster.ctl_ok(
+            &[
+                "model",
+                "add",
+                CLAUDE_MODEL,
+                "--provider",
+                "mock-anthropic",
+                "--upstream-model",
+                "claude-mock-model",
+            ],
+            None,
+        )?;
         cluster.node_token =
             cluster.ctl_ok(&["node", "credential", "issue", "--name", "test"], None)?;
         for _ in 0..nodes {
@@ -418,10 +450,22 @@ impl TestCluster {
 
     /// Environment map for child processes that need the cluster (Python SDK tests).
     pub fn env_for(&self, node: usize, token: &str) -> HashMap<String, String> {
+        self.env_for_model(node, token, MODEL, "/v1")
+    }
+
+    /// Environment for an SDK script: the node's URL with `base_path` (`/v1` for the
+    /// OpenAI SDK, empty for the Anthropic SDK, which appends `/v1/messages` itself).
+    pub fn env_for_model(
+        &self,
+        node: usize,
+        token: &str,
+        model: &str,
+        base_path: &str,
+    ) -> HashMap<String, String> {
         HashMap::from([
-            ("WARDEN_URL".to_owned(), self.nodes[node].url("/v1")),
+            ("WARDEN_URL".to_owned(), self.nodes[node].url(base_path)),
             ("WARDEN_TOKEN".to_owned(), token.to_owned()),
-            ("WARDEN_MODEL".to_owned(), MODEL.to_owned()),
+            ("WARDEN_MODEL".to_owned(), model.to_owned()),
         ])
     }
 }

@@ -87,6 +87,7 @@ impl Admin for AdminService {
                         provider: k.provider.clone(),
                         fingerprint: k.fingerprint.clone(),
                         created_at: k.created_at,
+                        ..Default::default()
                     })
                     .collect(),
                 format: format_to_proto(p.format),
@@ -125,6 +126,7 @@ impl Admin for AdminService {
             provider: k.provider,
             fingerprint: k.fingerprint,
             created_at: k.created_at,
+            ..Default::default()
         }))
     }
 
@@ -161,6 +163,7 @@ impl Admin for AdminService {
             provider: m.provider,
             upstream_model: m.upstream_model,
             source: m.source.as_str().to_owned(),
+            ..Default::default()
         }))
     }
 
@@ -179,6 +182,7 @@ impl Admin for AdminService {
                 provider: m.provider,
                 upstream_model: m.upstream_model,
                 source: m.source.as_str().to_owned(),
+                ..Default::default()
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
@@ -334,6 +338,27 @@ impl Admin for AdminService {
             nodes,
             current_version: self.cp.current_version(),
         }))
+    }
+
+    async fn set_policy(
+        &self,
+        _request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn get_policy(
+        &self,
+        _request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyInfo>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn set_provider_key_state(
+        &self,
+        _request: Request<pb::SetProviderKeyStateRequest>,
+    ) -> Result<Response<pb::ProviderKeyInfo>, Status> {
+        Err(Status::unimplemented("in progress"))
     }
 
     async fn list_audit(

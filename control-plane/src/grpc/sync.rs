@@ -62,6 +62,7 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                         id: k.id.clone(),
                         fingerprint: k.fingerprint.clone(),
                         secret: k.secret.expose_secret().to_owned(),
+                        ..Default::default()
                     })
                     .collect(),
             })
@@ -73,6 +74,7 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                 alias: m.alias.clone(),
                 provider: m.provider.clone(),
                 upstream_model: m.upstream_model.clone(),
+                ..Default::default()
             })
             .collect(),
         jwt: Some(pb::JwtSettings {
@@ -100,6 +102,7 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                 models: k.models.clone(),
                 scopes: k.scopes.clone(),
                 expires_at: k.expires_at,
+                ..Default::default()
             })
             .collect(),
         revoked_tokens: s
@@ -111,6 +114,7 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
             })
             .collect(),
         vkey_pepper: s.vkey_pepper.expose_secret().clone(),
+        ..Default::default()
     };
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
     snapshot.content_hash = hex::encode(digest.as_ref());
@@ -172,6 +176,35 @@ impl Sync for SyncService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn report_key_rejected(
+        &self,
+        request: Request<pb::KeyRejected>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        let presented = warden_proto::bearer(&request).map(str::to_owned);
+        let report = request.into_inner();
+        if !valid_node_id(&report.node_id) {
+            return Err(Status::invalid_argument("invalid node_id"));
+        }
+        self.cp
+            .authenticate_node(presented.as_deref(), &report.node_id)
+            .await?;
+        let reason: String = warden_core::redact::redact(&report.reason)
+            .chars()
+            .take(200)
+            .collect();
+        self.cp
+            .upstream_key_rejected(
+                &report.node_id,
+                &report.provider,
+                &report.key_id,
+                &report.fingerprint,
+                report.status,
+                &reason,
+            )
+            .await?;
+        Ok(Response::new(pb::AckResponse {}))
     }
 
     async fn ack(

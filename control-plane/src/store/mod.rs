@@ -1,9 +1,13 @@
 //! The control plane's state store: config, credential metadata (hashes only), node acks
-//! and audit rows, behind one [`StateStore`] trait. SQLite ([`sqlite::SqliteStore`]) is the
-//! embedded default; PostgreSQL implements the same trait (the audit issue).
+//! and the hash-chained audit rows, behind one [`StateStore`] trait. SQLite
+//! ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL
+//! ([`postgres::PostgresStore`]) is the production option. Each keeps its migrations in
+//! `migrations/<backend>/`; the same test body (`tests/store_backends.rs`) runs against both.
 
+pub mod postgres;
 pub mod sqlite;
 
+use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
     AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, Provider, ProviderKey,
     SigningKey, TokenRecord, VirtualKeyRecord,
@@ -18,6 +22,24 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is malformed: {0}")]
     Malformed(String),
+    #[error("store configuration: {0}")]
+    Config(String),
+}
+
+impl From<crate::audit::chain::MalformedHash> for StoreError {
+    fn from(e: crate::audit::chain::MalformedHash) -> Self {
+        Self::Malformed(e.to_string())
+    }
+}
+
+/// A stored position (`seq`, `seq_upto`) as the database's signed 64-bit integer.
+pub(crate) fn seq_to_db(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// A position read back; negative values are malformed.
+pub(crate) fn seq_from_db(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Malformed(format!("negative audit position {v}")))
 }
 
 /// Everything the control plane persists, except secrets.
@@ -73,11 +95,39 @@ pub trait StateStore: Send + Sync {
     async fn upsert_node(&self, n: &NodeRecord) -> Result<(), StoreError>;
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
 
-    async fn append_audit(&self, r: &AuditRecord) -> Result<(), StoreError>;
+    /// Appends `r` to the audit chain: in one transaction, locks the chain head, takes the
+    /// next `seq`, computes the hash linked to the previous row
+    /// ([`crate::audit::chain::next_link`]), inserts the row and advances the head.
+    /// Concurrent appends form one chain.
+    async fn append_audit(&self, r: &AuditRecord) -> Result<AuditLink, StoreError>;
+    /// Appends `records` in order, in one transaction (all or none): one commit for the
+    /// batch, as a node's `PublishAudit` batch needs. Returns their links in order.
+    async fn append_audit_batch(
+        &self,
+        records: &[AuditRecord],
+    ) -> Result<Vec<AuditLink>, StoreError>;
     /// Newest first, optionally only one action.
     async fn list_audit(
         &self,
         limit: u32,
         action: Option<&str>,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The chain head: the last appended row's `seq` and hash ([`ChainHead::genesis`] when
+    /// nothing was ever appended). Retention does not move it.
+    async fn audit_head(&self) -> Result<ChainHead, StoreError>;
+    /// Up to `limit` rows with `seq >= from_seq`, in `seq` order.
+    async fn list_audit_range(
+        &self,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ChainedAudit>, StoreError>;
+    /// Stores a signed checkpoint; one per `(seq_upto, key_id)`.
+    async fn insert_checkpoint(&self, c: &AuditCheckpoint) -> Result<(), StoreError>;
+    /// Checkpoints with `seq_upto >= from_seq`, by `seq_upto` then `key_id`.
+    async fn list_checkpoints(&self, from_seq: u64) -> Result<Vec<AuditCheckpoint>, StoreError>;
+    /// Retention: deletes the longest prefix of the chain that holds only rows older than
+    /// `ts_ms` and ends exactly at a checkpoint, so verification can start from that
+    /// checkpoint ([`crate::audit`] explains). Rows after the latest checkpoint are kept
+    /// whatever their age. Returns how many rows were deleted.
+    async fn delete_audit_older_than(&self, ts_ms: i64) -> Result<u64, StoreError>;
 }

@@ -1,14 +1,22 @@
-//! SQLite implementation of [`StateStore`] (WAL mode, migrations in `migrations/`).
+//! SQLite implementation of [`StateStore`] (WAL mode, migrations in `migrations/sqlite/`).
+//!
+//! Audit appends are serialised twice: by an in-process mutex (so tasks of this process
+//! queue instead of spinning on SQLite's busy handler) and by `BEGIN IMMEDIATE` (so another
+//! process writing the same file cannot interleave between reading the chain head and
+//! advancing it).
 
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use sqlx::Row as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 
-use super::{StateStore, StoreError};
+use super::{StateStore, StoreError, seq_from_db, seq_to_db};
+use crate::audit::chain::next_link;
+use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
     ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, Provider,
     ProviderKey, SigningKey, Source, TokenRecord, VirtualKeyRecord,
@@ -18,6 +26,8 @@ use crate::domain::{
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Serialises this process's audit appends (see the module docs).
+    append_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -32,9 +42,133 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let store = Self {
+            pool,
+            append_lock: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        store.chain_legacy_audit().await?;
+        Ok(store)
     }
+
+    /// The connection pool, for tools and tests that need raw SQL.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// One-time backfill after the `0002_audit_chain` migration: chains the rows of
+    /// `audit_legacy` (oldest first) and drops that table, in one transaction.
+    async fn chain_legacy_audit(&self) -> Result<(), StoreError> {
+        const EXISTS: &str =
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_legacy'";
+        let exists: i64 = sqlx::query_scalar(EXISTS).fetch_one(&self.pool).await?;
+        if exists == 0 {
+            return Ok(());
+        }
+        let _serial = self.append_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let exists: i64 = sqlx::query_scalar(EXISTS).fetch_one(&mut *tx).await?;
+        if exists == 0 {
+            return Ok(());
+        }
+        let rows = sqlx::query("SELECT * FROM audit_legacy ORDER BY timestamp_ms, id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut head = read_head(&mut tx).await?;
+        for row in &rows {
+            let record = audit_from(row)?;
+            let link = next_link(&head, &record)?;
+            insert_chained(&mut tx, &record, &link).await?;
+            head = ChainHead {
+                seq: link.seq,
+                hash: link.hash,
+            };
+        }
+        write_head(&mut tx, &head).await?;
+        sqlx::query("DROP TABLE audit_legacy")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if !rows.is_empty() {
+            tracing::info!(
+                rows = rows.len(),
+                "chained audit rows written before the audit chain existed"
+            );
+        }
+        Ok(())
+    }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+async fn read_head(tx: &mut Tx) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(ChainHead {
+        seq: seq_from_db(row.try_get("seq")?)?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+async fn write_head(tx: &mut Tx, head: &ChainHead) -> Result<(), StoreError> {
+    sqlx::query("UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1")
+        .bind(seq_to_db(head.seq))
+        .bind(&head.hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_chained(tx: &mut Tx, r: &AuditRecord, link: &AuditLink) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (id, seq, timestamp_ms, action, actor, subject, result, detail, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.id)
+    .bind(seq_to_db(link.seq))
+    .bind(r.timestamp_ms)
+    .bind(&r.action)
+    .bind(&r.actor)
+    .bind(&r.subject)
+    .bind(&r.result)
+    .bind(&r.detail)
+    .bind(&link.prev_hash)
+    .bind(&link.hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn audit_from(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        timestamp_ms: row.try_get("timestamp_ms")?,
+        action: row.try_get("action")?,
+        actor: row.try_get("actor")?,
+        subject: row.try_get("subject")?,
+        result: row.try_get("result")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+fn chained_from(row: &SqliteRow) -> Result<ChainedAudit, StoreError> {
+    Ok(ChainedAudit {
+        seq: seq_from_db(row.try_get("seq")?)?,
+        record: audit_from(row)?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+fn checkpoint_from(row: &SqliteRow) -> Result<AuditCheckpoint, StoreError> {
+    Ok(AuditCheckpoint {
+        seq_upto: seq_from_db(row.try_get("seq_upto")?)?,
+        hash: row.try_get("hash")?,
+        signature: row.try_get("signature")?,
+        key_id: row.try_get("key_id")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
 }
 
 fn list_to_text(v: &[String]) -> String {
@@ -442,21 +576,36 @@ impl StateStore for SqliteStore {
             .collect()
     }
 
-    async fn append_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit (id, timestamp_ms, action, actor, subject, result, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.id)
-        .bind(r.timestamp_ms)
-        .bind(&r.action)
-        .bind(&r.actor)
-        .bind(&r.subject)
-        .bind(&r.result)
-        .bind(&r.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    async fn append_audit(&self, r: &AuditRecord) -> Result<AuditLink, StoreError> {
+        let mut links = self.append_audit_batch(std::slice::from_ref(r)).await?;
+        links
+            .pop()
+            .ok_or_else(|| StoreError::Malformed("append returned no link".into()))
+    }
+
+    async fn append_audit_batch(
+        &self,
+        records: &[AuditRecord],
+    ) -> Result<Vec<AuditLink>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _serial = self.append_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut head = read_head(&mut tx).await?;
+        let mut links = Vec::with_capacity(records.len());
+        for r in records {
+            let link = next_link(&head, r)?;
+            insert_chained(&mut tx, r, &link).await?;
+            head = ChainHead {
+                seq: link.seq,
+                hash: link.hash.clone(),
+            };
+            links.push(link);
+        }
+        write_head(&mut tx, &head).await?;
+        tx.commit().await?;
+        Ok(links)
     }
 
     async fn list_audit(
@@ -479,19 +628,72 @@ impl StateStore for SqliteStore {
                     .await?
             }
         };
-        rows.iter()
-            .map(|row| {
-                Ok(AuditRecord {
-                    id: row.try_get("id")?,
-                    timestamp_ms: row.try_get("timestamp_ms")?,
-                    action: row.try_get("action")?,
-                    actor: row.try_get("actor")?,
-                    subject: row.try_get("subject")?,
-                    result: row.try_get("result")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
+        rows.iter().map(audit_from).collect()
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ChainHead {
+            seq: seq_from_db(row.try_get("seq")?)?,
+            hash: row.try_get("hash")?,
+        })
+    }
+
+    async fn list_audit_range(
+        &self,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ChainedAudit>, StoreError> {
+        sqlx::query("SELECT * FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?")
+            .bind(seq_to_db(from_seq))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(chained_from)
             .collect()
+    }
+
+    async fn insert_checkpoint(&self, c: &AuditCheckpoint) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq_upto, hash, signature, key_id, created_at_ms)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(seq_to_db(c.seq_upto))
+        .bind(&c.hash)
+        .bind(&c.signature)
+        .bind(&c.key_id)
+        .bind(c.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_checkpoints(&self, from_seq: u64) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        sqlx::query("SELECT * FROM audit_checkpoints WHERE seq_upto >= ? ORDER BY seq_upto, key_id")
+            .bind(seq_to_db(from_seq))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(checkpoint_from)
+            .collect()
+    }
+
+    async fn delete_audit_older_than(&self, ts_ms: i64) -> Result<u64, StoreError> {
+        // One statement: the prefix ends at the latest checkpoint before the first row that
+        // is too young to delete (no checkpoint there → nothing is deleted).
+        let r = sqlx::query(
+            "DELETE FROM audit WHERE seq <= (
+                 SELECT MAX(seq_upto) FROM audit_checkpoints WHERE seq_upto < COALESCE(
+                     (SELECT MIN(seq) FROM audit WHERE timestamp_ms >= ?),
+                     9223372036854775807))",
+        )
+        .bind(ts_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 }
 

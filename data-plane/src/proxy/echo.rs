@@ -1,5 +1,6 @@
 //! The built-in `echo` provider of `wardenctl dev`: answers deterministically from the last
-//! user message, as JSON or as an OpenAI SSE stream, so that the gateway works offline.
+//! user message, as JSON or as an SSE stream, in the OpenAI or (translated) Anthropic shape,
+//! so that the gateway works offline.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -9,11 +10,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::ChatRequest;
+use super::meter::Wire;
+use crate::translate::{OpenAiToAnthropicStream, SseEvent};
 
-/// The text of the last user message (string content or text parts).
-pub fn last_user_text(request: &ChatRequest) -> String {
-    let Some(Value::Array(messages)) = request.body.get("messages") else {
+/// The text of the last user message (string content or text parts/blocks).
+pub fn last_user_text(body: &serde_json::Map<String, Value>) -> String {
+    let Some(Value::Array(messages)) = body.get("messages") else {
         return String::new();
     };
     let Some(last) = messages
@@ -38,9 +40,14 @@ fn count_words(s: &str) -> u64 {
     (s.split_whitespace().count() as u64).max(1)
 }
 
-/// Answers a chat request.
-pub fn answer(request: &ChatRequest) -> Response {
-    let prompt = last_user_text(request);
+/// Answers a request, in the client's wire format.
+pub fn answer(
+    body: &serde_json::Map<String, Value>,
+    model: &str,
+    stream: bool,
+    client: Wire,
+) -> Response {
+    let prompt = last_user_text(body);
     let text = format!("echo: {prompt}");
     let created = warden_core::unix_now();
     let id = format!("chatcmpl-echo-{}", uuid::Uuid::new_v4().simple());
@@ -49,9 +56,8 @@ pub fn answer(request: &ChatRequest) -> Response {
         "completion_tokens": count_words(&text),
         "total_tokens": count_words(&prompt) + count_words(&text),
     });
-    let model = request.model.clone();
-    if !request.stream {
-        let body = json!({
+    if !stream {
+        let completion = json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
@@ -64,14 +70,23 @@ pub fn answer(request: &ChatRequest) -> Response {
             }],
             "usage": usage,
         });
+        let body = match client {
+            Wire::OpenAi => completion,
+            Wire::Anthropic => {
+                match crate::translate::openai_to_anthropic::response(&completion, model) {
+                    Ok(v) => v,
+                    Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+        };
         return (StatusCode::OK, axum::Json(body)).into_response();
     }
-    let include_usage = request
-        .body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage = client == Wire::Anthropic
+        || body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
     let chunk = |delta: Value, finish: Value| {
         json!({
             "id": id,
@@ -85,8 +100,7 @@ pub fn answer(request: &ChatRequest) -> Response {
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     )];
-    let words: Vec<&str> = text.split_inclusive(' ').collect();
-    for w in words {
+    for w in text.split_inclusive(' ') {
         events.push(chunk(json!({"content": w}), Value::Null));
     }
     events.push(chunk(json!({}), json!("stop")));
@@ -96,11 +110,23 @@ pub fn answer(request: &ChatRequest) -> Response {
             "model": model, "choices": [], "usage": usage,
         }));
     }
-    let frames: Vec<Bytes> = events
-        .into_iter()
-        .map(|e| Bytes::from(format!("data: {e}\n\n")))
-        .chain(std::iter::once(Bytes::from_static(b"data: [DONE]\n\n")))
-        .collect();
+    let frames: Vec<Bytes> = match client {
+        Wire::OpenAi => events
+            .into_iter()
+            .map(|e| Bytes::from(format!("data: {e}\n\n")))
+            .chain(std::iter::once(Bytes::from_static(b"data: [DONE]\n\n")))
+            .collect(),
+        Wire::Anthropic => {
+            let mut conv = OpenAiToAnthropicStream::new(model);
+            let mut out: Vec<Bytes> = events
+                .iter()
+                .flat_map(|e| conv.push(&SseEvent::new(None, e.to_string())))
+                .collect();
+            out.extend(conv.push(&SseEvent::new(None, "[DONE]")));
+            out.extend(conv.finish());
+            out
+        }
+    };
     let stream = futures::stream::unfold(frames.into_iter(), |mut it| async move {
         let next = it.next()?;
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -8,6 +8,7 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+mod anthropic;
 mod attacks;
 mod cli;
 mod dev;

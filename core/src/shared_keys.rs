@@ -1,0 +1,67 @@
+//! Names of the keys Warden keeps in Redis, shared by the nodes (which write them) and the
+//! control plane (which reads usage from them). Every key carries one hash tag, `{prefix}`,
+//! so that a script touching several keys stays in one Redis Cluster slot.
+
+/// A token bucket (`rpm` or `tpm`) of a limit scope.
+pub fn bucket(prefix: &str, scope: &str, kind: &str) -> String {
+    format!("{{{prefix}}}:rl:{scope}:{kind}")
+}
+
+/// The set of in-flight request ids of a scope.
+pub fn slots(prefix: &str, scope: &str) -> String {
+    format!("{{{prefix}}}:par:{scope}")
+}
+
+/// Spend of a scope in budget period `index` (micro-USD).
+pub fn spend(prefix: &str, scope: &str, index: u64) -> String {
+    format!("{{{prefix}}}:spend:{scope}:{index}")
+}
+
+/// Round-robin cursor of a provider's keys.
+pub fn cursor(prefix: &str, provider: &str) -> String {
+    format!("{{{prefix}}}:rr:{provider}")
+}
+
+/// Health record of one upstream key version.
+pub fn key_health(
+    prefix: &str,
+    provider: &str,
+    key_id: &str,
+    fingerprint: &str,
+    epoch: u64,
+) -> String {
+    format!("{{{prefix}}}:key:{provider}:{key_id}:{fingerprint}:{epoch}")
+}
+
+/// The budget period a time falls in, and the seconds left in it.
+pub fn budget_period(now_secs: u64, period_secs: u64) -> (u64, u64) {
+    let period = period_secs.max(1);
+    let index = now_secs / period;
+    (index, (index + 1) * period - now_secs)
+}
+
+/// Scope ids, as used in key names and error messages.
+pub mod scope {
+    pub fn virtual_key(id: &str) -> String {
+        format!("vkey:{id}")
+    }
+    pub fn subject(sub: &str) -> String {
+        format!("sub:{sub}")
+    }
+    pub fn model(alias: &str) -> String {
+        format!("model:{alias}")
+    }
+    pub const GLOBAL: &str = "global";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        assert_eq!(bucket("warden", "vkey:a", "rpm"), "{warden}:rl:vkey:a:rpm");
+        assert!(spend("w", "global", 3).starts_with("{w}:"));
+        assert_eq!(budget_period(100, 30), (3, 20));
+    }
+}
