@@ -69,6 +69,7 @@ fn raw_config(env: &HashMap<String, String>) -> RawConfig {
                 alias: (*m).to_owned(),
                 provider: name.to_owned(),
                 upstream_model: None,
+                fallbacks: Vec::new(),
             });
         }
     }
@@ -124,7 +125,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await?;
     let actor = Actor("system:dev".to_owned());
     let (client_token, _) = cp
-        .issue_token(&actor, "dev", &[], &["*".to_owned()], None)
+        .issue_token(&actor, "dev", &[], &["*".to_owned()], None, None)
         .await?;
 
     let node_config = warden_data_plane::NodeConfig::new(

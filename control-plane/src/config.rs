@@ -59,6 +59,38 @@ pub struct RawConfig {
     pub providers: Vec<RawProvider>,
     #[serde(default)]
     pub models: Vec<RawModel>,
+    /// Limits on every request (the global policy).
+    pub limits: Option<RawLimits>,
+    /// USD per million tokens, by model alias, for budgets.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    pub redis: RawRedis,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_parallel: Option<u32>,
+    pub max_budget_usd: Option<f64>,
+    pub budget_period: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// Where the nodes keep shared state; the control plane only reads usage from it (URL from
+/// `WARDEN_REDIS_URL`, never from the file, as it may hold a password).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +141,8 @@ pub struct RawModel {
     pub alias: String,
     pub provider: String,
     pub upstream_model: Option<String>,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 /// Where the master key comes from.
@@ -147,6 +181,7 @@ pub struct ModelDecl {
     pub alias: String,
     pub provider: String,
     pub upstream_model: String,
+    pub fallbacks: Vec<String>,
 }
 
 /// JWT issuance settings.
@@ -174,6 +209,12 @@ pub struct Config {
     pub models: Vec<ModelDecl>,
     /// Values of the `env://` keys, read from the passed-in environment at build time.
     pub provider_key_values: HashMap<String, SecretBox<str>>,
+    /// The global policy from `[limits]`, if the file has one.
+    pub global_limits: Option<crate::domain::Limits>,
+    pub prices: Vec<(String, crate::domain::Price)>,
+    /// Redis the nodes share (`WARDEN_REDIS_URL`), for usage figures.
+    pub redis_url: Option<SecretBox<str>>,
+    pub redis_prefix: String,
 }
 
 /// Default gRPC listen address.
@@ -344,13 +385,84 @@ impl RawConfig {
                     format!("model `{}` declared twice", m.alias),
                 ));
             }
+            for (j, f) in m.fallbacks.iter().enumerate() {
+                if f == &m.alias || !(models.iter().any(|q| &q.alias == f)) {
+                    return Err(invalid(
+                        &field(&format!("fallbacks[{j}]")),
+                        format!("`{f}` must be a model declared before `{}`", m.alias),
+                    ));
+                }
+            }
             let upstream_model = m.upstream_model.unwrap_or_else(|| m.alias.clone());
             models.push(ModelDecl {
                 alias: m.alias,
                 provider: m.provider,
                 upstream_model,
+                fallbacks: m.fallbacks,
             });
         }
+        let global_limits = match self.limits {
+            None => None,
+            Some(l) => {
+                let budget = l.max_budget_usd.unwrap_or(0.0);
+                if !budget.is_finite() || budget < 0.0 {
+                    return Err(invalid(
+                        "limits.max_budget_usd",
+                        "must be a non-negative number",
+                    ));
+                }
+                let period = match l.budget_period {
+                    Some(text) => humantime::parse_duration(&text)
+                        .map_err(|e| invalid("limits.budget_period", format!("`{text}`: {e}")))?
+                        .as_secs(),
+                    None => crate::domain::DEFAULT_BUDGET_PERIOD_SECS,
+                };
+                if period < 60 {
+                    return Err(invalid("limits.budget_period", "at least 1m"));
+                }
+                Some(crate::domain::Limits {
+                    rpm: l.rpm.unwrap_or(0),
+                    tpm: l.tpm.unwrap_or(0),
+                    max_parallel: l.max_parallel.unwrap_or(0),
+                    max_budget_micros: (budget * 1e6).round() as u64,
+                    budget_period_secs: period,
+                })
+            }
+        };
+        let mut prices = Vec::new();
+        for (alias, p) in self.prices {
+            if !(p.input_per_mtok.is_finite() && p.output_per_mtok.is_finite())
+                || p.input_per_mtok < 0.0
+                || p.output_per_mtok < 0.0
+            {
+                return Err(invalid(
+                    &format!("prices.{alias}"),
+                    "prices must be non-negative numbers",
+                ));
+            }
+            prices.push((
+                alias,
+                crate::domain::Price {
+                    input_per_mtok: p.input_per_mtok,
+                    output_per_mtok: p.output_per_mtok,
+                },
+            ));
+        }
+        let redis_prefix = env
+            .get("WARDEN_REDIS_PREFIX")
+            .cloned()
+            .or(self.redis.prefix)
+            .unwrap_or_else(|| "warden".to_owned());
+        if redis_prefix.is_empty() || redis_prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "redis.prefix",
+                "must be non-empty and contain no braces",
+            ));
+        }
+        let redis_url = env
+            .get("WARDEN_REDIS_URL")
+            .filter(|v| !v.is_empty())
+            .map(|v| SecretBox::from(v.as_str()));
 
         Ok(Config {
             grpc_addr,
@@ -363,6 +475,10 @@ impl RawConfig {
             providers,
             models,
             provider_key_values,
+            global_limits,
+            prices,
+            redis_url,
+            redis_prefix,
         })
     }
 }

@@ -79,6 +79,11 @@ pub struct ProviderKey {
     pub secret_name: String,
     pub fingerprint: String,
     pub created_at: i64,
+    /// Set when quarantined by an admin or rejected by the provider.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<i64>,
+    /// Bumped on re-enable so that nodes start a fresh shared health record.
+    pub health_epoch: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -88,7 +93,98 @@ pub struct Model {
     pub upstream_model: String,
     pub source: Source,
     pub created_at: i64,
+    /// Aliases tried in order when every key of this model's provider is unavailable.
+    pub fallbacks: Vec<String>,
 }
+
+/// USD per million tokens of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// What a policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PolicyTarget {
+    VirtualKey(String),
+    Subject(String),
+    Model(String),
+    Global,
+}
+
+impl PolicyTarget {
+    /// `(kind, id)` as stored.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Self::VirtualKey(id) => ("vkey", id),
+            Self::Subject(s) => ("subject", s),
+            Self::Model(m) => ("model", m),
+            Self::Global => ("global", ""),
+        }
+    }
+
+    pub fn from_parts(kind: &str, id: &str) -> Option<Self> {
+        match kind {
+            "vkey" => Some(Self::VirtualKey(id.to_owned())),
+            "subject" => Some(Self::Subject(id.to_owned())),
+            "model" => Some(Self::Model(id.to_owned())),
+            "global" => Some(Self::Global),
+            _ => None,
+        }
+    }
+
+    /// The scope id nodes use for this target's shared counters.
+    pub fn scope_id(&self) -> String {
+        use warden_core::shared_keys::scope;
+        match self {
+            Self::VirtualKey(id) => scope::virtual_key(id),
+            Self::Subject(s) => scope::subject(s),
+            Self::Model(m) => scope::model(m),
+            Self::Global => scope::GLOBAL.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Global => f.write_str("global"),
+            other => {
+                let (kind, id) = other.parts();
+                write!(f, "{kind}:{id}")
+            }
+        }
+    }
+}
+
+/// Limits of one target; zero means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub rpm: u64,
+    pub tpm: u64,
+    pub max_parallel: u32,
+    pub max_budget_micros: u64,
+    pub budget_period_secs: u64,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        self.rpm == 0 && self.tpm == 0 && self.max_parallel == 0 && self.max_budget_micros == 0
+    }
+}
+
+/// A stored policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRecord {
+    pub target: PolicyTarget,
+    pub limits: Limits,
+    pub source: Source,
+    pub updated_at: i64,
+}
+
+/// Default budget period: 30 days.
+pub const DEFAULT_BUDGET_PERIOD_SECS: u64 = 30 * 24 * 3600;
 
 /// A JWT signing key's metadata; the private part lives in the secret store.
 #[derive(Debug, Clone)]

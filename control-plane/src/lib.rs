@@ -13,6 +13,7 @@ pub mod secrets;
 pub mod service;
 pub mod snapshot;
 pub mod store;
+pub mod usage;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -129,7 +130,14 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
     ));
     let store: Arc<dyn store::StateStore> =
         Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?);
-    let cp = Arc::new(ControlPlane::open(store, secrets, config.auth.clone()).await?);
+    let usage = usage::UsageReader::new(
+        config
+            .redis_url
+            .as_ref()
+            .map(|u| SecretBox::from(secrecy::ExposeSecret::expose_secret(u))),
+        config.redis_prefix.clone(),
+    );
+    let cp = Arc::new(ControlPlane::open(store, secrets, config.auth.clone(), usage).await?);
     apply_declarations(&cp, config).await?;
     if config.auth.algorithm == warden_core::jwt::SigningAlgorithm::HS256 {
         tracing::warn!(
@@ -150,7 +158,7 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
             Source::Builtin,
         )
         .await?;
-        cp.add_model(&system, ECHO, ECHO, ECHO, Source::Builtin)
+        cp.add_model(&system, ECHO, ECHO, ECHO, Source::Builtin, &[], None)
             .await?;
     }
     for p in &config.providers {
@@ -168,11 +176,31 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
         }
     }
     for m in &config.models {
+        let price = config
+            .prices
+            .iter()
+            .find(|(alias, _)| alias == &m.alias)
+            .map(|(_, p)| *p);
         cp.add_model(
             &system,
             &m.alias,
             &m.provider,
             &m.upstream_model,
+            Source::Config,
+            &m.fallbacks,
+            price,
+        )
+        .await?;
+    }
+    // Prices for models managed over the Admin API are kept as well.
+    for (alias, price) in &config.prices {
+        cp.set_price(alias, *price).await?;
+    }
+    if let Some(limits) = config.global_limits {
+        cp.set_policy(
+            &system,
+            &domain::PolicyTarget::Global,
+            limits,
             Source::Config,
         )
         .await?;

@@ -14,8 +14,9 @@ use warden_core::{fingerprint, unix_now};
 
 use crate::config::AuthConfig;
 use crate::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, Provider,
-    ProviderKey, Source, TokenRecord, VirtualKeyRecord, validate_base_url, validate_name,
+    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Limits, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, Source, TokenRecord,
+    VirtualKeyRecord, validate_base_url, validate_name,
 };
 use crate::error::ServiceError;
 use crate::secrets::{SecretError, SecretStore};
@@ -48,6 +49,8 @@ pub struct ControlPlane {
     snapshot_tx: watch::Sender<Arc<SnapshotData>>,
     publish_lock: Mutex<()>,
     connections: std::sync::Mutex<HashMap<String, usize>>,
+    /// Usage figures from the nodes' shared state.
+    usage: crate::usage::UsageReader,
     /// Snapshot version each node last acknowledged (in memory, for propagation waits).
     acked: watch::Sender<HashMap<String, u64>>,
 }
@@ -80,6 +83,8 @@ fn empty_snapshot() -> Arc<SnapshotData> {
         virtual_keys: Vec::new(),
         revoked_tokens: Vec::new(),
         vkey_pepper: SecretBox::new(Box::new(Vec::new())),
+        global_policy: Limits::default(),
+        subject_policies: Vec::new(),
     })
 }
 
@@ -131,6 +136,7 @@ impl ControlPlane {
         store: Arc<dyn StateStore>,
         secrets: Arc<dyn SecretStore>,
         auth: AuthConfig,
+        usage: crate::usage::UsageReader,
     ) -> Result<Self, ServiceError> {
         let pepper = match secrets.get(PEPPER_SECRET).await {
             Ok(p) => p,
@@ -156,6 +162,7 @@ impl ControlPlane {
             snapshot_tx,
             publish_lock: Mutex::new(()),
             connections: std::sync::Mutex::new(HashMap::new()),
+            usage,
             acked: watch::channel(HashMap::new()).0,
         };
         cp.publish().await?;
@@ -279,6 +286,14 @@ impl ControlPlane {
 
     async fn build_snapshot(&self, version: u64) -> Result<SnapshotData, ServiceError> {
         let now = unix_now();
+        let policies = self.store.list_policies().await?;
+        let policy_of = |target: &PolicyTarget| {
+            policies
+                .iter()
+                .find(|p| &p.target == target)
+                .map_or_else(Limits::default, |p| p.limits)
+        };
+        let prices = self.store.list_prices().await?;
         let keys = self.store.list_provider_keys().await?;
         let mut providers = Vec::new();
         for p in self.store.list_providers().await? {
@@ -289,6 +304,8 @@ impl ControlPlane {
                         id: k.id.clone(),
                         fingerprint: k.fingerprint.clone(),
                         secret,
+                        disabled_reason: k.disabled_reason.clone().unwrap_or_default(),
+                        health_epoch: k.health_epoch,
                     }),
                     // A key that cannot be read is left out rather than stopping every
                     // other change from reaching the nodes; the error names the reference.
@@ -310,9 +327,15 @@ impl ControlPlane {
             .await?
             .into_iter()
             .map(|m| SnapshotModel {
+                policy: policy_of(&PolicyTarget::Model(m.alias.clone())),
+                price: prices
+                    .iter()
+                    .find(|(alias, _)| alias == &m.alias)
+                    .map_or_else(Price::default, |(_, p)| *p),
                 alias: m.alias,
                 provider: m.provider,
                 upstream_model: m.upstream_model,
+                fallbacks: m.fallbacks,
             })
             .collect();
         let mut jwt_keys = Vec::new();
@@ -331,6 +354,7 @@ impl ControlPlane {
             .into_iter()
             .filter(|k| k.revoked_at.is_none() && (k.expires_at == 0 || k.expires_at > now))
             .map(|k| SnapshotVirtualKey {
+                policy: policy_of(&PolicyTarget::VirtualKey(k.id.clone())),
                 id: k.id,
                 hash: k.hash,
                 name: k.name,
@@ -359,6 +383,14 @@ impl ControlPlane {
             virtual_keys,
             revoked_tokens,
             vkey_pepper: SecretBox::new(Box::new(self.pepper.expose_secret().clone())),
+            global_policy: policy_of(&PolicyTarget::Global),
+            subject_policies: policies
+                .iter()
+                .filter_map(|p| match &p.target {
+                    PolicyTarget::Subject(s) => Some((s.clone(), p.limits)),
+                    _ => None,
+                })
+                .collect(),
         })
     }
 
@@ -636,6 +668,7 @@ impl ControlPlane {
         scopes: &[String],
         models: &[String],
         ttl: Option<Duration>,
+        policy: Option<Limits>,
     ) -> Result<(SecretString, TokenRecord), ServiceError> {
         let result = async {
             if subject.trim().is_empty() || subject.len() > 128 {
@@ -681,6 +714,15 @@ impl ControlPlane {
                 revoked_at: None,
             };
             self.store.insert_token(&record).await?;
+            if let Some(limits) = policy {
+                self.set_policy(
+                    actor,
+                    &PolicyTarget::Subject(subject.to_owned()),
+                    limits,
+                    Source::Admin,
+                )
+                .await?;
+            }
             Ok((token, record))
         }
         .await;
@@ -717,6 +759,10 @@ impl ControlPlane {
     }
 
     /// Creates a virtual key (shown once; stored as its HMAC).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the admin request"
+    )]
     pub async fn create_virtual_key(
         &self,
         actor: &Actor,
@@ -725,6 +771,7 @@ impl ControlPlane {
         models: &[String],
         scopes: &[String],
         ttl: Option<Duration>,
+        policy: Option<Limits>,
     ) -> Result<(SecretString, VirtualKeyRecord), ServiceError> {
         let result = async {
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
@@ -753,7 +800,20 @@ impl ControlPlane {
                 revoked_at: None,
             };
             self.store.insert_virtual_key(&record).await?;
-            self.publish().await?;
+            match policy {
+                Some(limits) => {
+                    self.set_policy(
+                        actor,
+                        &PolicyTarget::VirtualKey(record.id.clone()),
+                        limits,
+                        Source::Admin,
+                    )
+                    .await?;
+                }
+                None => {
+                    self.publish().await?;
+                }
+            }
             Ok((secret, record))
         }
         .await;
@@ -904,6 +964,9 @@ impl ControlPlane {
                 secret_name,
                 fingerprint: fp,
                 created_at: unix_now(),
+                disabled_reason: None,
+                disabled_at: None,
+                health_epoch: 0,
             };
             self.store.insert_provider_key(&key).await?;
             self.publish().await?;
@@ -951,6 +1014,10 @@ impl ControlPlane {
     }
 
     /// Adds or updates a model alias.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the admin request"
+    )]
     pub async fn add_model(
         &self,
         actor: &Actor,
@@ -958,8 +1025,39 @@ impl ControlPlane {
         provider: &str,
         upstream_model: &str,
         source: Source,
+        fallbacks: &[String],
+        price: Option<Price>,
     ) -> Result<Model, ServiceError> {
         let result = async {
+            let known: Vec<String> = self
+                .store
+                .list_models()
+                .await?
+                .into_iter()
+                .map(|m| m.alias)
+                .collect();
+            for f in fallbacks {
+                if f == alias {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "model `{alias}` cannot fall back to itself"
+                    )));
+                }
+                if !known.contains(f) {
+                    return Err(ServiceError::NotFound(format!(
+                        "fallback model `{f}` does not exist (add it first)"
+                    )));
+                }
+            }
+            if let Some(p) = price
+                && (!p.input_per_mtok.is_finite()
+                    || !p.output_per_mtok.is_finite()
+                    || p.input_per_mtok < 0.0
+                    || p.output_per_mtok < 0.0)
+            {
+                return Err(ServiceError::InvalidArgument(
+                    "prices must be finite and not negative".into(),
+                ));
+            }
             validate_name(alias)
                 .map_err(|e| ServiceError::InvalidArgument(format!("alias: {e}")))?;
             let upstream_model = if upstream_model.trim().is_empty() {
@@ -989,8 +1087,12 @@ impl ControlPlane {
                 upstream_model: upstream_model.to_owned(),
                 source,
                 created_at: unix_now(),
+                fallbacks: fallbacks.to_vec(),
             };
             self.store.upsert_model(&model).await?;
+            if let Some(p) = price {
+                self.store.upsert_price(alias, p).await?;
+            }
             self.publish().await?;
             Ok(model)
         }
@@ -1109,6 +1211,24 @@ impl ControlPlane {
             status,
             "provider rejected an upstream key"
         );
+        let current = self
+            .store
+            .list_provider_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.provider == provider && k.id == key_id);
+        // A report about a secret that has since been rotated, or about a key already out
+        // of service, changes nothing.
+        if let Some(k) = current
+            && k.fingerprint == fingerprint
+            && k.disabled_reason.is_none()
+        {
+            let why = format!("rejected by the provider (HTTP {status})");
+            self.store
+                .set_provider_key_state(provider, key_id, Some(&why), Some(unix_now()), false)
+                .await?;
+            self.publish().await?;
+        }
         self.audit(
             "provider.key.rejected",
             &format!("node:{node_id}"),
@@ -1118,6 +1238,188 @@ impl ControlPlane {
         )
         .await;
         Ok(())
+    }
+
+    /// Quarantines an upstream key (out of service on every node) or puts it back into
+    /// service (with a fresh shared health record).
+    pub async fn set_provider_key_state(
+        &self,
+        actor: &Actor,
+        provider: &str,
+        key_id: &str,
+        quarantine: bool,
+        reason: &str,
+    ) -> Result<ProviderKey, ServiceError> {
+        let action = if quarantine {
+            "provider.key.quarantine"
+        } else {
+            "provider.key.enable"
+        };
+        let result = async {
+            let reason = reason.trim();
+            if reason.len() > 200 {
+                return Err(ServiceError::InvalidArgument("reason is too long".into()));
+            }
+            let changed = if quarantine {
+                let why = if reason.is_empty() {
+                    "quarantined by an admin".to_owned()
+                } else {
+                    format!("quarantined: {reason}")
+                };
+                self.store
+                    .set_provider_key_state(provider, key_id, Some(&why), Some(unix_now()), false)
+                    .await?
+            } else {
+                self.store
+                    .set_provider_key_state(provider, key_id, None, None, true)
+                    .await?
+            };
+            if !changed {
+                return Err(ServiceError::NotFound(format!(
+                    "provider {provider} has no key {key_id}"
+                )));
+            }
+            self.publish().await?;
+            self.store
+                .list_provider_keys()
+                .await?
+                .into_iter()
+                .find(|k| k.provider == provider && k.id == key_id)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("provider {provider} has no key {key_id}"))
+                })
+        }
+        .await;
+        self.audited(actor, action, &format!("{provider}/{key_id}"), result)
+            .await
+    }
+
+    /// Sets (or, with all-zero limits, clears) the policy of a target.
+    pub async fn set_policy(
+        &self,
+        actor: &Actor,
+        target: &PolicyTarget,
+        limits: Limits,
+        source: Source,
+    ) -> Result<PolicyRecord, ServiceError> {
+        let result = async {
+            match target {
+                PolicyTarget::VirtualKey(id) => {
+                    if !self
+                        .store
+                        .list_virtual_keys()
+                        .await?
+                        .iter()
+                        .any(|k| &k.id == id)
+                    {
+                        return Err(ServiceError::NotFound(format!(
+                            "no virtual key with id {id}"
+                        )));
+                    }
+                }
+                PolicyTarget::Model(alias) => {
+                    if !self
+                        .store
+                        .list_models()
+                        .await?
+                        .iter()
+                        .any(|m| &m.alias == alias)
+                    {
+                        return Err(ServiceError::NotFound(format!("no model named {alias}")));
+                    }
+                }
+                PolicyTarget::Subject(sub) => {
+                    if sub.trim().is_empty() || sub.len() > 128 {
+                        return Err(ServiceError::InvalidArgument(
+                            "subject must be 1 to 128 characters".into(),
+                        ));
+                    }
+                }
+                PolicyTarget::Global => {}
+            }
+            let mut limits = limits;
+            if limits.max_budget_micros > 0 && limits.budget_period_secs == 0 {
+                limits.budget_period_secs = crate::domain::DEFAULT_BUDGET_PERIOD_SECS;
+            }
+            if limits.budget_period_secs != 0 && limits.budget_period_secs < 60 {
+                return Err(ServiceError::InvalidArgument(
+                    "budget_period must be at least one minute".into(),
+                ));
+            }
+            let record = PolicyRecord {
+                target: target.clone(),
+                limits,
+                source,
+                updated_at: unix_now(),
+            };
+            if limits.is_unlimited() {
+                self.store.delete_policy(target).await?;
+            } else {
+                self.store.upsert_policy(&record).await?;
+            }
+            self.publish().await?;
+            Ok(record)
+        }
+        .await;
+        let detail = match &result {
+            Ok(r) => format!(
+                "rpm={} tpm={} max_parallel={} max_budget_micros={} period={}s",
+                r.limits.rpm,
+                r.limits.tpm,
+                r.limits.max_parallel,
+                r.limits.max_budget_micros,
+                r.limits.budget_period_secs
+            ),
+            Err(e) => e.to_string(),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code().metric_label(),
+        };
+        self.audit(
+            "policy.set",
+            &actor.0,
+            &target.to_string(),
+            outcome,
+            &detail,
+        )
+        .await;
+        result
+    }
+
+    pub async fn list_prices(&self) -> Result<Vec<(String, Price)>, ServiceError> {
+        Ok(self.store.list_prices().await?)
+    }
+
+    /// Sets a model's price (from the config file's price table).
+    pub async fn set_price(&self, alias: &str, price: Price) -> Result<(), ServiceError> {
+        self.store.upsert_price(alias, price).await?;
+        Ok(())
+    }
+
+    /// Current usage of a target under its limits, from the shared state.
+    pub async fn usage(
+        &self,
+        target: &PolicyTarget,
+        limits: &Limits,
+    ) -> Result<crate::usage::Usage, String> {
+        self.usage.usage(target, limits).await
+    }
+
+    /// The policy of a target (unlimited when none is set).
+    pub async fn get_policy(&self, target: &PolicyTarget) -> Result<PolicyRecord, ServiceError> {
+        Ok(self
+            .store
+            .list_policies()
+            .await?
+            .into_iter()
+            .find(|p| &p.target == target)
+            .unwrap_or(PolicyRecord {
+                target: target.clone(),
+                limits: Limits::default(),
+                source: Source::Admin,
+                updated_at: 0,
+            }))
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<NodeStatus>, ServiceError> {

@@ -5,7 +5,7 @@
 
 use secrecy::{SecretBox, SecretString};
 
-use crate::domain::ApiFormat;
+use crate::domain::{ApiFormat, Limits, Price};
 
 /// One complete snapshot. Holds secrets (provider keys, pepper, HS256 secrets).
 pub struct SnapshotData {
@@ -19,6 +19,8 @@ pub struct SnapshotData {
     pub virtual_keys: Vec<SnapshotVirtualKey>,
     pub revoked_tokens: Vec<(String, i64)>,
     pub vkey_pepper: SecretBox<Vec<u8>>,
+    pub global_policy: Limits,
+    pub subject_policies: Vec<(String, Limits)>,
 }
 
 impl std::fmt::Debug for SnapshotData {
@@ -42,12 +44,18 @@ pub struct SnapshotKey {
     pub id: String,
     pub fingerprint: String,
     pub secret: SecretString,
+    /// Empty when in service.
+    pub disabled_reason: String,
+    pub health_epoch: u64,
 }
 
 pub struct SnapshotModel {
     pub alias: String,
     pub provider: String,
     pub upstream_model: String,
+    pub fallbacks: Vec<String>,
+    pub policy: Limits,
+    pub price: Price,
 }
 
 pub struct SnapshotJwtKey {
@@ -64,4 +72,5 @@ pub struct SnapshotVirtualKey {
     pub models: Vec<String>,
     pub scopes: Vec<String>,
     pub expires_at: i64,
+    pub policy: Limits,
 }

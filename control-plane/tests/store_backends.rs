@@ -31,8 +31,9 @@ use warden_control_plane::audit::{
     self, AuditCheckpoint, ChainProblem, ChainedAudit, VerifyReport, link_hash,
 };
 use warden_control_plane::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, Provider,
-    ProviderKey, SigningKey, Source, TokenRecord, VirtualKeyRecord,
+    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Limits, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
+    VirtualKeyRecord,
 };
 use warden_control_plane::store::StateStore;
 use warden_control_plane::store::postgres::{PostgresSettings, PostgresStore};
@@ -307,6 +308,7 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(
+    policies_prices_and_key_state,
     providers_keys_and_models,
     signing_keys,
     tokens_revoke_once_and_meta_round_trips,
@@ -419,6 +421,9 @@ mod bodies {
                 secret_name: format!("providers/p/{id}"),
                 fingerprint: format!("fp-{id}"),
                 created_at: at,
+                disabled_reason: None,
+                disabled_at: None,
+                health_epoch: 0,
             })
             .await
             .unwrap();
@@ -430,6 +435,9 @@ mod bodies {
                 secret_name: "x".into(),
                 fingerprint: "x".into(),
                 created_at: 1,
+                disabled_reason: None,
+                disabled_at: None,
+                health_epoch: 0,
             })
             .await;
         assert!(dup.is_err(), "duplicate key id is rejected");
@@ -440,6 +448,9 @@ mod bodies {
                 secret_name: "x".into(),
                 fingerprint: "x".into(),
                 created_at: 1,
+                disabled_reason: None,
+                disabled_at: None,
+                health_epoch: 0,
             })
             .await;
         assert!(orphan.is_err(), "a key needs its provider");
@@ -461,6 +472,7 @@ mod bodies {
             upstream_model: "m-1".into(),
             source: Source::Admin,
             created_at: 1,
+            fallbacks: Vec::new(),
         };
         s.upsert_model(&m).await.unwrap();
         m.upstream_model = "m-2".into();
@@ -471,6 +483,7 @@ mod bodies {
             upstream_model: "echo".into(),
             source: Source::Builtin,
             created_at: 3,
+            fallbacks: Vec::new(),
         })
         .await
         .unwrap();
@@ -489,6 +502,139 @@ mod bodies {
         assert!(s.list_models().await.unwrap().is_empty());
         assert!(!s.delete_provider("p").await.unwrap());
         assert_eq!(s.list_providers().await.unwrap().len(), 1);
+    }
+
+    pub async fn policies_prices_and_key_state(b: &Backend) {
+        let s = b.open().await;
+        let limits = Limits {
+            rpm: 600,
+            tpm: 90_000,
+            max_parallel: 4,
+            max_budget_micros: 25_000_000,
+            budget_period_secs: 86_400,
+        };
+        for target in [
+            PolicyTarget::Global,
+            PolicyTarget::Subject("svc-a".into()),
+            PolicyTarget::VirtualKey("vk_1".into()),
+            PolicyTarget::Model("gpt-4o".into()),
+        ] {
+            s.upsert_policy(&PolicyRecord {
+                target: target.clone(),
+                limits,
+                source: Source::Admin,
+                updated_at: 5,
+            })
+            .await
+            .unwrap();
+        }
+        let mut changed = limits;
+        changed.rpm = 60;
+        s.upsert_policy(&PolicyRecord {
+            target: PolicyTarget::Subject("svc-a".into()),
+            limits: changed,
+            source: Source::Config,
+            updated_at: 6,
+        })
+        .await
+        .unwrap();
+        let all = s.list_policies().await.unwrap();
+        assert_eq!(all.len(), 4);
+        let sub = all
+            .iter()
+            .find(|p| p.target == PolicyTarget::Subject("svc-a".into()))
+            .unwrap();
+        assert_eq!(sub.limits, changed);
+        assert_eq!(sub.source, Source::Config);
+        assert!(s.delete_policy(&PolicyTarget::Global).await.unwrap());
+        assert!(!s.delete_policy(&PolicyTarget::Global).await.unwrap());
+        assert_eq!(s.list_policies().await.unwrap().len(), 3);
+
+        s.upsert_price(
+            "gpt-4o",
+            Price {
+                input_per_mtok: 2.5,
+                output_per_mtok: 10.0,
+            },
+        )
+        .await
+        .unwrap();
+        s.upsert_price(
+            "gpt-4o",
+            Price {
+                input_per_mtok: 3.0,
+                output_per_mtok: 12.5,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.list_prices().await.unwrap(),
+            vec![(
+                "gpt-4o".to_owned(),
+                Price {
+                    input_per_mtok: 3.0,
+                    output_per_mtok: 12.5
+                }
+            )]
+        );
+
+        s.upsert_provider(&Provider {
+            name: "p".into(),
+            format: ApiFormat::OpenAi,
+            base_url: "https://x/v1".into(),
+            source: Source::Admin,
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+        s.insert_provider_key(&ProviderKey {
+            id: "k".into(),
+            provider: "p".into(),
+            secret_name: "providers/p/k".into(),
+            fingerprint: "fp".into(),
+            created_at: 1,
+            disabled_reason: None,
+            disabled_at: None,
+            health_epoch: 0,
+        })
+        .await
+        .unwrap();
+        assert!(
+            s.set_provider_key_state("p", "k", Some("quarantined: leak"), Some(9), false)
+                .await
+                .unwrap()
+        );
+        let k = s.list_provider_keys().await.unwrap().remove(0);
+        assert_eq!(k.disabled_reason.as_deref(), Some("quarantined: leak"));
+        assert_eq!((k.disabled_at, k.health_epoch), (Some(9), 0));
+        assert!(
+            s.set_provider_key_state("p", "k", None, None, true)
+                .await
+                .unwrap()
+        );
+        let k = s.list_provider_keys().await.unwrap().remove(0);
+        assert_eq!(
+            (k.disabled_reason, k.disabled_at, k.health_epoch),
+            (None, None, 1)
+        );
+        assert!(
+            !s.set_provider_key_state("p", "nope", None, None, true)
+                .await
+                .unwrap()
+        );
+
+        s.upsert_model(&Model {
+            alias: "m".into(),
+            provider: "p".into(),
+            upstream_model: "m".into(),
+            source: Source::Admin,
+            created_at: 1,
+            fallbacks: vec!["a".into(), "b".into()],
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.list_models().await.unwrap()[0].fallbacks, ["a", "b"]);
     }
 
     pub async fn signing_keys(b: &Backend) {

@@ -86,6 +86,16 @@ impl Node {
     }
 }
 
+/// How to start a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Shared state for the nodes (and usage for the control plane); each cluster uses a
+    /// fresh key prefix in it.
+    pub redis_url: Option<String>,
+    /// `--node-count` given to every node.
+    pub node_count: Option<u32>,
+}
+
 /// A running Warden.
 #[derive(Debug)]
 pub struct TestCluster {
@@ -98,6 +108,9 @@ pub struct TestCluster {
     pub nodes: Vec<Node>,
     pub mock: MockUpstream,
     pub http: reqwest::Client,
+    pub options: Options,
+    /// The Redis key prefix of this cluster.
+    pub redis_prefix: String,
     log_seq: usize,
 }
 
@@ -118,6 +131,11 @@ impl TestCluster {
     /// Starts a control plane, the mock provider (provider `mock` with one key and models
     /// [`MODEL`] and [`OTHER_MODEL`]) and `nodes` data-plane nodes, all ready.
     pub async fn start(nodes: usize) -> anyhow::Result<Self> {
+        Self::start_with(nodes, Options::default()).await
+    }
+
+    /// [`TestCluster::start`] with options (shared state in Redis, node count).
+    pub async fn start_with(nodes: usize, options: Options) -> anyhow::Result<Self> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         warden_core::install_crypto_providers();
         let dir = tempfile::tempdir()?;
@@ -136,6 +154,8 @@ impl TestCluster {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
+            options,
+            redis_prefix: format!("wt-{}", uuid::Uuid::new_v4().simple()),
             log_seq: 0,
         };
         let admin = cluster.start_cp().await?;
@@ -237,6 +257,11 @@ impl TestCluster {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WARDEN_MASTER_KEY", &self.master_key)
+            .env(
+                "WARDEN_REDIS_URL",
+                self.options.redis_url.clone().unwrap_or_default(),
+            )
+            .env("WARDEN_REDIS_PREFIX", &self.redis_prefix)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path)?)
@@ -282,6 +307,15 @@ impl TestCluster {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WARDEN_NODE_TOKEN", &self.node_token)
+            .env(
+                "WARDEN_REDIS_URL",
+                self.options.redis_url.clone().unwrap_or_default(),
+            )
+            .env("WARDEN_REDIS_PREFIX", &self.redis_prefix)
+            .env(
+                "WARDEN_NODE_COUNT",
+                self.options.node_count.unwrap_or(1).to_string(),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

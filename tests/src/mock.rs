@@ -85,6 +85,14 @@ pub enum Behavior {
     /// Streaming requests send their first event at once, then wait for
     /// [`MockUpstream::release_stream`] (or 10 s) before the rest; others answer normally.
     GatedStream,
+    /// Requests carrying this upstream key (in `Authorization: Bearer` or `x-api-key`) get
+    /// `status` (with `Retry-After: retry_after` seconds when given); others answer
+    /// normally. Models a provider rejecting (401) or rate limiting (429) one key.
+    KeyError {
+        key: String,
+        status: u16,
+        retry_after: Option<u64>,
+    },
 }
 
 struct Shared {
@@ -230,6 +238,28 @@ impl Shared {
         match &behavior {
             Behavior::Error { status, body } => return Err(error_answer(*status, body.clone())),
             Behavior::Latency(delay) => tokio::time::sleep(*delay).await,
+            Behavior::KeyError {
+                key,
+                status,
+                retry_after,
+            } => {
+                let presented = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.trim_start_matches("Bearer ") == key)
+                };
+                if presented("authorization") || presented("x-api-key") {
+                    let body = json!({"error": {"message": format!("key error {status} for this key"), "type": "invalid_request_error", "param": null, "code": null}});
+                    let mut answer = error_answer(*status, body);
+                    if let Some(secs) = retry_after
+                        && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+                    {
+                        answer.headers_mut().insert("retry-after", v);
+                    }
+                    return Err(answer);
+                }
+            }
             Behavior::Normal | Behavior::GatedStream => {}
         }
         let Ok(body) = serde_json::from_slice::<Value>(raw) else {

@@ -10,7 +10,7 @@ use warden_proto::admin::v1 as pb;
 use warden_proto::admin::v1::admin_server::Admin;
 
 use super::format_to_proto;
-use crate::domain::{ApiFormat, Source};
+use crate::domain::{ApiFormat, Limits, PolicyTarget, Price, Source};
 use crate::service::{Actor, ControlPlane};
 
 /// The Admin service.
@@ -82,13 +82,7 @@ impl Admin for AdminService {
                 keys: keys
                     .iter()
                     .filter(|k| k.provider == p.name)
-                    .map(|k| pb::ProviderKeyInfo {
-                        id: k.id.clone(),
-                        provider: k.provider.clone(),
-                        fingerprint: k.fingerprint.clone(),
-                        created_at: k.created_at,
-                        ..Default::default()
-                    })
+                    .map(key_info)
                     .collect(),
                 format: format_to_proto(p.format),
                 source: p.source.as_str().to_owned(),
@@ -121,13 +115,7 @@ impl Admin for AdminService {
             .cp
             .add_provider_key(&actor, &r.provider, secret)
             .await?;
-        Ok(Response::new(pb::ProviderKeyInfo {
-            id: k.id,
-            provider: k.provider,
-            fingerprint: k.fingerprint,
-            created_at: k.created_at,
-            ..Default::default()
-        }))
+        Ok(Response::new(key_info(&k)))
     }
 
     async fn remove_provider_key(
@@ -156,6 +144,13 @@ impl Admin for AdminService {
                 &r.provider,
                 &r.upstream_model,
                 Source::Admin,
+                &r.fallbacks,
+                (r.input_price_per_mtok != 0.0 || r.output_price_per_mtok != 0.0).then_some(
+                    Price {
+                        input_per_mtok: r.input_price_per_mtok,
+                        output_per_mtok: r.output_price_per_mtok,
+                    },
+                ),
             )
             .await?;
         Ok(Response::new(pb::ModelInfo {
@@ -172,17 +167,27 @@ impl Admin for AdminService {
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         self.actor(&request, "model.list").await?;
+        let prices = self.cp.list_prices().await?;
         let models = self
             .cp
             .list_models()
             .await?
             .into_iter()
-            .map(|m| pb::ModelInfo {
-                alias: m.alias,
-                provider: m.provider,
-                upstream_model: m.upstream_model,
-                source: m.source.as_str().to_owned(),
-                ..Default::default()
+            .map(|m| {
+                let price = prices
+                    .iter()
+                    .find(|(alias, _)| alias == &m.alias)
+                    .map(|(_, p)| *p)
+                    .unwrap_or_default();
+                pb::ModelInfo {
+                    alias: m.alias,
+                    provider: m.provider,
+                    upstream_model: m.upstream_model,
+                    source: m.source.as_str().to_owned(),
+                    fallbacks: m.fallbacks,
+                    input_price_per_mtok: price.input_per_mtok,
+                    output_price_per_mtok: price.output_per_mtok,
+                }
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
@@ -207,7 +212,14 @@ impl Admin for AdminService {
         let r = request.into_inner();
         let (token, record) = self
             .cp
-            .issue_token(&actor, &r.subject, &r.scopes, &r.models, ttl(r.ttl_seconds))
+            .issue_token(
+                &actor,
+                &r.subject,
+                &r.scopes,
+                &r.models,
+                ttl(r.ttl_seconds),
+                r.policy.as_ref().map(limits_from).transpose()?,
+            )
             .await?;
         Ok(Response::new(pb::IssueTokenResponse {
             token: token.expose_secret().to_owned(),
@@ -266,6 +278,7 @@ impl Admin for AdminService {
                 &r.models,
                 &r.scopes,
                 ttl(r.ttl_seconds),
+                r.policy.as_ref().map(limits_from).transpose()?,
             )
             .await?;
         Ok(Response::new(pb::CreateVirtualKeyResponse {
@@ -342,23 +355,52 @@ impl Admin for AdminService {
 
     async fn set_policy(
         &self,
-        _request: Request<pb::SetPolicyRequest>,
+        request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let actor = self.actor(&request, "policy.set").await?;
+        let r = request.into_inner();
+        let target = target_from(r.target.as_ref())?;
+        let limits = limits_from(&r.policy.unwrap_or_default())?;
+        let record = self
+            .cp
+            .set_policy(&actor, &target, limits, Source::Admin)
+            .await?;
+        Ok(Response::new(self.policy_info(record).await))
     }
 
     async fn get_policy(
         &self,
-        _request: Request<pb::GetPolicyRequest>,
+        request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let actor = self.actor(&request, "policy.get").await?;
+        let target = target_from(request.get_ref().target.as_ref())?;
+        let record = self.cp.get_policy(&target).await?;
+        self.cp
+            .audit("policy.get", &actor.0, &target.to_string(), "ok", "")
+            .await;
+        Ok(Response::new(self.policy_info(record).await))
     }
 
     async fn set_provider_key_state(
         &self,
-        _request: Request<pb::SetProviderKeyStateRequest>,
+        request: Request<pb::SetProviderKeyStateRequest>,
     ) -> Result<Response<pb::ProviderKeyInfo>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let actor = self.actor(&request, "provider.key.state").await?;
+        let r = request.into_inner();
+        let quarantine = match pb::set_provider_key_state_request::Action::try_from(r.action) {
+            Ok(pb::set_provider_key_state_request::Action::Quarantine) => true,
+            Ok(pb::set_provider_key_state_request::Action::Enable) => false,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "action must be QUARANTINE or ENABLE",
+                ));
+            }
+        };
+        let k = self
+            .cp
+            .set_provider_key_state(&actor, &r.provider, &r.key_id, quarantine, &r.reason)
+            .await?;
+        Ok(Response::new(key_info(&k)))
     }
 
     async fn list_audit(
@@ -386,6 +428,93 @@ impl Admin for AdminService {
             .collect();
         self.cp.audit("audit.list", &actor.0, "", "ok", "").await;
         Ok(Response::new(pb::ListAuditResponse { records }))
+    }
+}
+
+fn key_info(k: &crate::domain::ProviderKey) -> pb::ProviderKeyInfo {
+    pb::ProviderKeyInfo {
+        id: k.id.clone(),
+        provider: k.provider.clone(),
+        fingerprint: k.fingerprint.clone(),
+        created_at: k.created_at,
+        disabled_reason: k.disabled_reason.clone().unwrap_or_default(),
+        disabled_at: k.disabled_at.unwrap_or(0),
+    }
+}
+
+fn target_from(t: Option<&pb::PolicyTarget>) -> Result<PolicyTarget, Status> {
+    use pb::policy_target::Target;
+    match t.and_then(|t| t.target.as_ref()) {
+        Some(Target::VirtualKey(id)) if !id.is_empty() => Ok(PolicyTarget::VirtualKey(id.clone())),
+        Some(Target::Subject(s)) if !s.is_empty() => Ok(PolicyTarget::Subject(s.clone())),
+        Some(Target::Model(m)) if !m.is_empty() => Ok(PolicyTarget::Model(m.clone())),
+        Some(Target::Global(true)) => Ok(PolicyTarget::Global),
+        _ => Err(Status::invalid_argument(
+            "target must name a virtual key, a subject, a model, or global",
+        )),
+    }
+}
+
+fn target_to(t: &PolicyTarget) -> pb::PolicyTarget {
+    use pb::policy_target::Target;
+    pb::PolicyTarget {
+        target: Some(match t {
+            PolicyTarget::VirtualKey(id) => Target::VirtualKey(id.clone()),
+            PolicyTarget::Subject(s) => Target::Subject(s.clone()),
+            PolicyTarget::Model(m) => Target::Model(m.clone()),
+            PolicyTarget::Global => Target::Global(true),
+        }),
+    }
+}
+
+fn limits_from(p: &pb::Policy) -> Result<Limits, Status> {
+    if !p.max_budget_usd.is_finite() || p.max_budget_usd < 0.0 {
+        return Err(Status::invalid_argument(
+            "max_budget_usd must be a non-negative number",
+        ));
+    }
+    Ok(Limits {
+        rpm: p.rpm,
+        tpm: p.tpm,
+        max_parallel: p.max_parallel,
+        max_budget_micros: (p.max_budget_usd * 1e6).round() as u64,
+        budget_period_secs: p.budget_period_seconds,
+    })
+}
+
+fn limits_to(l: &Limits) -> pb::Policy {
+    pb::Policy {
+        rpm: l.rpm,
+        tpm: l.tpm,
+        max_parallel: l.max_parallel,
+        max_budget_usd: l.max_budget_micros as f64 / 1e6,
+        budget_period_seconds: l.budget_period_secs,
+    }
+}
+
+impl AdminService {
+    async fn policy_info(&self, record: crate::domain::PolicyRecord) -> pb::PolicyInfo {
+        let usage = match self.cp.usage(&record.target, &record.limits).await {
+            Ok(u) => pb::Usage {
+                available: true,
+                unavailable_reason: String::new(),
+                requests_remaining: u.requests_remaining.unwrap_or(0),
+                tokens_remaining: u.tokens_remaining.unwrap_or(0),
+                in_flight: u.in_flight,
+                spent_usd: u.spent_micros as f64 / 1e6,
+                period_ends_at: u.period_ends_at,
+            },
+            Err(reason) => pb::Usage {
+                available: false,
+                unavailable_reason: reason,
+                ..Default::default()
+            },
+        };
+        pb::PolicyInfo {
+            target: Some(target_to(&record.target)),
+            policy: Some(limits_to(&record.limits)),
+            usage: Some(usage),
+        }
     }
 }
 

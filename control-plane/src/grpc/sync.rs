@@ -38,6 +38,16 @@ fn valid_node_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
 }
 
+fn policy(l: &crate::domain::Limits) -> pb::Policy {
+    pb::Policy {
+        rpm: l.rpm,
+        tpm: l.tpm,
+        max_parallel: l.max_parallel,
+        max_budget_micros: l.max_budget_micros,
+        budget_period_seconds: l.budget_period_secs,
+    }
+}
+
 /// Converts a snapshot to its wire form, with its content hash.
 pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
     let format = |f: ApiFormat| match f {
@@ -62,7 +72,8 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                         id: k.id.clone(),
                         fingerprint: k.fingerprint.clone(),
                         secret: k.secret.expose_secret().to_owned(),
-                        ..Default::default()
+                        disabled_reason: k.disabled_reason.clone(),
+                        health_epoch: k.health_epoch,
                     })
                     .collect(),
             })
@@ -74,7 +85,12 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                 alias: m.alias.clone(),
                 provider: m.provider.clone(),
                 upstream_model: m.upstream_model.clone(),
-                ..Default::default()
+                fallbacks: m.fallbacks.clone(),
+                policy: Some(policy(&m.policy)),
+                price: Some(pb::Price {
+                    input_per_mtok: m.price.input_per_mtok,
+                    output_per_mtok: m.price.output_per_mtok,
+                }),
             })
             .collect(),
         jwt: Some(pb::JwtSettings {
@@ -102,7 +118,7 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                 models: k.models.clone(),
                 scopes: k.scopes.clone(),
                 expires_at: k.expires_at,
-                ..Default::default()
+                policy: Some(policy(&k.policy)),
             })
             .collect(),
         revoked_tokens: s
@@ -114,7 +130,15 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
             })
             .collect(),
         vkey_pepper: s.vkey_pepper.expose_secret().clone(),
-        ..Default::default()
+        global_policy: Some(policy(&s.global_policy)),
+        subject_policies: s
+            .subject_policies
+            .iter()
+            .map(|(subject, l)| pb::SubjectPolicy {
+                subject: subject.clone(),
+                policy: Some(policy(l)),
+            })
+            .collect(),
     };
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
     snapshot.content_hash = hex::encode(digest.as_ref());

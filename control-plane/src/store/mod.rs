@@ -9,8 +9,8 @@ pub mod sqlite;
 
 use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, Provider, ProviderKey,
-    SigningKey, TokenRecord, VirtualKeyRecord,
+    AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, PolicyRecord, PolicyTarget,
+    Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
 };
 
 /// Store errors. Never carry a secret (the store holds none).
@@ -57,6 +57,24 @@ pub trait StateStore: Send + Sync {
     async fn delete_provider_key(&self, provider: &str, id: &str) -> Result<bool, StoreError>;
 
     async fn upsert_model(&self, m: &Model) -> Result<(), StoreError>;
+
+    /// Limits of a virtual key, subject, model or the whole gateway.
+    async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError>;
+    async fn delete_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError>;
+    async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// Per-model prices (USD per million tokens) for budgets.
+    async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError>;
+    async fn list_prices(&self) -> Result<Vec<(String, Price)>, StoreError>;
+    /// Takes an upstream key out of service (`Some(reason)`) or puts it back (`None`);
+    /// `bump_epoch` gives nodes a fresh shared health record for it. False when unknown.
+    async fn set_provider_key_state(
+        &self,
+        provider: &str,
+        id: &str,
+        disabled_reason: Option<&str>,
+        at: Option<i64>,
+        bump_epoch: bool,
+    ) -> Result<bool, StoreError>;
     async fn list_models(&self) -> Result<Vec<Model>, StoreError>;
     async fn delete_model(&self, alias: &str) -> Result<bool, StoreError>;
 

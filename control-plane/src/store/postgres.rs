@@ -22,8 +22,9 @@ use super::{StateStore, StoreError, seq_from_db, seq_to_db};
 use crate::audit::chain::next_link;
 use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, Provider,
-    ProviderKey, SigningKey, Source, TokenRecord, VirtualKeyRecord,
+    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Limits, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
+    VirtualKeyRecord,
 };
 
 /// Pool and session settings; [`Default`] suits one control-plane replica.
@@ -361,6 +362,10 @@ impl StateStore for PostgresStore {
                     secret_name: row.try_get("secret_name")?,
                     fingerprint: row.try_get("fingerprint")?,
                     created_at: row.try_get("created_at")?,
+                    disabled_reason: row.try_get("disabled_reason")?,
+                    disabled_at: row.try_get("disabled_at")?,
+                    health_epoch: u64::try_from(row.try_get::<i64, _>("health_epoch")?)
+                        .unwrap_or(0),
                 })
             })
             .collect()
@@ -377,15 +382,16 @@ impl StateStore for PostgresStore {
 
     async fn upsert_model(&self, m: &Model) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO models (alias, provider, upstream_model, source, created_at) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO models (alias, provider, upstream_model, source, created_at, fallbacks) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (alias) DO UPDATE SET provider = EXCLUDED.provider,
-             upstream_model = EXCLUDED.upstream_model, source = EXCLUDED.source",
+             upstream_model = EXCLUDED.upstream_model, source = EXCLUDED.source, fallbacks = EXCLUDED.fallbacks",
         )
         .bind(&m.alias)
         .bind(&m.provider)
         .bind(&m.upstream_model)
         .bind(m.source.as_str())
         .bind(m.created_at)
+        .bind(list_to_json(&m.fallbacks))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -403,6 +409,7 @@ impl StateStore for PostgresStore {
                     upstream_model: row.try_get("upstream_model")?,
                     source: Source::parse(&row.try_get::<String, _>("source")?),
                     created_at: row.try_get("created_at")?,
+                    fallbacks: json_to_list(&row.try_get::<String, _>("fallbacks")?)?,
                 })
             })
             .collect()
@@ -411,6 +418,114 @@ impl StateStore for PostgresStore {
     async fn delete_model(&self, alias: &str) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM models WHERE alias = $1")
             .bind(alias)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError> {
+        let (kind, id) = p.target.parts();
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO policies (target_kind, target_id, rpm, tpm, max_parallel, max_budget_micros, budget_period_secs, source, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (target_kind, target_id) DO UPDATE SET rpm = EXCLUDED.rpm, tpm = EXCLUDED.tpm,
+             max_parallel = EXCLUDED.max_parallel, max_budget_micros = EXCLUDED.max_budget_micros,
+             budget_period_secs = EXCLUDED.budget_period_secs, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(int(p.limits.rpm))
+        .bind(int(p.limits.tpm))
+        .bind(i64::from(p.limits.max_parallel))
+        .bind(int(p.limits.max_budget_micros))
+        .bind(int(p.limits.budget_period_secs))
+        .bind(p.source.as_str())
+        .bind(p.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError> {
+        let (kind, id) = target.parts();
+        let r = sqlx::query("DELETE FROM policies WHERE target_kind = $1 AND target_id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM policies ORDER BY target_kind, target_id")
+            .fetch_all(&self.pool)
+            .await?;
+        let uint = |v: i64| u64::try_from(v).unwrap_or(0);
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("target_kind")?;
+                let id: String = row.try_get("target_id")?;
+                Ok(PolicyRecord {
+                    target: PolicyTarget::from_parts(&kind, &id).ok_or_else(|| {
+                        StoreError::Malformed(format!("policy target kind {kind}"))
+                    })?,
+                    limits: Limits {
+                        rpm: uint(row.try_get("rpm")?),
+                        tpm: uint(row.try_get("tpm")?),
+                        max_parallel: u32::try_from(row.try_get::<i64, _>("max_parallel")?)
+                            .unwrap_or(0),
+                        max_budget_micros: uint(row.try_get("max_budget_micros")?),
+                        budget_period_secs: uint(row.try_get("budget_period_secs")?),
+                    },
+                    source: Source::parse(&row.try_get::<String, _>("source")?),
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO prices (alias, input_per_mtok, output_per_mtok) VALUES ($1, $2, $3) ON CONFLICT (alias) DO UPDATE SET input_per_mtok = EXCLUDED.input_per_mtok, output_per_mtok = EXCLUDED.output_per_mtok")
+            .bind(alias)
+            .bind(price.input_per_mtok)
+            .bind(price.output_per_mtok)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_prices(&self) -> Result<Vec<(String, Price)>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM prices ORDER BY alias")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("alias")?,
+                    Price {
+                        input_per_mtok: row.try_get("input_per_mtok")?,
+                        output_per_mtok: row.try_get("output_per_mtok")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_provider_key_state(
+        &self,
+        provider: &str,
+        id: &str,
+        disabled_reason: Option<&str>,
+        at: Option<i64>,
+        bump_epoch: bool,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE provider_keys SET disabled_reason = $1, disabled_at = $2, health_epoch = health_epoch + $3 WHERE provider = $4 AND id = $5")
+            .bind(disabled_reason)
+            .bind(at)
+            .bind(i64::from(bump_epoch))
+            .bind(provider)
+            .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)

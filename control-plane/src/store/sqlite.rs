@@ -18,8 +18,9 @@ use super::{StateStore, StoreError, seq_from_db, seq_to_db};
 use crate::audit::chain::next_link;
 use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, Provider,
-    ProviderKey, SigningKey, Source, TokenRecord, VirtualKeyRecord,
+    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Limits, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
+    VirtualKeyRecord,
 };
 
 /// The embedded state store.
@@ -299,6 +300,10 @@ impl StateStore for SqliteStore {
                     secret_name: row.try_get("secret_name")?,
                     fingerprint: row.try_get("fingerprint")?,
                     created_at: row.try_get("created_at")?,
+                    disabled_reason: row.try_get("disabled_reason")?,
+                    disabled_at: row.try_get("disabled_at")?,
+                    health_epoch: u64::try_from(row.try_get::<i64, _>("health_epoch")?)
+                        .unwrap_or(0),
                 })
             })
             .collect()
@@ -315,15 +320,16 @@ impl StateStore for SqliteStore {
 
     async fn upsert_model(&self, m: &Model) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO models (alias, provider, upstream_model, source, created_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO models (alias, provider, upstream_model, source, created_at, fallbacks) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT(alias) DO UPDATE SET provider = excluded.provider,
-             upstream_model = excluded.upstream_model, source = excluded.source",
+             upstream_model = excluded.upstream_model, source = excluded.source, fallbacks = excluded.fallbacks",
         )
         .bind(&m.alias)
         .bind(&m.provider)
         .bind(&m.upstream_model)
         .bind(m.source.as_str())
         .bind(m.created_at)
+        .bind(list_to_text(&m.fallbacks))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -341,6 +347,7 @@ impl StateStore for SqliteStore {
                     upstream_model: row.try_get("upstream_model")?,
                     source: Source::parse(&row.try_get::<String, _>("source")?),
                     created_at: row.try_get("created_at")?,
+                    fallbacks: text_to_list(&row.try_get::<String, _>("fallbacks")?)?,
                 })
             })
             .collect()
@@ -349,6 +356,114 @@ impl StateStore for SqliteStore {
     async fn delete_model(&self, alias: &str) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM models WHERE alias = ?")
             .bind(alias)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError> {
+        let (kind, id) = p.target.parts();
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO policies (target_kind, target_id, rpm, tpm, max_parallel, max_budget_micros, budget_period_secs, source, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(target_kind, target_id) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm,
+             max_parallel = excluded.max_parallel, max_budget_micros = excluded.max_budget_micros,
+             budget_period_secs = excluded.budget_period_secs, source = excluded.source, updated_at = excluded.updated_at",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(int(p.limits.rpm))
+        .bind(int(p.limits.tpm))
+        .bind(i64::from(p.limits.max_parallel))
+        .bind(int(p.limits.max_budget_micros))
+        .bind(int(p.limits.budget_period_secs))
+        .bind(p.source.as_str())
+        .bind(p.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError> {
+        let (kind, id) = target.parts();
+        let r = sqlx::query("DELETE FROM policies WHERE target_kind = ? AND target_id = ?")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM policies ORDER BY target_kind, target_id")
+            .fetch_all(&self.pool)
+            .await?;
+        let uint = |v: i64| u64::try_from(v).unwrap_or(0);
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("target_kind")?;
+                let id: String = row.try_get("target_id")?;
+                Ok(PolicyRecord {
+                    target: PolicyTarget::from_parts(&kind, &id).ok_or_else(|| {
+                        StoreError::Malformed(format!("policy target kind {kind}"))
+                    })?,
+                    limits: Limits {
+                        rpm: uint(row.try_get("rpm")?),
+                        tpm: uint(row.try_get("tpm")?),
+                        max_parallel: u32::try_from(row.try_get::<i64, _>("max_parallel")?)
+                            .unwrap_or(0),
+                        max_budget_micros: uint(row.try_get("max_budget_micros")?),
+                        budget_period_secs: uint(row.try_get("budget_period_secs")?),
+                    },
+                    source: Source::parse(&row.try_get::<String, _>("source")?),
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO prices (alias, input_per_mtok, output_per_mtok) VALUES (?, ?, ?) ON CONFLICT(alias) DO UPDATE SET input_per_mtok = excluded.input_per_mtok, output_per_mtok = excluded.output_per_mtok")
+            .bind(alias)
+            .bind(price.input_per_mtok)
+            .bind(price.output_per_mtok)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_prices(&self) -> Result<Vec<(String, Price)>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM prices ORDER BY alias")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("alias")?,
+                    Price {
+                        input_per_mtok: row.try_get("input_per_mtok")?,
+                        output_per_mtok: row.try_get("output_per_mtok")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_provider_key_state(
+        &self,
+        provider: &str,
+        id: &str,
+        disabled_reason: Option<&str>,
+        at: Option<i64>,
+        bump_epoch: bool,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE provider_keys SET disabled_reason = ?, disabled_at = ?, health_epoch = health_epoch + ? WHERE provider = ? AND id = ?")
+            .bind(disabled_reason)
+            .bind(at)
+            .bind(i64::from(bump_epoch))
+            .bind(provider)
+            .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
@@ -727,6 +842,9 @@ mod tests {
             secret_name: "providers/p/k1".into(),
             fingerprint: "abc".into(),
             created_at: 1,
+            disabled_reason: None,
+            disabled_at: None,
+            health_epoch: 0,
         })
         .await
         .unwrap();
@@ -736,6 +854,7 @@ mod tests {
             upstream_model: "m".into(),
             source: Source::Admin,
             created_at: 1,
+            fallbacks: Vec::new(),
         })
         .await
         .unwrap();

@@ -5,6 +5,11 @@
 //! Usage (release binaries give meaningful numbers):
 //!   cargo build --release --workspace --bins
 //!   target/release/warden-bench [--requests 2000] [--concurrency 32] [--seconds 10]
+//!       [--redis redis://127.0.0.1:6379]
+//!
+//! With `--redis`, the nodes share state in that Redis and a third target is measured: the
+//! same gateway with limits on (a virtual key with rpm, tpm and parallel limits high enough
+//! never to refuse), so that every request makes the admission and settlement round trips.
 //!
 //! Sequential phase: requests alternate direct / gateway, so drift hits both equally;
 //! reports p50/p90/p99 and the difference. Concurrent phase: `concurrency` workers for
@@ -22,7 +27,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use warden_tests::cluster::{MODEL, TestCluster};
+use warden_tests::cluster::{MODEL, Options, TestCluster};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -102,8 +107,36 @@ async fn main() -> anyhow::Result<()> {
     let requests = arg("--requests", 2000);
     let concurrency = arg("--concurrency", 32);
     let seconds = arg("--seconds", 10);
-    let cluster = TestCluster::start(1).await?;
+    let args: Vec<String> = std::env::args().collect();
+    let redis = args
+        .iter()
+        .position(|a| a == "--redis")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let cluster = TestCluster::start_with(
+        1,
+        Options {
+            redis_url: redis.clone(),
+            node_count: Some(1),
+        },
+    )
+    .await?;
     let token = cluster.issue_token("bench", "*")?;
+    let limited_key = cluster.ctl_ok(
+        &[
+            "vkey",
+            "create",
+            "--name",
+            "bench-limited",
+            "--rpm",
+            "100000000",
+            "--tpm",
+            "100000000000",
+            "--max-parallel",
+            "100000",
+        ],
+        None,
+    )?;
     let direct = Target {
         name: "direct",
         url: format!("{}/chat/completions", cluster.mock.base_url()),
@@ -114,6 +147,12 @@ async fn main() -> anyhow::Result<()> {
         url: cluster.nodes[0].url("/v1/chat/completions"),
         auth: token,
     };
+    let limited = Target {
+        name: "gateway, limits on",
+        url: cluster.nodes[0].url("/v1/chat/completions"),
+        auth: limited_key,
+    };
+    let with_limits = redis.is_some();
     let body = TestCluster::chat_body(MODEL, "measure the added latency of the gateway", false);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -122,11 +161,17 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..200 {
         one(&http, &direct, &body).await;
         one(&http, &gateway, &body).await;
+        if with_limits {
+            one(&http, &limited, &body).await;
+        }
     }
-    let (mut d, mut g) = (Vec::new(), Vec::new());
+    let (mut d, mut g, mut l) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..requests {
         d.push(one(&http, &direct, &body).await);
         g.push(one(&http, &gateway, &body).await);
+        if with_limits {
+            l.push(one(&http, &limited, &body).await);
+        }
     }
     println!("# sequential non-streaming chat completions (alternating)");
     let (d50, d90, d99) = report("direct to mock", d);
@@ -138,6 +183,16 @@ async fn main() -> anyhow::Result<()> {
         g90 - d90,
         g99 - d99
     );
+    if with_limits {
+        let (l50, l90, l99) = report("warden-dp, limits on", l);
+        println!(
+            "{:<28} p50={:>9.1}µs p90={:>9.1}µs p99={:>9.1}µs",
+            "added by the limiter",
+            l50 - g50,
+            l90 - g90,
+            l99 - g99
+        );
+    }
 
     let stream_body = TestCluster::chat_body(MODEL, "first chunk timing", true);
     let (mut d, mut g) = (Vec::new(), Vec::new());
@@ -156,7 +211,11 @@ async fn main() -> anyhow::Result<()> {
     );
 
     println!("# throughput: {concurrency} concurrent clients, {seconds}s each");
-    for t in [&direct, &gateway] {
+    let mut targets = vec![&direct, &gateway];
+    if with_limits {
+        targets.push(&limited);
+    }
+    for t in targets {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let mut workers = Vec::new();
         for _ in 0..concurrency {

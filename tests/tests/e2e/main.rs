@@ -13,5 +13,6 @@ mod attacks;
 mod cli;
 mod dev;
 mod gateway;
+mod limits;
 mod resilience;
 mod sdk;
