@@ -1192,6 +1192,41 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Commits audit events delivered by a node. Events whose id is already stored are
+    /// redeliveries and count as accepted; any other failure fails the batch so that the
+    /// node retries it.
+    pub async fn ingest_node_events(
+        &self,
+        node_id: &str,
+        events: Vec<AuditRecord>,
+    ) -> Result<u32, ServiceError> {
+        let mut accepted = 0u32;
+        for mut event in events {
+            if event.id.len() > 64 || event.action.len() > 64 || event.actor.len() > 256 {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "audit event {} has oversized fields",
+                    event.id.chars().take(64).collect::<String>()
+                )));
+            }
+            event.subject = event.subject.chars().take(512).collect();
+            event.result = event.result.chars().take(64).collect();
+            event.detail =
+                warden_core::redact::redact(&event.detail.chars().take(2048).collect::<String>())
+                    .into_owned();
+            event.actor = format!("{} (via {node_id})", event.actor);
+            match self.store.append_audit(&event).await {
+                Ok(_) => accepted += 1,
+                Err(crate::store::StoreError::Database(sqlx::Error::Database(db)))
+                    if db.is_unique_violation() =>
+                {
+                    accepted += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(accepted)
+    }
+
     /// A node reports that a provider rejected an upstream key (401/403). Audited; the
     /// node has already taken the key out of service on every node through Redis.
     pub async fn upstream_key_rejected(

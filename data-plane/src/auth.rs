@@ -53,13 +53,31 @@ pub fn presented(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// A failed authentication, for logs and audit: the reason code and a fingerprint of what
+/// was presented (never the credential itself).
+#[derive(Debug, Clone)]
+pub struct AuthFailure {
+    pub reason: &'static str,
+    pub presented: String,
+}
+
 /// Authenticates the request's credential against `rt`.
-pub fn authenticate(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub fn authenticate(
+    rt: &Runtime,
+    headers: &HeaderMap,
+) -> Result<Principal, (ApiError, AuthFailure)> {
     match check(rt, headers) {
         Ok(p) => Ok(p),
         Err(reason) => {
-            tracing::warn!(reason, "client authentication failed");
-            Err(ApiError::unauthenticated())
+            let presented = presented(headers).map_or_else(
+                || "-".to_owned(),
+                |p| format!("fp:{}", warden_core::fingerprint::of(p.as_bytes())),
+            );
+            tracing::warn!(reason, credential = %presented, "client authentication failed");
+            Err((
+                ApiError::unauthenticated(),
+                AuthFailure { reason, presented },
+            ))
         }
     }
 }

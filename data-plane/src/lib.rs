@@ -5,6 +5,7 @@
 //! Start reading at [`run`], then [`proxy`] (one request's path) and [`sync`] (how
 //! snapshots arrive).
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -55,11 +56,19 @@ pub async fn run(
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();
-    let state = Arc::new(server::AppState::new(upstream, limiter, redis, metrics));
+    let (audit, audit_rx) = audit::AuditSink::new();
+    let state = Arc::new(server::AppState::new(
+        upstream, limiter, redis, metrics, audit,
+    ));
     let config = Arc::new(config);
     let link = tokio::spawn(sync::run(
         Arc::clone(&config),
         Arc::clone(&state),
+        shutdown.clone(),
+    ));
+    tokio::spawn(sync::publish_audit(
+        Arc::clone(&config),
+        audit_rx,
         shutdown.clone(),
     ));
     tokio::spawn(sync::report_rejections(

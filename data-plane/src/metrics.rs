@@ -14,3 +14,5 @@ pub const LIMITED: &str = "warden_requests_limited_total";
 pub const KEY_EVENTS: &str = "warden_upstream_key_events_total";
 /// Limiter decision time in seconds.
 pub const LIMITER_SECONDS: &str = "warden_limiter_decision_seconds";
+/// Audit events dropped because the queue to the control plane was full.
+pub const AUDIT_DROPPED: &str = "warden_audit_events_dropped_total";

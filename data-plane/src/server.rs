@@ -27,6 +27,7 @@ pub struct AppState {
     /// Whether the watch stream to the control plane is currently up.
     pub cp_connected: AtomicBool,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub audit: crate::audit::AuditSink,
 }
 
 impl AppState {
@@ -35,6 +36,7 @@ impl AppState {
         limiter: Arc<Limiter>,
         redis: Option<Arc<RedisLink>>,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        audit: crate::audit::AuditSink,
     ) -> Self {
         Self {
             runtime: ArcSwapOption::empty(),
@@ -43,6 +45,7 @@ impl AppState {
             redis,
             cp_connected: AtomicBool::new(false),
             metrics,
+            audit,
         }
     }
 

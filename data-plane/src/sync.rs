@@ -184,3 +184,73 @@ pub async fn report_rejections(
         }
     }
 }
+
+/// Sends queued audit events to the control plane in batches (up to 500 events or every
+/// 200 ms), retrying a batch with backoff until it is acknowledged.
+pub async fn publish_audit(
+    config: Arc<NodeConfig>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::audit::Event>,
+    shutdown: CancellationToken,
+) {
+    let Ok(endpoint) = endpoint(&config) else {
+        return;
+    };
+    let mut client = SyncClient::new(endpoint.connect_lazy());
+    let mut batch: Vec<pb::AuditEvent> = Vec::new();
+    loop {
+        if batch.is_empty() {
+            let first = tokio::select! {
+                e = rx.recv() => match e { Some(e) => e, None => return },
+                () = shutdown.cancelled() => return,
+            };
+            batch.push(to_wire(first));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        while batch.len() < 500 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(e)) => batch.push(to_wire(e)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let message = pb::AuditBatch {
+                node_id: config.node_id.clone(),
+                events: batch.clone(),
+            };
+            let sent = match with_credential(&config, message) {
+                Ok(request) => client
+                    .publish_audit(request)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(_) => {
+                    batch.clear();
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, events = batch.len(), "audit batch not delivered; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+fn to_wire(e: crate::audit::Event) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id,
+        timestamp_ms: e.timestamp_ms,
+        action: e.action.to_owned(),
+        actor: e.actor,
+        subject: e.subject,
+        result: e.result,
+        detail: e.detail,
+    }
+}

@@ -231,6 +231,38 @@ impl Sync for SyncService {
         Ok(Response::new(pb::AckResponse {}))
     }
 
+    async fn publish_audit(
+        &self,
+        request: Request<pb::AuditBatch>,
+    ) -> Result<Response<pb::AuditAck>, Status> {
+        let presented = warden_proto::bearer(&request).map(str::to_owned);
+        let batch = request.into_inner();
+        if !valid_node_id(&batch.node_id) {
+            return Err(Status::invalid_argument("invalid node_id"));
+        }
+        if batch.events.len() > 1000 {
+            return Err(Status::invalid_argument("at most 1000 events per batch"));
+        }
+        self.cp
+            .authenticate_node(presented.as_deref(), &batch.node_id)
+            .await?;
+        let events = batch
+            .events
+            .into_iter()
+            .map(|e| crate::domain::AuditRecord {
+                id: e.id,
+                timestamp_ms: e.timestamp_ms,
+                action: e.action,
+                actor: e.actor,
+                subject: e.subject,
+                result: e.result,
+                detail: e.detail,
+            })
+            .collect();
+        let accepted = self.cp.ingest_node_events(&batch.node_id, events).await?;
+        Ok(Response::new(pb::AuditAck { accepted }))
+    }
+
     async fn ack(
         &self,
         request: Request<pb::SnapshotAck>,

@@ -192,7 +192,7 @@ pub async fn count_tokens(
 ) -> Response {
     let result = async {
         let rt = state.runtime().ok_or_else(ApiError::not_ready)?;
-        let principal = crate::auth::authenticate(&rt, &headers)?;
+        let principal = authenticate(&state, &rt, &headers, "/v1/messages/count_tokens")?;
         principal.require(Scope::Read)?;
         let body = body.map_err(|r| body_error(&r))?;
         let value: Value = serde_json::from_slice(&body).map_err(|_| {
@@ -241,6 +241,21 @@ async fn serve(
             );
             metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(e.status))
                 .increment(1);
+            state.audit.emit(
+                "request",
+                if principal.is_empty() {
+                    "-".to_owned()
+                } else {
+                    principal.clone()
+                },
+                model.clone(),
+                e.status.as_u16().to_string(),
+                format!(
+                    "request_id={request_id} endpoint={} error={label} latency_ms={}",
+                    endpoint.path(),
+                    started.elapsed().as_millis()
+                ),
+            );
             let mut r = render_error(e, endpoint.api());
             set_request_id(&mut r, &request_id);
             return r;
@@ -248,6 +263,23 @@ async fn serve(
     };
     metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(response.status()))
         .increment(1);
+    state.audit.emit(
+        "request",
+        principal.clone(),
+        model.clone(),
+        response.status().as_u16().to_string(),
+        format!(
+            "request_id={request_id} endpoint={} provider={provider} model_served={} fallback={} latency_ms={}",
+            endpoint.path(),
+            response
+                .headers()
+                .get("x-warden-model")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(&model),
+            response.headers().contains_key("x-warden-fallback"),
+            started.elapsed().as_millis()
+        ),
+    );
     tracing::info!(
         request_id = %request_id,
         endpoint = endpoint.path(),
@@ -296,6 +328,25 @@ struct Done {
 }
 
 type Rejection = (ApiError, String, String);
+
+/// Authenticates a request and audits a failure.
+fn authenticate(
+    state: &AppState,
+    rt: &Runtime,
+    headers: &HeaderMap,
+    endpoint: &str,
+) -> Result<Principal, ApiError> {
+    crate::auth::authenticate(rt, headers).map_err(|(e, failure)| {
+        state.audit.emit(
+            "auth.client",
+            failure.presented,
+            endpoint.to_owned(),
+            "denied".to_owned(),
+            format!("reason={}", failure.reason),
+        );
+        e
+    })
+}
 
 /// Finds where `model` goes for this caller: an alias, or `provider:model` when the caller
 /// may use it (`*`, the exact `provider:model`, or `provider:*`). Authorization is checked
@@ -415,8 +466,8 @@ async fn handle(
     let rt = state
         .runtime()
         .ok_or_else(|| (ApiError::not_ready(), String::new(), String::new()))?;
-    let principal =
-        crate::auth::authenticate(&rt, headers).map_err(|e| (e, "-".to_owned(), String::new()))?;
+    let principal = authenticate(state, &rt, headers, endpoint.path())
+        .map_err(|e| (e, "-".to_owned(), String::new()))?;
     let pid = principal.id.clone();
     principal
         .require(Scope::Write)
@@ -698,7 +749,7 @@ pub async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap)
     let Some(rt) = state.runtime() else {
         return ApiError::not_ready().into_response();
     };
-    let principal = match crate::auth::authenticate(&rt, &headers) {
+    let principal = match authenticate(&state, &rt, &headers, "/v1/models") {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

@@ -170,6 +170,50 @@ async fn jwt_attacks_are_rejected_with_401() {
         assert!(logs.contains(reason), "no log line with {reason}");
     }
     assert!(!logs.contains(&good), "a token reached the logs");
+    // Every failure reached the control plane's audit log, with its reason and a
+    // fingerprint of what was presented — never the token.
+    let audit = warden_tests::cluster::eventually(
+        std::time::Duration::from_secs(5),
+        "auth failures in the audit log",
+        || async {
+            let a = c
+                .ctl_ok(
+                    &[
+                        "audit",
+                        "list",
+                        "--action",
+                        "auth.client",
+                        "--limit",
+                        "100",
+                        "-o",
+                        "json",
+                    ],
+                    None,
+                )
+                .ok()?;
+            let rows: Value = serde_json::from_str(&a).ok()?;
+            (rows.as_array()?.len() >= cases.len()).then_some(a)
+        },
+    )
+    .await
+    .unwrap();
+    for reason in [
+        "jwt_alg_mismatch",
+        "jwt_unknown_kid",
+        "jwt_expired",
+        "jwt_revoked",
+    ] {
+        assert!(audit.contains(reason), "no audit row with {reason}");
+    }
+    for (_, token) in &cases {
+        if token.len() > 20 {
+            assert!(
+                !audit.contains(token.as_str()),
+                "a presented token is in the audit log"
+            );
+        }
+    }
+    assert!(!audit.contains(&good));
 }
 
 #[tokio::test]

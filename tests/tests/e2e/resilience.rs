@@ -5,6 +5,16 @@ use std::time::Duration;
 use serde_json::Value;
 use warden_tests::cluster::{MODEL, OTHER_MODEL, TestCluster, eventually};
 
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn node_serves_while_the_control_plane_is_down_and_catches_up_after() {
     let mut c = TestCluster::start(1).await.unwrap();
@@ -25,6 +35,7 @@ async fn node_serves_while_the_control_plane_is_down_and_catches_up_after() {
     let before = c.node_version(0).await.unwrap();
 
     c.kill_cp().unwrap();
+    let outage_from = now_ms();
     for i in 0..5 {
         let r = c
             .chat(
@@ -60,6 +71,7 @@ async fn node_serves_while_the_control_plane_is_down_and_catches_up_after() {
     let health = c.http.get(c.nodes[0].url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 
+    let outage_to = now_ms();
     let printed = c.start_cp().await.unwrap();
     assert!(
         printed.is_none(),
@@ -81,6 +93,53 @@ async fn node_serves_while_the_control_plane_is_down_and_catches_up_after() {
     .await
     .unwrap();
     assert!(c.node_version(0).await.unwrap() > before);
+    // The requests served during the outage were audited once the control plane was back.
+    let audit = eventually(
+        Duration::from_secs(10),
+        "the outage's requests in the audit log",
+        || async {
+            let a = c
+                .ctl_ok(
+                    &[
+                        "audit", "list", "--action", "request", "--limit", "200", "-o", "json",
+                    ],
+                    None,
+                )
+                .ok()?;
+            let rows: Value = serde_json::from_str(&a).ok()?;
+            let n = rows
+                .as_array()?
+                .iter()
+                .filter(|r| {
+                    r["actor"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("jwt:svc-outage"))
+                        && r["result"] == "200"
+                        && r["timestamp_ms"]
+                            .as_i64()
+                            .is_some_and(|t| (outage_from..=outage_to).contains(&t))
+                })
+                .count();
+            (n >= 5).then_some(n)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            c.ctl_ok(
+                &["audit", "list", "--action", "request", "--limit", "20"],
+                None
+            )
+            .unwrap_or_default(),
+            c.logs()
+                .lines()
+                .filter(|l| l.contains("audit") || l.contains("WARN"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert_eq!(audit, 5, "each request exactly once");
     // State survived the restart: the other token and the provider key still work.
     let other = c.issue_token("svc-after", "*").unwrap();
     let r = c
