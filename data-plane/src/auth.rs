@@ -61,11 +61,9 @@ pub struct AuthFailure {
     pub presented: String,
 }
 
-/// Authenticates the request's credential against `rt`.
-pub fn authenticate(
-    rt: &Runtime,
-    headers: &HeaderMap,
-) -> Result<Principal, (ApiError, AuthFailure)> {
+/// Authenticates the request's credential against `rt`. On failure the caller answers
+/// [`ApiError::unauthenticated`], the same for every reason.
+pub fn authenticate(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, AuthFailure> {
     match check(rt, headers) {
         Ok(p) => Ok(p),
         Err(reason) => {
@@ -74,10 +72,7 @@ pub fn authenticate(
                 |p| format!("fp:{}", warden_core::fingerprint::of(p.as_bytes())),
             );
             tracing::warn!(reason, credential = %presented, "client authentication failed");
-            Err((
-                ApiError::unauthenticated(),
-                AuthFailure { reason, presented },
-            ))
+            Err(AuthFailure { reason, presented })
         }
     }
 }

@@ -336,7 +336,7 @@ fn authenticate(
     headers: &HeaderMap,
     endpoint: &str,
 ) -> Result<Principal, ApiError> {
-    crate::auth::authenticate(rt, headers).map_err(|(e, failure)| {
+    crate::auth::authenticate(rt, headers).map_err(|failure| {
         state.audit.emit(
             "auth.client",
             failure.presented,
@@ -344,7 +344,7 @@ fn authenticate(
             "denied".to_owned(),
             format!("reason={}", failure.reason),
         );
-        e
+        ApiError::unauthenticated()
     })
 }
 
