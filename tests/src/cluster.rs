@@ -49,6 +49,33 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The Python interpreter with the official SDKs (`WARDEN_TEST_PYTHON`, set by
+/// scripts/test.sh); panics with a clear message when it is not set.
+pub fn python() -> String {
+    std::env::var("WARDEN_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "WARDEN_TEST_PYTHON is not set: run the suite with scripts/test.sh, which installs the \
+             official SDKs into .venv (or point it at a python with `openai` and `anthropic`)"
+        )
+    })
+}
+
+/// Runs `tests/python/<script>` with `env` and returns the JSON object it prints.
+pub async fn run_python_script(
+    script: &str,
+    env: HashMap<String, String>,
+) -> anyhow::Result<serde_json::Value> {
+    let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let python = python();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(python).arg(path).envs(env).output())
+            .await??;
+    if !out.status.success() {
+        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 /// A free loopback port (bound and released; fine for tests).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

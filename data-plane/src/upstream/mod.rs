@@ -123,6 +123,19 @@ impl Upstream {
             if provider.format == Format::Echo {
                 continue;
             }
+            if provider.keys.is_empty() {
+                let mut e = ApiError::upstream(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some("no_upstream_key"),
+                    format!(
+                        "No upstream key is configured for provider `{}`.",
+                        provider.name
+                    ),
+                );
+                e.retryable = false;
+                last_error = Some(e);
+                continue;
+            }
             let request = request_for(route)?;
             let mut tried = vec![false; provider.keys.len()];
             loop {

@@ -2,7 +2,6 @@
 //! through a node, on a provider of their own format and — translated — of the other one.
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use serde_json::Value;
 use warden_tests::cluster::{
@@ -10,25 +9,10 @@ use warden_tests::cluster::{
 };
 use warden_tests::mock::Behavior;
 
-fn python() -> String {
-    std::env::var("WARDEN_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("WARDEN_TEST_PYTHON is not set: run the suite with scripts/test.sh, which installs the SDKs into .venv")
-    })
-}
-
 async fn run_script(script: &str, env: HashMap<String, String>) -> Value {
-    let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out =
-        tokio::task::spawn_blocking(move || Command::new(python()).arg(path).envs(env).output())
-            .await
-            .unwrap()
-            .unwrap();
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    warden_tests::cluster::run_python_script(script, env)
+        .await
+        .unwrap()
 }
 
 fn assert_anthropic_sdk_result(r: &Value, model: &str) {
