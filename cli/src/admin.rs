@@ -100,6 +100,14 @@ pub enum ProviderCommand {
         /// Base URL; https:// unless the host is loopback.
         #[arg(long)]
         base_url: String,
+        /// Each client brings its own provider key in the `x-warden-upstream-key` header;
+        /// the provider then has no stored keys.
+        #[arg(long)]
+        passthrough: bool,
+        /// Request parameters the provider does not accept, dropped before sending
+        /// (comma-separated, e.g. `seed,logit_bias`).
+        #[arg(long = "drop-param", value_delimiter = ',', value_parser = list_item, num_args = 1)]
+        drop_params: Vec<String>,
     },
     /// List providers with their keys (ids and fingerprints only).
     #[command(visible_alias = "ls")]
@@ -471,11 +479,15 @@ async fn provider(
             name,
             format,
             base_url,
+            passthrough,
+            drop_params,
         } => {
             let request = pb::AddProviderRequest {
                 name,
                 format: pb::ApiFormat::from(format).into(),
                 base_url,
+                passthrough,
+                drop_params,
             };
             let info = session.call(client.add_provider(request)).await?;
             out.table(
@@ -1064,7 +1076,8 @@ fn provider_json(p: &pb::ProviderInfo) -> Value {
     let keys: Vec<Value> = p.keys.iter().map(provider_key_json).collect();
     json!({
         "name": p.name, "format": format_name(p.format), "base_url": p.base_url,
-        "source": p.source, "keys": keys,
+        "source": p.source, "keys": keys, "passthrough": p.passthrough,
+        "drop_params": p.drop_params,
     })
 }
 

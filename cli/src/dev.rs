@@ -63,6 +63,8 @@ fn raw_config(env: &HashMap<String, String>) -> RawConfig {
             format: format.to_owned(),
             base_url: base_url.to_owned(),
             keys: vec![format!("env://{var}")],
+            passthrough: false,
+            drop_params: Vec::new(),
         });
         for m in models {
             raw.models.push(RawModel {

@@ -133,6 +133,12 @@ pub struct RawProvider {
     /// encrypted).
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Each client brings its own upstream key (`x-warden-upstream-key`); no `keys` then.
+    #[serde(default)]
+    pub passthrough: bool,
+    /// Top-level request parameters this provider does not accept.
+    #[serde(default)]
+    pub drop_params: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +179,8 @@ pub struct ProviderDecl {
     pub base_url: String,
     /// Environment variable names holding keys.
     pub key_env: Vec<String>,
+    pub passthrough: bool,
+    pub drop_params: Vec<String>,
 }
 
 /// A model declared in the file.
@@ -356,6 +364,12 @@ impl RawConfig {
                 provider_key_values.insert(var.to_owned(), SecretBox::from(value.trim()));
                 key_env.push(var.to_owned());
             }
+            if p.passthrough && !p.keys.is_empty() {
+                return Err(invalid(
+                    &field("keys"),
+                    "a passthrough provider takes no keys (each client brings its own)",
+                ));
+            }
             if providers.iter().any(|q: &ProviderDecl| q.name == p.name) {
                 return Err(invalid(
                     &field("name"),
@@ -367,6 +381,8 @@ impl RawConfig {
                 format,
                 base_url: p.base_url.trim_end_matches('/').to_owned(),
                 key_env,
+                passthrough: p.passthrough,
+                drop_params: p.drop_params,
             });
         }
         let mut models: Vec<ModelDecl> = Vec::new();
@@ -621,6 +637,23 @@ provider = "nope"
             .unwrap_err();
         assert!(err.to_string().contains("providers[0].keys[0]"), "{err}");
         assert!(!err.to_string().contains("sk-1"));
+    }
+
+    #[test]
+    fn passthrough_providers_take_no_keys() {
+        let text = r#"
+[[providers]]
+name = "byok"
+format = "openai"
+base_url = "https://api.openai.com/v1"
+passthrough = true
+keys = ["env://SOME_KEY"]
+"#;
+        let err = RawConfig::from_toml("w.toml", text)
+            .unwrap()
+            .build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x"), ("SOME_KEY", "sk-1")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("providers[0].keys"), "{err}");
     }
 
     #[test]

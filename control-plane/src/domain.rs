@@ -69,6 +69,10 @@ pub struct Provider {
     pub base_url: String,
     pub source: Source,
     pub created_at: i64,
+    /// Each client brings its own upstream key; the provider has no stored keys.
+    pub passthrough: bool,
+    /// Top-level request parameters removed before sending to this provider.
+    pub drop_params: Vec<String>,
 }
 
 /// An upstream key's metadata; the value lives in the secret store under `secret_name`.

@@ -156,14 +156,25 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
             ApiFormat::Echo,
             "builtin:echo",
             Source::Builtin,
+            service::ProviderOptions::default(),
         )
         .await?;
         cp.add_model(&system, ECHO, ECHO, ECHO, Source::Builtin, &[], None)
             .await?;
     }
     for p in &config.providers {
-        cp.add_provider(&system, &p.name, p.format, &p.base_url, Source::Config)
-            .await?;
+        cp.add_provider(
+            &system,
+            &p.name,
+            p.format,
+            &p.base_url,
+            Source::Config,
+            service::ProviderOptions {
+                passthrough: p.passthrough,
+                drop_params: p.drop_params.clone(),
+            },
+        )
+        .await?;
         for var in &p.key_env {
             let Some(value) = config.provider_key_values.get(var) else {
                 continue;

@@ -28,6 +28,15 @@ use crate::store::StateStore;
 const META_VERSION: &str = "snapshot_version";
 const PEPPER_SECRET: &str = "warden/credential-pepper";
 
+/// Options of a provider beyond its address.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderOptions {
+    /// Each client brings its own upstream key (`x-warden-upstream-key`); no stored keys.
+    pub passthrough: bool,
+    /// Top-level request parameters the provider does not accept.
+    pub drop_params: Vec<String>,
+}
+
 /// Who performed an action, for audit rows.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
@@ -318,6 +327,8 @@ impl ControlPlane {
                 name: p.name,
                 format: p.format,
                 base_url: p.base_url,
+                passthrough: p.passthrough,
+                drop_params: p.drop_params,
                 keys: pkeys,
             });
         }
@@ -853,9 +864,17 @@ impl ControlPlane {
         format: ApiFormat,
         base_url: &str,
         source: Source,
+        options: ProviderOptions,
     ) -> Result<Provider, ServiceError> {
         let result = async {
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
+            for p in &options.drop_params {
+                if p.is_empty() || p.len() > 64 || p == "model" || p == "messages" {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "drop_params: `{p}` cannot be dropped"
+                    )));
+                }
+            }
             if format == ApiFormat::Echo && source != Source::Builtin {
                 return Err(ServiceError::InvalidArgument(
                     "format must be openai or anthropic".into(),
@@ -871,12 +890,26 @@ impl ControlPlane {
                 .iter()
                 .find(|p| p.name == name)
                 .map_or_else(unix_now, |p| p.created_at);
+            if options.passthrough
+                && self
+                    .store
+                    .list_provider_keys()
+                    .await?
+                    .iter()
+                    .any(|k| k.provider == name)
+            {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "provider {name} has stored keys: a passthrough provider cannot have any (remove them first)"
+                )));
+            }
             let provider = Provider {
                 name: name.to_owned(),
                 format,
                 base_url: base_url.to_owned(),
                 source,
                 created_at,
+                passthrough: options.passthrough,
+                drop_params: options.drop_params,
             };
             self.store.upsert_provider(&provider).await?;
             self.publish().await?;
@@ -942,6 +975,11 @@ impl ControlPlane {
                 return Err(ServiceError::InvalidArgument(
                     "the built-in echo provider takes no keys".into(),
                 ));
+            }
+            if p.passthrough {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "provider {provider} is a passthrough provider: each client brings its own key, none is stored"
+                )));
             }
             let fp = fingerprint::of(value.as_bytes());
             let existing = self.store.list_provider_keys().await?;

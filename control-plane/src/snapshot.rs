@@ -37,6 +37,8 @@ pub struct SnapshotProvider {
     pub name: String,
     pub format: ApiFormat,
     pub base_url: String,
+    pub passthrough: bool,
+    pub drop_params: Vec<String>,
     pub keys: Vec<SnapshotKey>,
 }
 

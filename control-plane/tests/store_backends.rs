@@ -386,6 +386,8 @@ mod bodies {
             base_url: "https://x/v1".into(),
             source: Source::Admin,
             created_at: 1,
+            passthrough: false,
+            drop_params: Vec::new(),
         };
         s.upsert_provider(&p).await.unwrap();
         p.format = ApiFormat::Anthropic;
@@ -398,6 +400,8 @@ mod bodies {
             base_url: "builtin:echo".into(),
             source: Source::Builtin,
             created_at: 2,
+            passthrough: false,
+            drop_params: Vec::new(),
         })
         .await
         .unwrap();
@@ -585,6 +589,8 @@ mod bodies {
             base_url: "https://x/v1".into(),
             source: Source::Admin,
             created_at: 1,
+            passthrough: false,
+            drop_params: Vec::new(),
         })
         .await
         .unwrap();

@@ -64,6 +64,10 @@ pub struct Provider {
     pub format: Format,
     pub base_url: String,
     pub keys: Vec<UpstreamKey>,
+    /// Each client brings its own upstream key (header [`crate::upstream::CLIENT_KEY_HEADER`]).
+    pub passthrough: bool,
+    /// Top-level request parameters removed before sending.
+    pub drop_params: Vec<String>,
     /// Local round-robin cursor (shared across nodes in Redis by the shared-state issue).
     pub cursor: AtomicUsize,
 }
@@ -174,6 +178,8 @@ impl Runtime {
                     format,
                     base_url: p.base_url,
                     keys,
+                    passthrough: p.passthrough,
+                    drop_params: p.drop_params,
                     cursor: AtomicUsize::new(0),
                 }),
             );
@@ -303,6 +309,7 @@ mod tests {
                     secret: "sk-fixture-not-a-real-key".into(),
                     ..Default::default()
                 }],
+                ..Default::default()
             }],
             models: vec![pb::Model {
                 alias: "gpt-4o".into(),

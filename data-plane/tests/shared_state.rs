@@ -249,6 +249,8 @@ fn provider(keys: usize) -> Provider {
                 health_epoch: 0,
             })
             .collect(),
+        passthrough: false,
+        drop_params: Vec::new(),
         cursor: AtomicUsize::new(0),
     }
 }

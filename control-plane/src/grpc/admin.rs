@@ -59,7 +59,17 @@ impl Admin for AdminService {
         };
         let p = self
             .cp
-            .add_provider(&actor, &r.name, format, &r.base_url, Source::Admin)
+            .add_provider(
+                &actor,
+                &r.name,
+                format,
+                &r.base_url,
+                Source::Admin,
+                crate::service::ProviderOptions {
+                    passthrough: r.passthrough,
+                    drop_params: r.drop_params,
+                },
+            )
             .await?;
         Ok(Response::new(pb::ProviderInfo {
             name: p.name,
@@ -67,6 +77,8 @@ impl Admin for AdminService {
             base_url: p.base_url,
             keys: Vec::new(),
             source: p.source.as_str().to_owned(),
+            passthrough: p.passthrough,
+            drop_params: p.drop_params,
         }))
     }
 
@@ -86,6 +98,8 @@ impl Admin for AdminService {
                     .collect(),
                 format: format_to_proto(p.format),
                 source: p.source.as_str().to_owned(),
+                passthrough: p.passthrough,
+                drop_params: p.drop_params,
                 name: p.name,
                 base_url: p.base_url,
             })

@@ -65,6 +65,8 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                 name: p.name.clone(),
                 format: format(p.format),
                 base_url: p.base_url.clone(),
+                passthrough: p.passthrough,
+                drop_params: p.drop_params.clone(),
                 keys: p
                     .keys
                     .iter()

@@ -224,6 +224,8 @@ fn provider_from(row: &PgRow) -> Result<Provider, StoreError> {
         base_url: row.try_get("base_url")?,
         source: Source::parse(&row.try_get::<String, _>("source")?),
         created_at: row.try_get("created_at")?,
+        passthrough: row.try_get("passthrough")?,
+        drop_params: json_to_list(&row.try_get::<String, _>("drop_params")?)?,
     })
 }
 
@@ -304,15 +306,18 @@ impl StateStore for PostgresStore {
 
     async fn upsert_provider(&self, p: &Provider) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO providers (name, format, base_url, source, created_at) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO providers (name, format, base_url, source, created_at, passthrough, drop_params)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO UPDATE SET format = EXCLUDED.format, base_url = EXCLUDED.base_url,
-             source = EXCLUDED.source",
+             source = EXCLUDED.source, passthrough = EXCLUDED.passthrough, drop_params = EXCLUDED.drop_params",
         )
         .bind(&p.name)
         .bind(p.format.as_str())
         .bind(&p.base_url)
         .bind(p.source.as_str())
         .bind(p.created_at)
+        .bind(p.passthrough)
+        .bind(list_to_json(&p.drop_params))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -197,6 +197,8 @@ fn provider_from(row: &SqliteRow) -> Result<Provider, StoreError> {
         base_url: row.try_get("base_url")?,
         source: Source::parse(&row.try_get::<String, _>("source")?),
         created_at: row.try_get("created_at")?,
+        passthrough: row.try_get("passthrough")?,
+        drop_params: text_to_list(&row.try_get::<String, _>("drop_params")?)?,
     })
 }
 
@@ -243,15 +245,18 @@ impl StateStore for SqliteStore {
 
     async fn upsert_provider(&self, p: &Provider) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO providers (name, format, base_url, source, created_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO providers (name, format, base_url, source, created_at, passthrough, drop_params)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT(name) DO UPDATE SET format = excluded.format, base_url = excluded.base_url,
-             source = excluded.source",
+             source = excluded.source, passthrough = excluded.passthrough, drop_params = excluded.drop_params",
         )
         .bind(&p.name)
         .bind(p.format.as_str())
         .bind(&p.base_url)
         .bind(p.source.as_str())
         .bind(p.created_at)
+        .bind(p.passthrough)
+        .bind(list_to_text(&p.drop_params))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -833,6 +838,8 @@ mod tests {
             base_url: "https://x/v1".into(),
             source: Source::Admin,
             created_at: 1,
+            passthrough: false,
+            drop_params: Vec::new(),
         })
         .await
         .unwrap();

@@ -224,8 +224,14 @@ async fn serve(
         Ok(body) => handle(state, headers, &body, endpoint).await,
         Err(rejection) => Err((body_error(&rejection), String::new(), String::new())),
     };
-    let (mut response, principal, model, provider) = match outcome {
-        Ok(done) => (done.response, done.principal, done.model, done.provider),
+    let (mut response, principal, model, provider, key_fingerprint) = match outcome {
+        Ok(done) => (
+            done.response,
+            done.principal,
+            done.model,
+            done.provider,
+            done.key_fingerprint,
+        ),
         Err((e, principal, model)) => {
             let label = e.metric_label();
             tracing::info!(
@@ -269,7 +275,7 @@ async fn serve(
         model.clone(),
         response.status().as_u16().to_string(),
         format!(
-            "request_id={request_id} endpoint={} provider={provider} model_served={} fallback={} latency_ms={}",
+            "request_id={request_id} endpoint={} provider={provider} upstream_key_fp={key_fingerprint} model_served={} fallback={} latency_ms={}",
             endpoint.path(),
             response
                 .headers()
@@ -325,6 +331,8 @@ struct Done {
     principal: String,
     model: String,
     provider: String,
+    /// Fingerprint of the upstream key used (never the key).
+    key_fingerprint: String,
 }
 
 type Rejection = (ApiError, String, String);
@@ -414,6 +422,9 @@ fn upstream_request(
             ApiError::internal(e.to_string())
         }
     };
+    for param in &route.provider.drop_params {
+        body.remove(param);
+    }
     let (path, value) = match (endpoint, target) {
         (Endpoint::Chat, Wire::OpenAi) => {
             if request.stream {
@@ -522,9 +533,18 @@ async fn handle(
             principal: pid,
             model,
             provider: route.provider.name.clone(),
+            key_fingerprint: String::new(),
         });
     }
 
+    // A passthrough provider's key comes from the client, in its own header; it is never
+    // logged or stored (its fingerprint goes to the audit event).
+    let client_key = headers
+        .get(crate::upstream::CLIENT_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| secrecy::SecretString::from(v.to_owned()));
     let client_wants_usage = request
         .body
         .get("stream_options")
@@ -533,7 +553,7 @@ async fn handle(
         .unwrap_or(false);
     let served = match state
         .upstream
-        .send(&rt, &route, request.stream, |r| {
+        .send(&rt, &route, request.stream, client_key.as_ref(), |r| {
             upstream_request(endpoint, &request, r)
         })
         .await
@@ -587,6 +607,7 @@ async fn handle(
         requested_model: model.clone(),
     };
     let provider = served.route.provider.name.clone();
+    let key_fingerprint = served.key_fingerprint.clone();
     tracing::debug!(model = %served.route.alias, key = %served.key_fingerprint, fallback = served.fallback, "upstream answered");
     let rx = meter::pump(served.response, Some(admission), plan);
     let response = builder
@@ -599,6 +620,7 @@ async fn handle(
         principal: pid,
         model,
         provider,
+        key_fingerprint,
     })
 }
 

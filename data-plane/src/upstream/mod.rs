@@ -47,6 +47,10 @@ pub struct UpstreamRequest {
     pub format: Format,
 }
 
+/// Header in which clients of a passthrough provider send their own upstream key. Never
+/// logged or stored; only its fingerprint reaches logs and audit.
+pub const CLIENT_KEY_HEADER: &str = "x-warden-upstream-key";
+
 /// `anthropic-version` sent to Anthropic-format providers.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -106,6 +110,7 @@ impl Upstream {
         rt: &Runtime,
         primary: &Route,
         stream: bool,
+        client_key: Option<&secrecy::SecretString>,
         request_for: impl Fn(&Route) -> Result<UpstreamRequest, ApiError>,
     ) -> Result<Served, ApiError> {
         let mut chain = vec![primary.clone()];
@@ -122,6 +127,41 @@ impl Upstream {
             let provider = &route.provider;
             if provider.format == Format::Echo {
                 continue;
+            }
+            if provider.passthrough {
+                let Some(secret) = client_key else {
+                    let mut e = ApiError::unauthenticated();
+                    e.code = Some("missing_upstream_key");
+                    e.message = format!(
+                        "The provider of model `{}` needs your own provider key: send it in the `{CLIENT_KEY_HEADER}` header (your Warden credential stays in `Authorization`).",
+                        route.alias
+                    );
+                    return Err(e);
+                };
+                let request = request_for(route)?;
+                let key = UpstreamKey {
+                    id: "passthrough".to_owned(),
+                    fingerprint: warden_core::fingerprint::of(
+                        secrecy::ExposeSecret::expose_secret(secret).as_bytes(),
+                    ),
+                    secret: secret.clone(),
+                    disabled: false,
+                    health_epoch: 0,
+                };
+                match self
+                    .attempt_with(provider, &key, &request, stream, false)
+                    .await
+                {
+                    Outcome::Served(response) => {
+                        return Ok(Served {
+                            response,
+                            route: route.clone(),
+                            key_fingerprint: key.fingerprint,
+                            fallback: position > 0,
+                        });
+                    }
+                    Outcome::NextKey(e) | Outcome::Final(e) => return Err(e),
+                }
             }
             if provider.keys.is_empty() {
                 let mut e = ApiError::upstream(
@@ -191,6 +231,20 @@ impl Upstream {
         key: &UpstreamKey,
         request: &UpstreamRequest,
         stream: bool,
+    ) -> Outcome {
+        self.attempt_with(provider, key, request, stream, true)
+            .await
+    }
+
+    /// One attempt. `managed` keys are the gateway's: their failures change their shared
+    /// health. A client's own (passthrough) key is not: a 401/403 is the client's to fix.
+    async fn attempt_with(
+        &self,
+        provider: &Provider,
+        key: &UpstreamKey,
+        request: &UpstreamRequest,
+        stream: bool,
+        managed: bool,
     ) -> Outcome {
         let url = format!("{}{}", provider.base_url, request.path);
         let (name, value) = match request.format {
@@ -267,6 +321,45 @@ impl Upstream {
             message = %message,
             "upstream answered with an error"
         );
+        if !managed {
+            let mut e = match status.as_u16() {
+                401 | 403 => {
+                    let mut e = ApiError::unauthenticated();
+                    e.status = status;
+                    e.code = Some("upstream_key_rejected");
+                    e.message = format!(
+                        "Provider `{}` rejected the upstream key you sent.",
+                        provider.name
+                    );
+                    e
+                }
+                429 => ApiError::upstream(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some("rate_limit_exceeded"),
+                    format!(
+                        "Provider `{}` is rate limiting your key: {message}",
+                        provider.name
+                    ),
+                ),
+                400..=499 => {
+                    let mut e = ApiError::bad_request(message);
+                    e.status = status;
+                    e
+                }
+                _ => ApiError::upstream(
+                    StatusCode::BAD_GATEWAY,
+                    Some("upstream_error"),
+                    format!(
+                        "Provider `{}` failed with status {}.",
+                        provider.name,
+                        status.as_u16()
+                    ),
+                ),
+            };
+            e.origin = crate::error::Origin::Upstream;
+            e.retry_after = retry_after;
+            return Outcome::Final(e);
+        }
         match status.as_u16() {
             401 | 403 => {
                 self.keys.disable(provider, key).await;

@@ -259,3 +259,138 @@ async fn embeddings_responses_and_count_tokens() {
     let hits = c.find_everywhere(CANARY_ANTHROPIC_KEY);
     assert!(hits.is_empty(), "{hits:?}");
 }
+
+#[tokio::test]
+async fn passthrough_providers_use_the_clients_own_key_and_drop_params() {
+    let c = TestCluster::start(1).await.unwrap();
+    let base = c.mock.base_url();
+    c.ctl_ok(
+        &[
+            "provider",
+            "add",
+            "byok",
+            "--format",
+            "openai",
+            "--base-url",
+            &base,
+            "--passthrough",
+            "--drop-param",
+            "seed,logit_bias",
+        ],
+        None,
+    )
+    .unwrap();
+    let out = c
+        .ctl(
+            &["provider", "key", "add", "byok"],
+            Some("sk-must-not-be-stored-1234"),
+        )
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a passthrough provider must refuse stored keys"
+    );
+    c.ctl_ok(
+        &[
+            "model",
+            "add",
+            "byok-model",
+            "--provider",
+            "byok",
+            "--upstream-model",
+            "mock-model",
+        ],
+        None,
+    )
+    .unwrap();
+    let token = c.issue_token("byok-user", "*").unwrap();
+    let mut body = TestCluster::chat_body("byok-model", "bring your own key", false);
+    body["seed"] = 7.into();
+    // Without the client's key: 401 that says what is missing.
+    let r = c.chat(0, &token, &body).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-warden-upstream-key"),
+        "{v}"
+    );
+    assert!(c.mock.requests().is_empty());
+    // With it: the client's key goes upstream, the gateway's credential does not, and the
+    // dropped parameter is gone.
+    let client_key = "sk-client-own-key-0a1b2c3d4e5f";
+    let r = c
+        .http
+        .post(c.nodes[0].url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("x-warden-upstream-key", client_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = c.mock.requests();
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Bearer {client_key}").as_str())
+    );
+    assert!(
+        seen[0].body.get("seed").is_none(),
+        "seed was not dropped: {}",
+        seen[0].body
+    );
+    // The client's key is never stored or logged; the audit has only its fingerprint.
+    let fp = warden_core::fingerprint::of(client_key.as_bytes());
+    let audit = warden_tests::cluster::eventually(
+        std::time::Duration::from_secs(5),
+        "the request's audit event",
+        || async {
+            let a = c
+                .ctl_ok(
+                    &["audit", "list", "--action", "request", "-o", "json"],
+                    None,
+                )
+                .ok()?;
+            a.contains(&fp).then_some(a)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!audit.contains(client_key));
+    let hits = c.find_everywhere(client_key);
+    assert!(
+        hits.is_empty(),
+        "the client's upstream key was found in {hits:?}"
+    );
+    // The provider rejecting the client's key is the client's problem: 401, and the
+    // provider stays usable for others.
+    c.mock.set_behavior(Behavior::KeyError {
+        key: "sk-bad-client-key-999999".into(),
+        status: 401,
+        retry_after: None,
+    });
+    let r = c
+        .http
+        .post(c.nodes[0].url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("x-warden-upstream-key", "sk-bad-client-key-999999")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_key_rejected", "{v}");
+    let r = c
+        .http
+        .post(c.nodes[0].url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .header("x-warden-upstream-key", client_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
