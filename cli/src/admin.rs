@@ -266,6 +266,10 @@ pub struct PolicyArgs {
     /// Requests in flight at once [default: unlimited].
     #[arg(long, value_name = "N")]
     max_parallel: Option<u32>,
+    /// Ceiling on the completion tokens one request may ask for; larger `max_tokens` are
+    /// lowered to it [default: unlimited].
+    #[arg(long, value_name = "N")]
+    max_tokens: Option<u64>,
     /// Spend ceiling in USD per budget period, e.g. `25` or `12.50` [default: unlimited].
     #[arg(
         long,
@@ -290,6 +294,7 @@ impl PolicyArgs {
         self.rpm.is_none()
             && self.tpm.is_none()
             && self.max_parallel.is_none()
+            && self.max_tokens.is_none()
             && self.max_budget.is_none()
             && self.budget_period.is_none()
     }
@@ -309,6 +314,7 @@ impl PolicyArgs {
             max_parallel: self.max_parallel.unwrap_or(0),
             max_budget_usd,
             budget_period_seconds: period.as_secs(),
+            max_tokens: self.max_tokens.unwrap_or(0),
         }
     }
 
@@ -364,7 +370,7 @@ pub enum PolicyCommand {
         ArgGroup::new("change")
             .required(true)
             .multiple(true)
-            .args(["rpm", "tpm", "max_parallel", "max_budget", "budget_period", "clear"])
+            .args(["rpm", "tpm", "max_parallel", "max_tokens", "max_budget", "budget_period", "clear"])
     ))]
     Set {
         #[command(flatten, next_help_heading = "Target (exactly one)")]
@@ -852,6 +858,7 @@ fn policy_fields(fields: &mut Fields, info: &pb::PolicyInfo, requested: &pb::Pol
     fields.push("rpm", limit(policy.rpm));
     fields.push("tpm", limit(policy.tpm));
     fields.push("max parallel", limit(policy.max_parallel.into()));
+    fields.push("max tokens", limit(policy.max_tokens));
     fields.push("budget", budget(&policy));
     let usage = info.usage.clone().unwrap_or_default();
     if !usage.available {
@@ -902,7 +909,7 @@ fn policy_json(info: &pb::PolicyInfo, requested: &pb::PolicyTarget) -> Value {
     json!({
         "target": target,
         "policy": {
-            "rpm": p.rpm, "tpm": p.tpm, "max_parallel": p.max_parallel,
+            "rpm": p.rpm, "tpm": p.tpm, "max_parallel": p.max_parallel, "max_tokens": p.max_tokens,
             "max_budget_usd": p.max_budget_usd,
             "budget_period_seconds": p.budget_period_seconds,
         },
@@ -1689,6 +1696,7 @@ mod tests {
                 max_parallel: 4,
                 max_budget_usd: 25.0,
                 budget_period_seconds: 30 * 86_400,
+                max_tokens: 0,
             }),
             usage: Some(pb::Usage {
                 available: true,

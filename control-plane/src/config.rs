@@ -76,6 +76,8 @@ pub struct RawLimits {
     pub max_parallel: Option<u32>,
     pub max_budget_usd: Option<f64>,
     pub budget_period: Option<String>,
+    /// Ceiling on the completion tokens one request may ask for.
+    pub max_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,6 +444,7 @@ impl RawConfig {
                     max_parallel: l.max_parallel.unwrap_or(0),
                     max_budget_micros: (budget * 1e6).round() as u64,
                     budget_period_secs: period,
+                    max_tokens: l.max_tokens.unwrap_or(0),
                 })
             }
         };

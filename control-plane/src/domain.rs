@@ -170,11 +170,17 @@ pub struct Limits {
     pub max_parallel: u32,
     pub max_budget_micros: u64,
     pub budget_period_secs: u64,
+    /// Ceiling on the completion tokens one request may ask for.
+    pub max_tokens: u64,
 }
 
 impl Limits {
     pub fn is_unlimited(&self) -> bool {
-        self.rpm == 0 && self.tpm == 0 && self.max_parallel == 0 && self.max_budget_micros == 0
+        self.rpm == 0
+            && self.tpm == 0
+            && self.max_parallel == 0
+            && self.max_budget_micros == 0
+            && self.max_tokens == 0
     }
 }
 

@@ -516,6 +516,7 @@ mod bodies {
             max_parallel: 4,
             max_budget_micros: 25_000_000,
             budget_period_secs: 86_400,
+            max_tokens: 4096,
         };
         for target in [
             PolicyTarget::Global,

@@ -25,6 +25,7 @@ fn policy(p: Option<pb::Policy>) -> Policy {
         } else {
             p.budget_period_seconds
         },
+        max_tokens: p.max_tokens,
     }
 }
 

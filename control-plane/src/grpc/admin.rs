@@ -493,6 +493,7 @@ fn limits_from(p: &pb::Policy) -> Result<Limits, Status> {
         max_parallel: p.max_parallel,
         max_budget_micros: (p.max_budget_usd * 1e6).round() as u64,
         budget_period_secs: p.budget_period_seconds,
+        max_tokens: p.max_tokens,
     })
 }
 
@@ -503,6 +504,7 @@ fn limits_to(l: &Limits) -> pb::Policy {
         max_parallel: l.max_parallel,
         max_budget_usd: l.max_budget_micros as f64 / 1e6,
         budget_period_seconds: l.budget_period_secs,
+        max_tokens: l.max_tokens,
     }
 }
 

@@ -45,6 +45,7 @@ fn policy(l: &crate::domain::Limits) -> pb::Policy {
         max_parallel: l.max_parallel,
         max_budget_micros: l.max_budget_micros,
         budget_period_seconds: l.budget_period_secs,
+        max_tokens: l.max_tokens,
     }
 }
 

@@ -432,9 +432,9 @@ impl StateStore for PostgresStore {
         let (kind, id) = p.target.parts();
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         sqlx::query(
-            "INSERT INTO policies (target_kind, target_id, rpm, tpm, max_parallel, max_budget_micros, budget_period_secs, source, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (target_kind, target_id) DO UPDATE SET rpm = EXCLUDED.rpm, tpm = EXCLUDED.tpm,
+            "INSERT INTO policies (target_kind, target_id, rpm, tpm, max_parallel, max_budget_micros, budget_period_secs, source, updated_at, max_tokens)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (target_kind, target_id) DO UPDATE SET rpm = EXCLUDED.rpm, tpm = EXCLUDED.tpm, max_tokens = EXCLUDED.max_tokens,
              max_parallel = EXCLUDED.max_parallel, max_budget_micros = EXCLUDED.max_budget_micros,
              budget_period_secs = EXCLUDED.budget_period_secs, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at",
         )
@@ -447,6 +447,7 @@ impl StateStore for PostgresStore {
         .bind(int(p.limits.budget_period_secs))
         .bind(p.source.as_str())
         .bind(p.updated_at)
+        .bind(int(p.limits.max_tokens))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -482,6 +483,7 @@ impl StateStore for PostgresStore {
                             .unwrap_or(0),
                         max_budget_micros: uint(row.try_get("max_budget_micros")?),
                         budget_period_secs: uint(row.try_get("budget_period_secs")?),
+                        max_tokens: uint(row.try_get("max_tokens")?),
                     },
                     source: Source::parse(&row.try_get::<String, _>("source")?),
                     updated_at: row.try_get("updated_at")?,

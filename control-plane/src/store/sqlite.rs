@@ -370,9 +370,9 @@ impl StateStore for SqliteStore {
         let (kind, id) = p.target.parts();
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         sqlx::query(
-            "INSERT INTO policies (target_kind, target_id, rpm, tpm, max_parallel, max_budget_micros, budget_period_secs, source, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT(target_kind, target_id) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm,
+            "INSERT INTO policies (target_kind, target_id, rpm, tpm, max_parallel, max_budget_micros, budget_period_secs, source, updated_at, max_tokens)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(target_kind, target_id) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm, max_tokens = excluded.max_tokens,
              max_parallel = excluded.max_parallel, max_budget_micros = excluded.max_budget_micros,
              budget_period_secs = excluded.budget_period_secs, source = excluded.source, updated_at = excluded.updated_at",
         )
@@ -385,6 +385,7 @@ impl StateStore for SqliteStore {
         .bind(int(p.limits.budget_period_secs))
         .bind(p.source.as_str())
         .bind(p.updated_at)
+        .bind(int(p.limits.max_tokens))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -420,6 +421,7 @@ impl StateStore for SqliteStore {
                             .unwrap_or(0),
                         max_budget_micros: uint(row.try_get("max_budget_micros")?),
                         budget_period_secs: uint(row.try_get("budget_period_secs")?),
+                        max_tokens: uint(row.try_get("max_tokens")?),
                     },
                     source: Source::parse(&row.try_get::<String, _>("source")?),
                     updated_at: row.try_get("updated_at")?,

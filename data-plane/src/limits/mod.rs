@@ -31,9 +31,13 @@ pub struct Policy {
     pub max_parallel: u32,
     pub max_budget_micros: u64,
     pub budget_period_secs: u64,
+    /// Ceiling on the completion tokens one request may ask for (applied to the request by
+    /// the proxy, not by the limiter).
+    pub max_tokens: u64,
 }
 
 impl Policy {
+    /// Whether the limiter has nothing to enforce for this policy.
     pub fn is_unlimited(&self) -> bool {
         self.rpm == 0 && self.tpm == 0 && self.max_parallel == 0 && self.max_budget_micros == 0
     }

@@ -483,10 +483,23 @@ async fn handle(
     principal
         .require(Scope::Write)
         .map_err(|e| (e, pid.clone(), String::new()))?;
-    let request = parse_request(endpoint, body).map_err(|e| (e, pid.clone(), String::new()))?;
+    let mut request = parse_request(endpoint, body).map_err(|e| (e, pid.clone(), String::new()))?;
     let model = request.model.clone();
     let reject = |e: ApiError| (e, pid.clone(), model.clone());
     let route = resolve_route(&rt, &principal, &model).map_err(reject)?;
+
+    // The tightest max_tokens ceiling of the caller, the model and the gateway.
+    let cap = [
+        principal.limits.as_ref().map_or(0, |s| s.policy.max_tokens),
+        route.policy.max_tokens,
+        rt.global_policy.max_tokens,
+    ]
+    .into_iter()
+    .filter(|c| *c > 0)
+    .min();
+    if let Some(cap) = cap {
+        cap_output_tokens(endpoint, &mut request.body, cap);
+    }
 
     // Limits: the caller's, the model's and the global ones, in one decision.
     let mut scopes = Vec::with_capacity(3);
@@ -622,6 +635,28 @@ async fn handle(
         provider,
         key_fingerprint,
     })
+}
+
+/// Lowers the request's completion-token limit to `cap`, or sets it when absent.
+fn cap_output_tokens(endpoint: Endpoint, body: &mut Map<String, Value>, cap: u64) {
+    let fields: &[&str] = match endpoint {
+        Endpoint::Embeddings => return,
+        Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
+        Endpoint::Messages => &["max_tokens"],
+        Endpoint::Responses => &["max_output_tokens"],
+    };
+    let mut present = false;
+    for f in fields {
+        if let Some(v) = body.get_mut(*f) {
+            present = true;
+            if v.as_u64().is_none_or(|n| n > cap) {
+                *v = Value::from(cap);
+            }
+        }
+    }
+    if !present && let Some(f) = fields.last() {
+        body.insert((*f).to_owned(), Value::from(cap));
+    }
 }
 
 /// Default completion reservation when the request sets no limit; streams are metered

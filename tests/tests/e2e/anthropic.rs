@@ -394,3 +394,55 @@ async fn passthrough_providers_use_the_clients_own_key_and_drop_params() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn max_tokens_is_capped_per_credential_and_per_model() {
+    let c = TestCluster::start(1).await.unwrap();
+    let key = c
+        .ctl_ok(
+            &["vkey", "create", "--name", "capped", "--max-tokens", "100"],
+            None,
+        )
+        .unwrap();
+    let mut body = TestCluster::chat_body(MODEL, "x", false);
+    body["max_tokens"] = 5000.into();
+    assert_eq!(c.chat(0, &key, &body).await.unwrap().status(), 200);
+    assert_eq!(c.mock.requests().last().unwrap().body["max_tokens"], 100);
+    // Absent → set to the cap; below the cap → kept.
+    assert_eq!(
+        c.chat(0, &key, &TestCluster::chat_body(MODEL, "x", false))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(c.mock.requests().last().unwrap().body["max_tokens"], 100);
+    body["max_tokens"] = 7.into();
+    assert_eq!(c.chat(0, &key, &body).await.unwrap().status(), 200);
+    assert_eq!(c.mock.requests().last().unwrap().body["max_tokens"], 7);
+    // A model's cap applies to everyone; the tightest cap wins. On /v1/messages the
+    // translated request carries it too.
+    c.ctl_ok(
+        &[
+            "policy",
+            "set",
+            "--model",
+            CLAUDE_MODEL,
+            "--max-tokens",
+            "40",
+        ],
+        None,
+    )
+    .unwrap();
+    let token = c.issue_token("anyone", "*").unwrap();
+    let r = c
+        .http
+        .post(c.nodes[0].url("/v1/messages"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"model": CLAUDE_MODEL, "max_tokens": 900, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(c.mock.requests().last().unwrap().body["max_tokens"], 40);
+}
