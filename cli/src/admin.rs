@@ -182,6 +182,36 @@ pub enum ModelCommand {
     /// Remove a model alias.
     #[command(visible_alias = "rm")]
     Remove { alias: String },
+    /// Further deployments of an alias (other providers or upstream models answering for
+    /// it), chosen per request by weight.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Add (or re-weight) a deployment; naming the alias's own provider and upstream model
+    /// re-weights its first deployment.
+    Add {
+        alias: String,
+        #[arg(long)]
+        provider: String,
+        /// Model name sent upstream [default: the alias].
+        #[arg(long)]
+        upstream_model: Option<String>,
+        /// Relative weight, 1 to 1000 [default: 1].
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Remove a further deployment.
+    #[command(visible_alias = "rm")]
+    Remove {
+        alias: String,
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        upstream_model: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -602,6 +632,7 @@ async fn model(session: &Session, out: Printer, command: ModelCommand) -> anyhow
                 fallbacks,
                 input_price_per_mtok: input_price.unwrap_or(0.0),
                 output_price_per_mtok: output_price.unwrap_or(0.0),
+                weight: 0,
             };
             let info = session.call(client.add_model(request)).await?;
             out.table(&model_rows(std::slice::from_ref(&info)), &model_json(&info))?;
@@ -620,6 +651,42 @@ async fn model(session: &Session, out: Printer, command: ModelCommand) -> anyhow
             session.call(client.remove_model(request)).await?;
             let json = json!({ "alias": alias, "removed": true });
             out.done(&format!("model {alias:?} removed"), &json)?;
+        }
+        ModelCommand::Deployment(DeploymentCommand::Add {
+            alias,
+            provider,
+            upstream_model,
+            weight,
+        }) => {
+            let request = pb::AddDeploymentRequest {
+                alias: alias.clone(),
+                provider: provider.clone(),
+                upstream_model: upstream_model.unwrap_or_default(),
+                weight,
+            };
+            session.call(client.add_deployment(request)).await?;
+            let json = json!({ "alias": alias, "provider": provider, "weight": weight });
+            out.done(
+                &format!("model {alias:?}: deployment on {provider:?} with weight {weight}"),
+                &json,
+            )?;
+        }
+        ModelCommand::Deployment(DeploymentCommand::Remove {
+            alias,
+            provider,
+            upstream_model,
+        }) => {
+            let request = pb::RemoveDeploymentRequest {
+                alias: alias.clone(),
+                provider: provider.clone(),
+                upstream_model: upstream_model.unwrap_or_default(),
+            };
+            session.call(client.remove_deployment(request)).await?;
+            let json = json!({ "alias": alias, "provider": provider, "removed": true });
+            out.done(
+                &format!("model {alias:?}: deployment on {provider:?} removed"),
+                &json,
+            )?;
         }
     }
     Ok(())
@@ -1143,6 +1210,10 @@ fn model_json(m: &pb::ModelInfo) -> Value {
         "source": m.source, "fallbacks": m.fallbacks,
         "input_price_per_mtok": m.input_price_per_mtok,
         "output_price_per_mtok": m.output_price_per_mtok,
+        "weight": m.weight,
+        "deployments": m.deployments.iter().map(|d| json!({
+            "provider": d.provider, "upstream_model": d.upstream_model, "weight": d.weight,
+        })).collect::<Vec<_>>(),
     })
 }
 

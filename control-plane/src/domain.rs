@@ -99,6 +99,17 @@ pub struct Model {
     pub created_at: i64,
     /// Aliases tried in order when every key of this model's provider is unavailable.
     pub fallbacks: Vec<String>,
+    /// Weight of this (first) deployment among the alias's deployments.
+    pub weight: u32,
+}
+
+/// A further deployment of a model alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub alias: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub weight: u32,
 }
 
 /// USD per million tokens of one model.

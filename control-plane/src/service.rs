@@ -303,6 +303,7 @@ impl ControlPlane {
                 .map_or_else(Limits::default, |p| p.limits)
         };
         let prices = self.store.list_prices().await?;
+        let deployments = self.store.list_deployments().await?;
         let keys = self.store.list_provider_keys().await?;
         let mut providers = Vec::new();
         for p in self.store.list_providers().await? {
@@ -343,9 +344,15 @@ impl ControlPlane {
                     .iter()
                     .find(|(alias, _)| alias == &m.alias)
                     .map_or_else(Price::default, |(_, p)| *p),
-                alias: m.alias,
+                alias: m.alias.clone(),
                 provider: m.provider,
                 upstream_model: m.upstream_model,
+                weight: m.weight,
+                deployments: deployments
+                    .iter()
+                    .filter(|d| d.alias == m.alias)
+                    .map(|d| (d.provider.clone(), d.upstream_model.clone(), d.weight))
+                    .collect(),
                 fallbacks: m.fallbacks,
             })
             .collect();
@@ -1126,6 +1133,13 @@ impl ControlPlane {
                 source,
                 created_at: unix_now(),
                 fallbacks: fallbacks.to_vec(),
+                weight: self
+                    .store
+                    .list_models()
+                    .await?
+                    .iter()
+                    .find(|m| m.alias == alias)
+                    .map_or(1, |m| m.weight),
             };
             self.store.upsert_model(&model).await?;
             if let Some(p) = price {
@@ -1462,6 +1476,109 @@ impl ControlPlane {
 
     pub async fn list_prices(&self) -> Result<Vec<(String, Price)>, ServiceError> {
         Ok(self.store.list_prices().await?)
+    }
+
+    /// Adds (or re-weights) a deployment of a model alias. Naming the alias's own provider
+    /// and upstream model re-weights its first deployment.
+    pub async fn add_deployment(
+        &self,
+        actor: &Actor,
+        alias: &str,
+        provider: &str,
+        upstream_model: &str,
+        weight: u32,
+    ) -> Result<(), ServiceError> {
+        let result = async {
+            let weight = weight.max(1);
+            if weight > 1000 {
+                return Err(ServiceError::InvalidArgument(
+                    "weight must be 1 to 1000".into(),
+                ));
+            }
+            let upstream_model = if upstream_model.trim().is_empty() {
+                alias
+            } else {
+                upstream_model.trim()
+            };
+            let models = self.store.list_models().await?;
+            let model = models
+                .iter()
+                .find(|m| m.alias == alias)
+                .ok_or_else(|| ServiceError::NotFound(format!("no model named {alias}")))?;
+            let providers = self.store.list_providers().await?;
+            let p = providers
+                .iter()
+                .find(|p| p.name == provider)
+                .ok_or_else(|| ServiceError::NotFound(format!("no provider named {provider}")))?;
+            if p.format == ApiFormat::Echo {
+                return Err(ServiceError::InvalidArgument(
+                    "the echo provider cannot be a deployment".into(),
+                ));
+            }
+            if model.provider == provider && model.upstream_model == upstream_model {
+                let mut m = model.clone();
+                m.weight = weight;
+                self.store.upsert_model(&m).await?;
+            } else {
+                self.store
+                    .upsert_deployment(&crate::domain::Deployment {
+                        alias: alias.to_owned(),
+                        provider: provider.to_owned(),
+                        upstream_model: upstream_model.to_owned(),
+                        weight,
+                    })
+                    .await?;
+            }
+            self.publish().await?;
+            Ok(())
+        }
+        .await;
+        self.audited(
+            actor,
+            "model.deployment.add",
+            &format!("{alias} -> {provider}"),
+            result,
+        )
+        .await
+    }
+
+    pub async fn remove_deployment(
+        &self,
+        actor: &Actor,
+        alias: &str,
+        provider: &str,
+        upstream_model: &str,
+    ) -> Result<(), ServiceError> {
+        let result = async {
+            let upstream_model = if upstream_model.trim().is_empty() {
+                alias
+            } else {
+                upstream_model.trim()
+            };
+            if !self
+                .store
+                .delete_deployment(alias, provider, upstream_model)
+                .await?
+            {
+                return Err(ServiceError::NotFound(format!(
+                    "model {alias} has no further deployment on {provider} ({upstream_model})"
+                )));
+            }
+            self.publish().await?;
+            Ok(())
+        }
+        .await;
+        self.audited(
+            actor,
+            "model.deployment.remove",
+            &format!("{alias} -> {provider}"),
+            result,
+        )
+        .await
+    }
+
+    pub async fn list_deployments(&self) -> Result<Vec<crate::domain::Deployment>, ServiceError> {
+        Ok(self.store.list_deployments().await?)
     }
 
     /// Sets a model's price (from the config file's price table).

@@ -58,6 +58,9 @@ pub struct SnapshotModel {
     pub fallbacks: Vec<String>,
     pub policy: Limits,
     pub price: Price,
+    pub weight: u32,
+    /// Further deployments: provider, upstream model, weight.
+    pub deployments: Vec<(String, String, u32)>,
 }
 
 pub struct SnapshotJwtKey {

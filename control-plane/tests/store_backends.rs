@@ -477,6 +477,7 @@ mod bodies {
             source: Source::Admin,
             created_at: 1,
             fallbacks: Vec::new(),
+            weight: 1,
         };
         s.upsert_model(&m).await.unwrap();
         m.upstream_model = "m-2".into();
@@ -488,6 +489,7 @@ mod bodies {
             source: Source::Builtin,
             created_at: 3,
             fallbacks: Vec::new(),
+            weight: 1,
         })
         .await
         .unwrap();
@@ -638,10 +640,35 @@ mod bodies {
             source: Source::Admin,
             created_at: 1,
             fallbacks: vec!["a".into(), "b".into()],
+            weight: 1,
         })
         .await
         .unwrap();
         assert_eq!(s.list_models().await.unwrap()[0].fallbacks, ["a", "b"]);
+        let d = warden_control_plane::domain::Deployment {
+            alias: "m".into(),
+            provider: "p".into(),
+            upstream_model: "m-east".into(),
+            weight: 2,
+        };
+        s.upsert_deployment(&d).await.unwrap();
+        s.upsert_deployment(&warden_control_plane::domain::Deployment {
+            weight: 5,
+            ..d.clone()
+        })
+        .await
+        .unwrap();
+        let all = s.list_deployments().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].weight, 5);
+        assert!(s.delete_deployment("m", "p", "m-east").await.unwrap());
+        assert!(!s.delete_deployment("m", "p", "m-east").await.unwrap());
+        s.upsert_deployment(&d).await.unwrap();
+        assert!(s.delete_model("m").await.unwrap());
+        assert!(
+            s.list_deployments().await.unwrap().is_empty(),
+            "deployments go with their model"
+        );
     }
 
     pub async fn signing_keys(b: &Backend) {

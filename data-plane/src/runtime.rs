@@ -90,6 +90,51 @@ pub struct Route {
     pub fallbacks: Vec<String>,
     pub policy: Policy,
     pub price: Price,
+    /// Every deployment of the alias (its own provider and upstream model first), each
+    /// with its weight; one is picked per request by weight, the others follow.
+    pub deployments: Vec<Deployment>,
+}
+
+/// One provider + upstream model answering for an alias.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub provider: Arc<Provider>,
+    pub upstream_model: String,
+    pub weight: u32,
+}
+
+impl Route {
+    /// This route's deployments in the order to try them: a weighted random draw without
+    /// replacement (a deployment of weight 3 comes first three times as often as one of
+    /// weight 1).
+    pub fn deployment_order(&self) -> Vec<Route> {
+        use rand::Rng as _;
+        let mut left: Vec<&Deployment> = self.deployments.iter().collect();
+        let mut out = Vec::with_capacity(left.len());
+        let mut rng = rand::rng();
+        while !left.is_empty() {
+            let total: u64 = left.iter().map(|d| u64::from(d.weight.max(1))).sum();
+            let mut pick = rng.random_range(0..total);
+            let mut index = 0;
+            for (i, d) in left.iter().enumerate() {
+                let w = u64::from(d.weight.max(1));
+                if pick < w {
+                    index = i;
+                    break;
+                }
+                pick -= w;
+            }
+            let d = left.remove(index);
+            let mut r = self.clone();
+            r.provider = Arc::clone(&d.provider);
+            r.upstream_model = d.upstream_model.clone();
+            out.push(r);
+        }
+        if out.is_empty() {
+            out.push(self.clone());
+        }
+        out
+    }
 }
 
 /// A virtual key as the node knows it.
@@ -202,6 +247,24 @@ impl Runtime {
                     provider: m.provider.clone(),
                 }
             })?;
+            let mut deployments = vec![Deployment {
+                provider: Arc::clone(&provider),
+                upstream_model: m.upstream_model.clone(),
+                weight: m.weight.max(1),
+            }];
+            for d in &m.deployments {
+                let p = providers.get(&d.provider).cloned().ok_or_else(|| {
+                    SnapshotError::UnknownProvider {
+                        alias: m.alias.clone(),
+                        provider: d.provider.clone(),
+                    }
+                })?;
+                deployments.push(Deployment {
+                    provider: p,
+                    upstream_model: d.upstream_model.clone(),
+                    weight: d.weight.max(1),
+                });
+            }
             aliases.push(m.alias.clone());
             routes.insert(
                 m.alias.clone(),
@@ -210,6 +273,7 @@ impl Runtime {
                     provider,
                     upstream_model: m.upstream_model,
                     fallbacks: m.fallbacks,
+                    deployments,
                     policy: policy(m.policy),
                     price: m.price.map_or_else(Price::default, |p| Price {
                         input_per_mtok: p.input_per_mtok,

@@ -182,6 +182,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         self.actor(&request, "model.list").await?;
         let prices = self.cp.list_prices().await?;
+        let deployments = self.cp.list_deployments().await?;
         let models = self
             .cp
             .list_models()
@@ -194,10 +195,20 @@ impl Admin for AdminService {
                     .map(|(_, p)| *p)
                     .unwrap_or_default();
                 pb::ModelInfo {
-                    alias: m.alias,
+                    alias: m.alias.clone(),
                     provider: m.provider,
                     upstream_model: m.upstream_model,
                     source: m.source.as_str().to_owned(),
+                    weight: m.weight,
+                    deployments: deployments
+                        .iter()
+                        .filter(|d| d.alias == m.alias)
+                        .map(|d| pb::DeploymentInfo {
+                            provider: d.provider.clone(),
+                            upstream_model: d.upstream_model.clone(),
+                            weight: d.weight,
+                        })
+                        .collect(),
                     fallbacks: m.fallbacks,
                     input_price_per_mtok: price.input_per_mtok,
                     output_price_per_mtok: price.output_per_mtok,
@@ -205,6 +216,36 @@ impl Admin for AdminService {
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+
+    async fn add_deployment(
+        &self,
+        request: Request<pb::AddDeploymentRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        let actor = self.actor(&request, "model.deployment.add").await?;
+        let r = request.into_inner();
+        self.cp
+            .add_deployment(&actor, &r.alias, &r.provider, &r.upstream_model, r.weight)
+            .await?;
+        Ok(Response::new(pb::ModelInfo {
+            alias: r.alias,
+            ..Default::default()
+        }))
+    }
+
+    async fn remove_deployment(
+        &self,
+        request: Request<pb::RemoveDeploymentRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        let actor = self.actor(&request, "model.deployment.remove").await?;
+        let r = request.into_inner();
+        self.cp
+            .remove_deployment(&actor, &r.alias, &r.provider, &r.upstream_model)
+            .await?;
+        Ok(Response::new(pb::ModelInfo {
+            alias: r.alias,
+            ..Default::default()
+        }))
     }
 
     async fn remove_model(

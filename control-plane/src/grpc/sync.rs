@@ -88,6 +88,16 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                 alias: m.alias.clone(),
                 provider: m.provider.clone(),
                 upstream_model: m.upstream_model.clone(),
+                weight: m.weight,
+                deployments: m
+                    .deployments
+                    .iter()
+                    .map(|(provider, upstream_model, weight)| pb::Deployment {
+                        provider: provider.clone(),
+                        upstream_model: upstream_model.clone(),
+                        weight: *weight,
+                    })
+                    .collect(),
                 fallbacks: m.fallbacks.clone(),
                 policy: Some(policy(&m.policy)),
                 price: Some(pb::Price {

@@ -9,8 +9,8 @@ pub mod sqlite;
 
 use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Model, NodeRecord, PolicyRecord, PolicyTarget,
-    Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
+    AuditRecord, CredentialRecord, CredentialTable, Deployment, Model, NodeRecord, PolicyRecord,
+    PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
 };
 
 /// Store errors. Never carry a secret (the store holds none).
@@ -57,6 +57,16 @@ pub trait StateStore: Send + Sync {
     async fn delete_provider_key(&self, provider: &str, id: &str) -> Result<bool, StoreError>;
 
     async fn upsert_model(&self, m: &Model) -> Result<(), StoreError>;
+
+    /// Further deployments of model aliases (upsert by alias, provider and upstream model).
+    async fn upsert_deployment(&self, d: &Deployment) -> Result<(), StoreError>;
+    async fn delete_deployment(
+        &self,
+        alias: &str,
+        provider: &str,
+        upstream_model: &str,
+    ) -> Result<bool, StoreError>;
+    async fn list_deployments(&self) -> Result<Vec<Deployment>, StoreError>;
 
     /// Limits of a virtual key, subject, model or the whole gateway.
     async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError>;

@@ -22,9 +22,9 @@ use super::{StateStore, StoreError, seq_from_db, seq_to_db};
 use crate::audit::chain::next_link;
 use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Limits, Model, NodeRecord,
-    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
-    VirtualKeyRecord,
+    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Deployment, Limits, Model,
+    NodeRecord, PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source,
+    TokenRecord, VirtualKeyRecord,
 };
 
 /// Pool and session settings; [`Default`] suits one control-plane replica.
@@ -387,9 +387,10 @@ impl StateStore for PostgresStore {
 
     async fn upsert_model(&self, m: &Model) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO models (alias, provider, upstream_model, source, created_at, fallbacks) VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO models (alias, provider, upstream_model, source, created_at, fallbacks, weight) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (alias) DO UPDATE SET provider = EXCLUDED.provider,
-             upstream_model = EXCLUDED.upstream_model, source = EXCLUDED.source, fallbacks = EXCLUDED.fallbacks",
+             upstream_model = EXCLUDED.upstream_model, source = EXCLUDED.source, fallbacks = EXCLUDED.fallbacks,
+             weight = EXCLUDED.weight",
         )
         .bind(&m.alias)
         .bind(&m.provider)
@@ -397,6 +398,7 @@ impl StateStore for PostgresStore {
         .bind(m.source.as_str())
         .bind(m.created_at)
         .bind(list_to_json(&m.fallbacks))
+        .bind(i64::from(m.weight))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -415,6 +417,7 @@ impl StateStore for PostgresStore {
                     source: Source::parse(&row.try_get::<String, _>("source")?),
                     created_at: row.try_get("created_at")?,
                     fallbacks: json_to_list(&row.try_get::<String, _>("fallbacks")?)?,
+                    weight: u32::try_from(row.try_get::<i64, _>("weight")?).unwrap_or(1),
                 })
             })
             .collect()
@@ -426,6 +429,51 @@ impl StateStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn upsert_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO deployments (alias, provider, upstream_model, weight) VALUES ($1, $2, $3, $4) ON CONFLICT (alias, provider, upstream_model) DO UPDATE SET weight = EXCLUDED.weight")
+            .bind(&d.alias)
+            .bind(&d.provider)
+            .bind(&d.upstream_model)
+            .bind(i64::from(d.weight))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_deployment(
+        &self,
+        alias: &str,
+        provider: &str,
+        upstream_model: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM deployments WHERE alias = $1 AND provider = $2 AND upstream_model = $3",
+        )
+        .bind(alias)
+        .bind(provider)
+        .bind(upstream_model)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM deployments ORDER BY alias, provider, upstream_model")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Deployment {
+                    alias: row.try_get("alias")?,
+                    provider: row.try_get("provider")?,
+                    upstream_model: row.try_get("upstream_model")?,
+                    weight: u32::try_from(row.try_get::<i64, _>("weight")?).unwrap_or(1),
+                })
+            })
+            .collect()
     }
 
     async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError> {

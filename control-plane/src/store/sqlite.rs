@@ -18,9 +18,9 @@ use super::{StateStore, StoreError, seq_from_db, seq_to_db};
 use crate::audit::chain::next_link;
 use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Limits, Model, NodeRecord,
-    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
-    VirtualKeyRecord,
+    ApiFormat, AuditRecord, CredentialRecord, CredentialTable, Deployment, Limits, Model,
+    NodeRecord, PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source,
+    TokenRecord, VirtualKeyRecord,
 };
 
 /// The embedded state store.
@@ -325,9 +325,10 @@ impl StateStore for SqliteStore {
 
     async fn upsert_model(&self, m: &Model) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO models (alias, provider, upstream_model, source, created_at, fallbacks) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO models (alias, provider, upstream_model, source, created_at, fallbacks, weight) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT(alias) DO UPDATE SET provider = excluded.provider,
-             upstream_model = excluded.upstream_model, source = excluded.source, fallbacks = excluded.fallbacks",
+             upstream_model = excluded.upstream_model, source = excluded.source, fallbacks = excluded.fallbacks,
+             weight = excluded.weight",
         )
         .bind(&m.alias)
         .bind(&m.provider)
@@ -335,6 +336,7 @@ impl StateStore for SqliteStore {
         .bind(m.source.as_str())
         .bind(m.created_at)
         .bind(list_to_text(&m.fallbacks))
+        .bind(i64::from(m.weight))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -353,6 +355,7 @@ impl StateStore for SqliteStore {
                     source: Source::parse(&row.try_get::<String, _>("source")?),
                     created_at: row.try_get("created_at")?,
                     fallbacks: text_to_list(&row.try_get::<String, _>("fallbacks")?)?,
+                    weight: u32::try_from(row.try_get::<i64, _>("weight")?).unwrap_or(1),
                 })
             })
             .collect()
@@ -364,6 +367,51 @@ impl StateStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn upsert_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO deployments (alias, provider, upstream_model, weight) VALUES (?, ?, ?, ?) ON CONFLICT(alias, provider, upstream_model) DO UPDATE SET weight = excluded.weight")
+            .bind(&d.alias)
+            .bind(&d.provider)
+            .bind(&d.upstream_model)
+            .bind(i64::from(d.weight))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_deployment(
+        &self,
+        alias: &str,
+        provider: &str,
+        upstream_model: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM deployments WHERE alias = ? AND provider = ? AND upstream_model = ?",
+        )
+        .bind(alias)
+        .bind(provider)
+        .bind(upstream_model)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn list_deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM deployments ORDER BY alias, provider, upstream_model")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Deployment {
+                    alias: row.try_get("alias")?,
+                    provider: row.try_get("provider")?,
+                    upstream_model: row.try_get("upstream_model")?,
+                    weight: u32::try_from(row.try_get::<i64, _>("weight")?).unwrap_or(1),
+                })
+            })
+            .collect()
     }
 
     async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError> {
@@ -864,6 +912,7 @@ mod tests {
             source: Source::Admin,
             created_at: 1,
             fallbacks: Vec::new(),
+            weight: 1,
         })
         .await
         .unwrap();

@@ -388,6 +388,7 @@ pub fn resolve_route(rt: &Runtime, principal: &Principal, model: &str) -> Result
                 fallbacks: Vec::new(),
                 policy: crate::limits::Policy::default(),
                 price: crate::runtime::Price::default(),
+                deployments: Vec::new(),
             });
         }
         return Err(ApiError::model_not_found(model));

@@ -113,17 +113,23 @@ impl Upstream {
         client_key: Option<&secrecy::SecretString>,
         request_for: impl Fn(&Route) -> Result<UpstreamRequest, ApiError>,
     ) -> Result<Served, ApiError> {
-        let mut chain = vec![primary.clone()];
+        // The alias's deployments (weighted order), then each fallback's.
+        let mut chain: Vec<(Route, bool)> = primary
+            .deployment_order()
+            .into_iter()
+            .map(|r| (r, false))
+            .collect();
         for alias in &primary.fallbacks {
             if let Some(r) = rt.routes.get(alias)
-                && !chain.iter().any(|c| c.alias == r.alias)
+                && alias != &primary.alias
+                && !chain.iter().any(|(c, _)| &c.alias == alias)
             {
-                chain.push(r.clone());
+                chain.extend(r.deployment_order().into_iter().map(|r| (r, true)));
             }
         }
         let mut last_error: Option<ApiError> = None;
         let mut shortest_wait: Option<Duration> = None;
-        for (position, route) in chain.iter().enumerate() {
+        for (route, is_fallback) in &chain {
             let provider = &route.provider;
             if provider.format == Format::Echo {
                 continue;
@@ -157,7 +163,7 @@ impl Upstream {
                             response,
                             route: route.clone(),
                             key_fingerprint: key.fingerprint,
-                            fallback: position > 0,
+                            fallback: *is_fallback,
                         });
                     }
                     Outcome::NextKey(e) | Outcome::Final(e) => return Err(e),
@@ -195,7 +201,7 @@ impl Upstream {
                             response,
                             route: route.clone(),
                             key_fingerprint: key.fingerprint.clone(),
-                            fallback: position > 0,
+                            fallback: *is_fallback,
                         });
                     }
                     Outcome::NextKey(e) => last_error = Some(e),

@@ -446,3 +446,129 @@ async fn max_tokens_is_capped_per_credential_and_per_model() {
     assert_eq!(r.status(), 200);
     assert_eq!(c.mock.requests().last().unwrap().body["max_tokens"], 40);
 }
+
+#[tokio::test]
+async fn one_alias_balances_across_weighted_deployments_and_fails_over_between_them() {
+    let c = TestCluster::start(1).await.unwrap();
+    c.ctl_ok(
+        &[
+            "model",
+            "add",
+            "balanced",
+            "--provider",
+            "mock",
+            "--upstream-model",
+            "mock-model",
+        ],
+        None,
+    )
+    .unwrap();
+    c.ctl_ok(
+        &[
+            "model",
+            "deployment",
+            "add",
+            "balanced",
+            "--provider",
+            "mock",
+            "--upstream-model",
+            "mock-model",
+            "--weight",
+            "3",
+        ],
+        None,
+    )
+    .unwrap();
+    c.ctl_ok(
+        &[
+            "model",
+            "deployment",
+            "add",
+            "balanced",
+            "--provider",
+            "mock-anthropic",
+            "--upstream-model",
+            "claude-mock-model",
+            "--weight",
+            "1",
+        ],
+        None,
+    )
+    .unwrap();
+    let listed: Value =
+        serde_json::from_str(&c.ctl_ok(&["model", "list", "-o", "json"], None).unwrap()).unwrap();
+    let m = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["alias"] == "balanced")
+        .unwrap()
+        .clone();
+    assert_eq!(m["weight"], 3, "{m}");
+    assert_eq!(m["deployments"][0]["provider"], "mock-anthropic", "{m}");
+    let token = c.issue_token("balancer", "*").unwrap();
+    let n = 400;
+    for _ in 0..n {
+        let r = c
+            .chat(
+                0,
+                &token,
+                &TestCluster::chat_body("balanced", "spread me", false),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers().get("x-warden-fallback").is_none(),
+            "a deployment is not a fallback"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["object"], "chat.completion");
+    }
+    let seen = c.mock.requests();
+    let openai = seen
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .count() as f64;
+    let share = openai / f64::from(n);
+    assert!(
+        (0.68..=0.82).contains(&share),
+        "weight 3:1 gave an OpenAI share of {share:.2}"
+    );
+    // The OpenAI deployment's only key is rate limited: every request goes to the other one.
+    c.mock.set_behavior(Behavior::KeyError {
+        key: CANARY_UPSTREAM_KEY.into(),
+        status: 429,
+        retry_after: Some(30),
+    });
+    let before = c.mock.requests().len();
+    for _ in 0..10 {
+        let r = c
+            .chat(0, &token, &TestCluster::chat_body("balanced", "x", false))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let after: Vec<_> = c.mock.requests()[before..].to_vec();
+    let served_by_anthropic = after.iter().filter(|r| r.path == "/v1/messages").count();
+    assert_eq!(served_by_anthropic, 10, "{after:?}");
+    c.ctl_ok(
+        &[
+            "model",
+            "deployment",
+            "remove",
+            "balanced",
+            "--provider",
+            "mock-anthropic",
+            "--upstream-model",
+            "claude-mock-model",
+        ],
+        None,
+    )
+    .unwrap();
+    let r = c
+        .chat(0, &token, &TestCluster::chat_body("balanced", "x", false))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "the only deployment left is cooling down");
+}
