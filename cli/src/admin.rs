@@ -1792,7 +1792,7 @@ mod tests {
             "policy of:      virtual key vk_1\n\
              rpm:            60\n\
              tpm:            unlimited\n\
-             max parallel:   4\n\
+             max parallel:   4\nmax tokens:     unlimited\n\
              budget:         $25.00 per 30d\n\
              requests left:  58\n\
              tokens left:    unlimited\n\
@@ -1820,6 +1820,7 @@ mod tests {
              rpm:           unlimited\n\
              tpm:           unlimited\n\
              max parallel:  unlimited\n\
+             max tokens:    unlimited\n\
              budget:        unlimited\n\
              usage:         unavailable (redis not configured)\n"
         );

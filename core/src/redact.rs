@@ -43,6 +43,8 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         p(r"(?i)\bbearer\s+([^\s,;'\x22]{4,})", 1),
         // x-api-key header in any rendering (`x-api-key: v`, `"x-api-key": "v"`).
         p(r#"(?i)x-api-key\x22?\s*[:=]\s*\x22?([^\s\x22,;}]{4,})"#, 1),
+        // Passwords in URLs (`redis://user:password@host`, `postgres://u:p@h/db`).
+        p(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s/]{3,})@", 1),
         // JSON / query-string api_key fields.
         p(
             r#"(?i)\x22?api[_-]?key\x22?\s*[:=]\s*\x22?([^\s\x22,;}&]{4,})"#,
@@ -121,6 +123,7 @@ mod tests {
             r#"{"api_key":"s3cr3t-value"}"#,
             "key=wk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             "token eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
+            "connecting to redis://warden:s3cr3t-value@10.0.0.5:6379/0 failed",
         ];
         for case in cases {
             let out = redact(case);
