@@ -66,6 +66,17 @@ pub struct RawConfig {
     pub prices: std::collections::BTreeMap<String, RawPrice>,
     #[serde(default)]
     pub redis: RawRedis,
+    #[serde(default)]
+    pub store: RawStore,
+}
+
+/// The state store: embedded SQLite unless `WARDEN_DATABASE_URL` names a PostgreSQL
+/// database (the URL only from the environment: it may hold a password).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// PostgreSQL schema to create and use instead of the user's default.
+    pub schema: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +235,11 @@ pub struct Config {
     pub prices: Vec<(String, crate::domain::Price)>,
     /// Redis the nodes share (`WARDEN_REDIS_URL`), for usage figures.
     pub redis_url: Option<SecretBox<str>>,
+    /// PostgreSQL for the state store (`WARDEN_DATABASE_URL`, `postgres://…`, TLS with
+    /// `sslmode=require`); `None` keeps the embedded SQLite under the data dir.
+    pub database_url: Option<SecretBox<str>>,
+    /// Schema to use in that database (`[store] schema`).
+    pub database_schema: Option<String>,
     pub redis_prefix: String,
 }
 
@@ -478,6 +494,33 @@ impl RawConfig {
                 "must be non-empty and contain no braces",
             ));
         }
+        let database_url = match env.get("WARDEN_DATABASE_URL").filter(|v| !v.is_empty()) {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(SecretBox::from(url.as_str()))
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "WARDEN_DATABASE_URL",
+                    "must be a postgres:// URL (SQLite is the default without it)",
+                ));
+            }
+            None => None,
+        };
+        let database_schema = env
+            .get("WARDEN_DATABASE_SCHEMA")
+            .cloned()
+            .or(self.store.schema);
+        if let Some(schema) = &database_schema
+            && (schema.is_empty()
+                || !schema
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        {
+            return Err(invalid(
+                "store.schema",
+                "lowercase letters, digits and _ only",
+            ));
+        }
         let redis_url = env
             .get("WARDEN_REDIS_URL")
             .filter(|v| !v.is_empty())
@@ -498,6 +541,8 @@ impl RawConfig {
             prices,
             redis_url,
             redis_prefix,
+            database_url,
+            database_schema,
         })
     }
 }
@@ -640,6 +685,43 @@ provider = "nope"
             .unwrap_err();
         assert!(err.to_string().contains("providers[0].keys[0]"), "{err}");
         assert!(!err.to_string().contains("sk-1"));
+    }
+
+    #[test]
+    fn the_state_store_is_sqlite_unless_a_postgres_url_is_given() {
+        let c = RawConfig::default()
+            .build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x")]))
+            .unwrap();
+        assert!(c.database_url.is_none());
+        let c = RawConfig::default()
+            .build_and_validate(&env(&[
+                ("WARDEN_MASTER_KEY", "x"),
+                (
+                    "WARDEN_DATABASE_URL",
+                    "postgres://u:pw@db/warden?sslmode=require",
+                ),
+                ("WARDEN_DATABASE_SCHEMA", "warden_prod"),
+            ]))
+            .unwrap();
+        assert!(c.database_url.is_some());
+        assert_eq!(c.database_schema.as_deref(), Some("warden_prod"));
+        let err = RawConfig::default()
+            .build_and_validate(&env(&[
+                ("WARDEN_MASTER_KEY", "x"),
+                ("WARDEN_DATABASE_URL", "mysql://u:pw@db/x"),
+            ]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("WARDEN_DATABASE_URL") && !err.to_string().contains("pw"),
+            "{err}"
+        );
+        let err = RawConfig::default()
+            .build_and_validate(&env(&[
+                ("WARDEN_MASTER_KEY", "x"),
+                ("WARDEN_DATABASE_SCHEMA", "Bad-Name"),
+            ]))
+            .unwrap_err();
+        assert!(err.to_string().contains("store.schema"), "{err}");
     }
 
     #[test]

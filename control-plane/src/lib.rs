@@ -128,8 +128,20 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
         config.data_dir.join("secrets.json"),
         master,
     ));
-    let store: Arc<dyn store::StateStore> =
-        Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?);
+    let store: Arc<dyn store::StateStore> = match &config.database_url {
+        Some(url) => {
+            let settings = store::postgres::PostgresSettings {
+                schema: config.database_schema.clone(),
+                ..store::postgres::PostgresSettings::default()
+            };
+            let url = SecretString::from(secrecy::ExposeSecret::expose_secret(url).to_owned());
+            tracing::info!("state store: PostgreSQL");
+            Arc::new(store::postgres::PostgresStore::connect(&url, &settings).await?)
+        }
+        None => {
+            Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?)
+        }
+    };
     let usage = usage::UsageReader::new(
         config
             .redis_url

@@ -121,6 +121,9 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// `--node-count` given to every node.
     pub node_count: Option<u32>,
+    /// Run the control plane on this PostgreSQL database (in a fresh schema) instead of
+    /// the embedded SQLite.
+    pub database_url: Option<String>,
 }
 
 /// A running Warden.
@@ -263,6 +266,11 @@ impl TestCluster {
         Ok(std::fs::File::create(path)?)
     }
 
+    /// The PostgreSQL schema of this cluster (used only with `database_url`).
+    pub fn database_schema(&self) -> String {
+        format!("e2e_{}", self.redis_prefix.trim_start_matches("wt-"))
+    }
+
     pub fn cp_addr(&self) -> String {
         format!("http://127.0.0.1:{}", self.cp_port)
     }
@@ -289,6 +297,11 @@ impl TestCluster {
                 self.options.redis_url.clone().unwrap_or_default(),
             )
             .env("WARDEN_REDIS_PREFIX", &self.redis_prefix)
+            .env(
+                "WARDEN_DATABASE_URL",
+                self.options.database_url.clone().unwrap_or_default(),
+            )
+            .env("WARDEN_DATABASE_SCHEMA", self.database_schema())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path)?)

@@ -118,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         Options {
             redis_url: redis.clone(),
             node_count: Some(1),
+            ..Options::default()
         },
     )
     .await?;

@@ -25,6 +25,7 @@ async fn cluster(nodes: usize) -> TestCluster {
         Options {
             redis_url: Some(redis_url()),
             node_count: Some(u32::try_from(nodes).unwrap()),
+            ..Options::default()
         },
     )
     .await
@@ -562,6 +563,7 @@ async fn redis_killed_mid_load_causes_no_5xx_and_shared_limits_resume() {
         Options {
             redis_url: Some(format!("redis://127.0.0.1:{port}")),
             node_count: Some(2),
+            ..Options::default()
         },
     )
     .await

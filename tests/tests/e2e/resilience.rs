@@ -226,3 +226,88 @@ async fn two_nodes_serve_and_both_reject_a_revoked_credential() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn control_plane_on_postgresql_serves_and_keeps_state_across_a_restart() {
+    let url = std::env::var("WARDEN_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("WARDEN_TEST_DATABASE_URL is not set: run scripts/test.sh (CI has PostgreSQL on 127.0.0.1:5432)")
+    });
+    let mut c = TestCluster::start_with(
+        1,
+        warden_tests::cluster::Options {
+            database_url: Some(url.clone()),
+            ..warden_tests::cluster::Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        c.logs().contains("state store: PostgreSQL"),
+        "the control plane did not use PostgreSQL"
+    );
+    let token = c.issue_token("on-postgres", "*").unwrap();
+    let key = c
+        .ctl_ok(&["vkey", "create", "--name", "pg-key"], None)
+        .unwrap();
+    for credential in [&token, &key] {
+        let r = c
+            .chat(0, credential, &TestCluster::chat_body(MODEL, "x", false))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Nothing of the state is in a SQLite file under the data dir.
+    assert!(!c.dir.path().join("cp-data").join("state.db").exists());
+    c.kill_cp().unwrap();
+    assert!(
+        c.start_cp().await.unwrap().is_none(),
+        "state (and the admin credential) must survive"
+    );
+    let keys: Value =
+        serde_json::from_str(&c.ctl_ok(&["vkey", "list", "-o", "json"], None).unwrap()).unwrap();
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "pg-key")
+    );
+    let id = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "pg-key")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.ctl_ok(&["vkey", "revoke", &id], None).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the revocation from the restarted control plane",
+        || async {
+            let r = c
+                .chat(0, &key, &TestCluster::chat_body(MODEL, "x", false))
+                .await
+                .ok()?;
+            (r.status() == 401).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // The audit rows are in PostgreSQL too.
+    let audit = c
+        .ctl_ok(
+            &["audit", "list", "--action", "vkey.revoke", "-o", "json"],
+            None,
+        )
+        .unwrap();
+    assert!(audit.contains(&id));
+    // Drop the test schema (best effort: psql may be missing outside CI).
+    let _ = std::process::Command::new("psql")
+        .arg(&url)
+        .args([
+            "-qc",
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", c.database_schema()),
+        ])
+        .output();
+}
