@@ -450,6 +450,13 @@ pub enum AuditCommand {
         #[arg(long)]
         action: Option<String>,
     },
+    /// Check the audit log's hash chain; exits with status 1 and names the first edited,
+    /// deleted, inserted or reordered row when it was tampered with.
+    Verify {
+        /// Start at this row sequence number [default: the first stored row].
+        #[arg(long)]
+        from: Option<u64>,
+    },
 }
 
 /// `--format` of `provider add`.
@@ -498,6 +505,32 @@ pub async fn run(
         AdminCommand::Nodes => nodes(&session, out).await,
         AdminCommand::Audit(AuditCommand::List { limit, action }) => {
             audit(&session, out, limit, action).await
+        }
+        AdminCommand::Audit(AuditCommand::Verify { from }) => {
+            let mut client = session.client.clone();
+            let report = session
+                .call(client.verify_audit(pb::VerifyAuditRequest {
+                    from_seq: from.unwrap_or(0),
+                }))
+                .await?;
+            let json = json!({
+                "valid": report.valid, "rows_checked": report.rows_checked,
+                "checkpoints_checked": report.checkpoints_checked, "last_seq": report.last_seq,
+                "problem": report.problem,
+            });
+            let message = if report.valid {
+                format!(
+                    "audit log intact: {} rows checked (up to row {})",
+                    report.rows_checked, report.last_seq
+                )
+            } else {
+                format!("AUDIT LOG TAMPERED: {}", report.problem)
+            };
+            out.done(&message, &json)?;
+            if !report.valid {
+                anyhow::bail!("the audit log failed verification");
+            }
+            Ok(())
         }
         AdminCommand::Policy(command) => policy(&session, out, command).await,
     }

@@ -458,6 +458,36 @@ impl Admin for AdminService {
         Ok(Response::new(key_info(&k)))
     }
 
+    async fn verify_audit(
+        &self,
+        request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let actor = self.actor(&request, "audit.verify").await?;
+        let from = request.into_inner().from_seq;
+        let report = self.cp.verify_audit((from > 0).then_some(from)).await?;
+        let problem = report
+            .problem
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        self.cp
+            .audit(
+                "audit.verify",
+                &actor.0,
+                "",
+                if report.is_valid() { "ok" } else { "tampered" },
+                &problem,
+            )
+            .await;
+        Ok(Response::new(pb::VerifyAuditResponse {
+            valid: report.is_valid(),
+            rows_checked: report.rows_checked,
+            checkpoints_checked: report.checkpoints_checked,
+            last_seq: report.last_seq,
+            problem,
+        }))
+    }
+
     async fn list_audit(
         &self,
         request: Request<pb::ListAuditRequest>,

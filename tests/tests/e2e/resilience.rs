@@ -302,6 +302,38 @@ async fn control_plane_on_postgresql_serves_and_keeps_state_across_a_restart() {
         )
         .unwrap();
     assert!(audit.contains(&id));
+    // The chain verifies; an edited row is found and named.
+    let ok: Value =
+        serde_json::from_str(&c.ctl_ok(&["audit", "verify", "-o", "json"], None).unwrap()).unwrap();
+    assert_eq!(ok["valid"], true, "{ok}");
+    assert!(ok["rows_checked"].as_u64().unwrap() > 5, "{ok}");
+    let tamper = std::process::Command::new("psql")
+        .arg(&url)
+        .args([
+            "-qc",
+            &format!(
+                "UPDATE {}.audit SET detail = 'forged' WHERE seq = 3",
+                c.database_schema()
+            ),
+        ])
+        .output()
+        .expect("psql is needed to tamper with the audit table (postgresql-client)");
+    assert!(
+        tamper.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tamper.stderr)
+    );
+    let out = c.ctl(&["audit", "verify", "-o", "json"], None).unwrap();
+    assert!(!out.status.success(), "verify must fail on a tampered log");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert!(
+        report["problem"]
+            .as_str()
+            .unwrap()
+            .contains("row 3 was edited"),
+        "{report}"
+    );
     // Drop the test schema (best effort: psql may be missing outside CI).
     let _ = std::process::Command::new("psql")
         .arg(&url)
