@@ -478,7 +478,10 @@ impl ControlPlane {
         match outcome {
             Ok(actor) => Ok(actor),
             Err(reason) => {
-                let shown = presented.map(fingerprint::obfuscate).unwrap_or_default();
+                let shown = presented.map_or_else(
+                    || "-".to_owned(),
+                    |p| format!("fp:{}", fingerprint::of(p.as_bytes())),
+                );
                 self.audit("auth.admin", &shown, action, "denied", reason)
                     .await;
                 tracing::warn!(reason, action, "admin authentication failed");
@@ -566,7 +569,10 @@ impl ControlPlane {
         match outcome {
             Ok(r) => Ok(r),
             Err(reason) => {
-                let shown = presented.map(fingerprint::obfuscate).unwrap_or_default();
+                let shown = presented.map_or_else(
+                    || "-".to_owned(),
+                    |p| format!("fp:{}", fingerprint::of(p.as_bytes())),
+                );
                 self.audit("auth.node", &shown, node_id, "denied", reason)
                     .await;
                 tracing::warn!(reason, node_id, "node authentication failed");

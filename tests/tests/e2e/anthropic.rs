@@ -15,7 +15,7 @@ async fn run_script(script: &str, env: HashMap<String, String>) -> Value {
         .unwrap()
 }
 
-fn assert_anthropic_sdk_result(r: &Value, model: &str) {
+fn assert_anthropic_sdk_result(r: &Value) {
     assert_eq!(r["plain_type"], "message", "{r}");
     assert_eq!(r["plain_content"], "mock: ", "{r}");
     assert_eq!(r["plain_stop_reason"], "end_turn", "{r}");
@@ -44,7 +44,6 @@ fn assert_anthropic_sdk_result(r: &Value, model: &str) {
     assert_eq!(r["bad_credential_error_type"], "authentication_error");
     assert_eq!(r["forbidden_error"], "PermissionDeniedError", "{r}");
     assert_eq!(r["forbidden_status"], 403);
-    let _ = model;
 }
 
 #[tokio::test]
@@ -61,7 +60,7 @@ async fn anthropic_sdk_on_an_anthropic_provider_and_translated_onto_an_openai_on
         );
         let mut r = r;
         r["plain_content"] = "mock: ".into();
-        assert_anthropic_sdk_result(&r, model);
+        assert_anthropic_sdk_result(&r);
     }
     // The native request went to /v1/messages with the Anthropic key; the translated one
     // to /v1/chat/completions with the OpenAI key. Neither client credential went upstream.
