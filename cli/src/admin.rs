@@ -87,6 +87,19 @@ pub enum AdminCommand {
     /// Set and read limits (rate, concurrency, budget) and their current usage.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Rotate and list the keys JWTs are signed with.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Make a new key the signer; old keys stay on the nodes until the last token each
+    /// signed has expired.
+    Rotate,
+    /// List signing keys: which one signs, and until when the others are needed.
+    #[command(visible_alias = "ls")]
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,8 +135,29 @@ pub enum ProviderCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ProviderKeyCommand {
-    /// Add an upstream key, read from stdin (never from the command line).
-    Add { provider: String },
+    /// Add an upstream key: its value read from stdin (never from the command line) and
+    /// written to the configured secret backend, or `--ref` to a secret kept elsewhere.
+    Add {
+        provider: String,
+        /// A reference instead of a value: `vault://mount/path#field`,
+        /// `aws-sm://name-or-arn#field`, `azure-kv://vault/name`, `file://name`, `env://VAR`.
+        #[arg(long = "ref", value_name = "REFERENCE")]
+        reference: Option<String>,
+        /// Read the value from stdin (the default without --ref).
+        #[arg(long, conflicts_with = "reference")]
+        from_stdin: bool,
+    },
+    /// Write a new value (from stdin) for an upstream key into the backend its reference
+    /// points to, and roll it out to every node.
+    Rotate {
+        provider: String,
+        /// The key to rotate [default: the provider's only key].
+        #[arg(long = "key", value_name = "KEY_ID")]
+        key_id: Option<String>,
+        /// Read the new value from stdin (the only source; accepted for clarity).
+        #[arg(long)]
+        from_stdin: bool,
+    },
     /// Remove an upstream key by id.
     #[command(visible_alias = "rm")]
     Remove { provider: String, key_id: String },
@@ -268,6 +302,14 @@ pub enum VkeyCommand {
     List,
     /// Revoke a virtual key by id.
     Revoke { id: String },
+    /// Issue a new secret for a virtual key (same id, limits and usage); prints only the
+    /// new `wk_…` key. The old secret keeps working for `--grace`, then every node refuses it.
+    Rotate {
+        id: String,
+        /// How long the old secret stays valid, e.g. `1h` [default: 0 = refused at once].
+        #[arg(long, value_parser = parse_grace, default_value = "0s")]
+        grace: Duration,
+    },
     /// Show a virtual key with its policy and usage.
     Info { id: String },
 }
@@ -487,9 +529,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Read a provider key before connecting, so a refused value never touches the network.
     let provider_key = match &command {
-        AdminCommand::Provider(ProviderCommand::Key(ProviderKeyCommand::Add { provider })) => {
-            Some(read_provider_key(provider)?)
-        }
+        AdminCommand::Provider(ProviderCommand::Key(ProviderKeyCommand::Add {
+            provider,
+            reference: None,
+            ..
+        }))
+        | AdminCommand::Provider(ProviderCommand::Key(ProviderKeyCommand::Rotate {
+            provider,
+            ..
+        })) => Some(read_provider_key(provider)?),
         _ => None,
     };
     let session = Session::open(connect).await?;
@@ -533,7 +581,52 @@ pub async fn run(
             Ok(())
         }
         AdminCommand::Policy(command) => policy(&session, out, command).await,
+        AdminCommand::SigningKey(command) => signing_key(&session, out, command).await,
     }
+}
+
+async fn signing_key(
+    session: &Session,
+    out: Printer,
+    command: SigningKeyCommand,
+) -> anyhow::Result<()> {
+    let mut client = session.client.clone();
+    let keys = match command {
+        SigningKeyCommand::Rotate => {
+            vec![
+                session
+                    .call(client.rotate_signing_key(pb::RotateSigningKeyRequest {}))
+                    .await?,
+            ]
+        }
+        SigningKeyCommand::List => {
+            session
+                .call(client.list_signing_keys(pb::ListSigningKeysRequest {}))
+                .await?
+                .keys
+        }
+    };
+    let mut rows = Rows::new(&["KID", "ALGORITHM", "CREATED", "ACTIVE", "NEEDED UNTIL"]);
+    let mut json = Vec::new();
+    for k in &keys {
+        rows.push(vec![
+            k.kid.clone(),
+            k.algorithm.clone(),
+            output::timestamp(k.created_at),
+            if k.active { "yes" } else { "no" }.to_owned(),
+            if k.needed_until > 0 {
+                output::timestamp(k.needed_until)
+            } else {
+                "-".to_owned()
+            },
+        ]);
+        json.push(json!({
+            "kid": k.kid, "algorithm": k.algorithm, "created_at": k.created_at,
+            "active": k.active, "needed_until": k.needed_until,
+        }));
+    }
+    out.table(&rows, &Value::Array(json))?;
+    Ok(())
 }
 
 async fn provider(
@@ -577,21 +670,61 @@ async fn provider(
             let json = json!({ "provider": name, "removed": true });
             out.done(&format!("provider {name:?} removed"), &json)?;
         }
-        ProviderCommand::Key(ProviderKeyCommand::Add { provider }) => {
-            let key = key.ok_or_else(|| anyhow!("no provider key was read"))?;
-            let request = pb::AddProviderKeyRequest {
-                provider,
-                secret: key.expose_secret().to_owned(),
+        ProviderCommand::Key(ProviderKeyCommand::Add {
+            provider,
+            reference,
+            ..
+        }) => {
+            let request = match reference {
+                Some(reference) => pb::AddProviderKeyRequest {
+                    provider,
+                    reference,
+                    ..Default::default()
+                },
+                None => pb::AddProviderKeyRequest {
+                    provider,
+                    secret: key
+                        .ok_or_else(|| anyhow!("no provider key was read"))?
+                        .expose_secret()
+                        .to_owned(),
+                    ..Default::default()
+                },
             };
             let info = session.call(client.add_provider_key(request)).await?;
-            let mut rows = Rows::new(&["ID", "PROVIDER", "FINGERPRINT", "CREATED"]);
-            rows.push(vec![
-                info.id.clone(),
-                info.provider.clone(),
-                info.fingerprint.clone(),
-                output::timestamp(info.created_at),
-            ]);
-            out.table(&rows, &provider_key_json(&info))?;
+            out.table(&provider_key_rows(&info), &provider_key_json(&info))?;
+        }
+        ProviderCommand::Key(ProviderKeyCommand::Rotate {
+            provider, key_id, ..
+        }) => {
+            let key = key.ok_or_else(|| anyhow!("no provider key was read"))?;
+            let key_id = match key_id {
+                Some(id) => id,
+                None => {
+                    let response = session
+                        .call(client.list_providers(pb::ListProvidersRequest {}))
+                        .await?;
+                    let p = response
+                        .providers
+                        .iter()
+                        .find(|p| p.name == provider)
+                        .ok_or_else(|| anyhow!("no provider named {provider:?}"))?;
+                    match p.keys.as_slice() {
+                        [only] => only.id.clone(),
+                        [] => bail!("provider {provider:?} has no keys"),
+                        _ => bail!(
+                            "provider {provider:?} has {} keys: name one with --key",
+                            p.keys.len()
+                        ),
+                    }
+                }
+            };
+            let request = pb::RotateProviderKeyRequest {
+                provider,
+                key_id,
+                secret: key.expose_secret().to_owned(),
+            };
+            let info = session.call(client.rotate_provider_key(request)).await?;
+            out.table(&provider_key_rows(&info), &provider_key_json(&info))?;
         }
         ProviderCommand::Key(ProviderKeyCommand::Remove { provider, key_id }) => {
             let request = pb::RemoveProviderKeyRequest {
@@ -869,6 +1002,25 @@ async fn vkey(session: &Session, out: Printer, command: VkeyCommand) -> anyhow::
             }
             let json = response.keys.iter().map(vkey_json).collect();
             out.table(&rows, &Value::Array(json))?;
+        }
+        VkeyCommand::Rotate { id, grace } => {
+            let request = pb::RotateVirtualKeyRequest {
+                id,
+                grace_seconds: grace.as_secs(),
+            };
+            let response = session.call(client.rotate_virtual_key(request)).await?;
+            let info = response.info.unwrap_or_default();
+            let until = if info.previous_expires_at > 0 {
+                output::timestamp(info.previous_expires_at)
+            } else {
+                "now (refused)".to_owned()
+            };
+            let notes = [("id", info.id.clone()), ("old key valid until", until)];
+            let json = json!({
+                "key": response.key, "id": info.id,
+                "previous_expires_at": info.previous_expires_at,
+            });
+            out.secret(&response.key, &notes, &json)?;
         }
         VkeyCommand::Revoke { id } => {
             let request = pb::RevokeVirtualKeyRequest { id: id.clone() };
@@ -1202,8 +1354,20 @@ fn provider_key_json(k: &pb::ProviderKeyInfo) -> Value {
     json!({
         "id": k.id, "provider": k.provider, "fingerprint": k.fingerprint,
         "created_at": k.created_at, "disabled_reason": k.disabled_reason,
-        "disabled_at": k.disabled_at,
+        "disabled_at": k.disabled_at, "reference": k.reference,
     })
+}
+
+fn provider_key_rows(info: &pb::ProviderKeyInfo) -> Rows {
+    let mut rows = Rows::new(&["ID", "PROVIDER", "FINGERPRINT", "REFERENCE", "CREATED"]);
+    rows.push(vec![
+        info.id.clone(),
+        info.provider.clone(),
+        info.fingerprint.clone(),
+        info.reference.clone(),
+        output::timestamp(info.created_at),
+    ]);
+    rows
 }
 
 fn model_rows(models: &[pb::ModelInfo]) -> Rows {
@@ -1494,6 +1658,10 @@ fn list_item(raw: &str) -> Result<String, String> {
 
 /// `--ttl`: a humantime duration of at least one second (`0` would mean "the default" to the
 /// control plane, or "never expires" for a virtual key).
+fn parse_grace(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw).map_err(|e| e.to_string())
+}
+
 fn parse_ttl(raw: &str) -> Result<Duration, String> {
     let ttl = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
     if ttl < Duration::from_secs(1) {

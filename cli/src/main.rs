@@ -5,6 +5,7 @@
 mod admin;
 mod dev;
 mod output;
+mod secrets;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     Admin(admin::AdminCommand),
     /// Run the whole gateway on this machine (control plane + one node, embedded defaults).
     Dev(dev::DevArgs),
+    /// Move provider keys between secret stores (runs beside the control plane's config).
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 #[tokio::main]
@@ -52,6 +56,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Admin(command) => admin::run(&cli.connect, cli.output, command).await,
         Command::Dev(args) => dev::run(args).await,
+        Command::Secrets(command) => secrets::run(output::Printer::new(cli.output), command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -123,6 +123,17 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawSecrets {
     pub master_key_file: Option<PathBuf>,
+    /// Where values handed to Warden are written: `file` (default), `vault`, `aws`, `azure`.
+    pub store: Option<String>,
+    /// How often referenced secrets are re-read to notice rotation (default 30s).
+    pub poll_interval: Option<String>,
+    /// Start-up with a backend that cannot be read: `refuse` (default) or `cache` (serve
+    /// the last values from an encrypted local cache).
+    pub startup: Option<String>,
+    /// Secret backends (`[[secrets.backends]]`, one per type); the encrypted file store is
+    /// always available.
+    #[serde(default)]
+    pub backends: Vec<crate::secrets::config::SecretBackendConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,8 +201,9 @@ pub struct ProviderDecl {
     pub name: String,
     pub format: ApiFormat,
     pub base_url: String,
-    /// Environment variable names holding keys.
-    pub key_env: Vec<String>,
+    /// Upstream keys by reference (`vault://…`, `aws-sm://…`, `azure-kv://…`, `file://…`,
+    /// `env://VAR`).
+    pub keys: Vec<crate::secrets::reference::SecretReference>,
     pub passthrough: bool,
     pub drop_params: Vec<String>,
 }
@@ -228,8 +240,11 @@ pub struct Config {
     pub auth: AuthConfig,
     pub providers: Vec<ProviderDecl>,
     pub models: Vec<ModelDecl>,
-    /// Values of the `env://` keys, read from the passed-in environment at build time.
-    pub provider_key_values: HashMap<String, SecretBox<str>>,
+    /// Secret backends and rotation polling.
+    pub secrets: SecretsConfig,
+    /// The environment the config was built from, for `env://` references and backend
+    /// credentials named by variable.
+    pub env: CapturedEnv,
     /// The global policy from `[limits]`, if the file has one.
     pub global_limits: Option<crate::domain::Limits>,
     pub prices: Vec<(String, crate::domain::Price)>,
@@ -241,6 +256,28 @@ pub struct Config {
     /// Schema to use in that database (`[store] schema`).
     pub database_schema: Option<String>,
     pub redis_prefix: String,
+}
+
+/// Secret backends and how provider keys are read.
+#[derive(Debug, Clone)]
+pub struct SecretsConfig {
+    /// The backend new values are written to.
+    pub store: crate::secrets::reference::Scheme,
+    pub poll_interval: Duration,
+    /// Start with an encrypted local cache when a backend cannot be read.
+    pub startup_cache: bool,
+    /// Configured backends; a `file` one is added with its default path when absent.
+    pub backends: Vec<crate::secrets::config::SecretBackendConfig>,
+}
+
+/// The process environment, captured once. Holds secrets: `Debug` shows only its size.
+#[derive(Clone, Default)]
+pub struct CapturedEnv(pub HashMap<String, String>);
+
+impl std::fmt::Debug for CapturedEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CapturedEnv({} variables)", self.0.len())
+    }
 }
 
 /// Default gRPC listen address.
@@ -353,9 +390,14 @@ impl RawConfig {
         };
 
         let auth = build_auth(self.auth, env)?;
+        let secrets = build_secrets(
+            self.secrets.store,
+            self.secrets.poll_interval,
+            self.secrets.startup,
+            self.secrets.backends,
+        )?;
 
         let mut providers = Vec::new();
-        let mut provider_key_values = HashMap::new();
         for (i, p) in self.providers.into_iter().enumerate() {
             let field = |name: &str| format!("providers[{i}].{name}");
             crate::domain::validate_name(&p.name).map_err(|m| invalid(&field("name"), m))?;
@@ -364,23 +406,22 @@ impl RawConfig {
                 .ok_or_else(|| invalid(&field("format"), "expected `openai` or `anthropic`"))?;
             crate::domain::validate_base_url(&p.base_url)
                 .map_err(|m| invalid(&field("base_url"), m))?;
-            let mut key_env = Vec::new();
-            for (j, reference) in p.keys.iter().enumerate() {
+            let mut keys = Vec::new();
+            for (j, text) in p.keys.iter().enumerate() {
                 let kf = field(&format!("keys[{j}]"));
-                let var = reference.strip_prefix("env://").ok_or_else(|| {
-                    invalid(
+                let reference = crate::secrets::reference::SecretReference::parse(text)
+                    .map_err(|e| invalid(&kf, e.to_string()))?;
+                if let crate::secrets::reference::SecretReference::Env { var } = &reference
+                    && env.get(var).is_none_or(|v| v.trim().is_empty())
+                {
+                    return Err(invalid(
                         &kf,
-                        "only env://VAR references are supported in the file for now",
-                    )
-                })?;
-                let value = env
-                    .get(var)
-                    .filter(|v| !v.trim().is_empty())
-                    .ok_or_else(|| {
-                        invalid(&kf, format!("environment variable {var} is not set"))
-                    })?;
-                provider_key_values.insert(var.to_owned(), SecretBox::from(value.trim()));
-                key_env.push(var.to_owned());
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+                if !keys.contains(&reference) {
+                    keys.push(reference);
+                }
             }
             if p.passthrough && !p.keys.is_empty() {
                 return Err(invalid(
@@ -398,7 +439,7 @@ impl RawConfig {
                 name: p.name,
                 format,
                 base_url: p.base_url.trim_end_matches('/').to_owned(),
-                key_env,
+                keys,
                 passthrough: p.passthrough,
                 drop_params: p.drop_params,
             });
@@ -536,7 +577,8 @@ impl RawConfig {
             auth,
             providers,
             models,
-            provider_key_values,
+            secrets,
+            env: CapturedEnv(env.clone()),
             global_limits,
             prices,
             redis_url,
@@ -597,6 +639,69 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+fn build_secrets(
+    store: Option<String>,
+    poll_interval: Option<String>,
+    startup: Option<String>,
+    mut backends: Vec<crate::secrets::config::SecretBackendConfig>,
+) -> Result<SecretsConfig, ConfigError> {
+    use crate::secrets::config::SecretBackendConfig;
+    use crate::secrets::reference::Scheme;
+    let store = match store.as_deref().unwrap_or("file") {
+        "file" => Scheme::File,
+        "vault" => Scheme::Vault,
+        "aws" => Scheme::AwsSm,
+        "azure" => Scheme::AzureKv,
+        other => {
+            return Err(invalid(
+                "secrets.store",
+                format!("`{other}`: expected file, vault, aws or azure"),
+            ));
+        }
+    };
+    let poll_interval = match poll_interval {
+        Some(text) => humantime::parse_duration(&text)
+            .map_err(|e| invalid("secrets.poll_interval", e.to_string()))?,
+        None => Duration::from_secs(30),
+    };
+    if poll_interval < Duration::from_millis(100) {
+        return Err(invalid("secrets.poll_interval", "must be at least 100ms"));
+    }
+    let startup_cache = match startup.as_deref().unwrap_or("refuse") {
+        "refuse" => false,
+        "cache" => true,
+        other => {
+            return Err(invalid(
+                "secrets.startup",
+                format!("`{other}`: expected refuse or cache"),
+            ));
+        }
+    };
+    for (i, b) in backends.iter().enumerate() {
+        if backends[..i].iter().any(|o| o.scheme() == b.scheme()) {
+            return Err(invalid(
+                &format!("secrets.backends[{i}].type"),
+                format!("a {} backend is configured twice", b.scheme()),
+            ));
+        }
+    }
+    if !backends.iter().any(|b| b.scheme() == Scheme::File) {
+        backends.push(SecretBackendConfig::File { path: None });
+    }
+    if !backends.iter().any(|b| b.scheme() == store) {
+        return Err(invalid(
+            "secrets.store",
+            format!("no {store} backend in [[secrets.backends]]"),
+        ));
+    }
+    Ok(SecretsConfig {
+        store,
+        poll_interval,
+        startup_cache,
+        backends,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,6 +736,59 @@ mod tests {
             .build_and_validate(&env(&[("WARDEN_DEV", "1")]))
             .unwrap();
         assert!(matches!(dev.master_key, MasterKeySource::DevFile(_)));
+    }
+
+    #[test]
+    fn secrets_section_is_validated_field_by_field() {
+        let build = |text: &str| {
+            RawConfig::from_toml("w.toml", text)
+                .and_then(|r| r.build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x")])))
+        };
+        let ok = build("").unwrap();
+        assert_eq!(ok.secrets.store, crate::secrets::reference::Scheme::File);
+        assert_eq!(ok.secrets.poll_interval, Duration::from_secs(30));
+        assert!(!ok.secrets.startup_cache);
+        assert_eq!(
+            ok.secrets.backends.len(),
+            1,
+            "the file store is always there"
+        );
+
+        let err = build("[secrets]\nstore = \"vault\"\n").unwrap_err();
+        assert!(err.to_string().contains("secrets.store"), "{err}");
+        let err = build("[secrets]\nstartup = \"maybe\"\n").unwrap_err();
+        assert!(err.to_string().contains("secrets.startup"), "{err}");
+        let err = build("[secrets]\npoll_interval = \"1ms\"\n").unwrap_err();
+        assert!(err.to_string().contains("secrets.poll_interval"), "{err}");
+        let twice = "[[secrets.backends]]\ntype = \"aws\"\n[[secrets.backends]]\ntype = \"aws\"\n";
+        let err = build(twice).unwrap_err();
+        assert!(
+            err.to_string().contains("secrets.backends[1].type"),
+            "{err}"
+        );
+        let err = build("[[secrets.backends]]\ntype = \"aws\"\nregon = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("regon"), "{err}");
+
+        let aws = build(
+            "[secrets]\nstore = \"aws\"\nstartup = \"cache\"\n[[secrets.backends]]\ntype = \"aws\"\n",
+        )
+        .unwrap();
+        assert_eq!(aws.secrets.store, crate::secrets::reference::Scheme::AwsSm);
+        assert!(aws.secrets.startup_cache);
+
+        let bad_key = r#"
+[[providers]]
+name = "openai"
+format = "openai"
+base_url = "https://api.example.com/v1"
+keys = ["sk-pasted-by-mistake-1234"]
+"#;
+        let err = build(bad_key).unwrap_err().to_string();
+        assert!(err.contains("providers[0].keys[0]"), "{err}");
+        assert!(
+            !err.contains("sk-pasted-by-mistake"),
+            "a pasted value is not echoed: {err}"
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub struct Provider {
 pub struct ProviderKey {
     pub id: String,
     pub provider: String,
+    /// The secret reference (`vault://…`, `file://…`, …) of the key's value.
     pub secret_name: String,
     pub fingerprint: String,
     pub created_at: i64,
@@ -88,6 +89,18 @@ pub struct ProviderKey {
     pub disabled_at: Option<i64>,
     /// Bumped on re-enable so that nodes start a fresh shared health record.
     pub health_epoch: u64,
+}
+
+impl ProviderKey {
+    /// The secret reference this key reads (`secret_name` holds it; keys stored before
+    /// references existed hold a bare file-store name).
+    pub fn parsed_reference(
+        &self,
+    ) -> Result<crate::secrets::reference::SecretReference, crate::secrets::SecretError> {
+        crate::secrets::reference::SecretReference::parse(&crate::secrets::manager::canonical(
+            &self.secret_name,
+        ))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +255,9 @@ pub struct VirtualKeyRecord {
     /// 0 = never.
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// During a rotation's grace period: the replaced secret's hash and when it stops.
+    pub previous_hash: Option<String>,
+    pub previous_expires_at: i64,
 }
 
 /// Which table an opaque credential lives in.

@@ -22,6 +22,9 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("secret store: {0}")]
     Secret(#[from] SecretError),
+    /// A dependency (a secret backend) cannot serve right now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -34,7 +37,19 @@ impl ServiceError {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
-            Self::Store(_) | Self::Secret(_) | Self::Internal(_) => ErrorCode::Internal,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            // Secret errors name the reference, never a value: safe to return, and the
+            // admin needs them to fix a reference or a backend's access policy.
+            Self::Secret(e) => match e {
+                SecretError::NotFound { .. } => ErrorCode::NotFound,
+                SecretError::BadReference { .. } => ErrorCode::InvalidArgument,
+                SecretError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+                SecretError::Unavailable { .. } | SecretError::Backend { .. } => {
+                    ErrorCode::Unavailable
+                }
+                _ => ErrorCode::Internal,
+            },
+            Self::Store(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }
 

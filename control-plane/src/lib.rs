@@ -51,6 +51,8 @@ pub enum RunError {
     Grpc(#[from] tonic::transport::Error),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("secrets: {0}")]
+    Secret(#[from] secrets::SecretError),
 }
 
 /// Name of the built-in offline provider and model of dev mode.
@@ -123,11 +125,30 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
                 source,
             })?;
     }
-    let master = load_master_key(&config.master_key).await?;
-    let secrets: Arc<dyn secrets::SecretStore> = Arc::new(secrets::file::FileSecretStore::new(
-        config.data_dir.join("secrets.json"),
-        master,
-    ));
+    let master = Arc::new(load_master_key(&config.master_key).await?);
+    let secrets: Arc<dyn secrets::SecretStore> =
+        Arc::new(secrets::file::FileSecretStore::with_shared_key(
+            config.data_dir.join("secrets.json"),
+            Arc::clone(&master),
+        ));
+    let resolver = secrets::config::SecretResolver::from_configs(
+        &config.secrets.backends,
+        &config.env.0,
+        Arc::clone(&master),
+        &config.data_dir,
+    )
+    .await?;
+    let startup_cache = config.secrets.startup_cache.then(|| {
+        secrets::file::FileSecretStore::with_shared_key(
+            config.data_dir.join("secret-cache.json"),
+            Arc::clone(&master),
+        )
+    });
+    let keys = Arc::new(secrets::manager::SecretManager::new(
+        resolver,
+        config.secrets.store,
+        startup_cache,
+    )?);
     let store: Arc<dyn store::StateStore> = match &config.database_url {
         Some(url) => {
             let settings = store::postgres::PostgresSettings {
@@ -149,8 +170,10 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
             .map(|u| SecretBox::from(secrecy::ExposeSecret::expose_secret(u))),
         config.redis_prefix.clone(),
     );
-    let cp = Arc::new(ControlPlane::open(store, secrets, config.auth.clone(), usage).await?);
+    let cp = Arc::new(ControlPlane::open(store, secrets, keys, config.auth.clone(), usage).await?);
+    cp.load_provider_keys(config.dev).await?;
     apply_declarations(&cp, config).await?;
+    spawn_secret_poll(&cp, config.secrets.poll_interval);
     if config.auth.algorithm == warden_core::jwt::SigningAlgorithm::HS256 {
         tracing::warn!(
             "JWTs are signed with HS256: every node holds the signing secret and a compromised node can mint tokens"
@@ -187,12 +210,18 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
             },
         )
         .await?;
-        for var in &p.key_env {
-            let Some(value) = config.provider_key_values.get(var) else {
+        let (_, existing) = cp.list_providers().await?;
+        for reference in &p.keys {
+            let text = reference.to_string();
+            if existing.iter().any(|k| {
+                k.provider == p.name && secrets::manager::canonical(&k.secret_name) == text
+            }) {
                 continue;
-            };
-            let value = SecretString::from(secrecy::ExposeSecret::expose_secret(value).to_owned());
-            match cp.add_provider_key(&system, &p.name, value).await {
+            }
+            match cp
+                .add_provider_key(&system, &p.name, service::KeySource::Reference(text))
+                .await
+            {
                 Ok(_) | Err(ServiceError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -229,6 +258,128 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
         .await?;
     }
     Ok(())
+}
+
+/// The encrypted files under the data directory that hold secret values: the secret store
+/// and, when present, the start-up cache (for `warden-cp migrate encrypt[-status]`).
+pub async fn secret_files(
+    config: &Config,
+) -> Result<Vec<secrets::file::FileSecretStore>, RunError> {
+    let master = Arc::new(load_master_key(&config.master_key).await?);
+    let mut files = Vec::new();
+    let mut paths = vec![config.data_dir.join("secrets.json")];
+    for b in &config.secrets.backends {
+        if let secrets::config::SecretBackendConfig::File { path: Some(p) } = b {
+            paths.push(p.clone());
+        }
+    }
+    paths.push(config.data_dir.join("secret-cache.json"));
+    paths.dedup();
+    for path in paths {
+        if path.exists() {
+            files.push(secrets::file::FileSecretStore::with_shared_key(
+                path,
+                Arc::clone(&master),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+/// One environment variable moved into a backend by [`migrate_env`].
+#[derive(Debug, Clone)]
+pub struct MigratedVar {
+    pub var: String,
+    /// The provider whose `keys` named `env://VAR`, if any.
+    pub provider: Option<String>,
+    pub reference: String,
+    pub fingerprint: String,
+}
+
+/// `wardenctl secrets migrate --from env`: writes the value of each variable (`vars`, or
+/// else every `env://VAR` the config's providers name) into the `target` backend under a
+/// name Warden owns, and returns the references to use instead. Values may be `enc:v1:`
+/// (decrypted with the master key first). Re-running writes the same names again.
+pub async fn migrate_env(
+    config: &Config,
+    target: secrets::reference::Scheme,
+    vars: &[String],
+) -> Result<Vec<MigratedVar>, RunError> {
+    use secrets::reference::SecretReference;
+    let master = Arc::new(load_master_key(&config.master_key).await?);
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    if vars.is_empty() {
+        for p in &config.providers {
+            for k in &p.keys {
+                if let SecretReference::Env { var } = k {
+                    wanted.push((var.clone(), Some(p.name.clone())));
+                }
+            }
+        }
+    } else {
+        for var in vars {
+            let provider = config.providers.iter().find(|p| {
+                p.keys
+                    .iter()
+                    .any(|k| matches!(k, SecretReference::Env { var: v } if v == var))
+            });
+            wanted.push((var.clone(), provider.map(|p| p.name.clone())));
+        }
+    }
+    let backend = config
+        .secrets
+        .backends
+        .iter()
+        .find(|b| b.scheme() == target)
+        .ok_or_else(|| {
+            RunError::Secret(secrets::SecretError::config(
+                "secrets.backends",
+                format!("no {target} backend is configured to migrate into"),
+            ))
+        })?;
+    let store = secrets::config::build(
+        backend,
+        &config.env.0,
+        Arc::clone(&master),
+        &config.data_dir,
+    )
+    .await?;
+    let mut out = Vec::new();
+    for (var, provider) in wanted {
+        let value = secrets::reference::resolve_env(&var, &config.env.0, Some(master.as_ref()))?;
+        let name = secrets::manager::owned_name(provider.as_deref().unwrap_or("env"), &var);
+        store.put(&name, &value).await?;
+        out.push(MigratedVar {
+            fingerprint: warden_core::fingerprint::of(
+                secrecy::ExposeSecret::expose_secret(&value).as_bytes(),
+            ),
+            reference: store.reference(&name),
+            var,
+            provider,
+        });
+    }
+    Ok(out)
+}
+
+/// Re-reads referenced secrets every `interval` for as long as the control plane lives.
+fn spawn_secret_poll(cp: &Arc<ControlPlane>, interval: std::time::Duration) {
+    let weak = Arc::downgrade(cp);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(cp) = weak.upgrade() else { return };
+            match cp.poll_provider_keys().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(changed = n, "upstream keys rotated; new snapshot published")
+                }
+                Err(e) => tracing::error!(error = %e, "secret rotation poll failed"),
+            }
+        }
+    });
 }
 
 /// Serves the Admin and Sync APIs on `listener` until `shutdown` is cancelled.

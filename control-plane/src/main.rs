@@ -45,6 +45,18 @@ struct Args {
 enum Command {
     /// Check the config file and environment, then exit.
     Validate,
+    /// Data migrations.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum MigrateCommand {
+    /// Encrypt every plaintext value in the secret files under the master key
+    /// (idempotent: encrypted values are left alone).
+    Encrypt,
+    /// Report how many stored secret values are encrypted and which are not.
+    EncryptStatus,
 }
 
 #[tokio::main]
@@ -73,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     warden_core::telemetry::init(config.log_format);
+    if let Some(Command::Migrate(command)) = &args.command {
+        return migrate(&config, command).await;
+    }
 
     let cp = warden_control_plane::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
@@ -100,6 +115,47 @@ async fn main() -> anyhow::Result<()> {
         signal.cancel();
     });
     warden_control_plane::serve(cp, listener, config.tls.as_ref(), shutdown).await?;
+    Ok(())
+}
+
+async fn migrate(
+    config: &warden_control_plane::config::Config,
+    command: &MigrateCommand,
+) -> anyhow::Result<()> {
+    let files = warden_control_plane::secret_files(config).await?;
+    let mut plaintext = 0;
+    for file in &files {
+        let path = file.path().display().to_string();
+        match command {
+            MigrateCommand::Encrypt => {
+                let n = file.encrypt_plaintext().await?;
+                println!("{path}: encrypted {n} plaintext value(s)");
+            }
+            MigrateCommand::EncryptStatus => {
+                let status = file.encryption_status().await?;
+                plaintext += status.plaintext.len();
+                println!(
+                    "{path}: {} encrypted, {} plaintext{}",
+                    status.encrypted,
+                    status.plaintext.len(),
+                    if status.plaintext.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", status.plaintext.join(", "))
+                    }
+                );
+            }
+        }
+    }
+    if files.is_empty() {
+        println!("no secret files under {}", config.data_dir.display());
+    }
+    println!(
+        "state store: holds no secret values (provider keys by reference, credentials as HMAC)"
+    );
+    if plaintext > 0 {
+        println!("run `warden-cp migrate encrypt` to encrypt the plaintext values");
+    }
     Ok(())
 }
 

@@ -19,6 +19,8 @@ use crate::domain::{
     VirtualKeyRecord, validate_base_url, validate_name,
 };
 use crate::error::ServiceError;
+use crate::secrets::manager::{self, Refresh, SecretManager, StartLoad};
+use crate::secrets::reference::SecretReference;
 use crate::secrets::{SecretError, SecretStore};
 use crate::snapshot::{
     SnapshotData, SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider, SnapshotVirtualKey,
@@ -26,6 +28,9 @@ use crate::snapshot::{
 use crate::store::StateStore;
 
 const META_VERSION: &str = "snapshot_version";
+/// How a key the provider rejected is marked; such keys return to service when their
+/// secret changes (an admin's quarantine stays until an admin lifts it).
+const REJECTED_PREFIX: &str = "rejected by the provider";
 const PEPPER_SECRET: &str = "warden/credential-pepper";
 
 /// Options of a provider beyond its address.
@@ -35,6 +40,27 @@ pub struct ProviderOptions {
     pub passthrough: bool,
     /// Top-level request parameters the provider does not accept.
     pub drop_params: Vec<String>,
+}
+
+/// The longest grace period of a rotated virtual key.
+const MAX_VKEY_GRACE: Duration = Duration::from_secs(30 * 86_400);
+
+/// A signing key with its role.
+#[derive(Debug, Clone)]
+pub struct SigningKeyStatus {
+    pub record: crate::domain::SigningKey,
+    /// Signs new tokens.
+    pub active: bool,
+    /// Latest expiry of an unrevoked token it signed; 0 = none.
+    pub needed_until: i64,
+}
+
+/// Where a new upstream key comes from.
+pub enum KeySource {
+    /// A value given to Warden: written to the primary secret backend.
+    Value(SecretString),
+    /// A reference to a secret the organisation keeps (`vault://…`, `env://VAR`, …).
+    Reference(String),
 }
 
 /// Who performed an action, for audit rows.
@@ -51,9 +77,13 @@ pub struct NodeStatus {
 /// The control plane's domain service.
 pub struct ControlPlane {
     store: Arc<dyn StateStore>,
+    /// Warden's own secrets (pepper, signing keys): the encrypted file store.
     secrets: Arc<dyn SecretStore>,
+    /// Upstream provider keys, by reference into the configured backends.
+    keys: Arc<SecretManager>,
     pepper: SecretBox<Vec<u8>>,
-    signer: KeyMaterial,
+    /// The key new tokens are signed with (replaced by [`Self::rotate_signing_key`]).
+    signer: std::sync::RwLock<Arc<KeyMaterial>>,
     auth: AuthConfig,
     snapshot_tx: watch::Sender<Arc<SnapshotData>>,
     publish_lock: Mutex<()>,
@@ -70,7 +100,7 @@ const PROPAGATION_WAIT: Duration = Duration::from_secs(2);
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane")
-            .field("signing_kid", &self.signer.kid)
+            .field("signing_kid", &self.signing_key().kid)
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +125,20 @@ fn empty_snapshot() -> Arc<SnapshotData> {
         global_policy: Limits::default(),
         subject_policies: Vec::new(),
     })
+}
+
+/// A key value as given: trimmed, non-empty, printable, at most 4096 characters.
+fn validate_key_value(secret: &SecretString) -> Result<SecretString, ServiceError> {
+    let value = secret.expose_secret().trim();
+    if value.is_empty() {
+        return Err(ServiceError::InvalidArgument("the key is empty".into()));
+    }
+    if value.len() > 4096 || value.chars().any(char::is_control) {
+        return Err(ServiceError::InvalidArgument(
+            "the key must be at most 4096 printable characters".into(),
+        ));
+    }
+    Ok(SecretString::from(value))
 }
 
 /// Normalises a scope list: empty → read + write; unknown names are an error.
@@ -144,6 +188,7 @@ impl ControlPlane {
     pub async fn open(
         store: Arc<dyn StateStore>,
         secrets: Arc<dyn SecretStore>,
+        keys: Arc<SecretManager>,
         auth: AuthConfig,
         usage: crate::usage::UsageReader,
     ) -> Result<Self, ServiceError> {
@@ -165,8 +210,9 @@ impl ControlPlane {
         let cp = Self {
             store,
             secrets,
+            keys,
             pepper: SecretBox::new(Box::new(pepper)),
-            signer,
+            signer: std::sync::RwLock::new(Arc::new(signer)),
             auth,
             snapshot_tx,
             publish_lock: Mutex::new(()),
@@ -174,8 +220,175 @@ impl ControlPlane {
             usage,
             acked: watch::channel(HashMap::new()).0,
         };
-        cp.publish().await?;
         Ok(cp)
+    }
+
+    /// Reads every upstream key from its backend at start-up, then publishes the first
+    /// snapshot. A key that cannot be read stops the start (naming its reference) unless
+    /// the encrypted start-up cache holds its last value, or `tolerate` is set (dev mode:
+    /// the key is left out of snapshots until it can be read).
+    pub async fn load_provider_keys(&self, tolerate: bool) -> Result<(), ServiceError> {
+        for k in self.store.list_provider_keys().await? {
+            let reference = k.parsed_reference()?;
+            match self.keys.load_at_start(&reference).await {
+                Ok(StartLoad::Fresh) => {
+                    self.note_key_value(&k, &reference).await?;
+                }
+                Ok(StartLoad::FromCache(e)) => {
+                    tracing::warn!(reference = %reference, error = %e, "secret backend unavailable at start: serving the cached value");
+                    self.keys.mark_failing(&reference.to_string());
+                    self.audit(
+                        "secret.unavailable",
+                        "system:secrets",
+                        &format!("{}/{} ref={reference}", k.provider, k.id),
+                        e.metric_label(),
+                        &format!("{e}; serving the value from the start-up cache"),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    self.audit(
+                        "secret.unavailable",
+                        "system:secrets",
+                        &format!("{}/{} ref={reference}", k.provider, k.id),
+                        e.metric_label(),
+                        &e.to_string(),
+                    )
+                    .await;
+                    if !tolerate {
+                        return Err(ServiceError::Unavailable(format!(
+                            "upstream key {}/{} cannot be read at start-up: {e} (set [secrets] startup = \"cache\" to start from the encrypted cache)",
+                            k.provider, k.id
+                        )));
+                    }
+                    self.keys.mark_failing(&reference.to_string());
+                    tracing::warn!(reference = %reference, error = %e, "upstream key left out until it can be read");
+                }
+            }
+        }
+        self.publish().await?;
+        Ok(())
+    }
+
+    /// After a fresh read: records a changed fingerprint. Returns whether it changed.
+    async fn note_key_value(
+        &self,
+        k: &ProviderKey,
+        reference: &SecretReference,
+    ) -> Result<bool, ServiceError> {
+        let Some(fp) = self.keys.fingerprint(&reference.to_string()) else {
+            return Ok(false);
+        };
+        if fp == k.fingerprint {
+            return Ok(false);
+        }
+        self.store
+            .set_provider_key_fingerprint(&k.provider, &k.id, &fp)
+            .await?;
+        Ok(true)
+    }
+
+    /// Re-reads every upstream key from its backend (the rotation poll). A new value is
+    /// recorded and audited (`secret.rotate`), a key the provider had rejected is put back
+    /// into service, and one snapshot carries all changes. A backend failure is audited
+    /// once per failure spell (`secret.unavailable`) and the last value keeps serving.
+    /// Returns how many keys changed.
+    pub async fn poll_provider_keys(&self) -> Result<usize, ServiceError> {
+        let mut changed = 0;
+        for k in self.store.list_provider_keys().await? {
+            let reference = k.parsed_reference()?;
+            let text = reference.to_string();
+            let was_failing = self.keys.is_failing(&text);
+            match self.keys.refresh(&reference).await {
+                Ok(outcome) => {
+                    if was_failing {
+                        tracing::info!(reference = %reference, "secret backend readable again");
+                        self.audit(
+                            "secret.available",
+                            "system:secrets",
+                            &format!("{}/{} ref={reference}", k.provider, k.id),
+                            "ok",
+                            "",
+                        )
+                        .await;
+                    }
+                    if self
+                        .apply_key_refresh(&k, &reference, &outcome, "system:secrets")
+                        .await?
+                    {
+                        changed += 1;
+                    }
+                }
+                Err(e) => {
+                    if self.keys.mark_failing(&text) {
+                        tracing::error!(reference = %reference, error = %e, "cannot read upstream key; the last known value keeps serving");
+                        self.audit(
+                            "secret.unavailable",
+                            "system:secrets",
+                            &format!("{}/{} ref={reference}", k.provider, k.id),
+                            e.metric_label(),
+                            &format!("{e}; the last known value keeps serving"),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        if changed > 0 {
+            self.publish().await?;
+        }
+        Ok(changed)
+    }
+
+    /// Records what a fresh read found: a new fingerprint (audited as a rotation) and, for
+    /// a key the provider had rejected, a return to service with a fresh health record.
+    /// Returns whether the snapshot must change.
+    async fn apply_key_refresh(
+        &self,
+        k: &ProviderKey,
+        reference: &SecretReference,
+        outcome: &Refresh,
+        actor: &str,
+    ) -> Result<bool, ServiceError> {
+        let fingerprint_changed = self.note_key_value(k, reference).await?;
+        if matches!(outcome, Refresh::Unchanged) && !fingerprint_changed {
+            return Ok(false);
+        }
+        let new_fp = self
+            .keys
+            .fingerprint(&reference.to_string())
+            .unwrap_or_default();
+        let reenabled = fingerprint_changed
+            && k.disabled_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(REJECTED_PREFIX));
+        if reenabled {
+            self.store
+                .set_provider_key_state(&k.provider, &k.id, None, None, true)
+                .await?;
+        }
+        if fingerprint_changed {
+            tracing::info!(provider = %k.provider, key = %k.id, reference = %reference, from = %k.fingerprint, to = %new_fp, "upstream key rotated");
+            self.audit(
+                "secret.rotate",
+                actor,
+                &format!("{}/{} ref={reference}", k.provider, k.id),
+                "ok",
+                &format!(
+                    "fingerprint {} -> {new_fp}{}",
+                    k.fingerprint,
+                    if reenabled {
+                        "; key back in service (it had been rejected by the provider)"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .await;
+        }
+        // A first read (Loaded) with the stored fingerprint changes nothing on the nodes
+        // unless the key was missing from the last snapshot.
+        Ok(true)
     }
 
     async fn load_or_create_signer(
@@ -191,8 +404,16 @@ impl ControlPlane {
         {
             return Self::load_key(secrets, k).await;
         }
+        Self::create_signing_key(store, secrets, auth.algorithm).await
+    }
+
+    async fn create_signing_key(
+        store: &dyn StateStore,
+        secrets: &dyn SecretStore,
+        algorithm: SigningAlgorithm,
+    ) -> Result<KeyMaterial, ServiceError> {
         let kid = new_id("k");
-        let material = KeyMaterial::generate(kid.clone(), auth.algorithm)
+        let material = KeyMaterial::generate(kid.clone(), algorithm)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let secret_name = format!("warden/jwt/{kid}");
         let encoded = SecretString::from(hex::encode(material.private.expose_secret()));
@@ -200,7 +421,7 @@ impl ControlPlane {
         store
             .insert_signing_key(&crate::domain::SigningKey {
                 kid,
-                algorithm: auth.algorithm.as_str().to_owned(),
+                algorithm: algorithm.as_str().to_owned(),
                 secret_name,
                 created_at: unix_now(),
             })
@@ -233,8 +454,66 @@ impl ControlPlane {
     }
 
     /// The signing key currently used for new tokens.
-    pub fn signing_key(&self) -> &KeyMaterial {
-        &self.signer
+    pub fn signing_key(&self) -> Arc<KeyMaterial> {
+        Arc::clone(&self.signer.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Makes a new signing key (of the configured algorithm) the signer. The old keys'
+    /// verification parts stay in snapshots until the last unrevoked token each signed has
+    /// expired (see [`Self::signing_keys`]).
+    pub async fn rotate_signing_key(
+        &self,
+        actor: &Actor,
+    ) -> Result<SigningKeyStatus, ServiceError> {
+        let result = async {
+            let material = Self::create_signing_key(
+                self.store.as_ref(),
+                self.secrets.as_ref(),
+                self.auth.algorithm,
+            )
+            .await?;
+            let kid = material.kid.clone();
+            *self.signer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(material);
+            self.publish().await?;
+            self.signing_keys()
+                .await?
+                .into_iter()
+                .find(|k| k.record.kid == kid)
+                .ok_or_else(|| ServiceError::Internal("new signing key not listed".into()))
+        }
+        .await;
+        let subject = result
+            .as_ref()
+            .map(|k| k.record.kid.clone())
+            .unwrap_or_default();
+        self.audited(actor, "signing_key.rotate", &subject, result)
+            .await
+    }
+
+    /// Every signing key with whether it signs new tokens and until when nodes need it.
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyStatus>, ServiceError> {
+        let active = self.signing_key().kid.clone();
+        let now = unix_now();
+        let tokens = self.store.list_tokens().await?;
+        Ok(self
+            .store
+            .list_signing_keys()
+            .await?
+            .into_iter()
+            .map(|k| {
+                let needed_until = tokens
+                    .iter()
+                    .filter(|t| t.kid == k.kid && t.revoked_at.is_none() && t.expires_at > now)
+                    .map(|t| t.expires_at)
+                    .max()
+                    .unwrap_or(0);
+                SigningKeyStatus {
+                    active: k.kid == active,
+                    needed_until,
+                    record: k,
+                }
+            })
+            .collect())
     }
 
     /// Rebuilds the snapshot from the store, publishes it under a new version, and waits
@@ -309,18 +588,22 @@ impl ControlPlane {
         for p in self.store.list_providers().await? {
             let mut pkeys = Vec::new();
             for k in keys.iter().filter(|k| k.provider == p.name) {
-                match self.secrets.get(&k.secret_name).await {
-                    Ok(secret) => pkeys.push(SnapshotKey {
+                // From the manager's cache: publishing never waits on a backend. A key
+                // never read (its backend was down at start) is left out until it is.
+                let reference = manager::canonical(&k.secret_name);
+                match self.keys.value(&reference) {
+                    Some(secret) => pkeys.push(SnapshotKey {
                         id: k.id.clone(),
-                        fingerprint: k.fingerprint.clone(),
+                        fingerprint: self
+                            .keys
+                            .fingerprint(&reference)
+                            .unwrap_or_else(|| k.fingerprint.clone()),
                         secret,
                         disabled_reason: k.disabled_reason.clone().unwrap_or_default(),
                         health_epoch: k.health_epoch,
                     }),
-                    // A key that cannot be read is left out rather than stopping every
-                    // other change from reaching the nodes; the error names the reference.
-                    Err(e) => {
-                        tracing::error!(provider = %p.name, key = %k.id, error = %e, "upstream key unavailable")
+                    None => {
+                        tracing::warn!(provider = %p.name, key = %k.id, reference = %reference, "upstream key not read yet; left out of the snapshot")
                     }
                 }
             }
@@ -357,8 +640,12 @@ impl ControlPlane {
             })
             .collect();
         let mut jwt_keys = Vec::new();
-        for k in self.store.list_signing_keys().await? {
-            let material = Self::load_key(self.secrets.as_ref(), &k).await?;
+        // The signer, and older keys while an unrevoked token they signed is unexpired.
+        for k in self.signing_keys().await? {
+            if !k.active && k.needed_until == 0 {
+                continue;
+            }
+            let material = Self::load_key(self.secrets.as_ref(), &k.record).await?;
             jwt_keys.push(SnapshotJwtKey {
                 kid: material.kid.clone(),
                 algorithm: material.algorithm.as_str().to_owned(),
@@ -373,6 +660,10 @@ impl ControlPlane {
             .filter(|k| k.revoked_at.is_none() && (k.expires_at == 0 || k.expires_at > now))
             .map(|k| SnapshotVirtualKey {
                 policy: policy_of(&PolicyTarget::VirtualKey(k.id.clone())),
+                previous: k
+                    .previous_hash
+                    .filter(|_| k.previous_expires_at > now)
+                    .map(|h| (h, k.previous_expires_at)),
                 id: k.id,
                 hash: k.hash,
                 name: k.name,
@@ -723,8 +1014,8 @@ impl ControlPlane {
                 scope: scopes.join(" "),
                 models: models.clone(),
             };
-            let token = self
-                .signer
+            let signer = self.signing_key();
+            let token = signer
                 .sign(&claims)
                 .map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
             let record = TokenRecord {
@@ -732,7 +1023,7 @@ impl ControlPlane {
                 subject: subject.to_owned(),
                 scopes,
                 models,
-                kid: self.signer.kid.clone(),
+                kid: signer.kid.clone(),
                 issued_at: now,
                 expires_at: exp,
                 revoked_at: None,
@@ -822,6 +1113,8 @@ impl ControlPlane {
                 created_at: now,
                 expires_at,
                 revoked_at: None,
+                previous_hash: None,
+                previous_expires_at: 0,
             };
             self.store.insert_virtual_key(&record).await?;
             match policy {
@@ -865,6 +1158,72 @@ impl ControlPlane {
         }
         .await;
         self.audited(actor, "vkey.revoke", id, result).await
+    }
+
+    /// Gives a virtual key a new secret (same id, so the same limits, usage and audit
+    /// trail); the replaced secret keeps working for `grace`, then every node refuses it
+    /// (nodes check the deadline themselves, and the next snapshot drops it).
+    pub async fn rotate_virtual_key(
+        &self,
+        actor: &Actor,
+        id: &str,
+        grace: Duration,
+    ) -> Result<(SecretString, VirtualKeyRecord), ServiceError> {
+        let result = async {
+            if grace > MAX_VKEY_GRACE {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "grace must be at most {}",
+                    humantime::format_duration(MAX_VKEY_GRACE)
+                )));
+            }
+            let now = unix_now();
+            let grace_end = now.saturating_add(i64::try_from(grace.as_secs()).unwrap_or(0));
+            let secret = credential::generate(Kind::VirtualKey);
+            let hash = credential::hash(self.pepper.expose_secret(), &secret);
+            let live = self
+                .store
+                .list_virtual_keys()
+                .await?
+                .into_iter()
+                .find(|k| {
+                    k.id == id
+                        && k.revoked_at.is_none()
+                        && (k.expires_at == 0 || k.expires_at > now)
+                })
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no live virtual key with id {id}"))
+                })?;
+            // A grace period never outlives the key itself.
+            let previous_expires_at = if live.expires_at == 0 {
+                grace_end
+            } else {
+                grace_end.min(live.expires_at)
+            };
+            if !self
+                .store
+                .rotate_virtual_key(id, &hash, previous_expires_at)
+                .await?
+            {
+                return Err(ServiceError::NotFound(format!(
+                    "no live virtual key with id {id}"
+                )));
+            }
+            self.publish().await?;
+            let record = self
+                .store
+                .list_virtual_keys()
+                .await?
+                .into_iter()
+                .find(|k| k.id == id)
+                .ok_or_else(|| ServiceError::NotFound(format!("no virtual key with id {id}")))?;
+            Ok((secret, record))
+        }
+        .await;
+        let subject = match &result {
+            Ok((_, r)) => format!("{id} old secret valid until {}", r.previous_expires_at),
+            Err(_) => id.to_owned(),
+        };
+        self.audited(actor, "vkey.rotate", &subject, result).await
     }
 
     // ---- providers and models ---------------------------------------------------------
@@ -953,7 +1312,7 @@ impl ControlPlane {
                 return Err(ServiceError::NotFound(format!("no provider named {name}")));
             }
             for k in keys {
-                self.secrets.delete(&k.secret_name).await?;
+                self.keys.remove(&k.parsed_reference()?).await?;
             }
             self.publish().await?;
             Ok(())
@@ -962,58 +1321,47 @@ impl ControlPlane {
         self.audited(actor, "provider.remove", name, result).await
     }
 
-    /// Stores an upstream key for `provider` in the secret store.
+    /// Adds an upstream key to `provider`: a value is written to the primary secret
+    /// backend; a reference is read once to check it and to fingerprint it.
     pub async fn add_provider_key(
         &self,
         actor: &Actor,
         provider: &str,
-        secret: SecretString,
+        source: KeySource,
     ) -> Result<ProviderKey, ServiceError> {
         let result = async {
-            let value = secret.expose_secret().trim();
-            if value.is_empty() {
-                return Err(ServiceError::InvalidArgument("the key is empty".into()));
-            }
-            if value.len() > 4096 || value.chars().any(|c| c.is_control()) {
-                return Err(ServiceError::InvalidArgument(
-                    "the key must be at most 4096 printable characters".into(),
-                ));
-            }
-            let providers = self.store.list_providers().await?;
-            let p = providers
-                .iter()
-                .find(|p| p.name == provider)
-                .ok_or_else(|| ServiceError::NotFound(format!("no provider named {provider}")))?;
-            if p.format == ApiFormat::Echo {
-                return Err(ServiceError::InvalidArgument(
-                    "the built-in echo provider takes no keys".into(),
-                ));
-            }
-            if p.passthrough {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "provider {provider} is a passthrough provider: each client brings its own key, none is stored"
-                )));
-            }
-            let fp = fingerprint::of(value.as_bytes());
-            let existing = self.store.list_provider_keys().await?;
-            if existing
-                .iter()
-                .any(|k| k.provider == provider && k.fingerprint == fp)
-            {
-                return Err(ServiceError::AlreadyExists(format!(
-                    "provider {provider} already has this key (fingerprint {fp})"
-                )));
-            }
+            let p = self.key_provider(provider).await?;
             let id = new_id("key_");
-            let secret_name = format!("providers/{provider}/{id}");
-            self.secrets
-                .put(&secret_name, &SecretString::from(value.to_owned()))
-                .await?;
+            let (reference, fingerprint) = match &source {
+                KeySource::Value(secret) => {
+                    let value = validate_key_value(secret)?;
+                    let fp = fingerprint::of(value.expose_secret().as_bytes());
+                    self.refuse_duplicate(&p.name, &fp).await?;
+                    let reference = self.keys.store_new(provider, &id, &value).await?;
+                    (reference, fp)
+                }
+                KeySource::Reference(text) => {
+                    let reference = SecretReference::parse(text.trim())?;
+                    self.keys.refresh(&reference).await?;
+                    let fp = self
+                        .keys
+                        .fingerprint(&reference.to_string())
+                        .unwrap_or_default();
+                    if let Err(e) = self.refuse_duplicate(&p.name, &fp).await {
+                        self.keys.forget(&reference.to_string());
+                        return Err(e);
+                    }
+                    (reference, fp)
+                }
+            };
+            if let KeySource::Value(_) = &source {
+                self.keys.refresh(&reference).await?;
+            }
             let key = ProviderKey {
                 id,
                 provider: provider.to_owned(),
-                secret_name,
-                fingerprint: fp,
+                secret_name: reference.to_string(),
+                fingerprint,
                 created_at: unix_now(),
                 disabled_reason: None,
                 disabled_at: None,
@@ -1025,11 +1373,105 @@ impl ControlPlane {
         }
         .await;
         let subject = match &result {
-            Ok(k) => format!("{provider}/{} fp={}", k.id, k.fingerprint),
+            Ok(k) => format!(
+                "{provider}/{} fp={} ref={}",
+                k.id, k.fingerprint, k.secret_name
+            ),
             Err(_) => provider.to_owned(),
         };
         self.audited(actor, "provider.key.add", &subject, result)
             .await
+    }
+
+    /// The provider a key is added to; it must take stored keys.
+    async fn key_provider(&self, provider: &str) -> Result<Provider, ServiceError> {
+        let p = self
+            .store
+            .list_providers()
+            .await?
+            .into_iter()
+            .find(|p| p.name == provider)
+            .ok_or_else(|| ServiceError::NotFound(format!("no provider named {provider}")))?;
+        if p.format == ApiFormat::Echo {
+            return Err(ServiceError::InvalidArgument(
+                "the built-in echo provider takes no keys".into(),
+            ));
+        }
+        if p.passthrough {
+            return Err(ServiceError::InvalidArgument(format!(
+                "provider {provider} is a passthrough provider: each client brings its own key, none is stored"
+            )));
+        }
+        Ok(p)
+    }
+
+    async fn refuse_duplicate(&self, provider: &str, fp: &str) -> Result<(), ServiceError> {
+        if self
+            .store
+            .list_provider_keys()
+            .await?
+            .iter()
+            .any(|k| k.provider == provider && k.fingerprint == fp)
+        {
+            return Err(ServiceError::AlreadyExists(format!(
+                "provider {provider} already has this key (fingerprint {fp})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a new value for an upstream key into the backend its reference points to and
+    /// rolls it out at once (the poll would find it too); a key the provider had rejected
+    /// returns to service. `env://` keys are read-only.
+    pub async fn rotate_provider_key(
+        &self,
+        actor: &Actor,
+        provider: &str,
+        key_id: &str,
+        secret: SecretString,
+    ) -> Result<ProviderKey, ServiceError> {
+        let result = async {
+            let value = validate_key_value(&secret)?;
+            let key = self.find_provider_key(provider, key_id).await?;
+            let reference = key.parsed_reference()?;
+            let fp = fingerprint::of(value.expose_secret().as_bytes());
+            if fp == key.fingerprint {
+                return Err(ServiceError::InvalidArgument(
+                    "the new value is the current one".into(),
+                ));
+            }
+            self.keys.write(&reference, &value).await?;
+            let outcome = self.keys.refresh(&reference).await?;
+            self.apply_key_refresh(&key, &reference, &outcome, &actor.0)
+                .await?;
+            self.publish().await?;
+            self.find_provider_key(provider, key_id).await
+        }
+        .await;
+        let subject = match &result {
+            Ok(k) => format!(
+                "{provider}/{key_id} fp={} ref={}",
+                k.fingerprint, k.secret_name
+            ),
+            Err(_) => format!("{provider}/{key_id}"),
+        };
+        self.audited(actor, "provider.key.rotate", &subject, result)
+            .await
+    }
+
+    async fn find_provider_key(
+        &self,
+        provider: &str,
+        key_id: &str,
+    ) -> Result<ProviderKey, ServiceError> {
+        self.store
+            .list_provider_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.provider == provider && k.id == key_id)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("provider {provider} has no key {key_id}"))
+            })
     }
 
     /// Removes an upstream key.
@@ -1050,7 +1492,7 @@ impl ControlPlane {
                     ServiceError::NotFound(format!("provider {provider} has no key {key_id}"))
                 })?;
             self.store.delete_provider_key(provider, key_id).await?;
-            self.secrets.delete(&key.secret_name).await?;
+            self.keys.remove(&key.parsed_reference()?).await?;
             self.publish().await?;
             Ok(())
         }
@@ -1316,7 +1758,7 @@ impl ControlPlane {
             && k.fingerprint == fingerprint
             && k.disabled_reason.is_none()
         {
-            let why = format!("rejected by the provider (HTTP {status})");
+            let why = format!("{REJECTED_PREFIX} (HTTP {status})");
             self.store
                 .set_provider_key_state(provider, key_id, Some(&why), Some(unix_now()), false)
                 .await?;

@@ -78,4 +78,6 @@ pub struct SnapshotVirtualKey {
     pub scopes: Vec<String>,
     pub expires_at: i64,
     pub policy: Limits,
+    /// During a rotation's grace period: the replaced secret's hash and its deadline.
+    pub previous: Option<(String, i64)>,
 }

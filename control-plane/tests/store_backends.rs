@@ -632,6 +632,17 @@ mod bodies {
                 .await
                 .unwrap()
         );
+        assert!(
+            s.set_provider_key_fingerprint("p", "k", "fp2")
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.list_provider_keys().await.unwrap()[0].fingerprint, "fp2");
+        assert!(
+            !s.set_provider_key_fingerprint("p", "nope", "x")
+                .await
+                .unwrap()
+        );
 
         s.upsert_model(&Model {
             alias: "m".into(),
@@ -756,6 +767,8 @@ mod bodies {
             created_at: 7,
             expires_at: 0,
             revoked_at: None,
+            previous_hash: None,
+            previous_expires_at: 0,
         };
         s.insert_virtual_key(&k).await.unwrap();
         s.insert_virtual_key(&VirtualKeyRecord {
@@ -789,6 +802,15 @@ mod bodies {
         let keys = s.list_virtual_keys().await.unwrap();
         assert_eq!(keys[1].revoked_at, Some(8));
         assert_eq!(keys[0].revoked_at, None);
+
+        // Rotation keeps the old hash for a grace period; a revoked key cannot rotate.
+        assert!(s.rotate_virtual_key("vk1", "h1-new", 500).await.unwrap());
+        let keys = s.list_virtual_keys().await.unwrap();
+        assert_eq!(keys[0].hash, "h1-new");
+        assert_eq!(keys[0].previous_hash.as_deref(), Some("h1"));
+        assert_eq!(keys[0].previous_expires_at, 500);
+        assert!(!s.rotate_virtual_key("vk2", "h2-new", 500).await.unwrap());
+        assert!(!s.rotate_virtual_key("nope", "x", 1).await.unwrap());
     }
 
     pub async fn credentials(b: &Backend) {

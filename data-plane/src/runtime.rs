@@ -302,18 +302,24 @@ impl Runtime {
         let virtual_keys = s
             .virtual_keys
             .into_iter()
-            .map(|k| {
-                (
-                    k.hash.clone(),
-                    VirtualKey {
-                        id: k.id,
-                        hash: k.hash,
-                        models: k.models,
-                        scopes: k.scopes,
-                        expires_at: k.expires_at,
-                        policy: policy(k.policy),
-                    },
-                )
+            .flat_map(|k| {
+                let key = VirtualKey {
+                    id: k.id,
+                    hash: k.hash,
+                    models: k.models,
+                    scopes: k.scopes,
+                    expires_at: k.expires_at,
+                    policy: policy(k.policy),
+                };
+                // A rotated key's replaced secret: the same key, until its own deadline.
+                let previous = (!k.previous_hash.is_empty()).then(|| VirtualKey {
+                    hash: k.previous_hash,
+                    expires_at: k.previous_expires_at,
+                    ..key.clone()
+                });
+                std::iter::once(key)
+                    .chain(previous)
+                    .map(|v| (v.hash.clone(), v))
             })
             .collect();
         Ok(Self {

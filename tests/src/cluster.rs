@@ -124,6 +124,10 @@ pub struct Options {
     /// Run the control plane on this PostgreSQL database (in a fresh schema) instead of
     /// the embedded SQLite.
     pub database_url: Option<String>,
+    /// A config file for the control plane (TOML text), passed with `--config`.
+    pub cp_config: Option<String>,
+    /// Extra environment for the control plane (backend credentials, `env://` keys).
+    pub cp_env: Vec<(String, String)>,
 }
 
 /// A running Warden.
@@ -284,7 +288,13 @@ impl TestCluster {
             .join("logs")
             .join(format!("cp-stdout-{}.log", self.log_seq + 1));
         let stderr = self.log_file("cp")?;
-        let child = Command::new(bin("warden-cp")?)
+        let mut command = Command::new(bin("warden-cp")?);
+        if let Some(text) = &self.options.cp_config {
+            let path = self.dir.path().join("cp.toml");
+            std::fs::write(&path, text)?;
+            command.arg("--config").arg(path);
+        }
+        let child = command
             .arg("--grpc-addr")
             .arg(format!("127.0.0.1:{}", self.cp_port))
             .arg("--data-dir")
@@ -303,6 +313,7 @@ impl TestCluster {
             )
             .env("WARDEN_DATABASE_SCHEMA", self.database_schema())
             .env("RUST_LOG", "info")
+            .envs(self.options.cp_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path)?)
             .stderr(stderr)

@@ -124,10 +124,31 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ProviderKeyInfo>, Status> {
         let actor = self.actor(&request, "provider.key.add").await?;
         let r = request.into_inner();
-        let secret = SecretString::from(r.secret);
+        let source = match (r.secret.is_empty(), r.reference.trim().is_empty()) {
+            (false, true) => crate::service::KeySource::Value(SecretString::from(r.secret)),
+            (true, false) => crate::service::KeySource::Reference(r.reference),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "set exactly one of `secret` (a value) and `reference` (vault://…, aws-sm://…, azure-kv://…, file://…, env://…)",
+                ));
+            }
+        };
         let k = self
             .cp
-            .add_provider_key(&actor, &r.provider, secret)
+            .add_provider_key(&actor, &r.provider, source)
+            .await?;
+        Ok(Response::new(key_info(&k)))
+    }
+
+    async fn rotate_provider_key(
+        &self,
+        request: Request<pb::RotateProviderKeyRequest>,
+    ) -> Result<Response<pb::ProviderKeyInfo>, Status> {
+        let actor = self.actor(&request, "provider.key.rotate").await?;
+        let r = request.into_inner();
+        let k = self
+            .cp
+            .rotate_provider_key(&actor, &r.provider, &r.key_id, SecretString::from(r.secret))
             .await?;
         Ok(Response::new(key_info(&k)))
     }
@@ -368,6 +389,46 @@ impl Admin for AdminService {
         Ok(Response::new(pb::RevokeVirtualKeyResponse {}))
     }
 
+    async fn rotate_virtual_key(
+        &self,
+        request: Request<pb::RotateVirtualKeyRequest>,
+    ) -> Result<Response<pb::CreateVirtualKeyResponse>, Status> {
+        let actor = self.actor(&request, "vkey.rotate").await?;
+        let r = request.into_inner();
+        let (key, k) = self
+            .cp
+            .rotate_virtual_key(&actor, &r.id, Duration::from_secs(r.grace_seconds))
+            .await?;
+        Ok(Response::new(pb::CreateVirtualKeyResponse {
+            key: key.expose_secret().to_owned(),
+            info: Some(vkey_info(k)),
+        }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::SigningKeyInfo>, Status> {
+        let actor = self.actor(&request, "signing_key.rotate").await?;
+        let k = self.cp.rotate_signing_key(&actor).await?;
+        Ok(Response::new(signing_key_info(k)))
+    }
+
+    async fn list_signing_keys(
+        &self,
+        request: Request<pb::ListSigningKeysRequest>,
+    ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
+        self.actor(&request, "signing_key.list").await?;
+        let keys = self
+            .cp
+            .signing_keys()
+            .await?
+            .into_iter()
+            .map(signing_key_info)
+            .collect();
+        Ok(Response::new(pb::ListSigningKeysResponse { keys }))
+    }
+
     async fn issue_node_credential(
         &self,
         request: Request<pb::IssueNodeCredentialRequest>,
@@ -524,6 +585,17 @@ fn key_info(k: &crate::domain::ProviderKey) -> pb::ProviderKeyInfo {
         created_at: k.created_at,
         disabled_reason: k.disabled_reason.clone().unwrap_or_default(),
         disabled_at: k.disabled_at.unwrap_or(0),
+        reference: crate::secrets::manager::canonical(&k.secret_name),
+    }
+}
+
+fn signing_key_info(k: crate::service::SigningKeyStatus) -> pb::SigningKeyInfo {
+    pb::SigningKeyInfo {
+        kid: k.record.kid,
+        algorithm: k.record.algorithm,
+        created_at: k.record.created_at,
+        active: k.active,
+        needed_until: k.needed_until,
     }
 }
 
@@ -615,5 +687,12 @@ fn vkey_info(k: crate::domain::VirtualKeyRecord) -> pb::VirtualKeyInfo {
         created_at: k.created_at,
         expires_at: k.expires_at,
         revoked_at: opt_time(k.revoked_at),
+        previous_expires_at: if k.previous_hash.is_some()
+            && k.previous_expires_at > warden_core::unix_now()
+        {
+            k.previous_expires_at
+        } else {
+            0
+        },
     }
 }

@@ -132,6 +132,8 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                 scopes: k.scopes.clone(),
                 expires_at: k.expires_at,
                 policy: Some(policy(&k.policy)),
+                previous_hash: k.previous.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+                previous_expires_at: k.previous.as_ref().map_or(0, |p| p.1),
             })
             .collect(),
         revoked_tokens: s

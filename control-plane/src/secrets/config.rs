@@ -428,6 +428,70 @@ impl SecretResolver {
         Ok(resolver)
     }
 
+    /// The writable store that serves `reference`'s scheme (another Vault mount or Azure
+    /// vault reuses the configured connection), or an error naming the reference when no
+    /// such backend is configured; `env://` is read-only.
+    pub fn store_for(
+        &self,
+        reference: &SecretReference,
+    ) -> Result<Arc<dyn SecretStore>, SecretError> {
+        let missing = || SecretError::BadReference {
+            reference: reference.to_string(),
+            reason: format!("no {} backend is configured", reference.scheme()),
+        };
+        Ok(match reference {
+            SecretReference::Env { .. } => {
+                return Err(SecretError::BadReference {
+                    reference: reference.to_string(),
+                    reason: "env:// references are read-only: change the variable instead".into(),
+                });
+            }
+            SecretReference::File { .. } => {
+                Arc::clone(self.file.as_ref().ok_or_else(missing)?) as Arc<dyn SecretStore>
+            }
+            SecretReference::AwsSm { .. } => Arc::new(self.aws.clone().ok_or_else(missing)?),
+            SecretReference::Vault { mount, .. } => {
+                let vault = self.vault.as_ref().ok_or_else(missing)?;
+                if vault.mount() == mount {
+                    Arc::new(vault.clone())
+                } else {
+                    Arc::new(vault.with_mount(mount)?)
+                }
+            }
+            SecretReference::AzureKv { vault, .. } => {
+                let azure = self.azure.as_ref().ok_or_else(missing)?;
+                if azure.vault_name() == vault {
+                    Arc::new(azure.clone())
+                } else {
+                    Arc::new(azure.with_vault(vault)?)
+                }
+            }
+        })
+    }
+
+    /// The store configured for `scheme`, where new values of that kind are written.
+    pub fn store_of(&self, scheme: Scheme) -> Option<Arc<dyn SecretStore>> {
+        match scheme {
+            Scheme::File => self
+                .file
+                .as_ref()
+                .map(|s| Arc::clone(s) as Arc<dyn SecretStore>),
+            Scheme::Vault => self
+                .vault
+                .clone()
+                .map(|s| Arc::new(s) as Arc<dyn SecretStore>),
+            Scheme::AwsSm => self
+                .aws
+                .clone()
+                .map(|s| Arc::new(s) as Arc<dyn SecretStore>),
+            Scheme::AzureKv => self
+                .azure
+                .clone()
+                .map(|s| Arc::new(s) as Arc<dyn SecretStore>),
+            Scheme::Env => None,
+        }
+    }
+
     /// Reads `reference` with its version id (see [`SecretStore::get_versioned`]).
     pub async fn resolve(
         &self,

@@ -25,6 +25,7 @@ pub mod azure;
 pub mod cipher;
 pub mod config;
 pub mod file;
+pub mod manager;
 pub mod memory;
 pub mod reference;
 pub mod vault;

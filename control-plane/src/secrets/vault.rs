@@ -195,8 +195,35 @@ impl VaultSecretStore {
             login_lock: tokio::sync::Mutex::new(0),
             renewal: std::sync::Mutex::new(None),
         });
-        let lease = shared.initial_lease().await?;
-        shared.schedule_renewal(&lease);
+        match shared.initial_lease().await {
+            Ok(lease) => shared.schedule_renewal(&lease),
+            // Vault is down or slow: start anyway (reads fail, naming their reference, until
+            // it is back; the control plane decides whether it can start without it) and
+            // log in or look the token up in the background.
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(vault = %shared.address, error = %e, "Vault unreachable; retrying the login in the background");
+                let weak = Arc::downgrade(&shared);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        let Some(shared) = weak.upgrade() else { return };
+                        match shared.initial_lease().await {
+                            Ok(lease) => {
+                                shared.schedule_renewal(&lease);
+                                tracing::info!(vault = %shared.address, "logged in to Vault");
+                                return;
+                            }
+                            Err(e) if e.is_retryable() => {}
+                            Err(e) => {
+                                tracing::error!(vault = %shared.address, error = %e, "Vault login failed");
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => return Err(e),
+        }
         Ok(Self {
             shared,
             mount: options.mount,

@@ -85,6 +85,13 @@ pub trait StateStore: Send + Sync {
         at: Option<i64>,
         bump_epoch: bool,
     ) -> Result<bool, StoreError>;
+    /// Records the fingerprint of a rotated secret; false when the key is unknown.
+    async fn set_provider_key_fingerprint(
+        &self,
+        provider: &str,
+        id: &str,
+        fingerprint: &str,
+    ) -> Result<bool, StoreError>;
     async fn list_models(&self) -> Result<Vec<Model>, StoreError>;
     async fn delete_model(&self, alias: &str) -> Result<bool, StoreError>;
 
@@ -100,6 +107,14 @@ pub trait StateStore: Send + Sync {
     async fn insert_virtual_key(&self, k: &VirtualKeyRecord) -> Result<(), StoreError>;
     async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError>;
     async fn revoke_virtual_key(&self, id: &str, at: i64) -> Result<bool, StoreError>;
+    /// Replaces a live key's hash, keeping the old one valid until `previous_expires_at`.
+    /// False when the key is unknown or revoked.
+    async fn rotate_virtual_key(
+        &self,
+        id: &str,
+        new_hash: &str,
+        previous_expires_at: i64,
+    ) -> Result<bool, StoreError>;
 
     async fn insert_credential(
         &self,

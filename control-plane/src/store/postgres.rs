@@ -586,6 +586,23 @@ impl StateStore for PostgresStore {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn set_provider_key_fingerprint(
+        &self,
+        provider: &str,
+        id: &str,
+        fingerprint: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE provider_keys SET fingerprint = $1 WHERE provider = $2 AND id = $3",
+        )
+        .bind(fingerprint)
+        .bind(provider)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn insert_signing_key(&self, k: &SigningKey) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO signing_keys (kid, algorithm, secret_name, created_at) VALUES ($1, $2, $3, $4)",
@@ -686,7 +703,7 @@ impl StateStore for PostgresStore {
     async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, hash, name, owner, scopes::text AS scopes, models::text AS models,
-                    created_at, expires_at, revoked_at
+                    created_at, expires_at, revoked_at, previous_hash, previous_expires_at
              FROM virtual_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
@@ -703,6 +720,8 @@ impl StateStore for PostgresStore {
                     created_at: row.try_get("created_at")?,
                     expires_at: row.try_get("expires_at")?,
                     revoked_at: row.try_get("revoked_at")?,
+                    previous_hash: row.try_get("previous_hash")?,
+                    previous_expires_at: row.try_get("previous_expires_at")?,
                 })
             })
             .collect()
@@ -713,6 +732,23 @@ impl StateStore for PostgresStore {
             "UPDATE virtual_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
         .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn rotate_virtual_key(
+        &self,
+        id: &str,
+        new_hash: &str,
+        previous_expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE virtual_keys SET previous_hash = hash, hash = $1, previous_expires_at = $2 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(new_hash)
+        .bind(previous_expires_at)
         .bind(id)
         .execute(&self.pool)
         .await?;

@@ -524,6 +524,22 @@ impl StateStore for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn set_provider_key_fingerprint(
+        &self,
+        provider: &str,
+        id: &str,
+        fingerprint: &str,
+    ) -> Result<bool, StoreError> {
+        let r =
+            sqlx::query("UPDATE provider_keys SET fingerprint = ? WHERE provider = ? AND id = ?")
+                .bind(fingerprint)
+                .bind(provider)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn insert_signing_key(&self, k: &SigningKey) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO signing_keys (kid, algorithm, secret_name, created_at) VALUES (?, ?, ?, ?)")
             .bind(&k.kid)
@@ -633,6 +649,8 @@ impl StateStore for SqliteStore {
                     created_at: row.try_get("created_at")?,
                     expires_at: row.try_get("expires_at")?,
                     revoked_at: row.try_get("revoked_at")?,
+                    previous_hash: row.try_get("previous_hash")?,
+                    previous_expires_at: row.try_get("previous_expires_at")?,
                 })
             })
             .collect()
@@ -643,6 +661,23 @@ impl StateStore for SqliteStore {
             "UPDATE virtual_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
         )
         .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn rotate_virtual_key(
+        &self,
+        id: &str,
+        new_hash: &str,
+        previous_expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE virtual_keys SET previous_hash = hash, hash = ?, previous_expires_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(new_hash)
+        .bind(previous_expires_at)
         .bind(id)
         .execute(&self.pool)
         .await?;
