@@ -1426,6 +1426,7 @@ fn vkey_json(k: &pb::VirtualKeyInfo) -> Value {
     json!({
         "id": k.id, "name": k.name, "owner": k.owner, "models": k.models, "scopes": k.scopes,
         "created_at": k.created_at, "expires_at": k.expires_at, "revoked_at": k.revoked_at,
+        "previous_expires_at": k.previous_expires_at,
     })
 }
 
