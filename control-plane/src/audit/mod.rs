@@ -16,7 +16,7 @@
 //! head.
 //!
 //! Where to start reading: [`chain::canonical`], then [`verify`]. [`export`] renders a
-//! record for SIEMs (JSON, OCSF, CEF).
+//! record for SIEMs (JSON, OCSF, CEF); [`syslog`] forwards the chain to a syslog receiver.
 //!
 //! # What the chain proves, and what it cannot
 //!
@@ -45,6 +45,7 @@
 pub mod chain;
 pub mod checkpoint;
 pub mod export;
+pub mod syslog;
 
 use std::collections::HashMap;
 
