@@ -2,7 +2,8 @@
 # The test command (CI runs it through .ci/run): prepares the Python clients in .venv,
 # starts and checks the test backends, then runs rustfmt, clippy, the whole test suite and
 # the dependency checks. Needs a Rust toolchain, Python 3.11 with pip, and cargo-nextest
-# (falls back to `cargo test` without it). Any missing piece fails the run loudly.
+# (falls back to `cargo test` without it); installs rsyslog with apt-get when it is missing
+# (as root). Any missing piece fails the run loudly.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -107,6 +108,31 @@ start_backends() {
     export WARDEN_TEST_AWS_ENDPOINT=http://127.0.0.1:$port
     start_redis
     start_postgres
+    prepare_rsyslog
+}
+
+# rsyslogd for the audit syslog forwarder's tests (control-plane/tests/syslog.rs), with the
+# GnuTLS netstream driver (package rsyslog-gnutls) for the TLS test. The tests start their
+# own rsyslogd processes; here it is only installed (with apt-get, as root) when missing.
+rsyslog_gtls_present() {
+    compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || compgen -G '/usr/lib/rsyslog/lmnsd_gtls.so' >/dev/null
+}
+
+prepare_rsyslog() {
+    if [[ -z ${WARDEN_TEST_RSYSLOGD:-} ]] && ! { command -v rsyslogd >/dev/null && rsyslog_gtls_present; }; then
+        command -v apt-get >/dev/null ||
+            die "rsyslogd with its gtls driver is missing and there is no apt-get: install rsyslog and rsyslog-gnutls, or set WARDEN_TEST_RSYSLOGD"
+        [[ $(id -u) -eq 0 ]] ||
+            die "rsyslogd with its gtls driver is missing; installing it needs root: sudo apt-get install rsyslog rsyslog-gnutls"
+        echo "installing rsyslog and rsyslog-gnutls with apt-get (log: $BACKEND_LOGS/apt-rsyslog.log)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog rsyslog-gnutls; } \
+            >"$BACKEND_LOGS/apt-rsyslog.log" 2>&1 ||
+            die "apt-get could not install rsyslog rsyslog-gnutls; last lines of $BACKEND_LOGS/apt-rsyslog.log:"$'\n'"$(tail -n 20 "$BACKEND_LOGS/apt-rsyslog.log")"
+    fi
+    export WARDEN_TEST_RSYSLOGD=${WARDEN_TEST_RSYSLOGD:-$(command -v rsyslogd)}
+    local version
+    version=$("$WARDEN_TEST_RSYSLOGD" -v 2>&1) || die "rsyslogd ($WARDEN_TEST_RSYSLOGD) does not run: $version"
+    echo "rsyslogd: $WARDEN_TEST_RSYSLOGD (${version%%$'\n'*})"
 }
 
 # Redis: the one CI runs on 127.0.0.1:6379 (or WARDEN_TEST_REDIS_URL), else a private
@@ -153,7 +179,7 @@ check_backends() {
     "$VENV/bin/python" -c 'import openai; print("python openai", openai.__version__)' ||
         die "the Python 'openai' package does not import from $VENV; the end-to-end tests need it"
     local var
-    for var in WARDEN_TEST_VAULT_ADDR WARDEN_TEST_VAULT_TOKEN WARDEN_TEST_BAO_BIN WARDEN_TEST_AWS_ENDPOINT; do
+    for var in WARDEN_TEST_VAULT_ADDR WARDEN_TEST_VAULT_TOKEN WARDEN_TEST_BAO_BIN WARDEN_TEST_AWS_ENDPOINT WARDEN_TEST_RSYSLOGD; do
         [[ -n ${!var:-} ]] || die "$var is not set: start_backends did not start its backend"
     done
     "$WARDEN_TEST_BAO_BIN" version || die "the OpenBao binary $WARDEN_TEST_BAO_BIN does not run"

@@ -15,7 +15,8 @@
 //! (rows rewritten with recomputed hashes), and rows missing at the tail or beyond the
 //! head.
 //!
-//! Where to start reading: [`chain::canonical`], then [`verify`].
+//! Where to start reading: [`chain::canonical`], then [`verify`]. [`export`] renders a
+//! record for SIEMs (JSON, OCSF, CEF); [`syslog`] forwards the chain to a syslog receiver.
 //!
 //! # What the chain proves, and what it cannot
 //!
@@ -43,6 +44,8 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod export;
+pub mod syslog;
 
 use std::collections::HashMap;
 
