@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             "proto/warden/admin/v1/admin.proto",
             "proto/warden/sync/v1/sync.proto",
+            "proto/warden/audit/v1/audit.proto",
         ],
         &["proto"],
     )?;

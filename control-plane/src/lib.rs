@@ -409,10 +409,14 @@ pub async fn serve(
         Arc::clone(&cp),
         shutdown.clone(),
     ));
+    let audit = warden_proto::audit::v1::audit_stream_server::AuditStreamServer::new(
+        grpc::audit::AuditStreamService::new(Arc::clone(&cp), shutdown.clone()),
+    );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     builder
         .add_service(admin)
         .add_service(sync)
+        .add_service(audit)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await?;
     Ok(())

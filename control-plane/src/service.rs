@@ -26,6 +26,7 @@ use crate::snapshot::{
     SnapshotData, SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider, SnapshotVirtualKey,
 };
 use crate::store::StateStore;
+use warden_core::audit_detail::Detail;
 
 const META_VERSION: &str = "snapshot_version";
 /// How a key the provider rejected is marked; such keys return to service when their
@@ -92,6 +93,11 @@ pub struct ControlPlane {
     usage: crate::usage::UsageReader,
     /// Snapshot version each node last acknowledged (in memory, for propagation waits).
     acked: watch::Sender<HashMap<String, u64>>,
+    /// The `seq` of the newest audit row this process appended (audit stream followers
+    /// wait on it).
+    audit_seq: watch::Sender<u64>,
+    /// Woken after every append (syslog and JSONL forwarders).
+    audit_wake: Arc<tokio::sync::Notify>,
 }
 
 /// How long an admin change waits for connected nodes to apply it before returning.
@@ -150,7 +156,7 @@ fn parse_scopes(scopes: &[String]) -> Result<Vec<String>, ServiceError> {
     for s in scopes {
         let scope = Scope::parse(s.trim()).ok_or_else(|| {
             ServiceError::InvalidArgument(format!(
-                "unknown scope `{s}` (expected read, write or admin)"
+                "unknown scope `{s}` (expected read, write, admin or audit)"
             ))
         })?;
         if !out.iter().any(|o: &String| o == scope.as_str()) {
@@ -219,6 +225,8 @@ impl ControlPlane {
             connections: std::sync::Mutex::new(HashMap::new()),
             usage,
             acked: watch::channel(HashMap::new()).0,
+            audit_seq: watch::channel(0).0,
+            audit_wake: Arc::new(tokio::sync::Notify::new()),
         };
         Ok(cp)
     }
@@ -242,7 +250,10 @@ impl ControlPlane {
                         "system:secrets",
                         &format!("{}/{} ref={reference}", k.provider, k.id),
                         e.metric_label(),
-                        &format!("{e}; serving the value from the start-up cache"),
+                        &Detail::new()
+                            .with("error", &e)
+                            .with("served_from", "start-up cache")
+                            .build(),
                     )
                     .await;
                 }
@@ -252,7 +263,7 @@ impl ControlPlane {
                         "system:secrets",
                         &format!("{}/{} ref={reference}", k.provider, k.id),
                         e.metric_label(),
-                        &e.to_string(),
+                        &Detail::new().with("error", &e).build(),
                     )
                     .await;
                     if !tolerate {
@@ -327,7 +338,10 @@ impl ControlPlane {
                             "system:secrets",
                             &format!("{}/{} ref={reference}", k.provider, k.id),
                             e.metric_label(),
-                            &format!("{e}; the last known value keeps serving"),
+                            &Detail::new()
+                                .with("error", &e)
+                                .with("served_from", "last known value")
+                                .build(),
                         )
                         .await;
                     }
@@ -374,15 +388,11 @@ impl ControlPlane {
                 actor,
                 &format!("{}/{} ref={reference}", k.provider, k.id),
                 "ok",
-                &format!(
-                    "fingerprint {} -> {new_fp}{}",
-                    k.fingerprint,
-                    if reenabled {
-                        "; key back in service (it had been rejected by the provider)"
-                    } else {
-                        ""
-                    }
-                ),
+                &Detail::new()
+                    .with("from_fp", &k.fingerprint)
+                    .with("to_fp", &new_fp)
+                    .with("reenabled", reenabled)
+                    .build(),
             )
             .await;
         }
@@ -728,9 +738,45 @@ impl ControlPlane {
             result: result.to_owned(),
             detail: warden_core::redact::redact(detail).into_owned(),
         };
-        if let Err(e) = self.store.append_audit(&record).await {
-            tracing::error!(error = %e, action, "could not write audit row");
+        match self.store.append_audit(&record).await {
+            Ok(link) => self.audit_appended(link.seq),
+            Err(e) => tracing::error!(error = %e, action, "could not write audit row"),
         }
+    }
+
+    fn audit_appended(&self, seq: u64) {
+        self.audit_seq.send_if_modified(|current| {
+            let newer = seq > *current;
+            if newer {
+                *current = seq;
+            }
+            newer
+        });
+        self.audit_wake.notify_waiters();
+    }
+
+    /// Follows appends to the audit log: the newest `seq` appended by this process.
+    pub fn audit_appends(&self) -> watch::Receiver<u64> {
+        self.audit_seq.subscribe()
+    }
+
+    /// Woken after every append to the audit log.
+    pub fn audit_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.audit_wake)
+    }
+
+    /// Up to `limit` audit rows with `seq >= from_seq`, in order, with their chain hashes.
+    pub async fn audit_range(
+        &self,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::ChainedAudit>, ServiceError> {
+        Ok(self.store.list_audit_range(from_seq, limit).await?)
+    }
+
+    /// The newest row of the audit chain.
+    pub async fn audit_head(&self) -> Result<crate::audit::ChainHead, ServiceError> {
+        Ok(self.store.audit_head().await?)
     }
 
     async fn audited<T>(
@@ -748,7 +794,7 @@ impl ControlPlane {
                     &actor.0,
                     subject,
                     e.code().metric_label(),
-                    &e.to_string(),
+                    &Detail::new().with("error", e).build(),
                 )
                 .await;
             }
@@ -765,23 +811,59 @@ impl ControlPlane {
         presented: Option<&str>,
         action: &str,
     ) -> Result<Actor, ServiceError> {
-        let outcome = self.check_admin(presented).await;
-        match outcome {
+        self.authenticate_with_scope(presented, action, Scope::Admin)
+            .await
+    }
+
+    /// Checks a credential that may read the audit log: an admin credential (`wa_…`), or
+    /// a JWT with the `audit` scope. A JWT without it is refused (and audited) with
+    /// permission denied.
+    pub async fn authenticate_audit_reader(
+        &self,
+        presented: Option<&str>,
+        action: &str,
+    ) -> Result<Actor, ServiceError> {
+        self.authenticate_with_scope(presented, action, Scope::Audit)
+            .await
+    }
+
+    async fn authenticate_with_scope(
+        &self,
+        presented: Option<&str>,
+        action: &str,
+        needed: Scope,
+    ) -> Result<Actor, ServiceError> {
+        match self.check_admin(presented, needed).await {
             Ok(actor) => Ok(actor),
             Err(reason) => {
                 let shown = presented.map_or_else(
                     || "-".to_owned(),
                     |p| format!("fp:{}", fingerprint::of(p.as_bytes())),
                 );
-                self.audit("auth.admin", &shown, action, "denied", reason)
-                    .await;
+                self.audit(
+                    "auth.admin",
+                    &shown,
+                    action,
+                    "denied",
+                    &Detail::new().with("reason", reason).build(),
+                )
+                .await;
                 tracing::warn!(reason, action, "admin authentication failed");
+                if reason == "missing_audit_scope" {
+                    return Err(ServiceError::PermissionDenied(
+                        "reading the audit log needs the `audit` scope".into(),
+                    ));
+                }
                 Err(ServiceError::Unauthenticated)
             }
         }
     }
 
-    async fn check_admin(&self, presented: Option<&str>) -> Result<Actor, &'static str> {
+    async fn check_admin(
+        &self,
+        presented: Option<&str>,
+        needed: Scope,
+    ) -> Result<Actor, &'static str> {
         let presented = presented.ok_or("missing_credential")?;
         if credential::kind_of(presented) == Some(Kind::Admin) {
             credential::check_format(Kind::Admin, presented).map_err(|_| "malformed_credential")?;
@@ -802,8 +884,12 @@ impl ControlPlane {
         }
         if presented.starts_with("eyJ") {
             let claims = self.verify_jwt(presented).await.map_err(|e| e.reason())?;
-            if !claims.scopes().contains(&Scope::Admin) {
-                return Err("missing_admin_scope");
+            if !claims.scopes().contains(&needed) {
+                return Err(if needed == Scope::Audit {
+                    "missing_audit_scope"
+                } else {
+                    "missing_admin_scope"
+                });
             }
             return Ok(Actor(format!("jwt:{}", claims.sub)));
         }
@@ -1713,9 +1799,18 @@ impl ControlPlane {
             event.detail =
                 warden_core::redact::redact(&event.detail.chars().take(2048).collect::<String>())
                     .into_owned();
-            event.actor = format!("{} (via {node_id})", event.actor);
+            // Which node saw it, as one more attribute.
+            let node = Detail::new().with("node", node_id).build();
+            event.detail = if event.detail.is_empty() {
+                node
+            } else {
+                format!("{} {node}", event.detail)
+            };
             match self.store.append_audit(&event).await {
-                Ok(_) => accepted += 1,
+                Ok(link) => {
+                    self.audit_appended(link.seq);
+                    accepted += 1;
+                }
                 Err(crate::store::StoreError::Database(sqlx::Error::Database(db)))
                     if db.is_unique_violation() =>
                 {
@@ -1769,7 +1864,10 @@ impl ControlPlane {
             &format!("node:{node_id}"),
             &format!("{provider}/{key_id} fp={fingerprint}"),
             "disabled",
-            &format!("status {status}: {reason}"),
+            &Detail::new()
+                .with("status", status)
+                .with("reason", reason)
+                .build(),
         )
         .await;
         Ok(())

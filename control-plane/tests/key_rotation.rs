@@ -248,7 +248,7 @@ async fn vault_rotation_reaches_the_snapshot_and_reenables_a_rejected_key() {
     let audit = audit_text(&cp).await;
     assert!(audit.contains("secret.rotate system:secrets p/"), "{audit}");
     assert!(audit.contains(&format!("ref={reference}")), "{audit}");
-    assert!(audit.contains("back in service"), "{audit}");
+    assert!(audit.contains("reenabled=true"), "{audit}");
     assert!(
         !audit.contains(&v1) && !audit.contains(&v2),
         "no value in the audit log"

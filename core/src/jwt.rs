@@ -24,6 +24,8 @@ pub enum Scope {
     Write,
     /// Use the Admin API.
     Admin,
+    /// Read the audit log (`AuditStream`, `wardenctl audit …`).
+    Audit,
 }
 
 impl Scope {
@@ -33,6 +35,7 @@ impl Scope {
             "read" => Some(Self::Read),
             "write" => Some(Self::Write),
             "admin" => Some(Self::Admin),
+            "audit" => Some(Self::Audit),
             _ => None,
         }
     }
@@ -43,6 +46,7 @@ impl Scope {
             Self::Read => "read",
             Self::Write => "write",
             Self::Admin => "admin",
+            Self::Audit => "audit",
         }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! Start with [`credential`] and [`jwt`]: they define what a caller presents.
 
+pub mod audit_detail;
 pub mod credential;
 pub mod fingerprint;
 pub mod jwt;

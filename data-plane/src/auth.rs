@@ -17,8 +17,10 @@ use crate::runtime::Runtime;
 /// Who is calling and what they may do.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// `jwt:<sub>` or `vkey:<id>` — safe to log.
+    /// `jwt:<sub>` or `vkey:<id obfuscated>` — safe to log; the audit event's actor.
     pub id: String,
+    /// The credential used, obfuscated (`vk_1234****cdef`, or `tok-…` for a JWT's id).
+    pub credential: String,
     pub scopes: HashSet<Scope>,
     /// Allowed aliases; contains `*` for all.
     pub models: Vec<String>,
@@ -92,8 +94,10 @@ fn check(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, &'static str> {
         if key.expires_at != 0 && key.expires_at <= warden_core::unix_now() {
             return Err("vkey_expired");
         }
+        let credential = warden_core::fingerprint::obfuscate(&key.id);
         return Ok(Principal {
-            id: format!("vkey:{}", key.id),
+            id: format!("vkey:{credential}"),
+            credential,
             scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             models: key.models.clone(),
             limits: Some(crate::limits::Scope {
@@ -119,6 +123,7 @@ fn check(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, &'static str> {
         });
     Ok(Principal {
         id: format!("jwt:{}", claims.sub),
+        credential: warden_core::fingerprint::obfuscate(&format!("tok-{}", claims.jti)),
         scopes: claims.scopes(),
         models: claims.models,
         limits,
@@ -150,6 +155,7 @@ mod tests {
     fn allow_list() {
         let p = Principal {
             id: "x".into(),
+            credential: "tok-****".into(),
             scopes: HashSet::new(),
             models: vec!["a".into()],
             limits: None,

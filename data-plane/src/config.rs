@@ -32,6 +32,8 @@ pub struct NodeConfig {
     /// Shared state; `None` runs limits and key rotation per node (one machine).
     pub redis: Option<crate::shared::redis::RedisSettings>,
     pub limiter: crate::limits::LimiterSettings,
+    /// Audit client addresses masked to their /24 or /48 network.
+    pub audit_mask_client_ip: bool,
 }
 
 impl NodeConfig {
@@ -54,6 +56,7 @@ impl NodeConfig {
             log_format: LogFormat::Text,
             redis: None,
             limiter: crate::limits::LimiterSettings::default(),
+            audit_mask_client_ip: false,
         }
     }
 }

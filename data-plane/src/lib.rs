@@ -57,9 +57,9 @@ pub async fn run(
         .install_recorder()
         .ok();
     let (audit, audit_rx) = audit::AuditSink::new();
-    let state = Arc::new(server::AppState::new(
-        upstream, limiter, redis, metrics, audit,
-    ));
+    let mut state = server::AppState::new(upstream, limiter, redis, metrics, audit);
+    state.audit_mask_client_ip = config.audit_mask_client_ip;
+    let state = Arc::new(state);
     let config = Arc::new(config);
     let link = tokio::spawn(sync::run(
         Arc::clone(&config),
@@ -84,9 +84,12 @@ pub async fn run(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await?;
     shutdown.cancel();
     let _ = link.await;
     Ok(())

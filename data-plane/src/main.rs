@@ -53,6 +53,9 @@ struct Args {
     /// refuses requests that have limits (503).
     #[arg(long, env = "WARDEN_REDIS_FAILURE_MODE", default_value = "open")]
     redis_failure_mode: String,
+    /// Record client addresses in audit events as their /24 (IPv4) or /48 (IPv6) network.
+    #[arg(long, env = "WARDEN_AUDIT_MASK_CLIENT_IP")]
+    audit_mask_client_ip: bool,
 }
 
 #[tokio::main]
@@ -83,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     config.cp_ca_file = args.cp_ca_file;
     config.max_body_bytes = args.max_body_bytes;
     config.log_format = log_format;
+    config.audit_mask_client_ip = args.audit_mask_client_ip;
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     config.redis = warden_data_plane::config::redis_from_env(&env, args.redis_prefix)
         .map_err(anyhow::Error::msg)?;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub cp_connected: AtomicBool,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub audit: crate::audit::AuditSink,
+    /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
+    pub audit_mask_client_ip: bool,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             cp_connected: AtomicBool::new(false),
             metrics,
             audit,
+            audit_mask_client_ip: false,
         }
     }
 

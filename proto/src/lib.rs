@@ -19,6 +19,13 @@ pub mod sync {
     }
 }
 
+pub mod audit {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("warden.audit.v1");
+    }
+}
+
 mod error_code;
 pub use error_code::ErrorCode;
 

@@ -156,9 +156,8 @@ impl<'a> From<&'a AuditRecord> for ExportRecord<'a> {
 
 /// The address in a `client_ip=<address>` pair of a `key=value` detail string.
 pub fn client_ip_in(detail: &str) -> Option<IpAddr> {
-    detail
-        .split_whitespace()
-        .find_map(|pair| pair.strip_prefix("client_ip="))
+    warden_core::audit_detail::parse(detail)
+        .get("client_ip")
         .and_then(|v| v.parse().ok())
 }
 

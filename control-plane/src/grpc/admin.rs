@@ -30,6 +30,14 @@ impl AdminService {
             .authenticate_admin(warden_proto::bearer(request), action)
             .await?)
     }
+
+    /// Reading the audit log needs the `audit` scope.
+    async fn audit_reader<T>(&self, request: &Request<T>, action: &str) -> Result<Actor, Status> {
+        Ok(self
+            .cp
+            .authenticate_audit_reader(warden_proto::bearer(request), action)
+            .await?)
+    }
 }
 
 fn ttl(seconds: u64) -> Option<Duration> {
@@ -523,7 +531,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
-        let actor = self.actor(&request, "audit.verify").await?;
+        let actor = self.audit_reader(&request, "audit.verify").await?;
         let from = request.into_inner().from_seq;
         let report = self.cp.verify_audit((from > 0).then_some(from)).await?;
         let problem = report
@@ -537,7 +545,10 @@ impl Admin for AdminService {
                 &actor.0,
                 "",
                 if report.is_valid() { "ok" } else { "tampered" },
-                &problem,
+                &warden_core::audit_detail::Detail::new()
+                    .with("rows_checked", report.rows_checked)
+                    .with_opt("problem", (!problem.is_empty()).then_some(&problem))
+                    .build(),
             )
             .await;
         Ok(Response::new(pb::VerifyAuditResponse {
@@ -553,7 +564,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        let actor = self.actor(&request, "audit.list").await?;
+        let actor = self.audit_reader(&request, "audit.list").await?;
         let r = request.into_inner();
         let limit = if r.limit == 0 { 100 } else { r.limit };
         let action = (!r.action.is_empty()).then_some(r.action.as_str());

@@ -2,6 +2,7 @@
 //! [`crate::ControlPlane`]. Nothing below this module sees a proto type.
 
 pub mod admin;
+pub mod audit;
 pub mod sync;
 
 use crate::domain::ApiFormat;

@@ -182,6 +182,17 @@ impl Meter {
     }
 }
 
+/// What an answer came to, once its body has been pumped: for the request's audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Micro-USD at the route's price.
+    pub cost_micros: u64,
+    /// `completed`, `client_disconnected`, `upstream_error` or `limit_exceeded`.
+    pub outcome: &'static str,
+}
+
 /// How to pump one answer.
 #[derive(Debug)]
 pub struct PumpPlan {
@@ -323,6 +334,7 @@ pub fn pump(
     response: reqwest::Response,
     admission: Option<Admission>,
     plan: PumpPlan,
+    settled: Option<tokio::sync::oneshot::Sender<Settled>>,
 ) -> mpsc::Receiver<Result<Bytes, std::io::Error>> {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
@@ -335,11 +347,13 @@ pub fn pump(
         let strip_usage = !plan.client_wants_usage;
         let mut json: Vec<u8> = Vec::new();
         let mut ended_ok = false;
+        let mut outcome = "upstream_error";
         'pump: loop {
             let chunk = tokio::select! {
                 c = upstream.next() => c,
                 () = tx.closed() => {
                     tracing::info!("client went away; upstream request cancelled");
+                    outcome = "client_disconnected";
                     break 'pump;
                 }
             };
@@ -359,6 +373,7 @@ pub fn pump(
                 }
                 None => {
                     ended_ok = true;
+                    outcome = "completed";
                     break;
                 }
             };
@@ -374,6 +389,7 @@ pub fn pump(
                     break;
                 }
                 if !translate_whole && tx.send(Ok(bytes)).await.is_err() {
+                    outcome = "client_disconnected";
                     break;
                 }
                 continue;
@@ -396,6 +412,7 @@ pub fn pump(
                     meter.observe_event(plan.upstream, v);
                 }
                 if !send_all(&tx, frames.push(&event, value.as_ref(), strip_usage)).await {
+                    outcome = "client_disconnected";
                     break 'pump;
                 }
                 if let Some(adm) = admission.as_mut() {
@@ -416,6 +433,7 @@ pub fn pump(
                             metrics::counter!(crate::metrics::LIMITED, "limit" => kind.label())
                                 .increment(1);
                             let _ = tx.send(Ok(cut_event(plan.client, kind))).await;
+                            outcome = "limit_exceeded";
                             break 'pump;
                         }
                     }
@@ -454,14 +472,22 @@ pub fn pump(
             meter.observe_json(&v);
         }
         let used = meter.usage();
+        let full = cost_micros(
+            used.prompt,
+            used.completion,
+            plan.price.input_per_mtok,
+            plan.price.output_per_mtok,
+        );
+        if let Some(done) = settled {
+            let _ = done.send(Settled {
+                prompt_tokens: used.prompt,
+                completion_tokens: used.completion,
+                cost_micros: full,
+                outcome,
+            });
+        }
         if let Some(adm) = admission {
             let total = used.prompt + used.completion;
-            let full = cost_micros(
-                used.prompt,
-                used.completion,
-                plan.price.input_per_mtok,
-                plan.price.output_per_mtok,
-            );
             // Steps charged mid-stream were billed at output prices; settle the rest.
             let charged_steps = adm.charged().saturating_sub(adm.reserved());
             let already = cost_micros(

@@ -18,11 +18,13 @@ pub mod meter;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use warden_core::audit_detail::{self, Detail};
 use warden_core::jwt::Scope;
 
 use crate::auth::Principal;
@@ -150,37 +152,45 @@ pub fn render_error(e: ApiError, api: Wire) -> Response {
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    serve(&state, &headers, body, Endpoint::Chat).await
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    serve(&state, peer, &headers, body, Endpoint::Chat).await
 }
 
 /// `POST /v1/messages`.
 pub async fn messages(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    serve(&state, &headers, body, Endpoint::Messages).await
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    serve(&state, peer, &headers, body, Endpoint::Messages).await
 }
 
 /// `POST /v1/embeddings`.
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    serve(&state, &headers, body, Endpoint::Embeddings).await
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    serve(&state, peer, &headers, body, Endpoint::Embeddings).await
 }
 
 /// `POST /v1/responses`.
 pub async fn responses(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    serve(&state, &headers, body, Endpoint::Responses).await
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    serve(&state, peer, &headers, body, Endpoint::Responses).await
 }
 
 /// `POST /v1/messages/count_tokens`: a local estimate (about four characters per token),
@@ -213,7 +223,8 @@ pub async fn count_tokens(
 }
 
 async fn serve(
-    state: &AppState,
+    state: &Arc<AppState>,
+    peer: Option<std::net::SocketAddr>,
     headers: &HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
     endpoint: Endpoint,
@@ -224,14 +235,21 @@ async fn serve(
         Ok(body) => handle(state, headers, &body, endpoint).await,
         Err(rejection) => Err((body_error(&rejection), String::new(), String::new())),
     };
-    let (mut response, principal, model, provider, key_fingerprint) = match outcome {
-        Ok(done) => (
-            done.response,
-            done.principal,
-            done.model,
-            done.provider,
-            done.key_fingerprint,
-        ),
+    // The request's audit event: who, from where, what; completed below with the outcome.
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(200).collect::<String>());
+    let detail = Detail::new()
+        .with("request_id", &request_id)
+        .with("endpoint", endpoint.path())
+        .with_opt(
+            "client_ip",
+            peer.map(|p| audit_detail::client_ip(p.ip(), state.audit_mask_client_ip)),
+        )
+        .with_opt("user_agent", user_agent);
+    let done = match outcome {
+        Ok(done) => done,
         Err((e, principal, model)) => {
             let label = e.metric_label();
             tracing::info!(
@@ -255,49 +273,108 @@ async fn serve(
                     principal.clone()
                 },
                 model.clone(),
-                e.status.as_u16().to_string(),
-                format!(
-                    "request_id={request_id} endpoint={} error={label} latency_ms={}",
-                    endpoint.path(),
-                    started.elapsed().as_millis()
-                ),
+                "failure".to_owned(),
+                detail
+                    .with("status", e.status.as_u16())
+                    .with("error", label)
+                    .with("latency_ms", started.elapsed().as_millis())
+                    .build(),
             );
             let mut r = render_error(e, endpoint.api());
             set_request_id(&mut r, &request_id);
             return r;
         }
     };
-    metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(response.status()))
-        .increment(1);
-    state.audit.emit(
-        "request",
-        principal.clone(),
-        model.clone(),
-        response.status().as_u16().to_string(),
-        format!(
-            "request_id={request_id} endpoint={} provider={provider} upstream_key_fp={key_fingerprint} model_served={} fallback={} latency_ms={}",
-            endpoint.path(),
-            response
-                .headers()
-                .get("x-warden-model")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(&model),
+    let Done {
+        mut response,
+        principal,
+        credential,
+        model,
+        provider,
+        key_fingerprint,
+        settled,
+    } = done;
+    let status = response.status();
+    metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(status)).increment(1);
+    let model_served = response
+        .headers()
+        .get("x-warden-model")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(&model)
+        .to_owned();
+    let detail = detail
+        .with("credential", &credential)
+        .with("provider", &provider)
+        .with("model_served", &model_served)
+        .with(
+            "fallback",
             response.headers().contains_key("x-warden-fallback"),
-            started.elapsed().as_millis()
-        ),
-    );
+        )
+        .with_opt(
+            "upstream_key_fp",
+            (!key_fingerprint.is_empty()).then_some(&key_fingerprint),
+        )
+        .with("status", status.as_u16());
     tracing::info!(
         request_id = %request_id,
         endpoint = endpoint.path(),
         principal = %principal,
         model = %model,
         provider = %provider,
-        status = response.status().as_u16(),
+        status = status.as_u16(),
         latency_ms = started.elapsed().as_millis() as u64,
         "request forwarded"
     );
+    let ok = status.is_success();
+    match settled {
+        // A pumped answer is audited when its body ends, with the usage as billed.
+        Some(settled) => {
+            let state = Arc::clone(state);
+            tokio::spawn(async move {
+                let (detail, completed) = match settled.await {
+                    Ok(s) => (
+                        detail
+                            .with("tokens_in", s.prompt_tokens)
+                            .with("tokens_out", s.completion_tokens)
+                            .with("cost_usd", format_usd(s.cost_micros))
+                            .with("outcome", s.outcome),
+                        s.outcome == "completed",
+                    ),
+                    Err(_) => (detail.with("outcome", "unknown"), false),
+                };
+                let result = match (ok, completed) {
+                    (true, true) => "ok",
+                    (true, false) => "incomplete",
+                    (false, _) => "failure",
+                };
+                state.audit.emit(
+                    "request",
+                    principal,
+                    model,
+                    result.to_owned(),
+                    detail
+                        .with("latency_ms", started.elapsed().as_millis())
+                        .build(),
+                );
+            });
+        }
+        None => state.audit.emit(
+            "request",
+            principal,
+            model,
+            if ok { "ok" } else { "failure" }.to_owned(),
+            detail
+                .with("latency_ms", started.elapsed().as_millis())
+                .build(),
+        ),
+    }
     set_request_id(&mut response, &request_id);
     response
+}
+
+/// Micro-USD as a decimal USD amount (`0.000123`).
+fn format_usd(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
 fn status_class(status: StatusCode) -> &'static str {
@@ -329,10 +406,14 @@ fn set_request_id(response: &mut Response, id: &str) {
 struct Done {
     response: Response,
     principal: String,
+    /// The credential used, obfuscated.
+    credential: String,
     model: String,
     provider: String,
     /// Fingerprint of the upstream key used (never the key).
     key_fingerprint: String,
+    /// Resolves when a pumped body has ended, with its usage.
+    settled: Option<tokio::sync::oneshot::Receiver<meter::Settled>>,
 }
 
 type Rejection = (ApiError, String, String);
@@ -545,9 +626,11 @@ async fn handle(
         return Ok(Done {
             response: with_rate_headers(response, &rate_headers),
             principal: pid,
+            credential: principal.credential.clone(),
             model,
             provider: route.provider.name.clone(),
             key_fingerprint: String::new(),
+            settled: None,
         });
     }
 
@@ -623,7 +706,8 @@ async fn handle(
     let provider = served.route.provider.name.clone();
     let key_fingerprint = served.key_fingerprint.clone();
     tracing::debug!(model = %served.route.alias, key = %served.key_fingerprint, fallback = served.fallback, "upstream answered");
-    let rx = meter::pump(served.response, Some(admission), plan);
+    let (settled_tx, settled) = tokio::sync::oneshot::channel();
+    let rx = meter::pump(served.response, Some(admission), plan, Some(settled_tx));
     let response = builder
         .body(Body::from_stream(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -632,9 +716,11 @@ async fn handle(
     Ok(Done {
         response: with_rate_headers(response, &rate_headers),
         principal: pid,
+        credential: principal.credential.clone(),
         model,
         provider,
         key_fingerprint,
+        settled: Some(settled),
     })
 }
 

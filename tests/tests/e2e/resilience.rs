@@ -114,7 +114,7 @@ async fn node_serves_while_the_control_plane_is_down_and_catches_up_after() {
                     r["actor"]
                         .as_str()
                         .is_some_and(|a| a.starts_with("jwt:svc-outage"))
-                        && r["result"] == "200"
+                        && r["result"] == "ok"
                         && r["timestamp_ms"]
                             .as_i64()
                             .is_some_and(|t| (outage_from..=outage_to).contains(&t))
