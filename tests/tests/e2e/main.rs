@@ -16,3 +16,4 @@ mod gateway;
 mod limits;
 mod resilience;
 mod sdk;
+mod sealing;
