@@ -124,6 +124,8 @@ pub struct Options {
     /// Run the control plane on this PostgreSQL database (in a fresh schema) instead of
     /// the embedded SQLite.
     pub database_url: Option<String>,
+    /// `WARDEN_JWT_ALGORITHM` for the control plane (`EdDSA` when unset).
+    pub jwt_algorithm: Option<String>,
 }
 
 /// A running Warden.
@@ -302,6 +304,10 @@ impl TestCluster {
                 self.options.database_url.clone().unwrap_or_default(),
             )
             .env("WARDEN_DATABASE_SCHEMA", self.database_schema())
+            .env(
+                "WARDEN_JWT_ALGORITHM",
+                self.options.jwt_algorithm.as_deref().unwrap_or("EdDSA"),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path)?)

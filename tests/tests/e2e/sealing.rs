@@ -1,7 +1,8 @@
 //! Sealed delivery of snapshot secrets: a raw `Sync.Watch` client with its own key pair sees
 //! no provider key on the wire (only values sealed to its key), a `Watch` without a key is
 //! refused, and every release is audited by fingerprint — while the harness's node, which
-//! opens its own snapshots, still serves with the key.
+//! opens its own snapshots, still serves with the key. With HS256 the shared JWT secret
+//! travels sealed the same way.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use warden_core::seal::{Binding, Field, NodeKeyPair, Sealed};
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_client::SyncClient;
 use warden_tests::cluster::{
-    CANARY_ANTHROPIC_KEY, CANARY_UPSTREAM_KEY, MODEL, TestCluster, eventually,
+    CANARY_ANTHROPIC_KEY, CANARY_UPSTREAM_KEY, MODEL, Options, TestCluster, eventually,
 };
 
 const WATCHER: &str = "raw-watcher";
@@ -228,4 +229,63 @@ async fn a_watch_without_a_usable_public_key_is_refused() {
         )
         .unwrap();
     assert!(!audit.contains(WATCHER), "{audit}");
+}
+
+#[tokio::test]
+async fn hs256_secrets_travel_sealed_and_nodes_still_verify_tokens() {
+    let c = TestCluster::start_with(
+        1,
+        Options {
+            jwt_algorithm: Some("HS256".into()),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let keys = NodeKeyPair::generate().unwrap();
+    let mut client = SyncClient::connect(c.cp_addr()).await.unwrap();
+    let mut stream = client
+        .watch(hello(
+            WATCHER,
+            keys.public_key().to_bytes().to_vec(),
+            &c.node_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("no snapshot within 10 s")
+        .unwrap()
+        .expect("stream ended before the first snapshot");
+    drop(stream);
+    let jwt = snapshot.jwt.as_ref().expect("no JWT settings");
+    let hs: Vec<_> = jwt.keys.iter().filter(|k| k.algorithm == "HS256").collect();
+    assert!(!hs.is_empty(), "no HS256 key in {:?}", jwt.keys);
+    for k in hs {
+        assert!(k.key.is_empty(), "HS256 secret {} in the clear", k.kid);
+        let sealed = k.sealed_key.as_ref().expect("HS256 secret not sealed");
+        let binding = Binding {
+            node_id: WATCHER,
+            version: snapshot.version,
+            field: Field::Jwt { kid: &k.kid },
+        };
+        let secret = keys
+            .open(
+                &binding,
+                &Sealed {
+                    encapped_key: sealed.encapped_key.clone(),
+                    ciphertext: sealed.ciphertext.clone(),
+                },
+            )
+            .unwrap();
+        assert!(secret.expose_secret().len() >= 32);
+    }
+    // The harness's node opens the secret and verifies the control plane's tokens with it.
+    let token = c.issue_token("svc-hs256", "*").unwrap();
+    let r = c
+        .chat(0, &token, &TestCluster::chat_body(MODEL, "hs256", false))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
