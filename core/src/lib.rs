@@ -1,7 +1,8 @@
 //! What both planes share and that belongs to no single plane: the formats of the opaque
 //! credentials Warden issues ([`credential`]), JWT claims, signing and verification
-//! ([`jwt`]), redaction of secrets from text and logs ([`redact`], [`telemetry`]), and
-//! safe-to-show fingerprints ([`fingerprint`]).
+//! ([`jwt`]), redaction of secrets from text and logs ([`redact`], [`telemetry`]),
+//! safe-to-show fingerprints ([`fingerprint`]), and the sealing of snapshot secrets to one
+//! node's key ([`seal`]).
 //!
 //! Start with [`credential`] and [`jwt`]: they define what a caller presents.
 
@@ -10,6 +11,7 @@ pub mod credential;
 pub mod fingerprint;
 pub mod jwt;
 pub mod redact;
+pub mod seal;
 pub mod shared_keys;
 pub mod telemetry;
 

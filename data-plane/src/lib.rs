@@ -33,6 +33,8 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("sealing key pair: {0}")]
+    SealKey(#[from] warden_core::seal::SealError),
 }
 
 /// Serves on `listener` and keeps the link to the control plane until `shutdown`.
@@ -61,9 +63,13 @@ pub async fn run(
     state.audit_mask_client_ip = config.audit_mask_client_ip;
     let state = Arc::new(state);
     let config = Arc::new(config);
+    // The key snapshot secrets are sealed to: new on every start, never written anywhere.
+    let seal_keys = Arc::new(warden_core::seal::NodeKeyPair::generate()?);
+    tracing::info!(node_key = %seal_keys.public_key().fingerprint(), "sealing key pair ready");
     let link = tokio::spawn(sync::run(
         Arc::clone(&config),
         Arc::clone(&state),
+        seal_keys,
         shutdown.clone(),
     ));
     tokio::spawn(sync::publish_audit(

@@ -2,13 +2,18 @@
 //! the request path does only hash-map lookups. [`Runtime::from_snapshot`] rejects a
 //! malformed snapshot as a whole (the node keeps the last good one); the swap itself is one
 //! atomic pointer store (`ArcSwap`), so no request ever sees half a snapshot.
+//!
+//! Secrets arrive sealed to this node's key ([`warden_core::seal`]); they are opened here,
+//! straight into `secrecy` types, and a snapshot with any value that does not open is
+//! rejected like a malformed one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use secrecy::{SecretBox, SecretString};
+use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use warden_core::jwt::{SigningAlgorithm, VerificationKey, Verifier};
+use warden_core::seal::{Binding, Field, NodeKeyPair, SealError, Sealed};
 use warden_proto::sync::v1 as pb;
 
 use crate::limits::Policy;
@@ -189,13 +194,56 @@ pub enum SnapshotError {
     MissingPepper,
     #[error("model {alias} falls back to unknown model {fallback}")]
     UnknownFallback { alias: String, fallback: String },
+    #[error("secret {0} is not sealed (control plane too old?)")]
+    NotSealed(String),
+    #[error("secret {0} is not valid UTF-8")]
+    NotUtf8(String),
+    #[error("JWT key {0} (HS256) carries its secret in the clear")]
+    ClearJwtSecret(String),
+    #[error(transparent)]
+    Sealed(#[from] SealError),
+}
+
+/// Whom a snapshot's secrets are sealed to: this node.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    pub node_id: &'a str,
+    pub keys: &'a NodeKeyPair,
+}
+
+impl Recipient<'_> {
+    /// Opens the sealed value of `field` in snapshot `version`.
+    fn open(
+        &self,
+        version: u64,
+        field: Field<'_>,
+        sealed: Option<pb::SealedSecret>,
+    ) -> Result<SecretBox<Vec<u8>>, SnapshotError> {
+        let sealed = sealed.ok_or_else(|| SnapshotError::NotSealed(field.to_string()))?;
+        let binding = Binding {
+            node_id: self.node_id,
+            version,
+            field,
+        };
+        let sealed = Sealed {
+            encapped_key: sealed.encapped_key,
+            ciphertext: sealed.ciphertext,
+        };
+        Ok(self.keys.open(&binding, &sealed)?)
+    }
 }
 
 impl Runtime {
-    /// Compiles a snapshot, checking its internal consistency.
-    pub fn from_snapshot(s: pb::Snapshot) -> Result<Self, SnapshotError> {
+    /// Compiles a snapshot, opening its sealed secrets with `to`'s key pair and checking its
+    /// internal consistency.
+    pub fn from_snapshot(s: pb::Snapshot, to: Recipient<'_>) -> Result<Self, SnapshotError> {
+        let version = s.version;
         let jwt = s.jwt.ok_or(SnapshotError::MissingJwt)?;
-        if s.vkey_pepper.is_empty() {
+        if s.sealed_vkey_pepper.is_none() {
+            return Err(SnapshotError::MissingPepper);
+        }
+        let pepper = to.open(version, Field::VkeyPepper, s.sealed_vkey_pepper)?;
+        if pepper.expose_secret().is_empty() {
             return Err(SnapshotError::MissingPepper);
         }
         let mut providers = HashMap::new();
@@ -206,17 +254,23 @@ impl Runtime {
                 Ok(pb::ApiFormat::Echo) => Format::Echo,
                 _ => return Err(SnapshotError::UnknownFormat(p.name)),
             };
-            let keys = p
-                .keys
-                .into_iter()
-                .map(|k| UpstreamKey {
+            let mut keys = Vec::with_capacity(p.keys.len());
+            for k in p.keys {
+                let field = Field::UpstreamKey {
+                    provider: &p.name,
+                    key_id: &k.id,
+                };
+                let opened = to.open(version, field, k.sealed_secret)?;
+                let secret = std::str::from_utf8(opened.expose_secret())
+                    .map_err(|_| SnapshotError::NotUtf8(field.to_string()))?;
+                keys.push(UpstreamKey {
+                    secret: SecretString::from(secret),
                     id: k.id,
                     fingerprint: k.fingerprint,
-                    secret: SecretString::from(k.secret),
                     disabled: !k.disabled_reason.is_empty(),
                     health_epoch: k.health_epoch,
-                })
-                .collect();
+                });
+            }
             providers.insert(
                 p.name.clone(),
                 Arc::new(Provider {
@@ -287,10 +341,21 @@ impl Runtime {
         for k in jwt.keys {
             let algorithm = SigningAlgorithm::parse(&k.algorithm)
                 .ok_or_else(|| SnapshotError::BadKeyAlgorithm(k.kid.clone()))?;
+            let key = match algorithm {
+                // A public key: travels in the clear.
+                SigningAlgorithm::EdDSA => SecretBox::new(Box::new(k.key)),
+                // A shared secret: must arrive sealed.
+                SigningAlgorithm::HS256 => {
+                    if !k.key.is_empty() {
+                        return Err(SnapshotError::ClearJwtSecret(k.kid));
+                    }
+                    to.open(version, Field::Jwt { kid: &k.kid }, k.sealed_key)?
+                }
+            };
             keys.push(VerificationKey {
                 kid: k.kid,
                 algorithm,
-                key: SecretBox::new(Box::new(k.key)),
+                key,
             });
         }
         let verifier = Verifier::new(
@@ -331,7 +396,7 @@ impl Runtime {
             verifier,
             revoked_jtis: s.revoked_tokens.into_iter().map(|t| t.jti).collect(),
             virtual_keys,
-            pepper: SecretBox::new(Box::new(s.vkey_pepper)),
+            pepper,
             global_policy: policy(s.global_policy),
             subject_policies: s
                 .subject_policies
@@ -344,7 +409,6 @@ impl Runtime {
     /// Every secret value this snapshot holds that has no recognisable shape, for the log
     /// redactor.
     pub fn secrets_for_redaction(&self) -> Vec<SecretString> {
-        use secrecy::ExposeSecret as _;
         let mut seen = HashSet::new();
         self.routes
             .values()
@@ -361,14 +425,51 @@ mod tests {
 
     use super::*;
 
+    /// The v1 encoding: secrets in the clear (fields since reserved). Frozen.
     const FIXTURE_V1: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/snapshot-v1.bin"
     );
+    /// The v2 encoding: secrets sealed to [`fixture_keys`] for [`FIXTURE_NODE`].
+    const FIXTURE_V2: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/snapshot-v2.bin"
+    );
+    const FIXTURE_NODE: &str = "fixture-node";
+    const UPSTREAM_SECRET: &str = "sk-fixture-not-a-real-key";
+    const PEPPER: [u8; 32] = [1; 32];
+    const HS_SECRET: &[u8] = b"hs256-fixture-shared-secret-0123";
 
-    fn sample() -> pb::Snapshot {
+    /// A fixed key pair, so that the committed v2 fixture opens.
+    fn fixture_keys() -> NodeKeyPair {
+        NodeKeyPair::from_seed(&[0x5e; 32])
+    }
+
+    fn to(keys: &NodeKeyPair) -> Recipient<'_> {
+        Recipient {
+            node_id: FIXTURE_NODE,
+            keys,
+        }
+    }
+
+    fn seal(keys: &NodeKeyPair, version: u64, field: Field<'_>, value: &[u8]) -> pb::SealedSecret {
+        let binding = Binding {
+            node_id: FIXTURE_NODE,
+            version,
+            field,
+        };
+        let sealed = keys.public_key().seal(&binding, value).unwrap();
+        pb::SealedSecret {
+            encapped_key: sealed.encapped_key,
+            ciphertext: sealed.ciphertext,
+        }
+    }
+
+    /// A snapshot as the control plane sends it to [`FIXTURE_NODE`] holding `keys`.
+    fn sample(keys: &NodeKeyPair) -> pb::Snapshot {
+        let version = 7;
         pb::Snapshot {
-            version: 7,
+            version,
             content_hash: "fixture".into(),
             providers: vec![pb::Provider {
                 name: "openai".into(),
@@ -377,7 +478,15 @@ mod tests {
                 keys: vec![pb::UpstreamKey {
                     id: "key_1".into(),
                     fingerprint: "0123456789ab".into(),
-                    secret: "sk-fixture-not-a-real-key".into(),
+                    sealed_secret: Some(seal(
+                        keys,
+                        version,
+                        Field::UpstreamKey {
+                            provider: "openai",
+                            key_id: "key_1",
+                        },
+                        UPSTREAM_SECRET.as_bytes(),
+                    )),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -391,11 +500,20 @@ mod tests {
             jwt: Some(pb::JwtSettings {
                 issuer: "warden".into(),
                 audience: "warden".into(),
-                keys: vec![pb::JwtVerificationKey {
-                    kid: "k1".into(),
-                    algorithm: "EdDSA".into(),
-                    key: vec![7; 32],
-                }],
+                keys: vec![
+                    pb::JwtVerificationKey {
+                        kid: "k1".into(),
+                        algorithm: "EdDSA".into(),
+                        key: vec![7; 32],
+                        sealed_key: None,
+                    },
+                    pb::JwtVerificationKey {
+                        kid: "hs".into(),
+                        algorithm: "HS256".into(),
+                        key: Vec::new(),
+                        sealed_key: Some(seal(keys, version, Field::Jwt { kid: "hs" }, HS_SECRET)),
+                    },
+                ],
                 leeway_seconds: 30,
             }),
             virtual_keys: vec![pb::VirtualKey {
@@ -412,54 +530,155 @@ mod tests {
                 jti: "revoked-1".into(),
                 expires_at: 4_000_000_000,
             }],
-            vkey_pepper: vec![1; 32],
+            sealed_vkey_pepper: Some(seal(keys, version, Field::VkeyPepper, &PEPPER)),
             ..Default::default()
         }
     }
 
     /// Snapshots written by older control planes must keep decoding. The fixture is the
-    /// v1 encoding, committed; regenerate only for a deliberate format change with
+    /// v2 encoding, committed; regenerate only for a deliberate format change with
     /// `WARDEN_REGENERATE_FIXTURES=1 cargo test -p warden-data-plane`.
     #[test]
-    fn v1_snapshot_fixture_still_decodes() {
+    fn v2_snapshot_fixture_still_decodes_and_opens() {
+        let keys = fixture_keys();
         if std::env::var_os("WARDEN_REGENERATE_FIXTURES").is_some() {
-            std::fs::write(FIXTURE_V1, sample().encode_to_vec()).unwrap();
+            std::fs::write(FIXTURE_V2, sample(&keys).encode_to_vec()).unwrap();
         }
-        let bytes = std::fs::read(FIXTURE_V1).expect("fixture missing");
+        let bytes = std::fs::read(FIXTURE_V2).expect("fixture missing");
+        assert!(
+            !bytes
+                .windows(UPSTREAM_SECRET.len())
+                .any(|w| w == UPSTREAM_SECRET.as_bytes()),
+            "the v2 fixture holds the upstream key in the clear"
+        );
         let snapshot = pb::Snapshot::decode(bytes.as_slice()).unwrap();
-        let rt = Runtime::from_snapshot(snapshot).unwrap();
+        let rt = Runtime::from_snapshot(snapshot, to(&keys)).unwrap();
         assert_eq!(rt.version, 7);
         let route = &rt.routes["gpt-4o"];
         assert_eq!(route.upstream_model, "gpt-4o-2024-08-06");
         assert_eq!(route.provider.format, Format::OpenAi);
         assert_eq!(route.provider.keys[0].fingerprint, "0123456789ab");
+        assert_eq!(
+            route.provider.keys[0].secret.expose_secret(),
+            UPSTREAM_SECRET
+        );
+        assert_eq!(rt.pepper.expose_secret().as_slice(), PEPPER);
         assert!(rt.revoked_jtis.contains("revoked-1"));
         assert!(rt.virtual_keys.contains_key(&"ab".repeat(32)));
     }
 
+    /// The v1 encoding (secrets in the clear) still decodes, but a node no longer accepts
+    /// it: its clear fields are reserved and ignored, so it has no pepper it can open.
     #[test]
-    fn inconsistent_snapshots_are_rejected() {
-        let mut s = sample();
-        s.models[0].provider = "missing".into();
+    fn v1_snapshot_with_clear_secrets_decodes_but_is_refused() {
+        let bytes = std::fs::read(FIXTURE_V1).expect("fixture missing");
+        let snapshot = pb::Snapshot::decode(bytes.as_slice()).unwrap();
+        assert_eq!(snapshot.version, 7);
+        assert!(snapshot.providers[0].keys[0].sealed_secret.is_none());
         assert!(matches!(
-            Runtime::from_snapshot(s),
-            Err(SnapshotError::UnknownProvider { .. })
+            Runtime::from_snapshot(snapshot.clone(), to(&fixture_keys())),
+            Err(SnapshotError::MissingPepper)
         ));
-        let mut s = sample();
-        s.jwt = None;
-        assert!(Runtime::from_snapshot(s).is_err());
-        let mut s = sample();
-        s.vkey_pepper.clear();
-        assert!(Runtime::from_snapshot(s).is_err());
-        let mut s = sample();
-        s.providers[0].format = 99;
-        assert!(Runtime::from_snapshot(s).is_err());
+        // Even with a sealed pepper, the clear upstream key is not taken.
+        let mut with_pepper = snapshot;
+        with_pepper.sealed_vkey_pepper = sample(&fixture_keys()).sealed_vkey_pepper;
+        assert!(matches!(
+            Runtime::from_snapshot(with_pepper, to(&fixture_keys())),
+            Err(SnapshotError::NotSealed(field)) if field == "upstream_key/openai/key_1"
+        ));
     }
 
     #[test]
-    fn debug_output_holds_no_secret() {
-        let rt = Runtime::from_snapshot(sample()).unwrap();
-        let dbg = format!("{rt:?} {:?}", rt.routes["gpt-4o"]);
+    fn inconsistent_snapshots_are_rejected() {
+        let keys = fixture_keys();
+        let mut s = sample(&keys);
+        s.models[0].provider = "missing".into();
+        assert!(matches!(
+            Runtime::from_snapshot(s, to(&keys)),
+            Err(SnapshotError::UnknownProvider { .. })
+        ));
+        let mut s = sample(&keys);
+        s.jwt = None;
+        assert!(Runtime::from_snapshot(s, to(&keys)).is_err());
+        let mut s = sample(&keys);
+        s.sealed_vkey_pepper = None;
+        assert!(Runtime::from_snapshot(s, to(&keys)).is_err());
+        let mut s = sample(&keys);
+        s.providers[0].format = 99;
+        assert!(Runtime::from_snapshot(s, to(&keys)).is_err());
+    }
+
+    #[test]
+    fn secrets_that_do_not_open_reject_the_snapshot() {
+        let keys = fixture_keys();
+        // Sealed to another node's key.
+        let other = NodeKeyPair::generate().unwrap();
+        assert!(matches!(
+            Runtime::from_snapshot(sample(&other), to(&keys)),
+            Err(SnapshotError::Sealed(SealError::Open(_)))
+        ));
+        // Bound to another node id.
+        let err = Runtime::from_snapshot(
+            sample(&keys),
+            Recipient {
+                node_id: "another-node",
+                keys: &keys,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, SnapshotError::Sealed(SealError::Open(_))));
+        // Replayed under another version.
+        let mut s = sample(&keys);
+        s.version = 8;
+        assert!(matches!(
+            Runtime::from_snapshot(s, to(&keys)),
+            Err(SnapshotError::Sealed(SealError::Open(_)))
+        ));
+        // One field's sealed value moved into another field.
+        let mut s = sample(&keys);
+        s.providers[0].keys[0].sealed_secret = s.sealed_vkey_pepper.clone();
+        let err = Runtime::from_snapshot(s, to(&keys)).unwrap_err();
+        assert!(
+            matches!(&err, SnapshotError::Sealed(SealError::Open(f)) if f == "upstream_key/openai/key_1"),
+            "{err}"
+        );
+        // Altered ciphertext.
+        let mut s = sample(&keys);
+        if let Some(jwt) = s.jwt.as_mut()
+            && let Some(sealed) = jwt.keys[1].sealed_key.as_mut()
+        {
+            sealed.ciphertext[0] ^= 1;
+        }
+        assert!(matches!(
+            Runtime::from_snapshot(s, to(&keys)),
+            Err(SnapshotError::Sealed(SealError::Open(f))) if f == "jwt/hs"
+        ));
+        // An upstream key without its sealed value, an HS256 secret in the clear.
+        let mut s = sample(&keys);
+        s.providers[0].keys[0].sealed_secret = None;
+        assert!(matches!(
+            Runtime::from_snapshot(s, to(&keys)),
+            Err(SnapshotError::NotSealed(_))
+        ));
+        let mut s = sample(&keys);
+        if let Some(jwt) = s.jwt.as_mut() {
+            jwt.keys[1].key = HS_SECRET.to_vec();
+        }
+        assert!(matches!(
+            Runtime::from_snapshot(s, to(&keys)),
+            Err(SnapshotError::ClearJwtSecret(kid)) if kid == "hs"
+        ));
+    }
+
+    #[test]
+    fn rejections_and_debug_output_hold_no_secret() {
+        let keys = fixture_keys();
+        let rt = Runtime::from_snapshot(sample(&keys), to(&keys)).unwrap();
+        let dbg = format!("{rt:?} {:?} {keys:?}", rt.routes["gpt-4o"]);
         assert!(!dbg.contains("sk-fixture"), "{dbg}");
+        let other = NodeKeyPair::generate().unwrap();
+        let err = Runtime::from_snapshot(sample(&other), to(&keys)).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("sk-fixture"), "{shown}");
     }
 }

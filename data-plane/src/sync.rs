@@ -2,6 +2,10 @@
 //! snapshot atomically, ACK it, and reconnect with jittered exponential backoff when the
 //! stream breaks. While the control plane is away the node keeps serving from the last
 //! snapshot it applied.
+//!
+//! The node's sealing key pair ([`NodeKeyPair`], made once at start-up, memory only) goes
+//! with every `Watch`: its public half in `NodeHello`, its private half opens the secrets
+//! of each snapshot. A snapshot whose secrets do not open is not applied and not ACKed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,11 +16,12 @@ use secrecy::ExposeSecret as _;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use warden_core::seal::NodeKeyPair;
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_client::SyncClient;
 
 use crate::config::NodeConfig;
-use crate::runtime::Runtime;
+use crate::runtime::{Recipient, Runtime};
 use crate::server::AppState;
 
 /// Errors on the link; all of them lead to a reconnect.
@@ -60,12 +65,17 @@ fn with_credential<T>(config: &NodeConfig, message: T) -> Result<tonic::Request<
     Ok(request)
 }
 
-/// Runs the link until `shutdown`.
-pub async fn run(config: Arc<NodeConfig>, state: Arc<AppState>, shutdown: CancellationToken) {
+/// Runs the link until `shutdown`; snapshot secrets are sealed to `keys`.
+pub async fn run(
+    config: Arc<NodeConfig>,
+    state: Arc<AppState>,
+    keys: Arc<NodeKeyPair>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     let max_backoff = Duration::from_secs(5);
     loop {
-        let session = watch_once(&config, &state, &shutdown);
+        let session = watch_once(&config, &state, &keys, &shutdown);
         let result = tokio::select! {
             r = session => r,
             () = shutdown.cancelled() => return,
@@ -92,6 +102,7 @@ pub async fn run(config: Arc<NodeConfig>, state: Arc<AppState>, shutdown: Cancel
 async fn watch_once(
     config: &NodeConfig,
     state: &AppState,
+    keys: &Arc<NodeKeyPair>,
     shutdown: &CancellationToken,
 ) -> Result<bool, SyncError> {
     let channel: Channel = endpoint(config)?.connect().await?;
@@ -101,6 +112,7 @@ async fn watch_once(
         node_id: config.node_id.clone(),
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
         have_version,
+        seal_public_key: keys.public_key().to_bytes().to_vec(),
     };
     let mut stream = client
         .watch(with_credential(config, hello)?)
@@ -121,7 +133,20 @@ async fn watch_once(
         received = true;
         let version = snapshot.version;
         let hash = snapshot.content_hash.clone();
-        match Runtime::from_snapshot(snapshot) {
+        // Opening a sealed secret costs about 0.1 ms: compile off the async workers.
+        let compiled = {
+            let (keys, node_id) = (Arc::clone(keys), config.node_id.clone());
+            tokio::task::spawn_blocking(move || {
+                let to = Recipient {
+                    node_id: &node_id,
+                    keys: &keys,
+                };
+                Runtime::from_snapshot(snapshot, to).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("snapshot compilation failed: {e}")))
+        };
+        match compiled {
             Ok(rt) => {
                 if let Some(current) = state.runtime()
                     && current.version > version
@@ -143,7 +168,7 @@ async fn watch_once(
                 }
             }
             Err(e) => {
-                tracing::error!(version, error = %e, "rejected malformed snapshot; keeping the last good one");
+                tracing::error!(version, content_hash = %hash, error = %e, "rejected snapshot; keeping the last good one");
             }
         }
     }

@@ -128,6 +128,8 @@ pub struct Options {
     pub cp_config: Option<String>,
     /// Extra environment for the control plane (backend credentials, `env://` keys).
     pub cp_env: Vec<(String, String)>,
+    /// `WARDEN_JWT_ALGORITHM` for the control plane (`EdDSA` when unset).
+    pub jwt_algorithm: Option<String>,
 }
 
 /// A running Warden.
@@ -312,6 +314,10 @@ impl TestCluster {
                 self.options.database_url.clone().unwrap_or_default(),
             )
             .env("WARDEN_DATABASE_SCHEMA", self.database_schema())
+            .env(
+                "WARDEN_JWT_ALGORITHM",
+                self.options.jwt_algorithm.as_deref().unwrap_or("EdDSA"),
+            )
             .env("RUST_LOG", "info")
             .envs(self.options.cp_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -1,6 +1,10 @@
 //! `warden.sync.v1.Sync`: nodes authenticate with their node credential, receive the
 //! current snapshot at once and every newer one as it is published, and ACK what they
 //! applied. Streams end cleanly on shutdown.
+//!
+//! Every secret in a snapshot is sealed to the public key the node sent in its `NodeHello`
+//! ([`warden_core::seal`]); each delivery is audited as `secret.release` with the
+//! fingerprints of the provider keys it carries.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_server::Sync;
+
+use warden_core::jwt::SigningAlgorithm;
+use warden_core::seal::{Binding, Field, NodePublicKey, SealError};
 
 use crate::domain::ApiFormat;
 use crate::service::ControlPlane;
@@ -49,38 +56,82 @@ fn policy(l: &crate::domain::Limits) -> pb::Policy {
     }
 }
 
-/// Converts a snapshot to its wire form, with its content hash.
-pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
+/// The node a snapshot is converted for: its secrets are sealed to `key`, bound to
+/// `node_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    pub node_id: &'a str,
+    pub key: &'a NodePublicKey,
+}
+
+/// Converts a snapshot to its wire form for one node, every secret sealed to the node's key,
+/// with its content hash (which therefore covers the sealed bytes of this delivery).
+pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, SealError> {
     let format = |f: ApiFormat| match f {
         ApiFormat::OpenAi => pb::ApiFormat::Openai as i32,
         ApiFormat::Anthropic => pb::ApiFormat::Anthropic as i32,
         ApiFormat::Echo => pb::ApiFormat::Echo as i32,
     };
+    let seal = |field: Field<'_>, plaintext: &[u8]| {
+        let binding = Binding {
+            node_id: to.node_id,
+            version: s.version,
+            field,
+        };
+        to.key
+            .seal(&binding, plaintext)
+            .map(|sealed| pb::SealedSecret {
+                encapped_key: sealed.encapped_key,
+                ciphertext: sealed.ciphertext,
+            })
+    };
+    let mut providers = Vec::with_capacity(s.providers.len());
+    for p in &s.providers {
+        let mut keys = Vec::with_capacity(p.keys.len());
+        for k in &p.keys {
+            let field = Field::UpstreamKey {
+                provider: &p.name,
+                key_id: &k.id,
+            };
+            keys.push(pb::UpstreamKey {
+                id: k.id.clone(),
+                fingerprint: k.fingerprint.clone(),
+                sealed_secret: Some(seal(field, k.secret.expose_secret().as_bytes())?),
+                disabled_reason: k.disabled_reason.clone(),
+                health_epoch: k.health_epoch,
+            });
+        }
+        providers.push(pb::Provider {
+            name: p.name.clone(),
+            format: format(p.format),
+            base_url: p.base_url.clone(),
+            passthrough: p.passthrough,
+            drop_params: p.drop_params.clone(),
+            keys,
+        });
+    }
+    let mut jwt_keys = Vec::with_capacity(s.jwt_keys.len());
+    for k in &s.jwt_keys {
+        // An EdDSA key is a public key and travels as it is; anything else is a shared
+        // secret (HS256) and is sealed.
+        let (key, sealed_key) = match SigningAlgorithm::parse(&k.algorithm) {
+            Some(SigningAlgorithm::EdDSA) => (k.key.expose_secret().clone(), None),
+            _ => (
+                Vec::new(),
+                Some(seal(Field::Jwt { kid: &k.kid }, k.key.expose_secret())?),
+            ),
+        };
+        jwt_keys.push(pb::JwtVerificationKey {
+            kid: k.kid.clone(),
+            algorithm: k.algorithm.clone(),
+            key,
+            sealed_key,
+        });
+    }
     let mut snapshot = pb::Snapshot {
         version: 0,
         content_hash: String::new(),
-        providers: s
-            .providers
-            .iter()
-            .map(|p| pb::Provider {
-                name: p.name.clone(),
-                format: format(p.format),
-                base_url: p.base_url.clone(),
-                passthrough: p.passthrough,
-                drop_params: p.drop_params.clone(),
-                keys: p
-                    .keys
-                    .iter()
-                    .map(|k| pb::UpstreamKey {
-                        id: k.id.clone(),
-                        fingerprint: k.fingerprint.clone(),
-                        secret: k.secret.expose_secret().to_owned(),
-                        disabled_reason: k.disabled_reason.clone(),
-                        health_epoch: k.health_epoch,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        providers,
         models: s
             .models
             .iter()
@@ -109,15 +160,7 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
         jwt: Some(pb::JwtSettings {
             issuer: s.jwt_issuer.clone(),
             audience: s.jwt_audience.clone(),
-            keys: s
-                .jwt_keys
-                .iter()
-                .map(|k| pb::JwtVerificationKey {
-                    kid: k.kid.clone(),
-                    algorithm: k.algorithm.clone(),
-                    key: k.key.expose_secret().clone(),
-                })
-                .collect(),
+            keys: jwt_keys,
             leeway_seconds: s.jwt_leeway_seconds,
         }),
         virtual_keys: s
@@ -144,7 +187,7 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
                 expires_at: *exp,
             })
             .collect(),
-        vkey_pepper: s.vkey_pepper.expose_secret().clone(),
+        sealed_vkey_pepper: Some(seal(Field::VkeyPepper, s.vkey_pepper.expose_secret())?),
         global_policy: Some(policy(&s.global_policy)),
         subject_policies: s
             .subject_policies
@@ -158,7 +201,42 @@ pub fn to_proto(s: &SnapshotData) -> pb::Snapshot {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
     snapshot.content_hash = hex::encode(digest.as_ref());
     snapshot.version = s.version;
-    snapshot
+    Ok(snapshot)
+}
+
+/// The `secret.release` audit subject of one delivery: the version and every provider key
+/// it carries, by fingerprint (`v12 keys=openai/key_1:0123456789ab,…`). Never a value.
+fn release_subject(s: &SnapshotData) -> String {
+    let keys: Vec<String> = s
+        .providers
+        .iter()
+        .flat_map(|p| {
+            p.keys
+                .iter()
+                .map(move |k| format!("{}/{}:{}", p.name, k.id, k.fingerprint))
+        })
+        .collect();
+    let keys = if keys.is_empty() {
+        "-".to_owned()
+    } else {
+        keys.join(",")
+    };
+    format!("v{} keys={keys}", s.version)
+}
+
+/// The `secret.release` audit detail: which node key the secrets were sealed to and how
+/// many of each kind were released.
+fn release_detail(s: &SnapshotData, key: &NodePublicKey) -> String {
+    let upstream_keys: usize = s.providers.iter().map(|p| p.keys.len()).sum();
+    let jwt_secrets = s
+        .jwt_keys
+        .iter()
+        .filter(|k| SigningAlgorithm::parse(&k.algorithm) != Some(SigningAlgorithm::EdDSA))
+        .count();
+    format!(
+        "node_key={} upstream_keys={upstream_keys} vkey_pepper=1 jwt_secrets={jwt_secrets}",
+        key.fingerprint()
+    )
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Snapshot, Status>> + Send>>;
@@ -182,6 +260,12 @@ impl Sync for SyncService {
             .cp
             .authenticate_node(presented.as_deref(), &hello.node_id)
             .await?;
+        let key = NodePublicKey::from_bytes(&hello.seal_public_key).map_err(|e| {
+            tracing::warn!(node = %hello.node_id, error = %e, "watch refused: no usable seal_public_key");
+            Status::invalid_argument(format!(
+                "seal_public_key: {e}; a node must send the raw 32-byte X25519 public key that its snapshot secrets are sealed to"
+            ))
+        })?;
         self.cp
             .node_connected(
                 &hello.node_id,
@@ -190,7 +274,12 @@ impl Sync for SyncService {
                 hello.have_version,
             )
             .await?;
-        tracing::info!(node = %hello.node_id, have = hello.have_version, "node connected");
+        tracing::info!(
+            node = %hello.node_id,
+            have = hello.have_version,
+            node_key = %key.fingerprint(),
+            "node connected"
+        );
 
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut snapshots = self.cp.subscribe();
@@ -200,7 +289,43 @@ impl Sync for SyncService {
         tokio::spawn(async move {
             loop {
                 let current = snapshots.borrow_and_update().clone();
-                if tx.send(Ok(to_proto(&current))).await.is_err() {
+                let sealed = {
+                    let (current, node_id, key) =
+                        (Arc::clone(&current), node_id.clone(), key.clone());
+                    // One HPKE encapsulation per secret: off the async workers.
+                    tokio::task::spawn_blocking(move || {
+                        to_proto(
+                            &current,
+                            Recipient {
+                                node_id: &node_id,
+                                key: &key,
+                            },
+                        )
+                        .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                };
+                let snapshot = match sealed {
+                    Ok(snapshot) => snapshot,
+                    Err(error) => {
+                        tracing::error!(node = %node_id, version = current.version, %error, "could not seal the snapshot");
+                        let _ = tx
+                            .send(Err(Status::internal("could not seal the snapshot")))
+                            .await;
+                        break;
+                    }
+                };
+                // Audited before it leaves, so no release goes unrecorded.
+                cp.audit(
+                    "secret.release",
+                    &format!("node:{node_id}"),
+                    &release_subject(&current),
+                    "ok",
+                    &release_detail(&current, &key),
+                )
+                .await;
+                if tx.send(Ok(snapshot)).await.is_err() {
                     break;
                 }
                 tokio::select! {
@@ -295,5 +420,182 @@ impl Sync for SyncService {
             .node_acked(&ack.node_id, &credential.id, ack.version)
             .await?;
         Ok(Response::new(pb::AckResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::{SecretBox, SecretString};
+    use warden_core::seal::{NodeKeyPair, Sealed};
+
+    use super::*;
+    use crate::domain::{Limits, Price};
+    use crate::snapshot::{SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider};
+
+    const CANARY: &str = "sk-canary-to-proto-91b2c3d4e5f6";
+    const PEPPER: &[u8] = b"pepper-canary-0123456789abcdef01";
+    const HS_SECRET: &[u8] = b"hs256-canary-secret-abcdefghijkl";
+
+    fn snapshot() -> SnapshotData {
+        SnapshotData {
+            version: 12,
+            providers: vec![SnapshotProvider {
+                name: "openai".into(),
+                format: ApiFormat::OpenAi,
+                base_url: "https://api.openai.com/v1".into(),
+                passthrough: false,
+                drop_params: Vec::new(),
+                keys: vec![SnapshotKey {
+                    id: "key_1".into(),
+                    fingerprint: warden_core::fingerprint::of(CANARY.as_bytes()),
+                    secret: SecretString::from(CANARY),
+                    disabled_reason: String::new(),
+                    health_epoch: 0,
+                }],
+            }],
+            models: vec![SnapshotModel {
+                alias: "gpt".into(),
+                provider: "openai".into(),
+                upstream_model: "gpt-4o".into(),
+                fallbacks: Vec::new(),
+                policy: Limits::default(),
+                price: Price::default(),
+                weight: 1,
+                deployments: Vec::new(),
+            }],
+            jwt_issuer: "warden".into(),
+            jwt_audience: "warden".into(),
+            jwt_leeway_seconds: 30,
+            jwt_keys: vec![
+                SnapshotJwtKey {
+                    kid: "ed".into(),
+                    algorithm: "EdDSA".into(),
+                    key: SecretBox::new(Box::new(vec![7; 32])),
+                },
+                SnapshotJwtKey {
+                    kid: "hs".into(),
+                    algorithm: "HS256".into(),
+                    key: SecretBox::new(Box::new(HS_SECRET.to_vec())),
+                },
+            ],
+            virtual_keys: Vec::new(),
+            revoked_tokens: Vec::new(),
+            vkey_pepper: SecretBox::new(Box::new(PEPPER.to_vec())),
+            global_policy: Limits::default(),
+            subject_policies: Vec::new(),
+        }
+    }
+
+    fn sealed(s: Option<&pb::SealedSecret>) -> Sealed {
+        let s = s.expect("sealed value missing");
+        Sealed {
+            encapped_key: s.encapped_key.clone(),
+            ciphertext: s.ciphertext.clone(),
+        }
+    }
+
+    #[test]
+    fn secrets_leave_only_sealed_to_the_node() {
+        let node = NodeKeyPair::generate().unwrap();
+        let to = Recipient {
+            node_id: "node-1",
+            key: node.public_key(),
+        };
+        let wire = to_proto(&snapshot(), to).unwrap();
+        let bytes = wire.encode_to_vec();
+        for secret in [CANARY.as_bytes(), PEPPER, HS_SECRET] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "a secret is in the clear on the wire"
+            );
+        }
+        // The node opens each value under its own binding.
+        let binding = |field| Binding {
+            node_id: "node-1",
+            version: 12,
+            field,
+        };
+        let key = &wire.providers[0].keys[0];
+        let opened = node
+            .open(
+                &binding(Field::UpstreamKey {
+                    provider: "openai",
+                    key_id: "key_1",
+                }),
+                &sealed(key.sealed_secret.as_ref()),
+            )
+            .unwrap();
+        assert_eq!(opened.expose_secret().as_slice(), CANARY.as_bytes());
+        let pepper = node
+            .open(
+                &binding(Field::VkeyPepper),
+                &sealed(wire.sealed_vkey_pepper.as_ref()),
+            )
+            .unwrap();
+        assert_eq!(pepper.expose_secret().as_slice(), PEPPER);
+        // EdDSA: a public key, in the clear; HS256: sealed, `key` empty.
+        let jwt = wire.jwt.as_ref().unwrap();
+        assert_eq!(jwt.keys[0].key, vec![7; 32]);
+        assert!(jwt.keys[0].sealed_key.is_none());
+        assert!(jwt.keys[1].key.is_empty());
+        let hs = node
+            .open(
+                &binding(Field::Jwt { kid: "hs" }),
+                &sealed(jwt.keys[1].sealed_key.as_ref()),
+            )
+            .unwrap();
+        assert_eq!(hs.expose_secret().as_slice(), HS_SECRET);
+        // Another node's key opens nothing.
+        let other = NodeKeyPair::generate().unwrap();
+        assert!(
+            other
+                .open(
+                    &binding(Field::VkeyPepper),
+                    &sealed(wire.sealed_vkey_pepper.as_ref())
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn content_hash_covers_the_delivery_without_version_and_hash() {
+        let node = NodeKeyPair::generate().unwrap();
+        let to = Recipient {
+            node_id: "node-1",
+            key: node.public_key(),
+        };
+        let wire = to_proto(&snapshot(), to).unwrap();
+        let mut unhashed = wire.clone();
+        unhashed.version = 0;
+        unhashed.content_hash.clear();
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &unhashed.encode_to_vec());
+        assert_eq!(wire.content_hash, hex::encode(digest.as_ref()));
+        assert_eq!(wire.version, 12);
+        // HPKE is randomised: every delivery seals afresh, so its hash differs.
+        assert_ne!(
+            to_proto(&snapshot(), to).unwrap().content_hash,
+            wire.content_hash
+        );
+    }
+
+    #[test]
+    fn release_audit_names_fingerprints_never_values() {
+        let s = snapshot();
+        let node = NodeKeyPair::generate().unwrap();
+        let subject = release_subject(&s);
+        let detail = release_detail(&s, node.public_key());
+        let fp = warden_core::fingerprint::of(CANARY.as_bytes());
+        assert_eq!(subject, format!("v12 keys=openai/key_1:{fp}"));
+        assert_eq!(
+            detail,
+            format!(
+                "node_key={} upstream_keys=1 vkey_pepper=1 jwt_secrets=1",
+                node.public_key().fingerprint()
+            )
+        );
+        for text in [&subject, &detail] {
+            assert!(!text.contains(CANARY));
+        }
     }
 }

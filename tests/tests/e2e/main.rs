@@ -17,3 +17,4 @@ mod limits;
 mod resilience;
 mod sdk;
 mod secrets;
+mod sealing;
