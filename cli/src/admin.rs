@@ -320,7 +320,7 @@ pub struct GrantArgs {
     /// Model aliases allowed, comma-separated [default: all].
     #[arg(long, value_delimiter = ',', value_parser = list_item, num_args = 1)]
     models: Vec<String>,
-    /// Scopes (`read`, `write`, `admin`), comma-separated [default: read,write].
+    /// Scopes (`read`, `write`, `admin`, `audit`), comma-separated [default: read,write].
     #[arg(long, value_delimiter = ',', value_parser = list_item, num_args = 1)]
     scopes: Vec<String>,
 }
@@ -492,6 +492,42 @@ pub enum AuditCommand {
         #[arg(long)]
         action: Option<String>,
     },
+    /// Print the newest records, and with --follow every new one as it is committed
+    /// (one per line). Resumable: `--after SEQ` continues after a record seen before.
+    Tail {
+        /// Keep printing new records until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Start with records at or after this time: `15m`, `2h`, `7d` ago or RFC 3339.
+        #[arg(long, value_parser = parse_since, conflicts_with = "after")]
+        since: Option<i64>,
+        /// Start after this record (`seq` of a record already seen).
+        #[arg(long)]
+        after: Option<u64>,
+        /// How many past records to start with [default: 20; ignored with --since/--after].
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        #[arg(long, value_enum, default_value_t = ExportArg::Json)]
+        format: ExportArg,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+    },
+    /// Search the audit log (history only), oldest first.
+    Query {
+        /// From this time: `15m`, `2h`, `7d` ago or RFC 3339 [default: the oldest record].
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Before this time (same forms).
+        #[arg(long, value_parser = parse_since)]
+        until: Option<i64>,
+        /// At most this many records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = ExportArg::Json)]
+        format: ExportArg,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+    },
     /// Check the audit log's hash chain; exits with status 1 and names the first edited,
     /// deleted, inserted or reordered row when it was tampered with.
     Verify {
@@ -499,6 +535,113 @@ pub enum AuditCommand {
         #[arg(long)]
         from: Option<u64>,
     },
+}
+
+/// Which records `audit tail|query` print.
+#[derive(Debug, Args)]
+pub struct AuditFilterArgs {
+    /// Only these actions (repeatable; `provider.*` matches a prefix).
+    #[arg(long = "action", value_name = "ACTION")]
+    actions: Vec<String>,
+    /// Only actors containing this text (`jwt:svc-a`, `admin:`, `node:`).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only subjects containing this text.
+    #[arg(long)]
+    subject: Option<String>,
+    /// Only this result (`ok`, `failure`, `denied`, …).
+    #[arg(long)]
+    result: Option<String>,
+}
+
+impl AuditFilterArgs {
+    fn to_wire(&self, until_ms: i64) -> warden_proto::audit::v1::Filter {
+        warden_proto::audit::v1::Filter {
+            actions: self.actions.clone(),
+            actor: self.actor.clone().unwrap_or_default(),
+            subject: self.subject.clone().unwrap_or_default(),
+            result: self.result.clone().unwrap_or_default(),
+            until_ms,
+        }
+    }
+}
+
+/// Output format of `audit tail|query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportArg {
+    /// One JSON object per line.
+    Json,
+    /// OCSF 1.3 API Activity, one object per line.
+    Ocsf,
+    /// ArcSight CEF, one line per record.
+    Cef,
+}
+
+/// `--since`/`--until`: a duration ago (`15m`, `7d`) or an RFC 3339 time, as Unix ms.
+fn parse_since(raw: &str) -> Result<i64, String> {
+    if let Ok(ago) = humantime::parse_duration(raw) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
+        let at = now.saturating_sub(ago);
+        return i64::try_from(at.as_millis()).map_err(|e| e.to_string());
+    }
+    let at = humantime::parse_rfc3339_weak(raw)
+        .map_err(|_| format!("`{raw}`: expected a duration ago (15m, 7d) or an RFC 3339 time"))?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_millis();
+    i64::try_from(ms).map_err(|e| e.to_string())
+}
+
+/// Streams records from `AuditStream/Subscribe` to stdout in `format`, at most `limit`.
+async fn stream_audit(
+    session: &Session,
+    request: warden_proto::audit::v1::SubscribeRequest,
+    format: ExportArg,
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use warden_control_plane::audit::export::{ExportFormat, ExportRecord, render};
+    let format = match format {
+        ExportArg::Json => ExportFormat::Json,
+        ExportArg::Ocsf => ExportFormat::Ocsf,
+        ExportArg::Cef => ExportFormat::Cef,
+    };
+    let mut client = session.audit.clone();
+    let mut stream = session.call(client.subscribe(request)).await?;
+    let mut printed = 0usize;
+    while let Some(r) = stream
+        .message()
+        .await
+        .map_err(|status| anyhow!(describe(&status, &session.addr)))?
+    {
+        let line = render(
+            &ExportRecord {
+                seq: Some(r.seq),
+                id: &r.id,
+                timestamp_ms: r.timestamp_ms,
+                action: &r.action,
+                actor: &r.actor,
+                subject: &r.subject,
+                result: &r.result,
+                detail: &r.detail,
+                prev_hash: Some(&r.prev_hash),
+                hash: Some(&r.hash),
+                client_ip: r.attributes.get("client_ip").and_then(|ip| ip.parse().ok()),
+            },
+            format,
+        );
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+        printed += 1;
+        if limit.is_some_and(|l| printed >= l) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// `--format` of `provider add`.
@@ -553,6 +696,43 @@ pub async fn run(
         AdminCommand::Nodes => nodes(&session, out).await,
         AdminCommand::Audit(AuditCommand::List { limit, action }) => {
             audit(&session, out, limit, action).await
+        }
+        AdminCommand::Audit(AuditCommand::Tail {
+            follow,
+            since,
+            after,
+            lines,
+            format,
+            filter,
+        }) => {
+            let request = warden_proto::audit::v1::SubscribeRequest {
+                after_seq: after.unwrap_or(0),
+                since_ms: since.unwrap_or(0),
+                tail: if since.is_none() && after.is_none() {
+                    lines.max(1)
+                } else {
+                    0
+                },
+                history_only: !follow,
+                filter: Some(filter.to_wire(0)),
+            };
+            stream_audit(&session, request, format, None).await
+        }
+        AdminCommand::Audit(AuditCommand::Query {
+            since,
+            until,
+            limit,
+            format,
+            filter,
+        }) => {
+            let request = warden_proto::audit::v1::SubscribeRequest {
+                after_seq: 0,
+                since_ms: since.unwrap_or(0),
+                tail: 0,
+                history_only: true,
+                filter: Some(filter.to_wire(until.unwrap_or(0))),
+            };
+            stream_audit(&session, request, format, Some(limit.max(1))).await
         }
         AdminCommand::Audit(AuditCommand::Verify { from }) => {
             let mut client = session.client.clone();
@@ -1462,10 +1642,15 @@ fn status(revoked_at: i64, expires_at: i64, now: i64) -> &'static str {
 }
 
 type Client = AdminClient<InterceptedService<Channel, Bearer>>;
+type AuditClient = warden_proto::audit::v1::audit_stream_client::AuditStreamClient<
+    InterceptedService<Channel, Bearer>,
+>;
+use warden_proto::audit::v1::audit_stream_client::AuditStreamClient;
 
 /// A client for one control plane, and the address to name in errors.
 struct Session {
     client: Client,
+    audit: AuditClient,
     addr: String,
 }
 
@@ -1511,7 +1696,8 @@ impl Session {
         }
         let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: AdminClient::with_interceptor(channel, Bearer(header)),
+            client: AdminClient::with_interceptor(channel.clone(), Bearer(header.clone())),
+            audit: AuditStreamClient::with_interceptor(channel, Bearer(header)),
             addr,
         })
     }

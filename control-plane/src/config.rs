@@ -68,6 +68,16 @@ pub struct RawConfig {
     pub redis: RawRedis,
     #[serde(default)]
     pub store: RawStore,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `[audit]`: where the audit log goes besides the state store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Forward every record to a syslog receiver (RFC 5424 over TCP or TLS).
+    pub syslog: Option<crate::audit::syslog::SyslogConfig>,
 }
 
 /// The state store: embedded SQLite unless `WARDEN_DATABASE_URL` names a PostgreSQL
@@ -256,6 +266,8 @@ pub struct Config {
     /// Schema to use in that database (`[store] schema`).
     pub database_schema: Option<String>,
     pub redis_prefix: String,
+    /// Syslog forwarding of the audit log (`[audit.syslog]`).
+    pub audit_syslog: Option<crate::audit::syslog::SyslogConfig>,
 }
 
 /// Secret backends and how provider keys are read.
@@ -577,6 +589,7 @@ impl RawConfig {
             auth,
             providers,
             models,
+            audit_syslog: self.audit.syslog,
             secrets,
             env: CapturedEnv(env.clone()),
             global_limits,

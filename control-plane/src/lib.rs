@@ -53,6 +53,8 @@ pub enum RunError {
     Tls(String),
     #[error("secrets: {0}")]
     Secret(#[from] secrets::SecretError),
+    #[error("audit: {0}")]
+    Audit(String),
 }
 
 /// Name of the built-in offline provider and model of dev mode.
@@ -359,6 +361,30 @@ pub async fn migrate_env(
         });
     }
     Ok(out)
+}
+
+/// Starts the control plane's background exports (`[audit.syslog]` forwarding) until
+/// `shutdown`. A bad TLS file fails here, naming the field.
+pub async fn spawn_audit_exports(
+    cp: &Arc<ControlPlane>,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    if let Some(syslog) = &config.audit_syslog {
+        syslog
+            .validate()
+            .map_err(|e| RunError::Audit(e.to_string()))?;
+        audit::syslog::spawn(
+            syslog.clone(),
+            cp.state_store(),
+            Some(cp.audit_wake()),
+            shutdown,
+        )
+        .await
+        .map_err(|e| RunError::Audit(e.to_string()))?;
+        tracing::info!(address = %syslog.address, "forwarding the audit log to syslog");
+    }
+    Ok(())
 }
 
 /// Re-reads referenced secrets every `interval` for as long as the control plane lives.

@@ -109,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let shutdown = CancellationToken::new();
+    warden_control_plane::spawn_audit_exports(&cp, &config, shutdown.clone()).await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

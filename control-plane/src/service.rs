@@ -755,6 +755,11 @@ impl ControlPlane {
         self.audit_wake.notify_waiters();
     }
 
+    /// The state store (for the audit forwarders, which read the chain themselves).
+    pub fn state_store(&self) -> Arc<dyn StateStore> {
+        Arc::clone(&self.store)
+    }
+
     /// Follows appends to the audit log: the newest `seq` appended by this process.
     pub fn audit_appends(&self) -> watch::Receiver<u64> {
         self.audit_seq.subscribe()

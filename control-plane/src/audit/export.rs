@@ -159,6 +159,13 @@ pub fn client_ip_in(detail: &str) -> Option<IpAddr> {
     warden_core::audit_detail::parse(detail)
         .get("client_ip")
         .and_then(|v| v.parse().ok())
+        // Free text that mentions one.
+        .or_else(|| {
+            detail
+                .split_whitespace()
+                .find_map(|pair| pair.strip_prefix("client_ip="))
+                .and_then(|v| v.parse().ok())
+        })
 }
 
 /// How an audited operation ended, from the record's free-form `result`.

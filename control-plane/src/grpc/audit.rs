@@ -169,6 +169,8 @@ impl AuditStream for AuditStreamService {
         } else {
             0
         };
+        // History ends at the head as of now (not at this subscription's own record).
+        let history_end = self.cp.audit_head().await?.seq;
         // Reading the audit log is itself audited, once per subscription.
         self.cp
             .audit(
@@ -202,6 +204,9 @@ impl AuditStream for AuditStreamService {
                 };
                 let full = page.len() == PAGE as usize;
                 for rec in page {
+                    if history_only && rec.seq > history_end {
+                        return;
+                    }
                     cursor = rec.seq;
                     if filter.until_ms > 0 && rec.record.timestamp_ms >= filter.until_ms {
                         return;

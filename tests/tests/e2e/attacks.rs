@@ -192,7 +192,15 @@ async fn jwt_attacks_are_rejected_with_401() {
                 )
                 .ok()?;
             let rows: Value = serde_json::from_str(&a).ok()?;
-            (rows.as_array()?.len() >= cases.len()).then_some(a)
+            let all_reasons = [
+                "jwt_alg_mismatch",
+                "jwt_unknown_kid",
+                "jwt_expired",
+                "jwt_revoked",
+            ]
+            .iter()
+            .all(|r| a.contains(r));
+            (rows.as_array()?.len() >= cases.len() && all_reasons).then_some(a)
         },
     )
     .await

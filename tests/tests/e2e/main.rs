@@ -10,11 +10,12 @@
 
 mod anthropic;
 mod attacks;
+mod audit;
 mod cli;
 mod dev;
 mod gateway;
 mod limits;
 mod resilience;
 mod sdk;
-mod secrets;
 mod sealing;
+mod secrets;
