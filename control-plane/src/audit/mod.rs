@@ -44,6 +44,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod cursor;
 pub mod export;
 pub mod syslog;
 
