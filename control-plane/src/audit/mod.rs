@@ -46,6 +46,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod cursor;
 pub mod export;
+pub mod jsonl;
 pub mod syslog;
 
 use std::collections::HashMap;
