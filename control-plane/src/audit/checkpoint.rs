@@ -55,7 +55,8 @@ pub fn signature_valid(cp: &AuditCheckpoint, public_key: &[u8]) -> bool {
         .is_ok()
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -6,7 +6,8 @@
 //! that inserts the row, after locking the one-row chain head (`audit_chain_head`), so
 //! concurrent appends from any number of tasks or control-plane replicas form one chain.
 //! At an interval the control plane signs the head `(seq_upto, hash)` with Ed25519
-//! ([`checkpoint::sign_checkpoint`]).
+//! ([`checkpoint::sign_checkpoint`]; [`jobs`] runs it on a schedule with a key of its own,
+//! and runs retention).
 //!
 //! [`verify`] walks the rows in `seq` order and reports the first problem: a missing
 //! position (deleted row), a row whose content no longer matches its hash (edited), a row
@@ -16,22 +17,28 @@
 //! head.
 //!
 //! Where to start reading: [`chain::canonical`], then [`verify`]. [`export`] renders a
-//! record for SIEMs (JSON, OCSF, CEF); [`syslog`] forwards the chain to a syslog receiver.
+//! record for SIEMs (JSON, OCSF, CEF); [`syslog`] forwards the chain to a syslog receiver
+//! and [`jsonl`] writes it to a rotated local file, each following the chain with a
+//! [`cursor`] in the store's `meta` table. [`jobs`] signs checkpoints and applies retention
+//! on a schedule; its [`jobs::AuditConfig`] is the `[audit]` configuration table.
 //!
 //! # What the chain proves, and what it cannot
 //!
 //! Anyone with write access to the database can recompute hashes. Rows up to the latest
 //! checkpoint are protected by its signature (the key stays with the control plane);
 //! rows after it are protected only against careless edits until the next checkpoint. Sign
-//! checkpoints often enough for that window to be acceptable.
+//! checkpoints often enough for that window to be acceptable. For the same reason the
+//! public keys [`verify`] trusts come from the secret store ([`jobs::verification_keys`]),
+//! never from the database.
 //!
 //! # Retention
 //!
 //! [`crate::store::StateStore::delete_audit_older_than`] deletes only a prefix of the chain
 //! that ends exactly at a checkpoint, so the first remaining row always follows a signed
-//! checkpoint: sign one ([`checkpoint::sign_checkpoint`]) right before deleting. [`verify`]
-//! starts at the latest checkpoint before the first remaining row (or before `from_seq`),
-//! checks that checkpoint's signature, and walks on from its hash. Keep retired
+//! checkpoint: sign one ([`checkpoint::sign_checkpoint`]) right before deleting
+//! ([`jobs::apply_retention`] does both). [`verify`] starts at the latest checkpoint before
+//! the first remaining row (or before `from_seq`), checks that checkpoint's signature, and
+//! walks on from its hash. Keep retired
 //! checkpoint keys in the verifier's key set as long as rows signed under them remain.
 //! Deleting rows up to a checkpoint looks exactly like retention; the report's
 //! [`VerifyReport::anchor_seq`] says where verification started.
@@ -44,7 +51,10 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod cursor;
 pub mod export;
+pub mod jobs;
+pub mod jsonl;
 pub mod syslog;
 
 use std::collections::HashMap;

@@ -361,18 +361,12 @@ impl MessageFormat {
 
 /// The last forwarded `seq` (0 when nothing was forwarded yet).
 pub async fn load_cursor(store: &dyn StateStore) -> Result<u64, StoreError> {
-    match store.get_meta(CURSOR_KEY).await? {
-        None => Ok(0),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| StoreError::Malformed(format!("{CURSOR_KEY} is not a position: {v:?}"))),
-    }
+    super::cursor::load(store, CURSOR_KEY).await
 }
 
 /// Records that every row up to `seq` was forwarded.
 pub async fn store_cursor(store: &dyn StateStore, seq: u64) -> Result<(), StoreError> {
-    store.set_meta(CURSOR_KEY, &seq.to_string()).await
+    super::cursor::save(store, CURSOR_KEY, seq).await
 }
 
 /// What was written and what is confirmed delivered.
