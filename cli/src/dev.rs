@@ -112,6 +112,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
 
     let shutdown = CancellationToken::new();
+    let audit_jobs =
+        warden_control_plane::spawn_audit_exports(&cp, &config, shutdown.clone()).await?;
     let cp_task = tokio::spawn(warden_control_plane::serve(
         std::sync::Arc::clone(&cp),
         grpc,
@@ -163,6 +165,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let _ = dp_task.await;
     let _ = cp_task.await;
+    audit_jobs.join().await;
     Ok(())
 }
 

@@ -68,16 +68,9 @@ pub struct RawConfig {
     pub redis: RawRedis,
     #[serde(default)]
     pub store: RawStore,
+    /// `[audit]`: checkpoint signing, retention, syslog and JSONL export.
     #[serde(default)]
-    pub audit: RawAudit,
-}
-
-/// `[audit]`: where the audit log goes besides the state store.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAudit {
-    /// Forward every record to a syslog receiver (RFC 5424 over TCP or TLS).
-    pub syslog: Option<crate::audit::syslog::SyslogConfig>,
+    pub audit: crate::audit::jobs::AuditConfig,
 }
 
 /// The state store: embedded SQLite unless `WARDEN_DATABASE_URL` names a PostgreSQL
@@ -266,8 +259,8 @@ pub struct Config {
     /// Schema to use in that database (`[store] schema`).
     pub database_schema: Option<String>,
     pub redis_prefix: String,
-    /// Syslog forwarding of the audit log (`[audit.syslog]`).
-    pub audit_syslog: Option<crate::audit::syslog::SyslogConfig>,
+    /// Checkpoints, retention and exports of the audit log (`[audit]`).
+    pub audit: crate::audit::jobs::AuditConfig,
 }
 
 /// Secret backends and how provider keys are read.
@@ -589,7 +582,7 @@ impl RawConfig {
             auth,
             providers,
             models,
-            audit_syslog: self.audit.syslog,
+            audit: self.audit,
             secrets,
             env: CapturedEnv(env.clone()),
             global_limits,

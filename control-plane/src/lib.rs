@@ -363,14 +363,35 @@ pub async fn migrate_env(
     Ok(out)
 }
 
-/// Starts the control plane's background exports (`[audit.syslog]` forwarding) until
-/// `shutdown`. A bad TLS file fails here, naming the field.
+/// Starts the audit log's background work until `shutdown`: checkpoint signing and
+/// retention (`[audit]`), and the syslog and JSONL exports (`[audit.syslog]`,
+/// `[audit.jsonl]`). A bad setting or TLS file fails here, naming the field. Returns the
+/// jobs, whose `join` waits for the checkpoint signed at shutdown.
 pub async fn spawn_audit_exports(
     cp: &Arc<ControlPlane>,
     config: &Config,
     shutdown: CancellationToken,
-) -> Result<(), RunError> {
-    if let Some(syslog) = &config.audit_syslog {
+) -> Result<audit::jobs::AuditJobs, RunError> {
+    let jobs = audit::jobs::spawn_jobs(
+        config.audit.jobs(),
+        cp.state_store(),
+        cp.own_secrets(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| RunError::Audit(e.to_string()))?;
+    if let Some(jsonl) = &config.audit.jsonl {
+        audit::jsonl::spawn(
+            jsonl.clone(),
+            cp.state_store(),
+            Some(cp.audit_wake()),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| RunError::Audit(e.to_string()))?;
+        tracing::info!(path = %jsonl.path.display(), "writing the audit log to a JSONL file");
+    }
+    if let Some(syslog) = &config.audit.syslog {
         syslog
             .validate()
             .map_err(|e| RunError::Audit(e.to_string()))?;
@@ -384,7 +405,7 @@ pub async fn spawn_audit_exports(
         .map_err(|e| RunError::Audit(e.to_string()))?;
         tracing::info!(address = %syslog.address, "forwarding the audit log to syslog");
     }
-    Ok(())
+    Ok(jobs)
 }
 
 /// Re-reads referenced secrets every `interval` for as long as the control plane lives.

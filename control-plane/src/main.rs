@@ -109,13 +109,16 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let shutdown = CancellationToken::new();
-    warden_control_plane::spawn_audit_exports(&cp, &config, shutdown.clone()).await?;
+    let audit_jobs =
+        warden_control_plane::spawn_audit_exports(&cp, &config, shutdown.clone()).await?;
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         signal.cancel();
     });
     warden_control_plane::serve(cp, listener, config.tls.as_ref(), shutdown).await?;
+    // The last checkpoint covers everything written before the stop.
+    audit_jobs.join().await;
     Ok(())
 }
 

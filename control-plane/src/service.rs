@@ -755,6 +755,11 @@ impl ControlPlane {
         self.audit_wake.notify_waiters();
     }
 
+    /// Warden's own secret store (the audit checkpoint key lives there).
+    pub fn own_secrets(&self) -> Arc<dyn SecretStore> {
+        Arc::clone(&self.secrets)
+    }
+
     /// The state store (for the audit forwarders, which read the chain themselves).
     pub fn state_store(&self) -> Arc<dyn StateStore> {
         Arc::clone(&self.store)
@@ -2190,11 +2195,16 @@ impl ControlPlane {
         // The verification future is not provably `Send` (a rustc limitation with its
         // closures), so it runs on a blocking thread of its own; it is an admin operation.
         let store = Arc::clone(&self.store);
+        // Checkpoints are checked against the control plane's checkpoint key, kept in its
+        // secret store (never in the database a tamperer could rewrite).
+        let keys = crate::audit::jobs::verification_keys(self.secrets.as_ref())
+            .await
+            .map_err(|e| ServiceError::Internal(format!("checkpoint key: {e}")))?;
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            handle.block_on(async move {
-                crate::audit::verify(store.as_ref(), &HashMap::new(), from_seq).await
-            })
+            handle.block_on(
+                async move { crate::audit::verify(store.as_ref(), &keys, from_seq).await },
+            )
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("audit verification did not finish: {e}")))?

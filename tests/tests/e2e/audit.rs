@@ -305,3 +305,51 @@ async fn reading_the_audit_log_needs_the_audit_scope_and_is_audited() {
     assert!(denials.contains("missing_audit_scope"), "{denials}");
     assert!(!reads.contains(&siem) && !denials.contains(&admin_only));
 }
+
+#[tokio::test]
+async fn running_control_plane_signs_checkpoints_and_writes_jsonl() {
+    let out = tempfile::tempdir().unwrap();
+    let jsonl = out.path().join("audit.jsonl");
+    let cluster = TestCluster::start_with(
+        1,
+        warden_tests::cluster::Options {
+            cp_config: Some(format!(
+                "[audit]\ncheckpoint_interval = \"200ms\"\n[audit.jsonl]\npath = \"{}\"\n",
+                jsonl.display()
+            )),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let token = cluster.issue_token("svc-jsonl", "*").unwrap();
+    let response = cluster
+        .chat(0, &token, &TestCluster::chat_body(MODEL, "hi", false))
+        .await
+        .unwrap();
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let _ = response.bytes().await.unwrap();
+    // The JSONL sink follows the chain: the request's event lands in the file.
+    let lines = eventually(Duration::from_secs(10), "the request in the JSONL file", || async {
+        let text = std::fs::read_to_string(&jsonl).ok()?;
+        text.contains(&request_id).then_some(text)
+    })
+    .await
+    .unwrap();
+    let seqs: Vec<u64> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "every record, in order");
+    assert!(!lines.contains(CANARY_UPSTREAM_KEY) && !lines.contains(&token));
+    // The checkpoint signer signs the head; `audit verify` checks the signatures.
+    let report: Value = eventually(Duration::from_secs(10), "a signed checkpoint", || async {
+        let v: Value =
+            serde_json::from_str(&cluster.ctl_ok(&["-o", "json", "audit", "verify"], None).ok()?)
+                .ok()?;
+        (v["checkpoints_checked"].as_u64()? > 0).then_some(v)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+}
