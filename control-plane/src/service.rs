@@ -1408,7 +1408,7 @@ impl ControlPlane {
                 return Err(ServiceError::NotFound(format!("no provider named {name}")));
             }
             for k in keys {
-                self.keys.remove(&k.parsed_reference()?).await?;
+                self.release_secret(&k).await?;
             }
             self.publish().await?;
             Ok(())
@@ -1477,6 +1477,23 @@ impl ControlPlane {
         };
         self.audited(actor, "provider.key.add", &subject, result)
             .await
+    }
+
+    /// After a key left the store: forgets its secret (and deletes it from the backend when
+    /// Warden wrote it), unless another key still reads the same reference.
+    async fn release_secret(&self, key: &ProviderKey) -> Result<(), ServiceError> {
+        let reference = key.parsed_reference()?;
+        let text = reference.to_string();
+        let shared = self
+            .store
+            .list_provider_keys()
+            .await?
+            .iter()
+            .any(|k| manager::canonical(&k.secret_name) == text);
+        if !shared {
+            self.keys.remove(&reference).await?;
+        }
+        Ok(())
     }
 
     /// The provider a key is added to; it must take stored keys.
@@ -1588,7 +1605,7 @@ impl ControlPlane {
                     ServiceError::NotFound(format!("provider {provider} has no key {key_id}"))
                 })?;
             self.store.delete_provider_key(provider, key_id).await?;
-            self.keys.remove(&key.parsed_reference()?).await?;
+            self.release_secret(&key).await?;
             self.publish().await?;
             Ok(())
         }

@@ -523,3 +523,55 @@ ca_file = "{ca}"
         .unwrap();
     assert!(snapshot_value(&cp).is_none());
 }
+
+#[tokio::test]
+async fn a_reference_shared_by_two_providers_survives_removing_one() {
+    let addr = require_env("WARDEN_TEST_VAULT_ADDR");
+    let token = require_env("WARDEN_TEST_VAULT_TOKEN");
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("shared/{}", suffix());
+    let value = canary("shared");
+    vault_write(&addr, &token, &path, &value).await;
+    let cp = open_cp(
+        dir.path(),
+        &MasterKey::generate_base64(),
+        &vault_toml(&addr, "30s", "refuse"),
+        &[("TEST_VAULT_TOKEN", &token)],
+    )
+    .await
+    .unwrap();
+    add_provider(&cp).await;
+    cp.add_provider(
+        &admin(),
+        "q",
+        ApiFormat::OpenAi,
+        "http://127.0.0.1:9/v1",
+        Source::Admin,
+        ProviderOptions::default(),
+    )
+    .await
+    .unwrap();
+    let reference = format!("vault://secret/{path}");
+    let kp = cp
+        .add_provider_key(&admin(), "p", KeySource::Reference(reference.clone()))
+        .await
+        .unwrap();
+    cp.add_provider_key(&admin(), "q", KeySource::Reference(reference.clone()))
+        .await
+        .unwrap();
+    cp.remove_provider_key(&admin(), "p", &kp.id).await.unwrap();
+    let snapshot = cp.subscribe().borrow().clone();
+    let q = snapshot.providers.iter().find(|p| p.name == "q").unwrap();
+    assert_eq!(q.keys.len(), 1, "q keeps its key");
+    assert_eq!(q.keys[0].secret.expose_secret(), value);
+    // Not Warden's secret: still in Vault.
+    let (status, _) = vault(
+        reqwest::Method::GET,
+        &addr,
+        &token,
+        &format!("secret/data/{path}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
