@@ -231,10 +231,6 @@ async fn serve(
 ) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::now_v7().to_string();
-    let outcome = match body {
-        Ok(body) => handle(state, headers, &body, endpoint).await,
-        Err(rejection) => Err((body_error(&rejection), String::new(), String::new())),
-    };
     // The request's audit event: who, from where, what; completed below with the outcome.
     let user_agent = headers
         .get(header::USER_AGENT)
@@ -248,6 +244,18 @@ async fn serve(
             peer.map(|p| audit_detail::client_ip(p.ip(), state.audit_mask_client_ip)),
         )
         .with_opt("user_agent", user_agent);
+    // A client that goes away before the answer starts cancels this future: the guard
+    // still audits the request then.
+    let mut guard = CancelledRequest {
+        state: Arc::clone(state),
+        detail: Some(detail.clone()),
+        started,
+    };
+    let outcome = match body {
+        Ok(body) => handle(state, headers, &body, endpoint).await,
+        Err(rejection) => Err((body_error(&rejection), String::new(), String::new())),
+    };
+    guard.detail = None;
     let done = match outcome {
         Ok(done) => done,
         Err((e, principal, model)) => {
@@ -370,6 +378,31 @@ async fn serve(
     }
     set_request_id(&mut response, &request_id);
     response
+}
+
+/// Audits a request whose handling was cancelled (the client disconnected before the
+/// answer began), unless disarmed.
+struct CancelledRequest {
+    state: Arc<AppState>,
+    detail: Option<Detail>,
+    started: Instant,
+}
+
+impl Drop for CancelledRequest {
+    fn drop(&mut self) {
+        if let Some(detail) = self.detail.take() {
+            self.state.audit.emit(
+                "request",
+                "-".to_owned(),
+                String::new(),
+                "incomplete".to_owned(),
+                detail
+                    .with("outcome", "client_disconnected")
+                    .with("latency_ms", self.started.elapsed().as_millis())
+                    .build(),
+            );
+        }
+    }
 }
 
 /// Micro-USD as a decimal USD amount (`0.000123`).

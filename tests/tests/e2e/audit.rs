@@ -371,3 +371,31 @@ async fn running_control_plane_signs_checkpoints_and_writes_jsonl() {
     .unwrap();
     assert_eq!(report["valid"], true, "{report}");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_still_audited() {
+    let cluster = TestCluster::start(1).await.unwrap();
+    let token = cluster.issue_token("svc-impatient", "*").unwrap();
+    cluster
+        .mock
+        .set_behavior(warden_tests::mock::Behavior::Latency(Duration::from_secs(
+            3,
+        )));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(cluster.nodes[0].url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .json(&TestCluster::chat_body(MODEL, "too slow", false))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up");
+    let events = request_events(&cluster, 1).await;
+    let (record, attrs) = &events[0];
+    assert_eq!(record["result"], "incomplete");
+    assert_eq!(attrs["outcome"], "client_disconnected");
+    assert_eq!(attrs["endpoint"], "/v1/chat/completions");
+    assert!(attrs.contains_key("request_id"));
+}
