@@ -11,6 +11,9 @@
 mod anthropic;
 mod attacks;
 mod audit;
+#[path = "../../../control-plane/tests/support/azure_double.rs"]
+#[allow(dead_code, reason = "the e2e suite uses a part of the double")]
+mod azure_double;
 mod cli;
 mod dev;
 mod gateway;

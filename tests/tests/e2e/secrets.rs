@@ -635,3 +635,48 @@ keys = ["env://{var}"]
         "{text}"
     );
 }
+
+// The double serves from this test's runtime while `wardenctl` runs blocking: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_rotation_reaches_a_running_node_without_a_failed_request() {
+    use crate::azure_double::{self, AzureDouble};
+    let double = AzureDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("azure-ca.pem");
+    std::fs::write(&ca, &double.ca_pem).unwrap();
+    let config = format!(
+        r#"
+[secrets]
+poll_interval = "{POLL}"
+[[secrets.backends]]
+type = "azure"
+vault_url = "{url}"
+vault_name = "test-vault"
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret_env = "E2E_AZURE_SECRET"
+authority_host = "{url}"
+ca_file = "{ca}"
+"#,
+        url = double.url(),
+        tenant = azure_double::TENANT,
+        client = azure_double::CLIENT_ID,
+        ca = ca.display(),
+    );
+    let env = vec![(
+        "E2E_AZURE_SECRET".to_owned(),
+        azure_double::CLIENT_SECRET.to_owned(),
+    )];
+    let name = format!("openai-{}", suffix());
+    let (v1, v2) = (
+        format!("sk-canary-azure1-{}", suffix()),
+        format!("sk-canary-azure2-{}", suffix()),
+    );
+    double.set(&name, &v1);
+    let reference = format!("azure-kv://test-vault/{name}");
+    let (n, new, d) = (name.clone(), v2.clone(), &double);
+    rotation_under_load((config, env), &reference, &v1, &v2, || async move {
+        d.set(&n, &new);
+    })
+    .await;
+}
