@@ -327,26 +327,44 @@ async fn running_control_plane_signs_checkpoints_and_writes_jsonl() {
         .chat(0, &token, &TestCluster::chat_body(MODEL, "hi", false))
         .await
         .unwrap();
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let _ = response.bytes().await.unwrap();
     // The JSONL sink follows the chain: the request's event lands in the file.
-    let lines = eventually(Duration::from_secs(10), "the request in the JSONL file", || async {
-        let text = std::fs::read_to_string(&jsonl).ok()?;
-        text.contains(&request_id).then_some(text)
-    })
+    let lines = eventually(
+        Duration::from_secs(10),
+        "the request in the JSONL file",
+        || async {
+            let text = std::fs::read_to_string(&jsonl).ok()?;
+            text.contains(&request_id).then_some(text)
+        },
+    )
     .await
     .unwrap();
     let seqs: Vec<u64> = lines
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "every record, in order");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "every record, in order"
+    );
     assert!(!lines.contains(CANARY_UPSTREAM_KEY) && !lines.contains(&token));
     // The checkpoint signer signs the head; `audit verify` checks the signatures.
     let report: Value = eventually(Duration::from_secs(10), "a signed checkpoint", || async {
-        let v: Value =
-            serde_json::from_str(&cluster.ctl_ok(&["-o", "json", "audit", "verify"], None).ok()?)
-                .ok()?;
+        let v: Value = serde_json::from_str(
+            &cluster
+                .ctl_ok(&["-o", "json", "audit", "verify"], None)
+                .ok()?,
+        )
+        .ok()?;
         (v["checkpoints_checked"].as_u64()? > 0).then_some(v)
     })
     .await
