@@ -190,6 +190,8 @@ check_backends() {
     "$VENV/bin/python" -c 'import moto; print("moto", moto.__version__)'
     "$VENV/bin/python" -c 'import anthropic; print("python anthropic", anthropic.__version__)' ||
         die "the Python 'anthropic' package does not import from $VENV; the end-to-end tests need it"
+    "$VENV/bin/python" -c 'import azure.identity, azure.keyvault.secrets as s; print("python azure-keyvault-secrets", s.__version__)' ||
+        die "the Python Azure SDK (azure-keyvault-secrets, azure-identity) does not import from $VENV; azure_sdk_conformance needs it"
     redis-cli -u "$WARDEN_TEST_REDIS_URL" ping >/dev/null || die "Redis does not answer at $WARDEN_TEST_REDIS_URL"
 }
 

@@ -4,9 +4,10 @@
 //! Names are `secret-name[/version]` in the store's vault
 //! (`azure-kv://vault-name/secret-name[/version]`). Requests:
 //! `GET /secrets/{name}[/{version}]?api-version=7.5`, `PUT /secrets/{name}` with
-//! `{"value": …}` (a new version), `DELETE /secrets/{name}` (Key Vault soft-deletes: with
-//! purge protection the name cannot be reused until purged). The version id is the last
-//! segment of the `id` URL in the answer.
+//! `{"value": …}` (a new version), `DELETE /secrets/{name}` (a soft delete: the secret stays
+//! recoverable for the vault's retention period, and until it is purged or recovered its
+//! name cannot be set again — `409 Conflict`; Warden does not purge). The version id is the
+//! last segment of the `id` URL in the answer.
 //!
 //! Authentication is a bearer token for the scope `https://vault.azure.net/.default` from a
 //! [`TokenSource`]: [`ClientCredentials`] (Entra ID client-credentials flow against a

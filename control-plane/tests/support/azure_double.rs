@@ -6,15 +6,26 @@
 //! - a request without a valid bearer token gets `401` with
 //!   `WWW-Authenticate: Bearer authorization="…/{tenant}", resource="https://vault.azure.net"`;
 //! - `GET /secrets/{name}[/]`, `GET /secrets/{name}/{version}`, `PUT /secrets/{name}`
-//!   (`{"value": …}` → a new 32-hex version), `DELETE /secrets/{name}`; a missing secret is
+//!   (`{"value": …, "contentType"?, "tags"?}` → a new 32-hex version), a missing secret is
 //!   `404 {"error":{"code":"SecretNotFound",…}}`;
+//! - `GET /secrets/{name}/versions[?maxresults=N]`: `{"value": [SecretItem…], "nextLink": …}`,
+//!   paged (at most 25 a page) with a `$skiptoken` in `nextLink`;
+//! - soft delete, as every vault has it now: `DELETE /secrets/{name}` answers a
+//!   `DeletedSecretBundle` (`recoveryId`, `deletedDate`, `scheduledPurgeDate`, no value) and
+//!   moves the secret to `GET /deletedsecrets/{name}`; until it is purged
+//!   (`DELETE /deletedsecrets/{name}` → `204`) its name cannot be set again
+//!   (`409 Conflict`, inner code `ObjectIsDeletedButRecoverable`);
 //! - tokens come from `POST /{tenant}/oauth2/v2.0/token` (client credentials, form body,
-//!   scope `https://vault.azure.net/.default`) or the managed-identity endpoint
+//!   scope `https://vault.azure.net/.default`; MSAL first reads the tenant's
+//!   `GET /{tenant}/v2.0/.well-known/openid-configuration`) or the managed-identity endpoint
 //!   `GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=…` with
 //!   `Metadata: true`; [`AzureDouble::revoke_tokens`] makes every issued token invalid, as
 //!   an expired or rotated token would be.
 //!
 //! Every request is recorded ([`AzureDouble::log`]) so tests can assert on the flow.
+//! `tests/azure_sdk_conformance.rs` runs the official Python SDK (`azure-keyvault-secrets`
+//! with `azure-identity`) against this double, so a deviation from the real protocol that
+//! the SDK notices fails a test.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -30,7 +41,7 @@ use axum::routing::{get, post};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject as _;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -39,20 +50,57 @@ pub const TENANT: &str = "test-tenant";
 pub const CLIENT_ID: &str = "warden-test-client";
 pub const CLIENT_SECRET: &str = "client-secret-canary";
 pub const RESOURCE: &str = "https://vault.azure.net";
+/// How long a deleted secret stays recoverable (Key Vault's default retention).
+const RECOVERABLE_DAYS: u64 = 90;
+/// The largest page a list returns (Key Vault's `maxresults` limit and default).
+const MAX_PAGE: usize = 25;
 
 /// One request as the double saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// The raw query string, if any (`api-version=7.5&…`).
+    pub query: Option<String>,
+    pub user_agent: Option<String>,
+    /// Whether the request carried a bearer token at all.
+    pub bearer: bool,
+    /// Whether it carried a token the double issued and still accepts.
     pub authorized: bool,
     pub status: u16,
 }
 
+impl Seen {
+    /// The `api-version` query parameter, when sent.
+    pub fn api_version(&self) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("api-version="))
+    }
+}
+
+/// One version of a secret.
+#[derive(Clone)]
+struct Version {
+    id: String,
+    value: String,
+    content_type: Option<String>,
+    tags: Map<String, Value>,
+    created: u64,
+}
+
+/// A soft-deleted secret: every version, kept until purged.
+struct Deleted {
+    versions: Vec<Version>,
+    deleted_date: u64,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// name → versions in order (version id, value).
-    secrets: HashMap<String, Vec<(String, String)>>,
+    /// name → versions in the order they were set.
+    secrets: HashMap<String, Vec<Version>>,
+    deleted: HashMap<String, Deleted>,
     tokens: HashSet<String>,
     log: Vec<Seen>,
     counter: u64,
@@ -103,13 +151,22 @@ impl AzureDouble {
         let state: Shared = Arc::default();
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(client_credentials))
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(openid_configuration),
+            )
             .route("/metadata/identity/oauth2/token", get(managed_identity))
             .route(
                 "/secrets/{name}",
                 get(get_secret).put(put_secret).delete(delete_secret),
             )
             .route("/secrets/{name}/", get(get_secret))
+            .route("/secrets/{name}/versions", get(list_versions))
             .route("/secrets/{name}/{version}", get(get_version))
+            .route(
+                "/deletedsecrets/{name}",
+                get(get_deleted).delete(purge_deleted),
+            )
             .with_state(Arc::clone(&state));
         let listener = TlsListener { tcp, acceptor };
         let server = tokio::spawn(async move {
@@ -146,13 +203,23 @@ impl AzureDouble {
     /// Stores a value directly (as another writer would), returning its version.
     pub fn set(&self, name: &str, value: &str) -> String {
         let mut inner = self.state.lock().unwrap();
-        let version = next_version(&mut inner);
+        assert!(
+            !inner.deleted.contains_key(name),
+            "{name} is deleted and not purged: Key Vault refuses to set it"
+        );
+        let version = new_version(&mut inner, value.to_owned(), None, Map::new());
+        let id = version.id.clone();
         inner
             .secrets
             .entry(name.to_owned())
             .or_default()
-            .push((version.clone(), value.to_owned()));
-        version
+            .push(version);
+        id
+    }
+
+    /// Whether `name` is soft-deleted (deleted and not yet purged).
+    pub fn is_deleted(&self, name: &str) -> bool {
+        self.state.lock().unwrap().deleted.contains_key(name)
     }
 }
 
@@ -184,7 +251,15 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-fn next_version(inner: &mut Inner) -> String {
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A fresh 32-hex id (Key Vault's version format).
+fn next_id(inner: &mut Inner) -> String {
     inner.counter += 1;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -193,17 +268,50 @@ fn next_version(inner: &mut Inner) -> String {
     format!("{:016x}{:016x}", nanos as u64, inner.counter)
 }
 
+fn new_version(
+    inner: &mut Inner,
+    value: String,
+    content_type: Option<String>,
+    tags: Map<String, Value>,
+) -> Version {
+    Version {
+        id: next_id(inner),
+        value,
+        content_type,
+        tags,
+        created: now(),
+    }
+}
+
 fn issue(state: &Shared) -> String {
     let mut inner = state.lock().unwrap();
-    let token = format!("tok-{}", next_version(&mut inner));
+    let token = format!("tok-{}", next_id(&mut inner));
     inner.tokens.insert(token.clone());
     token
 }
 
-fn record(state: &Shared, method: &Method, uri: &Uri, authorized: bool, status: StatusCode) {
+fn record(
+    state: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    authorized: bool,
+    status: StatusCode,
+) {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
     state.lock().unwrap().log.push(Seen {
         method: method.to_string(),
         path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        user_agent,
+        bearer,
         authorized,
         status: status.as_u16(),
     });
@@ -212,7 +320,7 @@ fn record(state: &Shared, method: &Method, uri: &Uri, authorized: bool, status: 
 fn json_response(status: StatusCode, body: Value) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, "application/json")],
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
         body.to_string(),
     )
         .into_response()
@@ -220,6 +328,14 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 
 fn kv_error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(status, json!({"error": {"code": code, "message": message}}))
+}
+
+fn secret_not_found(name: &str) -> Response {
+    kv_error(
+        StatusCode::NOT_FOUND,
+        "SecretNotFound",
+        &format!("A secret with (name/id) {name} was not found in this key vault."),
+    )
 }
 
 /// Checks api-version and the bearer token; `Err` is the answer to send.
@@ -235,8 +351,15 @@ fn gate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let authorized = token.is_some_and(|t| state.lock().unwrap().tokens.contains(t));
-    if !query.contains_key("api-version") {
-        record(state, method, uri, authorized, StatusCode::BAD_REQUEST);
+    if query.get("api-version").is_none_or(String::is_empty) {
+        record(
+            state,
+            method,
+            uri,
+            headers,
+            authorized,
+            StatusCode::BAD_REQUEST,
+        );
         return Err(Box::new(kv_error(
             StatusCode::BAD_REQUEST,
             "BadParameter",
@@ -244,7 +367,7 @@ fn gate(
         )));
     }
     if !authorized {
-        record(state, method, uri, false, StatusCode::UNAUTHORIZED);
+        record(state, method, uri, headers, false, StatusCode::UNAUTHORIZED);
         let mut response = kv_error(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -262,18 +385,43 @@ fn gate(
     Ok(())
 }
 
-fn bundle(host: &str, name: &str, version: &str, value: &str) -> Value {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    json!({
-        "value": value,
-        "id": format!("https://{host}/secrets/{name}/{version}"),
-        "attributes": {"enabled": true, "created": now, "updated": now,
-                       "recoveryLevel": "Recoverable+Purgeable"},
-        "tags": {}
-    })
+/// `{"enabled", "created", "updated", "recoveryLevel", "recoverableDays"}` of a version.
+fn attributes(version: &Version) -> Value {
+    json!({"enabled": true, "created": version.created, "updated": version.created,
+           "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": RECOVERABLE_DAYS})
+}
+
+/// A `SecretItem` (list entry): the id, attributes, tags and content type, never the value.
+fn item(host: &str, name: &str, version: &Version) -> Value {
+    let mut item = json!({
+        "id": format!("https://{host}/secrets/{name}/{}", version.id),
+        "attributes": attributes(version),
+        "tags": version.tags,
+    });
+    if let Some(content_type) = &version.content_type {
+        item["contentType"] = json!(content_type);
+    }
+    item
+}
+
+/// A `SecretBundle`: an item with the value.
+fn bundle(host: &str, name: &str, version: &Version) -> Value {
+    let mut bundle = item(host, name, version);
+    bundle["value"] = json!(version.value);
+    bundle
+}
+
+/// A `DeletedSecretBundle`: the latest version's item (no value) and the deletion facts.
+fn deleted_bundle(host: &str, name: &str, deleted: &Deleted) -> Value {
+    let mut bundle = deleted
+        .versions
+        .last()
+        .map(|latest| item(host, name, latest))
+        .unwrap_or_else(|| json!({}));
+    bundle["recoveryId"] = json!(format!("https://{host}/deletedsecrets/{name}"));
+    bundle["deletedDate"] = json!(deleted.deleted_date);
+    bundle["scheduledPurgeDate"] = json!(deleted.deleted_date + RECOVERABLE_DAYS * 24 * 3600);
+    bundle
 }
 
 fn host(headers: &HeaderMap) -> String {
@@ -284,130 +432,244 @@ fn host(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
-async fn read(
+/// What a Key Vault handler needs of its request.
+struct Call {
     state: Shared,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     query: HashMap<String, String>,
-    name: String,
-    version: Option<String>,
-) -> Response {
-    if let Err(r) = gate(&state, &method, &uri, &headers, &query) {
-        return *r;
+}
+
+impl Call {
+    /// Runs `answer` once the request passed [`gate`], and records the outcome.
+    fn answer(self, answer: impl FnOnce(&mut Inner, &str) -> Response) -> Response {
+        if let Err(r) = gate(
+            &self.state,
+            &self.method,
+            &self.uri,
+            &self.headers,
+            &self.query,
+        ) {
+            return *r;
+        }
+        let host = host(&self.headers);
+        let response = answer(&mut self.state.lock().unwrap(), &host);
+        record(
+            &self.state,
+            &self.method,
+            &self.uri,
+            &self.headers,
+            true,
+            response.status(),
+        );
+        response
     }
-    let found = {
-        let inner = state.lock().unwrap();
-        inner
+}
+
+impl axum::extract::FromRequestParts<Shared> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or_default();
+        Ok(Self {
+            state: Arc::clone(state),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            query,
+        })
+    }
+}
+
+fn read(call: Call, name: String, version: Option<String>) -> Response {
+    call.answer(|inner, host| {
+        let found = inner
             .secrets
             .get(&name)
             .and_then(|versions| match &version {
-                None => versions.last().cloned(),
-                Some(v) => versions.iter().find(|(id, _)| id == v).cloned(),
-            })
-    };
-    let response = match found {
-        Some((id, value)) => {
-            json_response(StatusCode::OK, bundle(&host(&headers), &name, &id, &value))
+                None => versions.last(),
+                Some(v) => versions.iter().find(|found| found.id == *v),
+            });
+        match found {
+            Some(found) => json_response(StatusCode::OK, bundle(host, &name, found)),
+            None => secret_not_found(&name),
         }
-        None => kv_error(
-            StatusCode::NOT_FOUND,
-            "SecretNotFound",
-            &format!("A secret with (name/id) {name} was not found in this key vault."),
-        ),
+    })
+}
+
+async fn get_secret(Path(name): Path<String>, call: Call) -> Response {
+    read(call, name, None)
+}
+
+async fn get_version(Path((name, version)): Path<(String, String)>, call: Call) -> Response {
+    read(call, name, Some(version))
+}
+
+/// `GET /secrets/{name}/versions`: one page of items, oldest first, and a `nextLink` while
+/// more remain. A name that has no versions is an empty list.
+async fn list_versions(Path(name): Path<String>, call: Call) -> Response {
+    let page_size = match call.query.get("maxresults").map(|m| m.parse::<usize>()) {
+        None => Ok(MAX_PAGE),
+        Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(()),
     };
-    record(&state, &method, &uri, true, response.status());
-    response
-}
-
-async fn get_secret(
-    State(state): State<Shared>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    read(state, method, uri, headers, query, name, None).await
-}
-
-async fn get_version(
-    State(state): State<Shared>,
-    Path((name, version)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    read(state, method, uri, headers, query, name, Some(version)).await
-}
-
-async fn put_secret(
-    State(state): State<Shared>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = gate(&state, &method, &uri, &headers, &query) {
-        return *r;
-    }
-    let value = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("value").and_then(Value::as_str).map(str::to_owned));
-    let response = match value {
-        None => kv_error(StatusCode::BAD_REQUEST, "BadParameter", "value is required"),
-        Some(value) => {
-            let version = {
-                let mut inner = state.lock().unwrap();
-                let version = next_version(&mut inner);
-                inner
-                    .secrets
-                    .entry(name.clone())
-                    .or_default()
-                    .push((version.clone(), value.clone()));
-                version
-            };
-            json_response(
-                StatusCode::OK,
-                bundle(&host(&headers), &name, &version, &value),
+    let skip = call
+        .query
+        .get("$skiptoken")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0);
+    let api_version = call.query.get("api-version").cloned().unwrap_or_default();
+    call.answer(|inner, host| {
+        let Ok(page_size) = page_size else {
+            return kv_error(
+                StatusCode::BAD_REQUEST,
+                "BadParameter",
+                "maxresults must be between 1 and 25",
+            );
+        };
+        let versions = inner.secrets.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+        let page: Vec<Value> = versions
+            .iter()
+            .skip(skip)
+            .take(page_size)
+            .map(|v| item(host, &name, v))
+            .collect();
+        let next = skip + page.len();
+        let next_link = (next < versions.len()).then(|| {
+            format!(
+                "https://{host}/secrets/{name}/versions?api-version={api_version}\
+                 &$skiptoken={next}&maxresults={page_size}"
             )
-        }
-    };
-    record(&state, &method, &uri, true, response.status());
-    response
+        });
+        json_response(
+            StatusCode::OK,
+            json!({"value": page, "nextLink": next_link}),
+        )
+    })
 }
 
-async fn delete_secret(
-    State(state): State<Shared>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = gate(&state, &method, &uri, &headers, &query) {
-        return *r;
-    }
-    let removed = state.lock().unwrap().secrets.remove(&name);
-    let response = match removed {
+async fn put_secret(Path(name): Path<String>, call: Call, body: Bytes) -> Response {
+    call.answer(|inner, host| {
+        let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+            return kv_error(StatusCode::BAD_REQUEST, "BadParameter", "invalid JSON body");
+        };
+        let Some(value) = body.get("value").and_then(Value::as_str) else {
+            return kv_error(StatusCode::BAD_REQUEST, "BadParameter", "value is required");
+        };
+        if inner.deleted.contains_key(&name) {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": {
+                    "code": "Conflict",
+                    "message": format!(
+                        "Secret {name} is currently in a deleted but recoverable state, and its \
+                         name cannot be created. You can either recover or purge the secret."
+                    ),
+                    "innererror": {"code": "ObjectIsDeletedButRecoverable"}
+                }}),
+            );
+        }
+        let content_type = body
+            .get("contentType")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let tags = body
+            .get("tags")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let version = new_version(inner, value.to_owned(), content_type, tags);
+        let response = json_response(StatusCode::OK, bundle(host, &name, &version));
+        inner.secrets.entry(name).or_default().push(version);
+        response
+    })
+}
+
+/// `DELETE /secrets/{name}`: a soft delete of every version.
+async fn delete_secret(Path(name): Path<String>, call: Call) -> Response {
+    call.answer(|inner, host| match inner.secrets.remove(&name) {
         Some(versions) => {
-            let (id, _) = versions.last().cloned().unwrap_or_default();
-            // Key Vault answers a DeletedSecretBundle, without the value.
-            json_response(
-                StatusCode::OK,
-                json!({"id": format!("https://{}/secrets/{name}/{id}", host(&headers))}),
-            )
+            let deleted = Deleted {
+                versions,
+                deleted_date: now(),
+            };
+            let response = json_response(StatusCode::OK, deleted_bundle(host, &name, &deleted));
+            inner.deleted.insert(name, deleted);
+            response
         }
+        None => secret_not_found(&name),
+    })
+}
+
+/// `GET /deletedsecrets/{name}`: the deleted secret (no value).
+async fn get_deleted(Path(name): Path<String>, call: Call) -> Response {
+    call.answer(|inner, host| match inner.deleted.get(&name) {
+        Some(deleted) => json_response(StatusCode::OK, deleted_bundle(host, &name, deleted)),
         None => kv_error(
             StatusCode::NOT_FOUND,
             "SecretNotFound",
-            &format!("A secret with (name/id) {name} was not found in this key vault."),
+            &format!("Deleted Secret not found: {name}"),
         ),
+    })
+}
+
+/// `DELETE /deletedsecrets/{name}`: purge, after which the name can be set again.
+async fn purge_deleted(Path(name): Path<String>, call: Call) -> Response {
+    call.answer(|inner, _| match inner.deleted.remove(&name) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => kv_error(
+            StatusCode::NOT_FOUND,
+            "SecretNotFound",
+            &format!("Deleted Secret not found: {name}"),
+        ),
+    })
+}
+
+/// The tenant's OpenID configuration, which MSAL reads before its first token request; the
+/// endpoints point back at the double.
+async fn openid_configuration(
+    State(state): State<Shared>,
+    Path(tenant): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let base = format!("https://{}/{tenant}", host(&headers));
+    let response = if tenant == TENANT {
+        json_response(
+            StatusCode::OK,
+            json!({
+                "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+                "token_endpoint_auth_methods_supported":
+                    ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+                "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "issuer": format!("{base}/v2.0"),
+                "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+                "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+                "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
+                "tenant_region_scope": null,
+                "cloud_instance_name": "microsoftonline.com",
+            }),
+        )
+    } else {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_tenant",
+                   "error_description": format!("AADSTS90002: Tenant '{tenant}' not found.")}),
+        )
     };
-    record(&state, &method, &uri, true, response.status());
+    record(&state, &method, &uri, &headers, false, response.status());
     response
 }
 
@@ -416,6 +678,7 @@ async fn client_credentials(
     Path(tenant): Path<String>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let form: HashMap<String, String> = url_decode_form(&body);
@@ -436,7 +699,7 @@ async fn client_credentials(
             json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}),
         )
     };
-    record(&state, &method, &uri, false, response.status());
+    record(&state, &method, &uri, &headers, false, response.status());
     response
 }
 
@@ -462,10 +725,9 @@ async fn managed_identity(
             json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
         )
     };
-    record(&state, &method, &uri, false, response.status());
+    record(&state, &method, &uri, &headers, false, response.status());
     response
 }
-
 /// Decodes an `application/x-www-form-urlencoded` body (enough for the token request).
 fn url_decode_form(body: &[u8]) -> HashMap<String, String> {
     fn decode(s: &str) -> String {
