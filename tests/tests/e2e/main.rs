@@ -16,5 +16,5 @@ mod gateway;
 mod limits;
 mod resilience;
 mod sdk;
-mod secrets;
 mod sealing;
+mod secrets;
