@@ -10,6 +10,7 @@
 
 mod anthropic;
 mod attacks;
+mod audit_spool;
 mod cli;
 mod dev;
 mod gateway;
