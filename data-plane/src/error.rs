@@ -118,7 +118,7 @@ impl ApiError {
             "api_error",
             Some("audit_unavailable"),
             format!(
-                "The audit log is unavailable ({reason}); this gateway refuses requests until it can record them. Retry shortly."
+                "Audit log unavailable ({reason}): this gateway refuses requests until it can record them again. Retry shortly."
             ),
         );
         e.origin = Origin::Internal;
