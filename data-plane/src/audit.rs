@@ -108,6 +108,9 @@ impl AuditSink {
         if self.spool.on_full() == spool::OnFull::Drop {
             return None;
         }
+        if self.tx.is_closed() {
+            return Some("audit spool writer stopped");
+        }
         if self.tx.capacity() == 0 {
             return Some("audit queue full");
         }

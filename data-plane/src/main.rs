@@ -70,6 +70,9 @@ struct Args {
     audit_on_full: String,
 }
 
+/// Room for a few events at least.
+const MIN_AUDIT_SPOOL_BYTES: u64 = 4096;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -106,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
             dir = %config.audit_spool.dir.display(),
             "audit spool in the temporary directory: set --audit-spool-dir to a persistent volume"
         );
+    }
+    if args.audit_spool_max_bytes < MIN_AUDIT_SPOOL_BYTES {
+        anyhow::bail!("--audit-spool-max-bytes must be at least {MIN_AUDIT_SPOOL_BYTES}");
     }
     config.audit_spool.max_bytes = args.audit_spool_max_bytes;
     config.audit_spool.on_full =

@@ -533,6 +533,7 @@ impl Writer {
                 let path = segment_path(&self.shared.dir, self.segment);
                 let f = OpenOptions::new().create(true).append(true).open(&path)?;
                 // The new name must survive a crash as well as the data.
+                #[cfg(unix)]
                 File::open(&self.shared.dir)?.sync_all()?;
                 self.len = f.metadata()?.len();
                 self.first_write = Some(Instant::now());
