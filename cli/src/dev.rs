@@ -132,12 +132,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .issue_token(&actor, "dev", &[], &["*".to_owned()], None, None)
         .await?;
 
-    let node_config = warden_data_plane::NodeConfig::new(
+    let mut node_config = warden_data_plane::NodeConfig::new(
         http_addr,
         format!("http://{grpc_addr}"),
         "dev-node".to_owned(),
         node_token,
     );
+    // The node's audit spool lives with the rest of the dev state.
+    node_config.audit_spool.dir = args.data_dir.join("audit-spool");
     let dp_task = tokio::spawn(warden_data_plane::run(node_config, http, shutdown.clone()));
     wait_ready(http_addr).await?;
 

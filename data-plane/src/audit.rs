@@ -1,13 +1,22 @@
 //! Audit events of this node — every proxied request and every failed authentication — sent
 //! to the control plane in batches over `Sync.PublishAudit` (idempotent by event id,
-//! acknowledged after commit). Events wait in a bounded in-memory queue while the control
-//! plane is unreachable and are retried until acknowledged; when the queue is full new
-//! events are dropped, counted and logged. (A local on-disk spool and fail-closed mode are
-//! the audit issue's work.) Events never carry a secret, a prompt or a response body.
+//! acknowledged after commit). Events never carry a secret, a prompt or a response body.
+//!
+//! [`AuditSink::emit`] only queues an event in memory (never disk I/O, never an await); the
+//! [`spool`] writer thread appends it to the node's on-disk spool, and the publisher
+//! ([`crate::sync::publish_audit`]) sends it from there and deletes it once acknowledged. So
+//! events survive a restart of the node while the control plane is away. When the spool is
+//! full the node either refuses new requests ([`spool::OnFull::Closed`], the default: see
+//! [`AuditSink::unavailable`]) or drops events, counted and logged ([`spool::OnFull::Drop`]).
 
+pub mod spool;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// One event.
 #[derive(Debug, Clone)]
@@ -21,26 +30,44 @@ pub struct Event {
     pub detail: String,
 }
 
-/// Largest number of events waiting for the control plane.
+/// Largest number of events waiting in memory for the spool writer.
 pub const QUEUE: usize = 50_000;
+/// The control plane refuses longer actors; clip rather than have a batch refused forever.
+const ACTOR_MAX_BYTES: usize = 256;
 
 /// Where request handlers put events.
 #[derive(Debug)]
 pub struct AuditSink {
     tx: mpsc::Sender<Event>,
-    dropped: AtomicU64,
+    spool: Arc<spool::Shared>,
+    /// Events handed to the writer.
+    queued: AtomicU64,
 }
 
 impl AuditSink {
-    pub fn new() -> (Self, mpsc::Receiver<Event>) {
+    /// Opens the spool and starts its writer thread; returns the sink for request handlers
+    /// and the reader for the publisher. Each event is recorded with `node_id`.
+    pub fn start(
+        config: &spool::SpoolConfig,
+        node_id: &str,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, spool::Reader), spool::SpoolError> {
+        let (shared, writer, reader) = spool::open(config)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        (
+        writer
+            .spawn(node_id.to_owned(), rx, shutdown)
+            .map_err(|source| spool::SpoolError::Io {
+                path: config.dir.clone(),
+                source,
+            })?;
+        Ok((
             Self {
                 tx,
-                dropped: AtomicU64::new(0),
+                spool: shared,
+                queued: AtomicU64::new(0),
             },
-            rx,
-        )
+            reader,
+        ))
     }
 
     /// Queues an event; never blocks a request.
@@ -59,20 +86,66 @@ impl AuditSink {
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                 .unwrap_or(0),
             action,
-            actor,
+            actor: clip(actor, ACTOR_MAX_BYTES),
             subject,
             result,
             detail: warden_core::redact::redact(&detail).into_owned(),
         };
-        if self.tx.try_send(event).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            metrics::counter!(crate::metrics::AUDIT_DROPPED).increment(1);
-            if n.is_power_of_two() {
-                tracing::error!(
-                    dropped = n,
-                    "audit queue full: events dropped (control plane unreachable for long?)"
-                );
-            }
+        if self.tx.try_send(event).is_ok() {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.spool.drop_events(
+                1,
+                "audit queue full: the spool writer is stalled (disk slow or spool full)",
+            );
         }
     }
+
+    /// Why the node must refuse new requests now, if it must: `--audit-on-full closed` and
+    /// the spool is (nearly) full or cannot be written, or the queue to it is full. Checked
+    /// at admission, since a request's event is emitted only after its response.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        if self.spool.on_full() == spool::OnFull::Drop {
+            return None;
+        }
+        if self.tx.is_closed() {
+            return Some("audit spool writer stopped");
+        }
+        if self.tx.capacity() == 0 {
+            return Some("audit queue full");
+        }
+        self.spool.unavailable()
+    }
+
+    /// The spool's shared state (size, drops).
+    pub fn spool(&self) -> &spool::Shared {
+        &self.spool
+    }
+
+    /// Waits until every queued event is on disk (or dropped), at most `timeout`; for a
+    /// clean shutdown.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.spool.handled() >= self.queued.load(Ordering::Relaxed) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }

@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub limiter: crate::limits::LimiterSettings,
     /// Audit client addresses masked to their /24 or /48 network.
     pub audit_mask_client_ip: bool,
+    /// The on-disk audit spool: where, how large, what happens when it is full.
+    pub audit_spool: crate::audit::spool::SpoolConfig,
 }
 
 impl NodeConfig {
@@ -44,6 +46,7 @@ impl NodeConfig {
         node_id: String,
         node_token: SecretString,
     ) -> Self {
+        let audit_spool = crate::audit::spool::SpoolConfig::for_node(&node_id);
         Self {
             http_addr,
             cp_addr,
@@ -57,6 +60,7 @@ impl NodeConfig {
             redis: None,
             limiter: crate::limits::LimiterSettings::default(),
             audit_mask_client_ip: false,
+            audit_spool,
         }
     }
 }

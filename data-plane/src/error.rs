@@ -111,6 +111,22 @@ impl ApiError {
         e
     }
 
+    /// The node cannot record audit events (`--audit-on-full closed`), so it serves nothing.
+    pub fn audit_unavailable(reason: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            Some("audit_unavailable"),
+            format!(
+                "Audit log unavailable ({reason}): this gateway refuses requests until it can record them again. Retry shortly."
+            ),
+        );
+        e.origin = Origin::Internal;
+        e.retryable = true;
+        e.retry_after = Some("1".to_owned());
+        e
+    }
+
     pub fn upstream(
         status: StatusCode,
         code: Option<&'static str>,

@@ -35,6 +35,8 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("sealing key pair: {0}")]
     SealKey(#[from] warden_core::seal::SealError),
+    #[error(transparent)]
+    AuditSpool(#[from] audit::spool::SpoolError),
 }
 
 /// Serves on `listener` and keeps the link to the control plane until `shutdown`.
@@ -58,7 +60,8 @@ pub async fn run(
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();
-    let (audit, audit_rx) = audit::AuditSink::new();
+    let (audit, audit_spool) =
+        audit::AuditSink::start(&config.audit_spool, &config.node_id, shutdown.clone())?;
     let mut state = server::AppState::new(upstream, limiter, redis, metrics, audit);
     state.audit_mask_client_ip = config.audit_mask_client_ip;
     let state = Arc::new(state);
@@ -74,7 +77,7 @@ pub async fn run(
     ));
     tokio::spawn(sync::publish_audit(
         Arc::clone(&config),
-        audit_rx,
+        audit_spool,
         shutdown.clone(),
     ));
     tokio::spawn(sync::report_rejections(
@@ -96,6 +99,11 @@ pub async fn run(
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned())
     .await?;
+    // Events of the last requests go to disk before the process ends; the next start
+    // sends whatever the control plane has not acknowledged.
+    if !state.audit.drain(std::time::Duration::from_secs(2)).await {
+        tracing::warn!("audit events still queued at shutdown were not written to the spool");
+    }
     shutdown.cancel();
     let _ = link.await;
     Ok(())

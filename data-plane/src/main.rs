@@ -56,7 +56,22 @@ struct Args {
     /// Record client addresses in audit events as their /24 (IPv4) or /48 (IPv6) network.
     #[arg(long, env = "WARDEN_AUDIT_MASK_CLIENT_IP")]
     audit_mask_client_ip: bool,
+    /// Directory of the on-disk audit spool, where events wait until the control plane
+    /// acknowledges them (default: `warden-audit-spool-<node id>` under the OS temporary
+    /// directory; set it to a persistent volume, and a stable --node-id, in production).
+    #[arg(long, env = "WARDEN_AUDIT_SPOOL_DIR")]
+    audit_spool_dir: Option<PathBuf>,
+    /// Largest size of the audit spool in bytes.
+    #[arg(long, env = "WARDEN_AUDIT_SPOOL_MAX_BYTES", default_value_t = warden_data_plane::audit::spool::DEFAULT_MAX_BYTES)]
+    audit_spool_max_bytes: u64,
+    /// When the audit spool is full: `closed` refuses new requests (503) until it has room,
+    /// `drop` keeps serving and drops (counts) the events that do not fit.
+    #[arg(long, env = "WARDEN_AUDIT_ON_FULL", default_value = "closed")]
+    audit_on_full: String,
 }
+
+/// Room for a few events at least.
+const MIN_AUDIT_SPOOL_BYTES: u64 = 4096;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -87,6 +102,25 @@ async fn main() -> anyhow::Result<()> {
     config.max_body_bytes = args.max_body_bytes;
     config.log_format = log_format;
     config.audit_mask_client_ip = args.audit_mask_client_ip;
+    if let Some(dir) = args.audit_spool_dir {
+        config.audit_spool.dir = dir;
+    } else {
+        tracing::warn!(
+            dir = %config.audit_spool.dir.display(),
+            "audit spool in the temporary directory: set --audit-spool-dir to a persistent volume"
+        );
+    }
+    if args.audit_spool_max_bytes < MIN_AUDIT_SPOOL_BYTES {
+        anyhow::bail!("--audit-spool-max-bytes must be at least {MIN_AUDIT_SPOOL_BYTES}");
+    }
+    config.audit_spool.max_bytes = args.audit_spool_max_bytes;
+    config.audit_spool.on_full =
+        warden_data_plane::audit::spool::OnFull::parse(&args.audit_on_full).with_context(|| {
+            format!(
+                "--audit-on-full must be `closed` or `drop`, not `{}`",
+                args.audit_on_full
+            )
+        })?;
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     config.redis = warden_data_plane::config::redis_from_env(&env, args.redis_prefix)
         .map_err(anyhow::Error::msg)?;

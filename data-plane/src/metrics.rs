@@ -14,5 +14,17 @@ pub const LIMITED: &str = "warden_requests_limited_total";
 pub const KEY_EVENTS: &str = "warden_upstream_key_events_total";
 /// Limiter decision time in seconds.
 pub const LIMITER_SECONDS: &str = "warden_limiter_decision_seconds";
-/// Audit events dropped because the queue to the control plane was full.
+/// Audit events dropped: the in-memory queue to the spool was full, the spool was full
+/// with `--audit-on-full drop`, the spool could not be written, or a spooled record was
+/// damaged on disk.
 pub const AUDIT_DROPPED: &str = "warden_audit_events_dropped_total";
+/// Audit events written (and synced) to the node's on-disk spool.
+pub const AUDIT_SPOOLED: &str = "warden_audit_events_spooled_total";
+/// Bytes in the audit spool: events not yet acknowledged by the control plane (plus the
+/// acknowledged part of the live segment).
+pub const AUDIT_SPOOL_BYTES: &str = "warden_audit_spool_bytes";
+/// 1 while the node refuses requests because audit events cannot be recorded
+/// (`--audit-on-full closed` and the spool full or not writable), else 0.
+pub const AUDIT_UNAVAILABLE: &str = "warden_audit_unavailable";
+/// Requests refused with 503 because audit events cannot be recorded.
+pub const AUDIT_REFUSED: &str = "warden_audit_refused_requests_total";

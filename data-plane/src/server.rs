@@ -100,6 +100,18 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let connected = state.cp_connected.load(Ordering::Relaxed);
+    if let Some(reason) = state.audit.unavailable() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "ready": false,
+                "reason": format!("audit log unavailable: {reason}"),
+                "control_plane_connected": connected,
+                "audit_spool_bytes": state.audit.spool().used_bytes(),
+            })),
+        )
+            .into_response();
+    }
     match state.runtime() {
         Some(rt) => (
             StatusCode::OK,

@@ -210,40 +210,35 @@ pub async fn report_rejections(
     }
 }
 
-/// Sends queued audit events to the control plane in batches (up to 500 events or every
-/// 200 ms), retrying a batch with backoff until it is acknowledged.
+/// Most events in one `PublishAudit` call.
+const AUDIT_BATCH: usize = 500;
+/// How long a batch from the live spool segment waits to fill up.
+const AUDIT_LINGER: Duration = Duration::from_millis(200);
+
+/// Sends the spooled audit events to the control plane in order, in batches (up to 500
+/// events, waiting up to 200 ms to fill one), retrying a batch with backoff until it is
+/// acknowledged (after commit, idempotent by event id); then the spool may delete them.
 pub async fn publish_audit(
     config: Arc<NodeConfig>,
-    mut rx: tokio::sync::mpsc::Receiver<crate::audit::Event>,
+    mut spool: crate::audit::spool::Reader,
     shutdown: CancellationToken,
 ) {
     let Ok(endpoint) = endpoint(&config) else {
         return;
     };
     let mut client = SyncClient::new(endpoint.connect_lazy());
-    let mut batch: Vec<pb::AuditEvent> = Vec::new();
     loop {
-        if batch.is_empty() {
-            let first = tokio::select! {
-                e = rx.recv() => match e { Some(e) => e, None => return },
-                () = shutdown.cancelled() => return,
-            };
-            batch.push(to_wire(first));
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-        while batch.len() < 500 {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e)) => batch.push(to_wire(e)),
-                Ok(None) | Err(_) => break,
-            }
-        }
+        let batch = tokio::select! {
+            b = spool.next_batch(AUDIT_BATCH, AUDIT_LINGER) => match b { Some(b) => b, None => return },
+            () = shutdown.cancelled() => return,
+        };
+        let message = pb::AuditBatch {
+            node_id: batch.node.clone(),
+            events: batch.records.iter().map(to_wire).collect(),
+        };
         let mut wait = Duration::from_millis(200);
         loop {
-            let message = pb::AuditBatch {
-                node_id: config.node_id.clone(),
-                events: batch.clone(),
-            };
-            let sent = match with_credential(&config, message) {
+            let sent = match with_credential(&config, message.clone()) {
                 Ok(request) => client
                     .publish_audit(request)
                     .await
@@ -251,12 +246,9 @@ pub async fn publish_audit(
                 Err(e) => Err(e.to_string()),
             };
             match sent {
-                Ok(_) => {
-                    batch.clear();
-                    break;
-                }
+                Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, events = batch.len(), "audit batch not delivered; retrying");
+                    tracing::warn!(error = %e, events = message.events.len(), "audit batch not delivered; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = shutdown.cancelled() => return,
@@ -265,17 +257,18 @@ pub async fn publish_audit(
                 }
             }
         }
+        spool.ack(batch).await;
     }
 }
 
-fn to_wire(e: crate::audit::Event) -> pb::AuditEvent {
+fn to_wire(r: &crate::audit::spool::Record) -> pb::AuditEvent {
     pb::AuditEvent {
-        id: e.id,
-        timestamp_ms: e.timestamp_ms,
-        action: e.action.to_owned(),
-        actor: e.actor,
-        subject: e.subject,
-        result: e.result,
-        detail: e.detail,
+        id: r.id.clone(),
+        timestamp_ms: r.ts,
+        action: r.action.clone(),
+        actor: r.actor.clone(),
+        subject: r.subject.clone(),
+        result: r.result.clone(),
+        detail: r.detail.clone(),
     }
 }

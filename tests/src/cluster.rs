@@ -130,6 +130,9 @@ pub struct Options {
     pub cp_env: Vec<(String, String)>,
     /// `WARDEN_JWT_ALGORITHM` for the control plane (`EdDSA` when unset).
     pub jwt_algorithm: Option<String>,
+    /// Extra arguments for every node (e.g. `--audit-spool-max-bytes`). Each node already
+    /// gets `--audit-spool-dir` (see [`TestCluster::spool_dir`]).
+    pub node_args: Vec<String>,
 }
 
 /// A running Warden.
@@ -351,16 +354,32 @@ impl TestCluster {
 
     /// Starts one more data-plane node and waits until it is ready.
     pub async fn add_node(&mut self) -> anyhow::Result<usize> {
-        let port = free_port()?;
         let id = format!("node-{}", self.nodes.len() + 1);
-        let stderr = self.log_file(&id)?;
+        let node = self.spawn_node(&id)?;
+        self.nodes.push(node);
+        let index = self.nodes.len() - 1;
+        self.wait_node_ready(index).await?;
+        Ok(index)
+    }
+
+    /// The audit spool directory of the node with id `id`.
+    pub fn spool_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join("spool").join(id)
+    }
+
+    fn spawn_node(&mut self, id: &str) -> anyhow::Result<Node> {
+        let port = free_port()?;
+        let stderr = self.log_file(id)?;
         let child = Command::new(bin("warden-dp")?)
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--cp-addr")
             .arg(self.cp_addr())
             .arg("--node-id")
-            .arg(&id)
+            .arg(id)
+            .arg("--audit-spool-dir")
+            .arg(self.spool_dir(id))
+            .args(&self.options.node_args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WARDEN_NODE_TOKEN", &self.node_token)
@@ -379,8 +398,15 @@ impl TestCluster {
             .stderr(stderr)
             .spawn()
             .context("spawning warden-dp")?;
-        self.nodes.push(Node { child, port, id });
-        let index = self.nodes.len() - 1;
+        Ok(Node {
+            child,
+            port,
+            id: id.to_owned(),
+        })
+    }
+
+    /// Waits until node `index` answers `/readyz` with 200.
+    pub async fn wait_node_ready(&self, index: usize) -> anyhow::Result<()> {
         let url = self.nodes[index].url("/readyz");
         let http = self.http.clone();
         eventually(Duration::from_secs(20), "warden-dp to be ready", || {
@@ -390,8 +416,18 @@ impl TestCluster {
                 r.status().is_success().then_some(())
             }
         })
-        .await?;
-        Ok(index)
+        .await
+    }
+
+    /// Kills node `index` (SIGKILL) and starts a new process with the same id and audit
+    /// spool (on a new port) without waiting for it: while the control plane is down it
+    /// cannot become ready. See [`TestCluster::wait_node_ready`].
+    pub fn restart_node(&mut self, index: usize) -> anyhow::Result<()> {
+        self.nodes[index].child.kill()?;
+        self.nodes[index].child.wait()?;
+        let id = self.nodes[index].id.clone();
+        self.nodes[index] = self.spawn_node(&id)?;
+        Ok(())
     }
 
     /// The snapshot version a node reports on `/readyz`.

@@ -231,6 +231,16 @@ async fn serve(
 ) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::now_v7().to_string();
+    // Fail closed: a request whose audit event could not be recorded is not served (and,
+    // since the audit log is what is unavailable, not audited; counted instead).
+    if let Some(reason) = state.audit.unavailable() {
+        metrics::counter!(crate::metrics::REQUESTS, "status" => "5xx").increment(1);
+        metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
+        tracing::debug!(request_id = %request_id, reason, "request refused: audit log unavailable");
+        let mut r = render_error(ApiError::audit_unavailable(reason), endpoint.api());
+        set_request_id(&mut r, &request_id);
+        return r;
+    }
     // The request's audit event: who, from where, what; completed below with the outcome.
     let user_agent = headers
         .get(header::USER_AGENT)
