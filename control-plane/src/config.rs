@@ -798,6 +798,20 @@ keys = ["sk-pasted-by-mistake-1234"]
     }
 
     #[test]
+    fn debug_output_holds_no_environment_value() {
+        let config = RawConfig::default()
+            .build_and_validate(&env(&[
+                ("WARDEN_MASTER_KEY", "master-canary-value"),
+                ("OPENAI_API_KEY", "sk-canary-in-the-environment"),
+            ]))
+            .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("sk-canary"), "{shown}");
+        assert!(!shown.contains("master-canary"), "{shown}");
+        assert!(shown.contains("CapturedEnv(2 variables)"), "{shown}");
+    }
+
+    #[test]
     fn env_overrides_file() {
         let raw =
             RawConfig::from_toml("w.toml", "[server]\ngrpc_addr = \"127.0.0.1:1\"\n").unwrap();
