@@ -245,27 +245,11 @@ impl ControlPlane {
                 Ok(StartLoad::FromCache(e)) => {
                     tracing::warn!(reference = %reference, error = %e, "secret backend unavailable at start: serving the cached value");
                     self.keys.mark_failing(&reference.to_string());
-                    self.audit(
-                        "secret.unavailable",
-                        "system:secrets",
-                        &format!("{}/{} ref={reference}", k.provider, k.id),
-                        e.metric_label(),
-                        &Detail::new()
-                            .with("error", &e)
-                            .with("served_from", "start-up cache")
-                            .build(),
-                    )
-                    .await;
+                    self.audit_unavailable(&k, &reference, &e, Some("start-up cache"))
+                        .await;
                 }
                 Err(e) => {
-                    self.audit(
-                        "secret.unavailable",
-                        "system:secrets",
-                        &format!("{}/{} ref={reference}", k.provider, k.id),
-                        e.metric_label(),
-                        &Detail::new().with("error", &e).build(),
-                    )
-                    .await;
+                    self.audit_unavailable(&k, &reference, &e, None).await;
                     if !tolerate {
                         return Err(ServiceError::Unavailable(format!(
                             "upstream key {}/{} cannot be read at start-up: {e} (set [secrets] startup = \"cache\" to start from the encrypted cache)",
@@ -279,6 +263,28 @@ impl ControlPlane {
         }
         self.publish().await?;
         Ok(())
+    }
+
+    /// Audits that `k`'s secret could not be read (naming the reference, never a value),
+    /// and what serves meanwhile.
+    async fn audit_unavailable(
+        &self,
+        k: &ProviderKey,
+        reference: &SecretReference,
+        e: &SecretError,
+        served_from: Option<&str>,
+    ) {
+        self.audit(
+            "secret.unavailable",
+            "system:secrets",
+            &format!("{}/{} ref={reference}", k.provider, k.id),
+            e.metric_label(),
+            &Detail::new()
+                .with("error", e)
+                .with_opt("served_from", served_from)
+                .build(),
+        )
+        .await;
     }
 
     /// After a fresh read: records a changed fingerprint. Returns whether it changed.
@@ -333,17 +339,8 @@ impl ControlPlane {
                 Err(e) => {
                     if self.keys.mark_failing(&text) {
                         tracing::error!(reference = %reference, error = %e, "cannot read upstream key; the last known value keeps serving");
-                        self.audit(
-                            "secret.unavailable",
-                            "system:secrets",
-                            &format!("{}/{} ref={reference}", k.provider, k.id),
-                            e.metric_label(),
-                            &Detail::new()
-                                .with("error", &e)
-                                .with("served_from", "last known value")
-                                .build(),
-                        )
-                        .await;
+                        self.audit_unavailable(&k, &reference, &e, Some("last known value"))
+                            .await;
                     }
                 }
             }
