@@ -43,6 +43,9 @@ pub struct ProviderOptions {
     pub drop_params: Vec<String>,
 }
 
+/// How many provider-key secrets the rotation poll reads at once.
+const POLL_CONCURRENCY: usize = 8;
+
 /// The longest grace period of a rotated virtual key.
 const MAX_VKEY_GRACE: Duration = Duration::from_secs(30 * 86_400);
 
@@ -236,9 +239,20 @@ impl ControlPlane {
     /// the encrypted start-up cache holds its last value, or `tolerate` is set (dev mode:
     /// the key is left out of snapshots until it can be read).
     pub async fn load_provider_keys(&self, tolerate: bool) -> Result<(), ServiceError> {
-        for k in self.store.list_provider_keys().await? {
-            let reference = k.parsed_reference()?;
-            match self.keys.load_at_start(&reference).await {
+        use futures::StreamExt as _;
+        let reads: Vec<Result<_, ServiceError>> =
+            futures::stream::iter(self.store.list_provider_keys().await?)
+                .map(|k| async move {
+                    let reference = k.parsed_reference()?;
+                    let read = self.keys.load_at_start(&reference).await;
+                    Ok((k, reference, read))
+                })
+                .buffer_unordered(POLL_CONCURRENCY)
+                .collect()
+                .await;
+        for r in reads {
+            let (k, reference, read) = r?;
+            match read {
                 Ok(StartLoad::Fresh) => {
                     self.note_key_value(&k, &reference).await?;
                 }
@@ -311,12 +325,24 @@ impl ControlPlane {
     /// once per failure spell (`secret.unavailable`) and the last value keeps serving.
     /// Returns how many keys changed.
     pub async fn poll_provider_keys(&self) -> Result<usize, ServiceError> {
+        use futures::StreamExt as _;
+        // Backends are read concurrently (a few at a time), so one slow or unreachable
+        // backend costs one timeout per poll, not one per key.
+        let reads: Vec<Result<_, ServiceError>> =
+            futures::stream::iter(self.store.list_provider_keys().await?)
+                .map(|k| async move {
+                    let reference = k.parsed_reference()?;
+                    let was_failing = self.keys.is_failing(&reference.to_string());
+                    let read = self.keys.refresh(&reference).await;
+                    Ok((k, reference, was_failing, read))
+                })
+                .buffer_unordered(POLL_CONCURRENCY)
+                .collect()
+                .await;
         let mut changed = 0;
-        for k in self.store.list_provider_keys().await? {
-            let reference = k.parsed_reference()?;
-            let text = reference.to_string();
-            let was_failing = self.keys.is_failing(&text);
-            match self.keys.refresh(&reference).await {
+        for r in reads {
+            let (k, reference, was_failing, read) = r?;
+            match read {
                 Ok(outcome) => {
                     if was_failing {
                         tracing::info!(reference = %reference, "secret backend readable again");
@@ -337,7 +363,7 @@ impl ControlPlane {
                     }
                 }
                 Err(e) => {
-                    if self.keys.mark_failing(&text) {
+                    if self.keys.mark_failing(&reference.to_string()) {
                         tracing::error!(reference = %reference, error = %e, "cannot read upstream key; the last known value keeps serving");
                         self.audit_unavailable(&k, &reference, &e, Some("last known value"))
                             .await;

@@ -575,3 +575,80 @@ async fn a_reference_shared_by_two_providers_survives_removing_one() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// A "backend" that accepts connections and never answers: every read runs into the
+/// timeout.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_hanging_backend_costs_one_timeout_per_poll_not_one_per_key() {
+    let addr = require_env("WARDEN_TEST_VAULT_ADDR");
+    let token = require_env("WARDEN_TEST_VAULT_TOKEN");
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate_base64();
+    let env = [("TEST_VAULT_TOKEN", token.as_str())];
+    let with_timeout = |address: &str| {
+        vault_toml(address, "1h", "cache").replace("timeout = \"2s\"", "timeout = \"1s\"")
+    };
+    let base = format!("hang/{}", suffix());
+    let mut values = Vec::new();
+    {
+        let cp = open_cp(dir.path(), &master, &with_timeout(&addr), &env)
+            .await
+            .unwrap();
+        add_provider(&cp).await;
+        for i in 0..6 {
+            let value = canary(&format!("hang{i}"));
+            vault_write(&addr, &token, &format!("{base}/{i}"), &value).await;
+            cp.add_provider_key(
+                &admin(),
+                "p",
+                KeySource::Reference(format!("vault://secret/{base}/{i}")),
+            )
+            .await
+            .unwrap();
+            values.push(value);
+        }
+    }
+    // The same keys, now behind a Vault that hangs: start-up (from the cache) and one poll
+    // each take about one 1 s timeout, not six.
+    let (hole, _task) = black_hole().await;
+    let started = Instant::now();
+    let cp = open_cp(dir.path(), &master, &with_timeout(&hole), &env)
+        .await
+        .unwrap();
+    let start_took = started.elapsed();
+    let snapshot = cp.subscribe().borrow().clone();
+    assert_eq!(
+        snapshot
+            .providers
+            .iter()
+            .find(|p| p.name == "p")
+            .unwrap()
+            .keys
+            .len(),
+        6
+    );
+    let started = Instant::now();
+    assert_eq!(cp.poll_provider_keys().await.unwrap(), 0);
+    let poll_took = started.elapsed();
+    assert!(
+        start_took < Duration::from_secs(4) && poll_took < Duration::from_secs(3),
+        "start {start_took:?}, poll {poll_took:?} (a sequential read would take 6 s each)"
+    );
+    let audit = audit_text(&cp).await;
+    assert_eq!(audit.matches("secret.unavailable").count(), 6, "{audit}");
+    for v in &values {
+        assert!(!audit.contains(v.as_str()));
+    }
+}
