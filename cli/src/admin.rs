@@ -1522,7 +1522,11 @@ fn provider_json(p: &pb::ProviderInfo) -> Value {
 
 /// `id (fp …)`, plus ` DISABLED: <reason>` when the key is out of service.
 fn provider_key_line(k: &pb::ProviderKeyInfo) -> String {
-    let line = format!("{} (fp {})", k.id, k.fingerprint);
+    let line = if k.reference.is_empty() {
+        format!("{} (fp {})", k.id, k.fingerprint)
+    } else {
+        format!("{} (fp {}, {})", k.id, k.fingerprint, k.reference)
+    };
     if k.disabled_reason.is_empty() {
         line
     } else {
