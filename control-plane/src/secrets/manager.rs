@@ -102,11 +102,6 @@ impl SecretManager {
         })
     }
 
-    /// The backend new values are written to.
-    pub fn primary(&self) -> Scheme {
-        self.primary
-    }
-
     /// The last value read for `reference` (canonical text), if any.
     pub fn value(&self, reference: &str) -> Option<SecretString> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
