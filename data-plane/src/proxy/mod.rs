@@ -258,14 +258,15 @@ async fn serve(
     // still audits the request then.
     let mut guard = CancelledRequest {
         state: Arc::clone(state),
-        detail: Some(detail.clone()),
+        detail: Some(detail),
         started,
     };
     let outcome = match body {
         Ok(body) => handle(state, headers, &body, endpoint).await,
         Err(rejection) => Err((body_error(&rejection), String::new(), String::new())),
     };
-    guard.detail = None;
+    // Handled: the event is written below (the guard, disarmed, writes nothing).
+    let detail = guard.detail.take().unwrap_or_default();
     let done = match outcome {
         Ok(done) => done,
         Err((e, principal, model)) => {
