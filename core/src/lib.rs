@@ -1,8 +1,8 @@
 //! What both planes share and that belongs to no single plane: the formats of the opaque
 //! credentials Warden issues ([`credential`]), JWT claims, signing and verification
 //! ([`jwt`]), redaction of secrets from text and logs ([`redact`], [`telemetry`]),
-//! safe-to-show fingerprints ([`fingerprint`]), and the sealing of snapshot secrets to one
-//! node's key ([`seal`]).
+//! safe-to-show fingerprints ([`fingerprint`]), the sealing of snapshot secrets to one
+//! node's key ([`seal`]), and when a process should stop ([`shutdown`]).
 //!
 //! Start with [`credential`] and [`jwt`]: they define what a caller presents.
 
@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod redact;
 pub mod seal;
 pub mod shared_keys;
+pub mod shutdown;
 pub mod telemetry;
 
 /// Installs the process-wide crypto providers (rustls is configured by its own crate; this
