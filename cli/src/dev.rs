@@ -78,7 +78,7 @@ fn raw_config(env: &HashMap<String, String>) -> RawConfig {
     raw
 }
 
-/// Runs the gateway until Ctrl-C.
+/// Runs the gateway until Ctrl-C (SIGINT) or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     warden_core::telemetry::init(warden_core::telemetry::LogFormat::Text);
     let mut env: HashMap<String, String> = std::env::vars().collect();
@@ -91,7 +91,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = raw_config(&env).build_and_validate(&env)?;
     drop(env);
 
-    let cp = warden_control_plane::open(&config).await?;
     let grpc = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| {
@@ -100,7 +99,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 config.grpc_addr
             )
         })?;
-    let grpc_addr = grpc.local_addr()?;
     let http = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| {
@@ -112,15 +110,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
 
     let shutdown = CancellationToken::new();
-    let audit_jobs =
-        warden_control_plane::spawn_audit_exports(&cp, &config, shutdown.clone()).await?;
-    let cp_task = tokio::spawn(warden_control_plane::serve(
-        std::sync::Arc::clone(&cp),
-        grpc,
-        None,
-        shutdown.clone(),
-    ));
-
+    let control_plane = warden_control_plane::start(&config, grpc, shutdown.clone()).await?;
+    let grpc_addr = control_plane.local_addr();
+    let cp = control_plane.control_plane();
     let admin = cp
         .replace_credential(CredentialTable::Admin, "dev-session")
         .await?;
@@ -160,14 +152,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("# (export the four variables above first; Ctrl-C stops Warden)");
 
-    let signal = shutdown.clone();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => signal.cancel(),
-        () = shutdown.cancelled() => {}
-    }
+    warden_core::shutdown::cancel_on_signal(&shutdown);
+    shutdown.cancelled().await;
     let _ = dp_task.await;
-    let _ = cp_task.await;
-    audit_jobs.join().await;
+    control_plane.wait().await?;
     Ok(())
 }
 

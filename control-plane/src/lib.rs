@@ -1,8 +1,10 @@
 //! Warden's control plane (`warden-cp`): owns the secrets, issues credentials, keeps the
 //! state store and audit rows, and streams versioned snapshots to data-plane nodes.
 //!
-//! Start reading at [`open`] (how the pieces are assembled from a [`config::Config`]) and
-//! [`service::ControlPlane`] (every admin operation). The gRPC edge is in [`grpc`].
+//! Start reading at [`start`] (how the pieces are assembled from a [`config::Config`] by
+//! [`open`] and served; `warden-cp`, `wardenctl dev` and the tests all start the control
+//! plane this way) and [`service::ControlPlane`] (every admin operation). The gRPC edge is
+//! in [`grpc`].
 
 pub mod audit;
 pub mod config;
@@ -22,6 +24,7 @@ use secrecy::{SecretBox, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warden_proto::admin::v1::admin_server::AdminServer;
+use warden_proto::audit::v1::audit_stream_server::AuditStreamServer;
 use warden_proto::sync::v1::sync_server::SyncServer;
 
 pub use config::Config;
@@ -55,6 +58,10 @@ pub enum RunError {
     Secret(#[from] secrets::SecretError),
     #[error("audit: {0}")]
     Audit(String),
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    #[error("grpc server task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Name of the built-in offline provider and model of dev mode.
@@ -367,7 +374,7 @@ pub async fn migrate_env(
 /// retention (`[audit]`), and the syslog and JSONL exports (`[audit.syslog]`,
 /// `[audit.jsonl]`). A bad setting or TLS file fails here, naming the field. Returns the
 /// jobs, whose `join` waits for the checkpoint signed at shutdown.
-pub async fn spawn_audit_exports(
+async fn spawn_audit_exports(
     cp: &Arc<ControlPlane>,
     config: &Config,
     shutdown: CancellationToken,
@@ -429,13 +436,13 @@ fn spawn_secret_poll(cp: &Arc<ControlPlane>, interval: std::time::Duration) {
     });
 }
 
-/// Serves the Admin and Sync APIs on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    cp: Arc<ControlPlane>,
-    listener: TcpListener,
+/// The Admin, Sync and AuditStream services of `cp`, over TLS when `tls` names a
+/// certificate and key (read here, so that a bad file fails before anything is served).
+async fn router(
+    cp: &Arc<ControlPlane>,
     tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
-    shutdown: CancellationToken,
-) -> Result<(), RunError> {
+    shutdown: &CancellationToken,
+) -> Result<tonic::transport::server::Router, RunError> {
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
@@ -451,20 +458,94 @@ pub async fn serve(
                 .identity(tonic::transport::Identity::from_pem(cert, key)),
         )?;
     }
-    let admin = AdminServer::new(grpc::admin::AdminService::new(Arc::clone(&cp)));
+    let admin = AdminServer::new(grpc::admin::AdminService::new(Arc::clone(cp)));
     let sync = SyncServer::new(grpc::sync::SyncService::new(
-        Arc::clone(&cp),
+        Arc::clone(cp),
         shutdown.clone(),
     ));
-    let audit = warden_proto::audit::v1::audit_stream_server::AuditStreamServer::new(
-        grpc::audit::AuditStreamService::new(Arc::clone(&cp), shutdown.clone()),
-    );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    builder
+    let audit = AuditStreamServer::new(grpc::audit::AuditStreamService::new(
+        Arc::clone(cp),
+        shutdown.clone(),
+    ));
+    Ok(builder
         .add_service(admin)
         .add_service(sync)
-        .add_service(audit)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await?;
-    Ok(())
+        .add_service(audit))
+}
+
+/// Opens the control plane for `config` ([`open`]), starts the audit log's background work
+/// and serves the Admin, Sync and AuditStream APIs on `listener` until `shutdown` is
+/// cancelled. Returns once it is serving. Admin credentials are the caller's business
+/// ([`ControlPlane::bootstrap_admin`] for `warden-cp`, a fresh one per start for
+/// `wardenctl dev`).
+pub async fn start(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Running, RunError> {
+    let addr = listener.local_addr().map_err(RunError::Listener)?;
+    let cp = open(config).await?;
+    let router = router(&cp, config.tls.as_ref(), &shutdown).await?;
+    let audit_jobs = spawn_audit_exports(&cp, config, shutdown.clone()).await?;
+    tracing::info!(%addr, tls = config.tls.is_some(), "control plane listening");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+            .map_err(RunError::from)
+    });
+    Ok(Running {
+        cp,
+        addr,
+        tls: config.tls.is_some(),
+        server,
+        audit_jobs,
+    })
+}
+
+/// A control plane that [`start`] has set serving.
+pub struct Running {
+    cp: Arc<ControlPlane>,
+    addr: std::net::SocketAddr,
+    tls: bool,
+    server: tokio::task::JoinHandle<Result<(), RunError>>,
+    audit_jobs: audit::jobs::AuditJobs,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The control plane itself, for what the caller does beside the gRPC API (issuing the
+    /// first admin credential, say).
+    pub fn control_plane(&self) -> &Arc<ControlPlane> {
+        &self.cp
+    }
+
+    /// The address the gRPC API listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port`, or `https://…` when serving TLS: what clients connect to.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Waits until the server has stopped (after `shutdown`), then for the audit jobs'
+    /// last work (the checkpoint that covers everything written before the stop). A server
+    /// that fails returns its error at once.
+    pub async fn wait(self) -> Result<(), RunError> {
+        self.server.await??;
+        self.audit_jobs.join().await;
+        Ok(())
+    }
 }

@@ -1,5 +1,6 @@
 //! `warden-cp`: the control-plane binary. Parses flags, loads and validates the config,
-//! and runs [`warden_control_plane::open`] + [`warden_control_plane::serve`].
+//! inits telemetry and runs [`warden_control_plane::start`] until SIGINT or SIGTERM; or, for
+//! a subcommand, validates the config or migrates the secret files.
 
 #![allow(
     clippy::print_stdout,
@@ -21,21 +22,21 @@ use warden_control_plane::config::RawConfig;
 /// Environment: WARDEN_MASTER_KEY (32 bytes, base64) or WARDEN_MASTER_KEY_FILE,
 /// WARDEN_GRPC_ADDR, WARDEN_DATA_DIR, WARDEN_DEV, WARDEN_LOG_FORMAT, WARDEN_JWT_ALGORITHM,
 /// WARDEN_TLS_CERT_FILE, WARDEN_TLS_KEY_FILE. Environment overrides the file; flags
-/// override both.
+/// override both. Flags may stand before or after the subcommand.
 #[derive(Debug, Parser)]
 #[command(name = "warden-cp", version)]
 struct Args {
     /// TOML config file.
-    #[arg(long, short = 'c', env = "WARDEN_CONFIG")]
+    #[arg(long, short = 'c', env = "WARDEN_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// gRPC listen address (host:port).
-    #[arg(long)]
+    #[arg(long, global = true)]
     grpc_addr: Option<String>,
     /// Directory for the state database and the encrypted secret store.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// Dev mode: generates a master key file if none is given and adds the echo provider.
-    #[arg(long)]
+    #[arg(long, global = true)]
     dev: bool,
     #[command(subcommand)]
     command: Option<Command>,
@@ -89,36 +90,18 @@ async fn main() -> anyhow::Result<()> {
         return migrate(&config, command).await;
     }
 
-    let cp = warden_control_plane::open(&config).await?;
+    let shutdown = CancellationToken::new();
+    warden_core::shutdown::cancel_on_signal(&shutdown);
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, tls = config.tls.is_some(), "control plane listening");
-    if let Some(admin) = cp.bootstrap_admin().await? {
+    let running = warden_control_plane::start(&config, listener, shutdown).await?;
+    if let Some(admin) = running.control_plane().bootstrap_admin().await? {
         println!("# first start: the admin credential is shown once; store it now");
         println!("WARDEN_ADMIN_TOKEN={}", admin.expose_secret());
     }
-    println!(
-        "WARDEN_CP_ADDR={}://{addr}",
-        if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        }
-    );
-
-    let shutdown = CancellationToken::new();
-    let audit_jobs =
-        warden_control_plane::spawn_audit_exports(&cp, &config, shutdown.clone()).await?;
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        signal.cancel();
-    });
-    warden_control_plane::serve(cp, listener, config.tls.as_ref(), shutdown).await?;
-    // The last checkpoint covers everything written before the stop.
-    audit_jobs.join().await;
+    println!("WARDEN_CP_ADDR={}", running.url());
+    running.wait().await?;
     Ok(())
 }
 
@@ -161,20 +144,4 @@ async fn migrate(
         println!("run `warden-cp migrate encrypt` to encrypt the plaintext values");
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
