@@ -1,11 +1,13 @@
 //! `wardenctl`: Warden's admin CLI. It talks to the control plane's `warden.admin.v1` gRPC
-//! API (see `admin`); `output` renders the results as tables or JSON.
+//! API over a `session`; `commands` holds one module per resource, `output` renders the
+//! results as tables or JSON, and `dev` runs the whole gateway on this machine.
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a CLI prints")]
 
-mod admin;
+mod commands;
 mod dev;
+mod flags;
 mod output;
-mod secrets;
+mod session;
 
 use std::process::ExitCode;
 
@@ -18,7 +20,7 @@ use crate::output::OutputFormat;
 #[command(name = "wardenctl", version)]
 struct Cli {
     #[command(flatten)]
-    connect: admin::ConnectArgs,
+    connect: session::ConnectArgs,
 
     /// Output format.
     #[arg(
@@ -38,12 +40,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     #[command(flatten)]
-    Admin(admin::AdminCommand),
+    Admin(commands::AdminCommand),
     /// Run the whole gateway on this machine (control plane + one node, embedded defaults).
     Dev(dev::DevArgs),
     /// Move provider keys between secret stores (runs beside the control plane's config).
     #[command(subcommand)]
-    Secrets(secrets::SecretsCommand),
+    Secrets(commands::secrets::SecretsCommand),
 }
 
 #[tokio::main]
@@ -54,9 +56,11 @@ async fn main() -> ExitCode {
     // Usage errors exit with status 2 inside `parse`.
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Admin(command) => admin::run(&cli.connect, cli.output, command).await,
+        Command::Admin(command) => commands::run(&cli.connect, cli.output, command).await,
         Command::Dev(args) => dev::run(args).await,
-        Command::Secrets(command) => secrets::run(output::Printer::new(cli.output), command).await,
+        Command::Secrets(command) => {
+            commands::secrets::run(output::Printer::new(cli.output), command).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,15 +25,15 @@ pub enum OutputFormat {
 /// The table form of a result: a header and rows of already formatted cells.
 #[derive(Debug)]
 pub struct Rows {
-    header: Vec<&'static str>,
+    header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Rows {
     /// An empty table with these column names.
-    pub fn new(header: &[&'static str]) -> Self {
+    pub fn new(header: &[impl AsRef<str>]) -> Self {
         Self {
-            header: header.to_vec(),
+            header: header.iter().map(|h| h.as_ref().to_owned()).collect(),
             rows: Vec::new(),
         }
     }
@@ -48,7 +48,7 @@ impl Rows {
     pub fn render(&self) -> String {
         let mut table = Table::new();
         table.load_preset(presets::NOTHING);
-        table.set_header(self.header.iter().copied());
+        table.set_header(self.header.iter().map(String::as_str));
         for row in &self.rows {
             table.add_row(row.iter().map(String::as_str));
         }

@@ -1,0 +1,258 @@
+//! The connection to the control plane's admin API: [`ConnectArgs`] (the global flags that
+//! say where it is and which admin credential to present) and [`Session`], which owns the
+//! clients and turns a failed call into a message that is safe and useful to show (it never
+//! contains the admin credential).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+use warden_proto::admin::v1::admin_client::AdminClient;
+use warden_proto::audit::v1::audit_stream_client::AuditStreamClient;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to reach and authenticate to the control plane. Global: accepted before or after the
+/// subcommand.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct ConnectArgs {
+    /// Control plane gRPC address; `host:port` means `http://host:port`.
+    #[arg(
+        long,
+        global = true,
+        env = "WARDEN_CP_ADDR",
+        default_value = "http://127.0.0.1:50051",
+        value_parser = normalize_addr
+    )]
+    pub cp_addr: String,
+
+    /// Admin credential (`wa_…`). Prefer the WARDEN_ADMIN_TOKEN environment variable: a
+    /// flag is visible to other users in the process list and stays in shell history.
+    #[arg(
+        long,
+        global = true,
+        env = "WARDEN_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_parser = secret_arg
+    )]
+    pub admin_token: Option<SecretString>,
+
+    /// PEM file with the CA certificate(s) that signed an https:// control plane's
+    /// certificate.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The `warden.admin.v1.Admin` client, carrying the admin credential.
+pub type Client = AdminClient<InterceptedService<Channel, Bearer>>;
+/// The `warden.audit.v1.AuditStream` client, carrying the admin credential.
+pub type AuditClient = AuditStreamClient<InterceptedService<Channel, Bearer>>;
+
+/// Clients for one control plane, and the address to name in errors.
+pub struct Session {
+    pub client: Client,
+    pub audit: AuditClient,
+    addr: String,
+}
+
+impl Session {
+    /// Checks the flags and prepares a channel; it connects on the first call.
+    pub async fn open(args: &ConnectArgs) -> anyhow::Result<Self> {
+        let token = args
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose_secret().trim())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                anyhow!("no admin credential: set WARDEN_ADMIN_TOKEN (or pass --admin-token)")
+            })?;
+        let mut header = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            anyhow!("the admin credential contains characters that cannot be sent in a header")
+        })?;
+        header.set_sensitive(true);
+
+        let addr = args.cp_addr.clone();
+        let mut endpoint = Endpoint::from_shared(addr.clone())
+            .with_context(|| format!("invalid control plane address {addr:?}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
+        let https = addr.starts_with("https://");
+        match (&args.ca_file, https) {
+            (Some(path), true) => {
+                let pem = tokio::fs::read(path)
+                    .await
+                    .with_context(|| format!("cannot read --ca-file {}", path.display()))?;
+                let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+                endpoint = endpoint.tls_config(tls).with_context(|| {
+                    format!(
+                        "--ca-file {} holds no usable CA certificate",
+                        path.display()
+                    )
+                })?;
+            }
+            (Some(_), false) => bail!("--ca-file needs an https:// control plane address"),
+            (None, true) => bail!(
+                "an https:// control plane needs --ca-file (the CA that signed its certificate)"
+            ),
+            (None, false) => {}
+        }
+        let channel = endpoint.connect_lazy();
+        Ok(Self {
+            client: AdminClient::with_interceptor(channel.clone(), Bearer(header.clone())),
+            audit: AuditStreamClient::with_interceptor(channel, Bearer(header)),
+            addr,
+        })
+    }
+
+    /// Awaits one call, turning a failure into a message fit to show.
+    pub async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> anyhow::Result<T> {
+        call.await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.error(&status))
+    }
+
+    /// A failed call (or stream message) as an error fit to show.
+    pub fn error(&self, status: &Status) -> anyhow::Error {
+        anyhow!(describe(status, &self.addr))
+    }
+}
+
+/// Adds `authorization: Bearer <admin credential>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(warden_proto::AUTHORIZATION, self.0.clone());
+        Ok(request)
+    }
+}
+
+/// What to tell the user about a failed call. Statuses raised on the client side (no
+/// connection, timeout) carry a `source`; those from the control plane carry its message,
+/// which it keeps safe to show.
+fn describe(status: &Status, addr: &str) -> String {
+    let local = std::error::Error::source(status).is_some();
+    match status.code() {
+        Code::Unauthenticated => {
+            "the control plane rejected the admin credential (check WARDEN_ADMIN_TOKEN)".to_owned()
+        }
+        Code::PermissionDenied => with_detail(
+            "the admin credential is not allowed to do this",
+            status.message(),
+        ),
+        Code::Unavailable if local => with_detail(
+            &format!("cannot reach the control plane at {addr}"),
+            &chain(status),
+        ),
+        Code::Cancelled | Code::DeadlineExceeded if local => format!(
+            "the control plane at {addr} did not answer within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        ),
+        Code::Unimplemented => with_detail(
+            "the control plane does not support this call (is it an older version?)",
+            status.message(),
+        ),
+        code if status.message().is_empty() => code.description().to_owned(),
+        _ => status.message().to_owned(),
+    }
+}
+
+fn with_detail(summary: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        summary.to_owned()
+    } else {
+        format!("{summary}: {detail}")
+    }
+}
+
+/// The messages of an error's sources, `: `-separated, skipping repeats (tonic's wrappers
+/// often display their source's message as their own).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = error.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p == &text) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// `--cp-addr`: adds `http://` when no scheme is given; only http and https are accepted.
+fn normalize_addr(raw: &str) -> Result<String, String> {
+    let (scheme, rest) = raw.trim().split_once("://").unwrap_or(("http", raw.trim()));
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!(
+            "unsupported scheme {scheme:?}: use http:// or https://"
+        ));
+    }
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return Err("the control plane address has no host".to_owned());
+    }
+    Ok(format!("{scheme}://{rest}"))
+}
+
+/// `--admin-token`: wrapped at once so that no `Debug` output can show it.
+fn secret_arg(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_addresses() {
+        assert_eq!(
+            normalize_addr("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(normalize_addr("localhost:1").unwrap(), "http://localhost:1");
+        assert_eq!(
+            normalize_addr("http://127.0.0.1:50051/").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            normalize_addr("https://cp.example:443").unwrap(),
+            "https://cp.example:443"
+        );
+        assert!(normalize_addr("").is_err());
+        assert!(normalize_addr("https://").is_err());
+        assert!(normalize_addr("ftp://cp:21").is_err());
+    }
+
+    #[test]
+    fn describes_statuses_without_leaking() {
+        let addr = "http://127.0.0.1:1";
+        assert_eq!(
+            describe(&Status::unauthenticated("bad token wa_secret"), addr),
+            "the control plane rejected the admin credential (check WARDEN_ADMIN_TOKEN)"
+        );
+        assert_eq!(
+            describe(&Status::not_found("no provider \"x\""), addr),
+            "no provider \"x\""
+        );
+        assert_eq!(
+            describe(&Status::already_exists(""), addr),
+            Code::AlreadyExists.description()
+        );
+    }
+}
