@@ -141,18 +141,11 @@ pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
-
-    #[derive(Debug, clap::Parser)]
-    struct Probe {
-        #[command(flatten)]
-        grant: GrantArgs,
-    }
+    use crate::commands::probe;
 
     fn grant(args: &[&str]) -> Result<GrantArgs, clap::Error> {
-        Probe::try_parse_from(["grant"].iter().chain(args)).map(|p| p.grant)
+        probe::flags(args)
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod grants;
 pub mod models;
 pub mod nodes;
 pub mod policies;
+#[cfg(test)]
+mod probe;
 pub mod providers;
 pub mod secrets;
 pub mod signing_keys;

@@ -209,18 +209,11 @@ fn model_json(m: &pb::ModelInfo) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
-
-    #[derive(Debug, clap::Parser)]
-    struct Probe {
-        #[command(subcommand)]
-        command: ModelCommand,
-    }
+    use crate::commands::probe;
 
     fn parse(args: &[&str]) -> Result<ModelCommand, clap::Error> {
-        Probe::try_parse_from(["model"].iter().chain(args)).map(|p| p.command)
+        probe::subcommand(args)
     }
 
     #[test]

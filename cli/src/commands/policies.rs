@@ -325,24 +325,11 @@ fn parse_period(raw: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
-
-    #[derive(Debug, clap::Parser)]
-    struct Probe {
-        #[command(subcommand)]
-        command: PolicyCommand,
-    }
-
-    #[derive(Debug, clap::Parser)]
-    struct LimitsProbe {
-        #[command(flatten)]
-        policy: PolicyArgs,
-    }
+    use crate::commands::probe;
 
     fn parse(args: &[&str]) -> Result<PolicyCommand, clap::Error> {
-        Probe::try_parse_from(["policy"].iter().chain(args)).map(|p| p.command)
+        probe::subcommand(args)
     }
 
     fn set(args: &[&str]) -> Result<(pb::PolicyTarget, pb::Policy), clap::Error> {
@@ -359,8 +346,7 @@ mod tests {
 
     /// The policy `token issue` or `vkey create` sends for these limit flags.
     fn optional_policy(args: &[&str]) -> Result<Option<pb::Policy>, clap::Error> {
-        LimitsProbe::try_parse_from(["limits"].iter().chain(args))
-            .map(|p| p.policy.to_optional_policy())
+        probe::flags::<PolicyArgs>(args).map(|p| p.to_optional_policy())
     }
 
     #[test]

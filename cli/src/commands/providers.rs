@@ -397,18 +397,11 @@ fn check_provider_key(raw: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
-
-    #[derive(Debug, clap::Parser)]
-    struct Probe {
-        #[command(subcommand)]
-        command: ProviderCommand,
-    }
+    use crate::commands::probe;
 
     fn parse(args: &[&str]) -> Result<ProviderCommand, clap::Error> {
-        Probe::try_parse_from(["provider"].iter().chain(args)).map(|p| p.command)
+        probe::subcommand(args)
     }
 
     #[test]

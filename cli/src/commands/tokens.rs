@@ -133,20 +133,16 @@ async fn list(session: &Session) -> anyhow::Result<Vec<pb::TokenInfo>> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
+    use crate::commands::probe;
 
-    #[derive(Debug, clap::Parser)]
-    struct Probe {
-        #[command(subcommand)]
-        command: TokenCommand,
+    fn parse(args: &[&str]) -> Result<TokenCommand, clap::Error> {
+        probe::subcommand(args)
     }
 
     #[test]
     fn issue_takes_grant_ttl_and_limits() {
         let argv = [
-            "token",
             "issue",
             "--subject",
             "s",
@@ -157,7 +153,7 @@ mod tests {
             "--rpm",
             "5",
         ];
-        match Probe::try_parse_from(argv).unwrap().command {
+        match parse(&argv).unwrap() {
             TokenCommand::Issue {
                 subject,
                 grant,
@@ -171,8 +167,8 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
-        let argv = ["token", "issue", "--subject", "s", "--budget-period", "7d"];
-        assert!(Probe::try_parse_from(argv).is_err());
+        let argv = ["issue", "--subject", "s", "--budget-period", "7d"];
+        assert!(parse(&argv).is_err());
     }
 
     #[test]

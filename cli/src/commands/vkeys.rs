@@ -179,29 +179,23 @@ fn parse_grace(raw: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
+    use crate::commands::probe;
 
-    #[derive(Debug, clap::Parser)]
-    struct Probe {
-        #[command(subcommand)]
-        command: VkeyCommand,
+    fn parse(args: &[&str]) -> Result<VkeyCommand, clap::Error> {
+        probe::subcommand(args)
     }
 
     #[test]
     fn create_takes_limits() {
-        let argv = ["vkey", "create", "--name", "n", "--max-parallel", "2"];
-        match Probe::try_parse_from(argv).unwrap().command {
+        let argv = ["create", "--name", "n", "--max-parallel", "2"];
+        match parse(&argv).unwrap() {
             VkeyCommand::Create { policy, .. } => {
                 assert_eq!(policy.to_optional_policy().unwrap().max_parallel, 2);
             }
             other => panic!("parsed as {other:?}"),
         }
-        match Probe::try_parse_from(["vkey", "rotate", "vk_1"])
-            .unwrap()
-            .command
-        {
+        match parse(&["rotate", "vk_1"]).unwrap() {
             VkeyCommand::Rotate { grace, .. } => assert_eq!(grace, Duration::ZERO),
             other => panic!("parsed as {other:?}"),
         }
