@@ -1,9 +1,9 @@
-//! README.md's walkthrough, run as written: the ```` ```sh ```` blocks after a
+//! README.md's walkthrough, run as written: the `sh` code blocks after a
 //! `<!-- walkthrough -->` comment are read from README.md at test time and run in order, in
 //! one `bash` with `set -euo pipefail`, against a fresh `wardenctl dev` (random ports, a
 //! temporary data dir), with the variables dev printed exported — as a reader pastes them
 //! into a second shell. A `# → TEXT` line in a block is output that block must print (`…`
-//! stands for anything, whitespace runs compare equal). The ```` ``` ```` block after
+//! stands for anything, whitespace runs compare equal). The code block after
 //! `<!-- walkthrough: prints -->` lists the variables dev must print.
 //!
 //! The reader's `cargo run --release --bin wardenctl -- dev` is this test's
