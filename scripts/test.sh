@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (CI runs it through .ci/run): prepares the Python clients in .venv,
-# starts and checks the test backends, then runs rustfmt, clippy, the whole test suite and
-# the dependency checks. Needs a Rust toolchain, Python 3.11 with pip, and cargo-nextest
+# starts and checks the test backends, then runs rustfmt, the structure check, clippy, the
+# whole test suite and the dependency checks. Needs a Rust toolchain, Python 3.11 with pip, and cargo-nextest
 # (falls back to `cargo test` without it); installs rsyslog with apt-get when it is missing
 # (as root). Any missing piece fails the run loudly.
 set -euo pipefail
@@ -223,6 +223,13 @@ forbid_dependency() {
     echo "no $crate"
 }
 
+# No file over 900 lines before its tests, no import circle between two files of a crate
+# (scripts/check-structure); its own fixture tests run first.
+check_structure() {
+    "$VENV/bin/python" scripts/check-structure --self-test
+    "$VENV/bin/python" scripts/check-structure
+}
+
 check_dependencies() {
     forbid_dependency openssl-sys
     forbid_dependency ring
@@ -235,6 +242,7 @@ step "backends" start_backends
 step "backend checks" check_backends
 export WARDEN_TEST_PYTHON=$PWD/$VENV/bin/python
 step "rustfmt" cargo fmt --all -- --check
+step "structure" check_structure
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 # End-to-end tests start the real binaries from target/debug: build them first.
 step "build binaries" cargo build --workspace --bins --locked

@@ -16,9 +16,11 @@ mod audit_spool;
 #[allow(dead_code, reason = "the e2e suite uses a part of the double")]
 mod azure_double;
 mod cli;
+mod deploy_config;
 mod dev;
 mod gateway;
 mod limits;
+mod readme;
 mod resilience;
 mod sdk;
 mod sealing;

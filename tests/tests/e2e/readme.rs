@@ -1,0 +1,252 @@
+//! README.md's walkthrough, run as written: the `sh` code blocks after a
+//! `<!-- walkthrough -->` comment are read from README.md at test time and run in order, in
+//! one `bash` with `set -euo pipefail`, against a fresh `wardenctl dev` (random ports, a
+//! temporary data dir), with the variables dev printed exported — as a reader pastes them
+//! into a second shell. A `# → TEXT` line in a block is output that block must print (`…`
+//! stands for anything, whitespace runs compare equal). The code block after
+//! `<!-- walkthrough: prints -->` lists the variables dev must print.
+//!
+//! The reader's `cargo run --release --bin wardenctl -- dev` is this test's
+//! `target/debug/wardenctl dev`; `wardenctl` and `python3` (the interpreter with the official
+//! SDKs, `WARDEN_TEST_PYTHON`) are on the `PATH`; provider keys are fakes (nothing here
+//! calls a real provider).
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use warden_tests::cluster::{bin, bin_dir, free_port, python};
+
+/// The longest the whole walkthrough may take.
+const TIMEOUT_SECS: u64 = 180;
+
+#[derive(Debug)]
+struct Block {
+    /// 1-based line of the opening fence in README.md.
+    line: usize,
+    text: String,
+}
+
+impl Block {
+    /// `# → …` lines: output the block must print, as fragments between the `…`s.
+    fn expected(&self) -> Vec<Vec<String>> {
+        self.text
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("# → "))
+            .map(|e| e.split('…').map(squash).filter(|f| !f.is_empty()).collect())
+            .collect()
+    }
+}
+
+/// Whitespace runs as one space.
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The fenced block following each line equal to `marker` (blank lines may sit between).
+fn blocks_after(readme: &str, marker: &str) -> Vec<Block> {
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim() != marker {
+            continue;
+        }
+        let mut j = i + 1;
+        while j < lines.len() && lines[j].trim().is_empty() {
+            j += 1;
+        }
+        assert!(
+            j < lines.len() && lines[j].starts_with("```"),
+            "README.md:{}: `{marker}` is not followed by a fenced block",
+            i + 1
+        );
+        let end = (j + 1..lines.len())
+            .find(|&k| lines[k].trim_end() == "```")
+            .unwrap_or_else(|| panic!("README.md:{}: unclosed code block", j + 1));
+        out.push(Block {
+            line: j + 1,
+            text: lines[j + 1..end].join("\n"),
+        });
+        if marker == "<!-- walkthrough -->" {
+            assert_eq!(
+                lines[j].trim_end(),
+                "```sh",
+                "README.md:{}: walkthrough blocks are ```sh",
+                j + 1
+            );
+        }
+    }
+    out
+}
+
+struct Dev {
+    child: Child,
+    vars: HashMap<String, String>,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `wardenctl dev` on free ports in `data_dir`; returns once it printed its `curl` hint.
+fn start_dev(data_dir: &std::path::Path, log: std::fs::File) -> Dev {
+    let mut child = Command::new(bin("wardenctl").unwrap())
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", free_port().unwrap()))
+        .arg("--grpc-addr")
+        .arg(format!("127.0.0.1:{}", free_port().unwrap()))
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("WARDEN_MASTER_KEY")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut vars = HashMap::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((k, v)) = line.split_once('=')
+                && k.starts_with("WARDEN_")
+            {
+                vars.insert(k.to_owned(), v.to_owned());
+            }
+            if line.starts_with("curl ") {
+                let _ = tx.send(vars.clone());
+            }
+        }
+    });
+    let vars = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("wardenctl dev did not become ready");
+    Dev { child, vars }
+}
+
+const BLOCK_MARK: &str = "@@readme-walkthrough-block@@";
+
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let readme_path = format!("{}/../README.md", env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let blocks = blocks_after(&readme, "<!-- walkthrough -->");
+    assert!(
+        blocks.len() >= 3,
+        "README.md has lost its walkthrough markers: {blocks:?}"
+    );
+    let printed = blocks_after(&readme, "<!-- walkthrough: prints -->");
+    assert_eq!(printed.len(), 1, "one `walkthrough: prints` block");
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev_log = dir.path().join("dev.log");
+    let dev = start_dev(
+        &dir.path().join(".warden"),
+        std::fs::File::create(&dev_log).unwrap(),
+    );
+    for name in printed[0]
+        .text
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+    {
+        assert!(
+            dev.vars.contains_key(name),
+            "README.md:{}: says dev prints {name}, it printed {:?}",
+            printed[0].line,
+            dev.vars.keys()
+        );
+    }
+
+    // `python3` is the interpreter with the official SDKs.
+    let shims = dir.path().join("bin");
+    std::fs::create_dir(&shims).unwrap();
+    let shim = shims.join("python3");
+    std::fs::write(&shim, format!("#!/bin/sh\nexec '{}' \"$@\"\n", python())).unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        shims.display(),
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let mut script = String::from("set -euo pipefail\n");
+    for (i, block) in blocks.iter().enumerate() {
+        script.push_str(&format!("printf '\\n{BLOCK_MARK} {i}\\n'\n"));
+        script.push_str(&block.text);
+        script.push('\n');
+    }
+    let script_path = dir.path().join("walkthrough.sh");
+    std::fs::write(&script_path, &script).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", &TIMEOUT_SECS.to_string(), "bash"])
+        .arg(&script_path)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", &home)
+        .envs(&dev.vars)
+        .env("OPENAI_API_KEY", "sk-walkthrough-not-a-real-key")
+        .env("ANTHROPIC_API_KEY", "sk-ant-walkthrough-not-a-real-key")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    drop(dev);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // stdout split at the block marks: outputs[i] is what block i printed.
+    let mut outputs: Vec<String> = Vec::new();
+    for part in stdout.split(BLOCK_MARK).skip(1) {
+        outputs.push(
+            part.split_once('\n')
+                .map_or("", |(_, rest)| rest)
+                .to_owned(),
+        );
+    }
+    let report = || {
+        format!(
+            "stdout:\n{stdout}\nstderr:\n{stderr}\nwardenctl dev's log:\n{}",
+            std::fs::read_to_string(&dev_log).unwrap_or_default()
+        )
+    };
+    if !out.status.success() {
+        let failed = &blocks[outputs.len().saturating_sub(1)];
+        panic!(
+            "the walkthrough block at README.md:{} failed ({}{}):\n{}",
+            failed.line,
+            out.status,
+            if out.status.code() == Some(124) {
+                format!(", timed out after {TIMEOUT_SECS} s")
+            } else {
+                String::new()
+            },
+            report()
+        );
+    }
+    assert_eq!(outputs.len(), blocks.len(), "{}", report());
+    for (block, output) in blocks.iter().zip(&outputs) {
+        let output = squash(output);
+        let mut from = 0;
+        for fragments in block.expected() {
+            for fragment in fragments {
+                match output[from..].find(&fragment) {
+                    Some(at) => from += at + fragment.len(),
+                    None => panic!(
+                        "the walkthrough block at README.md:{} did not print `{fragment}` \
+                         (after what it printed before):\n{}",
+                        block.line,
+                        report()
+                    ),
+                }
+            }
+        }
+    }
+}
