@@ -326,6 +326,7 @@ on_every_backend!(
     checkpoint_detects_rewritten_chain,
     retention_keeps_chain_verifiable,
     legacy_rows_are_chained_once,
+    malformed_rows_are_reported,
     concurrent_appends_form_one_chain,
 );
 
@@ -1365,6 +1366,54 @@ mod bodies {
         let report = verify(s.as_ref(), &no_keys()).await;
         assert!(report.is_valid(), "{report:?}");
         assert_eq!(report.rows_checked, 4);
+    }
+
+    pub async fn malformed_rows_are_reported(b: &Backend) {
+        let s = b.open().await;
+        let malformed = |e: warden_control_plane::store::StoreError| e.to_string();
+        b.exec(
+            "INSERT INTO providers (name, format, base_url, source, created_at)
+             VALUES ('p', 'bogus', 'https://x/v1', 'admin', 1)",
+        )
+        .await;
+        assert_eq!(
+            malformed(s.list_providers().await.unwrap_err()),
+            "stored row is malformed: provider format bogus"
+        );
+        b.exec(
+            "UPDATE providers SET format = 'openai';
+             INSERT INTO models (alias, provider, upstream_model, source, created_at, fallbacks)
+             VALUES ('m', 'p', 'm', 'admin', 1, 'not a list')",
+        )
+        .await;
+        assert!(
+            malformed(s.list_models().await.unwrap_err())
+                .starts_with("stored row is malformed: list column: "),
+        );
+        b.exec(
+            "INSERT INTO policies (target_kind, target_id, rpm, tpm, max_parallel,
+                 max_budget_micros, budget_period_secs, source, updated_at)
+             VALUES ('planet', 'x', 0, 0, 0, 0, 0, 'admin', 1)",
+        )
+        .await;
+        assert_eq!(
+            malformed(s.list_policies().await.unwrap_err()),
+            "stored row is malformed: policy target kind planet"
+        );
+        b.exec("UPDATE audit_chain_head SET seq = -1").await;
+        assert_eq!(
+            malformed(s.audit_head().await.unwrap_err()),
+            "stored row is malformed: negative audit position -1"
+        );
+        // Out-of-range counters read as 0, an out-of-range weight as 1.
+        b.exec(
+            "UPDATE models SET fallbacks = '[]', weight = -3;
+             INSERT INTO provider_keys (id, provider, secret_name, fingerprint, created_at, health_epoch)
+             VALUES ('k', 'p', 'providers/p/k', 'f', 1, -5)",
+        )
+        .await;
+        assert_eq!(s.list_models().await.unwrap()[0].weight, 1);
+        assert_eq!(s.list_provider_keys().await.unwrap()[0].health_epoch, 0);
     }
 
     pub async fn concurrent_appends_form_one_chain(b: &Backend) {
