@@ -5,7 +5,8 @@
 //!
 //! The bodies cover every store method, the audit chain's tamper detection (rows edited,
 //! deleted, inserted and reordered with raw SQL), checkpoint signatures, retention, the
-//! one-time chaining of rows written before the chain existed, and concurrent appends.
+//! one-time chaining of rows written before the chain existed, the migration of
+//! PostgreSQL's JSONB list columns to TEXT with rows in them, and concurrent appends.
 
 #![allow(
     clippy::unwrap_used,
@@ -326,6 +327,7 @@ on_every_backend!(
     checkpoint_detects_rewritten_chain,
     retention_keeps_chain_verifiable,
     legacy_rows_are_chained_once,
+    lists_stored_before_migration_8_read_back,
     malformed_rows_are_reported,
     concurrent_appends_form_one_chain,
 );
@@ -1366,6 +1368,57 @@ mod bodies {
         let report = verify(s.as_ref(), &no_keys()).await;
         assert!(report.is_valid(), "{report:?}");
         assert_eq!(report.rows_checked, 4);
+    }
+
+    pub async fn lists_stored_before_migration_8_read_back(b: &Backend) {
+        // A database at migration 7 (PostgreSQL still stores these lists as JSONB), with
+        // tokens and virtual keys in it.
+        let migrator = Migrator::new(b.migrations()).await.unwrap();
+        match &b.raw {
+            Raw::Sqlite(p) => migrator.run_to(7, p).await.unwrap(),
+            Raw::Postgres(p) => migrator.run_to(7, p).await.unwrap(),
+        }
+        b.exec(
+            r#"INSERT INTO tokens (jti, subject, scopes, models, kid, issued_at, expires_at)
+               VALUES ('j', 's', '["read", "write"]', '[]', 'k', 1, 2);
+               INSERT INTO virtual_keys (id, hash, name, owner, scopes, models, created_at, expires_at)
+               VALUES ('vk', 'h', 'team', 'admin', '["write"]', '["gpt-4o", "ünï \"q\""]', 3, 0)"#,
+        )
+        .await;
+        let s = b.open().await;
+        let t = s.get_token("j").await.unwrap().unwrap();
+        assert_eq!(t.scopes, ["read", "write"]);
+        assert!(t.models.is_empty());
+        assert_eq!(s.list_tokens().await.unwrap().len(), 1);
+        let keys = s.list_virtual_keys().await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].scopes, ["write"]);
+        assert_eq!(keys[0].models, ["gpt-4o", "ünï \"q\""]);
+        if let Raw::Postgres(_) = b.raw {
+            let text_columns = b
+                .count(
+                    "SELECT COUNT(*) FROM information_schema.columns
+                     WHERE table_schema = current_schema()
+                       AND table_name IN ('tokens', 'virtual_keys')
+                       AND column_name IN ('scopes', 'models') AND data_type = 'text'",
+                )
+                .await;
+            assert_eq!(text_columns, 4, "the four list columns are TEXT");
+        }
+        // Rows written after the migration read back the same way.
+        s.insert_token(&TokenRecord {
+            jti: "j2".into(),
+            scopes: vec!["admin".into()],
+            models: vec!["*".into()],
+            ..t
+        })
+        .await
+        .unwrap();
+        let t2 = s.get_token("j2").await.unwrap().unwrap();
+        assert_eq!(
+            (t2.scopes, t2.models),
+            (vec!["admin".to_owned()], vec!["*".to_owned()])
+        );
     }
 
     pub async fn malformed_rows_are_reported(b: &Backend) {
