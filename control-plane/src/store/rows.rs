@@ -2,7 +2,7 @@
 //!
 //! Each mapping names the columns a domain type reads as they are, then the fields it
 //! computes from the row; [`from_stored!`] implements [`FromStored`] with it for SQLite's
-//! and PostgreSQL's row types, so a query in [`super::sql`] maps its rows with
+//! and PostgreSQL's row types, so a query in `sql.rs` maps its rows with
 //! `T::from_stored` whichever pool ran it. Stored values that do not fit the domain (an
 //! unknown provider format or policy target, a negative audit position, a list column that
 //! is not a JSON array) are [`StoreError::Malformed`]. Lists of names (`scopes`, `models`,
