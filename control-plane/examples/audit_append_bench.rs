@@ -24,9 +24,9 @@ use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 use warden_control_plane::audit;
 use warden_control_plane::domain::AuditRecord;
-use warden_control_plane::store::StateStore;
 use warden_control_plane::store::postgres::{PostgresSettings, PostgresStore};
 use warden_control_plane::store::sqlite::SqliteStore;
+use warden_control_plane::store::{Pool, StateStore};
 
 struct Args {
     events: usize,
@@ -229,7 +229,9 @@ async fn main() -> anyhow::Result<()> {
     let pg = PostgresStore::connect(&SecretString::from(url), &settings)
         .await
         .context("connecting to PostgreSQL (set WARDEN_BENCH_DATABASE_URL, or --skip-postgres)")?;
-    let pool = pg.pool().clone();
+    let Pool::Postgres(pool) = pg.pool().clone() else {
+        bail!("PostgresStore::connect opened a store on another backend");
+    };
     let result = bench("postgres", Arc::new(pg), &args).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE"

@@ -5,7 +5,8 @@
 //!
 //! The bodies cover every store method, the audit chain's tamper detection (rows edited,
 //! deleted, inserted and reordered with raw SQL), checkpoint signatures, retention, the
-//! one-time chaining of rows written before the chain existed, and concurrent appends.
+//! one-time chaining of rows written before the chain existed, the migration of
+//! PostgreSQL's JSONB list columns to TEXT with rows in them, and concurrent appends.
 
 #![allow(
     clippy::unwrap_used,
@@ -326,6 +327,8 @@ on_every_backend!(
     checkpoint_detects_rewritten_chain,
     retention_keeps_chain_verifiable,
     legacy_rows_are_chained_once,
+    lists_stored_before_migration_8_read_back,
+    malformed_rows_are_reported,
     concurrent_appends_form_one_chain,
 );
 
@@ -1365,6 +1368,105 @@ mod bodies {
         let report = verify(s.as_ref(), &no_keys()).await;
         assert!(report.is_valid(), "{report:?}");
         assert_eq!(report.rows_checked, 4);
+    }
+
+    pub async fn lists_stored_before_migration_8_read_back(b: &Backend) {
+        // A database at migration 7 (PostgreSQL still stores these lists as JSONB), with
+        // tokens and virtual keys in it.
+        let migrator = Migrator::new(b.migrations()).await.unwrap();
+        match &b.raw {
+            Raw::Sqlite(p) => migrator.run_to(7, p).await.unwrap(),
+            Raw::Postgres(p) => migrator.run_to(7, p).await.unwrap(),
+        }
+        b.exec(
+            r#"INSERT INTO tokens (jti, subject, scopes, models, kid, issued_at, expires_at)
+               VALUES ('j', 's', '["read", "write"]', '[]', 'k', 1, 2);
+               INSERT INTO virtual_keys (id, hash, name, owner, scopes, models, created_at, expires_at)
+               VALUES ('vk', 'h', 'team', 'admin', '["write"]', '["gpt-4o", "ünï \"q\""]', 3, 0)"#,
+        )
+        .await;
+        let s = b.open().await;
+        let t = s.get_token("j").await.unwrap().unwrap();
+        assert_eq!(t.scopes, ["read", "write"]);
+        assert!(t.models.is_empty());
+        assert_eq!(s.list_tokens().await.unwrap().len(), 1);
+        let keys = s.list_virtual_keys().await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].scopes, ["write"]);
+        assert_eq!(keys[0].models, ["gpt-4o", "ünï \"q\""]);
+        if let Raw::Postgres(_) = b.raw {
+            let text_columns = b
+                .count(
+                    "SELECT COUNT(*) FROM information_schema.columns
+                     WHERE table_schema = current_schema()
+                       AND table_name IN ('tokens', 'virtual_keys')
+                       AND column_name IN ('scopes', 'models') AND data_type = 'text'",
+                )
+                .await;
+            assert_eq!(text_columns, 4, "the four list columns are TEXT");
+        }
+        // Rows written after the migration read back the same way.
+        s.insert_token(&TokenRecord {
+            jti: "j2".into(),
+            scopes: vec!["admin".into()],
+            models: vec!["*".into()],
+            ..t
+        })
+        .await
+        .unwrap();
+        let t2 = s.get_token("j2").await.unwrap().unwrap();
+        assert_eq!(
+            (t2.scopes, t2.models),
+            (vec!["admin".to_owned()], vec!["*".to_owned()])
+        );
+    }
+
+    pub async fn malformed_rows_are_reported(b: &Backend) {
+        let s = b.open().await;
+        let malformed = |e: warden_control_plane::store::StoreError| e.to_string();
+        b.exec(
+            "INSERT INTO providers (name, format, base_url, source, created_at)
+             VALUES ('p', 'bogus', 'https://x/v1', 'admin', 1)",
+        )
+        .await;
+        assert_eq!(
+            malformed(s.list_providers().await.unwrap_err()),
+            "stored row is malformed: provider format bogus"
+        );
+        b.exec(
+            "UPDATE providers SET format = 'openai';
+             INSERT INTO models (alias, provider, upstream_model, source, created_at, fallbacks)
+             VALUES ('m', 'p', 'm', 'admin', 1, 'not a list')",
+        )
+        .await;
+        assert!(
+            malformed(s.list_models().await.unwrap_err())
+                .starts_with("stored row is malformed: list column: "),
+        );
+        b.exec(
+            "INSERT INTO policies (target_kind, target_id, rpm, tpm, max_parallel,
+                 max_budget_micros, budget_period_secs, source, updated_at)
+             VALUES ('planet', 'x', 0, 0, 0, 0, 0, 'admin', 1)",
+        )
+        .await;
+        assert_eq!(
+            malformed(s.list_policies().await.unwrap_err()),
+            "stored row is malformed: policy target kind planet"
+        );
+        b.exec("UPDATE audit_chain_head SET seq = -1").await;
+        assert_eq!(
+            malformed(s.audit_head().await.unwrap_err()),
+            "stored row is malformed: negative audit position -1"
+        );
+        // Out-of-range counters read as 0, an out-of-range weight as 1.
+        b.exec(
+            "UPDATE models SET fallbacks = '[]', weight = -3;
+             INSERT INTO provider_keys (id, provider, secret_name, fingerprint, created_at, health_epoch)
+             VALUES ('k', 'p', 'providers/p/k', 'f', 1, -5)",
+        )
+        .await;
+        assert_eq!(s.list_models().await.unwrap()[0].weight, 1);
+        assert_eq!(s.list_provider_keys().await.unwrap()[0].health_epoch, 0);
     }
 
     pub async fn concurrent_appends_form_one_chain(b: &Backend) {

@@ -1,5 +1,6 @@
-//! The chain itself: the canonical encoding of an audit row, the link hash, and the walker
-//! that checks a run of stored rows and names the first thing wrong with them.
+//! The chain itself: its value types ([`ChainedAudit`], [`AuditLink`], [`ChainHead`],
+//! [`AuditCheckpoint`]), the canonical encoding of an audit row, the link hash, and the
+//! walker that checks a run of stored rows and names the first thing wrong with them.
 //!
 //! # Canonical encoding (version 1)
 //!
@@ -22,7 +23,7 @@
 
 use aws_lc_rs::digest;
 
-use super::{AuditLink, ChainHead, ChainProblem, ChainedAudit};
+use super::ChainProblem;
 use crate::domain::AuditRecord;
 
 /// The version tag that starts every canonical encoding.
@@ -30,6 +31,51 @@ pub const ENCODING_VERSION: &str = "warden.audit.v1";
 
 /// `prev_hash` of the first row: 32 zero bytes, in hex.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Where a newly appended row landed in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLink {
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The last row of the chain (`seq` 0 and [`GENESIS_HASH`] when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl ChainHead {
+    /// The head of an empty chain.
+    pub fn genesis() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        }
+    }
+}
+
+/// An audit row with its place in the chain.
+#[derive(Debug, Clone)]
+pub struct ChainedAudit {
+    pub seq: u64,
+    pub record: AuditRecord,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A signed statement that the chain's row `seq_upto` has hash `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    pub seq_upto: u64,
+    pub hash: String,
+    /// Ed25519 signature over the message the `checkpoint` module defines, lowercase hex.
+    pub signature: String,
+    pub key_id: String,
+    pub created_at_ms: i64,
+}
 
 /// A stored hash that is not 32 bytes of hex.
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +126,7 @@ pub fn link_hash(prev_hash: &str, seq: u64, r: &AuditRecord) -> Result<String, M
 }
 
 /// The link of the row appended after `head`: the next position, the head's hash as
-/// `prev_hash`, and the new hash. Stores call this inside the transaction that locked the
-/// head.
+/// `prev_hash`, and the new hash.
 pub fn next_link(head: &ChainHead, r: &AuditRecord) -> Result<AuditLink, MalformedHash> {
     let seq = head.seq + 1;
     let hash = link_hash(&head.hash, seq, r)?;
@@ -90,6 +135,25 @@ pub fn next_link(head: &ChainHead, r: &AuditRecord) -> Result<AuditLink, Malform
         prev_hash: head.hash.clone(),
         hash,
     })
+}
+
+/// The links of `records` appended in order after `head`, each linked to the one before.
+/// Stores call this inside the transaction that locked the head.
+pub fn next_links(
+    head: &ChainHead,
+    records: &[AuditRecord],
+) -> Result<Vec<AuditLink>, MalformedHash> {
+    let mut head = head.clone();
+    let mut links = Vec::with_capacity(records.len());
+    for r in records {
+        let link = next_link(&head, r)?;
+        head = ChainHead {
+            seq: link.seq,
+            hash: link.hash.clone(),
+        };
+        links.push(link);
+    }
+    Ok(links)
 }
 
 /// Whether a stored row's hash matches its content and `prev_hash`.
@@ -212,24 +276,16 @@ mod tests {
     }
 
     fn chain(n: u64) -> Vec<ChainedAudit> {
-        let mut head = ChainHead {
-            seq: 0,
-            hash: GENESIS_HASH.to_owned(),
-        };
-        (1..=n)
-            .map(|i| {
-                let r = record(i);
-                let link = next_link(&head, &r).unwrap();
-                head = ChainHead {
-                    seq: link.seq,
-                    hash: link.hash.clone(),
-                };
-                ChainedAudit {
-                    seq: link.seq,
-                    prev_hash: link.prev_hash,
-                    hash: link.hash,
-                    record: r,
-                }
+        let records: Vec<AuditRecord> = (1..=n).map(record).collect();
+        let links = next_links(&ChainHead::genesis(), &records).unwrap();
+        records
+            .into_iter()
+            .zip(links)
+            .map(|(record, link)| ChainedAudit {
+                seq: link.seq,
+                prev_hash: link.prev_hash,
+                hash: link.hash,
+                record,
             })
             .collect()
     }

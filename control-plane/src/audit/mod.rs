@@ -59,56 +59,12 @@ pub mod syslog;
 
 use std::collections::HashMap;
 
-use crate::domain::AuditRecord;
 use crate::store::{StateStore, StoreError};
 
-pub use chain::{GENESIS_HASH, canonical, link_hash};
+pub use chain::{
+    AuditCheckpoint, AuditLink, ChainHead, ChainedAudit, GENESIS_HASH, canonical, link_hash,
+};
 pub use checkpoint::sign_checkpoint;
-
-/// Where a newly appended row landed in the chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditLink {
-    pub seq: u64,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// The last row of the chain (`seq` 0 and [`GENESIS_HASH`] when empty).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
-    pub seq: u64,
-    pub hash: String,
-}
-
-impl ChainHead {
-    /// The head of an empty chain.
-    pub fn genesis() -> Self {
-        Self {
-            seq: 0,
-            hash: GENESIS_HASH.to_owned(),
-        }
-    }
-}
-
-/// An audit row with its place in the chain.
-#[derive(Debug, Clone)]
-pub struct ChainedAudit {
-    pub seq: u64,
-    pub record: AuditRecord,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// A signed statement that the chain's row `seq_upto` has hash `hash`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditCheckpoint {
-    pub seq_upto: u64,
-    pub hash: String,
-    /// Ed25519 signature over [`checkpoint::signed_message`], lowercase hex.
-    pub signature: String,
-    pub key_id: String,
-    pub created_at_ms: i64,
-}
 
 /// Errors signing or verifying (not problems found in the chain: see [`ChainProblem`]).
 #[derive(Debug, thiserror::Error)]

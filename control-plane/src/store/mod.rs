@@ -1,13 +1,24 @@
 //! The control plane's state store: config, credential metadata (hashes only), node acks
-//! and the hash-chained audit rows, behind one [`StateStore`] trait. SQLite
-//! ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL
-//! ([`postgres::PostgresStore`]) is the production option. Each keeps its migrations in
-//! `migrations/<backend>/`; the same test body (`tests/store_backends.rs`) runs against both.
+//! and the hash-chained audit rows, behind one [`StateStore`] trait.
+//!
+//! One implementation, [`SqlStore`] (`sql.rs`), runs every statement on either backend's
+//! [`Pool`]; `rows.rs` maps rows to domain values once for both. The dialect modules keep
+//! only what differs: [`sqlite`] (the embedded default: pool options, migrations, audit
+//! appends under `BEGIN IMMEDIATE`) and [`postgres`] (the production option: settings,
+//! TLS, migrations, audit appends under `SELECT … FOR UPDATE`). Each keeps its migrations
+//! in `migrations/<backend>/`; the same test bodies (`tests/store_backends.rs`) run against
+//! both.
+//!
+//! Where to start reading: [`StateStore`], then `sql.rs`.
 
 pub mod postgres;
+mod rows;
+mod sql;
 pub mod sqlite;
 
-use crate::audit::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
+pub use sql::{Pool, SqlStore};
+
+use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
     AuditRecord, CredentialRecord, CredentialTable, Deployment, Model, NodeRecord, PolicyRecord,
     PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
@@ -30,16 +41,6 @@ impl From<crate::audit::chain::MalformedHash> for StoreError {
     fn from(e: crate::audit::chain::MalformedHash) -> Self {
         Self::Malformed(e.to_string())
     }
-}
-
-/// A stored position (`seq`, `seq_upto`) as the database's signed 64-bit integer.
-pub(crate) fn seq_to_db(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-/// A position read back; negative values are malformed.
-pub(crate) fn seq_from_db(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Malformed(format!("negative audit position {v}")))
 }
 
 /// Everything the control plane persists, except secrets.
@@ -140,7 +141,7 @@ pub trait StateStore: Send + Sync {
 
     /// Appends `r` to the audit chain: in one transaction, locks the chain head, takes the
     /// next `seq`, computes the hash linked to the previous row
-    /// ([`crate::audit::chain::next_link`]), inserts the row and advances the head.
+    /// ([`crate::audit::chain::next_links`]), inserts the row and advances the head.
     /// Concurrent appends form one chain.
     async fn append_audit(&self, r: &AuditRecord) -> Result<AuditLink, StoreError>;
     /// Appends `records` in order, in one transaction (all or none): one commit for the
@@ -170,7 +171,7 @@ pub trait StateStore: Send + Sync {
     async fn list_checkpoints(&self, from_seq: u64) -> Result<Vec<AuditCheckpoint>, StoreError>;
     /// Retention: deletes the longest prefix of the chain that holds only rows older than
     /// `ts_ms` and ends exactly at a checkpoint, so verification can start from that
-    /// checkpoint ([`crate::audit`] explains). Rows after the latest checkpoint are kept
+    /// checkpoint (the `audit` module explains). Rows after the latest checkpoint are kept
     /// whatever their age. Returns how many rows were deleted.
     async fn delete_audit_older_than(&self, ts_ms: i64) -> Result<u64, StoreError>;
 }
