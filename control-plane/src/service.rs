@@ -3,6 +3,7 @@
 //! publishes a new snapshot; `grpc::admin` only converts and calls these.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,6 +137,14 @@ fn empty_snapshot() -> Arc<SnapshotData> {
     })
 }
 
+/// How a refused credential appears in its audit row: its fingerprint, never its value.
+fn shown(presented: Option<&str>) -> String {
+    presented.map_or_else(
+        || "-".to_owned(),
+        |p| format!("fp:{}", fingerprint::of(p.as_bytes())),
+    )
+}
+
 /// A key value as given: trimmed, non-empty, printable, at most 4096 characters.
 fn validate_key_value(secret: &SecretString) -> Result<SecretString, ServiceError> {
     let value = secret.expose_secret().trim();
@@ -148,6 +157,16 @@ fn validate_key_value(secret: &SecretString) -> Result<SecretString, ServiceErro
         ));
     }
     Ok(SecretString::from(value))
+}
+
+/// The upstream model as given (trimmed), or the alias when none is given.
+fn upstream_or_alias<'a>(upstream_model: &'a str, alias: &'a str) -> &'a str {
+    let upstream_model = upstream_model.trim();
+    if upstream_model.is_empty() {
+        alias
+    } else {
+        upstream_model
+    }
 }
 
 /// Normalises a scope list: empty → read + write; unknown names are an error.
@@ -189,6 +208,30 @@ fn parse_models(models: &[String]) -> Result<Vec<String>, ServiceError> {
         }
     }
     Ok(out)
+}
+
+/// What the audit row of an admin change names as its subject: a fixed name, or one read
+/// from the change's result (the id it created).
+trait AuditSubject<T> {
+    fn of(self, result: &Result<T, ServiceError>) -> String;
+}
+
+impl<T> AuditSubject<T> for &str {
+    fn of(self, _: &Result<T, ServiceError>) -> String {
+        self.to_owned()
+    }
+}
+
+impl<T> AuditSubject<T> for String {
+    fn of(self, _: &Result<T, ServiceError>) -> String {
+        self
+    }
+}
+
+impl<T, F: FnOnce(&Result<T, ServiceError>) -> String> AuditSubject<T> for F {
+    fn of(self, result: &Result<T, ServiceError>) -> String {
+        self(result)
+    }
 }
 
 impl ControlPlane {
@@ -498,7 +541,10 @@ impl ControlPlane {
         &self,
         actor: &Actor,
     ) -> Result<SigningKeyStatus, ServiceError> {
-        let result = async {
+        let kid_of = |r: &Result<SigningKeyStatus, ServiceError>| {
+            r.as_ref().map(|k| k.record.kid.clone()).unwrap_or_default()
+        };
+        self.audited(actor, "signing_key.rotate", kid_of, async {
             let material = Self::create_signing_key(
                 self.store.as_ref(),
                 self.secrets.as_ref(),
@@ -507,20 +553,16 @@ impl ControlPlane {
             .await?;
             let kid = material.kid.clone();
             *self.signer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(material);
+            // Published before it is read back: nodes must know the key before a token
+            // signed with it can reach them.
             self.publish().await?;
             self.signing_keys()
                 .await?
                 .into_iter()
                 .find(|k| k.record.kid == kid)
                 .ok_or_else(|| ServiceError::Internal("new signing key not listed".into()))
-        }
-        .await;
-        let subject = result
-            .as_ref()
-            .map(|k| k.record.kid.clone())
-            .unwrap_or_default();
-        self.audited(actor, "signing_key.rotate", &subject, result)
-            .await
+        })
+        .await
     }
 
     /// Every signing key with whether it signs new tokens and until when nodes need it.
@@ -812,20 +854,43 @@ impl ControlPlane {
         Ok(self.store.audit_head().await?)
     }
 
+    /// An admin change that nodes must see: runs `change` (checks and store writes),
+    /// publishes a new snapshot when it succeeded, and audits the outcome as `action` by
+    /// `actor` on `subject`. A change that reads back what it wrote after publishing, or
+    /// that publishes only sometimes, uses [`Self::audited`] and publishes itself.
+    async fn mutate<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        subject: impl AuditSubject<T>,
+        change: impl Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ServiceError> {
+        self.audited(actor, action, subject, async {
+            let value = change.await?;
+            self.publish().await?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Runs `change` and audits its outcome: `ok`, or the error's code with the error as
+    /// detail.
     async fn audited<T>(
         &self,
         actor: &Actor,
         action: &str,
-        subject: &str,
-        result: Result<T, ServiceError>,
+        subject: impl AuditSubject<T>,
+        change: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, ServiceError> {
+        let result = change.await;
+        let subject = subject.of(&result);
         match &result {
-            Ok(_) => self.audit(action, &actor.0, subject, "ok", "").await,
+            Ok(_) => self.audit(action, &actor.0, &subject, "ok", "").await,
             Err(e) => {
                 self.audit(
                     action,
                     &actor.0,
-                    subject,
+                    &subject,
                     e.code().metric_label(),
                     &Detail::new().with("error", e).build(),
                 )
@@ -869,13 +934,9 @@ impl ControlPlane {
         match self.check_admin(presented, needed).await {
             Ok(actor) => Ok(actor),
             Err(reason) => {
-                let shown = presented.map_or_else(
-                    || "-".to_owned(),
-                    |p| format!("fp:{}", fingerprint::of(p.as_bytes())),
-                );
                 self.audit(
                     "auth.admin",
-                    &shown,
+                    &shown(presented),
                     action,
                     "denied",
                     &Detail::new().with("reason", reason).build(),
@@ -979,11 +1040,7 @@ impl ControlPlane {
         match outcome {
             Ok(r) => Ok(r),
             Err(reason) => {
-                let shown = presented.map_or_else(
-                    || "-".to_owned(),
-                    |p| format!("fp:{}", fingerprint::of(p.as_bytes())),
-                );
-                self.audit("auth.node", &shown, node_id, "denied", reason)
+                self.audit("auth.node", &shown(presented), node_id, "denied", reason)
                     .await;
                 tracing::warn!(reason, node_id, "node authentication failed");
                 Err(ServiceError::Unauthenticated)
@@ -1077,21 +1134,18 @@ impl ControlPlane {
         actor: &Actor,
         name: &str,
     ) -> Result<(SecretString, String), ServiceError> {
-        let result = async {
+        let id_of = |r: &Result<(SecretString, String), ServiceError>| {
+            r.as_ref().map(|(_, id)| id.clone()).unwrap_or_default()
+        };
+        self.audited(actor, "node_credential.create", id_of, async {
             let name = if name.is_empty() { "node" } else { name };
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
             let (secret, record) = self
                 .issue_opaque(CredentialTable::Node, Kind::Node, name)
                 .await?;
             Ok((secret, record.id))
-        }
-        .await;
-        let subject = result
-            .as_ref()
-            .map(|(_, id)| id.clone())
-            .unwrap_or_default();
-        self.audited(actor, "node_credential.create", &subject, result)
-            .await
+        })
+        .await
     }
 
     /// Issues a JWT. `ttl` of `None` takes the configured default.
@@ -1104,7 +1158,10 @@ impl ControlPlane {
         ttl: Option<Duration>,
         policy: Option<Limits>,
     ) -> Result<(SecretString, TokenRecord), ServiceError> {
-        let result = async {
+        let jti_of = |r: &Result<(SecretString, TokenRecord), ServiceError>| {
+            r.as_ref().map(|(_, r)| r.jti.clone()).unwrap_or_default()
+        };
+        self.audited(actor, "token.issue", jti_of, async {
             if subject.trim().is_empty() || subject.len() > 128 {
                 return Err(ServiceError::InvalidArgument(
                     "subject must be 1 to 128 characters".into(),
@@ -1158,18 +1215,13 @@ impl ControlPlane {
                 .await?;
             }
             Ok((token, record))
-        }
-        .await;
-        let jti = result
-            .as_ref()
-            .map(|(_, r)| r.jti.clone())
-            .unwrap_or_default();
-        self.audited(actor, "token.issue", &jti, result).await
+        })
+        .await
     }
 
     /// Revokes a JWT by id on every node.
     pub async fn revoke_token(&self, actor: &Actor, jti: &str) -> Result<(), ServiceError> {
-        let result = async {
+        self.mutate(actor, "token.revoke", jti, async {
             let token = self
                 .store
                 .get_token(jti)
@@ -1181,11 +1233,9 @@ impl ControlPlane {
                 )));
             }
             self.store.revoke_token(jti, unix_now()).await?;
-            self.publish().await?;
             Ok(())
-        }
-        .await;
-        self.audited(actor, "token.revoke", jti, result).await
+        })
+        .await
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>, ServiceError> {
@@ -1207,7 +1257,10 @@ impl ControlPlane {
         ttl: Option<Duration>,
         policy: Option<Limits>,
     ) -> Result<(SecretString, VirtualKeyRecord), ServiceError> {
-        let result = async {
+        let id_of = |r: &Result<(SecretString, VirtualKeyRecord), ServiceError>| {
+            r.as_ref().map(|(_, r)| r.id.clone()).unwrap_or_default()
+        };
+        self.audited(actor, "vkey.create", id_of, async {
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
             if owner.len() > 128 {
                 return Err(ServiceError::InvalidArgument("owner is too long".into()));
@@ -1251,13 +1304,8 @@ impl ControlPlane {
                 }
             }
             Ok((secret, record))
-        }
-        .await;
-        let id = result
-            .as_ref()
-            .map(|(_, r)| r.id.clone())
-            .unwrap_or_default();
-        self.audited(actor, "vkey.create", &id, result).await
+        })
+        .await
     }
 
     pub async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, ServiceError> {
@@ -1266,17 +1314,15 @@ impl ControlPlane {
 
     /// Revokes a virtual key on every node.
     pub async fn revoke_virtual_key(&self, actor: &Actor, id: &str) -> Result<(), ServiceError> {
-        let result = async {
+        self.mutate(actor, "vkey.revoke", id, async {
             if !self.store.revoke_virtual_key(id, unix_now()).await? {
                 return Err(ServiceError::NotFound(format!(
                     "no live virtual key with id {id}"
                 )));
             }
-            self.publish().await?;
             Ok(())
-        }
-        .await;
-        self.audited(actor, "vkey.revoke", id, result).await
+        })
+        .await
     }
 
     /// Gives a virtual key a new secret (same id, so the same limits, usage and audit
@@ -1288,7 +1334,11 @@ impl ControlPlane {
         id: &str,
         grace: Duration,
     ) -> Result<(SecretString, VirtualKeyRecord), ServiceError> {
-        let result = async {
+        let subject = |r: &Result<(SecretString, VirtualKeyRecord), ServiceError>| match r {
+            Ok((_, r)) => format!("{id} old secret valid until {}", r.previous_expires_at),
+            Err(_) => id.to_owned(),
+        };
+        self.audited(actor, "vkey.rotate", subject, async {
             if grace > MAX_VKEY_GRACE {
                 return Err(ServiceError::InvalidArgument(format!(
                     "grace must be at most {}",
@@ -1336,13 +1386,8 @@ impl ControlPlane {
                 .find(|k| k.id == id)
                 .ok_or_else(|| ServiceError::NotFound(format!("no virtual key with id {id}")))?;
             Ok((secret, record))
-        }
-        .await;
-        let subject = match &result {
-            Ok((_, r)) => format!("{id} old secret valid until {}", r.previous_expires_at),
-            Err(_) => id.to_owned(),
-        };
-        self.audited(actor, "vkey.rotate", &subject, result).await
+        })
+        .await
     }
 
     // ---- providers and models ---------------------------------------------------------
@@ -1357,7 +1402,7 @@ impl ControlPlane {
         source: Source,
         options: ProviderOptions,
     ) -> Result<Provider, ServiceError> {
-        let result = async {
+        self.mutate(actor, "provider.add", name, async {
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
             for p in &options.drop_params {
                 if p.is_empty() || p.len() > 64 || p == "model" || p == "messages" {
@@ -1403,11 +1448,9 @@ impl ControlPlane {
                 drop_params: options.drop_params,
             };
             self.store.upsert_provider(&provider).await?;
-            self.publish().await?;
             Ok(provider)
-        }
-        .await;
-        self.audited(actor, "provider.add", name, result).await
+        })
+        .await
     }
 
     pub async fn list_providers(&self) -> Result<(Vec<Provider>, Vec<ProviderKey>), ServiceError> {
@@ -1419,7 +1462,7 @@ impl ControlPlane {
 
     /// Removes a provider, its models and its upstream keys (also from the secret store).
     pub async fn remove_provider(&self, actor: &Actor, name: &str) -> Result<(), ServiceError> {
-        let result = async {
+        self.mutate(actor, "provider.remove", name, async {
             let keys: Vec<ProviderKey> = self
                 .store
                 .list_provider_keys()
@@ -1433,11 +1476,9 @@ impl ControlPlane {
             for k in keys {
                 self.release_secret(&k).await?;
             }
-            self.publish().await?;
             Ok(())
-        }
-        .await;
-        self.audited(actor, "provider.remove", name, result).await
+        })
+        .await
     }
 
     /// Adds an upstream key to `provider`: a value is written to the primary secret
@@ -1448,7 +1489,14 @@ impl ControlPlane {
         provider: &str,
         source: KeySource,
     ) -> Result<ProviderKey, ServiceError> {
-        let result = async {
+        let subject = |r: &Result<ProviderKey, ServiceError>| match r {
+            Ok(k) => format!(
+                "{provider}/{} fp={} ref={}",
+                k.id, k.fingerprint, k.secret_name
+            ),
+            Err(_) => provider.to_owned(),
+        };
+        self.mutate(actor, "provider.key.add", subject, async {
             let p = self.key_provider(provider).await?;
             let id = new_id("key_");
             let (reference, fingerprint) = match &source {
@@ -1487,19 +1535,9 @@ impl ControlPlane {
                 health_epoch: 0,
             };
             self.store.insert_provider_key(&key).await?;
-            self.publish().await?;
             Ok(key)
-        }
-        .await;
-        let subject = match &result {
-            Ok(k) => format!(
-                "{provider}/{} fp={} ref={}",
-                k.id, k.fingerprint, k.secret_name
-            ),
-            Err(_) => provider.to_owned(),
-        };
-        self.audited(actor, "provider.key.add", &subject, result)
-            .await
+        })
+        .await
     }
 
     /// After a key left the store: forgets its secret (and deletes it from the backend when
@@ -1541,6 +1579,7 @@ impl ControlPlane {
         Ok(p)
     }
 
+    /// Refuses a second key of `provider` with the same value.
     async fn refuse_duplicate(&self, provider: &str, fp: &str) -> Result<(), ServiceError> {
         if self
             .store
@@ -1566,7 +1605,14 @@ impl ControlPlane {
         key_id: &str,
         secret: SecretString,
     ) -> Result<ProviderKey, ServiceError> {
-        let result = async {
+        let subject = |r: &Result<ProviderKey, ServiceError>| match r {
+            Ok(k) => format!(
+                "{provider}/{key_id} fp={} ref={}",
+                k.fingerprint, k.secret_name
+            ),
+            Err(_) => format!("{provider}/{key_id}"),
+        };
+        self.audited(actor, "provider.key.rotate", subject, async {
             let value = validate_key_value(&secret)?;
             let key = self.find_provider_key(provider, key_id).await?;
             let reference = key.parsed_reference()?;
@@ -1582,19 +1628,11 @@ impl ControlPlane {
                 .await?;
             self.publish().await?;
             self.find_provider_key(provider, key_id).await
-        }
-        .await;
-        let subject = match &result {
-            Ok(k) => format!(
-                "{provider}/{key_id} fp={} ref={}",
-                k.fingerprint, k.secret_name
-            ),
-            Err(_) => format!("{provider}/{key_id}"),
-        };
-        self.audited(actor, "provider.key.rotate", &subject, result)
-            .await
+        })
+        .await
     }
 
+    /// The key `key_id` of `provider`.
     async fn find_provider_key(
         &self,
         provider: &str,
@@ -1617,27 +1655,16 @@ impl ControlPlane {
         provider: &str,
         key_id: &str,
     ) -> Result<(), ServiceError> {
-        let result = async {
-            let key = self
-                .store
-                .list_provider_keys()
-                .await?
-                .into_iter()
-                .find(|k| k.provider == provider && k.id == key_id)
-                .ok_or_else(|| {
-                    ServiceError::NotFound(format!("provider {provider} has no key {key_id}"))
-                })?;
-            self.store.delete_provider_key(provider, key_id).await?;
-            self.release_secret(&key).await?;
-            self.publish().await?;
-            Ok(())
-        }
-        .await;
-        self.audited(
+        self.mutate(
             actor,
             "provider.key.remove",
-            &format!("{provider}/{key_id}"),
-            result,
+            format!("{provider}/{key_id}"),
+            async {
+                let key = self.find_provider_key(provider, key_id).await?;
+                self.store.delete_provider_key(provider, key_id).await?;
+                self.release_secret(&key).await?;
+                Ok(())
+            },
         )
         .await
     }
@@ -1657,7 +1684,7 @@ impl ControlPlane {
         fallbacks: &[String],
         price: Option<Price>,
     ) -> Result<Model, ServiceError> {
-        let result = async {
+        self.mutate(actor, "model.add", alias, async {
             let known: Vec<String> = self
                 .store
                 .list_models()
@@ -1689,11 +1716,7 @@ impl ControlPlane {
             }
             validate_name(alias)
                 .map_err(|e| ServiceError::InvalidArgument(format!("alias: {e}")))?;
-            let upstream_model = if upstream_model.trim().is_empty() {
-                alias
-            } else {
-                upstream_model.trim()
-            };
+            let upstream_model = upstream_or_alias(upstream_model, alias);
             if upstream_model.len() > 256 {
                 return Err(ServiceError::InvalidArgument(
                     "upstream_model is too long".into(),
@@ -1729,11 +1752,9 @@ impl ControlPlane {
             if let Some(p) = price {
                 self.store.upsert_price(alias, p).await?;
             }
-            self.publish().await?;
             Ok(model)
-        }
-        .await;
-        self.audited(actor, "model.add", alias, result).await
+        })
+        .await
     }
 
     pub async fn list_models(&self) -> Result<Vec<Model>, ServiceError> {
@@ -1741,15 +1762,13 @@ impl ControlPlane {
     }
 
     pub async fn remove_model(&self, actor: &Actor, alias: &str) -> Result<(), ServiceError> {
-        let result = async {
+        self.mutate(actor, "model.remove", alias, async {
             if !self.store.delete_model(alias).await? {
                 return Err(ServiceError::NotFound(format!("no model named {alias}")));
             }
-            self.publish().await?;
             Ok(())
-        }
-        .await;
-        self.audited(actor, "model.remove", alias, result).await
+        })
+        .await
     }
 
     // ---- nodes ------------------------------------------------------------------------
@@ -1938,7 +1957,7 @@ impl ControlPlane {
         } else {
             "provider.key.enable"
         };
-        let result = async {
+        self.audited(actor, action, format!("{provider}/{key_id}"), async {
             let reason = reason.trim();
             if reason.len() > 200 {
                 return Err(ServiceError::InvalidArgument("reason is too long".into()));
@@ -1963,21 +1982,13 @@ impl ControlPlane {
                 )));
             }
             self.publish().await?;
-            self.store
-                .list_provider_keys()
-                .await?
-                .into_iter()
-                .find(|k| k.provider == provider && k.id == key_id)
-                .ok_or_else(|| {
-                    ServiceError::NotFound(format!("provider {provider} has no key {key_id}"))
-                })
-        }
-        .await;
-        self.audited(actor, action, &format!("{provider}/{key_id}"), result)
-            .await
+            self.find_provider_key(provider, key_id).await
+        })
+        .await
     }
 
-    /// Sets (or, with all-zero limits, clears) the policy of a target.
+    /// Sets (or, with all-zero limits, clears) the policy of a target. Audited by hand
+    /// rather than through `mutate`: its row carries the limits set, or the error's text.
     pub async fn set_policy(
         &self,
         actor: &Actor,
@@ -2084,56 +2095,51 @@ impl ControlPlane {
         upstream_model: &str,
         weight: u32,
     ) -> Result<(), ServiceError> {
-        let result = async {
-            let weight = weight.max(1);
-            if weight > 1000 {
-                return Err(ServiceError::InvalidArgument(
-                    "weight must be 1 to 1000".into(),
-                ));
-            }
-            let upstream_model = if upstream_model.trim().is_empty() {
-                alias
-            } else {
-                upstream_model.trim()
-            };
-            let models = self.store.list_models().await?;
-            let model = models
-                .iter()
-                .find(|m| m.alias == alias)
-                .ok_or_else(|| ServiceError::NotFound(format!("no model named {alias}")))?;
-            let providers = self.store.list_providers().await?;
-            let p = providers
-                .iter()
-                .find(|p| p.name == provider)
-                .ok_or_else(|| ServiceError::NotFound(format!("no provider named {provider}")))?;
-            if p.format == ApiFormat::Echo {
-                return Err(ServiceError::InvalidArgument(
-                    "the echo provider cannot be a deployment".into(),
-                ));
-            }
-            if model.provider == provider && model.upstream_model == upstream_model {
-                let mut m = model.clone();
-                m.weight = weight;
-                self.store.upsert_model(&m).await?;
-            } else {
-                self.store
-                    .upsert_deployment(&crate::domain::Deployment {
-                        alias: alias.to_owned(),
-                        provider: provider.to_owned(),
-                        upstream_model: upstream_model.to_owned(),
-                        weight,
-                    })
-                    .await?;
-            }
-            self.publish().await?;
-            Ok(())
-        }
-        .await;
-        self.audited(
+        self.mutate(
             actor,
             "model.deployment.add",
-            &format!("{alias} -> {provider}"),
-            result,
+            format!("{alias} -> {provider}"),
+            async {
+                let weight = weight.max(1);
+                if weight > 1000 {
+                    return Err(ServiceError::InvalidArgument(
+                        "weight must be 1 to 1000".into(),
+                    ));
+                }
+                let upstream_model = upstream_or_alias(upstream_model, alias);
+                let models = self.store.list_models().await?;
+                let model = models
+                    .iter()
+                    .find(|m| m.alias == alias)
+                    .ok_or_else(|| ServiceError::NotFound(format!("no model named {alias}")))?;
+                let providers = self.store.list_providers().await?;
+                let p = providers
+                    .iter()
+                    .find(|p| p.name == provider)
+                    .ok_or_else(|| {
+                        ServiceError::NotFound(format!("no provider named {provider}"))
+                    })?;
+                if p.format == ApiFormat::Echo {
+                    return Err(ServiceError::InvalidArgument(
+                        "the echo provider cannot be a deployment".into(),
+                    ));
+                }
+                if model.provider == provider && model.upstream_model == upstream_model {
+                    let mut m = model.clone();
+                    m.weight = weight;
+                    self.store.upsert_model(&m).await?;
+                } else {
+                    self.store
+                        .upsert_deployment(&crate::domain::Deployment {
+                            alias: alias.to_owned(),
+                            provider: provider.to_owned(),
+                            upstream_model: upstream_model.to_owned(),
+                            weight,
+                        })
+                        .await?;
+                }
+                Ok(())
+            },
         )
         .await
     }
@@ -2145,30 +2151,23 @@ impl ControlPlane {
         provider: &str,
         upstream_model: &str,
     ) -> Result<(), ServiceError> {
-        let result = async {
-            let upstream_model = if upstream_model.trim().is_empty() {
-                alias
-            } else {
-                upstream_model.trim()
-            };
-            if !self
-                .store
-                .delete_deployment(alias, provider, upstream_model)
-                .await?
-            {
-                return Err(ServiceError::NotFound(format!(
-                    "model {alias} has no further deployment on {provider} ({upstream_model})"
-                )));
-            }
-            self.publish().await?;
-            Ok(())
-        }
-        .await;
-        self.audited(
+        self.mutate(
             actor,
             "model.deployment.remove",
-            &format!("{alias} -> {provider}"),
-            result,
+            format!("{alias} -> {provider}"),
+            async {
+                let upstream_model = upstream_or_alias(upstream_model, alias);
+                if !self
+                    .store
+                    .delete_deployment(alias, provider, upstream_model)
+                    .await?
+                {
+                    return Err(ServiceError::NotFound(format!(
+                        "model {alias} has no further deployment on {provider} ({upstream_model})"
+                    )));
+                }
+                Ok(())
+            },
         )
         .await
     }
