@@ -26,8 +26,10 @@ use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status};
 use warden_control_plane::ControlPlane;
 use warden_control_plane::config::RawConfig;
+use warden_control_plane::domain::CredentialTable;
 use warden_control_plane::grpc::admin::AdminService;
 use warden_control_plane::secrets::cipher::MasterKey;
+use warden_core::credential::{self, Kind};
 use warden_proto::admin::v1 as pb;
 use warden_proto::admin::v1::admin_server::Admin as _;
 
@@ -190,6 +192,16 @@ impl Script {
         self.log
             .push_str(&format!("{name} [published {published}]: {line}\n"));
         value
+    }
+
+    /// Checks a node credential as the Sync API does and writes the outcome.
+    async fn auth_node(&mut self, name: &str, presented: Option<&str>) {
+        let line = match self.cp.authenticate_node(presented, "edge-1").await {
+            Ok(record) => format!("ok {} {}", record.id, record.name),
+            Err(e) => format!("{:?} {e}", e.code()),
+        };
+        self.log
+            .push_str(&format!("authenticate_node {name}: {line}\n"));
     }
 }
 
@@ -800,13 +812,15 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         })
     })
     .await;
-    s.step(
-        "issue_node_credential",
-        admin.issue_node_credential(s.request(pb::IssueNodeCredentialRequest {
-            name: "edge-1".into(),
-        })),
-    )
-    .await;
+    let node = s
+        .step(
+            "issue_node_credential",
+            admin.issue_node_credential(s.request(pb::IssueNodeCredentialRequest {
+                name: "edge-1".into(),
+            })),
+        )
+        .await
+        .unwrap();
     s.step(
         "issue_node_credential default name",
         admin.issue_node_credential(s.request(pb::IssueNodeCredentialRequest {
@@ -826,6 +840,22 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         admin.list_nodes(s.request(pb::ListNodesRequest {})),
     )
     .await;
+
+    // ---- node authentication (the Sync API's check) and credential replacement
+    let unknown = credential::generate(Kind::Node);
+    let cases = [
+        ("without a credential", None),
+        ("malformed", Some("wn_short")),
+        ("unknown", Some(unknown.expose_secret())),
+        ("valid", Some(node.credential.as_str())),
+    ];
+    for (name, presented) in cases {
+        s.auth_node(name, presented).await;
+    }
+    cp.replace_credential(CredentialTable::Node, "edge-1")
+        .await
+        .unwrap();
+    s.auth_node("replaced", Some(&node.credential)).await;
 
     // ---- removal
     s.step(
@@ -861,6 +891,16 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
             limit: 0,
             action: "token.revoke".into(),
         })),
+    )
+    .await;
+
+    // A replaced admin credential no longer authenticates.
+    cp.replace_credential(CredentialTable::Admin, "bootstrap")
+        .await
+        .unwrap();
+    s.step(
+        "list_providers with a replaced admin credential",
+        admin.list_providers(s.request(pb::ListProvidersRequest {})),
     )
     .await;
 
