@@ -16,6 +16,14 @@ use crate::secrets::{SecretError, SecretStore};
 
 const PEPPER_SECRET: &str = "warden/credential-pepper";
 
+/// The kind of credential `table` holds.
+fn kind(table: CredentialTable) -> Kind {
+    match table {
+        CredentialTable::Admin => Kind::Admin,
+        CredentialTable::Node => Kind::Node,
+    }
+}
+
 /// How a refused credential appears in its audit row: its fingerprint, never its value.
 fn shown(presented: Option<&str>) -> String {
     presented.map_or_else(
@@ -101,20 +109,7 @@ impl ControlPlane {
     ) -> Result<Actor, &'static str> {
         let presented = presented.ok_or("missing_credential")?;
         if credential::kind_of(presented) == Some(Kind::Admin) {
-            credential::check_format(Kind::Admin, presented).map_err(|_| "malformed_credential")?;
-            let hash = credential::hash_str(self.pepper.expose_secret(), presented);
-            let record = self
-                .store
-                .find_credential(CredentialTable::Admin, &hash)
-                .await
-                .map_err(|_| "store_error")?
-                .ok_or("unknown_credential")?;
-            if !credential::hashes_equal(&record.hash, &hash) {
-                return Err("unknown_credential");
-            }
-            if record.revoked_at.is_some() {
-                return Err("revoked_credential");
-            }
+            let record = self.find_live(CredentialTable::Admin, presented).await?;
             return Ok(Actor(format!("admin:{}", record.id)));
         }
         if presented.starts_with("eyJ") {
@@ -137,22 +132,10 @@ impl ControlPlane {
         presented: Option<&str>,
         node_id: &str,
     ) -> Result<CredentialRecord, ServiceError> {
-        let outcome: Result<CredentialRecord, &'static str> = async {
-            let presented = presented.ok_or("missing_credential")?;
-            credential::check_format(Kind::Node, presented).map_err(|_| "malformed_credential")?;
-            let hash = credential::hash_str(self.pepper.expose_secret(), presented);
-            let record = self
-                .store
-                .find_credential(CredentialTable::Node, &hash)
-                .await
-                .map_err(|_| "store_error")?
-                .ok_or("unknown_credential")?;
-            if record.revoked_at.is_some() {
-                return Err("revoked_credential");
-            }
-            Ok(record)
-        }
-        .await;
+        let outcome = match presented {
+            Some(p) => self.find_live(CredentialTable::Node, p).await,
+            None => Err("missing_credential"),
+        };
         match outcome {
             Ok(r) => Ok(r),
             Err(reason) => {
@@ -164,13 +147,36 @@ impl ControlPlane {
         }
     }
 
+    /// The unrevoked credential of `table` that `presented` is, or why it is refused.
+    async fn find_live(
+        &self,
+        table: CredentialTable,
+        presented: &str,
+    ) -> Result<CredentialRecord, &'static str> {
+        credential::check_format(kind(table), presented).map_err(|_| "malformed_credential")?;
+        let hash = credential::hash_str(self.pepper.expose_secret(), presented);
+        let record = self
+            .store
+            .find_credential(table, &hash)
+            .await
+            .map_err(|_| "store_error")?
+            .ok_or("unknown_credential")?;
+        if !credential::hashes_equal(&record.hash, &hash) {
+            return Err("unknown_credential");
+        }
+        if record.revoked_at.is_some() {
+            return Err("revoked_credential");
+        }
+        Ok(record)
+    }
+
+    /// A new credential for `table` (the secret is returned once; its hash is stored).
     async fn issue_opaque(
         &self,
         table: CredentialTable,
-        kind: Kind,
         name: &str,
     ) -> Result<(SecretString, CredentialRecord), ServiceError> {
-        let secret = credential::generate(kind);
+        let secret = credential::generate(kind(table));
         let record = CredentialRecord {
             id: new_id(match table {
                 CredentialTable::Admin => "adm_",
@@ -191,7 +197,7 @@ impl ControlPlane {
             return Ok(None);
         }
         let (secret, record) = self
-            .issue_opaque(CredentialTable::Admin, Kind::Admin, "bootstrap")
+            .issue_opaque(CredentialTable::Admin, "bootstrap")
             .await?;
         self.audit(
             "admin_credential.create",
@@ -216,9 +222,9 @@ impl ControlPlane {
             .store
             .revoke_credentials_named(table, name, unix_now())
             .await?;
-        let (kind, action) = match table {
-            CredentialTable::Admin => (Kind::Admin, "admin_credential"),
-            CredentialTable::Node => (Kind::Node, "node_credential"),
+        let action = match table {
+            CredentialTable::Admin => "admin_credential",
+            CredentialTable::Node => "node_credential",
         };
         if revoked > 0 {
             self.audit(
@@ -230,7 +236,7 @@ impl ControlPlane {
             )
             .await;
         }
-        let (secret, record) = self.issue_opaque(table, kind, name).await?;
+        let (secret, record) = self.issue_opaque(table, name).await?;
         self.audit(
             &format!("{action}.create"),
             "system",
@@ -254,9 +260,7 @@ impl ControlPlane {
         self.audited(actor, "node_credential.create", id_of, async {
             let name = if name.is_empty() { "node" } else { name };
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
-            let (secret, record) = self
-                .issue_opaque(CredentialTable::Node, Kind::Node, name)
-                .await?;
+            let (secret, record) = self.issue_opaque(CredentialTable::Node, name).await?;
             Ok((secret, record.id))
         })
         .await
