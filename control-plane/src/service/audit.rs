@@ -1,0 +1,155 @@
+//! The audit log: appending rows (the service's own and those nodes deliver), following
+//! appends, reading and verifying the hash chain.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use warden_core::audit_detail::Detail;
+
+use super::ControlPlane;
+use crate::audit::{ChainHead, ChainedAudit, VerifyReport};
+use crate::domain::AuditRecord;
+use crate::error::ServiceError;
+use crate::store::StoreError;
+
+impl ControlPlane {
+    /// Writes an audit row; a failure to audit is logged loudly (the audit issue makes
+    /// delivery lossless).
+    pub async fn audit(
+        &self,
+        action: &str,
+        actor: &str,
+        subject: &str,
+        result: &str,
+        detail: &str,
+    ) {
+        let record = AuditRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            timestamp_ms: i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0),
+            )
+            .unwrap_or(i64::MAX),
+            action: action.to_owned(),
+            actor: actor.to_owned(),
+            subject: subject.to_owned(),
+            result: result.to_owned(),
+            detail: warden_core::redact::redact(detail).into_owned(),
+        };
+        match self.store.append_audit(&record).await {
+            Ok(link) => self.audit_appended(link.seq),
+            Err(e) => tracing::error!(error = %e, action, "could not write audit row"),
+        }
+    }
+
+    fn audit_appended(&self, seq: u64) {
+        self.audit_seq.send_if_modified(|current| {
+            let newer = seq > *current;
+            if newer {
+                *current = seq;
+            }
+            newer
+        });
+        self.audit_wake.notify_waiters();
+    }
+
+    /// Follows appends to the audit log: the newest `seq` appended by this process.
+    pub fn audit_appends(&self) -> watch::Receiver<u64> {
+        self.audit_seq.subscribe()
+    }
+
+    /// Woken after every append to the audit log.
+    pub fn audit_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.audit_wake)
+    }
+
+    /// Up to `limit` audit rows with `seq >= from_seq`, in order, with their chain hashes.
+    pub async fn audit_range(
+        &self,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<ChainedAudit>, ServiceError> {
+        Ok(self.store.list_audit_range(from_seq, limit).await?)
+    }
+
+    /// The newest row of the audit chain.
+    pub async fn audit_head(&self) -> Result<ChainHead, ServiceError> {
+        Ok(self.store.audit_head().await?)
+    }
+
+    /// Commits audit events delivered by a node. Events whose id is already stored are
+    /// redeliveries and count as accepted; any other failure fails the batch so that the
+    /// node retries it.
+    pub async fn ingest_node_events(
+        &self,
+        node_id: &str,
+        events: Vec<AuditRecord>,
+    ) -> Result<u32, ServiceError> {
+        let mut accepted = 0u32;
+        for mut event in events {
+            if event.id.len() > 64 || event.action.len() > 64 || event.actor.len() > 256 {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "audit event {} has oversized fields",
+                    event.id.chars().take(64).collect::<String>()
+                )));
+            }
+            event.subject = event.subject.chars().take(512).collect();
+            event.result = event.result.chars().take(64).collect();
+            event.detail =
+                warden_core::redact::redact(&event.detail.chars().take(2048).collect::<String>())
+                    .into_owned();
+            // Which node saw it, as one more attribute.
+            let node = Detail::new().with("node", node_id).build();
+            event.detail = if event.detail.is_empty() {
+                node
+            } else {
+                format!("{} {node}", event.detail)
+            };
+            match self.store.append_audit(&event).await {
+                Ok(link) => {
+                    self.audit_appended(link.seq);
+                    accepted += 1;
+                }
+                Err(StoreError::Database(sqlx::Error::Database(db)))
+                    if db.is_unique_violation() =>
+                {
+                    accepted += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// Verifies the audit log's hash chain (and its signed checkpoints, when their keys are
+    /// known).
+    pub async fn verify_audit(&self, from_seq: Option<u64>) -> Result<VerifyReport, ServiceError> {
+        // The verification future is not provably `Send` (a rustc limitation with its
+        // closures), so it runs on a blocking thread of its own; it is an admin operation.
+        let store = Arc::clone(&self.store);
+        // Checkpoints are checked against the control plane's checkpoint key, kept in its
+        // secret store (never in the database a tamperer could rewrite).
+        let keys = crate::audit::jobs::verification_keys(self.secrets.as_ref())
+            .await
+            .map_err(|e| ServiceError::Internal(format!("checkpoint key: {e}")))?;
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(
+                async move { crate::audit::verify(store.as_ref(), &keys, from_seq).await },
+            )
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("audit verification did not finish: {e}")))?
+        .map_err(|e| ServiceError::Internal(format!("audit verification failed to run: {e}")))
+    }
+
+    pub async fn list_audit(
+        &self,
+        limit: u32,
+        action: Option<&str>,
+    ) -> Result<Vec<AuditRecord>, ServiceError> {
+        Ok(self.store.list_audit(limit.clamp(1, 1000), action).await?)
+    }
+}

@@ -1,0 +1,268 @@
+//! Admin and node credentials: checking a presented one (every failure audited with its
+//! reason, the caller told only that it failed), the bootstrap admin credential, and
+//! issuing and replacing them. Credentials are stored as peppered hashes; the pepper is
+//! created here on first start.
+
+use secrecy::{ExposeSecret, SecretString};
+use warden_core::audit_detail::Detail;
+use warden_core::credential::{self, Kind};
+use warden_core::jwt::Scope;
+use warden_core::{fingerprint, unix_now};
+
+use super::{Actor, ControlPlane, new_id};
+use crate::domain::{CredentialRecord, CredentialTable, validate_name};
+use crate::error::ServiceError;
+use crate::secrets::{SecretError, SecretStore};
+
+const PEPPER_SECRET: &str = "warden/credential-pepper";
+
+/// The kind of credential `table` holds.
+fn kind(table: CredentialTable) -> Kind {
+    match table {
+        CredentialTable::Admin => Kind::Admin,
+        CredentialTable::Node => Kind::Node,
+    }
+}
+
+/// How a refused credential appears in its audit row: its fingerprint, never its value.
+fn shown(presented: Option<&str>) -> String {
+    presented.map_or_else(
+        || "-".to_owned(),
+        |p| format!("fp:{}", fingerprint::of(p.as_bytes())),
+    )
+}
+
+impl ControlPlane {
+    /// The pepper credential hashes are keyed with, created on first start.
+    pub(super) async fn load_or_create_pepper(
+        secrets: &dyn SecretStore,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let pepper = match secrets.get(PEPPER_SECRET).await {
+            Ok(p) => p,
+            Err(SecretError::NotFound { .. }) => {
+                let fresh = credential::generate_pepper();
+                let encoded = SecretString::from(hex::encode(&fresh[..]));
+                secrets.put(PEPPER_SECRET, &encoded).await?;
+                encoded
+            }
+            Err(e) => return Err(e.into()),
+        };
+        hex::decode(pepper.expose_secret())
+            .map_err(|_| ServiceError::Internal("stored pepper is malformed".into()))
+    }
+
+    /// Checks an admin credential (`wa_…`, or a JWT with the `admin` scope). Failures are
+    /// audited with the reason; the caller learns only that it failed.
+    pub async fn authenticate_admin(
+        &self,
+        presented: Option<&str>,
+        action: &str,
+    ) -> Result<Actor, ServiceError> {
+        self.authenticate_with_scope(presented, action, Scope::Admin)
+            .await
+    }
+
+    /// Checks a credential that may read the audit log: an admin credential (`wa_…`), or
+    /// a JWT with the `audit` scope. A JWT without it is refused (and audited) with
+    /// permission denied.
+    pub async fn authenticate_audit_reader(
+        &self,
+        presented: Option<&str>,
+        action: &str,
+    ) -> Result<Actor, ServiceError> {
+        self.authenticate_with_scope(presented, action, Scope::Audit)
+            .await
+    }
+
+    async fn authenticate_with_scope(
+        &self,
+        presented: Option<&str>,
+        action: &str,
+        needed: Scope,
+    ) -> Result<Actor, ServiceError> {
+        match self.check_admin(presented, needed).await {
+            Ok(actor) => Ok(actor),
+            Err(reason) => {
+                self.audit(
+                    "auth.admin",
+                    &shown(presented),
+                    action,
+                    "denied",
+                    &Detail::new().with("reason", reason).build(),
+                )
+                .await;
+                tracing::warn!(reason, action, "admin authentication failed");
+                if reason == "missing_audit_scope" {
+                    return Err(ServiceError::PermissionDenied(
+                        "reading the audit log needs the `audit` scope".into(),
+                    ));
+                }
+                Err(ServiceError::Unauthenticated)
+            }
+        }
+    }
+
+    async fn check_admin(
+        &self,
+        presented: Option<&str>,
+        needed: Scope,
+    ) -> Result<Actor, &'static str> {
+        let presented = presented.ok_or("missing_credential")?;
+        if credential::kind_of(presented) == Some(Kind::Admin) {
+            let record = self.find_live(CredentialTable::Admin, presented).await?;
+            return Ok(Actor(format!("admin:{}", record.id)));
+        }
+        if presented.starts_with("eyJ") {
+            let claims = self.verify_jwt(presented).await.map_err(|e| e.reason())?;
+            if !claims.scopes().contains(&needed) {
+                return Err(if needed == Scope::Audit {
+                    "missing_audit_scope"
+                } else {
+                    "missing_admin_scope"
+                });
+            }
+            return Ok(Actor(format!("jwt:{}", claims.sub)));
+        }
+        Err("unrecognised_credential")
+    }
+
+    /// Checks a node credential (`wn_…`) and returns its record. Failures are audited.
+    pub async fn authenticate_node(
+        &self,
+        presented: Option<&str>,
+        node_id: &str,
+    ) -> Result<CredentialRecord, ServiceError> {
+        let outcome = match presented {
+            Some(p) => self.find_live(CredentialTable::Node, p).await,
+            None => Err("missing_credential"),
+        };
+        match outcome {
+            Ok(r) => Ok(r),
+            Err(reason) => {
+                self.audit("auth.node", &shown(presented), node_id, "denied", reason)
+                    .await;
+                tracing::warn!(reason, node_id, "node authentication failed");
+                Err(ServiceError::Unauthenticated)
+            }
+        }
+    }
+
+    /// The unrevoked credential of `table` that `presented` is, or why it is refused.
+    async fn find_live(
+        &self,
+        table: CredentialTable,
+        presented: &str,
+    ) -> Result<CredentialRecord, &'static str> {
+        credential::check_format(kind(table), presented).map_err(|_| "malformed_credential")?;
+        let hash = credential::hash_str(self.pepper.expose_secret(), presented);
+        let record = self
+            .store
+            .find_credential(table, &hash)
+            .await
+            .map_err(|_| "store_error")?
+            .ok_or("unknown_credential")?;
+        if !credential::hashes_equal(&record.hash, &hash) {
+            return Err("unknown_credential");
+        }
+        if record.revoked_at.is_some() {
+            return Err("revoked_credential");
+        }
+        Ok(record)
+    }
+
+    /// A new credential for `table` (the secret is returned once; its hash is stored).
+    async fn issue_opaque(
+        &self,
+        table: CredentialTable,
+        name: &str,
+    ) -> Result<(SecretString, CredentialRecord), ServiceError> {
+        let secret = credential::generate(kind(table));
+        let record = CredentialRecord {
+            id: new_id(match table {
+                CredentialTable::Admin => "adm_",
+                CredentialTable::Node => "node_",
+            }),
+            hash: credential::hash(self.pepper.expose_secret(), &secret),
+            name: name.to_owned(),
+            created_at: unix_now(),
+            revoked_at: None,
+        };
+        self.store.insert_credential(table, &record).await?;
+        Ok((secret, record))
+    }
+
+    /// Creates the first admin credential when none exists; returns it (shown once).
+    pub async fn bootstrap_admin(&self) -> Result<Option<SecretString>, ServiceError> {
+        if self.store.count_credentials(CredentialTable::Admin).await? > 0 {
+            return Ok(None);
+        }
+        let (secret, record) = self
+            .issue_opaque(CredentialTable::Admin, "bootstrap")
+            .await?;
+        self.audit(
+            "admin_credential.create",
+            "system",
+            &record.id,
+            "ok",
+            "bootstrap",
+        )
+        .await;
+        Ok(Some(secret))
+    }
+
+    /// Revokes earlier admin or node credentials named `name` and issues a new one (used by
+    /// `wardenctl dev`, which prints a fresh admin credential at every start and gives its
+    /// embedded node a fresh node credential).
+    pub async fn replace_credential(
+        &self,
+        table: CredentialTable,
+        name: &str,
+    ) -> Result<SecretString, ServiceError> {
+        let revoked = self
+            .store
+            .revoke_credentials_named(table, name, unix_now())
+            .await?;
+        let action = match table {
+            CredentialTable::Admin => "admin_credential",
+            CredentialTable::Node => "node_credential",
+        };
+        if revoked > 0 {
+            self.audit(
+                &format!("{action}.revoke"),
+                "system",
+                name,
+                "ok",
+                "replaced",
+            )
+            .await;
+        }
+        let (secret, record) = self.issue_opaque(table, name).await?;
+        self.audit(
+            &format!("{action}.create"),
+            "system",
+            &record.id,
+            "ok",
+            name,
+        )
+        .await;
+        Ok(secret)
+    }
+
+    /// Issues a node credential (shown once).
+    pub async fn issue_node_credential(
+        &self,
+        actor: &Actor,
+        name: &str,
+    ) -> Result<(SecretString, String), ServiceError> {
+        let id_of = |r: &Result<(SecretString, String), ServiceError>| {
+            r.as_ref().map(|(_, id)| id.clone()).unwrap_or_default()
+        };
+        self.audited(actor, "node_credential.create", id_of, async {
+            let name = if name.is_empty() { "node" } else { name };
+            validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
+            let (secret, record) = self.issue_opaque(CredentialTable::Node, name).await?;
+            Ok((secret, record.id))
+        })
+        .await
+    }
+}

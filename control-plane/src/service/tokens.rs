@@ -1,0 +1,136 @@
+//! JWTs: issuing them (signed by the current signing key, with an optional policy for
+//! their subject), revoking them on every node, and verifying one against the current
+//! snapshot.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use warden_core::jwt::{self, Claims, SigningAlgorithm, VerificationKey};
+use warden_core::unix_now;
+
+use super::grants::{parse_models, parse_scopes};
+use super::{Actor, ControlPlane};
+use crate::domain::{Limits, PolicyTarget, Source, TokenRecord};
+use crate::error::ServiceError;
+
+impl ControlPlane {
+    /// Issues a JWT. `ttl` of `None` takes the configured default.
+    pub async fn issue_token(
+        &self,
+        actor: &Actor,
+        subject: &str,
+        scopes: &[String],
+        models: &[String],
+        ttl: Option<Duration>,
+        policy: Option<Limits>,
+    ) -> Result<(SecretString, TokenRecord), ServiceError> {
+        let jti_of = |r: &Result<(SecretString, TokenRecord), ServiceError>| {
+            r.as_ref().map(|(_, r)| r.jti.clone()).unwrap_or_default()
+        };
+        self.audited(actor, "token.issue", jti_of, async {
+            if subject.trim().is_empty() || subject.len() > 128 {
+                return Err(ServiceError::InvalidArgument(
+                    "subject must be 1 to 128 characters".into(),
+                ));
+            }
+            let scopes = parse_scopes(scopes)?;
+            let models = parse_models(models)?;
+            let ttl = ttl.unwrap_or(self.auth.default_ttl);
+            if ttl.is_zero() || ttl > self.auth.max_ttl {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "ttl must be between 1s and {}",
+                    humantime::format_duration(self.auth.max_ttl)
+                )));
+            }
+            let now = unix_now();
+            let exp = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+            let jti = uuid::Uuid::new_v4().to_string();
+            let claims = Claims {
+                iss: self.auth.issuer.clone(),
+                sub: subject.to_owned(),
+                aud: self.auth.audience.clone(),
+                exp,
+                nbf: Some(now),
+                iat: now,
+                jti: jti.clone(),
+                scope: scopes.join(" "),
+                models: models.clone(),
+            };
+            let signer = self.signing_key();
+            let token = signer
+                .sign(&claims)
+                .map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
+            let record = TokenRecord {
+                jti,
+                subject: subject.to_owned(),
+                scopes,
+                models,
+                kid: signer.kid.clone(),
+                issued_at: now,
+                expires_at: exp,
+                revoked_at: None,
+            };
+            self.store.insert_token(&record).await?;
+            if let Some(limits) = policy {
+                self.set_policy(
+                    actor,
+                    &PolicyTarget::Subject(subject.to_owned()),
+                    limits,
+                    Source::Admin,
+                )
+                .await?;
+            }
+            Ok((token, record))
+        })
+        .await
+    }
+
+    /// Revokes a JWT by id on every node.
+    pub async fn revoke_token(&self, actor: &Actor, jti: &str) -> Result<(), ServiceError> {
+        self.mutate(actor, "token.revoke", jti, async {
+            let token = self
+                .store
+                .get_token(jti)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("no token with id {jti}")))?;
+            if token.revoked_at.is_some() {
+                return Err(ServiceError::AlreadyExists(format!(
+                    "token {jti} is already revoked"
+                )));
+            }
+            self.store.revoke_token(jti, unix_now()).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>, ServiceError> {
+        Ok(self.store.list_tokens().await?)
+    }
+
+    /// Verifies a JWT against the signing keys and revocations of the current snapshot.
+    pub(super) async fn verify_jwt(&self, token: &str) -> Result<Claims, jwt::VerifyError> {
+        let snapshot = self.snapshot_tx.borrow().clone();
+        let verifier = jwt::Verifier::new(
+            self.auth.issuer.clone(),
+            self.auth.audience.clone(),
+            self.auth.leeway.as_secs(),
+            snapshot.jwt_keys.iter().filter_map(|k| {
+                Some(VerificationKey {
+                    kid: k.kid.clone(),
+                    algorithm: SigningAlgorithm::parse(&k.algorithm)?,
+                    key: SecretBox::new(Box::new(k.key.expose_secret().clone())),
+                })
+            }),
+        );
+        let claims = verifier.verify(token)?;
+        if snapshot
+            .revoked_tokens
+            .iter()
+            .any(|(jti, _)| *jti == claims.jti)
+        {
+            return Err(jwt::VerifyError::BadSignature);
+        }
+        Ok(claims)
+    }
+}

@@ -1,0 +1,166 @@
+//! Virtual keys: long-lived client keys stored as their HMAC, created (with an optional
+//! policy), revoked, and rotated with a grace period for the replaced secret.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use warden_core::credential::{self, Kind};
+use warden_core::unix_now;
+
+use super::grants::{parse_models, parse_scopes};
+use super::{Actor, ControlPlane, new_id};
+use crate::domain::{Limits, PolicyTarget, Source, VirtualKeyRecord, validate_name};
+use crate::error::ServiceError;
+
+/// The longest grace period of a rotated virtual key.
+const MAX_VKEY_GRACE: Duration = Duration::from_secs(30 * 86_400);
+
+impl ControlPlane {
+    /// Creates a virtual key (shown once; stored as its HMAC).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the admin request"
+    )]
+    pub async fn create_virtual_key(
+        &self,
+        actor: &Actor,
+        name: &str,
+        owner: &str,
+        models: &[String],
+        scopes: &[String],
+        ttl: Option<Duration>,
+        policy: Option<Limits>,
+    ) -> Result<(SecretString, VirtualKeyRecord), ServiceError> {
+        let id_of = |r: &Result<(SecretString, VirtualKeyRecord), ServiceError>| {
+            r.as_ref().map(|(_, r)| r.id.clone()).unwrap_or_default()
+        };
+        self.audited(actor, "vkey.create", id_of, async {
+            validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
+            if owner.len() > 128 {
+                return Err(ServiceError::InvalidArgument("owner is too long".into()));
+            }
+            let scopes = parse_scopes(scopes)?;
+            let models = parse_models(models)?;
+            let now = unix_now();
+            let expires_at = match ttl {
+                Some(t) if !t.is_zero() => {
+                    now.saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+                }
+                _ => 0,
+            };
+            let secret = credential::generate(Kind::VirtualKey);
+            let record = VirtualKeyRecord {
+                id: new_id("vk_"),
+                hash: credential::hash(self.pepper.expose_secret(), &secret),
+                name: name.to_owned(),
+                owner: owner.to_owned(),
+                scopes,
+                models,
+                created_at: now,
+                expires_at,
+                revoked_at: None,
+                previous_hash: None,
+                previous_expires_at: 0,
+            };
+            self.store.insert_virtual_key(&record).await?;
+            match policy {
+                Some(limits) => {
+                    self.set_policy(
+                        actor,
+                        &PolicyTarget::VirtualKey(record.id.clone()),
+                        limits,
+                        Source::Admin,
+                    )
+                    .await?;
+                }
+                None => {
+                    self.publish().await?;
+                }
+            }
+            Ok((secret, record))
+        })
+        .await
+    }
+
+    pub async fn list_virtual_keys(&self) -> Result<Vec<VirtualKeyRecord>, ServiceError> {
+        Ok(self.store.list_virtual_keys().await?)
+    }
+
+    /// Revokes a virtual key on every node.
+    pub async fn revoke_virtual_key(&self, actor: &Actor, id: &str) -> Result<(), ServiceError> {
+        self.mutate(actor, "vkey.revoke", id, async {
+            if !self.store.revoke_virtual_key(id, unix_now()).await? {
+                return Err(ServiceError::NotFound(format!(
+                    "no live virtual key with id {id}"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives a virtual key a new secret (same id, so the same limits, usage and audit
+    /// trail); the replaced secret keeps working for `grace`, then every node refuses it
+    /// (nodes check the deadline themselves, and the next snapshot drops it).
+    pub async fn rotate_virtual_key(
+        &self,
+        actor: &Actor,
+        id: &str,
+        grace: Duration,
+    ) -> Result<(SecretString, VirtualKeyRecord), ServiceError> {
+        let subject = |r: &Result<(SecretString, VirtualKeyRecord), ServiceError>| match r {
+            Ok((_, r)) => format!("{id} old secret valid until {}", r.previous_expires_at),
+            Err(_) => id.to_owned(),
+        };
+        self.audited(actor, "vkey.rotate", subject, async {
+            if grace > MAX_VKEY_GRACE {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "grace must be at most {}",
+                    humantime::format_duration(MAX_VKEY_GRACE)
+                )));
+            }
+            let now = unix_now();
+            let grace_end = now.saturating_add(i64::try_from(grace.as_secs()).unwrap_or(0));
+            let secret = credential::generate(Kind::VirtualKey);
+            let hash = credential::hash(self.pepper.expose_secret(), &secret);
+            let live = self
+                .store
+                .list_virtual_keys()
+                .await?
+                .into_iter()
+                .find(|k| {
+                    k.id == id
+                        && k.revoked_at.is_none()
+                        && (k.expires_at == 0 || k.expires_at > now)
+                })
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no live virtual key with id {id}"))
+                })?;
+            // A grace period never outlives the key itself.
+            let previous_expires_at = if live.expires_at == 0 {
+                grace_end
+            } else {
+                grace_end.min(live.expires_at)
+            };
+            if !self
+                .store
+                .rotate_virtual_key(id, &hash, previous_expires_at)
+                .await?
+            {
+                return Err(ServiceError::NotFound(format!(
+                    "no live virtual key with id {id}"
+                )));
+            }
+            self.publish().await?;
+            let record = self
+                .store
+                .list_virtual_keys()
+                .await?
+                .into_iter()
+                .find(|k| k.id == id)
+                .ok_or_else(|| ServiceError::NotFound(format!("no virtual key with id {id}")))?;
+            Ok((secret, record))
+        })
+        .await
+    }
+}
