@@ -30,7 +30,7 @@ pub struct NodeConfig {
     pub upstream_read_timeout: Duration,
     pub log_format: LogFormat,
     /// Shared state; `None` runs limits and key rotation per node (one machine).
-    pub redis: Option<crate::shared::redis::RedisSettings>,
+    pub redis: Option<crate::redis_state::redis::RedisSettings>,
     pub limiter: crate::limits::LimiterSettings,
     /// Audit client addresses masked to their /24 or /48 network.
     pub audit_mask_client_ip: bool,
@@ -91,8 +91,8 @@ pub fn default_node_id() -> String {
 pub fn redis_from_env(
     env: &std::collections::HashMap<String, String>,
     prefix: String,
-) -> Result<Option<crate::shared::redis::RedisSettings>, String> {
-    use crate::shared::redis::{RedisSettings, Topology};
+) -> Result<Option<crate::redis_state::redis::RedisSettings>, String> {
+    use crate::redis_state::redis::{RedisSettings, Topology};
     let list = |v: &str| -> Vec<SecretString> {
         v.split(',')
             .map(str::trim)

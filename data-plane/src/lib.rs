@@ -7,14 +7,14 @@
 
 pub mod audit;
 pub mod auth;
+pub mod compiled;
 pub mod config;
 pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
-pub mod runtime;
+pub mod redis_state;
 pub mod server;
-pub mod shared;
 pub mod sync;
 pub mod translate;
 pub mod upstream;
@@ -48,7 +48,7 @@ pub async fn run(
     let redis = config
         .redis
         .clone()
-        .map(|settings| shared::redis::RedisLink::start(settings, shutdown.clone()));
+        .map(|settings| redis_state::redis::RedisLink::start(settings, shutdown.clone()));
     let limiter = limits::Limiter::new(redis.clone(), config.limiter);
     let (rejections_tx, rejections_rx) = tokio::sync::mpsc::channel(256);
     let upstream = upstream::Upstream::new(

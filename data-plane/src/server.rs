@@ -11,16 +11,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::compiled::Snapshot;
 use crate::error::ApiError;
 use crate::limits::Limiter;
-use crate::runtime::Runtime;
-use crate::shared::redis::RedisLink;
+use crate::redis_state::redis::RedisLink;
 use crate::upstream::Upstream;
 
 /// State shared by every request.
 #[derive(Debug)]
 pub struct AppState {
-    runtime: ArcSwapOption<Runtime>,
+    snapshot: ArcSwapOption<Snapshot>,
     pub upstream: Upstream,
     pub limiter: Arc<Limiter>,
     pub redis: Option<Arc<RedisLink>>,
@@ -41,7 +41,7 @@ impl AppState {
         audit: crate::audit::AuditSink,
     ) -> Self {
         Self {
-            runtime: ArcSwapOption::empty(),
+            snapshot: ArcSwapOption::empty(),
             upstream,
             limiter,
             redis,
@@ -62,14 +62,14 @@ impl AppState {
     }
 
     /// The current snapshot, if one has been applied.
-    pub fn runtime(&self) -> Option<Arc<Runtime>> {
-        self.runtime.load_full()
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.load_full()
     }
 
     /// Atomically replaces the snapshot.
-    pub fn install(&self, rt: Runtime) {
-        warden_core::redact::register(rt.secrets_for_redaction());
-        self.runtime.store(Some(Arc::new(rt)));
+    pub fn install(&self, snapshot: Snapshot) {
+        warden_core::redact::register(snapshot.secrets_for_redaction());
+        self.snapshot.store(Some(Arc::new(snapshot)));
     }
 }
 
@@ -112,12 +112,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    match state.runtime() {
-        Some(rt) => (
+    match state.snapshot() {
+        Some(snapshot) => (
             StatusCode::OK,
             axum::Json(json!({
                 "ready": true,
-                "snapshot_version": rt.version,
+                "snapshot_version": snapshot.version,
                 "control_plane_connected": connected,
                 "limits": state.limits_mode(),
             })),

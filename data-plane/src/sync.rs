@@ -20,8 +20,8 @@ use warden_core::seal::NodeKeyPair;
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_client::SyncClient;
 
+use crate::compiled::{Recipient, Snapshot};
 use crate::config::NodeConfig;
-use crate::runtime::{Recipient, Runtime};
 use crate::server::AppState;
 
 /// Errors on the link; all of them lead to a reconnect.
@@ -107,7 +107,7 @@ async fn watch_once(
 ) -> Result<bool, SyncError> {
     let channel: Channel = endpoint(config)?.connect().await?;
     let mut client = SyncClient::new(channel);
-    let have_version = state.runtime().map_or(0, |r| r.version);
+    let have_version = state.snapshot().map_or(0, |r| r.version);
     let hello = pb::NodeHello {
         node_id: config.node_id.clone(),
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -141,14 +141,14 @@ async fn watch_once(
                     node_id: &node_id,
                     keys: &keys,
                 };
-                Runtime::from_snapshot(snapshot, to).map_err(|e| e.to_string())
+                Snapshot::compile(snapshot, to).map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(format!("snapshot compilation failed: {e}")))
         };
         match compiled {
-            Ok(rt) => {
-                if let Some(current) = state.runtime()
+            Ok(compiled) => {
+                if let Some(current) = state.snapshot()
                     && current.version > version
                 {
                     tracing::warn!(
@@ -157,7 +157,7 @@ async fn watch_once(
                         "control plane sent an older snapshot version; applying it (control plane state was reset?)"
                     );
                 }
-                state.install(rt);
+                state.install(compiled);
                 tracing::info!(version, content_hash = %hash, "applied snapshot");
                 let ack = pb::SnapshotAck {
                     node_id: config.node_id.clone(),

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::meter::Wire;
+use super::pump::Wire;
 use crate::translate::{OpenAiToAnthropicStream, SseEvent};
 
 /// The text of the last user message (string content or text parts/blocks).

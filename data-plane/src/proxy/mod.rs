@@ -2,7 +2,7 @@
 //! alias (or `provider:model`), apply the limits, then answer from the built-in echo
 //! provider or forward to the provider — translating between the OpenAI and Anthropic wire
 //! formats when the client's API and the provider's differ — and stream the answer back
-//! event by event ([`meter`]). Errors answer in the shape of the API the request came
+//! event by event ([`pump`]). Errors answer in the shape of the API the request came
 //! through.
 //!
 //! | endpoint | client API | providers |
@@ -13,7 +13,7 @@
 //! | `POST /v1/embeddings`, `POST /v1/responses` | OpenAI | OpenAI only (passed through) |
 
 pub mod echo;
-pub mod meter;
+pub mod pump;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,12 +28,12 @@ use warden_core::audit_detail::{self, Detail};
 use warden_core::jwt::Scope;
 
 use crate::auth::Principal;
+use crate::compiled::{Format, Route, Snapshot};
 use crate::error::ApiError;
 use crate::limits::{Denied, LimitKind, RateHeaders, Scope as LimitScope};
-use crate::runtime::{Format, Route, Runtime};
 use crate::server::AppState;
 use crate::upstream::UpstreamRequest;
-use meter::Wire;
+use pump::Wire;
 
 /// The model endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,8 +201,8 @@ pub async fn count_tokens(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let result = async {
-        let rt = state.runtime().ok_or_else(ApiError::not_ready)?;
-        let principal = authenticate(&state, &rt, &headers, "/v1/messages/count_tokens")?;
+        let snapshot = state.snapshot().ok_or_else(ApiError::not_ready)?;
+        let principal = authenticate(&state, &snapshot, &headers, "/v1/messages/count_tokens")?;
         principal.require(Scope::Read)?;
         let body = body.map_err(|r| body_error(&r))?;
         let value: Value = serde_json::from_slice(&body).map_err(|_| {
@@ -212,7 +212,7 @@ pub async fn count_tokens(
             .get("model")
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_request("model: Field required"))?;
-        resolve_route(&rt, &principal, model)?;
+        resolve_route(&snapshot, &principal, model)?;
         if !value.get("messages").is_some_and(Value::is_array) {
             return Err(ApiError::bad_request("messages: Field required"));
         }
@@ -457,7 +457,7 @@ struct Done {
     /// Fingerprint of the upstream key used (never the key).
     key_fingerprint: String,
     /// Resolves when a pumped body has ended, with its usage.
-    settled: Option<tokio::sync::oneshot::Receiver<meter::Settled>>,
+    settled: Option<tokio::sync::oneshot::Receiver<pump::Settled>>,
 }
 
 type Rejection = (ApiError, String, String);
@@ -465,11 +465,11 @@ type Rejection = (ApiError, String, String);
 /// Authenticates a request and audits a failure.
 fn authenticate(
     state: &AppState,
-    rt: &Runtime,
+    snapshot: &Snapshot,
     headers: &HeaderMap,
     endpoint: &str,
 ) -> Result<Principal, ApiError> {
-    crate::auth::authenticate(rt, headers).map_err(|failure| {
+    crate::auth::authenticate(snapshot, headers).map_err(|failure| {
         state.audit.emit(
             "auth.client",
             failure.presented,
@@ -484,8 +484,12 @@ fn authenticate(
 /// Finds where `model` goes for this caller: an alias, or `provider:model` when the caller
 /// may use it (`*`, the exact `provider:model`, or `provider:*`). Authorization is checked
 /// before existence, so a limited caller cannot probe which models exist.
-pub fn resolve_route(rt: &Runtime, principal: &Principal, model: &str) -> Result<Route, ApiError> {
-    if let Some(route) = rt.routes.get(model) {
+pub fn resolve_route(
+    snapshot: &Snapshot,
+    principal: &Principal,
+    model: &str,
+) -> Result<Route, ApiError> {
+    if let Some(route) = snapshot.routes.get(model) {
         if !principal.may_use(model) {
             return Err(ApiError::model_not_allowed(model));
         }
@@ -496,11 +500,11 @@ pub fn resolve_route(rt: &Runtime, principal: &Principal, model: &str) -> Result
         if !(principal.may_use(model) || principal.may_use(&wildcard)) {
             return Err(ApiError::model_not_allowed(model));
         }
-        let provider = rt
+        let provider = snapshot
             .routes
             .values()
             .map(|r| &r.provider)
-            .chain(rt.providers.values())
+            .chain(snapshot.providers.values())
             .find(|p| p.name == provider_name)
             .cloned();
         if let Some(provider) = provider
@@ -512,7 +516,7 @@ pub fn resolve_route(rt: &Runtime, principal: &Principal, model: &str) -> Result
                 upstream_model: upstream_model.to_owned(),
                 fallbacks: Vec::new(),
                 policy: crate::limits::Policy::default(),
-                price: crate::runtime::Price::default(),
+                price: crate::compiled::Price::default(),
                 deployments: Vec::new(),
             });
         }
@@ -600,10 +604,10 @@ async fn handle(
     body: &[u8],
     endpoint: Endpoint,
 ) -> Result<Done, Rejection> {
-    let rt = state
-        .runtime()
+    let snapshot = state
+        .snapshot()
         .ok_or_else(|| (ApiError::not_ready(), String::new(), String::new()))?;
-    let principal = authenticate(state, &rt, headers, endpoint.path())
+    let principal = authenticate(state, &snapshot, headers, endpoint.path())
         .map_err(|e| (e, "-".to_owned(), String::new()))?;
     let pid = principal.id.clone();
     principal
@@ -612,13 +616,13 @@ async fn handle(
     let mut request = parse_request(endpoint, body).map_err(|e| (e, pid.clone(), String::new()))?;
     let model = request.model.clone();
     let reject = |e: ApiError| (e, pid.clone(), model.clone());
-    let route = resolve_route(&rt, &principal, &model).map_err(reject)?;
+    let route = resolve_route(&snapshot, &principal, &model).map_err(reject)?;
 
     // The tightest max_tokens ceiling of the caller, the model and the gateway.
     let cap = [
         principal.limits.as_ref().map_or(0, |s| s.policy.max_tokens),
         route.policy.max_tokens,
-        rt.global_policy.max_tokens,
+        snapshot.global_policy.max_tokens,
     ]
     .into_iter()
     .filter(|c| *c > 0)
@@ -638,7 +642,7 @@ async fn handle(
     });
     scopes.push(LimitScope {
         id: warden_core::shared_keys::scope::GLOBAL.to_owned(),
-        policy: rt.global_policy,
+        policy: snapshot.global_policy,
     });
     let prompt_estimate = match endpoint {
         Endpoint::Messages => crate::translate::count_tokens::estimate_input_tokens(
@@ -646,7 +650,7 @@ async fn handle(
         ),
         Endpoint::Chat => estimate_prompt(&request.body),
         Endpoint::Embeddings | Endpoint::Responses => {
-            meter::estimate_tokens(request.body.get("input").map_or(0, |i| i.to_string().len()))
+            pump::estimate_tokens(request.body.get("input").map_or(0, |i| i.to_string().len()))
         }
     };
     let reserve = prompt_estimate + requested_output(endpoint, &request.body);
@@ -694,9 +698,13 @@ async fn handle(
         .unwrap_or(false);
     let served = match state
         .upstream
-        .send(&rt, &route, request.stream, client_key.as_ref(), |r| {
-            upstream_request(endpoint, &request, r)
-        })
+        .send(
+            &snapshot,
+            &route,
+            request.stream,
+            client_key.as_ref(),
+            |r| upstream_request(endpoint, &request, r),
+        )
         .await
     {
         Ok(s) => s,
@@ -738,7 +746,7 @@ async fn handle(
     if served.fallback {
         builder = builder.header("x-warden-fallback", "true");
     }
-    let plan = meter::PumpPlan {
+    let plan = pump::PumpPlan {
         sse: is_sse,
         upstream: upstream_wire,
         client: client_wire,
@@ -751,7 +759,7 @@ async fn handle(
     let key_fingerprint = served.key_fingerprint.clone();
     tracing::debug!(model = %served.route.alias, key = %served.key_fingerprint, fallback = served.fallback, "upstream answered");
     let (settled_tx, settled) = tokio::sync::oneshot::channel();
-    let rx = meter::pump(served.response, Some(admission), plan, Some(settled_tx));
+    let rx = pump::pump(served.response, Some(admission), plan, Some(settled_tx));
     let response = builder
         .body(Body::from_stream(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -828,7 +836,7 @@ pub fn estimate_prompt(body: &Map<String, Value>) -> u64 {
     });
     let tools = body.get("tools").map_or(0, |t| t.to_string().len());
     let overhead = 4 * messages.map_or(0, Vec::len) as u64;
-    meter::estimate_tokens(chars + tools) + overhead
+    pump::estimate_tokens(chars + tools) + overhead
 }
 
 fn denied_error(d: &Denied) -> ApiError {
@@ -934,21 +942,21 @@ fn with_rate_headers(mut response: Response, h: &RateHeaders) -> Response {
 
 /// `GET /v1/models`: the models this caller may use.
 pub async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let Some(rt) = state.runtime() else {
+    let Some(snapshot) = state.snapshot() else {
         return ApiError::not_ready().into_response();
     };
-    let principal = match authenticate(&state, &rt, &headers, "/v1/models") {
+    let principal = match authenticate(&state, &snapshot, &headers, "/v1/models") {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     if let Err(e) = principal.require(Scope::Read) {
         return e.into_response();
     }
-    let data: Vec<Value> = rt
+    let data: Vec<Value> = snapshot
         .aliases
         .iter()
         .filter(|a| principal.may_use(a))
-        .filter_map(|a| rt.routes.get(a))
+        .filter_map(|a| snapshot.routes.get(a))
         .map(|r| {
             serde_json::json!({
                 "id": r.alias,

@@ -18,8 +18,8 @@ use futures::TryStreamExt as _;
 use secrecy::ExposeSecret as _;
 use tokio::sync::mpsc;
 
+use crate::compiled::{Format, Provider, Route, Snapshot, UpstreamKey};
 use crate::error::ApiError;
-use crate::runtime::{Format, Provider, Route, Runtime, UpstreamKey};
 use keys::{KeyPicker, NoKey};
 
 /// Largest provider error body read (the rest is dropped).
@@ -107,7 +107,7 @@ impl Upstream {
     /// `request_for` builds the request for each).
     pub async fn send(
         &self,
-        rt: &Runtime,
+        snapshot: &Snapshot,
         primary: &Route,
         stream: bool,
         client_key: Option<&secrecy::SecretString>,
@@ -120,7 +120,7 @@ impl Upstream {
             .map(|r| (r, false))
             .collect();
         for alias in &primary.fallbacks {
-            if let Some(r) = rt.routes.get(alias)
+            if let Some(r) = snapshot.routes.get(alias)
                 && alias != &primary.alias
                 && !chain.iter().any(|(c, _)| &c.alias == alias)
             {

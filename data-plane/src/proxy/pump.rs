@@ -18,8 +18,8 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::compiled::Price;
 use crate::limits::{Admission, LimitKind, Metered, cost_micros};
-use crate::runtime::Price;
 use crate::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser};
 
 /// Tokens charged per mid-stream step.
