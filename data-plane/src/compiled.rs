@@ -70,7 +70,7 @@ pub struct Provider {
     pub format: Format,
     pub base_url: String,
     pub keys: Vec<UpstreamKey>,
-    /// Each client brings its own upstream key (header [`crate::upstream::CLIENT_KEY_HEADER`]).
+    /// Each client brings its own upstream key (header `x-warden-upstream-key`).
     pub passthrough: bool,
     /// Top-level request parameters removed before sending.
     pub drop_params: Vec<String>,

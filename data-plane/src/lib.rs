@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod redis_state;
 pub mod server;
+pub mod state;
 pub mod sync;
 pub mod translate;
 pub mod upstream;
@@ -62,7 +63,7 @@ pub async fn run(
         .ok();
     let (audit, audit_spool) =
         audit::AuditSink::start(&config.audit_spool, &config.node_id, shutdown.clone())?;
-    let mut state = server::AppState::new(upstream, limiter, redis, metrics, audit);
+    let mut state = state::AppState::new(upstream, limiter, redis, metrics, audit);
     state.audit_mask_client_ip = config.audit_mask_client_ip;
     let state = Arc::new(state);
     let config = Arc::new(config);

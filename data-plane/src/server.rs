@@ -1,9 +1,9 @@
-//! The node's HTTP front: routes, shared state, health and readiness.
+//! The node's HTTP front: routes, health and readiness. The model endpoints are in
+//! [`crate::proxy`]; the state they share is [`AppState`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -11,67 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::compiled::Snapshot;
 use crate::error::ApiError;
-use crate::limits::Limiter;
-use crate::redis_state::redis::RedisLink;
-use crate::upstream::Upstream;
-
-/// State shared by every request.
-#[derive(Debug)]
-pub struct AppState {
-    snapshot: ArcSwapOption<Snapshot>,
-    pub upstream: Upstream,
-    pub limiter: Arc<Limiter>,
-    pub redis: Option<Arc<RedisLink>>,
-    /// Whether the watch stream to the control plane is currently up.
-    pub cp_connected: AtomicBool,
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    pub audit: crate::audit::AuditSink,
-    /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
-    pub audit_mask_client_ip: bool,
-}
-
-impl AppState {
-    pub fn new(
-        upstream: Upstream,
-        limiter: Arc<Limiter>,
-        redis: Option<Arc<RedisLink>>,
-        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-        audit: crate::audit::AuditSink,
-    ) -> Self {
-        Self {
-            snapshot: ArcSwapOption::empty(),
-            upstream,
-            limiter,
-            redis,
-            cp_connected: AtomicBool::new(false),
-            metrics,
-            audit,
-            audit_mask_client_ip: false,
-        }
-    }
-
-    /// `shared`, `per-node (redis unreachable)` or `per-node (no redis configured)`.
-    pub fn limits_mode(&self) -> &'static str {
-        match &self.redis {
-            Some(l) if l.is_healthy() => "shared",
-            Some(_) => "per-node (redis unreachable)",
-            None => "per-node (no redis configured)",
-        }
-    }
-
-    /// The current snapshot, if one has been applied.
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.snapshot.load_full()
-    }
-
-    /// Atomically replaces the snapshot.
-    pub fn install(&self, snapshot: Snapshot) {
-        warden_core::redact::register(snapshot.secrets_for_redaction());
-        self.snapshot.store(Some(Arc::new(snapshot)));
-    }
-}
+use crate::state::AppState;
 
 /// The node's router.
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {

@@ -22,7 +22,7 @@ use warden_proto::sync::v1::sync_client::SyncClient;
 
 use crate::compiled::{Recipient, Snapshot};
 use crate::config::NodeConfig;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Errors on the link; all of them lead to a reconnect.
 #[derive(Debug, thiserror::Error)]

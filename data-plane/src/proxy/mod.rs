@@ -31,7 +31,7 @@ use crate::auth::Principal;
 use crate::compiled::{Format, Route, Snapshot};
 use crate::error::ApiError;
 use crate::limits::{Denied, LimitKind, RateHeaders, Scope as LimitScope};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::upstream::UpstreamRequest;
 use pump::Wire;
 
