@@ -95,15 +95,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut e = ApiError::bad_request("This endpoint does not accept this HTTP method.");
-    e.status = StatusCode::METHOD_NOT_ALLOWED;
-    e.into_response()
+    ApiError::method_not_allowed().into_response()
 }
 
 async fn not_found() -> Response {
-    let mut e = ApiError::bad_request(
-        "Unknown endpoint. Warden serves /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/responses and /v1/models.",
-    );
-    e.status = StatusCode::NOT_FOUND;
-    e.into_response()
+    ApiError::unknown_endpoint().into_response()
 }

@@ -18,26 +18,17 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::parse::estimate_tokens;
 use crate::compiled::Price;
 use crate::limits::{Admission, LimitKind, Metered, cost_micros};
-use crate::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser};
+use crate::translate::{
+    AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser, Wire,
+};
 
 /// Tokens charged per mid-stream step.
 const STEP: u64 = 64;
 /// Largest JSON answer kept aside to read its `usage` or to translate it.
 const MAX_JSON: usize = 32 * 1024 * 1024;
-
-/// A wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
-    OpenAi,
-    Anthropic,
-}
-
-/// Rough token count of text: about four characters per token.
-pub fn estimate_tokens(chars: usize) -> u64 {
-    (chars as u64).div_ceil(4)
-}
 
 /// What a response used.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
