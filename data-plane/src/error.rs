@@ -181,6 +181,36 @@ impl ApiError {
         e
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The OpenAI `error.type`.
+    pub fn openai_type(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The OpenAI `error.code`.
+    pub fn openai_code(&self) -> Option<&'static str> {
+        self.code
+    }
+
+    /// The message shown to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Where the failure came from.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// Whether trying again (another key, later) may succeed.
+    pub fn retryable(&self) -> bool {
+        self.retryable
+    }
+
     /// Low-cardinality label for logs and metrics.
     pub fn metric_label(&self) -> &'static str {
         self.code.unwrap_or(self.kind)

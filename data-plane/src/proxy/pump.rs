@@ -548,6 +548,47 @@ mod tests {
         );
     }
 
+    /// The exact bytes of every mid-stream cut, so that a change of how errors are
+    /// rendered cannot change them unnoticed.
+    #[test]
+    fn cut_events_are_pinned() {
+        let budget = "You exceeded your current quota: the budget of this credential is spent. The stream was ended by the gateway.";
+        let tokens = "Rate limit reached on tokens per minute while streaming. The stream was ended by the gateway.";
+        for (client, kind, expected) in [
+            (
+                Wire::OpenAi,
+                LimitKind::Budget,
+                format!(
+                    "data: {{\"error\":{{\"code\":\"insufficient_quota\",\"message\":\"{budget}\",\"param\":null,\"type\":\"insufficient_quota\"}}}}\n\ndata: [DONE]\n\n"
+                ),
+            ),
+            (
+                Wire::OpenAi,
+                LimitKind::Tokens,
+                format!(
+                    "data: {{\"error\":{{\"code\":\"rate_limit_exceeded\",\"message\":\"{tokens}\",\"param\":null,\"type\":\"tokens\"}}}}\n\ndata: [DONE]\n\n"
+                ),
+            ),
+            (
+                Wire::Anthropic,
+                LimitKind::Budget,
+                format!(
+                    "event: error\ndata: {{\"error\":{{\"message\":\"{budget}\",\"type\":\"billing_error\"}},\"type\":\"error\"}}\n\n"
+                ),
+            ),
+            (
+                Wire::Anthropic,
+                LimitKind::Tokens,
+                format!(
+                    "event: error\ndata: {{\"error\":{{\"message\":\"{tokens}\",\"type\":\"rate_limit_error\"}},\"type\":\"error\"}}\n\n"
+                ),
+            ),
+        ] {
+            let got = String::from_utf8(cut_event(client, kind).to_vec()).unwrap();
+            assert_eq!(got, expected, "{client:?} {kind:?}");
+        }
+    }
+
     #[test]
     fn cut_events_are_well_formed_in_both_shapes() {
         let text = String::from_utf8(cut_event(Wire::OpenAi, LimitKind::Budget).to_vec()).unwrap();
