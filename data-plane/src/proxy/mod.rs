@@ -190,13 +190,13 @@ async fn serve(
                 endpoint = endpoint.path(),
                 principal = %principal,
                 model = %model,
-                status = e.status.as_u16(),
+                status = e.status().as_u16(),
                 error = label,
-                origin = ?e.origin,
+                origin = ?e.origin(),
                 latency_ms = started.elapsed().as_millis() as u64,
                 "request rejected"
             );
-            metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(e.status))
+            metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(e.status()))
                 .increment(1);
             audit.rejected(principal, model, &e);
             let mut r = e.render(endpoint.api());

@@ -183,8 +183,12 @@ mod tests {
             ),
         ] {
             let e = parse_request(Endpoint::Chat, body).unwrap_err();
-            assert_eq!(e.status.as_u16(), 400);
-            assert!(e.message.contains(needle), "{} lacks {needle}", e.message);
+            assert_eq!(e.status().as_u16(), 400);
+            assert!(
+                e.message().contains(needle),
+                "{} lacks {needle}",
+                e.message()
+            );
         }
     }
 }

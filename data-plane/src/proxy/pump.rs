@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::parse::estimate_tokens;
 use crate::compiled::Price;
+use crate::error::ApiError;
 use crate::limits::{Admission, LimitKind, Metered, cost_micros};
 use crate::translate::{
     AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser, Wire,
@@ -258,33 +259,11 @@ impl Frames {
 
 /// The event that ends a stream cut by a limit, in the client's shape.
 fn cut_event(client: Wire, kind: LimitKind) -> Bytes {
-    let budget = kind == LimitKind::Budget;
-    let message = if budget {
-        "You exceeded your current quota: the budget of this credential is spent. The stream was ended by the gateway."
-    } else {
-        "Rate limit reached on tokens per minute while streaming. The stream was ended by the gateway."
-    };
-    match client {
-        Wire::OpenAi => {
-            let (kind, code) = if budget {
-                ("insufficient_quota", "insufficient_quota")
-            } else {
-                ("tokens", "rate_limit_exceeded")
-            };
-            let event = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-            Bytes::from(format!("data: {event}\n\ndata: [DONE]\n\n"))
-        }
-        Wire::Anthropic => {
-            let kind = if budget {
-                "billing_error"
-            } else {
-                "rate_limit_error"
-            };
-            let event =
-                serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
-            Bytes::from(format!("event: error\ndata: {event}\n\n"))
-        }
-    }
+    let body = ApiError::limit_crossed_mid_stream(kind).body(client);
+    Bytes::from(match client {
+        Wire::OpenAi => format!("data: {body}\n\ndata: [DONE]\n\n"),
+        Wire::Anthropic => format!("event: error\ndata: {body}\n\n"),
+    })
 }
 
 type Sender = mpsc::Sender<Result<Bytes, std::io::Error>>;

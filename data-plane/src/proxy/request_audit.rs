@@ -93,7 +93,7 @@ impl RequestAudit {
             .detail
             .take()
             .unwrap_or_default()
-            .with("status", error.status.as_u16())
+            .with("status", error.status().as_u16())
             .with("error", error.metric_label());
         let actor = if principal.is_empty() {
             "-".to_owned()
