@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rand::Rng as _;
 use secrecy::ExposeSecret as _;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use warden_core::backoff::Backoff;
 use warden_core::seal::NodeKeyPair;
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_client::SyncClient;
@@ -72,8 +72,7 @@ pub async fn run(
     keys: Arc<NodeKeyPair>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    let max_backoff = Duration::from_secs(5);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jittered();
     loop {
         let session = watch_once(&config, &state, &keys, &shutdown);
         let result = tokio::select! {
@@ -82,19 +81,16 @@ pub async fn run(
         };
         state.cp_connected.store(false, Ordering::Relaxed);
         match result {
-            Ok(true) => backoff = Duration::from_millis(100),
+            Ok(true) => backoff.reset(),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "control plane link down; serving from the last snapshot")
             }
         }
-        let jitter = rand::rng().random_range(0.5..1.5);
-        let wait = backoff.mul_f64(jitter);
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
             () = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(max_backoff);
     }
 }
 
@@ -236,7 +232,7 @@ pub async fn publish_audit(
             node_id: batch.node.clone(),
             events: batch.records.iter().map(to_wire).collect(),
         };
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let sent = match with_credential(&config, message.clone()) {
                 Ok(request) => client
@@ -250,10 +246,9 @@ pub async fn publish_audit(
                 Err(e) => {
                     tracing::warn!(error = %e, events = message.events.len(), "audit batch not delivered; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
                         () = shutdown.cancelled() => return,
                     }
-                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }
