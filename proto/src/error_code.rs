@@ -100,19 +100,20 @@ mod tests {
     /// The whole mapping, both ways out: a change here changes what clients see.
     #[test]
     fn every_code_maps_to_one_grpc_code_and_one_http_status() {
+        use tonic::Code;
         for (code, grpc, http) in [
-            (ErrorCode::InvalidArgument, tonic::Code::InvalidArgument, 400),
-            (ErrorCode::Unauthenticated, tonic::Code::Unauthenticated, 401),
-            (ErrorCode::PermissionDenied, tonic::Code::PermissionDenied, 403),
-            (ErrorCode::NotFound, tonic::Code::NotFound, 404),
-            (ErrorCode::AlreadyExists, tonic::Code::AlreadyExists, 409),
-            (ErrorCode::RateLimited, tonic::Code::ResourceExhausted, 429),
-            (ErrorCode::Unavailable, tonic::Code::Unavailable, 503),
-            (ErrorCode::Internal, tonic::Code::Internal, 500),
-            (ErrorCode::PayloadTooLarge, tonic::Code::ResourceExhausted, 413),
-            (ErrorCode::MethodNotAllowed, tonic::Code::Unimplemented, 405),
-            (ErrorCode::UpstreamFailed, tonic::Code::Unavailable, 502),
-            (ErrorCode::UpstreamTimeout, tonic::Code::DeadlineExceeded, 504),
+            (ErrorCode::InvalidArgument, Code::InvalidArgument, 400),
+            (ErrorCode::Unauthenticated, Code::Unauthenticated, 401),
+            (ErrorCode::PermissionDenied, Code::PermissionDenied, 403),
+            (ErrorCode::NotFound, Code::NotFound, 404),
+            (ErrorCode::AlreadyExists, Code::AlreadyExists, 409),
+            (ErrorCode::RateLimited, Code::ResourceExhausted, 429),
+            (ErrorCode::Unavailable, Code::Unavailable, 503),
+            (ErrorCode::Internal, Code::Internal, 500),
+            (ErrorCode::PayloadTooLarge, Code::ResourceExhausted, 413),
+            (ErrorCode::MethodNotAllowed, Code::Unimplemented, 405),
+            (ErrorCode::UpstreamFailed, Code::Unavailable, 502),
+            (ErrorCode::UpstreamTimeout, Code::DeadlineExceeded, 504),
         ] {
             assert_eq!(code.grpc(), grpc, "{code:?}");
             assert_eq!(code.http().as_u16(), http, "{code:?}");
