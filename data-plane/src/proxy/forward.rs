@@ -1,5 +1,5 @@
 //! Forwarding an admitted request to its provider: the provider request for each route the
-//! upstream call may try ([`upstream_request`]: the client's body with the model rewritten,
+//! upstream call may try (`upstream_request`: the client's body with the model rewritten,
 //! or translated when the formats differ), the call itself — key rotation and failover are
 //! [`crate::upstream`]'s — the head of the client's response, and the pump that streams the
 //! body back ([`super::pump`]).

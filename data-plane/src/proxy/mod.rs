@@ -1,4 +1,4 @@
-//! The request path of every model endpoint, in named steps ([`handle`]): authenticate,
+//! The request path of every model endpoint, in named steps (`handle`): authenticate,
 //! authorize the scope, parse only what is needed ([`parse`]), route the alias or
 //! `provider:model` ([`route`]), cap the output tokens and apply the limits
 //! ([`admission`]), then answer from the built-in echo provider ([`echo`]) or forward to
