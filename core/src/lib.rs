@@ -7,6 +7,7 @@
 //! Start with [`credential`] and [`jwt`]: they define what a caller presents.
 
 pub mod audit_detail;
+pub mod backoff;
 pub mod credential;
 pub mod fingerprint;
 pub mod jwt;

@@ -11,8 +11,8 @@ use secrecy::ExposeSecret as _;
 use warden_core::credential::{self, Kind};
 use warden_core::jwt::Scope;
 
+use crate::compiled::Snapshot;
 use crate::error::ApiError;
-use crate::runtime::Runtime;
 
 /// Who is calling and what they may do.
 #[derive(Debug, Clone)]
@@ -63,10 +63,10 @@ pub struct AuthFailure {
     pub presented: String,
 }
 
-/// Authenticates the request's credential against `rt`. On failure the caller answers
+/// Authenticates the request's credential against `snapshot`. On failure the caller answers
 /// [`ApiError::unauthenticated`], the same for every reason.
-pub fn authenticate(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, AuthFailure> {
-    match check(rt, headers) {
+pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, AuthFailure> {
+    match check(snapshot, headers) {
         Ok(p) => Ok(p),
         Err(reason) => {
             let presented = presented(headers).map_or_else(
@@ -79,15 +79,15 @@ pub fn authenticate(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, Auth
     }
 }
 
-fn check(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, &'static str> {
+fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static str> {
     let token = presented(headers).ok_or("missing_credential")?;
     if token.is_empty() || token.len() > 8192 {
         return Err("malformed_credential");
     }
     if credential::kind_of(token) == Some(Kind::VirtualKey) {
         credential::check_format(Kind::VirtualKey, token).map_err(|_| "vkey_bad_format")?;
-        let hash = credential::hash_str(rt.pepper.expose_secret(), token);
-        let key = rt.virtual_keys.get(&hash).ok_or("vkey_unknown")?;
+        let hash = credential::hash_str(snapshot.pepper.expose_secret(), token);
+        let key = snapshot.virtual_keys.get(&hash).ok_or("vkey_unknown")?;
         if !credential::hashes_equal(&key.hash, &hash) {
             return Err("vkey_unknown");
         }
@@ -110,11 +110,11 @@ fn check(rt: &Runtime, headers: &HeaderMap) -> Result<Principal, &'static str> {
         // An admin or node credential is never a client credential.
         return Err("wrong_credential_kind");
     }
-    let claims = rt.verifier.verify(token).map_err(|e| e.reason())?;
-    if rt.revoked_jtis.contains(&claims.jti) {
+    let claims = snapshot.verifier.verify(token).map_err(|e| e.reason())?;
+    if snapshot.revoked_jtis.contains(&claims.jti) {
         return Err("jwt_revoked");
     }
-    let limits = rt
+    let limits = snapshot
         .subject_policies
         .get(&claims.sub)
         .map(|policy| crate::limits::Scope {

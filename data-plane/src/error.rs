@@ -1,10 +1,23 @@
-//! Errors answered to clients, in the OpenAI error shape
-//! (`{"error":{"message","type","param","code"}}`). Messages are fixed or redacted: they
-//! never carry a key, a token or a raw upstream body.
+//! Errors answered to clients. An [`ApiError`] is made by one of its constructors — one per
+//! way a request can fail — and carries its class ([`ErrorCode`], from which its HTTP status
+//! derives, but for a provider's 4xx relayed as is), where it came from ([`Origin`]) and
+//! whether another try can help (`retryable`: the failover loop reads it, pingora's
+//! `Error { etype, esource, retry }`). It is rendered in one place per API shape
+//! ([`ApiError::body`]): the OpenAI error
+//! (`{"error":{"message","type","param","code"}}`), or on the Anthropic endpoints the
+//! Anthropic one (`{"type":"error","error":{"type","message"}}`, its type chosen by
+//! [`crate::translate::error`]). Messages are fixed or redacted: they never carry a key, a
+//! token or a raw upstream body.
 
-use axum::http::{HeaderValue, StatusCode};
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
+use warden_proto::ErrorCode;
+
+use crate::limits::{Denied, LimitKind};
+use crate::translate::{TranslateError, Wire};
 
 /// Where a failure came from (pingora's `esource`), for logs and the audit reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,52 +30,139 @@ pub enum Origin {
     Internal,
 }
 
-/// An error for the client, with its HTTP status and OpenAI `type`/`code`.
+/// An error for the client: its class and HTTP status, the OpenAI `type`/`code` and
+/// message, where it came from and whether trying again may help.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub code: Option<&'static str>,
-    pub message: String,
-    pub origin: Origin,
+    code: ErrorCode,
+    /// `code.http()`, but for a provider's status relayed as is.
+    status: StatusCode,
+    openai_type: &'static str,
+    openai_code: Option<&'static str>,
+    message: String,
+    origin: Origin,
     /// Whether trying again (another key, later) may succeed.
-    pub retryable: bool,
-    pub retry_after: Option<String>,
+    retryable: bool,
+    retry_after: Option<String>,
     /// Headers to add to the error response (e.g. `x-ratelimit-*`).
-    pub extra_headers: Vec<(String, String)>,
+    extra_headers: Vec<(String, String)>,
 }
 
+/// The settings every constructor chooses; the rest default to none.
+struct Parts {
+    code: ErrorCode,
+    openai_type: &'static str,
+    openai_code: Option<&'static str>,
+    origin: Origin,
+    retryable: bool,
+}
+
+const INVALID_REQUEST: &str = "invalid_request_error";
+const API_ERROR: &str = "api_error";
+
 impl ApiError {
-    fn new(
-        status: StatusCode,
-        kind: &'static str,
-        code: Option<&'static str>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            kind,
+    fn new(parts: Parts, message: impl Into<String>) -> Self {
+        let Parts {
             code,
+            openai_type,
+            openai_code,
+            origin,
+            retryable,
+        } = parts;
+        Self {
+            code,
+            status: code.http(),
+            openai_type,
+            openai_code,
             message: message.into(),
-            origin: Origin::Downstream,
-            retryable: false,
+            origin,
+            retryable,
             retry_after: None,
             extra_headers: Vec::new(),
         }
     }
 
-    pub fn unauthenticated() -> Self {
+    /// A client's mistake: not worth retrying as is.
+    fn downstream(
+        code: ErrorCode,
+        openai_type: &'static str,
+        openai_code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
+            Parts {
+                code,
+                openai_type,
+                openai_code,
+                origin: Origin::Downstream,
+                retryable: false,
+            },
+            message,
+        )
+    }
+
+    /// A provider's failure.
+    fn upstream(
+        code: ErrorCode,
+        openai_code: &'static str,
+        retryable: bool,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            Parts {
+                code,
+                openai_type: API_ERROR,
+                openai_code: Some(openai_code),
+                origin: Origin::Upstream,
+                retryable,
+            },
+            message,
+        )
+    }
+
+    /// Warden cannot serve right now (503), retry shortly.
+    fn unavailable(openai_code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            Parts {
+                code: ErrorCode::Unavailable,
+                openai_type: API_ERROR,
+                openai_code: Some(openai_code),
+                origin: Origin::Internal,
+                retryable: true,
+            },
+            message,
+        )
+    }
+
+    fn with_retry_after(mut self, retry_after: Option<String>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    fn with_extra_headers(mut self, extra_headers: Vec<(String, String)>) -> Self {
+        self.extra_headers = extra_headers;
+        self
+    }
+
+    // ---- the client's request or credential ----------------------------------------
+
+    pub fn unauthenticated() -> Self {
+        Self::downstream(
+            ErrorCode::Unauthenticated,
+            INVALID_REQUEST,
             Some("invalid_api_key"),
             "Invalid or missing credential. Pass a Warden token or virtual key as `Authorization: Bearer …`.",
         )
     }
 
     pub fn missing_scope(scope: &str) -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
+        Self::downstream(
+            ErrorCode::PermissionDenied,
             "permission_error",
             Some("insufficient_scope"),
             format!("This credential lacks the `{scope}` scope."),
@@ -70,8 +170,8 @@ impl ApiError {
     }
 
     pub fn model_not_allowed(model: &str) -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
+        Self::downstream(
+            ErrorCode::PermissionDenied,
             "permission_error",
             Some("model_not_allowed"),
             format!(
@@ -82,88 +182,484 @@ impl ApiError {
     }
 
     pub fn model_not_found(model: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
+        Self::downstream(
+            ErrorCode::NotFound,
+            INVALID_REQUEST,
             Some("model_not_found"),
             format!("The model `{}` does not exist.", clip(model)),
         )
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
+        Self::downstream(ErrorCode::InvalidArgument, INVALID_REQUEST, None, message)
+    }
+
+    /// A request body that could not be read (too large, broken connection), with the
+    /// status the body extractor chose.
+    pub fn unreadable_body(status: StatusCode) -> Self {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::downstream(
+                ErrorCode::PayloadTooLarge,
+                INVALID_REQUEST,
+                None,
+                "The request body is larger than this gateway accepts.",
+            )
+        } else {
+            Self::bad_request("The request body could not be read.").with_status(status)
+        }
+    }
+
+    /// A path the gateway does not serve.
+    pub fn unknown_endpoint() -> Self {
+        Self::downstream(
+            ErrorCode::NotFound,
+            INVALID_REQUEST,
             None,
+            "Unknown endpoint. Warden serves /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/responses and /v1/models.",
+        )
+    }
+
+    /// A served path called with another HTTP method.
+    pub fn method_not_allowed() -> Self {
+        Self::downstream(
+            ErrorCode::MethodNotAllowed,
+            INVALID_REQUEST,
+            None,
+            "This endpoint does not accept this HTTP method.",
+        )
+    }
+
+    /// A passthrough model called without the client's own provider key, which goes in
+    /// header `header`.
+    pub fn missing_upstream_key(alias: &str, header: &str) -> Self {
+        Self::downstream(
+            ErrorCode::Unauthenticated,
+            INVALID_REQUEST,
+            Some("missing_upstream_key"),
+            format!(
+                "The provider of model `{alias}` needs your own provider key: send it in the `{header}` header (your Warden credential stays in `Authorization`)."
+            ),
+        )
+    }
+
+    /// A limit refused the request (429): `kind` of `scope` is at `limit`, free again in
+    /// `retry_after`.
+    pub fn limit_reached(kind: LimitKind, scope: &str, limit: u64, retry_after: Duration) -> Self {
+        let wait = crate::limits::format_reset(retry_after);
+        let (openai_type, openai_code, message) = match kind {
+            LimitKind::Budget => (
+                "insufficient_quota",
+                "insufficient_quota",
+                format!(
+                    "You exceeded your current quota: the budget of {scope} (${:.2}) is spent for this period.",
+                    limit as f64 / 1e6
+                ),
+            ),
+            LimitKind::Requests => (
+                "requests",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for {scope} on requests per min (RPM): Limit {limit}. Please try again in {wait}."
+                ),
+            ),
+            LimitKind::Tokens => (
+                "tokens",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for {scope} on tokens per min (TPM): Limit {limit}. Please try again in {wait}."
+                ),
+            ),
+            LimitKind::Parallel => (
+                "requests",
+                "rate_limit_exceeded",
+                format!(
+                    "Too many requests in flight for {scope}: Limit {limit}. Please try again in {wait}."
+                ),
+            ),
+        };
+        let extra_headers = match kind {
+            LimitKind::Requests | LimitKind::Tokens => {
+                let which = if kind == LimitKind::Requests {
+                    "requests"
+                } else {
+                    "tokens"
+                };
+                vec![
+                    (format!("x-ratelimit-limit-{which}"), limit.to_string()),
+                    (format!("x-ratelimit-remaining-{which}"), "0".into()),
+                    (format!("x-ratelimit-reset-{which}"), wait),
+                ]
+            }
+            LimitKind::Budget | LimitKind::Parallel => Vec::new(),
+        };
+        Self::new(
+            Parts {
+                code: ErrorCode::RateLimited,
+                openai_type,
+                openai_code: Some(openai_code),
+                origin: Origin::Downstream,
+                retryable: true,
+            },
+            message,
+        )
+        .with_retry_after(Some(retry_after.as_secs_f64().ceil().max(1.0).to_string()))
+        .with_extra_headers(extra_headers)
+    }
+
+    /// A stream ended by the gateway because its tokens crossed a tokens-per-minute
+    /// (`Tokens`) or budget (`Budget`) limit; sent as the stream's last event.
+    pub fn limit_crossed_mid_stream(kind: LimitKind) -> Self {
+        let (openai_type, openai_code, message) = if kind == LimitKind::Budget {
+            (
+                "insufficient_quota",
+                "insufficient_quota",
+                "You exceeded your current quota: the budget of this credential is spent. The stream was ended by the gateway.",
+            )
+        } else {
+            (
+                "tokens",
+                "rate_limit_exceeded",
+                "Rate limit reached on tokens per minute while streaming. The stream was ended by the gateway.",
+            )
+        };
+        Self::downstream(
+            ErrorCode::RateLimited,
+            openai_type,
+            Some(openai_code),
             message,
         )
     }
 
+    // ---- Warden itself --------------------------------------------------------------
+
     pub fn not_ready() -> Self {
-        let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            Some("not_ready"),
+        Self::unavailable(
+            "not_ready",
             "The gateway has not received its configuration yet; retry shortly.",
-        );
-        e.origin = Origin::Internal;
-        e.retryable = true;
-        e
+        )
     }
 
     /// The node cannot record audit events (`--audit-on-full closed`), so it serves nothing.
     pub fn audit_unavailable(reason: &str) -> Self {
-        let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            Some("audit_unavailable"),
+        Self::unavailable(
+            "audit_unavailable",
             format!(
                 "Audit log unavailable ({reason}): this gateway refuses requests until it can record them again. Retry shortly."
             ),
-        );
-        e.origin = Origin::Internal;
-        e.retryable = true;
-        e.retry_after = Some("1".to_owned());
-        e
+        )
+        .with_retry_after(Some("1".to_owned()))
     }
 
-    pub fn upstream(
-        status: StatusCode,
-        code: Option<&'static str>,
-        message: impl Into<String>,
-    ) -> Self {
-        let mut e = Self::new(status, "api_error", code, message);
-        e.origin = Origin::Upstream;
-        e.retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-        e
+    /// The limits cannot be checked (shared state unreachable, fail-closed).
+    pub fn limits_unavailable() -> Self {
+        Self::unavailable(
+            "limits_unavailable",
+            "The gateway cannot check this credential's limits right now; retry shortly.",
+        )
+        .with_retry_after(Some("1".to_owned()))
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        let mut e = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "api_error",
-            None,
+        Self::new(
+            Parts {
+                code: ErrorCode::Internal,
+                openai_type: API_ERROR,
+                openai_code: None,
+                origin: Origin::Internal,
+                retryable: false,
+            },
             message,
-        );
-        e.origin = Origin::Internal;
-        e
+        )
+    }
+
+    /// An upstream key that cannot be sent (not a valid header value).
+    pub fn unusable_upstream_key() -> Self {
+        Self::internal("an upstream key is not a valid header value")
+    }
+
+    // ---- the provider ---------------------------------------------------------------
+
+    /// The provider did not answer within the read timeout.
+    pub fn upstream_timeout(provider: &str) -> Self {
+        Self::upstream(
+            ErrorCode::UpstreamTimeout,
+            "upstream_timeout",
+            true,
+            format!("The request to provider `{provider}` timed out."),
+        )
+    }
+
+    /// The provider could not be connected to.
+    pub fn upstream_unreachable(provider: &str) -> Self {
+        Self::upstream(
+            ErrorCode::UpstreamFailed,
+            "upstream_unreachable",
+            true,
+            format!("The request to provider `{provider}` could not be reached."),
+        )
+    }
+
+    /// The request to the provider failed on the way (neither a timeout nor a refused
+    /// connection).
+    pub fn upstream_request_failed(provider: &str) -> Self {
+        Self::upstream(
+            ErrorCode::UpstreamFailed,
+            "upstream_error",
+            true,
+            format!("The request to provider `{provider}` failed."),
+        )
+    }
+
+    /// The provider answered with an error that is not the request's fault (5xx, or an
+    /// unexpected status).
+    pub fn upstream_status_failed(
+        provider: &str,
+        status: StatusCode,
+        retry_after: Option<String>,
+    ) -> Self {
+        Self::upstream(
+            ErrorCode::UpstreamFailed,
+            "upstream_error",
+            true,
+            format!(
+                "Provider `{provider}` failed with status {}.",
+                status.as_u16()
+            ),
+        )
+        .with_retry_after(retry_after)
+    }
+
+    /// The provider rejected one of the gateway's own upstream keys (401/403).
+    pub fn upstream_auth_failed(provider: &str) -> Self {
+        Self::upstream(
+            ErrorCode::UpstreamFailed,
+            "upstream_auth_failed",
+            true,
+            format!("Provider `{provider}` rejected the gateway's upstream key."),
+        )
+    }
+
+    /// The provider rate limits one of the gateway's keys (429); `message` is the
+    /// provider's, redacted.
+    pub fn upstream_rate_limited(
+        provider: &str,
+        message: &str,
+        retry_after: Option<String>,
+    ) -> Self {
+        Self::upstream(
+            ErrorCode::RateLimited,
+            "rate_limit_exceeded",
+            true,
+            format!("Provider `{provider}` is rate limiting: {message}"),
+        )
+        .with_retry_after(retry_after)
+    }
+
+    /// The provider has no upstream key configured.
+    pub fn no_upstream_key(provider: &str) -> Self {
+        Self::upstream(
+            ErrorCode::Unavailable,
+            "no_upstream_key",
+            false,
+            format!("No upstream key is configured for provider `{provider}`."),
+        )
+    }
+
+    /// Every key of the model and its fallbacks is rate limited or disabled; the shortest
+    /// wait is `wait`.
+    pub fn upstream_keys_exhausted(wait: Duration) -> Self {
+        Self::new(
+            Parts {
+                code: ErrorCode::RateLimited,
+                openai_type: "requests",
+                openai_code: Some("upstream_keys_exhausted"),
+                origin: Origin::Upstream,
+                retryable: true,
+            },
+            "All upstream keys exhausted: every key of this model and its fallbacks is rate limited or disabled.",
+        )
+        .with_retry_after(Some(wait.as_secs().max(1).to_string()))
+    }
+
+    /// The provider refused the request itself (a 4xx that is not about the key): its
+    /// status is relayed, with its message (redacted).
+    pub fn rejected_by_provider(
+        status: StatusCode,
+        message: impl Into<String>,
+        retry_after: Option<String>,
+    ) -> Self {
+        Self::new(
+            Parts {
+                code: ErrorCode::InvalidArgument,
+                openai_type: INVALID_REQUEST,
+                openai_code: None,
+                origin: Origin::Upstream,
+                retryable: false,
+            },
+            message,
+        )
+        .with_status(status)
+        .with_retry_after(retry_after)
+    }
+
+    /// The provider rejected the key a client sent for a passthrough model (401 or 403,
+    /// relayed).
+    pub fn client_key_rejected(
+        provider: &str,
+        status: StatusCode,
+        retry_after: Option<String>,
+    ) -> Self {
+        let code = if status == StatusCode::FORBIDDEN {
+            ErrorCode::PermissionDenied
+        } else {
+            ErrorCode::Unauthenticated
+        };
+        Self::new(
+            Parts {
+                code,
+                openai_type: INVALID_REQUEST,
+                openai_code: Some("upstream_key_rejected"),
+                origin: Origin::Upstream,
+                retryable: false,
+            },
+            format!("Provider `{provider}` rejected the upstream key you sent."),
+        )
+        .with_status(status)
+        .with_retry_after(retry_after)
+    }
+
+    /// The provider rate limits the key a client sent for a passthrough model.
+    pub fn client_key_rate_limited(
+        provider: &str,
+        message: &str,
+        retry_after: Option<String>,
+    ) -> Self {
+        Self::upstream(
+            ErrorCode::RateLimited,
+            "rate_limit_exceeded",
+            true,
+            format!("Provider `{provider}` is rate limiting your key: {message}"),
+        )
+        .with_retry_after(retry_after)
+    }
+
+    // ---- reading --------------------------------------------------------------------
+
+    /// The class of failure.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The OpenAI `error.type`.
+    pub fn openai_type(&self) -> &'static str {
+        self.openai_type
+    }
+
+    /// The OpenAI `error.code`.
+    pub fn openai_code(&self) -> Option<&'static str> {
+        self.openai_code
+    }
+
+    /// The message shown to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Where the failure came from.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// Whether trying again (another key, later) may succeed.
+    pub fn retryable(&self) -> bool {
+        self.retryable
     }
 
     /// Low-cardinality label for logs and metrics.
     pub fn metric_label(&self) -> &'static str {
-        self.code.unwrap_or(self.kind)
+        self.openai_code.unwrap_or(self.openai_type)
     }
 
-    /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
-        json!({
+    // ---- rendering ------------------------------------------------------------------
+
+    /// The error's JSON body in the shape of `api`.
+    pub fn body(&self, api: Wire) -> Value {
+        let openai = json!({
             "error": {
                 "message": self.message,
-                "type": self.kind,
+                "type": self.openai_type,
                 "param": null,
-                "code": self.code,
+                "code": self.openai_code,
             }
-        })
+        });
+        match api {
+            Wire::OpenAi => openai,
+            Wire::Anthropic => {
+                crate::translate::error::anthropic_body_from_openai(self.status, &openai)
+            }
+        }
+    }
+
+    /// The response in the error shape of `api`: the body, `retry-after` and any
+    /// `x-ratelimit-*` headers, and for an OpenAI-shaped 401 the `www-authenticate` challenge.
+    pub fn render(self, api: Wire) -> Response {
+        let mut response = (self.status, axum::Json(self.body(api))).into_response();
+        let headers = response.headers_mut();
+        if let Some(ra) = self
+            .retry_after
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert("retry-after", ra);
+        }
+        for (name, value) in &self.extra_headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        if api == Wire::OpenAi && self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"warden\""),
+            );
+        }
+        response
+    }
+}
+
+/// A request refused by the limits: over a rate, the parallel cap or the budget (429), or
+/// limits that cannot be checked right now (503).
+impl From<&Denied> for ApiError {
+    fn from(d: &Denied) -> Self {
+        match d {
+            Denied::Unavailable => ApiError::limits_unavailable(),
+            Denied::Limit {
+                kind,
+                scope,
+                limit,
+                retry_after,
+            } => ApiError::limit_reached(*kind, scope, *limit, *retry_after),
+        }
+    }
+}
+
+/// A request that cannot be translated for the provider: the client's fault (400) or the
+/// gateway's (500).
+impl From<TranslateError> for ApiError {
+    fn from(e: TranslateError) -> Self {
+        if e.is_client_error() {
+            ApiError::bad_request(e.to_string())
+        } else {
+            ApiError::internal(e.to_string())
+        }
     }
 }
 
@@ -176,31 +672,10 @@ fn clip(s: &str) -> String {
     warden_core::redact::redact(&out).into_owned()
 }
 
+/// The OpenAI shape, which every OpenAI endpoint answers.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(ra) = self
-            .retry_after
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
-            response.headers_mut().insert("retry-after", ra);
-        }
-        for (name, value) in &self.extra_headers {
-            if let (Ok(n), Ok(v)) = (
-                axum::http::HeaderName::try_from(name.as_str()),
-                HeaderValue::from_str(value),
-            ) {
-                response.headers_mut().insert(n, v);
-            }
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                "www-authenticate",
-                HeaderValue::from_static("Bearer realm=\"warden\""),
-            );
-        }
-        response
+        self.render(Wire::OpenAi)
     }
 }
 
@@ -210,7 +685,7 @@ mod tests {
 
     #[test]
     fn body_has_openai_shape() {
-        let b = ApiError::model_not_allowed("gpt-4o").body();
+        let b = ApiError::model_not_allowed("gpt-4o").body(Wire::OpenAi);
         assert_eq!(b["error"]["type"], "permission_error");
         assert_eq!(b["error"]["code"], "model_not_allowed");
         assert!(b["error"]["param"].is_null());
@@ -221,5 +696,31 @@ mod tests {
     fn reflected_names_are_clipped_and_redacted() {
         let e = ApiError::model_not_found(&format!("sk-{}", "a".repeat(100)));
         assert!(!e.message.contains("aaaaaaaaaa"), "{}", e.message);
+    }
+
+    /// The status derives from the class, but where a provider's status is relayed.
+    #[test]
+    fn statuses_derive_from_the_class() {
+        for e in [
+            ApiError::unauthenticated(),
+            ApiError::missing_scope("write"),
+            ApiError::model_not_found("m"),
+            ApiError::bad_request("x"),
+            ApiError::unreadable_body(StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::unknown_endpoint(),
+            ApiError::method_not_allowed(),
+            ApiError::limit_reached(LimitKind::Tokens, "s", 1, Duration::from_secs(1)),
+            ApiError::not_ready(),
+            ApiError::internal("x"),
+            ApiError::upstream_timeout("p"),
+            ApiError::upstream_unreachable("p"),
+            ApiError::no_upstream_key("p"),
+            ApiError::client_key_rejected("p", StatusCode::FORBIDDEN, None),
+        ] {
+            assert_eq!(e.status(), e.code().http(), "{e:?}");
+        }
+        let relayed = ApiError::rejected_by_provider(StatusCode::UNPROCESSABLE_ENTITY, "no", None);
+        assert_eq!(relayed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(relayed.code(), ErrorCode::InvalidArgument);
     }
 }

@@ -7,14 +7,15 @@
 
 pub mod audit;
 pub mod auth;
+pub mod compiled;
 pub mod config;
 pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
-pub mod runtime;
+pub mod redis_state;
 pub mod server;
-pub mod shared;
+pub mod state;
 pub mod sync;
 pub mod translate;
 pub mod upstream;
@@ -48,7 +49,7 @@ pub async fn run(
     let redis = config
         .redis
         .clone()
-        .map(|settings| shared::redis::RedisLink::start(settings, shutdown.clone()));
+        .map(|settings| redis_state::redis::RedisLink::start(settings, shutdown.clone()));
     let limiter = limits::Limiter::new(redis.clone(), config.limiter);
     let (rejections_tx, rejections_rx) = tokio::sync::mpsc::channel(256);
     let upstream = upstream::Upstream::new(
@@ -62,7 +63,7 @@ pub async fn run(
         .ok();
     let (audit, audit_spool) =
         audit::AuditSink::start(&config.audit_spool, &config.node_id, shutdown.clone())?;
-    let mut state = server::AppState::new(upstream, limiter, redis, metrics, audit);
+    let mut state = state::AppState::new(upstream, limiter, redis, metrics, audit);
     state.audit_mask_client_ip = config.audit_mask_client_ip;
     let state = Arc::new(state);
     let config = Arc::new(config);

@@ -1,9 +1,9 @@
-//! The node's HTTP front: routes, shared state, health and readiness.
+//! The node's HTTP front: routes, health and readiness. The model endpoints are in
+//! [`crate::proxy`]; the state they share is [`AppState`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -12,66 +12,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::limits::Limiter;
-use crate::runtime::Runtime;
-use crate::shared::redis::RedisLink;
-use crate::upstream::Upstream;
-
-/// State shared by every request.
-#[derive(Debug)]
-pub struct AppState {
-    runtime: ArcSwapOption<Runtime>,
-    pub upstream: Upstream,
-    pub limiter: Arc<Limiter>,
-    pub redis: Option<Arc<RedisLink>>,
-    /// Whether the watch stream to the control plane is currently up.
-    pub cp_connected: AtomicBool,
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    pub audit: crate::audit::AuditSink,
-    /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
-    pub audit_mask_client_ip: bool,
-}
-
-impl AppState {
-    pub fn new(
-        upstream: Upstream,
-        limiter: Arc<Limiter>,
-        redis: Option<Arc<RedisLink>>,
-        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-        audit: crate::audit::AuditSink,
-    ) -> Self {
-        Self {
-            runtime: ArcSwapOption::empty(),
-            upstream,
-            limiter,
-            redis,
-            cp_connected: AtomicBool::new(false),
-            metrics,
-            audit,
-            audit_mask_client_ip: false,
-        }
-    }
-
-    /// `shared`, `per-node (redis unreachable)` or `per-node (no redis configured)`.
-    pub fn limits_mode(&self) -> &'static str {
-        match &self.redis {
-            Some(l) if l.is_healthy() => "shared",
-            Some(_) => "per-node (redis unreachable)",
-            None => "per-node (no redis configured)",
-        }
-    }
-
-    /// The current snapshot, if one has been applied.
-    pub fn runtime(&self) -> Option<Arc<Runtime>> {
-        self.runtime.load_full()
-    }
-
-    /// Atomically replaces the snapshot.
-    pub fn install(&self, rt: Runtime) {
-        warden_core::redact::register(rt.secrets_for_redaction());
-        self.runtime.store(Some(Arc::new(rt)));
-    }
-}
+use crate::state::AppState;
 
 /// The node's router.
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
@@ -112,12 +53,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    match state.runtime() {
-        Some(rt) => (
+    match state.snapshot() {
+        Some(snapshot) => (
             StatusCode::OK,
             axum::Json(json!({
                 "ready": true,
-                "snapshot_version": rt.version,
+                "snapshot_version": snapshot.version,
                 "control_plane_connected": connected,
                 "limits": state.limits_mode(),
             })),
@@ -154,15 +95,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut e = ApiError::bad_request("This endpoint does not accept this HTTP method.");
-    e.status = StatusCode::METHOD_NOT_ALLOWED;
-    e.into_response()
+    ApiError::method_not_allowed().into_response()
 }
 
 async fn not_found() -> Response {
-    let mut e = ApiError::bad_request(
-        "Unknown endpoint. Warden serves /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/embeddings, /v1/responses and /v1/models.",
-    );
-    e.status = StatusCode::NOT_FOUND;
-    e.into_response()
+    ApiError::unknown_endpoint().into_response()
 }

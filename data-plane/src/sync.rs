@@ -11,18 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rand::Rng as _;
 use secrecy::ExposeSecret as _;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use warden_core::backoff::Backoff;
 use warden_core::seal::NodeKeyPair;
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_client::SyncClient;
 
+use crate::compiled::{Recipient, Snapshot};
 use crate::config::NodeConfig;
-use crate::runtime::{Recipient, Runtime};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Errors on the link; all of them lead to a reconnect.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +72,7 @@ pub async fn run(
     keys: Arc<NodeKeyPair>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    let max_backoff = Duration::from_secs(5);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jittered();
     loop {
         let session = watch_once(&config, &state, &keys, &shutdown);
         let result = tokio::select! {
@@ -82,19 +81,16 @@ pub async fn run(
         };
         state.cp_connected.store(false, Ordering::Relaxed);
         match result {
-            Ok(true) => backoff = Duration::from_millis(100),
+            Ok(true) => backoff.reset(),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "control plane link down; serving from the last snapshot")
             }
         }
-        let jitter = rand::rng().random_range(0.5..1.5);
-        let wait = backoff.mul_f64(jitter);
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
             () = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(max_backoff);
     }
 }
 
@@ -107,7 +103,7 @@ async fn watch_once(
 ) -> Result<bool, SyncError> {
     let channel: Channel = endpoint(config)?.connect().await?;
     let mut client = SyncClient::new(channel);
-    let have_version = state.runtime().map_or(0, |r| r.version);
+    let have_version = state.snapshot().map_or(0, |r| r.version);
     let hello = pb::NodeHello {
         node_id: config.node_id.clone(),
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -141,14 +137,14 @@ async fn watch_once(
                     node_id: &node_id,
                     keys: &keys,
                 };
-                Runtime::from_snapshot(snapshot, to).map_err(|e| e.to_string())
+                Snapshot::compile(snapshot, to).map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(format!("snapshot compilation failed: {e}")))
         };
         match compiled {
-            Ok(rt) => {
-                if let Some(current) = state.runtime()
+            Ok(compiled) => {
+                if let Some(current) = state.snapshot()
                     && current.version > version
                 {
                     tracing::warn!(
@@ -157,7 +153,7 @@ async fn watch_once(
                         "control plane sent an older snapshot version; applying it (control plane state was reset?)"
                     );
                 }
-                state.install(rt);
+                state.install(compiled);
                 tracing::info!(version, content_hash = %hash, "applied snapshot");
                 let ack = pb::SnapshotAck {
                     node_id: config.node_id.clone(),
@@ -236,7 +232,7 @@ pub async fn publish_audit(
             node_id: batch.node.clone(),
             events: batch.records.iter().map(to_wire).collect(),
         };
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let sent = match with_credential(&config, message.clone()) {
                 Ok(request) => client
@@ -250,10 +246,9 @@ pub async fn publish_audit(
                 Err(e) => {
                     tracing::warn!(error = %e, events = message.events.len(), "audit batch not delivered; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
                         () = shutdown.cancelled() => return,
                     }
-                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+use warden_data_plane::compiled::{Format, Provider, UpstreamKey};
 use warden_data_plane::limits::{Denied, LimitKind, Limiter, LimiterSettings, Policy, Scope};
-use warden_data_plane::runtime::{Format, Provider, UpstreamKey};
-use warden_data_plane::shared::redis::{RedisLink, RedisSettings, Topology};
+use warden_data_plane::redis_state::redis::{RedisLink, RedisSettings, Topology};
 use warden_data_plane::upstream::keys::{KeyPicker, NoKey};
 
 fn redis_url() -> String {

@@ -16,10 +16,20 @@ pub enum ErrorCode {
     AlreadyExists,
     /// A limit was hit.
     RateLimited,
-    /// A dependency (upstream, store, control plane) is not reachable right now.
+    /// The service cannot serve right now — it has no configuration yet, or a dependency
+    /// it needs (store, Redis, audit log, control plane) is not reachable; retry later.
     Unavailable,
     /// A bug or an unexpected state; details are logged, never returned.
     Internal,
+    /// The request is larger than the service accepts.
+    PayloadTooLarge,
+    /// The operation exists, but not with this method.
+    MethodNotAllowed,
+    /// The upstream provider failed, could not be reached, or refused the gateway's
+    /// credential.
+    UpstreamFailed,
+    /// The upstream provider did not answer in time.
+    UpstreamTimeout,
 }
 
 impl ErrorCode {
@@ -34,6 +44,10 @@ impl ErrorCode {
             Self::RateLimited => tonic::Code::ResourceExhausted,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
+            Self::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            Self::MethodNotAllowed => tonic::Code::Unimplemented,
+            Self::UpstreamFailed => tonic::Code::Unavailable,
+            Self::UpstreamTimeout => tonic::Code::DeadlineExceeded,
         }
     }
 
@@ -46,8 +60,12 @@ impl ErrorCode {
             Self::NotFound => http::StatusCode::NOT_FOUND,
             Self::AlreadyExists => http::StatusCode::CONFLICT,
             Self::RateLimited => http::StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => http::StatusCode::BAD_GATEWAY,
+            Self::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
+            Self::PayloadTooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => http::StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpstreamFailed => http::StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => http::StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -67,6 +85,10 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::UpstreamTimeout => "upstream_timeout",
         }
     }
 }
@@ -74,6 +96,30 @@ impl ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::ErrorCode;
+
+    /// The whole mapping, both ways out: a change here changes what clients see.
+    #[test]
+    fn every_code_maps_to_one_grpc_code_and_one_http_status() {
+        use tonic::Code;
+        for (code, grpc, http) in [
+            (ErrorCode::InvalidArgument, Code::InvalidArgument, 400),
+            (ErrorCode::Unauthenticated, Code::Unauthenticated, 401),
+            (ErrorCode::PermissionDenied, Code::PermissionDenied, 403),
+            (ErrorCode::NotFound, Code::NotFound, 404),
+            (ErrorCode::AlreadyExists, Code::AlreadyExists, 409),
+            (ErrorCode::RateLimited, Code::ResourceExhausted, 429),
+            (ErrorCode::Unavailable, Code::Unavailable, 503),
+            (ErrorCode::Internal, Code::Internal, 500),
+            (ErrorCode::PayloadTooLarge, Code::ResourceExhausted, 413),
+            (ErrorCode::MethodNotAllowed, Code::Unimplemented, 405),
+            (ErrorCode::UpstreamFailed, Code::Unavailable, 502),
+            (ErrorCode::UpstreamTimeout, Code::DeadlineExceeded, 504),
+        ] {
+            assert_eq!(code.grpc(), grpc, "{code:?}");
+            assert_eq!(code.http().as_u16(), http, "{code:?}");
+            assert_eq!(code.status("x").code(), grpc, "{code:?}");
+        }
+    }
 
     #[test]
     fn maps_auth_failures_to_401_and_403() {

@@ -1068,7 +1068,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), 8 * 1024, OnFull::Closed);
         let (sink, mut reader) =
-            crate::audit::AuditSink::start(&cfg, "node-a", CancellationToken::new()).unwrap();
+            super::super::AuditSink::start(&cfg, "node-a", CancellationToken::new()).unwrap();
         assert_eq!(sink.unavailable(), None);
         let mut emitted = 0;
         while sink.unavailable().is_none() {
@@ -1104,7 +1104,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), 8 * 1024, OnFull::Drop);
         let (sink, _reader) =
-            crate::audit::AuditSink::start(&cfg, "node-a", CancellationToken::new()).unwrap();
+            super::super::AuditSink::start(&cfg, "node-a", CancellationToken::new()).unwrap();
         for i in 0..200 {
             sink.emit(
                 "request",

@@ -21,7 +21,7 @@ pub mod redis;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::shared::redis::RedisLink;
+use crate::redis_state::redis::RedisLink;
 
 /// Limits of one scope; zero means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use redis::Script;
 use warden_core::shared_keys;
 
 use super::{Denied, HeaderLimit, LimitKind, Metered, RateHeaders, Scope};
-use crate::shared::redis::{LinkError, RedisLink};
+use crate::redis_state::redis::{LinkError, RedisLink};
 
 static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admit_v1.lua")));
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle_v1.lua")));

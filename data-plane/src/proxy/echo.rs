@@ -10,8 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::meter::Wire;
-use crate::translate::{OpenAiToAnthropicStream, SseEvent};
+use crate::translate::{OpenAiToAnthropicStream, SseEvent, Wire};
 
 /// The text of the last user message (string content or text parts/blocks).
 pub fn last_user_text(body: &serde_json::Map<String, Value>) -> String {

@@ -33,6 +33,13 @@ pub use stream::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, StreamUsage};
 
 use serde_json::Value;
 
+/// The two API shapes: of a client's requests, answers and errors, and of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+}
+
 /// `max_tokens` sent to an Anthropic provider when the OpenAI request names none
 /// (Anthropic requires the field).
 pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;

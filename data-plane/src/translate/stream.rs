@@ -65,7 +65,7 @@ struct ToolCall {
 /// Turns an OpenAI chat-completion chunk stream into Anthropic Messages events.
 ///
 /// OpenAI sends usage only in its last chunk (when the request set
-/// `stream_options.include_usage`, which [`super::anthropic_to_openai::request`] does), so
+/// `stream_options.include_usage`, which `anthropic_to_openai::request` does), so
 /// `message_start` reports `input_tokens: 0` unless the first chunk already carried usage,
 /// and `message_delta` reports both counts. Tool calls are expected one after another, as
 /// OpenAI streams them; an argument fragment for a tool call whose block was already closed

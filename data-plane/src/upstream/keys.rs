@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use crate::runtime::{Provider, UpstreamKey};
-use crate::shared::redis::RedisLink;
+use crate::compiled::{Provider, UpstreamKey};
+use crate::redis_state::redis::RedisLink;
 
 static PICK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("pick_key_v1.lua")));
 

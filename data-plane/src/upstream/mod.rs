@@ -5,21 +5,23 @@
 //! picks keys ([`keys::KeyPicker`]) until one answers: a 401/403 disables the key on every
 //! node (and is reported to the control plane), a 429 cools it down for the provider's
 //! `Retry-After`, a 5xx or a transport failure moves on to the next key. A 4xx that is the
-//! request's own fault is returned at once. Nothing is retried once an answer has been
-//! handed to the client.
+//! request's own fault is returned at once. Each failure becomes an [`ApiError`] once, in
+//! `attempt`; the loop then reads only its `retryable` (move on or stop). Nothing is
+//! retried once an answer has been handed to the client.
 
 pub mod keys;
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use secrecy::ExposeSecret as _;
 use tokio::sync::mpsc;
+use warden_proto::ErrorCode;
 
+use crate::compiled::{Format, Provider, Route, Snapshot, UpstreamKey};
 use crate::error::ApiError;
-use crate::runtime::{Format, Provider, Route, Runtime, UpstreamKey};
 use keys::{KeyPicker, NoKey};
 
 /// Largest provider error body read (the rest is dropped).
@@ -72,14 +74,6 @@ pub struct Upstream {
     rejections: mpsc::Sender<KeyRejection>,
 }
 
-enum Outcome {
-    Served(reqwest::Response),
-    /// Try the next key (the failure was the key's or the provider's).
-    NextKey(ApiError),
-    /// Stop: the request itself is at fault.
-    Final(ApiError),
-}
-
 impl Upstream {
     pub fn new(
         connect_timeout: Duration,
@@ -104,10 +98,12 @@ impl Upstream {
 
     /// Sends `request_for(route)` to the route's provider, rotating keys and falling back
     /// to the route's fallback models (whose provider may speak the other format:
-    /// `request_for` builds the request for each).
+    /// `request_for` builds the request for each). A failed attempt moves on to the next
+    /// key, then the next route, when its error is `retryable`; any other error is the
+    /// answer.
     pub async fn send(
         &self,
-        rt: &Runtime,
+        snapshot: &Snapshot,
         primary: &Route,
         stream: bool,
         client_key: Option<&secrecy::SecretString>,
@@ -120,7 +116,7 @@ impl Upstream {
             .map(|r| (r, false))
             .collect();
         for alias in &primary.fallbacks {
-            if let Some(r) = rt.routes.get(alias)
+            if let Some(r) = snapshot.routes.get(alias)
                 && alias != &primary.alias
                 && !chain.iter().any(|(c, _)| &c.alias == alias)
             {
@@ -135,14 +131,12 @@ impl Upstream {
                 continue;
             }
             if provider.passthrough {
+                // The client's own key, tried once: its failures are the client's to fix.
                 let Some(secret) = client_key else {
-                    let mut e = ApiError::unauthenticated();
-                    e.code = Some("missing_upstream_key");
-                    e.message = format!(
-                        "The provider of model `{}` needs your own provider key: send it in the `{CLIENT_KEY_HEADER}` header (your Warden credential stays in `Authorization`).",
-                        route.alias
-                    );
-                    return Err(e);
+                    return Err(ApiError::missing_upstream_key(
+                        &route.alias,
+                        CLIENT_KEY_HEADER,
+                    ));
                 };
                 let request = request_for(route)?;
                 let key = UpstreamKey {
@@ -154,32 +148,19 @@ impl Upstream {
                     disabled: false,
                     health_epoch: 0,
                 };
-                match self
-                    .attempt_with(provider, &key, &request, stream, false)
-                    .await
-                {
-                    Outcome::Served(response) => {
-                        return Ok(Served {
-                            response,
-                            route: route.clone(),
-                            key_fingerprint: key.fingerprint,
-                            fallback: *is_fallback,
-                        });
-                    }
-                    Outcome::NextKey(e) | Outcome::Final(e) => return Err(e),
-                }
+                let auth = auth_header(&key, request.format)?;
+                let response = self
+                    .attempt(provider, &key, auth, &request, stream, KeyOwner::Client)
+                    .await?;
+                return Ok(Served {
+                    response,
+                    route: route.clone(),
+                    key_fingerprint: key.fingerprint,
+                    fallback: *is_fallback,
+                });
             }
             if provider.keys.is_empty() {
-                let mut e = ApiError::upstream(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some("no_upstream_key"),
-                    format!(
-                        "No upstream key is configured for provider `{}`.",
-                        provider.name
-                    ),
-                );
-                e.retryable = false;
-                last_error = Some(e);
+                last_error = Some(ApiError::no_upstream_key(&provider.name));
                 continue;
             }
             let request = request_for(route)?;
@@ -195,8 +176,19 @@ impl Upstream {
                 };
                 tried[index] = true;
                 let key = &provider.keys[index];
-                match self.attempt(provider, key, &request, stream).await {
-                    Outcome::Served(response) => {
+                // A key that cannot be sent is skipped; no request was made.
+                let auth = match auth_header(key, request.format) {
+                    Ok(auth) => auth,
+                    Err(e) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                };
+                match self
+                    .attempt(provider, key, auth, &request, stream, KeyOwner::Gateway)
+                    .await
+                {
+                    Ok(response) => {
                         return Ok(Served {
                             response,
                             route: route.clone(),
@@ -204,75 +196,36 @@ impl Upstream {
                             fallback: *is_fallback,
                         });
                     }
-                    Outcome::NextKey(e) => last_error = Some(e),
-                    Outcome::Final(e) => return Err(e),
+                    Err(e) if e.retryable() => last_error = Some(e),
+                    Err(e) => return Err(e),
                 }
             }
         }
-        // Every key of every route is unusable or failed.
+        // Every key of every route is unusable or failed: the last failure, unless the keys
+        // were only rate limited (or disabled), which the client hears as such.
         if let Some(e) = last_error
-            && e.status.is_server_error()
+            && e.code() != ErrorCode::RateLimited
         {
             return Err(e);
         }
-        let mut e = ApiError::upstream(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("upstream_keys_exhausted"),
-            "All upstream keys exhausted: every key of this model and its fallbacks is rate limited or disabled.",
-        );
-        e.kind = "requests";
-        e.retry_after = Some(
-            shortest_wait
-                .unwrap_or(DEFAULT_COOLDOWN)
-                .as_secs()
-                .max(1)
-                .to_string(),
-        );
-        Err(e)
+        Err(ApiError::upstream_keys_exhausted(
+            shortest_wait.unwrap_or(DEFAULT_COOLDOWN),
+        ))
     }
 
+    /// One attempt with `key` (sent as `auth`). A gateway key's failures change its shared
+    /// health: a 401/403 disables it on every node (and is reported to the control plane),
+    /// a 429 cools it down. A client's key is not the gateway's to judge.
     async fn attempt(
         &self,
         provider: &Provider,
         key: &UpstreamKey,
+        auth: (header::HeaderName, HeaderValue),
         request: &UpstreamRequest,
         stream: bool,
-    ) -> Outcome {
-        self.attempt_with(provider, key, request, stream, true)
-            .await
-    }
-
-    /// One attempt. `managed` keys are the gateway's: their failures change their shared
-    /// health. A client's own (passthrough) key is not: a 401/403 is the client's to fix.
-    async fn attempt_with(
-        &self,
-        provider: &Provider,
-        key: &UpstreamKey,
-        request: &UpstreamRequest,
-        stream: bool,
-        managed: bool,
-    ) -> Outcome {
+        owner: KeyOwner,
+    ) -> Result<reqwest::Response, ApiError> {
         let url = format!("{}{}", provider.base_url, request.path);
-        let (name, value) = match request.format {
-            Format::Anthropic => (
-                header::HeaderName::from_static("x-api-key"),
-                key.secret.expose_secret().to_owned(),
-            ),
-            _ => (
-                header::AUTHORIZATION,
-                format!("Bearer {}", key.secret.expose_secret()),
-            ),
-        };
-        let mut auth = match HeaderValue::from_str(&value) {
-            Ok(v) => v,
-            Err(_) => {
-                return Outcome::NextKey(ApiError::internal(
-                    "an upstream key is not a valid header value",
-                ));
-            }
-        };
-        drop(value);
-        auth.set_sensitive(true);
         let accept = if stream {
             "text/event-stream"
         } else {
@@ -281,7 +234,7 @@ impl Upstream {
         let mut builder = self
             .client
             .post(&url)
-            .header(name, auth)
+            .header(auth.0, auth.1)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, accept);
         if request.format == Format::Anthropic {
@@ -291,28 +244,19 @@ impl Upstream {
         let response = match result {
             Ok(r) => r,
             Err(e) => {
-                let (status, code, what) = if e.is_timeout() {
-                    (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "timed out")
-                } else if e.is_connect() {
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unreachable",
-                        "could not be reached",
-                    )
-                } else {
-                    (StatusCode::BAD_GATEWAY, "upstream_error", "failed")
-                };
                 tracing::warn!(provider = %provider.name, key = %key.fingerprint, error = %e, "upstream request failed");
-                return Outcome::NextKey(ApiError::upstream(
-                    status,
-                    Some(code),
-                    format!("The request to provider `{}` {what}.", provider.name),
-                ));
+                return Err(if e.is_timeout() {
+                    ApiError::upstream_timeout(&provider.name)
+                } else if e.is_connect() {
+                    ApiError::upstream_unreachable(&provider.name)
+                } else {
+                    ApiError::upstream_request_failed(&provider.name)
+                });
             }
         };
         let status = response.status();
         if status.is_success() {
-            return Outcome::Served(response);
+            return Ok(response);
         }
         let retry_after = response
             .headers()
@@ -327,101 +271,77 @@ impl Upstream {
             message = %message,
             "upstream answered with an error"
         );
-        if !managed {
-            let mut e = match status.as_u16() {
+        Err(match owner {
+            KeyOwner::Client => match status.as_u16() {
+                401 | 403 => ApiError::client_key_rejected(&provider.name, status, retry_after),
+                429 => ApiError::client_key_rate_limited(&provider.name, &message, retry_after),
+                400..=499 => ApiError::rejected_by_provider(status, message, retry_after),
+                _ => ApiError::upstream_status_failed(&provider.name, status, retry_after),
+            },
+            KeyOwner::Gateway => match status.as_u16() {
                 401 | 403 => {
-                    let mut e = ApiError::unauthenticated();
-                    e.status = status;
-                    e.code = Some("upstream_key_rejected");
-                    e.message = format!(
-                        "Provider `{}` rejected the upstream key you sent.",
-                        provider.name
-                    );
-                    e
+                    self.keys.disable(provider, key).await;
+                    let _ = self.rejections.try_send(KeyRejection {
+                        provider: provider.name.clone(),
+                        key_id: key.id.clone(),
+                        fingerprint: key.fingerprint.clone(),
+                        status: status.as_u16(),
+                        reason: message.chars().take(200).collect(),
+                    });
+                    ApiError::upstream_auth_failed(&provider.name)
                 }
-                429 => ApiError::upstream(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Some("rate_limit_exceeded"),
-                    format!(
-                        "Provider `{}` is rate limiting your key: {message}",
-                        provider.name
-                    ),
-                ),
+                429 => {
+                    let wait = retry_after
+                        .as_deref()
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .map_or(DEFAULT_COOLDOWN, |s| Duration::from_secs_f64(s.min(3600.0)));
+                    self.keys.cool_down(provider, key, wait).await;
+                    ApiError::upstream_rate_limited(&provider.name, &message, retry_after)
+                }
                 400..=499 => {
-                    let mut e = ApiError::bad_request(message);
-                    e.status = status;
-                    e
+                    let message = if message.is_empty() {
+                        format!("Provider `{}` rejected the request.", provider.name)
+                    } else {
+                        message
+                    };
+                    ApiError::rejected_by_provider(status, message, retry_after)
                 }
-                _ => ApiError::upstream(
-                    StatusCode::BAD_GATEWAY,
-                    Some("upstream_error"),
-                    format!(
-                        "Provider `{}` failed with status {}.",
-                        provider.name,
-                        status.as_u16()
-                    ),
-                ),
-            };
-            e.origin = crate::error::Origin::Upstream;
-            e.retry_after = retry_after;
-            return Outcome::Final(e);
-        }
-        match status.as_u16() {
-            401 | 403 => {
-                self.keys.disable(provider, key).await;
-                let _ = self.rejections.try_send(KeyRejection {
-                    provider: provider.name.clone(),
-                    key_id: key.id.clone(),
-                    fingerprint: key.fingerprint.clone(),
-                    status: status.as_u16(),
-                    reason: message.chars().take(200).collect(),
-                });
-                Outcome::NextKey(ApiError::upstream(
-                    StatusCode::BAD_GATEWAY,
-                    Some("upstream_auth_failed"),
-                    format!(
-                        "Provider `{}` rejected the gateway's upstream key.",
-                        provider.name
-                    ),
-                ))
-            }
-            429 => {
-                let wait = retry_after
-                    .as_deref()
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .map_or(DEFAULT_COOLDOWN, |s| Duration::from_secs_f64(s.min(3600.0)));
-                self.keys.cool_down(provider, key, wait).await;
-                let mut e = ApiError::upstream(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Some("rate_limit_exceeded"),
-                    format!("Provider `{}` is rate limiting: {message}", provider.name),
-                );
-                e.retry_after = retry_after;
-                Outcome::NextKey(e)
-            }
-            400..=499 => {
-                let mut e = ApiError::bad_request(if message.is_empty() {
-                    format!("Provider `{}` rejected the request.", provider.name)
-                } else {
-                    message
-                });
-                e.status = status;
-                e.origin = crate::error::Origin::Upstream;
-                e.retry_after = retry_after;
-                Outcome::Final(e)
-            }
-            _ => Outcome::NextKey(ApiError::upstream(
-                StatusCode::BAD_GATEWAY,
-                Some("upstream_error"),
-                format!(
-                    "Provider `{}` failed with status {}.",
-                    provider.name,
-                    status.as_u16()
-                ),
-            )),
-        }
+                _ => ApiError::upstream_status_failed(&provider.name, status, None),
+            },
+        })
     }
+}
+
+/// Whose upstream key an attempt uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyOwner {
+    /// One of the provider's keys in the snapshot.
+    Gateway,
+    /// The client's own, for a passthrough provider.
+    Client,
+}
+
+/// The header `key` is sent in for `format`: `x-api-key` for Anthropic, a bearer
+/// `Authorization` otherwise. Marked sensitive, so it is never logged.
+fn auth_header(
+    key: &UpstreamKey,
+    format: Format,
+) -> Result<(header::HeaderName, HeaderValue), ApiError> {
+    let (name, value) = match format {
+        Format::Anthropic => (
+            header::HeaderName::from_static("x-api-key"),
+            key.secret.expose_secret().to_owned(),
+        ),
+        _ => (
+            header::AUTHORIZATION,
+            format!("Bearer {}", key.secret.expose_secret()),
+        ),
+    };
+    let mut auth = HeaderValue::from_str(&value).map_err(|_| ApiError::unusable_upstream_key())?;
+    drop(value);
+    auth.set_sensitive(true);
+    Ok((name, auth))
 }
 
 /// The provider's error message, with the key and every secret pattern redacted.

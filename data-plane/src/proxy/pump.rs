@@ -18,26 +18,18 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::parse::estimate_tokens;
+use crate::compiled::Price;
+use crate::error::ApiError;
 use crate::limits::{Admission, LimitKind, Metered, cost_micros};
-use crate::runtime::Price;
-use crate::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser};
+use crate::translate::{
+    AnthropicToOpenAiStream, OpenAiToAnthropicStream, SseEvent, SseParser, Wire,
+};
 
 /// Tokens charged per mid-stream step.
 const STEP: u64 = 64;
 /// Largest JSON answer kept aside to read its `usage` or to translate it.
 const MAX_JSON: usize = 32 * 1024 * 1024;
-
-/// A wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
-    OpenAi,
-    Anthropic,
-}
-
-/// Rough token count of text: about four characters per token.
-pub fn estimate_tokens(chars: usize) -> u64 {
-    (chars as u64).div_ceil(4)
-}
 
 /// What a response used.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -267,33 +259,11 @@ impl Frames {
 
 /// The event that ends a stream cut by a limit, in the client's shape.
 fn cut_event(client: Wire, kind: LimitKind) -> Bytes {
-    let budget = kind == LimitKind::Budget;
-    let message = if budget {
-        "You exceeded your current quota: the budget of this credential is spent. The stream was ended by the gateway."
-    } else {
-        "Rate limit reached on tokens per minute while streaming. The stream was ended by the gateway."
-    };
-    match client {
-        Wire::OpenAi => {
-            let (kind, code) = if budget {
-                ("insufficient_quota", "insufficient_quota")
-            } else {
-                ("tokens", "rate_limit_exceeded")
-            };
-            let event = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-            Bytes::from(format!("data: {event}\n\ndata: [DONE]\n\n"))
-        }
-        Wire::Anthropic => {
-            let kind = if budget {
-                "billing_error"
-            } else {
-                "rate_limit_error"
-            };
-            let event =
-                serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
-            Bytes::from(format!("event: error\ndata: {event}\n\n"))
-        }
-    }
+    let body = ApiError::limit_crossed_mid_stream(kind).body(client);
+    Bytes::from(match client {
+        Wire::OpenAi => format!("data: {body}\n\ndata: [DONE]\n\n"),
+        Wire::Anthropic => format!("event: error\ndata: {body}\n\n"),
+    })
 }
 
 type Sender = mpsc::Sender<Result<Bytes, std::io::Error>>;
@@ -555,6 +525,47 @@ mod tests {
                 reported: true
             }
         );
+    }
+
+    /// The exact bytes of every mid-stream cut, so that a change of how errors are
+    /// rendered cannot change them unnoticed.
+    #[test]
+    fn cut_events_are_pinned() {
+        let budget = "You exceeded your current quota: the budget of this credential is spent. The stream was ended by the gateway.";
+        let tokens = "Rate limit reached on tokens per minute while streaming. The stream was ended by the gateway.";
+        for (client, kind, expected) in [
+            (
+                Wire::OpenAi,
+                LimitKind::Budget,
+                format!(
+                    "data: {{\"error\":{{\"code\":\"insufficient_quota\",\"message\":\"{budget}\",\"param\":null,\"type\":\"insufficient_quota\"}}}}\n\ndata: [DONE]\n\n"
+                ),
+            ),
+            (
+                Wire::OpenAi,
+                LimitKind::Tokens,
+                format!(
+                    "data: {{\"error\":{{\"code\":\"rate_limit_exceeded\",\"message\":\"{tokens}\",\"param\":null,\"type\":\"tokens\"}}}}\n\ndata: [DONE]\n\n"
+                ),
+            ),
+            (
+                Wire::Anthropic,
+                LimitKind::Budget,
+                format!(
+                    "event: error\ndata: {{\"error\":{{\"message\":\"{budget}\",\"type\":\"billing_error\"}},\"type\":\"error\"}}\n\n"
+                ),
+            ),
+            (
+                Wire::Anthropic,
+                LimitKind::Tokens,
+                format!(
+                    "event: error\ndata: {{\"error\":{{\"message\":\"{tokens}\",\"type\":\"rate_limit_error\"}},\"type\":\"error\"}}\n\n"
+                ),
+            ),
+        ] {
+            let got = String::from_utf8(cut_event(client, kind).to_vec()).unwrap();
+            assert_eq!(got, expected, "{client:?} {kind:?}");
+        }
     }
 
     #[test]

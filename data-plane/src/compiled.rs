@@ -1,5 +1,5 @@
 //! The node's compiled view of one snapshot: lookup tables built once per snapshot so that
-//! the request path does only hash-map lookups. [`Runtime::from_snapshot`] rejects a
+//! the request path does only hash-map lookups. [`Snapshot::compile`] rejects a
 //! malformed snapshot as a whole (the node keeps the last good one); the swap itself is one
 //! atomic pointer store (`ArcSwap`), so no request ever sees half a snapshot.
 //!
@@ -70,7 +70,7 @@ pub struct Provider {
     pub format: Format,
     pub base_url: String,
     pub keys: Vec<UpstreamKey>,
-    /// Each client brings its own upstream key (header [`crate::upstream::CLIENT_KEY_HEADER`]).
+    /// Each client brings its own upstream key (header `x-warden-upstream-key`).
     pub passthrough: bool,
     /// Top-level request parameters removed before sending.
     pub drop_params: Vec<String>,
@@ -154,7 +154,7 @@ pub struct VirtualKey {
 }
 
 /// Everything a request needs from one snapshot.
-pub struct Runtime {
+pub struct Snapshot {
     pub version: u64,
     pub content_hash: String,
     pub routes: HashMap<String, Route>,
@@ -170,9 +170,9 @@ pub struct Runtime {
     pub subject_policies: HashMap<String, Policy>,
 }
 
-impl std::fmt::Debug for Runtime {
+impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
+        f.debug_struct("Snapshot")
             .field("version", &self.version)
             .field("routes", &self.aliases)
             .finish_non_exhaustive()
@@ -233,10 +233,10 @@ impl Recipient<'_> {
     }
 }
 
-impl Runtime {
+impl Snapshot {
     /// Compiles a snapshot, opening its sealed secrets with `to`'s key pair and checking its
     /// internal consistency.
-    pub fn from_snapshot(s: pb::Snapshot, to: Recipient<'_>) -> Result<Self, SnapshotError> {
+    pub fn compile(s: pb::Snapshot, to: Recipient<'_>) -> Result<Self, SnapshotError> {
         let version = s.version;
         let jwt = s.jwt.ok_or(SnapshotError::MissingJwt)?;
         if s.sealed_vkey_pepper.is_none() {
@@ -552,9 +552,9 @@ mod tests {
             "the v2 fixture holds the upstream key in the clear"
         );
         let snapshot = pb::Snapshot::decode(bytes.as_slice()).unwrap();
-        let rt = Runtime::from_snapshot(snapshot, to(&keys)).unwrap();
-        assert_eq!(rt.version, 7);
-        let route = &rt.routes["gpt-4o"];
+        let compiled = Snapshot::compile(snapshot, to(&keys)).unwrap();
+        assert_eq!(compiled.version, 7);
+        let route = &compiled.routes["gpt-4o"];
         assert_eq!(route.upstream_model, "gpt-4o-2024-08-06");
         assert_eq!(route.provider.format, Format::OpenAi);
         assert_eq!(route.provider.keys[0].fingerprint, "0123456789ab");
@@ -562,9 +562,9 @@ mod tests {
             route.provider.keys[0].secret.expose_secret(),
             UPSTREAM_SECRET
         );
-        assert_eq!(rt.pepper.expose_secret().as_slice(), PEPPER);
-        assert!(rt.revoked_jtis.contains("revoked-1"));
-        assert!(rt.virtual_keys.contains_key(&"ab".repeat(32)));
+        assert_eq!(compiled.pepper.expose_secret().as_slice(), PEPPER);
+        assert!(compiled.revoked_jtis.contains("revoked-1"));
+        assert!(compiled.virtual_keys.contains_key(&"ab".repeat(32)));
     }
 
     /// The v1 encoding (secrets in the clear) still decodes, but a node no longer accepts
@@ -576,14 +576,14 @@ mod tests {
         assert_eq!(snapshot.version, 7);
         assert!(snapshot.providers[0].keys[0].sealed_secret.is_none());
         assert!(matches!(
-            Runtime::from_snapshot(snapshot.clone(), to(&fixture_keys())),
+            Snapshot::compile(snapshot.clone(), to(&fixture_keys())),
             Err(SnapshotError::MissingPepper)
         ));
         // Even with a sealed pepper, the clear upstream key is not taken.
         let mut with_pepper = snapshot;
         with_pepper.sealed_vkey_pepper = sample(&fixture_keys()).sealed_vkey_pepper;
         assert!(matches!(
-            Runtime::from_snapshot(with_pepper, to(&fixture_keys())),
+            Snapshot::compile(with_pepper, to(&fixture_keys())),
             Err(SnapshotError::NotSealed(field)) if field == "upstream_key/openai/key_1"
         ));
     }
@@ -594,18 +594,18 @@ mod tests {
         let mut s = sample(&keys);
         s.models[0].provider = "missing".into();
         assert!(matches!(
-            Runtime::from_snapshot(s, to(&keys)),
+            Snapshot::compile(s, to(&keys)),
             Err(SnapshotError::UnknownProvider { .. })
         ));
         let mut s = sample(&keys);
         s.jwt = None;
-        assert!(Runtime::from_snapshot(s, to(&keys)).is_err());
+        assert!(Snapshot::compile(s, to(&keys)).is_err());
         let mut s = sample(&keys);
         s.sealed_vkey_pepper = None;
-        assert!(Runtime::from_snapshot(s, to(&keys)).is_err());
+        assert!(Snapshot::compile(s, to(&keys)).is_err());
         let mut s = sample(&keys);
         s.providers[0].format = 99;
-        assert!(Runtime::from_snapshot(s, to(&keys)).is_err());
+        assert!(Snapshot::compile(s, to(&keys)).is_err());
     }
 
     #[test]
@@ -614,11 +614,11 @@ mod tests {
         // Sealed to another node's key.
         let other = NodeKeyPair::generate().unwrap();
         assert!(matches!(
-            Runtime::from_snapshot(sample(&other), to(&keys)),
+            Snapshot::compile(sample(&other), to(&keys)),
             Err(SnapshotError::Sealed(SealError::Open(_)))
         ));
         // Bound to another node id.
-        let err = Runtime::from_snapshot(
+        let err = Snapshot::compile(
             sample(&keys),
             Recipient {
                 node_id: "another-node",
@@ -631,13 +631,13 @@ mod tests {
         let mut s = sample(&keys);
         s.version = 8;
         assert!(matches!(
-            Runtime::from_snapshot(s, to(&keys)),
+            Snapshot::compile(s, to(&keys)),
             Err(SnapshotError::Sealed(SealError::Open(_)))
         ));
         // One field's sealed value moved into another field.
         let mut s = sample(&keys);
         s.providers[0].keys[0].sealed_secret = s.sealed_vkey_pepper.clone();
-        let err = Runtime::from_snapshot(s, to(&keys)).unwrap_err();
+        let err = Snapshot::compile(s, to(&keys)).unwrap_err();
         assert!(
             matches!(&err, SnapshotError::Sealed(SealError::Open(f)) if f == "upstream_key/openai/key_1"),
             "{err}"
@@ -650,14 +650,14 @@ mod tests {
             sealed.ciphertext[0] ^= 1;
         }
         assert!(matches!(
-            Runtime::from_snapshot(s, to(&keys)),
+            Snapshot::compile(s, to(&keys)),
             Err(SnapshotError::Sealed(SealError::Open(f))) if f == "jwt/hs"
         ));
         // An upstream key without its sealed value, an HS256 secret in the clear.
         let mut s = sample(&keys);
         s.providers[0].keys[0].sealed_secret = None;
         assert!(matches!(
-            Runtime::from_snapshot(s, to(&keys)),
+            Snapshot::compile(s, to(&keys)),
             Err(SnapshotError::NotSealed(_))
         ));
         let mut s = sample(&keys);
@@ -665,7 +665,7 @@ mod tests {
             jwt.keys[1].key = HS_SECRET.to_vec();
         }
         assert!(matches!(
-            Runtime::from_snapshot(s, to(&keys)),
+            Snapshot::compile(s, to(&keys)),
             Err(SnapshotError::ClearJwtSecret(kid)) if kid == "hs"
         ));
     }
@@ -673,11 +673,11 @@ mod tests {
     #[test]
     fn rejections_and_debug_output_hold_no_secret() {
         let keys = fixture_keys();
-        let rt = Runtime::from_snapshot(sample(&keys), to(&keys)).unwrap();
-        let dbg = format!("{rt:?} {:?} {keys:?}", rt.routes["gpt-4o"]);
+        let compiled = Snapshot::compile(sample(&keys), to(&keys)).unwrap();
+        let dbg = format!("{compiled:?} {:?} {keys:?}", compiled.routes["gpt-4o"]);
         assert!(!dbg.contains("sk-fixture"), "{dbg}");
         let other = NodeKeyPair::generate().unwrap();
-        let err = Runtime::from_snapshot(sample(&other), to(&keys)).unwrap_err();
+        let err = Snapshot::compile(sample(&other), to(&keys)).unwrap_err();
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("sk-fixture"), "{shown}");
     }

@@ -14,6 +14,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio_util::sync::CancellationToken;
+use warden_core::backoff::Backoff;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -180,7 +181,7 @@ impl RedisLink {
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let mut wait = Duration::from_millis(200);
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
             loop {
                 if this.shutdown.is_cancelled() {
                     break;
@@ -198,10 +199,9 @@ impl RedisLink {
                     }
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     () = this.shutdown.cancelled() => break,
                 }
-                wait = (wait * 2).min(Duration::from_secs(2));
             }
             this.probing.store(false, Ordering::Release);
             // A failure between connect and clearing the flag would be missed; re-check.

@@ -1,0 +1,68 @@
+//! The limits step of a request: the caller's, the model's and the global limits in one
+//! decision, reserving the tokens the request may use ([`admit`]); and the
+//! `x-ratelimit-*` headers of an admitted request's answer ([`with_rate_headers`]).
+
+use axum::http::HeaderValue;
+use axum::response::Response;
+use warden_core::shared_keys::scope;
+
+use crate::auth::Principal;
+use crate::compiled::{Route, Snapshot};
+use crate::error::ApiError;
+use crate::limits::{Admission, Denied, RateHeaders, Scope};
+use crate::state::AppState;
+
+/// Admits a request to `route` that may use `reserve` tokens, or says which limit refuses
+/// it.
+pub async fn admit(
+    state: &AppState,
+    snapshot: &Snapshot,
+    principal: &Principal,
+    route: &Route,
+    reserve: u64,
+) -> Result<Admission, ApiError> {
+    let mut scopes = Vec::with_capacity(3);
+    if let Some(scope) = principal.limits.clone() {
+        scopes.push(scope);
+    }
+    scopes.push(Scope {
+        id: scope::model(&route.alias),
+        policy: route.policy,
+    });
+    scopes.push(Scope {
+        id: scope::GLOBAL.to_owned(),
+        policy: snapshot.global_policy,
+    });
+    state.limiter.admit(scopes, reserve).await.map_err(|d| {
+        if let Denied::Limit { kind, .. } = &d {
+            metrics::counter!(crate::metrics::LIMITED, "limit" => kind.label()).increment(1);
+        }
+        ApiError::from(&d)
+    })
+}
+
+/// `response` with the `x-ratelimit-*` headers of the limits that apply.
+pub fn with_rate_headers(mut response: Response, h: &RateHeaders) -> Response {
+    for (which, limit) in [("requests", h.requests), ("tokens", h.tokens)] {
+        let Some(l) = limit else { continue };
+        for (name, value) in [
+            (format!("x-ratelimit-limit-{which}"), l.limit.to_string()),
+            (
+                format!("x-ratelimit-remaining-{which}"),
+                l.remaining.to_string(),
+            ),
+            (
+                format!("x-ratelimit-reset-{which}"),
+                crate::limits::format_reset(l.reset),
+            ),
+        ] {
+            if let (Ok(n), Ok(v)) = (
+                axum::http::HeaderName::try_from(name),
+                HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().insert(n, v);
+            }
+        }
+    }
+    response
+}

@@ -1,0 +1,194 @@
+//! What the gateway reads from a request body, and nothing more: `model`, `stream` and the
+//! required fields of each endpoint ([`parse_request`]); the output-token cap written into
+//! the body ([`cap_output_tokens`]); and the token estimates the limits reserve before the
+//! provider reports usage ([`prompt_estimate`], [`requested_output`]). The rest of the body
+//! is forwarded untouched.
+
+use serde_json::{Map, Value};
+
+use super::Endpoint;
+use crate::error::ApiError;
+
+/// The fields of a request the gateway reads; the rest is forwarded untouched.
+#[derive(Debug)]
+pub struct ModelRequest {
+    pub body: Map<String, Value>,
+    pub model: String,
+    pub stream: bool,
+}
+
+/// Parses and checks a request body for `endpoint`.
+pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ModelRequest, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "We could not parse the JSON body of your request: {}",
+            e.to_string().chars().take(200).collect::<String>()
+        ))
+    })?;
+    let Value::Object(body) = value else {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        ));
+    };
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => return Err(ApiError::bad_request("`model` must be a non-empty string.")),
+        None => return Err(ApiError::bad_request("you must provide a model parameter")),
+    };
+    match endpoint {
+        Endpoint::Chat | Endpoint::Messages => match body.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => {}
+            _ => {
+                return Err(ApiError::bad_request(
+                    "`messages` must be a non-empty array of messages.",
+                ));
+            }
+        },
+        Endpoint::Embeddings | Endpoint::Responses => {
+            if body.get("input").is_none_or(Value::is_null) {
+                return Err(ApiError::bad_request("you must provide an input parameter"));
+            }
+        }
+    }
+    if endpoint == Endpoint::Messages && body.get("max_tokens").and_then(Value::as_u64).is_none() {
+        return Err(ApiError::bad_request("max_tokens: Field required"));
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("`stream` must be a boolean.")),
+    };
+    if stream && endpoint == Endpoint::Embeddings {
+        return Err(ApiError::bad_request("embeddings do not stream"));
+    }
+    Ok(ModelRequest {
+        body,
+        model,
+        stream,
+    })
+}
+
+/// Lowers the request's completion-token limit to `cap`, or sets it when absent.
+pub fn cap_output_tokens(endpoint: Endpoint, body: &mut Map<String, Value>, cap: u64) {
+    let fields: &[&str] = match endpoint {
+        Endpoint::Embeddings => return,
+        Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
+        Endpoint::Messages => &["max_tokens"],
+        Endpoint::Responses => &["max_output_tokens"],
+    };
+    let mut present = false;
+    for f in fields {
+        if let Some(v) = body.get_mut(*f) {
+            present = true;
+            if v.as_u64().is_none_or(|n| n > cap) {
+                *v = Value::from(cap);
+            }
+        }
+    }
+    if !present && let Some(f) = fields.last() {
+        body.insert((*f).to_owned(), Value::from(cap));
+    }
+}
+
+/// Default completion reservation when the request sets no limit; streams are metered
+/// beyond it as they flow.
+const DEFAULT_OUTPUT_RESERVE: u64 = 256;
+
+/// The completion tokens a request asks for at most.
+pub fn requested_output(endpoint: Endpoint, body: &Map<String, Value>) -> u64 {
+    if endpoint == Endpoint::Embeddings {
+        return 0;
+    }
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .unwrap_or(DEFAULT_OUTPUT_RESERVE)
+}
+
+/// Rough token count of text: about four characters per token.
+pub fn estimate_tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+/// Estimated prompt tokens of a request for `endpoint`, before the provider reports them.
+pub fn prompt_estimate(endpoint: Endpoint, body: &Map<String, Value>) -> u64 {
+    match endpoint {
+        Endpoint::Messages => {
+            crate::translate::count_tokens::estimate_input_tokens(&Value::Object(body.clone()))
+        }
+        Endpoint::Chat => estimate_prompt(body),
+        Endpoint::Embeddings | Endpoint::Responses => {
+            estimate_tokens(body.get("input").map_or(0, |i| i.to_string().len()))
+        }
+    }
+}
+
+/// Estimated prompt tokens of a chat request: the text of every message (and tool
+/// definitions) at about four characters per token, plus a small per-message overhead.
+pub fn estimate_prompt(body: &Map<String, Value>) -> u64 {
+    fn text_len(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(text_len).sum(),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| k.as_str() != "image_url")
+                .map(|(_, v)| text_len(v))
+                .sum(),
+            _ => 0,
+        }
+    }
+    let messages = body.get("messages").and_then(Value::as_array);
+    let chars: usize = messages.map_or(0, |m| {
+        m.iter()
+            .map(|m| text_len(m.get("content").unwrap_or(&Value::Null)))
+            .sum()
+    });
+    let tools = body.get("tools").map_or(0, |t| t.to_string().len());
+    let overhead = 4 * messages.map_or(0, Vec::len) as u64;
+    estimate_tokens(chars + tools) + overhead
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_fields_it_needs() {
+        let r = parse_request(
+            Endpoint::Chat,
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"x":1}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model, "m");
+        assert!(r.stream);
+        assert_eq!(r.body["x"], 1);
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_clear_messages() {
+        for (body, needle) in [
+            (&b"not json"[..], "parse the JSON"),
+            (b"[1]", "JSON object"),
+            (br#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (
+                br#"{"model":5,"messages":[{"role":"user","content":"x"}]}"#,
+                "model",
+            ),
+            (br#"{"model":"m"}"#, "messages"),
+            (br#"{"model":"m","messages":[]}"#, "messages"),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                "stream",
+            ),
+        ] {
+            let e = parse_request(Endpoint::Chat, body).unwrap_err();
+            assert_eq!(e.status().as_u16(), 400);
+            assert!(
+                e.message().contains(needle),
+                "{} lacks {needle}",
+                e.message()
+            );
+        }
+    }
+}

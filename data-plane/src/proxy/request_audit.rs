@@ -1,0 +1,225 @@
+//! The audit event of a model request: opened when the request arrives (who, from where,
+//! what: [`RequestAudit::open`]) and written exactly once, with the outcome —
+//!
+//! - refused before any answer: [`RequestAudit::rejected`];
+//! - answered: [`RequestAudit::answered`] records where the request went, and
+//!   [`AnsweredRequest::finish`] writes the event when the body has ended (for a pumped
+//!   body, with the usage as billed);
+//! - the client went away before the answer began (which drops the handler's future): the
+//!   [`RequestAudit`]'s `Drop`.
+//!
+//! All three go through one function, `write`. A failed authentication has its own event,
+//! [`auth_failed`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use warden_core::audit_detail::{self, Detail};
+
+use super::Endpoint;
+use super::pump::Settled;
+use crate::auth::AuthFailure;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A request's audit event until its outcome is known. Dropped before then, it records the
+/// request as abandoned by the client.
+pub struct RequestAudit {
+    state: Arc<AppState>,
+    /// `None` once handed on.
+    detail: Option<Detail>,
+    started: Instant,
+}
+
+/// Where an answered request went.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The credential used, obfuscated.
+    pub credential: &'a str,
+    pub provider: &'a str,
+    pub model_served: &'a str,
+    pub fallback: bool,
+    /// Fingerprint of the upstream key used; empty when none was.
+    pub key_fingerprint: &'a str,
+    pub status: StatusCode,
+}
+
+/// How an answer's body ended.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyEnd {
+    /// Handed over whole (the built-in echo provider).
+    Whole,
+    /// Pumped to its end: what it used and how it ended.
+    Pumped(Settled),
+    /// Pumped, but the pump ended without a report.
+    Unreported,
+}
+
+impl RequestAudit {
+    /// Opens the event of request `request_id`, received at `started`.
+    pub fn open(
+        state: &Arc<AppState>,
+        request_id: &str,
+        endpoint: Endpoint,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+        started: Instant,
+    ) -> Self {
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(200).collect::<String>());
+        let detail = Detail::new()
+            .with("request_id", request_id)
+            .with("endpoint", endpoint.path())
+            .with_opt(
+                "client_ip",
+                peer.map(|p| audit_detail::client_ip(p.ip(), state.audit_mask_client_ip)),
+            )
+            .with_opt("user_agent", user_agent);
+        Self {
+            state: Arc::clone(state),
+            detail: Some(detail),
+            started,
+        }
+    }
+
+    /// The request was refused with `error`. `principal` is empty before authentication
+    /// succeeded, `model` before the body was parsed.
+    pub fn rejected(mut self, principal: String, model: String, error: &ApiError) {
+        let detail = self
+            .detail
+            .take()
+            .unwrap_or_default()
+            .with("status", error.status().as_u16())
+            .with("error", error.metric_label());
+        let actor = if principal.is_empty() {
+            "-".to_owned()
+        } else {
+            principal
+        };
+        write(&self.state, actor, model, "failure", detail, self.started);
+    }
+
+    /// The answer began; the event is written when its body ends.
+    pub fn answered(mut self, principal: String, model: String, a: Answer<'_>) -> AnsweredRequest {
+        let detail = self
+            .detail
+            .take()
+            .unwrap_or_default()
+            .with("credential", a.credential)
+            .with("provider", a.provider)
+            .with("model_served", a.model_served)
+            .with("fallback", a.fallback)
+            .with_opt(
+                "upstream_key_fp",
+                (!a.key_fingerprint.is_empty()).then_some(a.key_fingerprint),
+            )
+            .with("status", a.status.as_u16());
+        AnsweredRequest {
+            state: Arc::clone(&self.state),
+            detail,
+            started: self.started,
+            principal,
+            model,
+            ok: a.status.is_success(),
+        }
+    }
+}
+
+impl Drop for RequestAudit {
+    fn drop(&mut self) {
+        if let Some(detail) = self.detail.take() {
+            write(
+                &self.state,
+                "-".to_owned(),
+                String::new(),
+                "incomplete",
+                detail.with("outcome", "client_disconnected"),
+                self.started,
+            );
+        }
+    }
+}
+
+/// The event of a request whose answer began, until its body ends.
+pub struct AnsweredRequest {
+    state: Arc<AppState>,
+    detail: Detail,
+    started: Instant,
+    principal: String,
+    model: String,
+    /// Whether the answer's status is a success.
+    ok: bool,
+}
+
+impl AnsweredRequest {
+    /// Writes the event: `ok` when a successful answer completed, `incomplete` when it was
+    /// cut short, `failure` for an error answer.
+    pub fn finish(self, end: BodyEnd) {
+        let (detail, completed) = match end {
+            BodyEnd::Whole => (self.detail, true),
+            BodyEnd::Pumped(s) => (
+                self.detail
+                    .with("tokens_in", s.prompt_tokens)
+                    .with("tokens_out", s.completion_tokens)
+                    .with("cost_usd", format_usd(s.cost_micros))
+                    .with("outcome", s.outcome),
+                s.outcome == "completed",
+            ),
+            BodyEnd::Unreported => (self.detail.with("outcome", "unknown"), false),
+        };
+        let result = match (self.ok, completed) {
+            (true, true) => "ok",
+            (true, false) => "incomplete",
+            (false, _) => "failure",
+        };
+        write(
+            &self.state,
+            self.principal,
+            self.model,
+            result,
+            detail,
+            self.started,
+        );
+    }
+}
+
+/// Writes a request's event: the one place it is emitted.
+fn write(
+    state: &AppState,
+    actor: String,
+    subject: String,
+    result: &'static str,
+    detail: Detail,
+    started: Instant,
+) {
+    state.audit.emit(
+        "request",
+        actor,
+        subject,
+        result.to_owned(),
+        detail
+            .with("latency_ms", started.elapsed().as_millis())
+            .build(),
+    );
+}
+
+/// Records a failed authentication at `endpoint` (the reason and a fingerprint of what was
+/// presented, never the credential).
+pub fn auth_failed(state: &AppState, failure: AuthFailure, endpoint: &str) {
+    state.audit.emit(
+        "auth.client",
+        failure.presented,
+        endpoint.to_owned(),
+        "denied".to_owned(),
+        format!("reason={}", failure.reason),
+    );
+}
+
+/// Micro-USD as a decimal USD amount (`0.000123`).
+fn format_usd(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}

@@ -1,0 +1,70 @@
+//! [`AppState`]: what every request handler shares — the current compiled snapshot (one
+//! atomic pointer, swapped whole when a snapshot arrives), the upstream client, the limiter, the
+//! Redis link, the metrics handle and the audit sink.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use arc_swap::ArcSwapOption;
+
+use crate::audit::AuditSink;
+use crate::compiled::Snapshot;
+use crate::limits::Limiter;
+use crate::redis_state::redis::RedisLink;
+use crate::upstream::Upstream;
+
+/// State shared by every request.
+#[derive(Debug)]
+pub struct AppState {
+    snapshot: ArcSwapOption<Snapshot>,
+    pub upstream: Upstream,
+    pub limiter: Arc<Limiter>,
+    pub redis: Option<Arc<RedisLink>>,
+    /// Whether the watch stream to the control plane is currently up.
+    pub cp_connected: AtomicBool,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub audit: AuditSink,
+    /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
+    pub audit_mask_client_ip: bool,
+}
+
+impl AppState {
+    pub fn new(
+        upstream: Upstream,
+        limiter: Arc<Limiter>,
+        redis: Option<Arc<RedisLink>>,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        audit: AuditSink,
+    ) -> Self {
+        Self {
+            snapshot: ArcSwapOption::empty(),
+            upstream,
+            limiter,
+            redis,
+            cp_connected: AtomicBool::new(false),
+            metrics,
+            audit,
+            audit_mask_client_ip: false,
+        }
+    }
+
+    /// `shared`, `per-node (redis unreachable)` or `per-node (no redis configured)`.
+    pub fn limits_mode(&self) -> &'static str {
+        match &self.redis {
+            Some(l) if l.is_healthy() => "shared",
+            Some(_) => "per-node (redis unreachable)",
+            None => "per-node (no redis configured)",
+        }
+    }
+
+    /// The current snapshot, if one has been applied.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.load_full()
+    }
+
+    /// Atomically replaces the snapshot.
+    pub fn install(&self, snapshot: Snapshot) {
+        warden_core::redact::register(snapshot.secrets_for_redaction());
+        self.snapshot.store(Some(Arc::new(snapshot)));
+    }
+}
