@@ -16,7 +16,18 @@ pub struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
-    jitter: bool,
+    jitter: Jitter,
+}
+
+/// How each delay is spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Jitter {
+    /// Exactly the delay.
+    None,
+    /// Scaled by a random factor in `[0.5, 1.5)`: around the delay.
+    Around,
+    /// Scaled by a random factor in `[0.5, 1.0]`: never above the delay (nor the maximum).
+    Below,
 }
 
 impl Backoff {
@@ -26,14 +37,22 @@ impl Backoff {
             min,
             max,
             next: min,
-            jitter: false,
+            jitter: Jitter::None,
         }
     }
 
     /// The same delays, each scaled by a random factor in `[0.5, 1.5)`.
     #[must_use]
     pub fn jittered(mut self) -> Self {
-        self.jitter = true;
+        self.jitter = Jitter::Around;
+        self
+    }
+
+    /// The same delays, each scaled by a random factor in `[0.5, 1.0]`, so that no wait
+    /// exceeds the maximum.
+    #[must_use]
+    pub fn jittered_below(mut self) -> Self {
+        self.jitter = Jitter::Below;
         self
     }
 
@@ -41,10 +60,10 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = delay.saturating_mul(2).min(self.max);
-        if self.jitter {
-            delay.mul_f64(rand::rng().random_range(0.5..1.5))
-        } else {
-            delay
+        match self.jitter {
+            Jitter::None => delay,
+            Jitter::Around => delay.mul_f64(rand::rng().random_range(0.5..1.5)),
+            Jitter::Below => delay.mul_f64(rand::rng().random_range(0.5..=1.0)),
         }
     }
 
@@ -79,5 +98,21 @@ mod tests {
                 "{d:?} outside [{base}/2, {base}*3/2) ms"
             );
         }
+    }
+
+    #[test]
+    fn jitter_below_never_exceeds_the_delay_or_the_maximum() {
+        let mut b = Backoff::new(100 * MS, 30_000 * MS).jittered_below();
+        let mut base = 100 * MS;
+        for _ in 0..12 {
+            let d = b.next_delay();
+            assert!(
+                d >= base / 2 && d <= base,
+                "{d:?} outside [{base:?}/2, {base:?}]"
+            );
+            base = (base * 2).min(30_000 * MS);
+        }
+        b.reset();
+        assert!(b.next_delay() <= 100 * MS);
     }
 }

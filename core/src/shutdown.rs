@@ -54,6 +54,15 @@ pub fn cancel_on_signal(shutdown: &CancellationToken) {
     });
 }
 
+/// Sleeps for `delay` unless `shutdown` is cancelled first: true when the full delay
+/// passed, false on cancellation (the caller's loop then ends).
+pub async fn sleep_or_cancel(delay: std::time::Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use std::time::Duration;

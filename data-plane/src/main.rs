@@ -22,22 +22,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            signal.cancel();
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-        signal.cancel();
-    });
+    warden_core::shutdown::cancel_on_signal(&shutdown);
     warden_data_plane::run(config, listener, shutdown).await?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use warden_core::backoff::Backoff;
 use warden_core::seal::NodeKeyPair;
+use warden_core::shutdown::sleep_or_cancel;
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_client::SyncClient;
 
@@ -87,9 +88,8 @@ pub async fn run(
                 tracing::warn!(error = %e, "control plane link down; serving from the last snapshot")
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff.next_delay()) => {}
-            () = shutdown.cancelled() => return,
+        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+            return;
         }
     }
 }
@@ -245,9 +245,8 @@ pub async fn publish_audit(
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, events = message.events.len(), "audit batch not delivered; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
-                        () = shutdown.cancelled() => return,
+                    if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+                        return;
                     }
                 }
             }

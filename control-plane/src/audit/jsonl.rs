@@ -57,6 +57,8 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use warden_core::backoff::Backoff;
+use warden_core::shutdown::sleep_or_cancel;
 
 use super::cursor;
 use super::export::{ExportFormat, ExportRecord, render};
@@ -338,32 +340,6 @@ impl JsonlFile {
 
 // ---- the sink -----------------------------------------------------------------------------
 
-/// Sleeps for `d`; false when cancelled first.
-async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(d) => true,
-    }
-}
-
-/// Doubling waits between retries.
-#[derive(Debug)]
-struct Retry {
-    next: Duration,
-}
-
-impl Retry {
-    fn new() -> Self {
-        Self { next: RETRY_MIN }
-    }
-
-    fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (wait * 2).min(RETRY_MAX);
-        wait
-    }
-}
-
 /// The sink's state: built by [`spawn`], driven by `run`.
 struct JsonlSink {
     config: JsonlConfig,
@@ -385,13 +361,13 @@ async fn open_file(config: &JsonlConfig) -> io::Result<(JsonlFile, Recovered)> {
 impl JsonlSink {
     /// Stores the cursor, retrying until it is stored (true) or `shutdown` (false).
     async fn persist(&self, seq: u64, shutdown: &CancellationToken) -> bool {
-        let mut retry = Retry::new();
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             match cursor::save(&*self.store, CURSOR_KEY, seq).await {
                 Ok(()) => return true,
                 Err(e) => {
                     tracing::warn!(error = %e, seq, "audit JSONL sink: cannot store its cursor; retrying");
-                    if !sleep_or_cancel(retry.next_wait(), shutdown).await {
+                    if !sleep_or_cancel(retry.next_delay(), shutdown).await {
                         return false;
                     }
                 }
@@ -401,7 +377,7 @@ impl JsonlSink {
 
     /// Reads the stored cursor, retrying; `None` on shutdown.
     async fn load_cursor(&self, shutdown: &CancellationToken) -> Option<u64> {
-        let mut retry = Retry::new();
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             match cursor::load(&*self.store, CURSOR_KEY).await {
                 Ok(c) => return Some(c),
@@ -411,7 +387,7 @@ impl JsonlSink {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "audit JSONL sink: cannot read its cursor; retrying");
-                    if !sleep_or_cancel(retry.next_wait(), shutdown).await {
+                    if !sleep_or_cancel(retry.next_delay(), shutdown).await {
                         return None;
                     }
                 }
@@ -442,13 +418,13 @@ impl JsonlSink {
         if last.seq <= cursor {
             return Some(cursor);
         }
-        let mut retry = Retry::new();
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let row = loop {
             match self.store.list_audit_range(last.seq, 1).await {
                 Ok(rows) => break rows.into_iter().next(),
                 Err(e) => {
                     tracing::warn!(error = %e, "audit JSONL sink: cannot read audit rows; retrying");
-                    if !sleep_or_cancel(retry.next_wait(), shutdown).await {
+                    if !sleep_or_cancel(retry.next_delay(), shutdown).await {
                         return None;
                     }
                 }
@@ -481,7 +457,7 @@ impl JsonlSink {
     /// Opens the file again after a failed write and finds where to continue, retrying
     /// until it works (true) or `shutdown` (false).
     async fn reopen(&mut self, shutdown: &CancellationToken) -> bool {
-        let mut retry = Retry::new();
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             match open_file(&self.config).await {
                 Ok((file, recovered)) => {
@@ -494,7 +470,7 @@ impl JsonlSink {
                 }
                 Err(e) => {
                     tracing::warn!(path = %self.config.path.display(), error = %e, "audit JSONL sink: cannot open the file; retrying");
-                    if !sleep_or_cancel(retry.next_wait(), shutdown).await {
+                    if !sleep_or_cancel(retry.next_delay(), shutdown).await {
                         return false;
                     }
                 }
@@ -528,7 +504,7 @@ impl JsonlSink {
         };
         self.done = done;
         tracing::info!(path = %self.config.path.display(), cursor = done, "audit JSONL sink started");
-        let mut retry = Retry::new();
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         'batches: while !shutdown.is_cancelled() {
             if self.file.is_none() && !self.reopen(&shutdown).await {
                 break;
@@ -537,7 +513,7 @@ impl JsonlSink {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::warn!(error = %e, "audit JSONL sink: cannot read audit rows; retrying");
-                    if !sleep_or_cancel(retry.next_wait(), &shutdown).await {
+                    if !sleep_or_cancel(retry.next_delay(), &shutdown).await {
                         break;
                     }
                     continue;
@@ -575,10 +551,10 @@ impl JsonlSink {
                             break 'batches;
                         }
                         self.done = seq;
-                        retry = Retry::new();
+                        retry = Backoff::new(RETRY_MIN, RETRY_MAX);
                     }
                     Err(e) => {
-                        let wait = retry.next_wait();
+                        let wait = retry.next_delay();
                         tracing::warn!(path = %self.config.path.display(), error = %e, resume_after = self.done, "audit JSONL write failed; retrying");
                         if !sleep_or_cancel(wait, &shutdown).await {
                             break 'batches;

@@ -80,6 +80,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
+use warden_core::backoff::Backoff;
+use warden_core::shutdown::sleep_or_cancel;
 
 use super::ChainedAudit;
 use super::export::{ExportFormat, ExportRecord, Outcome, render};
@@ -429,39 +431,6 @@ impl Progress {
     }
 }
 
-/// Jittered exponential backoff.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self { next: BACKOFF_MIN }
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-
-    /// Between half and all of the current step; the step doubles up to the maximum.
-    fn next_wait(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (step * 2).min(BACKOFF_MAX);
-        let half = step / 2;
-        let jitter_ms = rand::random::<u64>() % (u64::try_from(half.as_millis()).unwrap_or(0) + 1);
-        half + Duration::from_millis(jitter_ms)
-    }
-}
-
-/// Sleeps for `d`; false when cancelled first.
-async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(d) => true,
-    }
-}
-
 // ---- the connection ---------------------------------------------------------------------
 
 trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -635,7 +604,7 @@ impl SyslogForwarder {
     /// Forwards rows after the stored cursor until `shutdown`, waking on `wake` or every
     /// 500 ms. Never returns an error: store and network failures are logged and retried.
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX).jittered_below();
         let cursor = loop {
             match load_cursor(&*self.store).await {
                 Ok(c) => break c,
@@ -645,7 +614,7 @@ impl SyslogForwarder {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "syslog forwarder: cannot read its cursor; retrying");
-                    if !sleep_or_cancel(backoff.next_wait(), &shutdown).await {
+                    if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
                         return;
                     }
                 }
@@ -670,7 +639,7 @@ impl SyslogForwarder {
                         connected_at = Instant::now();
                     }
                     Err(e) => {
-                        let wait = backoff.next_wait();
+                        let wait = backoff.next_delay();
                         tracing::warn!(address = %self.address, error = %e, retry_in_ms = wait.as_millis() as u64, "syslog receiver unreachable");
                         if !sleep_or_cancel(wait, &shutdown).await {
                             break;
@@ -685,7 +654,7 @@ impl SyslogForwarder {
                 progress.rewind();
                 // A receiver that accepts and then drops every connection (one refusing our
                 // client certificate, say) is retried with backoff, not in a tight loop.
-                if !sleep_or_cancel(backoff.next_wait(), &shutdown).await {
+                if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
                     break;
                 }
                 continue;
@@ -700,7 +669,7 @@ impl SyslogForwarder {
             let rows = match self.store.list_audit_range(progress.sent + 1, BATCH).await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    let wait = backoff.next_wait();
+                    let wait = backoff.next_delay();
                     tracing::warn!(error = %e, "syslog forwarder: cannot read audit rows; retrying");
                     if !sleep_or_cancel(wait, &shutdown).await {
                         break;
@@ -742,7 +711,7 @@ impl SyslogForwarder {
                     tracing::warn!(address = %self.address, error = %e, resend_from = progress.confirmed + 1, "syslog write failed");
                     conn = None;
                     progress.rewind();
-                    if !sleep_or_cancel(backoff.next_wait(), &shutdown).await {
+                    if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
                         break;
                     }
                 }
@@ -960,19 +929,5 @@ mod tests {
         p.rewind();
         assert_eq!((p.confirmed, p.sent), (20, 20));
         assert_eq!(p.next_confirm_in(t0), None);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new();
-        let first = b.next_wait();
-        assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN);
-        for _ in 0..20 {
-            let w = b.next_wait();
-            assert!(w <= BACKOFF_MAX);
-        }
-        assert!(b.next_wait() >= BACKOFF_MAX / 2);
-        b.reset();
-        assert!(b.next_wait() <= BACKOFF_MIN);
     }
 }

@@ -15,6 +15,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio_util::sync::CancellationToken;
 use warden_core::backoff::Backoff;
+use warden_core::shutdown::sleep_or_cancel;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -198,9 +199,8 @@ impl RedisLink {
                         tracing::debug!(error = %e, "redis probe failed");
                     }
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                    () = this.shutdown.cancelled() => break,
+                if !sleep_or_cancel(backoff.next_delay(), &this.shutdown).await {
+                    break;
                 }
             }
             this.probing.store(false, Ordering::Release);
