@@ -11,4 +11,5 @@
 )]
 
 pub mod cluster;
+pub mod dev;
 pub mod mock;

@@ -1,62 +1,16 @@
 //! `wardenctl dev`: one command, a working gateway, state kept across restarts.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use warden_tests::cluster::{bin, free_port};
+use warden_tests::dev::DevGateway;
 
-struct Dev {
-    child: Child,
-    vars: std::collections::HashMap<String, String>,
+fn start_dev(data_dir: &std::path::Path, http: u16, grpc: u16) -> DevGateway {
+    DevGateway::start(data_dir, http, grpc, Stdio::null())
 }
 
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(data_dir: &std::path::Path, http: u16, grpc: u16) -> Dev {
-    let mut child = Command::new(bin("wardenctl").unwrap())
-        .arg("dev")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--http-addr")
-        .arg(format!("127.0.0.1:{http}"))
-        .arg("--grpc-addr")
-        .arg(format!("127.0.0.1:{grpc}"))
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("WARDEN_MASTER_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut vars = std::collections::HashMap::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((k, v)) = line.split_once('=')
-                && k.starts_with("WARDEN_")
-            {
-                vars.insert(k.to_owned(), v.to_owned());
-            }
-            if line.starts_with("curl ") {
-                let _ = tx.send(vars.clone());
-            }
-        }
-    });
-    let vars = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("wardenctl dev did not become ready");
-    Dev { child, vars }
-}
-
-async fn echo(http: &reqwest::Client, dev: &Dev, text: &str) -> reqwest::Response {
+async fn echo(http: &reqwest::Client, dev: &DevGateway, text: &str) -> reqwest::Response {
     http.post(format!("{}/chat/completions", dev.vars["WARDEN_URL"]))
         .bearer_auth(&dev.vars["WARDEN_TOKEN"])
         .json(

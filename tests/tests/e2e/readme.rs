@@ -11,12 +11,10 @@
 //! SDKs, `WARDEN_TEST_PYTHON`) are on the `PATH`; provider keys are fakes (nothing here
 //! calls a real provider).
 
-use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use warden_tests::cluster::{bin, bin_dir, free_port, python};
+use warden_tests::cluster::{bin_dir, free_port, python};
+use warden_tests::dev::DevGateway;
 
 /// The longest the whole walkthrough may take.
 const TIMEOUT_SECS: u64 = 180;
@@ -80,56 +78,6 @@ fn blocks_after(readme: &str, marker: &str) -> Vec<Block> {
     out
 }
 
-struct Dev {
-    child: Child,
-    vars: HashMap<String, String>,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `wardenctl dev` on free ports in `data_dir`; returns once it printed its `curl` hint.
-fn start_dev(data_dir: &std::path::Path, log: std::fs::File) -> Dev {
-    let mut child = Command::new(bin("wardenctl").unwrap())
-        .arg("dev")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--http-addr")
-        .arg(format!("127.0.0.1:{}", free_port().unwrap()))
-        .arg("--grpc-addr")
-        .arg(format!("127.0.0.1:{}", free_port().unwrap()))
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("WARDEN_MASTER_KEY")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut vars = HashMap::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((k, v)) = line.split_once('=')
-                && k.starts_with("WARDEN_")
-            {
-                vars.insert(k.to_owned(), v.to_owned());
-            }
-            if line.starts_with("curl ") {
-                let _ = tx.send(vars.clone());
-            }
-        }
-    });
-    let vars = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("wardenctl dev did not become ready");
-    Dev { child, vars }
-}
-
 const BLOCK_MARK: &str = "@@readme-walkthrough-block@@";
 
 #[test]
@@ -146,9 +94,11 @@ fn the_readme_walkthrough_runs_as_written() {
 
     let dir = tempfile::tempdir().unwrap();
     let dev_log = dir.path().join("dev.log");
-    let dev = start_dev(
+    let dev = DevGateway::start(
         &dir.path().join(".warden"),
-        std::fs::File::create(&dev_log).unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+        Stdio::from(std::fs::File::create(&dev_log).unwrap()),
     );
     for name in printed[0]
         .text
