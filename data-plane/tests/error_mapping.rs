@@ -496,8 +496,9 @@ async fn every_error_renders_as_pinned() {
 
 /// A mock provider. Each upstream key says how the mock answers it:
 /// `<name>:<status>[:<option>]`, option `ra7` (a `Retry-After: 7` header), `empty` (no
-/// body) or `slow` (answers after the client's read timeout). Error bodies carry an
-/// OpenAI-shaped message that quotes the key, which the gateway must redact.
+/// body), `slow` (answers after the client's read timeout), `key` (OpenAI's error code for
+/// an invalid key, `invalid_api_key`) or `perm` (Anthropic's `permission_error`). Error
+/// bodies carry a message that quotes the key, which the gateway must redact.
 struct Mock {
     base_url: String,
     seen: Arc<Mutex<Vec<String>>>,
@@ -532,6 +533,14 @@ async fn mock() -> Mock {
                 json!({"ok": true}).to_string()
             } else if option == "empty" {
                 String::new()
+            } else if option == "key" {
+                json!({"error": {"message": format!("{name} says no (key {key})"),
+                    "type": "invalid_request_error", "code": "invalid_api_key"}})
+                .to_string()
+            } else if option == "perm" {
+                json!({"type": "error", "error": {"type": "permission_error",
+                    "message": format!("{name} says no (key {key})")}})
+                .to_string()
             } else {
                 json!({"error": {"message": format!("{name} says no (key {key})")}}).to_string()
             };
@@ -683,6 +692,7 @@ async fn run(s: &Scenario) -> Outcome {
     let client_key = s.client_key.map(|k| SecretString::from(k.to_owned()));
     let result = upstream
         .send(
+            "vkey:test",
             &snapshot,
             &snapshot.routes["m"],
             false,
@@ -737,16 +747,75 @@ async fn failover_moves_on_as_pinned() {
             Ok(("m", "p_fp_1", false)),
         ),
         (
-            scenario("401 then 200", &["a:401", "b:200"]),
+            scenario("401 invalid_api_key then 200", &["a:401:key", "b:200"]),
             vec!["a", "b"],
-            vec![("p_key_0", 401, "a says no (key [REDACTED])")],
+            vec![(
+                "p_key_0",
+                401,
+                "invalid_api_key: a says no (key [REDACTED])",
+            )],
             Ok(("m", "p_fp_1", false)),
         ),
         (
-            scenario("403 then 200", &["a:403", "b:200"]),
+            scenario("403 invalid_api_key then 200", &["a:403:key", "b:200"]),
             vec!["a", "b"],
-            vec![("p_key_0", 403, "a says no (key [REDACTED])")],
+            vec![(
+                "p_key_0",
+                403,
+                "invalid_api_key: a says no (key [REDACTED])",
+            )],
             Ok(("m", "p_fp_1", false)),
+        ),
+        (
+            scenario("403 without a marker stops", &["a:403", "b:200"]),
+            vec!["a"],
+            vec![],
+            Err(pin(
+                403,
+                "invalid_request_error",
+                None,
+                "a says no (key [REDACTED])",
+                Upstream,
+                false,
+                &[],
+                "permission_error",
+                &[],
+            )),
+        ),
+        (
+            scenario(
+                "401 without a marker stops, relayed as 403",
+                &["a:401", "b:200"],
+            ),
+            vec!["a"],
+            vec![],
+            Err(pin(
+                403,
+                "invalid_request_error",
+                None,
+                "a says no (key [REDACTED])",
+                Upstream,
+                false,
+                &[],
+                "permission_error",
+                &[],
+            )),
+        ),
+        (
+            scenario("403 permission_error stops", &["a:403:perm", "b:200"]),
+            vec!["a"],
+            vec![],
+            Err(pin(
+                403,
+                "invalid_request_error",
+                None,
+                "a says no (key [REDACTED])",
+                Upstream,
+                false,
+                &[],
+                "permission_error",
+                &[],
+            )),
         ),
         (
             scenario("429 then 200", &["a:429:ra7", "b:200"]),
@@ -835,11 +904,22 @@ async fn failover_moves_on_as_pinned() {
             )),
         ),
         (
-            scenario("every key 401/403", &["a:401", "b:403"]),
+            scenario(
+                "every key 401/403 invalid_api_key",
+                &["a:401:key", "b:403:key"],
+            ),
             vec!["a", "b"],
             vec![
-                ("p_key_0", 401, "a says no (key [REDACTED])"),
-                ("p_key_1", 403, "b says no (key [REDACTED])"),
+                (
+                    "p_key_0",
+                    401,
+                    "invalid_api_key: a says no (key [REDACTED])",
+                ),
+                (
+                    "p_key_1",
+                    403,
+                    "invalid_api_key: b says no (key [REDACTED])",
+                ),
             ],
             Err(pin(
                 502,

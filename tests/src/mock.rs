@@ -87,11 +87,20 @@ pub enum Behavior {
     GatedStream,
     /// Requests carrying this upstream key (in `Authorization: Bearer` or `x-api-key`) get
     /// `status` (with `Retry-After: retry_after` seconds when given); others answer
-    /// normally. Models a provider rejecting (401) or rate limiting (429) one key.
+    /// normally. Models a provider rejecting (401, with OpenAI's `invalid_api_key` code) or
+    /// rate limiting (429) one key.
     KeyError {
         key: String,
         status: u16,
         retry_after: Option<u64>,
+    },
+    /// Requests whose raw body contains `marker` get `status` with this JSON `body`; others
+    /// answer normally. Models a provider refusing one request (a model the project is not
+    /// entitled to, a region) or a key, as it words it.
+    MarkedError {
+        marker: String,
+        status: u16,
+        body: Value,
     },
 }
 
@@ -250,7 +259,12 @@ impl Shared {
                         .is_some_and(|v| v.trim_start_matches("Bearer ") == key)
                 };
                 if presented("authorization") || presented("x-api-key") {
-                    let body = json!({"error": {"message": format!("key error {status} for this key"), "type": "invalid_request_error", "param": null, "code": null}});
+                    let code = if *status == 401 {
+                        json!("invalid_api_key")
+                    } else {
+                        Value::Null
+                    };
+                    let body = json!({"error": {"message": format!("key error {status} for this key"), "type": "invalid_request_error", "param": null, "code": code}});
                     let mut answer = error_answer(*status, body);
                     if let Some(secs) = retry_after
                         && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
@@ -258,6 +272,18 @@ impl Shared {
                         answer.headers_mut().insert("retry-after", v);
                     }
                     return Err(answer);
+                }
+            }
+            Behavior::MarkedError {
+                marker,
+                status,
+                body,
+            } => {
+                if raw
+                    .windows(marker.len().max(1))
+                    .any(|w| w == marker.as_bytes())
+                {
+                    return Err(error_answer(*status, body.clone()));
                 }
             }
             Behavior::Normal | Behavior::GatedStream => {}

@@ -49,6 +49,7 @@ pub async fn forward(
     headers: &HeaderMap,
     admission: Admission,
     prompt_estimate: u64,
+    principal: &str,
 ) -> Result<Forwarded, ApiError> {
     // A passthrough provider's key comes from the client, in its own header; it is never
     // logged or stored (its fingerprint goes to the audit event).
@@ -66,9 +67,14 @@ pub async fn forward(
         .unwrap_or(false);
     let served = match state
         .upstream
-        .send(snapshot, route, request.stream, client_key.as_ref(), |r| {
-            upstream_request(endpoint, request, r)
-        })
+        .send(
+            principal,
+            snapshot,
+            route,
+            request.stream,
+            client_key.as_ref(),
+            |r| upstream_request(endpoint, request, r),
+        )
         .await
     {
         Ok(s) => s,

@@ -393,6 +393,7 @@ async fn handle(
         headers,
         admission,
         prompt_estimate,
+        &principal.id,
     )
     .await
     .map_err(reject)?;

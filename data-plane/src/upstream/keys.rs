@@ -1,6 +1,7 @@
 //! Choosing an upstream key: round-robin over a provider's pool with the cursor in Redis,
-//! skipping keys that any node found rejected (401/403, until re-enabled or re-keyed) or
-//! rate limited (429, for the provider's `Retry-After`). One script call
+//! skipping keys that any node found rejected (a 401/403 saying the key is invalid, until
+//! re-enabled or re-keyed) or resting (429, for the provider's `Retry-After`; an ambiguous
+//! 401/403, briefly). One script call
 //! (`pick_key_v1.lua`) per pick. Health is also remembered per node, which is all there is
 //! while Redis is unreachable.
 //!
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
+use super::rejection::RejectionBudget;
 use crate::compiled::{Provider, UpstreamKey};
 use crate::redis_state::redis::RedisLink;
 
@@ -39,6 +41,8 @@ pub enum NoKey {
 pub struct KeyPicker {
     link: Option<Arc<RedisLink>>,
     local: Mutex<HashMap<String, Health>>,
+    /// Key health changes each principal caused this minute.
+    budget: RejectionBudget,
 }
 
 /// Name of a key's local health record (the shared one adds the prefix's hash tag).
@@ -62,9 +66,16 @@ fn shared_health_key(link: &RedisLink, provider: &Provider, key: &UpstreamKey) -
 impl KeyPicker {
     pub fn new(link: Option<Arc<RedisLink>>) -> Self {
         Self {
+            budget: RejectionBudget::new(link.clone()),
             link,
             local: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Charges `principal` for one change of a key's health; false once its budget for this
+    /// minute is spent ([`super::rejection::MAX_REJECTIONS_PER_MINUTE`]).
+    pub async fn take_rejection(&self, principal: &str) -> bool {
+        self.budget.take(principal).await
     }
 
     fn local_health(&self, name: &str) -> Option<Health> {

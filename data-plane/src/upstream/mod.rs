@@ -2,14 +2,18 @@
 //! client per node; the upstream key is injected here and nowhere else.
 //!
 //! [`Upstream::send`] walks the model's route and then its fallbacks; on each route it
-//! picks keys ([`keys::KeyPicker`]) until one answers: a 401/403 disables the key on every
-//! node (and is reported to the control plane), a 429 cools it down for the provider's
-//! `Retry-After`, a 5xx or a transport failure moves on to the next key. A 4xx that is the
-//! request's own fault is returned at once. Each failure becomes an [`ApiError`] once, in
+//! picks keys ([`keys::KeyPicker`]) until one answers: a 401/403 whose error says the key is
+//! invalid or revoked disables the key on every node (and is reported to the control plane)
+//! and moves on; any other 401/403 is returned to the client, after a short cool-down of
+//! the key when the error does not say why ([`rejection`]); a 429 cools the key down for
+//! the provider's `Retry-After`, a 5xx or a transport failure moves on to the next key. A
+//! 4xx that is the request's own fault is returned at once. One principal changes key
+//! health at most [`rejection::MAX_REJECTIONS_PER_MINUTE`] times a minute. Each failure becomes an [`ApiError`] once, in
 //! `attempt`; the loop then reads only its `retryable` (move on or stop). Nothing is
 //! retried once an answer has been handed to the client.
 
 pub mod keys;
+pub mod rejection;
 
 use std::time::Duration;
 
@@ -23,6 +27,7 @@ use warden_proto::ErrorCode;
 use crate::compiled::{Format, Provider, Route, Snapshot, UpstreamKey};
 use crate::error::ApiError;
 use keys::{KeyPicker, NoKey};
+use rejection::{AMBIGUOUS_COOLDOWN, Verdict};
 
 /// Largest provider error body read (the rest is dropped).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -100,9 +105,11 @@ impl Upstream {
     /// to the route's fallback models (whose provider may speak the other format:
     /// `request_for` builds the request for each). A failed attempt moves on to the next
     /// key, then the next route, when its error is `retryable`; any other error is the
-    /// answer.
+    /// answer. `principal` (the caller's id) is charged for the key rejections its request
+    /// causes.
     pub async fn send(
         &self,
+        principal: &str,
         snapshot: &Snapshot,
         primary: &Route,
         stream: bool,
@@ -185,7 +192,14 @@ impl Upstream {
                     }
                 };
                 match self
-                    .attempt(provider, key, auth, &request, stream, KeyOwner::Gateway)
+                    .attempt(
+                        provider,
+                        key,
+                        auth,
+                        &request,
+                        stream,
+                        KeyOwner::Gateway { principal },
+                    )
                     .await
                 {
                     Ok(response) => {
@@ -214,8 +228,10 @@ impl Upstream {
     }
 
     /// One attempt with `key` (sent as `auth`). A gateway key's failures change its shared
-    /// health: a 401/403 disables it on every node (and is reported to the control plane),
-    /// a 429 cools it down. A client's key is not the gateway's to judge.
+    /// health: a 401/403 that says the key is invalid disables it on every node (and is
+    /// reported to the control plane), one that does not say why rests it for
+    /// [`AMBIGUOUS_COOLDOWN`], a 429 cools it down — within the principal's rejection
+    /// budget. A client's key is not the gateway's to judge.
     async fn attempt(
         &self,
         provider: &Provider,
@@ -223,7 +239,7 @@ impl Upstream {
         auth: (header::HeaderName, HeaderValue),
         request: &UpstreamRequest,
         stream: bool,
-        owner: KeyOwner,
+        owner: KeyOwner<'_>,
     ) -> Result<reqwest::Response, ApiError> {
         let url = format!("{}{}", provider.base_url, request.path);
         let accept = if stream {
@@ -263,7 +279,7 @@ impl Upstream {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let message = error_message(key, response).await;
+        let (message, verdict) = error_message(key, response).await;
         tracing::warn!(
             provider = %provider.name,
             key = %key.fingerprint,
@@ -278,17 +294,18 @@ impl Upstream {
                 400..=499 => ApiError::rejected_by_provider(status, message, retry_after),
                 _ => ApiError::upstream_status_failed(&provider.name, status, retry_after),
             },
-            KeyOwner::Gateway => match status.as_u16() {
+            KeyOwner::Gateway { principal } => match status.as_u16() {
                 401 | 403 => {
-                    self.keys.disable(provider, key).await;
-                    let _ = self.rejections.try_send(KeyRejection {
-                        provider: provider.name.clone(),
-                        key_id: key.id.clone(),
-                        fingerprint: key.fingerprint.clone(),
-                        status: status.as_u16(),
-                        reason: message.chars().take(200).collect(),
-                    });
-                    ApiError::upstream_auth_failed(&provider.name)
+                    self.key_rejected(
+                        provider,
+                        key,
+                        principal,
+                        status,
+                        verdict,
+                        message,
+                        retry_after,
+                    )
+                    .await
                 }
                 429 => {
                     let wait = retry_after
@@ -299,25 +316,82 @@ impl Upstream {
                     self.keys.cool_down(provider, key, wait).await;
                     ApiError::upstream_rate_limited(&provider.name, &message, retry_after)
                 }
-                400..=499 => {
-                    let message = if message.is_empty() {
-                        format!("Provider `{}` rejected the request.", provider.name)
-                    } else {
-                        message
-                    };
-                    ApiError::rejected_by_provider(status, message, retry_after)
-                }
+                400..=499 => relayed(provider, status, message, retry_after),
                 _ => ApiError::upstream_status_failed(&provider.name, status, None),
             },
         })
     }
+
+    /// A provider's 401/403 to one of the gateway's keys, judged by `verdict`: a key the
+    /// provider says is invalid is disabled on every node and reported (and the next key
+    /// is tried); a refusal for the request's own reasons leaves the key alone; an
+    /// ambiguous one rests the key for [`AMBIGUOUS_COOLDOWN`]. Both of those go back to the
+    /// client, as a 403. Once `principal`'s rejection budget is spent, the key is left alone.
+    #[expect(clippy::too_many_arguments, reason = "one upstream answer's parts")]
+    async fn key_rejected(
+        &self,
+        provider: &Provider,
+        key: &UpstreamKey,
+        principal: &str,
+        status: reqwest::StatusCode,
+        verdict: Verdict,
+        message: String,
+        retry_after: Option<String>,
+    ) -> ApiError {
+        // The client's own credential was fine: a 401 it cannot fix is relayed as a 403, not
+        // as a 401 that would tell it to authenticate to the gateway again.
+        let relayed_status = reqwest::StatusCode::FORBIDDEN;
+        if let Verdict::RequestSpecific(marker) = verdict {
+            tracing::info!(provider = %provider.name, key_id = %key.id, key = %key.fingerprint, status = status.as_u16(), marker, "provider refused the request, not the key");
+            return relayed(provider, relayed_status, message, retry_after);
+        }
+        if !self.keys.take_rejection(principal).await {
+            tracing::warn!(provider = %provider.name, key_id = %key.id, key = %key.fingerprint, status = status.as_u16(), marker = verdict.marker(), principal, "principal's key rejection budget spent; key health left alone");
+            return relayed(provider, relayed_status, message, retry_after);
+        }
+        match verdict {
+            Verdict::KeyInvalid(marker) => {
+                tracing::warn!(provider = %provider.name, key_id = %key.id, key = %key.fingerprint, status = status.as_u16(), marker, principal, "provider says the key is invalid; disabling it");
+                self.keys.disable(provider, key).await;
+                let reason = format!("{marker}: {message}");
+                let _ = self.rejections.try_send(KeyRejection {
+                    provider: provider.name.clone(),
+                    key_id: key.id.clone(),
+                    fingerprint: key.fingerprint.clone(),
+                    status: status.as_u16(),
+                    reason: reason.chars().take(200).collect(),
+                });
+                ApiError::upstream_auth_failed(&provider.name)
+            }
+            _ => {
+                tracing::warn!(provider = %provider.name, key_id = %key.id, key = %key.fingerprint, status = status.as_u16(), marker = verdict.marker(), principal, cooldown_secs = AMBIGUOUS_COOLDOWN.as_secs(), "provider rejected the key without saying why; resting it");
+                self.keys.cool_down(provider, key, AMBIGUOUS_COOLDOWN).await;
+                relayed(provider, relayed_status, message, retry_after)
+            }
+        }
+    }
+}
+
+/// A provider's 4xx relayed to the client: its (redacted) message, or a plain one.
+fn relayed(
+    provider: &Provider,
+    status: reqwest::StatusCode,
+    message: String,
+    retry_after: Option<String>,
+) -> ApiError {
+    let message = if message.is_empty() {
+        format!("Provider `{}` rejected the request.", provider.name)
+    } else {
+        message
+    };
+    ApiError::rejected_by_provider(status, message, retry_after)
 }
 
 /// Whose upstream key an attempt uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyOwner {
-    /// One of the provider's keys in the snapshot.
-    Gateway,
+enum KeyOwner<'a> {
+    /// One of the provider's keys in the snapshot, used for `principal`.
+    Gateway { principal: &'a str },
     /// The client's own, for a passthrough provider.
     Client,
 }
@@ -344,8 +418,9 @@ fn auth_header(
     Ok((name, auth))
 }
 
-/// The provider's error message, with the key and every secret pattern redacted.
-async fn error_message(key: &UpstreamKey, response: reqwest::Response) -> String {
+/// The provider's error message, with the key and every secret pattern redacted, and what
+/// the error says about the key.
+async fn error_message(key: &UpstreamKey, response: reqwest::Response) -> (String, Verdict) {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Ok(Some(chunk)) = stream.try_next().await {
@@ -355,15 +430,13 @@ async fn error_message(key: &UpstreamKey, response: reqwest::Response) -> String
             break;
         }
     }
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .map(str::to_owned)
-        })
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let verdict = rejection::classify(&parsed);
+    let message = parsed
+        .pointer("/error/message")
+        .and_then(|m| m.as_str())
         .unwrap_or_default();
     let safe = message.replace(key.secret.expose_secret(), "[REDACTED]");
     let safe = warden_core::redact::redact(&safe).into_owned();
-    safe.chars().take(500).collect()
+    (safe.chars().take(500).collect(), verdict)
 }

@@ -19,6 +19,7 @@ mod cli;
 mod deploy_config;
 mod dev;
 mod gateway;
+mod key_rejections;
 mod limits;
 mod readme;
 mod resilience;
