@@ -20,6 +20,7 @@ mod deploy_config;
 mod dev;
 mod gateway;
 mod limits;
+mod node_ingest;
 mod readme;
 mod resilience;
 mod sdk;
