@@ -371,4 +371,10 @@ fn the_quota_settings_are_read_from_the_audit_table() {
         .unwrap();
     assert_eq!(defaults.audit.node_ingest_rate, 5000);
     assert_eq!(defaults.audit.node_ingest_burst, 20_000);
+    let err = RawConfig::from_toml("test.toml", "[audit]\nnode_ingest_burst = 10\n")
+        .unwrap()
+        .build_and_validate(&vars)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("audit.node_ingest_burst"), "{err}");
 }

@@ -155,7 +155,8 @@ impl std::fmt::Debug for IngestQuota {
     }
 }
 
-fn limiter(rate: u32, burst: u32) -> Result<DefaultKeyedRateLimiter<String>, QuotaError> {
+/// Checks `[audit] node_ingest_rate` and `node_ingest_burst`.
+pub fn validate_quota(rate: u32, burst: u32) -> Result<Quota, QuotaError> {
     let rate = NonZeroU32::new(rate).ok_or_else(|| QuotaError {
         field: "node_ingest_rate",
         message: "must be at least 1".to_owned(),
@@ -166,9 +167,11 @@ fn limiter(rate: u32, burst: u32) -> Result<DefaultKeyedRateLimiter<String>, Quo
             field: "node_ingest_burst",
             message: format!("must be at least {MAX_BATCH} (one full batch)"),
         })?;
-    Ok(RateLimiter::keyed(
-        Quota::per_second(rate).allow_burst(burst),
-    ))
+    Ok(Quota::per_second(rate).allow_burst(burst))
+}
+
+fn limiter(rate: u32, burst: u32) -> Result<DefaultKeyedRateLimiter<String>, QuotaError> {
+    Ok(RateLimiter::keyed(validate_quota(rate, burst)?))
 }
 
 impl Default for IngestQuota {

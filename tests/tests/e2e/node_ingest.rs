@@ -82,10 +82,14 @@ async fn served_and_audited(c: &TestCluster, token: &str, subject: &str) {
         .unwrap();
     assert_eq!(r.status(), 200, "the node stopped serving");
     let actor = format!("jwt:{subject}");
-    eventually(Duration::from_secs(10), "the real node's request event", || {
-        let rows = query(c, &["--action", "request", "--actor", &actor]);
-        async move { (!rows.is_empty()).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the real node's request event",
+        || {
+            let rows = query(c, &["--action", "request", "--actor", &actor]);
+            async move { (!rows.is_empty()).then_some(()) }
+        },
+    )
     .await
     .unwrap();
 }
@@ -134,7 +138,10 @@ async fn a_rogue_node_cannot_poison_hide_or_flood_the_audit_log() {
     let everything = query(&c, &[]);
     for (row, _) in &everything {
         let id = row["id"].as_str().unwrap();
-        assert!(!id.starts_with("rogue-"), "a refused event was stored: {row}");
+        assert!(
+            !id.starts_with("rogue-"),
+            "a refused event was stored: {row}"
+        );
         assert_ne!(row["action"], "token.revoke", "{row}");
     }
 
