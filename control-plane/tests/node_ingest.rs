@@ -134,6 +134,11 @@ impl Fixture {
 
     /// `audit query --until until_ms` (history only).
     async fn query_until(&self, until_ms: i64) -> Vec<apb::AuditRecord> {
+        self.query(0, until_ms).await
+    }
+
+    /// `audit query --since since_ms --until until_ms` (0: unbounded; history only).
+    async fn query(&self, since_ms: i64, until_ms: i64) -> Vec<apb::AuditRecord> {
         let mut stream = self
             .audit
             .subscribe(with_credential(
@@ -143,6 +148,7 @@ impl Fixture {
                         ..apb::Filter::default()
                     }),
                     history_only: true,
+                    since_ms,
                     ..apb::SubscribeRequest::default()
                 },
                 &self.admin,
@@ -303,6 +309,15 @@ async fn a_future_timestamp_is_clamped_and_cannot_hide_later_rows() {
     // And --until still excludes rows stamped at or after it.
     let before = f.query_until(now - 60_000).await;
     assert!(before.iter().all(|r| r.id != "ev-later"));
+    // --since reads back over the clamping window but lists only rows stamped since then:
+    // the replayed past event (stamped five minutes ago) is not among the last minute's.
+    let since = f.query(now - 60_000, 0).await;
+    let ids: Vec<&str> = since.iter().map(|r| r.id.as_str()).collect();
+    assert!(
+        ids.contains(&"ev-future") && ids.contains(&"ev-later"),
+        "{ids:?}"
+    );
+    assert!(!ids.contains(&"ev-past"), "{ids:?}");
 }
 
 #[tokio::test]
