@@ -196,6 +196,20 @@ async fn a_node_cannot_submit_an_admin_action() {
             .unwrap()
             .is_empty()
     );
+    // The refusal is audited, naming the node, its credential and the event.
+    let refused =
+        f.cp.list_audit(1000, Some("node.event_refused"))
+            .await
+            .unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].subject, NODE);
+    assert_eq!(refused[0].actor, format!("node:{}", f.node_credential_id));
+    let detail = warden_core::audit_detail::parse(&refused[0].detail);
+    assert_eq!(
+        detail.get("event_id").map(String::as_str),
+        Some("ev-forged-revoke")
+    );
+    assert!(detail["reason"].contains("token.revoke"), "{detail:?}");
     // The node's own events still go through once the bad record is split off.
     assert_eq!(
         f.publish(vec![event("ev-good-1", "request", "jwt:svc", now)])

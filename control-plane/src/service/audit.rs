@@ -97,7 +97,8 @@ impl ControlPlane {
     /// Commits audit events delivered by node `node_id`, authenticated with the node
     /// credential `credential_id`. Every event is held to [`node_events`]'s rules first: one
     /// outside them refuses the whole batch (`InvalidArgument` naming the event, so that the
-    /// node splits the batch and quarantines that record), and a batch over the
+    /// node splits the batch and quarantines that record; audited as `node.event_refused`),
+    /// and a batch over the
     /// credential's quota is refused whole (`RateLimited`, retried by the node). Timestamps
     /// are clamped into the last five minutes, the node's own time kept as `node_time_ms`;
     /// each row records `node` and `node_credential`. Events whose id is already stored
@@ -111,10 +112,25 @@ impl ControlPlane {
     ) -> Result<u32, ServiceError> {
         for event in &events {
             if let Err(refusal) = node_events::check(event) {
-                tracing::warn!(node_id, credential_id, event_id = %event.id.chars().take(64).collect::<String>(), %refusal, "audit event refused");
+                let event_id: String = event.id.chars().take(64).collect();
+                tracing::warn!(node_id, credential_id, event_id, %refusal, "audit event refused");
+                // Audited too, within the credential's quota so that refusals cannot flood
+                // the log either.
+                if self.node_ingest.take(credential_id, 1) {
+                    self.audit(
+                        "node.event_refused",
+                        &format!("node:{credential_id}"),
+                        node_id,
+                        "denied",
+                        &Detail::new()
+                            .with("event_id", &event_id)
+                            .with("reason", &refusal)
+                            .build(),
+                    )
+                    .await;
+                }
                 return Err(ServiceError::InvalidArgument(format!(
-                    "audit event {}: {refusal}",
-                    event.id.chars().take(64).collect::<String>()
+                    "audit event {event_id}: {refusal}"
                 )));
             }
         }

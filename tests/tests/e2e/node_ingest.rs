@@ -1,7 +1,8 @@
 //! A compromised node attacks the audit log through `Sync.PublishAudit` on a real
 //! `warden-cp`: a raw gRPC client with a node credential of its own (`wardenctl node
 //! credential issue`) submits an admin action, a forged actor, a timestamp a day ahead and a
-//! flood. The first two are refused (`InvalidArgument` naming the event, nothing stored), the
+//! flood. The first two are refused (`InvalidArgument` naming the event, nothing stored,
+//! the refusal audited as `node.event_refused`), the
 //! timestamp is clamped (the node's time kept as `node_time_ms`) so that `wardenctl audit
 //! query --until` still lists the rows after it, the flood hits `ResourceExhausted` — and
 //! the real node keeps serving and auditing throughout.
@@ -135,6 +136,17 @@ async fn a_rogue_node_cannot_poison_hide_or_flood_the_audit_log() {
     .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("rogue-actor"), "{err:?}");
+    // Both refusals are audited, naming the rogue node and the events.
+    let refused = query(&c, &["--action", "node.event_refused"]);
+    for id in ["rogue-revoke", "rogue-actor"] {
+        assert!(
+            refused
+                .iter()
+                .any(|(r, a)| r["subject"] == ROGUE
+                    && a.get("event_id").map(String::as_str) == Some(id)),
+            "no node.event_refused row for {id}: {refused:?}"
+        );
+    }
     let everything = query(&c, &[]);
     for (row, _) in &everything {
         let id = row["id"].as_str().unwrap();
