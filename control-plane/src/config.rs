@@ -481,6 +481,11 @@ impl RawConfig {
                 fallbacks: m.fallbacks,
             });
         }
+        crate::audit::node_events::validate_quota(
+            self.audit.node_ingest_rate,
+            self.audit.node_ingest_burst,
+        )
+        .map_err(|e| invalid(&format!("audit.{}", e.field), e.message))?;
         let global_limits = match self.limits {
             None => None,
             Some(l) => {

@@ -22,6 +22,9 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("secret store: {0}")]
     Secret(#[from] SecretError),
+    /// A quota was exceeded; retry later.
+    #[error("{0}")]
+    RateLimited(String),
     /// A dependency (a secret backend) cannot serve right now.
     #[error("{0}")]
     Unavailable(String),
@@ -38,6 +41,7 @@ impl ServiceError {
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
             // Secret errors name the reference, never a value: safe to return, and the
             // admin needs them to fix a reference or a backend's access policy.
             Self::Secret(e) => match e {

@@ -180,6 +180,11 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
         config.redis_prefix.clone(),
     );
     let cp = Arc::new(ControlPlane::open(store, secrets, keys, config.auth.clone(), usage).await?);
+    cp.set_node_ingest_quota(
+        config.audit.node_ingest_rate,
+        config.audit.node_ingest_burst,
+    )
+    .map_err(|e| RunError::Audit(e.to_string()))?;
     cp.load_provider_keys(config.dev).await?;
     apply_declarations(&cp, config).await?;
     spawn_secret_poll(&cp, config.secrets.poll_interval);

@@ -172,6 +172,22 @@ pub struct AuditConfig {
     pub syslog: Option<SyslogConfig>,
     /// `[audit.jsonl]`.
     pub jsonl: Option<JsonlConfig>,
+    /// Audit events per second each node credential may deliver
+    /// ([`super::node_events::IngestQuota`]).
+    #[serde(default = "default_node_ingest_rate")]
+    pub node_ingest_rate: u32,
+    /// How many events a node credential may deliver at once above that rate (at least one
+    /// full batch of 1,000).
+    #[serde(default = "default_node_ingest_burst")]
+    pub node_ingest_burst: u32,
+}
+
+fn default_node_ingest_rate() -> u32 {
+    super::node_events::DEFAULT_RATE
+}
+
+fn default_node_ingest_burst() -> u32 {
+    super::node_events::DEFAULT_BURST
 }
 
 impl Default for AuditConfig {
@@ -183,6 +199,8 @@ impl Default for AuditConfig {
             retention_interval: jobs.retention_interval,
             syslog: None,
             jsonl: None,
+            node_ingest_rate: default_node_ingest_rate(),
+            node_ingest_burst: default_node_ingest_burst(),
         }
     }
 }

@@ -55,6 +55,7 @@ pub mod cursor;
 pub mod export;
 pub mod jobs;
 pub mod jsonl;
+pub mod node_events;
 pub mod syslog;
 
 use std::collections::HashMap;

@@ -13,6 +13,7 @@ use warden_proto::audit::v1 as pb;
 use warden_proto::audit::v1::audit_stream_server::AuditStream;
 
 use crate::audit::ChainedAudit;
+use crate::audit::node_events::CLOCK_SKEW_MS;
 use crate::service::ControlPlane;
 
 /// Rows read from the store per page.
@@ -37,6 +38,7 @@ pub struct Filter {
     subject: String,
     result: String,
     until_ms: i64,
+    since_ms: i64,
 }
 
 impl Filter {
@@ -58,6 +60,7 @@ impl Filter {
             subject: f.subject,
             result: f.result,
             until_ms: f.until_ms,
+            since_ms: 0,
         })
     }
 
@@ -72,6 +75,7 @@ impl Filter {
             && (self.subject.is_empty() || rec.subject.contains(&self.subject))
             && (self.result.is_empty() || rec.result == self.result)
             && (self.until_ms == 0 || rec.timestamp_ms < self.until_ms)
+            && rec.timestamp_ms >= self.since_ms
     }
 
     fn describe(&self) -> Detail {
@@ -128,9 +132,11 @@ async fn tail_start(cp: &ControlPlane, filter: &Filter, tail: u32) -> Result<u64
     Ok(0)
 }
 
-/// The cursor just before the first record at or after `since_ms` (records are appended
-/// in time order, so the first such record ends the search).
+/// The cursor just before the first record at or after `since_ms − CLOCK_SKEW_MS`: every
+/// record is stamped at most that long before it was appended (node events are clamped,
+/// `audit::node_events`), so none appended after it is older than `since_ms`.
 async fn since_start(cp: &ControlPlane, since_ms: i64) -> Result<u64, Status> {
+    let since_ms = since_ms.saturating_sub(CLOCK_SKEW_MS);
     let mut from = 1;
     loop {
         let page = cp.audit_range(from, PAGE).await?;
@@ -159,12 +165,14 @@ impl AuditStream for AuditStreamService {
             .authenticate_audit_reader(warden_proto::bearer(&request), "audit.subscribe")
             .await?;
         let r = request.into_inner();
-        let filter = Filter::from_wire(r.filter)?;
+        let mut filter = Filter::from_wire(r.filter)?;
         let mut cursor = if r.after_seq > 0 {
             r.after_seq
         } else if r.tail > 0 {
             tail_start(&self.cp, &filter, r.tail.min(10_000)).await?
         } else if r.since_ms > 0 {
+            // Rows from the skew window before `since` are read, not sent.
+            filter.since_ms = r.since_ms;
             since_start(&self.cp, r.since_ms).await?
         } else {
             0
@@ -208,7 +216,12 @@ impl AuditStream for AuditStreamService {
                         return;
                     }
                     cursor = rec.seq;
-                    if filter.until_ms > 0 && rec.record.timestamp_ms >= filter.until_ms {
+                    // Rows are stamped at most CLOCK_SKEW_MS before they are appended
+                    // (`audit::node_events`): after one stamped `until + CLOCK_SKEW_MS` no
+                    // later row can be older than `until`.
+                    if filter.until_ms > 0
+                        && rec.record.timestamp_ms >= filter.until_ms.saturating_add(CLOCK_SKEW_MS)
+                    {
                         return;
                     }
                     if filter.matches(&rec) && tx.send(Ok(to_wire(rec))).await.is_err() {

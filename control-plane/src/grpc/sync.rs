@@ -383,7 +383,8 @@ impl Sync for SyncService {
         if batch.events.len() > 1000 {
             return Err(Status::invalid_argument("at most 1000 events per batch"));
         }
-        self.cp
+        let credential = self
+            .cp
             .authenticate_node(presented.as_deref(), &batch.node_id)
             .await?;
         let events = batch
@@ -399,7 +400,10 @@ impl Sync for SyncService {
                 detail: e.detail,
             })
             .collect();
-        let accepted = self.cp.ingest_node_events(&batch.node_id, events).await?;
+        let accepted = self
+            .cp
+            .ingest_node_events(&batch.node_id, &credential.id, events)
+            .await?;
         Ok(Response::new(pb::AuditAck { accepted }))
     }
 

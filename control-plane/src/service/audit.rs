@@ -7,10 +7,21 @@ use tokio::sync::watch;
 use warden_core::audit_detail::Detail;
 
 use super::ControlPlane;
-use crate::audit::{ChainHead, ChainedAudit, VerifyReport};
+use crate::audit::{ChainHead, ChainedAudit, VerifyReport, node_events};
 use crate::domain::AuditRecord;
 use crate::error::ServiceError;
 use crate::store::StoreError;
+
+/// The control plane's clock, in milliseconds since the epoch.
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+    )
+    .unwrap_or(i64::MAX)
+}
 
 impl ControlPlane {
     /// Writes an audit row; a failure to audit is logged loudly (the audit issue makes
@@ -25,13 +36,7 @@ impl ControlPlane {
     ) {
         let record = AuditRecord {
             id: uuid::Uuid::now_v7().to_string(),
-            timestamp_ms: i64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0),
-            )
-            .unwrap_or(i64::MAX),
+            timestamp_ms: now_ms(),
             action: action.to_owned(),
             actor: actor.to_owned(),
             subject: subject.to_owned(),
@@ -79,33 +84,81 @@ impl ControlPlane {
         Ok(self.store.audit_head().await?)
     }
 
-    /// Commits audit events delivered by a node. Events whose id is already stored are
-    /// redeliveries and count as accepted; any other failure fails the batch so that the
-    /// node retries it.
+    /// Sets the per-node-credential ingest quota (`[audit] node_ingest_rate`,
+    /// `node_ingest_burst`).
+    pub fn set_node_ingest_quota(
+        &self,
+        rate: u32,
+        burst: u32,
+    ) -> Result<(), node_events::QuotaError> {
+        self.node_ingest.configure(rate, burst)
+    }
+
+    /// Commits audit events delivered by node `node_id`, authenticated with the node
+    /// credential `credential_id`. Every event is held to [`node_events`]'s rules first: one
+    /// outside them refuses the whole batch (`InvalidArgument` naming the event, so that the
+    /// node splits the batch and quarantines that record; audited as `node.event_refused`),
+    /// and a batch over the
+    /// credential's quota is refused whole (`RateLimited`, retried by the node). Timestamps
+    /// are clamped into the last five minutes, the node's own time kept as `node_time_ms`;
+    /// each row records `node` and `node_credential`. Events whose id is already stored
+    /// are redeliveries and count as accepted; any other failure fails the batch so that
+    /// the node retries it.
     pub async fn ingest_node_events(
         &self,
         node_id: &str,
+        credential_id: &str,
         events: Vec<AuditRecord>,
     ) -> Result<u32, ServiceError> {
-        let mut accepted = 0u32;
-        for mut event in events {
-            if event.id.len() > 64 || event.action.len() > 64 || event.actor.len() > 256 {
+        for event in &events {
+            if let Err(refusal) = node_events::check(event) {
+                let event_id: String = event.id.chars().take(64).collect();
+                tracing::warn!(node_id, credential_id, event_id, %refusal, "audit event refused");
+                // Audited too, within the credential's quota so that refusals cannot flood
+                // the log either.
+                if self.node_ingest.take(credential_id, 1) {
+                    self.audit(
+                        "node.event_refused",
+                        &format!("node:{credential_id}"),
+                        node_id,
+                        "denied",
+                        &Detail::new()
+                            .with("event_id", &event_id)
+                            .with("reason", &refusal)
+                            .build(),
+                    )
+                    .await;
+                }
                 return Err(ServiceError::InvalidArgument(format!(
-                    "audit event {} has oversized fields",
-                    event.id.chars().take(64).collect::<String>()
+                    "audit event {event_id}: {refusal}"
                 )));
             }
+        }
+        if !self.node_ingest.take(credential_id, events.len()) {
+            return Err(ServiceError::RateLimited(format!(
+                "node credential {credential_id} is over its audit ingest quota; retry later"
+            )));
+        }
+        let mut accepted = 0u32;
+        for mut event in events {
             event.subject = event.subject.chars().take(512).collect();
             event.result = event.result.chars().take(64).collect();
             event.detail =
                 warden_core::redact::redact(&event.detail.chars().take(2048).collect::<String>())
                     .into_owned();
-            // Which node saw it, as one more attribute.
-            let node = Detail::new().with("node", node_id).build();
+            let now = now_ms();
+            let node_time = node_events::clamp_timestamp(event.timestamp_ms, now)
+                .map(|clamped| std::mem::replace(&mut event.timestamp_ms, clamped));
+            // Which node saw it and with which credential, as more attributes.
+            let added = Detail::new()
+                .with("node", node_id)
+                .with("node_credential", credential_id)
+                .with_opt("node_time_ms", node_time)
+                .build();
             event.detail = if event.detail.is_empty() {
-                node
+                added
             } else {
-                format!("{} {node}", event.detail)
+                format!("{} {added}", event.detail)
             };
             match self.store.append_audit(&event).await {
                 Ok(link) => {

@@ -71,6 +71,8 @@ pub struct ControlPlane {
     audit_seq: watch::Sender<u64>,
     /// Woken after every append (syslog and JSONL forwarders).
     audit_wake: Arc<tokio::sync::Notify>,
+    /// Events per second each node credential may deliver (`[audit] node_ingest_*`).
+    node_ingest: crate::audit::node_events::IngestQuota,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -138,6 +140,7 @@ impl ControlPlane {
             acked: watch::channel(HashMap::new()).0,
             audit_seq: watch::channel(0).0,
             audit_wake: Arc::new(tokio::sync::Notify::new()),
+            node_ingest: crate::audit::node_events::IngestQuota::default(),
         };
         Ok(cp)
     }

@@ -21,6 +21,7 @@ mod dev;
 mod gateway;
 mod key_rejections;
 mod limits;
+mod node_ingest;
 mod readme;
 mod resilience;
 mod sdk;
