@@ -137,6 +137,10 @@ pub struct RawSecrets {
     /// always available.
     #[serde(default)]
     pub backends: Vec<crate::secrets::config::SecretBackendConfig>,
+    /// Where provider-key references given over the Admin API may point, as reference
+    /// prefixes (`vault://secret/llm/`); `warden-pk-` names Warden wrote are always allowed.
+    #[serde(default)]
+    pub allowed_ref_prefixes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,6 +277,8 @@ pub struct SecretsConfig {
     pub startup_cache: bool,
     /// Configured backends; a `file` one is added with its default path when absent.
     pub backends: Vec<crate::secrets::config::SecretBackendConfig>,
+    /// Reference prefixes the Admin API may add keys from (`[secrets] allowed_ref_prefixes`).
+    pub allowed_ref_prefixes: Vec<String>,
 }
 
 /// The process environment, captured once. Holds secrets: `Debug` shows only its size.
@@ -401,6 +407,17 @@ impl RawConfig {
             self.secrets.startup,
             self.secrets.backends,
         )?;
+        let mut secrets = secrets;
+        for (i, prefix) in self.secrets.allowed_ref_prefixes.into_iter().enumerate() {
+            crate::secrets::policy::check_prefix(&prefix)
+                .map_err(|m| invalid(&format!("secrets.allowed_ref_prefixes[{i}]"), m))?;
+            secrets.allowed_ref_prefixes.push(prefix);
+        }
+        let credential_vars: Vec<String> = secrets
+            .backends
+            .iter()
+            .flat_map(|b| b.credential_vars())
+            .collect();
 
         let mut providers = Vec::new();
         for (i, p) in self.providers.into_iter().enumerate() {
@@ -416,6 +433,9 @@ impl RawConfig {
                 let kf = field(&format!("keys[{j}]"));
                 let reference = crate::secrets::reference::SecretReference::parse(text)
                     .map_err(|e| invalid(&kf, e.to_string()))?;
+                if let Some(rule) = crate::secrets::policy::refusal(&reference, &credential_vars) {
+                    return Err(invalid(&kf, format!("{reference} is refused: {rule}")));
+                }
                 if let crate::secrets::reference::SecretReference::Env { var } = &reference
                     && env.get(var).is_none_or(|v| v.trim().is_empty())
                 {
@@ -710,6 +730,7 @@ fn build_secrets(
         poll_interval,
         startup_cache,
         backends,
+        allowed_ref_prefixes: Vec::new(),
     })
 }
 
@@ -747,6 +768,50 @@ mod tests {
             .build_and_validate(&env(&[("WARDEN_DEV", "1")]))
             .unwrap();
         assert!(matches!(dev.master_key, MasterKeySource::DevFile(_)));
+    }
+
+    #[test]
+    fn config_keys_cannot_name_wardens_own_secrets_and_prefixes_are_checked() {
+        let vars = env(&[
+            ("WARDEN_MASTER_KEY", "x"),
+            ("OPENAI_API_KEY", "sk-x"),
+            ("MY_VAULT_TOKEN", "t"),
+            ("AWS_SECRET_ACCESS_KEY", "a"),
+        ]);
+        let build = |keys: &str, extra: &str| {
+            RawConfig::from_toml(
+                "w.toml",
+                &format!(
+                    "{extra}[[providers]]\nname = \"p\"\nformat = \"openai\"\nbase_url = \"https://x/v1\"\nkeys = [{keys}]\n"
+                ),
+            )
+            .and_then(|r| r.build_and_validate(&vars))
+        };
+        let vault = "[[secrets.backends]]\ntype = \"vault\"\naddress = \"https://v\"\nauth = { type = \"token\", token_env = \"MY_VAULT_TOKEN\" }\n";
+        assert!(build("\"env://OPENAI_API_KEY\"", "").is_ok());
+        for (keys, extra) in [
+            ("\"file://warden/credential-pepper\"", ""),
+            ("\"vault://secret/warden/jwt/k1\"", vault),
+            ("\"env://WARDEN_MASTER_KEY\"", ""),
+            ("\"env://AWS_SECRET_ACCESS_KEY\"", ""),
+            ("\"env://MY_VAULT_TOKEN\"", vault),
+        ] {
+            let err = build(keys, extra).unwrap_err().to_string();
+            assert!(
+                err.contains("providers[0].keys[0]") && err.contains("is refused"),
+                "{keys}: {err}"
+            );
+        }
+        let ok = build(
+            "",
+            "[secrets]\nallowed_ref_prefixes = [\"vault://secret/llm/\"]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.secrets.allowed_ref_prefixes, ["vault://secret/llm/"]);
+        let err = build("", "[secrets]\nallowed_ref_prefixes = [\"env://OPENAI\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secrets.allowed_ref_prefixes[0]"), "{err}");
     }
 
     #[test]

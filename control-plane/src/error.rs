@@ -47,7 +47,9 @@ impl ServiceError {
             Self::Secret(e) => match e {
                 SecretError::NotFound { .. } => ErrorCode::NotFound,
                 SecretError::BadReference { .. } => ErrorCode::InvalidArgument,
-                SecretError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+                SecretError::PermissionDenied { .. } | SecretError::Refused { .. } => {
+                    ErrorCode::PermissionDenied
+                }
                 SecretError::Unavailable { .. } | SecretError::Backend { .. } => {
                     ErrorCode::Unavailable
                 }

@@ -153,11 +153,10 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
             Arc::clone(&master),
         )
     });
-    let keys = Arc::new(secrets::manager::SecretManager::new(
-        resolver,
-        config.secrets.store,
-        startup_cache,
-    )?);
+    let keys = Arc::new(
+        secrets::manager::SecretManager::new(resolver, config.secrets.store, startup_cache)?
+            .with_allowed_prefixes(config.secrets.allowed_ref_prefixes.clone()),
+    );
     let store: Arc<dyn store::StateStore> = match &config.database_url {
         Some(url) => {
             let settings = store::postgres::PostgresSettings {
@@ -233,7 +232,7 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
                 continue;
             }
             match cp
-                .add_provider_key(&system, &p.name, service::KeySource::Reference(text))
+                .add_provider_key(&system, &p.name, service::KeySource::Declared(text))
                 .await
             {
                 Ok(_) | Err(ServiceError::AlreadyExists(_)) => {}

@@ -63,10 +63,13 @@ async fn open_cp(
         .collect();
     vars.insert("WARDEN_MASTER_KEY".into(), master.to_owned());
     vars.insert("WARDEN_DATA_DIR".into(), dir.display().to_string());
-    let config = RawConfig::from_toml("test.toml", toml)
-        .unwrap()
-        .build_and_validate(&vars)
-        .unwrap();
+    let mut raw = RawConfig::from_toml("test.toml", toml).unwrap();
+    // The Admin API adds references only under configured prefixes.
+    raw.secrets.allowed_ref_prefixes = vec![
+        "vault://secret/".to_owned(),
+        "azure-kv://test-vault/".to_owned(),
+    ];
+    let config = raw.build_and_validate(&vars).unwrap();
     warden_control_plane::open(&config).await
 }
 
@@ -347,7 +350,9 @@ async fn vault_permission_denied_names_the_reference_and_is_audited() {
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
     let audit = audit_text(&cp).await;
     assert!(
-        audit.contains("provider.key.add admin:test p permission_denied"),
+        audit.contains(
+            "provider.key.add admin:test p ref=vault://secret/forbidden/openai#value permission_denied"
+        ),
         "{audit}"
     );
     assert!(!audit.contains(&secret));
@@ -651,4 +656,45 @@ async fn a_hanging_backend_costs_one_timeout_per_poll_not_one_per_key() {
     for v in &values {
         assert!(!audit.contains(v.as_str()));
     }
+}
+
+#[tokio::test]
+async fn a_reference_to_wardens_own_secret_stored_before_the_rules_is_never_served() {
+    use warden_control_plane::domain::ProviderKey;
+    use warden_control_plane::store::StateStore as _;
+    use warden_control_plane::store::sqlite::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate_base64();
+    let cp = open_cp(dir.path(), &master, "", &[]).await.unwrap();
+    add_provider(&cp).await;
+    // What an admin could add before the reference rules: the credential pepper.
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    store
+        .insert_provider_key(&ProviderKey {
+            id: "key_legacy".into(),
+            provider: "p".into(),
+            secret_name: "file://warden/credential-pepper".into(),
+            fingerprint: String::new(),
+            created_at: 0,
+            disabled_reason: None,
+            disabled_at: None,
+            health_epoch: 0,
+        })
+        .await
+        .unwrap();
+    drop(store);
+    // A restart (not dev mode, start-up "refuse") still starts; the key is left out.
+    let cp = open_cp(dir.path(), &master, "", &[]).await.unwrap();
+    assert_eq!(snapshot_value(&cp), None);
+    let audit = audit_text(&cp).await;
+    assert!(
+        audit.contains("secret.unavailable system:secrets p/key_legacy ref=file://warden/credential-pepper refused"),
+        "{audit}"
+    );
+    // And the admin can remove it.
+    cp.remove_provider_key(&admin(), "p", "key_legacy")
+        .await
+        .unwrap();
 }

@@ -43,6 +43,7 @@ use super::azure::{
 };
 use super::cipher::MasterKey;
 use super::file::FileSecretStore;
+use super::policy;
 use super::reference::{EnvSecretStore, Scheme, SecretReference, resolve_env};
 use super::vault::{VaultAuth, VaultOptions, VaultSecretStore};
 use super::{DEFAULT_TIMEOUT, SecretError, SecretStore};
@@ -136,6 +137,21 @@ impl SecretBackendConfig {
             Self::Vault { .. } => Scheme::Vault,
             Self::Aws { .. } => Scheme::AwsSm,
             Self::Azure { .. } => Scheme::AzureKv,
+        }
+    }
+
+    /// The environment variables this backend's `*_env` fields name (its credentials):
+    /// never readable as `env://` references.
+    pub fn credential_vars(&self) -> Vec<String> {
+        match self {
+            Self::Vault { auth, .. } => match auth {
+                VaultAuthConfig::Token { token_env } => vec![token_env.clone()],
+                VaultAuthConfig::Approle { secret_id_env, .. } => vec![secret_id_env.clone()],
+            },
+            Self::Azure {
+                client_secret_env, ..
+            } => client_secret_env.iter().cloned().collect(),
+            Self::File { .. } | Self::Aws { .. } => Vec::new(),
         }
     }
 }
@@ -376,6 +392,8 @@ pub async fn build(
 #[derive(Debug)]
 pub struct SecretResolver {
     env: EnvSecretStore,
+    /// Variables the backends' `*_env` fields name: refused as `env://` references.
+    credential_vars: Vec<String>,
     file: Option<Arc<FileSecretStore>>,
     vault: Option<VaultSecretStore>,
     aws: Option<AwsSecretStore>,
@@ -387,6 +405,7 @@ impl SecretResolver {
     pub fn new(env: HashMap<String, String>, master: Arc<MasterKey>) -> Self {
         Self {
             env: EnvSecretStore::new(env, Some(master)),
+            credential_vars: Vec::new(),
             file: None,
             vault: None,
             aws: None,
@@ -422,6 +441,7 @@ impl SecretResolver {
                 ));
             }
             seen.push(config.scheme());
+            resolver.credential_vars.extend(config.credential_vars());
             let backend = build_backend(config, env, Arc::clone(&master), data_dir).await?;
             resolver = resolver.with_backend(backend);
         }
@@ -435,6 +455,7 @@ impl SecretResolver {
         &self,
         reference: &SecretReference,
     ) -> Result<Arc<dyn SecretStore>, SecretError> {
+        self.check(reference)?;
         let missing = || SecretError::BadReference {
             reference: reference.to_string(),
             reason: format!("no {} backend is configured", reference.scheme()),
@@ -469,6 +490,15 @@ impl SecretResolver {
         })
     }
 
+    /// Refuses a reference to Warden's own secrets or credentials, whatever its source
+    /// (see [`policy::refusal`]).
+    pub fn check(&self, reference: &SecretReference) -> Result<(), SecretError> {
+        match policy::refusal(reference, &self.credential_vars) {
+            Some(rule) => Err(policy::refused(reference, rule)),
+            None => Ok(()),
+        }
+    }
+
     /// The store configured for `scheme`, where new values of that kind are written.
     pub fn store_of(&self, scheme: Scheme) -> Option<Arc<dyn SecretStore>> {
         match scheme {
@@ -497,6 +527,7 @@ impl SecretResolver {
         &self,
         reference: &SecretReference,
     ) -> Result<(SecretString, String), SecretError> {
+        self.check(reference)?;
         let name = reference.store_name();
         let missing = || SecretError::BadReference {
             reference: reference.to_string(),

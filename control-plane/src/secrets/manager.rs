@@ -59,6 +59,9 @@ pub struct SecretManager {
     primary: Scheme,
     entries: RwLock<HashMap<String, Entry>>,
     startup_cache: Option<FileSecretStore>,
+    /// `[secrets] allowed_ref_prefixes`: where references given over the Admin API may
+    /// point (besides the `warden-pk-` names Warden writes).
+    allowed_prefixes: Vec<String>,
 }
 
 impl std::fmt::Debug for SecretManager {
@@ -99,7 +102,39 @@ impl SecretManager {
             primary,
             entries: RwLock::new(HashMap::new()),
             startup_cache,
+            allowed_prefixes: Vec::new(),
         })
+    }
+
+    /// Lets the Admin API add references starting with one of `prefixes` (checked by
+    /// [`super::policy::check_prefix`] when the config is built).
+    pub fn with_allowed_prefixes(mut self, prefixes: Vec<String>) -> Self {
+        self.allowed_prefixes = prefixes;
+        self
+    }
+
+    /// Whether a reference given over the Admin API may be read (see [`super::policy`]):
+    /// never `env://` nor Warden's own secrets; only into a configured backend; only a
+    /// `warden-pk-` name Warden wrote into one, or under an allowed prefix.
+    pub fn check_admin_reference(&self, reference: &SecretReference) -> Result<(), SecretError> {
+        use super::policy::{RULE_ENV_ADMIN, RULE_NOT_ALLOWED, refused};
+        if reference.scheme() == Scheme::Env {
+            return Err(refused(reference, RULE_ENV_ADMIN));
+        }
+        self.resolver.check(reference)?;
+        let Some(store) = self.resolver.store_of(reference.scheme()) else {
+            return Err(SecretError::BadReference {
+                reference: reference.to_string(),
+                reason: format!("no {} backend is configured", reference.scheme()),
+            });
+        };
+        let text = reference.to_string();
+        let owned = store.reference(OWNED_PREFIX);
+        if text.starts_with(&owned) || self.allowed_prefixes.iter().any(|p| text.starts_with(p)) {
+            Ok(())
+        } else {
+            Err(refused(reference, RULE_NOT_ALLOWED))
+        }
     }
 
     /// The last value read for `reference` (canonical text), if any.
@@ -199,6 +234,8 @@ impl SecretManager {
     ) -> Result<StartLoad, SecretError> {
         match self.refresh(reference).await {
             Ok(_) => Ok(StartLoad::Fresh),
+            // A reference stored before the rules existed is never served, not even cached.
+            Err(e @ SecretError::Refused { .. }) => Err(e),
             Err(e) => {
                 let Some(cache) = &self.startup_cache else {
                     return Err(e);

@@ -17,6 +17,10 @@
 //! and [`config::build`] turns it into a store; [`config::SecretResolver`] reads any
 //! reference from the backends that are configured.
 //!
+//! [`policy`] decides which references Warden reads at all: never its own secrets
+//! (`warden/…`) or credentials, and over the Admin API only under `[secrets]
+//! allowed_ref_prefixes`.
+//!
 //! Every error names the reference, never the value; no `Debug` impl prints a value, token
 //! or client secret.
 
@@ -27,6 +31,7 @@ pub mod config;
 pub mod file;
 pub mod manager;
 pub mod memory;
+pub mod policy;
 pub mod reference;
 pub mod vault;
 
@@ -59,6 +64,13 @@ pub enum SecretError {
     /// The backend answered, but not with what was asked (bad request, unexpected shape).
     #[error("secret backend rejected the request for {reference}: {reason}")]
     Backend { reference: String, reason: String },
+    /// The reference points at something Warden refuses to read (see [`policy`]); names
+    /// the rule.
+    #[error("secret reference {reference} is refused: {rule}")]
+    Refused {
+        reference: String,
+        rule: &'static str,
+    },
     /// The backend configuration is invalid; names the field.
     #[error("secret backend config: `{field}`: {reason}")]
     Config { field: String, reason: String },
@@ -77,6 +89,7 @@ impl SecretError {
             Self::PermissionDenied { .. } => "permission_denied",
             Self::Backend { .. } => "backend",
             Self::Config { .. } => "config",
+            Self::Refused { .. } => "refused",
         }
     }
 

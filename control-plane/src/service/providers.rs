@@ -29,8 +29,13 @@ pub struct ProviderOptions {
 pub enum KeySource {
     /// A value given to Warden: written to the primary secret backend.
     Value(SecretString),
-    /// A reference to a secret the organisation keeps (`vault://…`, `env://VAR`, …).
+    /// A reference given over the Admin API (`vault://…`, `aws-sm://…`, …): only into a
+    /// configured backend, under `[secrets] allowed_ref_prefixes` (or a `warden-pk-` name),
+    /// never `env://` (see [`crate::secrets::policy`]).
     Reference(String),
+    /// A reference from the config file's `[[providers]] keys`: `env://VAR` is accepted
+    /// here (never for Warden's own variables).
+    Declared(String),
 }
 
 /// A key value as given: trimmed, non-empty, printable, at most 4096 characters.
@@ -145,12 +150,19 @@ impl ControlPlane {
         provider: &str,
         source: KeySource,
     ) -> Result<ProviderKey, ServiceError> {
+        // A refused reference is named in the audit row (a location, never a value).
+        let given = match &source {
+            KeySource::Reference(t) | KeySource::Declared(t) => SecretReference::parse(t.trim())
+                .ok()
+                .map(|r| format!(" ref={r}")),
+            KeySource::Value(_) => None,
+        };
         let subject = |r: &Result<ProviderKey, ServiceError>| match r {
             Ok(k) => format!(
                 "{provider}/{} fp={} ref={}",
                 k.id, k.fingerprint, k.secret_name
             ),
-            Err(_) => provider.to_owned(),
+            Err(_) => format!("{provider}{}", given.as_deref().unwrap_or_default()),
         };
         self.mutate(actor, "provider.key.add", subject, async {
             let p = self.key_provider(provider).await?;
@@ -163,8 +175,11 @@ impl ControlPlane {
                     let reference = self.keys.store_new(provider, &id, &value).await?;
                     (reference, fp)
                 }
-                KeySource::Reference(text) => {
+                KeySource::Reference(text) | KeySource::Declared(text) => {
                     let reference = SecretReference::parse(text.trim())?;
+                    if let KeySource::Reference(_) = &source {
+                        self.keys.check_admin_reference(&reference)?;
+                    }
                     self.keys.refresh(&reference).await?;
                     let fp = self
                         .keys

@@ -46,7 +46,9 @@ impl ControlPlane {
                 }
                 Err(e) => {
                     self.audit_unavailable(&k, &reference, &e, None).await;
-                    if !tolerate {
+                    // A refused reference (stored before the reference rules) stays out of
+                    // service but does not stop the start: the admin removes the key.
+                    if !tolerate && !matches!(e, SecretError::Refused { .. }) {
                         return Err(ServiceError::Unavailable(format!(
                             "upstream key {}/{} cannot be read at start-up: {e} (set [secrets] startup = \"cache\" to start from the encrypted cache)",
                             k.provider, k.id

@@ -26,4 +26,5 @@ mod readme;
 mod resilience;
 mod sdk;
 mod sealing;
+mod secret_refs;
 mod secrets;

@@ -29,6 +29,7 @@ fn vault_config() -> (String, Vec<(String, String)>) {
         r#"
 [secrets]
 poll_interval = "{POLL}"
+allowed_ref_prefixes = ["vault://secret/e2e/", "aws-sm://warden-e2e-", "azure-kv://test-vault/openai-"]
 [[secrets.backends]]
 type = "vault"
 address = "{addr}"
@@ -48,6 +49,7 @@ fn aws_config() -> (String, Vec<(String, String)>) {
         r#"
 [secrets]
 poll_interval = "{POLL}"
+allowed_ref_prefixes = ["vault://secret/e2e/", "aws-sm://warden-e2e-", "azure-kv://test-vault/openai-"]
 [[secrets.backends]]
 type = "aws"
 region = "us-east-1"
@@ -648,6 +650,7 @@ async fn azure_rotation_reaches_a_running_node_without_a_failed_request() {
         r#"
 [secrets]
 poll_interval = "{POLL}"
+allowed_ref_prefixes = ["vault://secret/e2e/", "aws-sm://warden-e2e-", "azure-kv://test-vault/openai-"]
 [[secrets.backends]]
 type = "azure"
 vault_url = "{url}"
