@@ -261,10 +261,13 @@ pub async fn publish_audit(
                 continue;
             };
             let report = quarantine(spool.dir(), record, &event, &refused).await;
-            if let Some(Err(status)) =
-                deliver(&config, &mut client, &batch.node, &[report], &shutdown).await
-            {
-                tracing::error!(code = ?status.code(), "the control plane refused the report of a quarantined audit record");
+            match deliver(&config, &mut client, &batch.node, &[report], &shutdown).await {
+                // Not acknowledged: the next start quarantines and reports it again.
+                None => return,
+                Some(Ok(())) => {}
+                Some(Err(status)) => {
+                    tracing::error!(code = ?status.code(), "the control plane refused the report of a quarantined audit record");
+                }
             }
         }
         spool.ack(batch).await;
