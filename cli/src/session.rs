@@ -107,8 +107,12 @@ impl Session {
         }
         let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: AdminClient::with_interceptor(channel.clone(), Bearer(header.clone())),
-            audit: AuditStreamClient::with_interceptor(channel, Bearer(header)),
+            client: AdminClient::with_interceptor(channel.clone(), Bearer(header.clone()))
+                .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
+                .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES),
+            audit: AuditStreamClient::with_interceptor(channel, Bearer(header))
+                .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
+                .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES),
             addr,
         })
     }

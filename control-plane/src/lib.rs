@@ -192,7 +192,33 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
             "JWTs are signed with HS256: every node holds the signing secret and a compromised node can mint tokens"
         );
     }
+    record_dangerous_settings(&cp, config).await;
     Ok(cp)
+}
+
+/// Appends one `cp.dangerous_settings` audit row naming the settings in effect that weaken
+/// the control plane's guarantees (none: no row).
+async fn record_dangerous_settings(cp: &ControlPlane, config: &Config) {
+    let mut detail = warden_core::audit_detail::Detail::new();
+    let mut any = false;
+    if config.tls.is_none() && !config.grpc_addr.ip().is_loopback() {
+        detail = detail.with("allow_plaintext", true);
+        any = true;
+    }
+    if config.auth.algorithm == warden_core::jwt::SigningAlgorithm::HS256 {
+        detail = detail.with("jwt_algorithm", "HS256");
+        any = true;
+    }
+    if any {
+        cp.audit(
+            "cp.dangerous_settings",
+            "system:config",
+            "control-plane",
+            "in_effect",
+            &detail.build(),
+        )
+        .await;
+    }
 }
 
 async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), RunError> {
@@ -462,15 +488,27 @@ async fn router(
                 .identity(tonic::transport::Identity::from_pem(cert, key)),
         )?;
     }
-    let admin = AdminServer::new(grpc::admin::AdminService::new(Arc::clone(cp)));
+    // Explicit message limits (warden_proto::GRPC_*_MAX_BYTES, listed in the README): small
+    // requests in, snapshots and listings of up to 100,000 virtual keys out.
+    let (max_in, max_out) = (
+        warden_proto::GRPC_REQUEST_MAX_BYTES,
+        warden_proto::GRPC_RESPONSE_MAX_BYTES,
+    );
+    let admin = AdminServer::new(grpc::admin::AdminService::new(Arc::clone(cp)))
+        .max_decoding_message_size(max_in)
+        .max_encoding_message_size(max_out);
     let sync = SyncServer::new(grpc::sync::SyncService::new(
         Arc::clone(cp),
         shutdown.clone(),
-    ));
+    ))
+    .max_decoding_message_size(max_in)
+    .max_encoding_message_size(max_out);
     let audit = AuditStreamServer::new(grpc::audit::AuditStreamService::new(
         Arc::clone(cp),
         shutdown.clone(),
-    ));
+    ))
+    .max_decoding_message_size(max_in)
+    .max_encoding_message_size(max_out);
     Ok(builder
         .add_service(admin)
         .add_service(sync)

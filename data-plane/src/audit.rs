@@ -9,6 +9,7 @@
 //! full the node either refuses new requests ([`spool::OnFull::Closed`], the default: see
 //! [`AuditSink::unavailable`]) or drops events, counted and logged ([`spool::OnFull::Drop`]).
 
+pub mod quarantine;
 pub mod spool;
 
 use std::sync::Arc;
@@ -34,6 +35,13 @@ pub struct Event {
 pub const QUEUE: usize = 50_000;
 /// The control plane refuses longer actors; clip rather than have a batch refused forever.
 const ACTOR_MAX_BYTES: usize = 256;
+/// Longest subject kept (it can carry a client's string, such as the requested model); the
+/// control plane keeps 512 characters.
+pub const SUBJECT_MAX_BYTES: usize = 256;
+/// Longest result kept (the control plane keeps 64 characters).
+const RESULT_MAX_BYTES: usize = 64;
+/// Longest detail kept, as the control plane keeps it (2048 characters).
+const DETAIL_MAX_BYTES: usize = 2048;
 
 /// Where request handlers put events.
 #[derive(Debug)]
@@ -87,9 +95,13 @@ impl AuditSink {
                 .unwrap_or(0),
             action,
             actor: clip(actor, ACTOR_MAX_BYTES),
-            subject,
-            result,
-            detail: warden_core::redact::redact(&detail).into_owned(),
+            subject: clip(subject, SUBJECT_MAX_BYTES),
+            result: clip(result, RESULT_MAX_BYTES),
+            // Redacted before it is cut, so that a cut cannot hide a secret from redaction.
+            detail: clip(
+                warden_core::redact::redact(&detail).into_owned(),
+                DETAIL_MAX_BYTES,
+            ),
         };
         if self.tx.try_send(event).is_ok() {
             self.queued.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +151,7 @@ impl AuditSink {
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.
-fn clip(mut s: String, max: usize) -> String {
+pub fn clip(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {

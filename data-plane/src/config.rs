@@ -218,14 +218,27 @@ impl NodeConfig {
                 "several nodes but no Redis: each node enforces the full limits on its own"
             );
         }
-        if config.limiter.failure_mode == crate::limits::FailureMode::Open && config.redis.is_some()
-        {
-            tracing::info!(
+        if config.limiter.failure_mode == crate::limits::FailureMode::Open {
+            tracing::warn!(
                 target: LOG_TARGET,
-                "redis failure mode: open (per-node limits while Redis is unreachable)"
+                redis_failure_mode = "open",
+                "--redis-failure-mode open: while Redis is unreachable each node applies the limits and budgets on its own (set `closed` to refuse requests instead)"
             );
         }
         Ok(config)
+    }
+
+    /// The settings in effect that weaken the node's guarantees, as `(name, value)`; the
+    /// node records them in one `node.dangerous_settings` audit event at start-up.
+    pub fn dangerous_settings(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.limiter.failure_mode == crate::limits::FailureMode::Open {
+            out.push(("redis_failure_mode", "open"));
+        }
+        if self.audit_spool.on_full == crate::audit::spool::OnFull::Drop {
+            out.push(("audit_on_full", "drop"));
+        }
+        out
     }
 }
 

@@ -40,6 +40,28 @@ pub enum RunError {
     AuditSpool(#[from] audit::spool::SpoolError),
 }
 
+/// Records the settings in effect that weaken the node's guarantees as one
+/// `node.dangerous_settings` audit event (none: no event).
+fn record_dangerous_settings(config: &NodeConfig, audit: &audit::AuditSink) {
+    let settings = config.dangerous_settings();
+    if settings.is_empty() {
+        return;
+    }
+    let detail = settings
+        .iter()
+        .fold(warden_core::audit_detail::Detail::new(), |d, (k, v)| {
+            d.with(k, *v)
+        })
+        .build();
+    audit.emit(
+        "node.dangerous_settings",
+        format!("node:{}", config.node_id),
+        config.node_id.clone(),
+        "in_effect".to_owned(),
+        detail,
+    );
+}
+
 /// Serves on `listener` and keeps the link to the control plane until `shutdown`.
 pub async fn run(
     config: NodeConfig,
@@ -63,6 +85,7 @@ pub async fn run(
         .ok();
     let (audit, audit_spool) =
         audit::AuditSink::start(&config.audit_spool, &config.node_id, shutdown.clone())?;
+    record_dangerous_settings(&config, &audit);
     let mut state = state::AppState::new(upstream, limiter, redis, metrics, audit);
     state.audit_mask_client_ip = config.audit_mask_client_ip;
     let state = Arc::new(state);

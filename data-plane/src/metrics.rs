@@ -28,3 +28,6 @@ pub const AUDIT_SPOOL_BYTES: &str = "warden_audit_spool_bytes";
 pub const AUDIT_UNAVAILABLE: &str = "warden_audit_unavailable";
 /// Requests refused with 503 because audit events cannot be recorded.
 pub const AUDIT_REFUSED: &str = "warden_audit_refused_requests_total";
+/// Audit records the control plane refused one by one, kept in the spool's `dead/`
+/// directory instead of being delivered.
+pub const AUDIT_QUARANTINED: &str = "warden_audit_quarantined_total";

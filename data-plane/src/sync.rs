@@ -7,6 +7,7 @@
 //! with every `Watch`: its public half in `NodeHello`, its private half opens the secrets
 //! of each snapshot. A snapshot whose secrets do not open is not applied and not ACKed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -102,7 +103,9 @@ async fn watch_once(
     shutdown: &CancellationToken,
 ) -> Result<bool, SyncError> {
     let channel: Channel = endpoint(config)?.connect().await?;
-    let mut client = SyncClient::new(channel);
+    let mut client = SyncClient::new(channel)
+        .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
+        .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES);
     let have_version = state.snapshot().map_or(0, |r| r.version);
     let hello = pb::NodeHello {
         node_id: config.node_id.clone(),
@@ -181,7 +184,9 @@ pub async fn report_rejections(
     let Ok(endpoint) = endpoint(&config) else {
         return;
     };
-    let mut client = SyncClient::new(endpoint.connect_lazy());
+    let mut client = SyncClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
+        .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES);
     loop {
         let rejection = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => return },
@@ -208,12 +213,18 @@ pub async fn report_rejections(
 
 /// Most events in one `PublishAudit` call.
 const AUDIT_BATCH: usize = 500;
+/// Largest encoded size of one `PublishAudit` message (a record larger than this goes
+/// alone), well under the control plane's limit ([`warden_proto::GRPC_REQUEST_MAX_BYTES`]).
+pub const AUDIT_BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// How long a batch from the live spool segment waits to fill up.
 const AUDIT_LINGER: Duration = Duration::from_millis(200);
 
 /// Sends the spooled audit events to the control plane in order, in batches (up to 500
-/// events, waiting up to 200 ms to fill one), retrying a batch with backoff until it is
-/// acknowledged (after commit, idempotent by event id); then the spool may delete them.
+/// events and 1 MiB, waiting up to 200 ms to fill one), retrying a batch with backoff until
+/// it is acknowledged (after commit, idempotent by event id); then the spool may delete
+/// them. A batch the control plane refuses as malformed or too large is split in halves;
+/// a single record still refused is kept in the spool's `dead/` directory and reported as a
+/// `node.audit_quarantine` event, so one bad record cannot stop the node's audit trail.
 pub async fn publish_audit(
     config: Arc<NodeConfig>,
     mut spool: crate::audit::spool::Reader,
@@ -222,36 +233,162 @@ pub async fn publish_audit(
     let Ok(endpoint) = endpoint(&config) else {
         return;
     };
-    let mut client = SyncClient::new(endpoint.connect_lazy());
+    let mut client = SyncClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
+        .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES);
     loop {
-        let batch = tokio::select! {
+        let mut batch = tokio::select! {
             b = spool.next_batch(AUDIT_BATCH, AUDIT_LINGER) => match b { Some(b) => b, None => return },
             () = shutdown.cancelled() => return,
         };
-        let message = pb::AuditBatch {
-            node_id: batch.node.clone(),
-            events: batch.records.iter().map(to_wire).collect(),
-        };
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            let sent = match with_credential(&config, message.clone()) {
-                Ok(request) => client
-                    .publish_audit(request)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+        let records = std::mem::take(&mut batch.records);
+        let mut pending: VecDeque<Vec<pb::AuditEvent>> =
+            split_by_size(records.iter().map(to_wire).collect(), AUDIT_BATCH_MAX_BYTES);
+        while let Some(mut part) = pending.pop_front() {
+            let refused = match deliver(&config, &mut client, &batch.node, &part, &shutdown).await {
+                None => return,
+                Some(Ok(())) => continue,
+                Some(Err(status)) => status,
             };
-            match sent {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, events = message.events.len(), "audit batch not delivered; retrying");
-                    if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
-                        return;
-                    }
+            if part.len() > 1 {
+                let second = part.split_off(part.len() / 2);
+                pending.push_front(second);
+                pending.push_front(part);
+                continue;
+            }
+            let Some(event) = part.pop() else { continue };
+            let Some(record) = records.iter().find(|r| r.id == event.id) else {
+                continue;
+            };
+            let report = quarantine(spool.dir(), record, &event, &refused).await;
+            match deliver(&config, &mut client, &batch.node, &[report], &shutdown).await {
+                // Not acknowledged: the next start quarantines and reports it again.
+                None => return,
+                Some(Ok(())) => {}
+                Some(Err(status)) => {
+                    tracing::error!(code = ?status.code(), "the control plane refused the report of a quarantined audit record");
                 }
             }
         }
         spool.ack(batch).await;
+    }
+}
+
+/// Sends `events` until the control plane acknowledges them (`Some(Ok)`), refuses them as
+/// malformed or too large (`Some(Err)`: retrying cannot help), or `shutdown` (`None`).
+/// Other failures (control plane away, overloaded, node not yet authorised) are retried
+/// with backoff.
+async fn deliver(
+    config: &NodeConfig,
+    client: &mut SyncClient<Channel>,
+    node: &str,
+    events: &[pb::AuditEvent],
+    shutdown: &CancellationToken,
+) -> Option<Result<(), tonic::Status>> {
+    let message = pb::AuditBatch {
+        node_id: node.to_owned(),
+        events: events.to_vec(),
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let sent = match with_credential(config, message.clone()) {
+            Ok(request) => client.publish_audit(request).await.map(|_| ()),
+            Err(e) => Err(tonic::Status::internal(e.to_string())),
+        };
+        match sent {
+            Ok(()) => return Some(Ok(())),
+            Err(status) if refused(&status) => {
+                tracing::warn!(code = ?status.code(), error = %status.message().chars().take(200).collect::<String>(), events = events.len(), "audit batch refused by the control plane");
+                return Some(Err(status));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, events = events.len(), "audit batch not delivered; retrying");
+                if !sleep_or_cancel(backoff.next_delay(), shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the control plane (or this client's own message limit) refused a batch for its
+/// content or size: sending it again cannot succeed.
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    )
+}
+
+/// `events` in order, cut into parts whose `AuditBatch` encodes to at most `max` bytes (a
+/// part of one event may be larger).
+fn split_by_size(events: Vec<pb::AuditEvent>, max: usize) -> VecDeque<Vec<pb::AuditEvent>> {
+    use prost::Message as _;
+    // The batch's node id (at most 128 bytes) and its field header.
+    const BATCH_OVERHEAD: usize = 140;
+    let mut parts = VecDeque::new();
+    let mut part = Vec::new();
+    let mut size = BATCH_OVERHEAD;
+    for event in events {
+        let len = event.encoded_len();
+        // Field tag and length prefix.
+        let framed = len + 1 + prost::length_delimiter_len(len);
+        if !part.is_empty() && size + framed > max {
+            parts.push_back(std::mem::take(&mut part));
+            size = BATCH_OVERHEAD;
+        }
+        size += framed;
+        part.push(event);
+    }
+    if !part.is_empty() {
+        parts.push_back(part);
+    }
+    parts
+}
+
+/// Keeps `record`, refused alone with `status`, in the spool's `dead/` directory and
+/// returns the event that reports it (by id and size) to the control plane.
+async fn quarantine(
+    spool_dir: &std::path::Path,
+    record: &crate::audit::spool::Record,
+    wire: &pb::AuditEvent,
+    status: &tonic::Status,
+) -> pb::AuditEvent {
+    use prost::Message as _;
+    let reason = format!("{:?}", status.code());
+    let kept = {
+        let (dir, record, reason) = (spool_dir.to_owned(), record.clone(), reason.clone());
+        tokio::task::spawn_blocking(move || crate::audit::quarantine::keep(&dir, &record, &reason))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    };
+    let bytes = wire.encoded_len();
+    let id: String = record.id.chars().take(64).collect();
+    match &kept {
+        Ok(()) => {
+            metrics::counter!(crate::metrics::AUDIT_QUARANTINED).increment(1);
+            tracing::error!(id = %id, bytes, code = %reason, "the control plane refused an audit record; kept it in the spool's dead/ directory");
+        }
+        Err(e) => {
+            metrics::counter!(crate::metrics::AUDIT_DROPPED).increment(1);
+            tracing::error!(id = %id, bytes, code = %reason, error = %e, "the control plane refused an audit record and it could not be kept; dropped");
+        }
+    }
+    pb::AuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        timestamp_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+        action: "node.audit_quarantine".to_owned(),
+        actor: crate::audit::clip(record.node.clone(), 128),
+        subject: id,
+        result: if kept.is_ok() { "kept" } else { "dropped" }.to_owned(),
+        detail: warden_core::audit_detail::Detail::new()
+            .with("bytes", bytes)
+            .with("action", crate::audit::clip(record.action.clone(), 64))
+            .with("refused", reason)
+            .build(),
     }
 }
 
@@ -264,5 +401,44 @@ fn to_wire(r: &crate::audit::spool::Record) -> pb::AuditEvent {
         subject: r.subject.clone(),
         result: r.result.clone(),
         detail: r.detail.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(detail_bytes: usize) -> pb::AuditEvent {
+        pb::AuditEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            action: "request".into(),
+            detail: "x".repeat(detail_bytes),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn audit_batches_stay_under_the_size_cap_and_keep_order() {
+        use prost::Message as _;
+        let events: Vec<_> = (0..500)
+            .map(|_| event(4000))
+            .chain([event(3_000_000), event(10)])
+            .collect();
+        let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+        let parts = split_by_size(events, AUDIT_BATCH_MAX_BYTES);
+        assert!(parts.len() > 2);
+        for part in &parts {
+            let batch = pb::AuditBatch {
+                node_id: "n".repeat(128),
+                events: part.clone(),
+            };
+            assert!(
+                part.len() == 1 || batch.encoded_len() <= AUDIT_BATCH_MAX_BYTES,
+                "{} bytes",
+                batch.encoded_len()
+            );
+        }
+        let again: Vec<_> = parts.into_iter().flatten().map(|e| e.id).collect();
+        assert_eq!(again, ids);
     }
 }

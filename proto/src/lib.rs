@@ -29,6 +29,19 @@ pub mod audit {
 mod error_code;
 pub use error_code::ErrorCode;
 
+/// Largest gRPC message the control plane accepts and its clients send: admin requests and
+/// a node's hello, acks and audit batches (a node sends audit batches of at most 1 MiB).
+pub const GRPC_REQUEST_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest gRPC message the control plane sends and its clients accept: above all a node's
+/// snapshot, which must hold every virtual key. One `VirtualKey` entry encodes to about
+/// 0.7 KiB at most in practice: id (2+30) + hash (2+64) + name (2+64) + owner (2+128, its
+/// limit) + eight model aliases (8 × (2+32)) + three scopes (3 × (2+8)) + expiry (1+5) +
+/// policy (2+6 × (1+5)) + previous hash (2+64) + its expiry (1+5) + framing (3) = 716
+/// bytes; 100,000 keys make about 72 MB, so 128 MiB leaves room for the rest of the
+/// snapshot (routes, upstream keys, revocations) and longer names.
+pub const GRPC_RESPONSE_MAX_BYTES: usize = 128 * 1024 * 1024;
+
 /// Metadata key that carries a credential on every gRPC call (`Bearer <credential>`).
 pub const AUTHORIZATION: &str = "authorization";
 

@@ -598,6 +598,11 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
     /// The next batch of at most `max` records. A batch from the live segment waits up to
     /// `linger` for more records (so a steady trickle is not sent one by one); closed
     /// segments (a backlog) go out at once. `None` once the writer is gone.

@@ -136,6 +136,7 @@ pub async fn count_tokens(
             .get("model")
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_request("model: Field required"))?;
+        parse::check_model_length(model)?;
         resolve_route(&snapshot, &principal, model)?;
         if !value.get("messages").is_some_and(Value::is_array) {
             return Err(ApiError::bad_request("messages: Field required"));

@@ -35,6 +35,7 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ModelRequest, A
         Some(_) => return Err(ApiError::bad_request("`model` must be a non-empty string.")),
         None => return Err(ApiError::bad_request("you must provide a model parameter")),
     };
+    check_model_length(&model)?;
     match endpoint {
         Endpoint::Chat | Endpoint::Messages => match body.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => {}
@@ -66,6 +67,20 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ModelRequest, A
         model,
         stream,
     })
+}
+
+/// The longest `model` accepted, in bytes. Model names are short; a longer one would be
+/// carried into the audit log and the logs as the request's subject.
+pub const MAX_MODEL_LEN: usize = 256;
+
+/// Refuses a `model` longer than [`MAX_MODEL_LEN`] bytes.
+pub fn check_model_length(model: &str) -> Result<(), ApiError> {
+    if model.len() > MAX_MODEL_LEN {
+        return Err(ApiError::bad_request(format!(
+            "`model` must be at most {MAX_MODEL_LEN} bytes long."
+        )));
+    }
+    Ok(())
 }
 
 /// Lowers the request's completion-token limit to `cap`, or sets it when absent.
@@ -190,5 +205,20 @@ mod tests {
                 e.message()
             );
         }
+    }
+
+    #[test]
+    fn refuses_a_model_name_longer_than_the_limit() {
+        let body = |model: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "model": model, "messages": [{"role": "user", "content": "x"}]
+            }))
+            .unwrap()
+        };
+        let longest = "m".repeat(MAX_MODEL_LEN);
+        assert!(parse_request(Endpoint::Chat, &body(&longest)).is_ok());
+        let e = parse_request(Endpoint::Chat, &body(&format!("{longest}m"))).unwrap_err();
+        assert_eq!(e.status().as_u16(), 400);
+        assert!(e.message().contains("at most 256 bytes"), "{}", e.message());
     }
 }

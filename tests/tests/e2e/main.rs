@@ -11,6 +11,7 @@
 mod anthropic;
 mod attacks;
 mod audit;
+mod audit_path;
 mod audit_spool;
 #[path = "../../../control-plane/tests/support/azure_double.rs"]
 #[allow(dead_code, reason = "the e2e suite uses a part of the double")]
