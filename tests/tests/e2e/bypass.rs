@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use warden_tests::cluster::{MODEL, Options, TestCluster, eventually};
+use warden_tests::cluster::{MODEL, OTHER_MODEL, Options, TestCluster, eventually};
 
 async fn cluster() -> TestCluster {
     let redis_url = std::env::var("WARDEN_TEST_REDIS_URL").unwrap_or_else(|_| {
@@ -207,6 +207,34 @@ async fn provider_model_addressing_is_metered_and_needs_its_own_grant() {
             audit
                 .lines()
                 .any(|l| l.contains("mock:never-priced") && l.contains("400"))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // The control plane warns when a budget meets an unpriced model: at `policy set` and at
+    // `model add` (logged, and in the audit record).
+    c.ctl_ok(
+        &["policy", "set", "--model", OTHER_MODEL, "--max-budget", "1"],
+        None,
+    )
+    .unwrap();
+    c.ctl_ok(&["model", "add", "free-ride", "--provider", "mock"], None)
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the warnings in the audit log",
+        || async {
+            let audit = c
+                .ctl_ok(&["audit", "query", "--format", "json"], None)
+                .ok()?;
+            let warned = |action: &str, model: &str| {
+                audit.lines().any(|l| {
+                    l.contains(action) && l.contains(model) && l.contains("unpriced models")
+                })
+            };
+            (warned("policy.set", OTHER_MODEL) && warned("model.warning", "free-ride"))
                 .then_some(())
         },
     )
