@@ -12,8 +12,8 @@ use crate::limits::Policy;
 /// probe which models exist.
 ///
 /// A `provider:model` route carries the policy, price and per-model limit counters of the
-/// alias serving the same provider and upstream model (the first priced one by name, else
-/// the first by name);
+/// alias serving the same provider and upstream model, as its primary or one of its
+/// deployments (the first priced one by name, else the first by name);
 /// without one it has no model policy and no price, and is refused when a budget applies
 /// ([`super::admission::admit`]).
 pub fn resolve_route(
@@ -45,7 +45,12 @@ pub fn resolve_route(
                 .aliases
                 .iter()
                 .filter_map(|a| snapshot.routes.get(a))
-                .filter(|r| r.provider.name == provider_name && r.upstream_model == upstream_model);
+                .filter(|r| {
+                    (r.provider.name == provider_name && r.upstream_model == upstream_model)
+                        || r.deployments.iter().any(|d| {
+                            d.provider.name == provider_name && d.upstream_model == upstream_model
+                        })
+                });
             let serving = serving
                 .clone()
                 .find(|r| r.priced)
