@@ -26,16 +26,22 @@ pub enum Scope {
     Admin,
     /// Read the audit log (`AuditStream`, `wardenctl audit …`).
     Audit,
+    /// Keep state at the provider through `/v1/responses` (`store`, `background`,
+    /// `previous_response_id`): every client shares Warden's provider key, so that state
+    /// is reachable by any holder of this scope.
+    #[serde(rename = "responses_state")]
+    ResponsesState,
 }
 
 impl Scope {
-    /// Parses `read`, `write` or `admin`.
+    /// Parses `read`, `write`, `admin`, `audit` or `responses_state`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "read" => Some(Self::Read),
             "write" => Some(Self::Write),
             "admin" => Some(Self::Admin),
             "audit" => Some(Self::Audit),
+            "responses_state" => Some(Self::ResponsesState),
             _ => None,
         }
     }
@@ -47,6 +53,7 @@ impl Scope {
             Self::Write => "write",
             Self::Admin => "admin",
             Self::Audit => "audit",
+            Self::ResponsesState => "responses_state",
         }
     }
 }

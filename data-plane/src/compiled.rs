@@ -95,6 +95,11 @@ pub struct Route {
     pub fallbacks: Vec<String>,
     pub policy: Policy,
     pub price: Price,
+    /// Whether the model has a price: an unpriced route is refused when a budget applies.
+    pub priced: bool,
+    /// The alias whose per-model limits (and their counters) apply: the alias itself, or,
+    /// for `provider:model`, the alias serving the same upstream model.
+    pub limits_alias: String,
     /// Every deployment of the alias (its own provider and upstream model first), each
     /// with its weight; one is picked per request by weight, the others follow.
     pub deployments: Vec<Deployment>,
@@ -323,6 +328,10 @@ impl Snapshot {
             routes.insert(
                 m.alias.clone(),
                 Route {
+                    priced: m
+                        .price
+                        .is_some_and(|p| p.input_per_mtok > 0.0 || p.output_per_mtok > 0.0),
+                    limits_alias: m.alias.clone(),
                     alias: m.alias,
                     provider,
                     upstream_model: m.upstream_model,

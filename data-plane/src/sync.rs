@@ -381,7 +381,7 @@ async fn quarantine(
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0),
         action: "node.audit_quarantine".to_owned(),
-        actor: crate::audit::clip(record.node.clone(), 128),
+        actor: format!("node:{}", crate::audit::clip(record.node.clone(), 128)),
         subject: id,
         result: if kept.is_ok() { "kept" } else { "dropped" }.to_owned(),
         detail: warden_core::audit_detail::Detail::new()

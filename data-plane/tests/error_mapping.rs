@@ -600,6 +600,8 @@ fn route(alias: &str, provider: Arc<Provider>, fallbacks: &[&str]) -> Route {
         fallbacks: fallbacks.iter().map(|f| (*f).to_owned()).collect(),
         policy: Policy::default(),
         price: Price::default(),
+        priced: false,
+        limits_alias: alias.to_owned(),
         deployments: Vec::new(),
     }
 }

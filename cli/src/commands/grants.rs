@@ -21,10 +21,12 @@ use crate::session::Session;
 /// What a token or virtual key may do.
 #[derive(Debug, Args)]
 pub struct GrantArgs {
-    /// Model aliases allowed, comma-separated [default: all].
+    /// Model aliases allowed, comma-separated [default: all aliases]; `provider:model`,
+    /// `provider:*` or `*:*` for addressing a provider's models directly.
     #[arg(long, value_delimiter = ',', value_parser = list_item, num_args = 1)]
     pub models: Vec<String>,
-    /// Scopes (`read`, `write`, `admin`, `audit`), comma-separated [default: read,write].
+    /// Scopes (`read`, `write`, `admin`, `audit`, `responses_state`), comma-separated
+    /// [default: read,write].
     #[arg(long, value_delimiter = ',', value_parser = list_item, num_args = 1)]
     pub scopes: Vec<String>,
 }

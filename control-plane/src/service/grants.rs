@@ -15,7 +15,7 @@ pub(super) fn parse_scopes(scopes: &[String]) -> Result<Vec<String>, ServiceErro
     for s in scopes {
         let scope = Scope::parse(s.trim()).ok_or_else(|| {
             ServiceError::InvalidArgument(format!(
-                "unknown scope `{s}` (expected read, write, admin or audit)"
+                "unknown scope `{s}` (expected read, write, admin, audit or responses_state)"
             ))
         })?;
         if !out.iter().any(|o: &String| o == scope.as_str()) {
@@ -33,10 +33,10 @@ pub(super) fn parse_models(models: &[String]) -> Result<Vec<String>, ServiceErro
     let mut out = Vec::new();
     for m in models {
         let m = m.trim();
-        // `*` is every model; `provider:*` every model of a provider (`provider:model`
-        // addressing).
+        // `*` is every alias; `provider:*` every model of a provider (`provider:model`
+        // addressing); `*:*` every model of every provider.
         let checked = m.strip_suffix(":*").unwrap_or(m);
-        if m != "*" {
+        if m != "*" && m != "*:*" {
             validate_name(checked)
                 .map_err(|e| ServiceError::InvalidArgument(format!("model `{m}`: {e}")))?;
         }

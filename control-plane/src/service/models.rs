@@ -33,77 +33,90 @@ impl ControlPlane {
         fallbacks: &[String],
         price: Option<Price>,
     ) -> Result<Model, ServiceError> {
-        self.mutate(actor, "model.add", alias, async {
-            let known: Vec<String> = self
-                .store
-                .list_models()
-                .await?
-                .into_iter()
-                .map(|m| m.alias)
-                .collect();
-            for f in fallbacks {
-                if f == alias {
-                    return Err(ServiceError::InvalidArgument(format!(
-                        "model `{alias}` cannot fall back to itself"
-                    )));
-                }
-                if !known.contains(f) {
-                    return Err(ServiceError::NotFound(format!(
-                        "fallback model `{f}` does not exist (add it first)"
-                    )));
-                }
-            }
-            if let Some(p) = price
-                && (!p.input_per_mtok.is_finite()
-                    || !p.output_per_mtok.is_finite()
-                    || p.input_per_mtok < 0.0
-                    || p.output_per_mtok < 0.0)
-            {
-                return Err(ServiceError::InvalidArgument(
-                    "prices must be finite and not negative".into(),
-                ));
-            }
-            validate_name(alias)
-                .map_err(|e| ServiceError::InvalidArgument(format!("alias: {e}")))?;
-            let upstream_model = upstream_or_alias(upstream_model, alias);
-            if upstream_model.len() > 256 {
-                return Err(ServiceError::InvalidArgument(
-                    "upstream_model is too long".into(),
-                ));
-            }
-            if !self
-                .store
-                .list_providers()
-                .await?
-                .iter()
-                .any(|p| p.name == provider)
-            {
-                return Err(ServiceError::NotFound(format!(
-                    "no provider named {provider}"
-                )));
-            }
-            let model = Model {
-                alias: alias.to_owned(),
-                provider: provider.to_owned(),
-                upstream_model: upstream_model.to_owned(),
-                source,
-                created_at: unix_now(),
-                fallbacks: fallbacks.to_vec(),
-                weight: self
+        let model = self
+            .mutate(actor, "model.add", alias, async {
+                let known: Vec<String> = self
                     .store
                     .list_models()
                     .await?
+                    .into_iter()
+                    .map(|m| m.alias)
+                    .collect();
+                for f in fallbacks {
+                    if f == alias {
+                        return Err(ServiceError::InvalidArgument(format!(
+                            "model `{alias}` cannot fall back to itself"
+                        )));
+                    }
+                    if !known.contains(f) {
+                        return Err(ServiceError::NotFound(format!(
+                            "fallback model `{f}` does not exist (add it first)"
+                        )));
+                    }
+                }
+                if let Some(p) = price
+                    && (!p.input_per_mtok.is_finite()
+                        || !p.output_per_mtok.is_finite()
+                        || p.input_per_mtok < 0.0
+                        || p.output_per_mtok < 0.0)
+                {
+                    return Err(ServiceError::InvalidArgument(
+                        "prices must be finite and not negative".into(),
+                    ));
+                }
+                validate_name(alias)
+                    .map_err(|e| ServiceError::InvalidArgument(format!("alias: {e}")))?;
+                let upstream_model = upstream_or_alias(upstream_model, alias);
+                if upstream_model.len() > 256 {
+                    return Err(ServiceError::InvalidArgument(
+                        "upstream_model is too long".into(),
+                    ));
+                }
+                if !self
+                    .store
+                    .list_providers()
+                    .await?
                     .iter()
-                    .find(|m| m.alias == alias)
-                    .map_or(1, |m| m.weight),
-            };
-            self.store.upsert_model(&model).await?;
-            if let Some(p) = price {
-                self.store.upsert_price(alias, p).await?;
+                    .any(|p| p.name == provider)
+                {
+                    return Err(ServiceError::NotFound(format!(
+                        "no provider named {provider}"
+                    )));
+                }
+                let model = Model {
+                    alias: alias.to_owned(),
+                    provider: provider.to_owned(),
+                    upstream_model: upstream_model.to_owned(),
+                    source,
+                    created_at: unix_now(),
+                    fallbacks: fallbacks.to_vec(),
+                    weight: self
+                        .store
+                        .list_models()
+                        .await?
+                        .iter()
+                        .find(|m| m.alias == alias)
+                        .map_or(1, |m| m.weight),
+                };
+                self.store.upsert_model(&model).await?;
+                if let Some(p) = price {
+                    self.store.upsert_price(alias, p).await?;
+                }
+                Ok(model)
+            })
+            .await?;
+        // An unpriced model under a budget: logged, and audited next to the change.
+        if let Ok(unpriced) = self
+            .unpriced_under_budget(Some(std::slice::from_ref(&model.alias)))
+            .await
+        {
+            let warning = Self::unpriced_warning("model add", &unpriced);
+            if !warning.is_empty() {
+                self.audit("model.warning", &actor.0, alias, "warning", &warning)
+                    .await;
             }
-            Ok(model)
-        })
-        .await
+        }
+        Ok(model)
     }
 
     pub async fn list_models(&self) -> Result<Vec<Model>, ServiceError> {

@@ -76,7 +76,7 @@ impl ControlPlane {
             Ok(record)
         }
         .await;
-        let detail = match &result {
+        let mut detail = match &result {
             Ok(r) => format!(
                 "rpm={} tpm={} max_parallel={} max_budget_micros={} period={}s",
                 r.limits.rpm,
@@ -87,6 +87,21 @@ impl ControlPlane {
             ),
             Err(e) => e.to_string(),
         };
+        // A budget over models without a price: logged, and in the audit record.
+        if let Ok(r) = &result
+            && r.limits.max_budget_micros > 0
+        {
+            let scope = match target {
+                PolicyTarget::Model(alias) => Some(std::slice::from_ref(alias)),
+                _ => None,
+            };
+            if let Ok(unpriced) = self.unpriced_under_budget(scope).await {
+                let warning = Self::unpriced_warning("policy set", &unpriced);
+                if !warning.is_empty() {
+                    detail = format!("{detail}; {warning}");
+                }
+            }
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code().metric_label(),

@@ -13,7 +13,8 @@ use crate::limits::{Admission, Denied, RateHeaders, Scope};
 use crate::state::AppState;
 
 /// Admits a request to `route` that may use `reserve` tokens, or says which limit refuses
-/// it.
+/// it. A route without a price is refused when any budget applies: its spend could not
+/// grow.
 pub async fn admit(
     state: &AppState,
     snapshot: &Snapshot,
@@ -26,19 +27,32 @@ pub async fn admit(
         scopes.push(scope);
     }
     scopes.push(Scope {
-        id: scope::model(&route.alias),
+        id: scope::model(&route.limits_alias),
         policy: route.policy,
     });
     scopes.push(Scope {
         id: scope::GLOBAL.to_owned(),
         policy: snapshot.global_policy,
     });
+    if !route.priced && scopes.iter().any(|s| s.policy.max_budget_micros > 0) {
+        return Err(unpriced_under_budget(&route.alias));
+    }
     state.limiter.admit(scopes, reserve).await.map_err(|d| {
         if let Denied::Limit { kind, .. } = &d {
             metrics::counter!(crate::metrics::LIMITED, "limit" => kind.label()).increment(1);
         }
         ApiError::from(&d)
     })
+}
+
+/// The refusal of a request to an unpriced model when a budget applies to it.
+fn unpriced_under_budget(model: &str) -> ApiError {
+    let model: String = model.chars().take(256).collect();
+    ApiError::bad_request(format!(
+        "The model `{model}` has no price, and a budget applies to this request: it cannot \
+         be metered. Ask your administrator to set the model's price \
+         (`wardenctl model add ... --input-price --output-price`) or to use a priced alias."
+    ))
 }
 
 /// `response` with the `x-ratelimit-*` headers of the limits that apply.

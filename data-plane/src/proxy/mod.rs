@@ -341,6 +341,8 @@ async fn handle(
     let mut request = parse_request(endpoint, body).map_err(|e| Rejection::new(e, pid, ""))?;
     let model = request.model.clone();
     let reject = |e: ApiError| Rejection::new(e, pid, &model);
+    let may_keep_state = principal.scopes.contains(&Scope::ResponsesState);
+    parse::guard_provider_state(endpoint, may_keep_state, &mut request.body).map_err(reject)?;
     let route = resolve_route(&snapshot, &principal, &model).map_err(reject)?;
 
     // The tightest max_tokens ceiling of the caller, the model and the gateway.
@@ -353,12 +355,14 @@ async fn handle(
     .filter(|c| *c > 0)
     .min();
     if let Some(cap) = cap {
-        cap_output_tokens(endpoint, &mut request.body, cap);
+        // The cap covers all `n` choices of a chat completion.
+        let per_choice = parse::per_choice_cap(cap, request.choices).map_err(reject)?;
+        cap_output_tokens(endpoint, &mut request.body, per_choice);
     }
 
     // Limits: the caller's, the model's and the global ones, in one decision.
     let prompt_estimate = parse::prompt_estimate(endpoint, &request.body);
-    let reserve = prompt_estimate + requested_output(endpoint, &request.body);
+    let reserve = prompt_estimate + requested_output(endpoint, &request.body, request.choices);
     let admission = admission::admit(state, &snapshot, &principal, &route, reserve)
         .await
         .map_err(reject)?;

@@ -15,6 +15,8 @@ pub struct ModelRequest {
     pub body: Map<String, Value>,
     pub model: String,
     pub stream: bool,
+    /// How many choices the request asks for (`n` of a chat completion; 1 elsewhere).
+    pub choices: u64,
 }
 
 /// Parses and checks a request body for `endpoint`.
@@ -62,10 +64,12 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ModelRequest, A
     if stream && endpoint == Endpoint::Embeddings {
         return Err(ApiError::bad_request("embeddings do not stream"));
     }
+    let choices = choices(endpoint, &body)?;
     Ok(ModelRequest {
         body,
         model,
         stream,
+        choices,
     })
 }
 
@@ -80,6 +84,76 @@ pub fn check_model_length(model: &str) -> Result<(), ApiError> {
             "`model` must be at most {MAX_MODEL_LEN} bytes long."
         )));
     }
+    Ok(())
+}
+
+/// The most choices (`n`) one chat completion may ask for (OpenAI's own limit).
+pub const MAX_CHOICES: u64 = 128;
+
+/// The number of choices a chat completion asks for: `n`, a positive integer up to
+/// [`MAX_CHOICES`] (1 when absent). Each choice is generated up to the output-token limit,
+/// so the request may produce `n × max_tokens` tokens. Other endpoints: 1 (their `n`, if
+/// any, is not a choice count).
+fn choices(endpoint: Endpoint, body: &Map<String, Value>) -> Result<u64, ApiError> {
+    if endpoint != Endpoint::Chat {
+        return Ok(1);
+    }
+    match body.get("n") {
+        None | Some(Value::Null) => Ok(1),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_CHOICES).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`n` must be an integer from 1 to {MAX_CHOICES} (the number of choices to \
+                     generate)."
+                ))
+            }),
+    }
+}
+
+/// The output-token limit of each of `choices` choices under a total `cap`: `cap / choices`,
+/// or a refusal when that leaves less than one token per choice.
+pub fn per_choice_cap(cap: u64, choices: u64) -> Result<u64, ApiError> {
+    let per_choice = cap / choices.max(1);
+    if per_choice == 0 {
+        return Err(ApiError::bad_request(format!(
+            "`n` = {choices} choices exceed this request's output-token limit of {cap} \
+             (`n` × `max_tokens` may not exceed it)."
+        )));
+    }
+    Ok(per_choice)
+}
+
+/// Keeps a `/v1/responses` request from reaching state kept at the provider, unless the
+/// credential holds the `responses_state` scope: every client shares Warden's provider key,
+/// so a stored response (`store`, `background`) or a `previous_response_id` /
+/// `conversation` is reachable by every other client. Without the scope those are refused
+/// and `store: false` is set when the request leaves `store` out (the provider's default
+/// is to store). Other endpoints: untouched.
+pub fn guard_provider_state(
+    endpoint: Endpoint,
+    may_keep_state: bool,
+    body: &mut Map<String, Value>,
+) -> Result<(), ApiError> {
+    if endpoint != Endpoint::Responses || may_keep_state {
+        return Ok(());
+    }
+    let set = |v: Option<&Value>| !matches!(v, None | Some(Value::Null | Value::Bool(false)));
+    for field in [
+        "store",
+        "background",
+        "previous_response_id",
+        "conversation",
+    ] {
+        if set(body.get(field)) {
+            // 403 `insufficient_scope`: "This credential lacks the `responses_state` scope."
+            return Err(ApiError::missing_scope(
+                warden_core::jwt::Scope::ResponsesState.as_str(),
+            ));
+        }
+    }
+    body.insert("store".to_owned(), Value::Bool(false));
     Ok(())
 }
 
@@ -109,8 +183,8 @@ pub fn cap_output_tokens(endpoint: Endpoint, body: &mut Map<String, Value>, cap:
 /// beyond it as they flow.
 const DEFAULT_OUTPUT_RESERVE: u64 = 256;
 
-/// The completion tokens a request asks for at most.
-pub fn requested_output(endpoint: Endpoint, body: &Map<String, Value>) -> u64 {
+/// The completion tokens a request asks for at most, over all of its `choices`.
+pub fn requested_output(endpoint: Endpoint, body: &Map<String, Value>, choices: u64) -> u64 {
     if endpoint == Endpoint::Embeddings {
         return 0;
     }
@@ -118,6 +192,7 @@ pub fn requested_output(endpoint: Endpoint, body: &Map<String, Value>) -> u64 {
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
         .unwrap_or(DEFAULT_OUTPUT_RESERVE)
+        .saturating_mul(choices.max(1))
 }
 
 /// Rough token count of text: about four characters per token.
@@ -220,5 +295,58 @@ mod tests {
         let e = parse_request(Endpoint::Chat, &body(&format!("{longest}m"))).unwrap_err();
         assert_eq!(e.status().as_u16(), 400);
         assert!(e.message().contains("at most 256 bytes"), "{}", e.message());
+    }
+
+    #[test]
+    fn n_is_a_bounded_positive_integer_and_shares_the_cap() {
+        let chat = |n: &str| {
+            parse_request(
+                Endpoint::Chat,
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"n":{n}}}"#)
+                    .as_bytes(),
+            )
+        };
+        assert_eq!(chat("3").unwrap().choices, 3);
+        assert_eq!(chat("null").unwrap().choices, 1);
+        for bad in ["0", "-1", "2.5", "\"2\"", "129", "1000000"] {
+            let e = chat(bad).unwrap_err();
+            assert_eq!(e.status().as_u16(), 400, "{bad}");
+            assert!(e.message().contains("`n`"), "{}", e.message());
+        }
+        assert_eq!(per_choice_cap(100, 50).unwrap(), 2);
+        assert_eq!(per_choice_cap(100, 1).unwrap(), 100);
+        assert_eq!(per_choice_cap(100, 101).unwrap_err().status().as_u16(), 400);
+        let body = chat("4").unwrap().body;
+        assert_eq!(
+            requested_output(Endpoint::Chat, &body, 4),
+            4 * DEFAULT_OUTPUT_RESERVE
+        );
+    }
+
+    #[test]
+    fn provider_state_needs_the_scope_on_responses_only() {
+        let parse = |b: &str| {
+            parse_request(Endpoint::Responses, b.as_bytes())
+                .unwrap()
+                .body
+        };
+        for field in [
+            r#""store":true"#,
+            r#""background":true"#,
+            r#""previous_response_id":"resp_1""#,
+            r#""conversation":"conv_1""#,
+        ] {
+            let mut body = parse(&format!(r#"{{"model":"m","input":"x",{field}}}"#));
+            let e = guard_provider_state(Endpoint::Responses, false, &mut body).unwrap_err();
+            assert_eq!(e.status().as_u16(), 403, "{field}");
+            assert!(guard_provider_state(Endpoint::Responses, true, &mut body).is_ok());
+        }
+        let mut body = parse(r#"{"model":"m","input":"x"}"#);
+        guard_provider_state(Endpoint::Responses, false, &mut body).unwrap();
+        assert_eq!(body["store"], false);
+        let mut body = parse(r#"{"model":"m","input":"x","store":false,"background":null}"#);
+        assert!(guard_provider_state(Endpoint::Responses, false, &mut body).is_ok());
+        let mut chat: Map<String, Value> = serde_json::from_str(r#"{"store":true}"#).unwrap();
+        assert!(guard_provider_state(Endpoint::Chat, false, &mut chat).is_ok());
     }
 }

@@ -7,8 +7,15 @@ use crate::error::ApiError;
 use crate::limits::Policy;
 
 /// Finds where `model` goes for this caller: an alias, or `provider:model` when the caller
-/// may use it (`*`, the exact `provider:model`, or `provider:*`). Authorization is checked
-/// before existence, so a limited caller cannot probe which models exist.
+/// may use it (the exact `provider:model`, `provider:*` or `*:*` — a bare `*` covers
+/// aliases only). Authorization is checked before existence, so a limited caller cannot
+/// probe which models exist.
+///
+/// A `provider:model` route carries the policy, price and per-model limit counters of the
+/// alias serving the same provider and upstream model, as its primary or one of its
+/// deployments (the first priced one by name, else the first by name);
+/// without one it has no model policy and no price, and is refused when a budget applies
+/// ([`super::admission::admit`]).
 pub fn resolve_route(
     snapshot: &Snapshot,
     principal: &Principal,
@@ -21,8 +28,7 @@ pub fn resolve_route(
         return Ok(route.clone());
     }
     if let Some((provider_name, upstream_model)) = model.split_once(':') {
-        let wildcard = format!("{provider_name}:*");
-        if !(principal.may_use(model) || principal.may_use(&wildcard)) {
+        if !may_address_directly(principal, model, provider_name) {
             return Err(ApiError::model_not_allowed(model));
         }
         let provider = snapshot
@@ -35,13 +41,33 @@ pub fn resolve_route(
         if let Some(provider) = provider
             && !upstream_model.is_empty()
         {
+            let mut serving = snapshot
+                .aliases
+                .iter()
+                .filter_map(|a| snapshot.routes.get(a))
+                .filter(|r| {
+                    (r.provider.name == provider_name && r.upstream_model == upstream_model)
+                        || r.deployments.iter().any(|d| {
+                            d.provider.name == provider_name && d.upstream_model == upstream_model
+                        })
+                });
+            let serving = serving
+                .clone()
+                .find(|r| r.priced)
+                .or_else(|| serving.next());
+            let (policy, price, priced, limits_alias) = match serving {
+                Some(r) => (r.policy, r.price, r.priced, r.limits_alias.clone()),
+                None => (Policy::default(), Price::default(), false, model.to_owned()),
+            };
             return Ok(Route {
                 alias: model.to_owned(),
                 provider,
                 upstream_model: upstream_model.to_owned(),
                 fallbacks: Vec::new(),
-                policy: Policy::default(),
-                price: Price::default(),
+                policy,
+                price,
+                priced,
+                limits_alias,
                 deployments: Vec::new(),
             });
         }
@@ -51,4 +77,12 @@ pub fn resolve_route(
         return Err(ApiError::model_not_allowed(model));
     }
     Err(ApiError::model_not_found(model))
+}
+
+/// Whether the caller's model allow-list names `provider:model` itself, `provider:*` or
+/// `*:*`.
+fn may_address_directly(principal: &Principal, model: &str, provider_name: &str) -> bool {
+    principal.models.iter().any(|m| {
+        m == model || m == "*:*" || m.strip_suffix(":*").is_some_and(|p| p == provider_name)
+    })
 }

@@ -16,6 +16,7 @@ mod audit_spool;
 #[path = "../../../control-plane/tests/support/azure_double.rs"]
 #[allow(dead_code, reason = "the e2e suite uses a part of the double")]
 mod azure_double;
+mod bypass;
 mod cli;
 mod deploy_config;
 mod dev;
