@@ -123,22 +123,23 @@ fn spool_line(id: &str, node: &str, actor: &str, detail: &str) -> Vec<u8> {
 async fn a_record_the_control_plane_refuses_is_quarantined_and_the_spool_moves_on() {
     let mut c = TestCluster::start(1).await.unwrap();
     // The spool a node finds at start (left by a previous process): a record the control
-    // plane refuses (actor over its 256-byte limit) between valid ones, one of them larger
+    // plane refuses (an actor of no credential kind, over its 256-byte limit) between valid
+    // ones (`jwt:` actors, as a node writes them), one of them larger
     // than the 4 MiB a gRPC server takes by default.
     let node = "node-2";
     let dir = c.spool_dir(node);
     std::fs::create_dir_all(&dir).unwrap();
     let ids: Vec<String> = (0..4).map(|_| uuid::Uuid::now_v7().to_string()).collect();
     let mut segment = Vec::new();
-    segment.extend(spool_line(&ids[0], node, "before", "k=v"));
+    segment.extend(spool_line(&ids[0], node, "jwt:before", "k=v"));
     segment.extend(spool_line(&ids[1], node, &"a".repeat(300), "k=v"));
     segment.extend(spool_line(
         &ids[2],
         node,
-        "huge",
+        "jwt:huge",
         &"d".repeat(5 * 1024 * 1024),
     ));
-    segment.extend(spool_line(&ids[3], node, "after", "k=v"));
+    segment.extend(spool_line(&ids[3], node, "jwt:after", "k=v"));
     std::fs::write(dir.join(format!("{:020}.seg", 1)), segment).unwrap();
 
     let index = c.add_node().await.unwrap();
