@@ -124,7 +124,11 @@ async fn old_data_dir_moves_into_the_table(database: Option<(&str, &str)>) {
                 .await
                 .unwrap();
         let kid = cp.signing_key().kid.clone();
-        let names = [PEPPER.to_owned(), CHECKPOINT.to_owned(), format!("warden/jwt/{kid}")];
+        let names = [
+            PEPPER.to_owned(),
+            CHECKPOINT.to_owned(),
+            format!("warden/jwt/{kid}"),
+        ];
         let mut old = Vec::new();
         for name in &names {
             let value = own.get(name).await.unwrap();
@@ -137,11 +141,18 @@ async fn old_data_dir_moves_into_the_table(database: Option<(&str, &str)>) {
     file.put(PROVIDER_KEY, &SecretString::from("sk-canary-provider"))
         .await
         .unwrap();
-    assert!(table_rows(&config).await.is_empty(), "old layout: empty table");
+    assert!(
+        table_rows(&config).await.is_empty(),
+        "old layout: empty table"
+    );
 
     // 2. Opening the old data dir moves them.
     let cp = warden_control_plane::open(&config).await.unwrap();
-    assert_eq!(cp.signing_key().kid, kid, "the old signing key stays the signer");
+    assert_eq!(
+        cp.signing_key().kid,
+        kid,
+        "the old signing key stays the signer"
+    );
     cp.authenticate_admin(Some(token.expose_secret()), "test")
         .await
         .expect("a token signed before the move still verifies");
@@ -196,7 +207,9 @@ async fn old_data_dir_moves_into_the_table(database: Option<(&str, &str)>) {
     file.put(PEPPER, &SecretString::from(pepper.clone()))
         .await
         .unwrap();
-    file.put(CHECKPOINT, &SecretString::from("00ff")).await.unwrap();
+    file.put(CHECKPOINT, &SecretString::from("00ff"))
+        .await
+        .unwrap();
     let cp = warden_control_plane::open(&config).await.unwrap();
     cp.authenticate_admin(Some(admin.expose_secret()), "test")
         .await
@@ -205,7 +218,10 @@ async fn old_data_dir_moves_into_the_table(database: Option<(&str, &str)>) {
     assert_eq!(audited.len(), 2, "{audited:?}");
     let (result, detail) = &audited[0];
     assert_eq!(result, "conflict");
-    assert!(detail.contains(PEPPER) && detail.contains(CHECKPOINT), "{detail}");
+    assert!(
+        detail.contains(PEPPER) && detail.contains(CHECKPOINT),
+        "{detail}"
+    );
     assert_eq!(
         file.names().await.unwrap(),
         vec![PROVIDER_KEY.to_owned(), CHECKPOINT.to_owned()]
@@ -215,7 +231,11 @@ async fn old_data_dir_moves_into_the_table(database: Option<(&str, &str)>) {
             .await
             .unwrap()
             .unwrap();
-    assert_eq!(checkpoint.key_id(), checkpoint_id, "the table's checkpoint key");
+    assert_eq!(
+        checkpoint.key_id(),
+        checkpoint_id,
+        "the table's checkpoint key"
+    );
 }
 
 #[tokio::test]
@@ -230,8 +250,10 @@ async fn postgres_data_dir_from_before_the_table_moves_into_it() {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     old_data_dir_moves_into_the_table(Some((&url, &schema))).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
 }

@@ -698,9 +698,12 @@ mod bodies {
         let s = b.open().await;
         let own = OwnSecrets::new(Arc::clone(&s), key(&b64));
         assert!(own.names().await.unwrap().is_empty());
-        own.put("warden/credential-pepper", &SecretString::from("canary-pepper-1"))
-            .await
-            .unwrap();
+        own.put(
+            "warden/credential-pepper",
+            &SecretString::from("canary-pepper-1"),
+        )
+        .await
+        .unwrap();
         own.put("warden/jwt/k1", &SecretString::from("canary-jwt-1"))
             .await
             .unwrap();
@@ -774,10 +777,7 @@ mod bodies {
         assert!(s.delete_warden_secret("warden/jwt/k2").await.unwrap());
         assert!(!s.delete_warden_secret("warden/jwt/k2").await.unwrap());
         own.delete("warden/jwt/k1").await.unwrap();
-        assert_eq!(
-            own.names().await.unwrap(),
-            vec!["warden/credential-pepper"]
-        );
+        assert_eq!(own.names().await.unwrap(), vec!["warden/credential-pepper"]);
     }
 
     pub async fn signing_keys(b: &Backend) {

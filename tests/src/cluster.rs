@@ -299,10 +299,8 @@ impl TestCluster {
         let master = warden_control_plane::secrets::cipher::MasterKey::from_base64(
             &secrecy::SecretBox::from(self.master_key.as_str()),
         )?;
-        let own = warden_control_plane::secrets::own::OwnSecrets::new(
-            store,
-            std::sync::Arc::new(master),
-        );
+        let own =
+            warden_control_plane::secrets::own::OwnSecrets::new(store, std::sync::Arc::new(master));
         Ok(own.get(name).await?)
     }
 

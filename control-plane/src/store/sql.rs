@@ -876,4 +876,3 @@ impl StateStore for SqlStore {
         ) > 0)
     }
 }
-

@@ -82,7 +82,11 @@ auth = {{ type = "token", token_env = "E2E_VAULT_TOKEN" }}
         .to_owned();
     let file = cluster.dir.path().join("cp-data").join("secrets.json");
     if let Ok(text) = std::fs::read_to_string(&file) {
-        assert!(!text.contains("\"warden/"), "own secrets in {}", file.display());
+        assert!(
+            !text.contains("\"warden/"),
+            "own secrets in {}",
+            file.display()
+        );
     }
 
     // The admin's own "provider": the mock, which records every Authorization it gets.
