@@ -774,6 +774,29 @@ mod bodies {
             own.get("warden/nope").await.unwrap_err().metric_label(),
             "not_found"
         );
+        // Replicas starting together on one database agree on the first value written.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let own = OwnSecrets::new(Arc::clone(&s), key(&b64));
+                tokio::spawn(async move {
+                    own.put_if_absent("warden/race", &SecretString::from(format!("v{i}")))
+                        .await
+                        .unwrap()
+                        .expose_secret()
+                        .to_owned()
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for r in racers {
+            won.push(r.await.unwrap());
+        }
+        let stored = own.get("warden/race").await.unwrap();
+        assert!(
+            won.iter().all(|v| v == stored.expose_secret()),
+            "{won:?} vs one stored value"
+        );
+        own.delete("warden/race").await.unwrap();
         assert!(s.delete_warden_secret("warden/jwt/k2").await.unwrap());
         assert!(!s.delete_warden_secret("warden/jwt/k2").await.unwrap());
         own.delete("warden/jwt/k1").await.unwrap();

@@ -293,13 +293,18 @@ impl CheckpointKey {
         if let Some(key) = Self::load(secrets).await? {
             return Ok(key);
         }
-        let (key, pkcs8) = Self::generate()?;
+        let (fresh, pkcs8) = Self::generate()?;
+        // Another control plane sharing the store may have made one first: use it.
         secrets
-            .put(
+            .put_if_absent(
                 CHECKPOINT_KEY_SECRET,
                 &SecretString::from(hex::encode(&pkcs8[..])),
             )
             .await?;
+        let key = Self::load(secrets).await?.ok_or(JobsError::Generate)?;
+        if key.key_id != fresh.key_id {
+            return Ok(key);
+        }
         tracing::info!(
             key_id = %key.key_id,
             reference = %secrets.reference(CHECKPOINT_KEY_SECRET),

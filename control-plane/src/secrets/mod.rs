@@ -117,6 +117,25 @@ pub trait SecretStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<SecretString, SecretError>;
     /// Writes `value` under `name`, replacing any earlier value.
     async fn put(&self, name: &str, value: &SecretString) -> Result<(), SecretError>;
+    /// Writes `value` under `name` only when nothing is stored there yet, and returns what
+    /// is stored afterwards: `value`, or the value another writer stored first. Stores that
+    /// several control planes share override it with one atomic step
+    /// ([`own::OwnSecrets`]); the default reads, then writes.
+    async fn put_if_absent(
+        &self,
+        name: &str,
+        value: &SecretString,
+    ) -> Result<SecretString, SecretError> {
+        match self.get(name).await {
+            Ok(existing) => Ok(existing),
+            Err(SecretError::NotFound { .. }) => {
+                self.put(name, value).await?;
+                Ok(value.clone())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes `name`; deleting a missing name is not an error.
     async fn delete(&self, name: &str) -> Result<(), SecretError>;
     /// The reference under which `name` is addressed (`file://name`).

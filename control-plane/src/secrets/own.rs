@@ -157,6 +157,26 @@ impl SecretStore for OwnSecrets {
             .map_err(|e| store_error(self.reference(name), &e))
     }
 
+    /// One `INSERT … ON CONFLICT DO NOTHING`, then a read: replicas starting together on
+    /// one database agree on the first value written (the pepper, the checkpoint key).
+    async fn put_if_absent(
+        &self,
+        name: &str,
+        value: &SecretString,
+    ) -> Result<SecretString, SecretError> {
+        let sealed = self.seal(name, value)?;
+        let inserted = self
+            .store
+            .insert_warden_secret(name, &sealed, warden_core::unix_now())
+            .await
+            .map_err(|e| store_error(self.reference(name), &e))?;
+        if inserted {
+            Ok(value.clone())
+        } else {
+            self.get(name).await
+        }
+    }
+
     async fn delete(&self, name: &str) -> Result<(), SecretError> {
         self.store
             .delete_warden_secret(name)
