@@ -135,11 +135,6 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
             })?;
     }
     let master = Arc::new(load_master_key(&config.master_key).await?);
-    let secrets: Arc<dyn secrets::SecretStore> =
-        Arc::new(secrets::file::FileSecretStore::with_shared_key(
-            config.data_dir.join("secrets.json"),
-            Arc::clone(&master),
-        ));
     let resolver = secrets::config::SecretResolver::from_configs(
         &config.secrets.backends,
         &config.env.0,
@@ -178,7 +173,18 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
             .map(|u| SecretBox::from(secrecy::ExposeSecret::expose_secret(u))),
         config.redis_prefix.clone(),
     );
+    // Warden's own secrets live in the state store (`secrets::own`); a data directory from
+    // before keeps them in secrets.json: copied into the table here, removed from the file
+    // once the move is audited.
+    let legacy = secrets::file::FileSecretStore::with_shared_key(
+        config.data_dir.join("secrets.json"),
+        Arc::clone(&master),
+    );
+    let own = secrets::own::OwnSecrets::new(Arc::clone(&store), Arc::clone(&master));
+    let import = own.import_from_file(&legacy).await?;
+    let secrets: Arc<dyn secrets::SecretStore> = Arc::new(own);
     let cp = Arc::new(ControlPlane::open(store, secrets, keys, config.auth.clone(), usage).await?);
+    finish_own_secret_move(&cp, &legacy, &import).await?;
     cp.set_node_ingest_quota(
         config.audit.node_ingest_rate,
         config.audit.node_ingest_burst,
@@ -194,6 +200,51 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
     }
     record_dangerous_settings(&cp, config).await;
     Ok(cp)
+}
+
+/// Records the move of Warden's own secrets out of `legacy` into the state store (a log
+/// line and one `secret.migrate` audit row, names only) and then deletes them from the
+/// file. Runs only when the file held any; a crash before the delete repeats it once.
+async fn finish_own_secret_move(
+    cp: &ControlPlane,
+    legacy: &secrets::file::FileSecretStore,
+    import: &secrets::own::FileImport,
+) -> Result<(), RunError> {
+    if import.is_empty() {
+        return Ok(());
+    }
+    let moved: Vec<&str> = import.moved().map(String::as_str).collect();
+    let file = legacy.path().display().to_string();
+    if !import.conflicting.is_empty() {
+        tracing::warn!(
+            file,
+            names = %import.conflicting.join(","),
+            "the state store already holds different values for these own secrets; using the store's and leaving the file's in place"
+        );
+    }
+    if !moved.is_empty() {
+        tracing::info!(file, names = %moved.join(","), "moved Warden's own secrets into the state store (warden_secrets)");
+    }
+    let detail = warden_core::audit_detail::Detail::new()
+        .with("from", &file)
+        .with("names", moved.join(","))
+        .with("conflicting", import.conflicting.join(","))
+        .build();
+    let result = if import.conflicting.is_empty() {
+        "ok"
+    } else {
+        "conflict"
+    };
+    cp.audit(
+        "secret.migrate",
+        "system:startup",
+        "warden_secrets",
+        result,
+        &detail,
+    )
+    .await;
+    import.remove_from(legacy).await?;
+    Ok(())
 }
 
 /// Appends one `cp.dangerous_settings` audit row naming the settings in effect that weaken
@@ -299,8 +350,10 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
     Ok(())
 }
 
-/// The encrypted files under the data directory that hold secret values: the secret store
-/// and, when present, the start-up cache (for `warden-cp migrate encrypt[-status]`).
+/// The encrypted files under the data directory that hold secret values: the `file`
+/// provider-key backend and, when present, the start-up cache (for `warden-cp migrate
+/// encrypt[-status]`). Warden's own secrets are not among them: they live in the state
+/// store (`secrets::own`), always encrypted.
 pub async fn secret_files(
     config: &Config,
 ) -> Result<Vec<secrets::file::FileSecretStore>, RunError> {

@@ -131,6 +131,17 @@ async fn migrate(
                         format!(" ({})", status.plaintext.join(", "))
                     }
                 );
+                let own = file
+                    .names()
+                    .await?
+                    .into_iter()
+                    .filter(|n| n.starts_with(warden_control_plane::secrets::own::OWN_PREFIX))
+                    .count();
+                if own > 0 {
+                    println!(
+                        "{path}: {own} of Warden's own secret(s) (warden/…) still here: moved into the state store at the next start"
+                    );
+                }
             }
         }
     }
@@ -138,7 +149,7 @@ async fn migrate(
         println!("no secret files under {}", config.data_dir.display());
     }
     println!(
-        "state store: holds no secret values (provider keys by reference, credentials as HMAC)"
+        "state store: Warden's own secrets (signing keys, pepper, checkpoint key) in table warden_secrets, always encrypted under the master key; provider keys by reference, credentials as HMAC"
     );
     if plaintext > 0 {
         println!("run `warden-cp migrate encrypt` to encrypt the plaintext values");

@@ -244,8 +244,25 @@ fn the_single_node_example_starts() {
         "{printed:?}"
     );
     assert!(data.path().join("state.db").exists(), "SQLite state store");
+    // Warden's own secrets are in the state store, encrypted; none in a secret file.
+    let own = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = warden_control_plane::store::sqlite::SqliteStore::open(
+                &data.path().join("state.db"),
+            )
+            .await
+            .unwrap();
+            warden_control_plane::store::StateStore::list_warden_secret_names(&store)
+                .await
+                .unwrap()
+        });
     assert!(
-        data.path().join("secrets.json").exists(),
-        "encrypted file store"
+        own.iter().any(|n| n == "warden/credential-pepper"),
+        "{own:?}"
     );
+    let file = std::fs::read_to_string(data.path().join("secrets.json")).unwrap_or_default();
+    assert!(!file.contains("\"warden/"), "own secrets in secrets.json");
 }

@@ -330,6 +330,7 @@ on_every_backend!(
     lists_stored_before_migration_8_read_back,
     malformed_rows_are_reported,
     concurrent_appends_form_one_chain,
+    warden_secrets_hold_only_ciphertexts,
 );
 
 // ---- helpers ----------------------------------------------------------------------------
@@ -683,6 +684,123 @@ mod bodies {
             s.list_deployments().await.unwrap().is_empty(),
             "deployments go with their model"
         );
+    }
+
+    /// Warden's own secrets: the table round-trips through `OwnSecrets`, holds only
+    /// `enc:v1:` values bound to their names, inserts once, lists names and deletes.
+    pub async fn warden_secrets_hold_only_ciphertexts(b: &Backend) {
+        use secrecy::{ExposeSecret as _, SecretBox};
+        use warden_control_plane::secrets::SecretStore as _;
+        use warden_control_plane::secrets::cipher::MasterKey;
+        use warden_control_plane::secrets::own::OwnSecrets;
+        let key = |b64: &str| Arc::new(MasterKey::from_base64(&SecretBox::from(b64)).unwrap());
+        let b64 = MasterKey::generate_base64();
+        let s = b.open().await;
+        let own = OwnSecrets::new(Arc::clone(&s), key(&b64));
+        assert!(own.names().await.unwrap().is_empty());
+        own.put(
+            "warden/credential-pepper",
+            &SecretString::from("canary-pepper-1"),
+        )
+        .await
+        .unwrap();
+        own.put("warden/jwt/k1", &SecretString::from("canary-jwt-1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            own.get("warden/credential-pepper")
+                .await
+                .unwrap()
+                .expose_secret(),
+            "canary-pepper-1"
+        );
+        // Replacing keeps one row: created_at stays, updated_at follows the last write.
+        s.put_warden_secret("warden/jwt/k1", "enc:v1:placeholder", 5)
+            .await
+            .unwrap();
+        own.put("warden/jwt/k1", &SecretString::from("canary-jwt-2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            own.get("warden/jwt/k1").await.unwrap().expose_secret(),
+            "canary-jwt-2"
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM warden_secrets WHERE name = 'warden/jwt/k1' AND created_at > 5 AND updated_at >= created_at")
+                .await,
+            1
+        );
+        assert_eq!(
+            own.names().await.unwrap(),
+            vec!["warden/credential-pepper", "warden/jwt/k1"]
+        );
+        // At rest: ciphertexts only.
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM warden_secrets WHERE value LIKE '%canary%'")
+                .await,
+            0
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM warden_secrets WHERE value NOT LIKE 'enc:v1:%'")
+                .await,
+            0
+        );
+        // insert only when absent.
+        let sealed = s.get_warden_secret("warden/jwt/k1").await.unwrap().unwrap();
+        assert!(
+            !s.insert_warden_secret("warden/jwt/k1", "enc:v1:other", 9)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.get_warden_secret("warden/jwt/k1").await.unwrap(),
+            Some(sealed.clone())
+        );
+        // A value copied under another name does not decrypt (the name is bound in).
+        assert!(
+            s.insert_warden_secret("warden/jwt/k2", &sealed, 9)
+                .await
+                .unwrap()
+        );
+        let err = own.get("warden/jwt/k2").await.unwrap_err();
+        assert_eq!(err.metric_label(), "decrypt");
+        assert!(!err.to_string().contains("canary"), "{err}");
+        // Another master key reads nothing, and says so without the value.
+        let other = OwnSecrets::new(Arc::clone(&s), key(&MasterKey::generate_base64()));
+        let err = other.get("warden/jwt/k1").await.unwrap_err();
+        assert_eq!(err.metric_label(), "decrypt");
+        assert!(err.to_string().contains("warden/jwt/k1"), "{err}");
+        assert_eq!(
+            own.get("warden/nope").await.unwrap_err().metric_label(),
+            "not_found"
+        );
+        // Replicas starting together on one database agree on the first value written.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let own = OwnSecrets::new(Arc::clone(&s), key(&b64));
+                tokio::spawn(async move {
+                    own.put_if_absent("warden/race", &SecretString::from(format!("v{i}")))
+                        .await
+                        .unwrap()
+                        .expose_secret()
+                        .to_owned()
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for r in racers {
+            won.push(r.await.unwrap());
+        }
+        let stored = own.get("warden/race").await.unwrap();
+        assert!(
+            won.iter().all(|v| v == stored.expose_secret()),
+            "{won:?} vs one stored value"
+        );
+        own.delete("warden/race").await.unwrap();
+        assert!(s.delete_warden_secret("warden/jwt/k2").await.unwrap());
+        assert!(!s.delete_warden_secret("warden/jwt/k2").await.unwrap());
+        own.delete("warden/jwt/k1").await.unwrap();
+        assert_eq!(own.names().await.unwrap(), vec!["warden/credential-pepper"]);
     }
 
     pub async fn signing_keys(b: &Backend) {

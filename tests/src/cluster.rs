@@ -275,6 +275,35 @@ impl TestCluster {
         Ok(std::fs::File::create(path)?)
     }
 
+    /// One of the control plane's own secrets (`warden/…`), read from its state store
+    /// (`warden_secrets`) with the master key, as someone holding both could.
+    pub async fn own_secret(&self, name: &str) -> anyhow::Result<secrecy::SecretString> {
+        use warden_control_plane::secrets::SecretStore as _;
+        use warden_control_plane::store::{StateStore, postgres, sqlite};
+        let store: std::sync::Arc<dyn StateStore> = match &self.options.database_url {
+            Some(url) => std::sync::Arc::new(
+                postgres::PostgresStore::connect(
+                    &secrecy::SecretString::from(url.clone()),
+                    &postgres::PostgresSettings {
+                        schema: Some(self.database_schema()),
+                        ..postgres::PostgresSettings::default()
+                    },
+                )
+                .await?,
+            ),
+            None => std::sync::Arc::new(
+                sqlite::SqliteStore::open(&self.dir.path().join("cp-data").join("state.db"))
+                    .await?,
+            ),
+        };
+        let master = warden_control_plane::secrets::cipher::MasterKey::from_base64(
+            &secrecy::SecretBox::from(self.master_key.as_str()),
+        )?;
+        let own =
+            warden_control_plane::secrets::own::OwnSecrets::new(store, std::sync::Arc::new(master));
+        Ok(own.get(name).await?)
+    }
+
     /// The PostgreSQL schema of this cluster (used only with `database_url`).
     pub fn database_schema(&self) -> String {
         format!("e2e_{}", self.redis_prefix.trim_start_matches("wt-"))

@@ -26,7 +26,7 @@
 //!
 //! An Ed25519 key of its own, separate from the JWT signing keys: rotating or leaking a
 //! token key says nothing about the audit log, and the other way round. It lives in the
-//! control plane's own [`SecretStore`] (the encrypted file store) under
+//! control plane's own [`SecretStore`] (the state store's `warden_secrets` table) under
 //! [`CHECKPOINT_KEY_SECRET`], as the hex-encoded PKCS#8 document (the form JWT keys are kept
 //! in); [`CheckpointKey::load_or_create`] generates it with aws-lc-rs on first use. Its key
 //! id is derived from the public key (`audit-` + its 12-hex-character fingerprint), so the
@@ -293,13 +293,18 @@ impl CheckpointKey {
         if let Some(key) = Self::load(secrets).await? {
             return Ok(key);
         }
-        let (key, pkcs8) = Self::generate()?;
+        let (fresh, pkcs8) = Self::generate()?;
+        // Another control plane sharing the store may have made one first: use it.
         secrets
-            .put(
+            .put_if_absent(
                 CHECKPOINT_KEY_SECRET,
                 &SecretString::from(hex::encode(&pkcs8[..])),
             )
             .await?;
+        let key = Self::load(secrets).await?.ok_or(JobsError::Generate)?;
+        if key.key_id != fresh.key_id {
+            return Ok(key);
+        }
         tracing::info!(
             key_id = %key.key_id,
             reference = %secrets.reference(CHECKPOINT_KEY_SECRET),

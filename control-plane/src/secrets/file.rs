@@ -76,6 +76,11 @@ impl FileSecretStore {
         &self.path
     }
 
+    /// The names this file holds (never their values), in order.
+    pub async fn names(&self) -> Result<Vec<String>, SecretError> {
+        Ok(self.load().await?.into_keys().collect())
+    }
+
     /// Counts encrypted values and names plaintext ones (never their values).
     pub async fn encryption_status(&self) -> Result<EncryptionStatus, SecretError> {
         let map = self.load().await?;

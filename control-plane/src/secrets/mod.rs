@@ -1,7 +1,8 @@
-//! Secret storage. The control plane keeps provider keys, JWT signing keys and the
-//! credential pepper in a [`SecretStore`], addressed by name; configuration refers to a
-//! secret by a [`reference::SecretReference`] (`file://name`, `vault://mount/path#field`,
-//! `aws-sm://name#field`, `azure-kv://vault/name`, `env://VAR`), never by value.
+//! Secret storage. The control plane keeps provider keys, and its own secrets (JWT signing
+//! keys, the credential pepper, the audit checkpoint key), in a [`SecretStore`], addressed
+//! by name; configuration refers to a secret by a [`reference::SecretReference`]
+//! (`file://name`, `vault://mount/path#field`, `aws-sm://name#field`,
+//! `azure-kv://vault/name`, `env://VAR`), never by value.
 //!
 //! Backends, one module each, all behind the same trait:
 //! - [`file::FileSecretStore`]: the embedded default, AES-256-GCM values in one file
@@ -11,6 +12,8 @@
 //! - [`aws::AwsSecretStore`]: AWS Secrets Manager (default credential chain, JSON fields);
 //! - [`azure::AzureKeyVaultStore`]: Azure Key Vault secrets over its REST API;
 //! - [`memory::MemorySecretStore`]: in memory, for tests;
+//! - [`own::OwnSecrets`]: Warden's own secrets (signing keys, pepper, checkpoint key) in the
+//!   state store's `warden_secrets` table, `enc:v1:` under the master key;
 //! - [`reference::EnvSecretStore`]: read-only `env://VAR` values, optionally `enc:v1:`.
 //!
 //! Start reading at [`config`]: [`config::SecretBackendConfig`] is the typed configuration
@@ -31,6 +34,7 @@ pub mod config;
 pub mod file;
 pub mod manager;
 pub mod memory;
+pub mod own;
 pub mod policy;
 pub mod reference;
 pub mod vault;
@@ -113,6 +117,25 @@ pub trait SecretStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<SecretString, SecretError>;
     /// Writes `value` under `name`, replacing any earlier value.
     async fn put(&self, name: &str, value: &SecretString) -> Result<(), SecretError>;
+    /// Writes `value` under `name` only when nothing is stored there yet, and returns what
+    /// is stored afterwards: `value`, or the value another writer stored first. Stores that
+    /// several control planes share override it with one atomic step
+    /// ([`own::OwnSecrets`]); the default reads, then writes.
+    async fn put_if_absent(
+        &self,
+        name: &str,
+        value: &SecretString,
+    ) -> Result<SecretString, SecretError> {
+        match self.get(name).await {
+            Ok(existing) => Ok(existing),
+            Err(SecretError::NotFound { .. }) => {
+                self.put(name, value).await?;
+                Ok(value.clone())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes `name`; deleting a missing name is not an error.
     async fn delete(&self, name: &str) -> Result<(), SecretError>;
     /// The reference under which `name` is addressed (`file://name`).

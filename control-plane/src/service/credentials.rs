@@ -42,8 +42,8 @@ impl ControlPlane {
             Err(SecretError::NotFound { .. }) => {
                 let fresh = credential::generate_pepper();
                 let encoded = SecretString::from(hex::encode(&fresh[..]));
-                secrets.put(PEPPER_SECRET, &encoded).await?;
-                encoded
+                // Another control plane sharing the store may have made one first: use it.
+                secrets.put_if_absent(PEPPER_SECRET, &encoded).await?
             }
             Err(e) => return Err(e.into()),
         };

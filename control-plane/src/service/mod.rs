@@ -51,7 +51,8 @@ pub struct Actor(pub String);
 /// The control plane's domain service.
 pub struct ControlPlane {
     store: Arc<dyn StateStore>,
-    /// Warden's own secrets (pepper, signing keys): the encrypted file store.
+    /// Warden's own secrets (pepper, signing keys, audit checkpoint key):
+    /// [`crate::secrets::own::OwnSecrets`], the state store's `warden_secrets` table.
     secrets: Arc<dyn SecretStore>,
     /// Upstream provider keys, by reference into the configured backends.
     keys: Arc<SecretManager>,
@@ -145,7 +146,8 @@ impl ControlPlane {
         Ok(cp)
     }
 
-    /// Warden's own secret store (the audit checkpoint key lives there).
+    /// Warden's own secret store, `warden_secrets` in the state store (the audit checkpoint
+    /// key lives there).
     pub fn own_secrets(&self) -> Arc<dyn SecretStore> {
         Arc::clone(&self.secrets)
     }

@@ -24,7 +24,8 @@ use crate::domain::{
     PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
 };
 
-/// Store errors. Never carry a secret (the store holds none).
+/// Store errors. Never carry a secret (the store holds none in plaintext, and no error
+/// carries a bound value).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -43,7 +44,8 @@ impl From<crate::audit::chain::MalformedHash> for StoreError {
     }
 }
 
-/// Everything the control plane persists, except secrets.
+/// Everything the control plane persists: no secret in plaintext (Warden's own secrets only
+/// as `enc:v1:` ciphertexts, provider keys by reference, credentials as HMACs).
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
@@ -174,4 +176,23 @@ pub trait StateStore: Send + Sync {
     /// checkpoint (the `audit` module explains). Rows after the latest checkpoint are kept
     /// whatever their age. Returns how many rows were deleted.
     async fn delete_audit_older_than(&self, ts_ms: i64) -> Result<u64, StoreError>;
+
+    /// Warden's own secrets (`warden_secrets`), as the `enc:v1:` ciphertexts the
+    /// control plane sealed under its master key: the store never sees a plaintext value.
+    async fn get_warden_secret(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Writes `sealed` under `name`, replacing an earlier value; `now` in Unix seconds.
+    async fn put_warden_secret(&self, name: &str, sealed: &str, now: i64)
+    -> Result<(), StoreError>;
+    /// Writes `sealed` under `name` only when no value is stored there yet; returns whether
+    /// it wrote (the one-time move out of the secret file uses it).
+    async fn insert_warden_secret(
+        &self,
+        name: &str,
+        sealed: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// The names held, in order (never the values).
+    async fn list_warden_secret_names(&self) -> Result<Vec<String>, StoreError>;
+    /// Removes `name`; returns whether it existed.
+    async fn delete_warden_secret(&self, name: &str) -> Result<bool, StoreError>;
 }

@@ -811,4 +811,68 @@ impl StateStore for SqlStore {
             .bind(ts_ms)
         ))
     }
+
+    async fn get_warden_secret(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(on_pool!(&self.pool, p => {
+            sqlx::query_scalar("SELECT value FROM warden_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_optional(p)
+                .await?
+        }))
+    }
+
+    async fn put_warden_secret(
+        &self,
+        name: &str,
+        sealed: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO warden_secrets (name, value, created_at, updated_at)
+                 VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (name) DO UPDATE
+                 SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(name)
+            .bind(sealed)
+            .bind(now)
+        );
+        Ok(())
+    }
+
+    async fn insert_warden_secret(
+        &self,
+        name: &str,
+        sealed: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO warden_secrets (name, value, created_at, updated_at)
+                 VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(sealed)
+            .bind(now)
+        ) > 0)
+    }
+
+    async fn list_warden_secret_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(on_pool!(&self.pool, p => {
+            sqlx::query_scalar("SELECT name FROM warden_secrets ORDER BY name")
+                .fetch_all(p)
+                .await?
+        }))
+    }
+
+    async fn delete_warden_secret(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(execute!(
+            self,
+            sqlx::query("DELETE FROM warden_secrets WHERE name = $1").bind(name)
+        ) > 0)
+    }
 }

@@ -1,15 +1,12 @@
 //! JWT attack cases against a node: every one must get 401 with the same OpenAI-shaped
 //! body, and none may reach the provider. Forged tokens that need the real signing key
-//! (expired, not yet valid) are signed with it, read from the control plane's encrypted
-//! store with the master key the test owns.
+//! (expired, not yet valid) are signed with it, read from the control plane's state store
+//! (`warden_secrets`) with the master key the test owns.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use secrecy::{ExposeSecret as _, SecretBox};
+use secrecy::ExposeSecret as _;
 use serde_json::Value;
-use warden_control_plane::secrets::SecretStore as _;
-use warden_control_plane::secrets::cipher::MasterKey;
-use warden_control_plane::secrets::file::FileSecretStore;
 use warden_core::jwt::{Claims, KeyMaterial, SigningAlgorithm};
 use warden_tests::cluster::{MODEL, TestCluster};
 
@@ -21,9 +18,7 @@ fn header_and_claims(token: &str) -> (Value, Claims) {
 }
 
 async fn real_signing_key(c: &TestCluster, kid: &str) -> KeyMaterial {
-    let master = MasterKey::from_base64(&SecretBox::from(c.master_key.as_str())).unwrap();
-    let store = FileSecretStore::new(c.dir.path().join("cp-data").join("secrets.json"), master);
-    let private = store.get(&format!("warden/jwt/{kid}")).await.unwrap();
+    let private = c.own_secret(&format!("warden/jwt/{kid}")).await.unwrap();
     let raw = hex::decode(private.expose_secret()).unwrap();
     KeyMaterial::from_stored(kid.to_owned(), SigningAlgorithm::EdDSA, raw).unwrap()
 }

@@ -633,7 +633,8 @@ keys = ["env://{var}"]
     );
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        text.contains("state store: holds no secret values"),
+        text.contains("state store: Warden's own secrets")
+            && text.contains("in table warden_secrets, always encrypted under the master key"),
         "{text}"
     );
 }
