@@ -840,6 +840,45 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         admin.list_nodes(s.request(pb::ListNodesRequest {})),
     )
     .await;
+    s.step(
+        "list_node_credentials",
+        admin.list_node_credentials(s.request(pb::ListCredentialsRequest {})),
+    )
+    .await;
+    s.step(
+        "revoke_node_credential without id or name",
+        admin.revoke_node_credential(s.request(pb::RevokeCredentialRequest::default())),
+    )
+    .await;
+    s.step(
+        "revoke_node_credential unknown id",
+        admin.revoke_node_credential(s.request(pb::RevokeCredentialRequest {
+            id: "node_unknown".into(),
+            name: String::new(),
+        })),
+    )
+    .await;
+    s.step(
+        "revoke_node_credential by name",
+        admin.revoke_node_credential(s.request(pb::RevokeCredentialRequest {
+            id: String::new(),
+            name: "node".into(),
+        })),
+    )
+    .await;
+    s.step(
+        "list_admin_credentials",
+        admin.list_admin_credentials(s.request(pb::ListCredentialsRequest {})),
+    )
+    .await;
+    s.step(
+        "revoke_admin_credential unknown id",
+        admin.revoke_admin_credential(s.request(pb::RevokeCredentialRequest {
+            id: "adm_unknown".into(),
+            name: String::new(),
+        })),
+    )
+    .await;
 
     // ---- node authentication (the Sync API's check) and credential replacement
     let unknown = credential::generate(Kind::Node);

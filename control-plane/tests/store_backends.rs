@@ -862,6 +862,25 @@ mod bodies {
                 3,
                 "revoked still counted"
             );
+            let listed = s.list_credentials(table).await.unwrap();
+            assert_eq!(
+                listed
+                    .iter()
+                    .map(|c| (c.id.as_str(), c.revoked_at))
+                    .collect::<Vec<_>>(),
+                [("c1", Some(5)), ("c2", Some(5)), ("c3", None)]
+            );
+            assert!(s.revoke_credential(table, "c3", 7).await.unwrap());
+            assert!(!s.revoke_credential(table, "c3", 8).await.unwrap());
+            assert!(!s.revoke_credential(table, "nope", 8).await.unwrap());
+            assert_eq!(
+                s.find_credential(table, "hash-c3")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .revoked_at,
+                Some(7)
+            );
         }
         // The two tables are separate.
         s.insert_credential(

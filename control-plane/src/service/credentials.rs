@@ -266,3 +266,139 @@ impl ControlPlane {
         .await
     }
 }
+
+/// The audit action family of `table`'s credentials.
+fn action_family(table: CredentialTable) -> &'static str {
+    match table {
+        CredentialTable::Admin => "admin_credential",
+        CredentialTable::Node => "node_credential",
+    }
+}
+
+impl ControlPlane {
+    /// A token cancelled when the credential `credential_id` is revoked, for a stream it
+    /// opens (`Sync.Watch`, `AuditStream.Subscribe`); refused when it already is.
+    pub fn open_credential_stream(
+        &self,
+        credential_id: &str,
+    ) -> Result<tokio_util::sync::CancellationToken, ServiceError> {
+        self.live
+            .open(credential_id)
+            .ok_or(ServiceError::Unauthenticated)
+    }
+
+    /// Whether `credential_id` was revoked through this process: a set lookup, checked by
+    /// a stream before each message it sends.
+    pub fn credential_revoked(&self, credential_id: &str) -> bool {
+        self.live.is_revoked(credential_id)
+    }
+
+    /// Whether the node credential `record` is still live, checked before each snapshot a
+    /// `Sync.Watch` stream sends: revoked through this process (a set lookup), or in the
+    /// store (revoked through another replica; then this process's streams of it end too).
+    /// A store error keeps the stream: its node could not reconnect either.
+    pub async fn node_credential_live(&self, record: &CredentialRecord) -> bool {
+        if self.live.is_revoked(&record.id) {
+            return false;
+        }
+        match self
+            .store
+            .find_credential(CredentialTable::Node, &record.hash)
+            .await
+        {
+            Ok(Some(r)) if r.revoked_at.is_none() => true,
+            Ok(_) => {
+                self.live.revoke(&record.id);
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, credential = %record.id, "could not re-check a node credential");
+                true
+            }
+        }
+    }
+
+    /// Every credential of `table` with when it was last used (node credentials: the
+    /// latest `last_seen` of a node that connected with it; admin credentials: unknown).
+    pub async fn list_credentials(
+        &self,
+        table: CredentialTable,
+    ) -> Result<Vec<(CredentialRecord, Option<i64>)>, ServiceError> {
+        let records = self.store.list_credentials(table).await?;
+        let nodes = match table {
+            CredentialTable::Node => self.store.list_nodes().await?,
+            CredentialTable::Admin => Vec::new(),
+        };
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let last = nodes
+                    .iter()
+                    .filter(|n| n.credential_id == r.id)
+                    .map(|n| n.last_seen)
+                    .max();
+                (r, last)
+            })
+            .collect())
+    }
+
+    /// Revokes the credential `id` of `table`, or (with `id` empty) every live credential
+    /// named `name`; ends every stream they opened. Returns the revoked ids; audited as
+    /// `<admin|node>_credential.revoke` with the ids.
+    pub async fn revoke_credentials(
+        &self,
+        actor: &Actor,
+        table: CredentialTable,
+        id: &str,
+        name: &str,
+    ) -> Result<Vec<String>, ServiceError> {
+        let asked = if id.is_empty() {
+            format!("name:{name}")
+        } else {
+            id.to_owned()
+        };
+        let subject = |r: &Result<Vec<String>, ServiceError>| match r {
+            Ok(ids) => ids.join(","),
+            Err(_) => asked.clone(),
+        };
+        let action = format!("{}.revoke", action_family(table));
+        self.audited(actor, &action, subject, async {
+            let targets = match (id.is_empty(), name.is_empty()) {
+                (false, true) => vec![id.to_owned()],
+                (true, false) => self
+                    .store
+                    .list_credentials(table)
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.name == name && c.revoked_at.is_none())
+                    .map(|c| c.id)
+                    .collect(),
+                _ => {
+                    return Err(ServiceError::InvalidArgument(
+                        "give exactly one of id or name".into(),
+                    ));
+                }
+            };
+            let now = unix_now();
+            let mut revoked = Vec::new();
+            for target in targets {
+                if self.store.revoke_credential(table, &target, now).await? {
+                    revoked.push(target.clone());
+                }
+                // Streams of a credential already revoked (by another replica) end too.
+                self.live.revoke(&target);
+            }
+            if revoked.is_empty() {
+                return Err(ServiceError::NotFound(format!(
+                    "no live {} credential {asked}",
+                    match table {
+                        CredentialTable::Admin => "admin",
+                        CredentialTable::Node => "node",
+                    }
+                )));
+            }
+            Ok(revoked)
+        })
+        .await
+    }
+}

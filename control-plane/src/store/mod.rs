@@ -135,6 +135,18 @@ pub trait StateStore: Send + Sync {
         name: &str,
         at: i64,
     ) -> Result<u64, StoreError>;
+    /// Every credential of `table`, live and revoked, oldest first.
+    async fn list_credentials(
+        &self,
+        table: CredentialTable,
+    ) -> Result<Vec<CredentialRecord>, StoreError>;
+    /// Revokes the live credential `id` of `table`; false when unknown or already revoked.
+    async fn revoke_credential(
+        &self,
+        table: CredentialTable,
+        id: &str,
+        at: i64,
+    ) -> Result<bool, StoreError>;
 
     async fn upsert_node(&self, n: &NodeRecord) -> Result<(), StoreError>;
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;

@@ -684,6 +684,34 @@ impl StateStore for SqlStore {
         ))
     }
 
+    async fn list_credentials(
+        &self,
+        table: CredentialTable,
+    ) -> Result<Vec<CredentialRecord>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM {} ORDER BY created_at, id",
+            credential_table(table)
+        );
+        fetch_all!(self, sqlx::query(sqlx::AssertSqlSafe(sql)))
+    }
+
+    async fn revoke_credential(
+        &self,
+        table: CredentialTable,
+        id: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            credential_table(table)
+        );
+        let n = execute!(
+            self,
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(id)
+        );
+        Ok(n > 0)
+    }
+
     async fn upsert_node(&self, n: &NodeRecord) -> Result<(), StoreError> {
         execute!(
             self,

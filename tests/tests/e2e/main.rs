@@ -18,6 +18,7 @@ mod audit_spool;
 mod azure_double;
 mod bypass;
 mod cli;
+mod credential_revocation;
 mod deploy_config;
 mod dev;
 mod gateway;

@@ -152,6 +152,14 @@ admin_rpcs! {
         = Admin("node_credential.create", credentials::issue_node);
     list_nodes(ListNodesRequest) -> ListNodesResponse
         = Admin("node.list", nodes::list);
+    list_node_credentials(ListCredentialsRequest) -> ListCredentialsResponse
+        = Admin("node_credential.list", credentials::list_node);
+    revoke_node_credential(RevokeCredentialRequest) -> RevokeCredentialResponse
+        = Admin("node_credential.revoke", credentials::revoke_node);
+    list_admin_credentials(ListCredentialsRequest) -> ListCredentialsResponse
+        = Admin("admin_credential.list", credentials::list_admin);
+    revoke_admin_credential(RevokeCredentialRequest) -> RevokeCredentialResponse
+        = Admin("admin_credential.revoke", credentials::revoke_admin);
 
     set_policy(SetPolicyRequest) -> PolicyInfo
         = Admin("policy.set", policies::set);
