@@ -829,6 +829,8 @@ mod bodies {
                         name: name.into(),
                         created_at: 1,
                         revoked_at: None,
+                        role: "admin".into(),
+                        expires_at: None,
                     },
                 )
                 .await
@@ -891,6 +893,8 @@ mod bodies {
                 name: "x".into(),
                 created_at: 1,
                 revoked_at: None,
+                role: "admin".into(),
+                expires_at: None,
             },
         )
         .await

@@ -1,11 +1,14 @@
 //! `wardenctl node credential issue|list|revoke` and `wardenctl admin credential
-//! list|revoke`: the credentials data-plane nodes (`wn_…`) and administrators (`wa_…`)
+//! issue|list|revoke`: the credentials data-plane nodes (`wn_…`) and administrators (`wa_…`)
 //! present to the control plane. Revoking one ends every stream it holds open.
+
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use warden_proto::admin::v1 as pb;
 
+use crate::commands::grants::parse_ttl;
 use crate::output::{self, Printer, Rows};
 use crate::session::Session;
 
@@ -39,6 +42,19 @@ pub enum AdminCredentialCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCredentialSubcommand {
+    /// Issue an admin credential of a role; prints only the `wa_…` credential on stdout.
+    Issue {
+        /// A label for the credential.
+        #[arg(long)]
+        name: String,
+        /// What it may do: `admin` (everything), `operator` (models, deployments, policies,
+        /// client credentials without `admin`/`audit`) or `auditor` (the audit log).
+        #[arg(long, value_parser = ["admin", "operator", "auditor"])]
+        role: String,
+        /// How long it is valid (e.g. `30d`); default: until revoked.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+    },
     /// List admin credentials (ids, names, when created, revoked).
     List,
     /// Revoke an admin credential: its next call is refused, its audit streams end.
@@ -105,6 +121,21 @@ pub async fn run_admin(
     let AdminCredentialCommand::Credential(command) = command;
     let mut client = session.client.clone();
     match command {
+        AdminCredentialSubcommand::Issue { name, role, ttl } => {
+            let request = pb::IssueAdminCredentialRequest {
+                name,
+                role: role.clone(),
+                ttl_seconds: ttl.map_or(0, |t| t.as_secs()),
+            };
+            let response = session.call(client.issue_admin_credential(request)).await?;
+            let json =
+                json!({ "credential": response.credential, "id": response.id, "role": role });
+            out.secret(
+                &response.credential,
+                &[("id", response.id.clone()), ("role", role)],
+                &json,
+            )?;
+        }
         AdminCredentialSubcommand::List => {
             let response = session
                 .call(client.list_admin_credentials(pb::ListCredentialsRequest {}))
@@ -126,6 +157,8 @@ fn show(out: &Printer, credentials: &[pb::CredentialInfo], last_used: bool) -> a
     let mut header = vec!["ID", "NAME", "CREATED", "REVOKED"];
     if last_used {
         header.push("LAST USED");
+    } else {
+        header.extend(["ROLE", "EXPIRES"]);
     }
     let mut rows = Rows::new(&header);
     for c in credentials {
@@ -137,6 +170,8 @@ fn show(out: &Printer, credentials: &[pb::CredentialInfo], last_used: bool) -> a
         ];
         if last_used {
             row.push(output::ago(c.last_used_at, now));
+        } else {
+            row.extend([c.role.clone(), output::timestamp(c.expires_at)]);
         }
         rows.push(row);
     }
@@ -146,6 +181,7 @@ fn show(out: &Printer, credentials: &[pb::CredentialInfo], last_used: bool) -> a
             json!({
                 "id": c.id, "name": c.name, "created_at": c.created_at,
                 "revoked_at": c.revoked_at, "last_used_at": c.last_used_at,
+                "role": c.role, "expires_at": c.expires_at,
             })
         })
         .collect();

@@ -630,7 +630,8 @@ impl StateStore for SqlStore {
         c: &CredentialRecord,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {} (id, hash, name, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO {} (id, hash, name, created_at, revoked_at, role, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             credential_table(table)
         );
         execute!(
@@ -641,6 +642,8 @@ impl StateStore for SqlStore {
                 .bind(&c.name)
                 .bind(c.created_at)
                 .bind(c.revoked_at)
+                .bind(&c.role)
+                .bind(c.expires_at)
         );
         Ok(())
     }

@@ -8,6 +8,7 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+mod admin_roles;
 mod anthropic;
 mod attacks;
 mod audit;

@@ -4,7 +4,7 @@ use secrecy::ExposeSecret;
 use tonic::Status;
 use warden_proto::admin::v1 as pb;
 
-use super::opt_time;
+use super::{opt_time, ttl};
 use crate::domain::{CredentialRecord, CredentialTable};
 use crate::service::{Actor, ControlPlane};
 
@@ -27,6 +27,8 @@ fn to_info((r, last_used): (CredentialRecord, Option<i64>)) -> pb::CredentialInf
         created_at: r.created_at,
         revoked_at: opt_time(r.revoked_at),
         last_used_at: opt_time(last_used),
+        role: r.role,
+        expires_at: opt_time(r.expires_at),
     }
 }
 
@@ -80,4 +82,18 @@ pub(super) async fn revoke_admin(
     r: pb::RevokeCredentialRequest,
 ) -> Result<pb::RevokeCredentialResponse, Status> {
     revoke(cp, actor, CredentialTable::Admin, r).await
+}
+
+pub(super) async fn issue_admin(
+    cp: &ControlPlane,
+    actor: Actor,
+    r: pb::IssueAdminCredentialRequest,
+) -> Result<pb::IssueAdminCredentialResponse, Status> {
+    let (credential, id) = cp
+        .issue_admin_credential(&actor, &r.name, &r.role, ttl(r.ttl_seconds))
+        .await?;
+    Ok(pb::IssueAdminCredentialResponse {
+        credential: credential.expose_secret().to_owned(),
+        id,
+    })
 }
