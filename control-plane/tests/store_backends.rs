@@ -315,6 +315,7 @@ on_every_backend!(
     tokens_revoke_once_and_meta_round_trips,
     virtual_keys,
     credentials,
+    bootstrap_admin_once,
     nodes,
     audit_append_list_and_verify,
     tamper_edited_row,
@@ -814,6 +815,37 @@ mod bodies {
         assert_eq!(keys[0].previous_expires_at, 500);
         assert!(!s.rotate_virtual_key("vk2", "h2-new", 500).await.unwrap());
         assert!(!s.rotate_virtual_key("nope", "x", 1).await.unwrap());
+    }
+
+    pub async fn bootstrap_admin_once(b: &Backend) {
+        let s = b.open().await;
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = std::sync::Arc::clone(&s);
+                tokio::spawn(async move {
+                    s.insert_bootstrap_admin(&CredentialRecord {
+                        id: format!("boot-{i}"),
+                        hash: format!("boot-hash-{i}"),
+                        name: "bootstrap".into(),
+                        created_at: 1,
+                        revoked_at: None,
+                        role: "admin".into(),
+                        expires_at: None,
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1, "exactly one bootstrap wins");
+        assert_eq!(
+            s.count_credentials(CredentialTable::Admin).await.unwrap(),
+            1
+        );
     }
 
     pub async fn credentials(b: &Backend) {

@@ -6,3 +6,11 @@ ALTER TABLE admin_credentials ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
 ALTER TABLE admin_credentials ADD COLUMN expires_at BIGINT;
 ALTER TABLE node_credentials ADD COLUMN role TEXT NOT NULL DEFAULT 'node';
 ALTER TABLE node_credentials ADD COLUMN expires_at BIGINT;
+
+-- The first admin credential is issued once per database: the replica whose insert of
+-- this row succeeds issues it, in the same transaction (`warden-cp bootstrap-admin`).
+CREATE TABLE admin_bootstrap (
+    id            TEXT PRIMARY KEY,
+    credential_id TEXT NOT NULL,
+    created_at    BIGINT NOT NULL
+);

@@ -244,19 +244,26 @@ impl ControlPlane {
         Ok((secret, record))
     }
 
-    /// Creates the first admin credential when none exists; returns it (shown once).
+    /// Creates the first admin credential when none exists and none was ever bootstrapped
+    /// in this database; returns it (shown once). Replicas starting at once race on a guard
+    /// row: exactly one issues it.
     pub async fn bootstrap_admin(&self) -> Result<Option<SecretString>, ServiceError> {
         if self.store.count_credentials(CredentialTable::Admin).await? > 0 {
             return Ok(None);
         }
-        let (secret, record) = self
-            .issue_opaque(
-                CredentialTable::Admin,
-                "bootstrap",
-                Role::Admin.as_str(),
-                None,
-            )
-            .await?;
+        let secret = credential::generate(Kind::Admin);
+        let record = CredentialRecord {
+            id: new_id("adm_"),
+            hash: credential::hash(self.pepper.expose_secret(), &secret),
+            name: "bootstrap".to_owned(),
+            created_at: unix_now(),
+            revoked_at: None,
+            role: Role::Admin.as_str().to_owned(),
+            expires_at: None,
+        };
+        if !self.store.insert_bootstrap_admin(&record).await? {
+            return Ok(None);
+        }
         self.audit(
             "admin_credential.create",
             "system",

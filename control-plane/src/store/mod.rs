@@ -135,6 +135,10 @@ pub trait StateStore: Send + Sync {
         name: &str,
         at: i64,
     ) -> Result<u64, StoreError>;
+    /// Inserts the first admin credential `c` if no credential was ever bootstrapped in
+    /// this database (a guard row and the credential in one transaction); false when one
+    /// was (by this or another replica).
+    async fn insert_bootstrap_admin(&self, c: &CredentialRecord) -> Result<bool, StoreError>;
     /// Every credential of `table`, live and revoked, oldest first.
     async fn list_credentials(
         &self,

@@ -687,6 +687,40 @@ impl StateStore for SqlStore {
         ))
     }
 
+    async fn insert_bootstrap_admin(&self, c: &CredentialRecord) -> Result<bool, StoreError> {
+        on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            let won = sqlx::query(
+                "INSERT INTO admin_bootstrap (id, credential_id, created_at) VALUES ('admin', $1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&c.id)
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !won {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO admin_credentials (id, hash, name, created_at, revoked_at, role, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&c.id)
+            .bind(&c.hash)
+            .bind(&c.name)
+            .bind(c.created_at)
+            .bind(c.revoked_at)
+            .bind(&c.role)
+            .bind(c.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
     async fn list_credentials(
         &self,
         table: CredentialTable,

@@ -17,6 +17,7 @@ mod audit_spool;
 #[path = "../../../control-plane/tests/support/azure_double.rs"]
 #[allow(dead_code, reason = "the e2e suite uses a part of the double")]
 mod azure_double;
+mod bootstrap;
 mod bypass;
 mod cli;
 mod credential_revocation;
