@@ -275,6 +275,43 @@ pub struct CredentialRecord {
     pub name: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// An admin credential's [`Role`] by name; `node` for a node credential.
+    pub role: String,
+    /// Unix seconds after which it is refused; `None` = never.
+    pub expires_at: Option<i64>,
+}
+
+/// What an admin credential may do (the Admin API's table of RPCs names the role each RPC
+/// needs). A JWT with the `admin` scope is `Admin`; one with `audit`, `Auditor` where the
+/// audit log is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Models, deployments, policies (and usage) and client credentials without the
+    /// `admin` or `audit` scope; no provider keys, node or admin credentials, audit log.
+    Operator,
+    /// Reads the audit log only.
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "operator" => Some(Self::Operator),
+            "auditor" => Some(Self::Auditor),
+            _ => None,
+        }
+    }
 }
 
 /// A data-plane node as last seen.

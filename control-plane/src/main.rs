@@ -38,6 +38,10 @@ struct Args {
     /// Dev mode: generates a master key file if none is given and adds the echo provider.
     #[arg(long, global = true)]
     dev: bool,
+    /// Write the first admin credential to this file (created, mode 0600) instead of
+    /// printing it.
+    #[arg(long, global = true, value_name = "FILE")]
+    bootstrap_token_out: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -49,6 +53,10 @@ enum Command {
     /// Data migrations.
     #[command(subcommand)]
     Migrate(MigrateCommand),
+    /// Issue the first admin credential now (printed, or written to
+    /// `--bootstrap-token-out`), unless this database already has one; of several replicas
+    /// running it at once exactly one issues it.
+    BootstrapAdmin,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -89,6 +97,16 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Migrate(command)) = &args.command {
         return migrate(&config, command).await;
     }
+    if matches!(args.command, Some(Command::BootstrapAdmin)) {
+        let cp = warden_control_plane::open(&config).await?;
+        match cp.bootstrap_admin().await? {
+            Some(admin) => show_admin(&admin, args.bootstrap_token_out.as_deref())?,
+            None => eprintln!(
+                "an admin credential already exists; issue more with `wardenctl admin credential issue`"
+            ),
+        }
+        return Ok(());
+    }
 
     let shutdown = CancellationToken::new();
     warden_core::shutdown::cancel_on_signal(&shutdown);
@@ -97,11 +115,34 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
     let running = warden_control_plane::start(&config, listener, shutdown).await?;
     if let Some(admin) = running.control_plane().bootstrap_admin().await? {
-        println!("# first start: the admin credential is shown once; store it now");
-        println!("WARDEN_ADMIN_TOKEN={}", admin.expose_secret());
+        show_admin(&admin, args.bootstrap_token_out.as_deref())?;
     }
     println!("WARDEN_CP_ADDR={}", running.url());
     running.wait().await?;
+    Ok(())
+}
+
+/// Prints the first admin credential once, or writes it to `out` (a new file, mode 0600).
+fn show_admin(admin: &secrecy::SecretString, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let Some(path) = out else {
+        println!("# first start: the admin credential is shown once; store it now");
+        println!("WARDEN_ADMIN_TOKEN={}", admin.expose_secret());
+        return Ok(());
+    };
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{}", admin.expose_secret())?;
+    file.sync_all()?;
+    println!(
+        "# first start: the admin credential was written to {}",
+        path.display()
+    );
     Ok(())
 }
 

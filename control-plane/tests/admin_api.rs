@@ -840,6 +840,93 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         admin.list_nodes(s.request(pb::ListNodesRequest {})),
     )
     .await;
+    let request = s.request(pb::ListCredentialsRequest {});
+    s.step("list_node_credentials", async {
+        let r = admin.list_node_credentials(request).await;
+        r.map(|r| {
+            r.map(|mut l| {
+                l.credentials.sort_by(|a, b| a.name.cmp(&b.name));
+                l
+            })
+        })
+    })
+    .await;
+    s.step(
+        "revoke_node_credential without id or name",
+        admin.revoke_node_credential(s.request(pb::RevokeCredentialRequest::default())),
+    )
+    .await;
+    s.step(
+        "revoke_node_credential unknown id",
+        admin.revoke_node_credential(s.request(pb::RevokeCredentialRequest {
+            id: "node_unknown".into(),
+            name: String::new(),
+        })),
+    )
+    .await;
+    s.step(
+        "revoke_node_credential by name",
+        admin.revoke_node_credential(s.request(pb::RevokeCredentialRequest {
+            id: String::new(),
+            name: "node".into(),
+        })),
+    )
+    .await;
+    let operator = s
+        .step(
+            "issue_admin_credential operator",
+            admin.issue_admin_credential(s.request(pb::IssueAdminCredentialRequest {
+                name: "ops".into(),
+                role: "operator".into(),
+                ttl_seconds: 3600,
+            })),
+        )
+        .await
+        .unwrap();
+    s.step(
+        "issue_admin_credential bad role",
+        admin.issue_admin_credential(s.request(pb::IssueAdminCredentialRequest {
+            name: "ops".into(),
+            role: "root".into(),
+            ttl_seconds: 0,
+        })),
+    )
+    .await;
+    s.step(
+        "list_providers as operator",
+        admin.list_providers(Script::with_credential(
+            pb::ListProvidersRequest {},
+            &operator.credential,
+        )),
+    )
+    .await;
+    s.step(
+        "list_models as operator",
+        admin.list_models(Script::with_credential(
+            pb::ListModelsRequest {},
+            &operator.credential,
+        )),
+    )
+    .await;
+    let request = s.request(pb::ListCredentialsRequest {});
+    s.step("list_admin_credentials", async {
+        let r = admin.list_admin_credentials(request).await;
+        r.map(|r| {
+            r.map(|mut l| {
+                l.credentials.sort_by(|a, b| a.name.cmp(&b.name));
+                l
+            })
+        })
+    })
+    .await;
+    s.step(
+        "revoke_admin_credential unknown id",
+        admin.revoke_admin_credential(s.request(pb::RevokeCredentialRequest {
+            id: "adm_unknown".into(),
+            name: String::new(),
+        })),
+    )
+    .await;
 
     // ---- node authentication (the Sync API's check) and credential replacement
     let unknown = credential::generate(Kind::Node);

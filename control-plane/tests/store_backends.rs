@@ -315,6 +315,7 @@ on_every_backend!(
     tokens_revoke_once_and_meta_round_trips,
     virtual_keys,
     credentials,
+    bootstrap_admin_once,
     nodes,
     audit_append_list_and_verify,
     tamper_edited_row,
@@ -934,6 +935,37 @@ mod bodies {
         assert!(!s.rotate_virtual_key("nope", "x", 1).await.unwrap());
     }
 
+    pub async fn bootstrap_admin_once(b: &Backend) {
+        let s = b.open().await;
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = std::sync::Arc::clone(&s);
+                tokio::spawn(async move {
+                    s.insert_bootstrap_admin(&CredentialRecord {
+                        id: format!("boot-{i}"),
+                        hash: format!("boot-hash-{i}"),
+                        name: "bootstrap".into(),
+                        created_at: 1,
+                        revoked_at: None,
+                        role: "admin".into(),
+                        expires_at: None,
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1, "exactly one bootstrap wins");
+        assert_eq!(
+            s.count_credentials(CredentialTable::Admin).await.unwrap(),
+            1
+        );
+    }
+
     pub async fn credentials(b: &Backend) {
         let s = b.open().await;
         for table in [CredentialTable::Admin, CredentialTable::Node] {
@@ -947,6 +979,8 @@ mod bodies {
                         name: name.into(),
                         created_at: 1,
                         revoked_at: None,
+                        role: "admin".into(),
+                        expires_at: None,
                     },
                 )
                 .await
@@ -980,6 +1014,25 @@ mod bodies {
                 3,
                 "revoked still counted"
             );
+            let listed = s.list_credentials(table).await.unwrap();
+            assert_eq!(
+                listed
+                    .iter()
+                    .map(|c| (c.id.as_str(), c.revoked_at))
+                    .collect::<Vec<_>>(),
+                [("c1", Some(5)), ("c2", Some(5)), ("c3", None)]
+            );
+            assert!(s.revoke_credential(table, "c3", 7).await.unwrap());
+            assert!(!s.revoke_credential(table, "c3", 8).await.unwrap());
+            assert!(!s.revoke_credential(table, "nope", 8).await.unwrap());
+            assert_eq!(
+                s.find_credential(table, "hash-c3")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .revoked_at,
+                Some(7)
+            );
         }
         // The two tables are separate.
         s.insert_credential(
@@ -990,6 +1043,8 @@ mod bodies {
                 name: "x".into(),
                 created_at: 1,
                 revoked_at: None,
+                role: "admin".into(),
+                expires_at: None,
             },
         )
         .await

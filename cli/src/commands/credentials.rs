@@ -1,11 +1,15 @@
-//! `wardenctl node credential issue`: the credentials (`wn_…`) data-plane nodes present to
-//! the control plane. The admin and node credential lifecycle grows here.
+//! `wardenctl node credential issue|list|revoke` and `wardenctl admin credential
+//! issue|list|revoke`: the credentials data-plane nodes (`wn_…`) and administrators (`wa_…`)
+//! present to the control plane. Revoking one ends every stream it holds open.
 
-use clap::Subcommand;
-use serde_json::json;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
 use warden_proto::admin::v1 as pb;
 
-use crate::output::Printer;
+use crate::commands::grants::parse_ttl;
+use crate::output::{self, Printer, Rows};
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -23,17 +27,172 @@ pub enum NodeCredentialCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// List node credentials (ids, names, when created, last used, revoked).
+    List,
+    /// Revoke a node credential: its Watch streams end at once, its node cannot reconnect.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCredentialCommand {
+    /// Admin credentials (`wa_…`).
+    #[command(subcommand)]
+    Credential(AdminCredentialSubcommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCredentialSubcommand {
+    /// Issue an admin credential of a role; prints only the `wa_…` credential on stdout.
+    Issue {
+        /// A label for the credential.
+        #[arg(long)]
+        name: String,
+        /// What it may do: `admin` (everything), `operator` (models, deployments, policies,
+        /// client credentials without `admin`/`audit`) or `auditor` (the audit log).
+        #[arg(long, value_parser = ["admin", "operator", "auditor"])]
+        role: String,
+        /// How long it is valid (e.g. `30d`); default: until revoked.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+    },
+    /// List admin credentials (ids, names, when created, revoked).
+    List,
+    /// Revoke an admin credential: its next call is refused, its audit streams end.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The credential's id.
+    #[arg(required_unless_present = "all", conflicts_with_all = ["name", "all"])]
+    id: Option<String>,
+    /// With `--all`: every live credential of this name (names are not unique).
+    #[arg(long, requires = "all")]
+    name: Option<String>,
+    /// Revoke every live credential named `--name`.
+    #[arg(long, requires = "name")]
+    all: bool,
+}
+
+impl RevokeArgs {
+    fn request(self) -> pb::RevokeCredentialRequest {
+        pb::RevokeCredentialRequest {
+            id: self.id.unwrap_or_default(),
+            name: self.name.unwrap_or_default(),
+        }
+    }
 }
 
 /// Runs one `node` subcommand.
 pub async fn run(session: &Session, out: Printer, command: NodeCommand) -> anyhow::Result<()> {
-    let NodeCommand::Credential(NodeCredentialCommand::Issue { name }) = command;
-    let request = pb::IssueNodeCredentialRequest {
-        name: name.unwrap_or_default(),
-    };
+    let NodeCommand::Credential(command) = command;
     let mut client = session.client.clone();
-    let response = session.call(client.issue_node_credential(request)).await?;
-    let json = json!({ "credential": response.credential, "id": response.id });
-    out.secret(&response.credential, &[("id", response.id.clone())], &json)?;
+    match command {
+        NodeCredentialCommand::Issue { name } => {
+            let request = pb::IssueNodeCredentialRequest {
+                name: name.unwrap_or_default(),
+            };
+            let response = session.call(client.issue_node_credential(request)).await?;
+            let json = json!({ "credential": response.credential, "id": response.id });
+            out.secret(&response.credential, &[("id", response.id.clone())], &json)?;
+        }
+        NodeCredentialCommand::List => {
+            let response = session
+                .call(client.list_node_credentials(pb::ListCredentialsRequest {}))
+                .await?;
+            show(&out, &response.credentials, true)?;
+        }
+        NodeCredentialCommand::Revoke(args) => {
+            let response = session
+                .call(client.revoke_node_credential(args.request()))
+                .await?;
+            revoked(&out, "node", &response.revoked_ids)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one `admin` subcommand.
+pub async fn run_admin(
+    session: &Session,
+    out: Printer,
+    command: AdminCredentialCommand,
+) -> anyhow::Result<()> {
+    let AdminCredentialCommand::Credential(command) = command;
+    let mut client = session.client.clone();
+    match command {
+        AdminCredentialSubcommand::Issue { name, role, ttl } => {
+            let request = pb::IssueAdminCredentialRequest {
+                name,
+                role: role.clone(),
+                ttl_seconds: ttl.map_or(0, |t| t.as_secs()),
+            };
+            let response = session.call(client.issue_admin_credential(request)).await?;
+            let json =
+                json!({ "credential": response.credential, "id": response.id, "role": role });
+            out.secret(
+                &response.credential,
+                &[("id", response.id.clone()), ("role", role)],
+                &json,
+            )?;
+        }
+        AdminCredentialSubcommand::List => {
+            let response = session
+                .call(client.list_admin_credentials(pb::ListCredentialsRequest {}))
+                .await?;
+            show(&out, &response.credentials, false)?;
+        }
+        AdminCredentialSubcommand::Revoke(args) => {
+            let response = session
+                .call(client.revoke_admin_credential(args.request()))
+                .await?;
+            revoked(&out, "admin", &response.revoked_ids)?;
+        }
+    }
+    Ok(())
+}
+
+fn show(out: &Printer, credentials: &[pb::CredentialInfo], last_used: bool) -> anyhow::Result<()> {
+    let now = warden_core::unix_now();
+    let mut header = vec!["ID", "NAME", "CREATED", "REVOKED"];
+    if last_used {
+        header.push("LAST USED");
+    } else {
+        header.extend(["ROLE", "EXPIRES"]);
+    }
+    let mut rows = Rows::new(&header);
+    for c in credentials {
+        let mut row = vec![
+            c.id.clone(),
+            c.name.clone(),
+            output::timestamp(c.created_at),
+            output::timestamp(c.revoked_at),
+        ];
+        if last_used {
+            row.push(output::ago(c.last_used_at, now));
+        } else {
+            row.extend([c.role.clone(), output::timestamp(c.expires_at)]);
+        }
+        rows.push(row);
+    }
+    let json: Vec<Value> = credentials
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id, "name": c.name, "created_at": c.created_at,
+                "revoked_at": c.revoked_at, "last_used_at": c.last_used_at,
+                "role": c.role, "expires_at": c.expires_at,
+            })
+        })
+        .collect();
+    out.table(&rows, &json!({ "credentials": json }))?;
+    Ok(())
+}
+
+fn revoked(out: &Printer, kind: &str, ids: &[String]) -> anyhow::Result<()> {
+    out.done(
+        &format!("revoked {kind} credential {}", ids.join(", ")),
+        &json!({ "revoked_ids": ids }),
+    )?;
     Ok(())
 }

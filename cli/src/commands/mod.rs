@@ -45,6 +45,9 @@ pub enum AdminCommand {
     /// Manage data-plane node credentials.
     #[command(subcommand)]
     Node(credentials::NodeCommand),
+    /// Manage admin credentials.
+    #[command(subcommand)]
+    Admin(credentials::AdminCredentialCommand),
     /// List data-plane nodes and the snapshot version each has acknowledged.
     Nodes,
     /// Read the audit log.
@@ -81,6 +84,7 @@ pub async fn run(
         AdminCommand::Token(command) => tokens::run(&session, out, command).await,
         AdminCommand::Vkey(command) => vkeys::run(&session, out, command).await,
         AdminCommand::Node(command) => credentials::run(&session, out, command).await,
+        AdminCommand::Admin(command) => credentials::run_admin(&session, out, command).await,
         AdminCommand::Nodes => nodes::run(&session, out).await,
         AdminCommand::Audit(command) => audit::run(&session, out, command).await,
         AdminCommand::Policy(command) => policies::run(&session, out, command).await,

@@ -164,6 +164,12 @@ impl AuditStream for AuditStreamService {
             .cp
             .authenticate_audit_reader(warden_proto::bearer(&request), "audit.subscribe")
             .await?;
+        // An admin credential's stream ends when it is revoked (a JWT's has no credential).
+        let credential_id = actor.0.strip_prefix("admin:").map(str::to_owned);
+        let revoked = match &credential_id {
+            Some(id) => self.cp.open_credential_stream(id)?,
+            None => CancellationToken::new(),
+        };
         let r = request.into_inner();
         let mut filter = Filter::from_wire(r.filter)?;
         let mut cursor = if r.after_seq > 0 {
@@ -224,6 +230,14 @@ impl AuditStream for AuditStreamService {
                     {
                         return;
                     }
+                    if revoked.is_cancelled()
+                        || credential_id
+                            .as_deref()
+                            .is_some_and(|id| cp.credential_revoked(id))
+                    {
+                        let _ = tx.try_send(Err(Status::unauthenticated("credential revoked")));
+                        return;
+                    }
                     if filter.matches(&rec) && tx.send(Ok(to_wire(rec))).await.is_err() {
                         return;
                     }
@@ -238,6 +252,10 @@ impl AuditStream for AuditStreamService {
                     changed = appended.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
                     () = shutdown.cancelled() => return,
+                    () = revoked.cancelled() => {
+                        let _ = tx.try_send(Err(Status::unauthenticated("credential revoked")));
+                        return;
+                    }
                     // Rows appended by another writer of the same database.
                     () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 }

@@ -1,6 +1,7 @@
 //! `warden.sync.v1.Sync`: nodes authenticate with their node credential, receive the
 //! current snapshot at once and every newer one as it is published, and ACK what they
-//! applied. Streams end cleanly on shutdown.
+//! applied. Streams end cleanly on shutdown, and at once when their credential is revoked
+//! (checked again before every snapshot is sent).
 //!
 //! Every secret in a snapshot is sealed to the public key the node sent in its `NodeHello`
 //! ([`warden_core::seal`]); each delivery is audited as `secret.release` with the
@@ -260,6 +261,8 @@ impl Sync for SyncService {
             .cp
             .authenticate_node(presented.as_deref(), &hello.node_id)
             .await?;
+        // Cancelled when the credential is revoked; refused when it already is.
+        let revoked = self.cp.open_credential_stream(&credential.id)?;
         let key = NodePublicKey::from_bytes(&hello.seal_public_key).map_err(|e| {
             tracing::warn!(node = %hello.node_id, error = %e, "watch refused: no usable seal_public_key");
             Status::invalid_argument(format!(
@@ -286,8 +289,12 @@ impl Sync for SyncService {
         let cp = Arc::clone(&self.cp);
         let shutdown = self.shutdown.clone();
         let node_id = hello.node_id;
+        let credential_id = credential.id.clone();
         tokio::spawn(async move {
             loop {
+                if !cp.node_credential_live(&credential).await {
+                    break;
+                }
                 let current = snapshots.borrow_and_update().clone();
                 let sealed = {
                     let (current, node_id, key) =
@@ -316,6 +323,9 @@ impl Sync for SyncService {
                         break;
                     }
                 };
+                if cp.credential_revoked(&credential_id) {
+                    break;
+                }
                 // Audited before it leaves, so no release goes unrecorded.
                 cp.audit(
                     "secret.release",
@@ -332,7 +342,12 @@ impl Sync for SyncService {
                     changed = snapshots.changed() => if changed.is_err() { break },
                     () = tx.closed() => break,
                     () = shutdown.cancelled() => break,
+                    () = revoked.cancelled() => break,
                 }
+            }
+            if cp.credential_revoked(&credential_id) {
+                tracing::warn!(node = %node_id, credential = %credential_id, "watch ended: credential revoked");
+                let _ = tx.try_send(Err(Status::unauthenticated("node credential revoked")));
             }
             cp.node_disconnected(&node_id);
             tracing::info!(node = %node_id, "node disconnected");

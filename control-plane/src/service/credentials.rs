@@ -10,7 +10,7 @@ use warden_core::jwt::Scope;
 use warden_core::{fingerprint, unix_now};
 
 use super::{Actor, ControlPlane, new_id};
-use crate::domain::{CredentialRecord, CredentialTable, validate_name};
+use crate::domain::{CredentialRecord, CredentialTable, Role, validate_name};
 use crate::error::ServiceError;
 use crate::secrets::{SecretError, SecretStore};
 
@@ -51,77 +51,123 @@ impl ControlPlane {
             .map_err(|_| ServiceError::Internal("stored pepper is malformed".into()))
     }
 
-    /// Checks an admin credential (`wa_…`, or a JWT with the `admin` scope). Failures are
-    /// audited with the reason; the caller learns only that it failed.
+    /// Checks an admin credential (`wa_…` of the `admin` role, or a JWT with the `admin`
+    /// scope). Failures are audited with the reason; the caller learns only that it failed.
     pub async fn authenticate_admin(
         &self,
         presented: Option<&str>,
         action: &str,
     ) -> Result<Actor, ServiceError> {
-        self.authenticate_with_scope(presented, action, Scope::Admin)
+        self.authenticate_role(presented, action, &[Role::Admin])
             .await
+            .map(|(actor, _)| actor)
     }
 
-    /// Checks a credential that may read the audit log: an admin credential (`wa_…`), or
-    /// a JWT with the `audit` scope. A JWT without it is refused (and audited) with
-    /// permission denied.
+    /// Checks a credential that may read the audit log: an admin credential (`wa_…`) of
+    /// the `admin` or `auditor` role, or a JWT with the `audit` scope. A JWT without it, or
+    /// an `operator` credential, is refused (and audited) with permission denied.
     pub async fn authenticate_audit_reader(
         &self,
         presented: Option<&str>,
         action: &str,
     ) -> Result<Actor, ServiceError> {
-        self.authenticate_with_scope(presented, action, Scope::Audit)
+        self.authenticate_role(presented, action, &[Role::Admin, Role::Auditor])
             .await
+            .map(|(actor, _)| actor)
     }
 
-    async fn authenticate_with_scope(
+    /// Checks an admin credential (`wa_…`) or JWT and that its role is one of `allowed`
+    /// (a JWT with the `admin` scope is `admin`; reading the audit log needs its `audit`
+    /// scope, which makes it `auditor` there).
+    /// Failures are audited with the reason: an unknown, revoked or expired credential is
+    /// `Unauthenticated`, a role not allowed `PermissionDenied` naming the role.
+    pub async fn authenticate_role(
         &self,
         presented: Option<&str>,
         action: &str,
-        needed: Scope,
-    ) -> Result<Actor, ServiceError> {
-        match self.check_admin(presented, needed).await {
-            Ok(actor) => Ok(actor),
-            Err(reason) => {
-                self.audit(
-                    "auth.admin",
-                    &shown(presented),
-                    action,
-                    "denied",
-                    &Detail::new().with("reason", reason).build(),
-                )
-                .await;
-                tracing::warn!(reason, action, "admin authentication failed");
-                if reason == "missing_audit_scope" {
-                    return Err(ServiceError::PermissionDenied(
-                        "reading the audit log needs the `audit` scope".into(),
-                    ));
-                }
-                Err(ServiceError::Unauthenticated)
+        allowed: &[Role],
+    ) -> Result<(Actor, Role), ServiceError> {
+        let reason = match self.check_admin(presented, allowed).await {
+            Ok((actor, role)) if allowed.contains(&role) => return Ok((actor, role)),
+            Ok((actor, role)) => {
+                return Err(self
+                    .refuse_role(&actor, role, action, "role_not_allowed")
+                    .await);
             }
+            Err(reason) => reason,
+        };
+        self.audit(
+            "auth.admin",
+            &shown(presented),
+            action,
+            "denied",
+            &Detail::new().with("reason", reason).build(),
+        )
+        .await;
+        tracing::warn!(reason, action, "admin authentication failed");
+        if reason == "missing_audit_scope" {
+            return Err(ServiceError::PermissionDenied(
+                "reading the audit log needs the `audit` scope".into(),
+            ));
         }
+        Err(ServiceError::Unauthenticated)
     }
 
+    /// Refuses `actor` of `role` the call `action` (audited as `auth.admin`, denied, with
+    /// the reason and the role): permission denied.
+    pub async fn refuse_role(
+        &self,
+        actor: &Actor,
+        role: Role,
+        action: &str,
+        reason: &str,
+    ) -> ServiceError {
+        self.audit(
+            "auth.admin",
+            &actor.0,
+            action,
+            "denied",
+            &Detail::new()
+                .with("reason", reason)
+                .with("role", role.as_str())
+                .build(),
+        )
+        .await;
+        tracing::warn!(reason, action, role = role.as_str(), "admin call refused");
+        ServiceError::PermissionDenied(format!(
+            "the `{}` role may not call {action}",
+            role.as_str()
+        ))
+    }
+
+    /// The actor and role `presented` authenticates as. A JWT is `auditor` where the audit
+    /// log is read (`allowed` holds `auditor`) and it has the `audit` scope, else `admin`
+    /// with the `admin` scope: an `admin` JWT without `audit` does not read the log.
     async fn check_admin(
         &self,
         presented: Option<&str>,
-        needed: Scope,
-    ) -> Result<Actor, &'static str> {
+        allowed: &[Role],
+    ) -> Result<(Actor, Role), &'static str> {
         let presented = presented.ok_or("missing_credential")?;
         if credential::kind_of(presented) == Some(Kind::Admin) {
             let record = self.find_live(CredentialTable::Admin, presented).await?;
-            return Ok(Actor(format!("admin:{}", record.id)));
+            let role = Role::parse(&record.role).ok_or("unknown_role")?;
+            return Ok((Actor(format!("admin:{}", record.id)), role));
         }
         if presented.starts_with("eyJ") {
             let claims = self.verify_jwt(presented).await.map_err(|e| e.reason())?;
-            if !claims.scopes().contains(&needed) {
-                return Err(if needed == Scope::Audit {
-                    "missing_audit_scope"
-                } else {
-                    "missing_admin_scope"
-                });
-            }
-            return Ok(Actor(format!("jwt:{}", claims.sub)));
+            let scopes = claims.scopes();
+            let role = if allowed.contains(&Role::Auditor) {
+                if !scopes.contains(&Scope::Audit) {
+                    return Err("missing_audit_scope");
+                }
+                Role::Auditor
+            } else if scopes.contains(&Scope::Admin) {
+                Role::Admin
+            } else {
+                return Err("missing_admin_scope");
+            };
+            return Ok((Actor(format!("jwt:{}", claims.sub)), role));
         }
         Err("unrecognised_credential")
     }
@@ -167,6 +213,9 @@ impl ControlPlane {
         if record.revoked_at.is_some() {
             return Err("revoked_credential");
         }
+        if record.expires_at.is_some_and(|at| at <= unix_now()) {
+            return Err("expired_credential");
+        }
         Ok(record)
     }
 
@@ -175,6 +224,8 @@ impl ControlPlane {
         &self,
         table: CredentialTable,
         name: &str,
+        role: &str,
+        expires_at: Option<i64>,
     ) -> Result<(SecretString, CredentialRecord), ServiceError> {
         let secret = credential::generate(kind(table));
         let record = CredentialRecord {
@@ -186,19 +237,33 @@ impl ControlPlane {
             name: name.to_owned(),
             created_at: unix_now(),
             revoked_at: None,
+            role: role.to_owned(),
+            expires_at,
         };
         self.store.insert_credential(table, &record).await?;
         Ok((secret, record))
     }
 
-    /// Creates the first admin credential when none exists; returns it (shown once).
+    /// Creates the first admin credential when none exists and none was ever bootstrapped
+    /// in this database; returns it (shown once). Replicas starting at once race on a guard
+    /// row: exactly one issues it.
     pub async fn bootstrap_admin(&self) -> Result<Option<SecretString>, ServiceError> {
         if self.store.count_credentials(CredentialTable::Admin).await? > 0 {
             return Ok(None);
         }
-        let (secret, record) = self
-            .issue_opaque(CredentialTable::Admin, "bootstrap")
-            .await?;
+        let secret = credential::generate(Kind::Admin);
+        let record = CredentialRecord {
+            id: new_id("adm_"),
+            hash: credential::hash(self.pepper.expose_secret(), &secret),
+            name: "bootstrap".to_owned(),
+            created_at: unix_now(),
+            revoked_at: None,
+            role: Role::Admin.as_str().to_owned(),
+            expires_at: None,
+        };
+        if !self.store.insert_bootstrap_admin(&record).await? {
+            return Ok(None);
+        }
         self.audit(
             "admin_credential.create",
             "system",
@@ -236,7 +301,11 @@ impl ControlPlane {
             )
             .await;
         }
-        let (secret, record) = self.issue_opaque(table, name).await?;
+        let role = match table {
+            CredentialTable::Admin => Role::Admin.as_str(),
+            CredentialTable::Node => "node",
+        };
+        let (secret, record) = self.issue_opaque(table, name, role, None).await?;
         self.audit(
             &format!("{action}.create"),
             "system",
@@ -260,8 +329,179 @@ impl ControlPlane {
         self.audited(actor, "node_credential.create", id_of, async {
             let name = if name.is_empty() { "node" } else { name };
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
-            let (secret, record) = self.issue_opaque(CredentialTable::Node, name).await?;
+            let (secret, record) = self
+                .issue_opaque(CredentialTable::Node, name, "node", None)
+                .await?;
             Ok((secret, record.id))
+        })
+        .await
+    }
+
+    /// Issues an admin credential of `role`, valid for `ttl` (default: until revoked);
+    /// shown once.
+    pub async fn issue_admin_credential(
+        &self,
+        actor: &Actor,
+        name: &str,
+        role: &str,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(SecretString, String), ServiceError> {
+        let id_of = |r: &Result<(SecretString, String), ServiceError>| {
+            r.as_ref().map(|(_, id)| id.clone()).unwrap_or_default()
+        };
+        self.audited(actor, "admin_credential.create", id_of, async {
+            let name = if name.is_empty() { "admin" } else { name };
+            validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
+            let role = if role.is_empty() { "admin" } else { role };
+            let role = Role::parse(role).ok_or_else(|| {
+                ServiceError::InvalidArgument(format!(
+                    "role: `{role}` is not one of admin, operator, auditor"
+                ))
+            })?;
+            let expires_at = ttl
+                .map(|t| i64::try_from(t.as_secs()).map(|s| unix_now().saturating_add(s)))
+                .transpose()
+                .map_err(|_| ServiceError::InvalidArgument("ttl: too long".into()))?;
+            let (secret, record) = self
+                .issue_opaque(CredentialTable::Admin, name, role.as_str(), expires_at)
+                .await?;
+            Ok((secret, record.id))
+        })
+        .await
+    }
+}
+
+/// The audit action family of `table`'s credentials.
+fn action_family(table: CredentialTable) -> &'static str {
+    match table {
+        CredentialTable::Admin => "admin_credential",
+        CredentialTable::Node => "node_credential",
+    }
+}
+
+impl ControlPlane {
+    /// A token cancelled when the credential `credential_id` is revoked, for a stream it
+    /// opens (`Sync.Watch`, `AuditStream.Subscribe`); refused when it already is.
+    pub fn open_credential_stream(
+        &self,
+        credential_id: &str,
+    ) -> Result<tokio_util::sync::CancellationToken, ServiceError> {
+        self.live
+            .open(credential_id)
+            .ok_or(ServiceError::Unauthenticated)
+    }
+
+    /// Whether `credential_id` was revoked through this process: a set lookup, checked by
+    /// a stream before each message it sends.
+    pub fn credential_revoked(&self, credential_id: &str) -> bool {
+        self.live.is_revoked(credential_id)
+    }
+
+    /// Whether the node credential `record` is still live, checked before each snapshot a
+    /// `Sync.Watch` stream sends: revoked through this process (a set lookup), or in the
+    /// store (revoked through another replica; then this process's streams of it end too).
+    /// A store error keeps the stream: its node could not reconnect either.
+    pub async fn node_credential_live(&self, record: &CredentialRecord) -> bool {
+        if self.live.is_revoked(&record.id) {
+            return false;
+        }
+        match self
+            .store
+            .find_credential(CredentialTable::Node, &record.hash)
+            .await
+        {
+            Ok(Some(r)) if r.revoked_at.is_none() => true,
+            Ok(_) => {
+                self.live.revoke(&record.id);
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, credential = %record.id, "could not re-check a node credential");
+                true
+            }
+        }
+    }
+
+    /// Every credential of `table` with when it was last used (node credentials: the
+    /// latest `last_seen` of a node that connected with it; admin credentials: unknown).
+    pub async fn list_credentials(
+        &self,
+        table: CredentialTable,
+    ) -> Result<Vec<(CredentialRecord, Option<i64>)>, ServiceError> {
+        let records = self.store.list_credentials(table).await?;
+        let nodes = match table {
+            CredentialTable::Node => self.store.list_nodes().await?,
+            CredentialTable::Admin => Vec::new(),
+        };
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let last = nodes
+                    .iter()
+                    .filter(|n| n.credential_id == r.id)
+                    .map(|n| n.last_seen)
+                    .max();
+                (r, last)
+            })
+            .collect())
+    }
+
+    /// Revokes the credential `id` of `table`, or (with `id` empty) every live credential
+    /// named `name`; ends every stream they opened. Returns the revoked ids; audited as
+    /// `<admin|node>_credential.revoke` with the ids.
+    pub async fn revoke_credentials(
+        &self,
+        actor: &Actor,
+        table: CredentialTable,
+        id: &str,
+        name: &str,
+    ) -> Result<Vec<String>, ServiceError> {
+        let asked = if id.is_empty() {
+            format!("name:{name}")
+        } else {
+            id.to_owned()
+        };
+        let subject = |r: &Result<Vec<String>, ServiceError>| match r {
+            Ok(ids) => ids.join(","),
+            Err(_) => asked.clone(),
+        };
+        let action = format!("{}.revoke", action_family(table));
+        self.audited(actor, &action, subject, async {
+            let targets = match (id.is_empty(), name.is_empty()) {
+                (false, true) => vec![id.to_owned()],
+                (true, false) => self
+                    .store
+                    .list_credentials(table)
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.name == name && c.revoked_at.is_none())
+                    .map(|c| c.id)
+                    .collect(),
+                _ => {
+                    return Err(ServiceError::InvalidArgument(
+                        "give exactly one of id or name".into(),
+                    ));
+                }
+            };
+            let now = unix_now();
+            let mut revoked = Vec::new();
+            for target in targets {
+                if self.store.revoke_credential(table, &target, now).await? {
+                    revoked.push(target.clone());
+                }
+                // Streams of a credential already revoked (by another replica) end too.
+                self.live.revoke(&target);
+            }
+            if revoked.is_empty() {
+                return Err(ServiceError::NotFound(format!(
+                    "no live {} credential {asked}",
+                    match table {
+                        CredentialTable::Admin => "admin",
+                        CredentialTable::Node => "node",
+                    }
+                )));
+            }
+            Ok(revoked)
         })
         .await
     }

@@ -13,6 +13,7 @@
 mod audit;
 mod credentials;
 mod grants;
+mod live;
 mod models;
 mod nodes;
 mod policies;
@@ -74,6 +75,8 @@ pub struct ControlPlane {
     audit_wake: Arc<tokio::sync::Notify>,
     /// Events per second each node credential may deliver (`[audit] node_ingest_*`).
     node_ingest: crate::audit::node_events::IngestQuota,
+    /// Streams by credential, and credentials revoked through this process.
+    live: live::LiveCredentials,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -142,6 +145,7 @@ impl ControlPlane {
             audit_seq: watch::channel(0).0,
             audit_wake: Arc::new(tokio::sync::Notify::new()),
             node_ingest: crate::audit::node_events::IngestQuota::default(),
+            live: live::LiveCredentials::default(),
         };
         Ok(cp)
     }

@@ -137,6 +137,22 @@ pub trait StateStore: Send + Sync {
         name: &str,
         at: i64,
     ) -> Result<u64, StoreError>;
+    /// Inserts the first admin credential `c` if no credential was ever bootstrapped in
+    /// this database (a guard row and the credential in one transaction); false when one
+    /// was (by this or another replica).
+    async fn insert_bootstrap_admin(&self, c: &CredentialRecord) -> Result<bool, StoreError>;
+    /// Every credential of `table`, live and revoked, oldest first.
+    async fn list_credentials(
+        &self,
+        table: CredentialTable,
+    ) -> Result<Vec<CredentialRecord>, StoreError>;
+    /// Revokes the live credential `id` of `table`; false when unknown or already revoked.
+    async fn revoke_credential(
+        &self,
+        table: CredentialTable,
+        id: &str,
+        at: i64,
+    ) -> Result<bool, StoreError>;
 
     async fn upsert_node(&self, n: &NodeRecord) -> Result<(), StoreError>;
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;

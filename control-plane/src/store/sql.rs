@@ -630,7 +630,8 @@ impl StateStore for SqlStore {
         c: &CredentialRecord,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {} (id, hash, name, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO {} (id, hash, name, created_at, revoked_at, role, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             credential_table(table)
         );
         execute!(
@@ -641,6 +642,8 @@ impl StateStore for SqlStore {
                 .bind(&c.name)
                 .bind(c.created_at)
                 .bind(c.revoked_at)
+                .bind(&c.role)
+                .bind(c.expires_at)
         );
         Ok(())
     }
@@ -682,6 +685,68 @@ impl StateStore for SqlStore {
             self,
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(name)
         ))
+    }
+
+    async fn insert_bootstrap_admin(&self, c: &CredentialRecord) -> Result<bool, StoreError> {
+        on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            let won = sqlx::query(
+                "INSERT INTO admin_bootstrap (id, credential_id, created_at) VALUES ('admin', $1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&c.id)
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !won {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO admin_credentials (id, hash, name, created_at, revoked_at, role, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&c.id)
+            .bind(&c.hash)
+            .bind(&c.name)
+            .bind(c.created_at)
+            .bind(c.revoked_at)
+            .bind(&c.role)
+            .bind(c.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    async fn list_credentials(
+        &self,
+        table: CredentialTable,
+    ) -> Result<Vec<CredentialRecord>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM {} ORDER BY created_at, id",
+            credential_table(table)
+        );
+        fetch_all!(self, sqlx::query(sqlx::AssertSqlSafe(sql)))
+    }
+
+    async fn revoke_credential(
+        &self,
+        table: CredentialTable,
+        id: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE {} SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            credential_table(table)
+        );
+        let n = execute!(
+            self,
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).bind(id)
+        );
+        Ok(n > 0)
     }
 
     async fn upsert_node(&self, n: &NodeRecord) -> Result<(), StoreError> {

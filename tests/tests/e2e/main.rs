@@ -8,6 +8,7 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+mod admin_roles;
 mod anthropic;
 mod attacks;
 mod audit;
@@ -16,8 +17,10 @@ mod audit_spool;
 #[path = "../../../control-plane/tests/support/azure_double.rs"]
 #[allow(dead_code, reason = "the e2e suite uses a part of the double")]
 mod azure_double;
+mod bootstrap;
 mod bypass;
 mod cli;
+mod credential_revocation;
 mod deploy_config;
 mod dev;
 mod gateway;

@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status};
 use warden_proto::admin::v1 as pb;
 use warden_proto::admin::v1::admin_server::Admin;
 
+use crate::domain::Role;
 use crate::service::{Actor, ControlPlane};
 
 /// The Admin service.
@@ -33,12 +34,47 @@ pub struct AdminService {
     cp: Arc<ControlPlane>,
 }
 
-/// Who may make a call.
-enum Caller {
-    /// An admin credential (`wa_…`), or a JWT with the `admin` scope.
+/// Who may make a call (the role column of the table below).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The `admin` role only (a `wa_…` credential of that role, or a JWT with `admin`).
     Admin,
-    /// An admin credential, or a JWT with the `audit` scope (reading the audit log).
-    AuditReader,
+    /// `admin` and `operator`.
+    Operator,
+    /// `admin` and `auditor` (a JWT with the `audit` scope is `auditor`).
+    Auditor,
+}
+
+impl Access {
+    fn roles(self) -> &'static [Role] {
+        match self {
+            Self::Admin => &[Role::Admin],
+            Self::Operator => &[Role::Admin, Role::Operator],
+            Self::Auditor => &[Role::Admin, Role::Auditor],
+        }
+    }
+
+    /// As in README.md's table of roles.
+    #[cfg(test)]
+    fn shown(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "admin, operator",
+            Self::Auditor => "admin, auditor",
+        }
+    }
+}
+
+/// What an `operator` may not ask for in a call it may otherwise make (the `admin` or
+/// `audit` scope for a client credential); `None` when nothing.
+type OperatorGuard<M> = fn(&M) -> Option<&'static str>;
+
+/// A client credential asking for a scope an operator may not grant.
+fn privileged_scope(scopes: &[String]) -> Option<&'static str> {
+    scopes
+        .iter()
+        .any(|s| s == "admin" || s == "audit")
+        .then_some("operator_privileged_scope")
 }
 
 impl AdminService {
@@ -51,8 +87,9 @@ impl AdminService {
     async fn call<'a, M, R, F, Fut>(
         &'a self,
         request: Request<M>,
-        caller: Caller,
+        access: Access,
         action: &str,
+        guard: OperatorGuard<M>,
         serve: F,
     ) -> Result<Response<R>, Status>
     where
@@ -60,13 +97,21 @@ impl AdminService {
         Fut: Future<Output = Result<R, Status>>,
     {
         let presented = warden_proto::bearer(&request);
-        let actor = match caller {
-            Caller::Admin => self.cp.authenticate_admin(presented, action).await?,
-            Caller::AuditReader => self.cp.authenticate_audit_reader(presented, action).await?,
-        };
-        serve(&self.cp, actor, request.into_inner())
-            .await
-            .map(Response::new)
+        let (actor, role) = self
+            .cp
+            .authenticate_role(presented, action, access.roles())
+            .await?;
+        let message = request.into_inner();
+        if role == Role::Operator
+            && let Some(reason) = guard(&message)
+        {
+            return Err(self
+                .cp
+                .refuse_role(&actor, role, action, reason)
+                .await
+                .into());
+        }
+        serve(&self.cp, actor, message).await.map(Response::new)
     }
 }
 
@@ -80,11 +125,14 @@ fn opt_time(t: Option<i64>) -> i64 {
     t.unwrap_or(0)
 }
 
-/// Implements `Admin` from a table: `rpc(Request) -> Response = caller("action", serve);`.
+/// Implements `Admin` from a table: `rpc(Request) -> Response = access("action", serve
+/// [, operator guard]);`, and lists every RPC with its access ([`RPC_ACCESS`]).
 macro_rules! admin_rpcs {
+    (@guard) => { |_| None };
+    (@guard $guard:expr) => { $guard };
     ($(
         $rpc:ident($request:ident) -> $response:ident
-            = $caller:ident($action:literal, $serve:path);
+            = $access:ident($action:literal, $serve:path $(, $guard:expr)?);
     )*) => {
         #[tonic::async_trait]
         impl Admin for AdminService {
@@ -93,10 +141,15 @@ macro_rules! admin_rpcs {
                     &self,
                     request: Request<pb::$request>,
                 ) -> Result<Response<pb::$response>, Status> {
-                    self.call(request, Caller::$caller, $action, $serve).await
+                    let guard: OperatorGuard<pb::$request> = admin_rpcs!(@guard $($guard)?);
+                    self.call(request, Access::$access, $action, guard, $serve).await
                 }
             )*
         }
+
+        /// Every RPC (snake case) with who may call it.
+        #[cfg(test)]
+        const RPC_ACCESS: &[(&str, Access)] = &[$((stringify!($rpc), Access::$access)),*];
     };
 }
 
@@ -117,31 +170,31 @@ admin_rpcs! {
         = Admin("provider.key.state", providers::set_key_state);
 
     add_model(AddModelRequest) -> ModelInfo
-        = Admin("model.add", models::add);
+        = Operator("model.add", models::add);
     list_models(ListModelsRequest) -> ListModelsResponse
-        = Admin("model.list", models::list);
+        = Operator("model.list", models::list);
     remove_model(RemoveModelRequest) -> RemoveModelResponse
-        = Admin("model.remove", models::remove);
+        = Operator("model.remove", models::remove);
     add_deployment(AddDeploymentRequest) -> ModelInfo
-        = Admin("model.deployment.add", models::add_deployment);
+        = Operator("model.deployment.add", models::add_deployment);
     remove_deployment(RemoveDeploymentRequest) -> ModelInfo
-        = Admin("model.deployment.remove", models::remove_deployment);
+        = Operator("model.deployment.remove", models::remove_deployment);
 
     issue_token(IssueTokenRequest) -> IssueTokenResponse
-        = Admin("token.issue", tokens::issue);
+        = Operator("token.issue", tokens::issue, |r| privileged_scope(&r.scopes));
     revoke_token(RevokeTokenRequest) -> RevokeTokenResponse
-        = Admin("token.revoke", tokens::revoke);
+        = Operator("token.revoke", tokens::revoke);
     list_tokens(ListTokensRequest) -> ListTokensResponse
-        = Admin("token.list", tokens::list);
+        = Operator("token.list", tokens::list);
 
     create_virtual_key(CreateVirtualKeyRequest) -> CreateVirtualKeyResponse
-        = Admin("vkey.create", vkeys::create);
+        = Operator("vkey.create", vkeys::create, |r| privileged_scope(&r.scopes));
     list_virtual_keys(ListVirtualKeysRequest) -> ListVirtualKeysResponse
-        = Admin("vkey.list", vkeys::list);
+        = Operator("vkey.list", vkeys::list);
     revoke_virtual_key(RevokeVirtualKeyRequest) -> RevokeVirtualKeyResponse
-        = Admin("vkey.revoke", vkeys::revoke);
+        = Operator("vkey.revoke", vkeys::revoke);
     rotate_virtual_key(RotateVirtualKeyRequest) -> CreateVirtualKeyResponse
-        = Admin("vkey.rotate", vkeys::rotate);
+        = Operator("vkey.rotate", vkeys::rotate);
 
     rotate_signing_key(RotateSigningKeyRequest) -> SigningKeyInfo
         = Admin("signing_key.rotate", signing_keys::rotate);
@@ -151,15 +204,86 @@ admin_rpcs! {
     issue_node_credential(IssueNodeCredentialRequest) -> IssueNodeCredentialResponse
         = Admin("node_credential.create", credentials::issue_node);
     list_nodes(ListNodesRequest) -> ListNodesResponse
-        = Admin("node.list", nodes::list);
+        = Operator("node.list", nodes::list);
+    list_node_credentials(ListCredentialsRequest) -> ListCredentialsResponse
+        = Admin("node_credential.list", credentials::list_node);
+    revoke_node_credential(RevokeCredentialRequest) -> RevokeCredentialResponse
+        = Admin("node_credential.revoke", credentials::revoke_node);
+    list_admin_credentials(ListCredentialsRequest) -> ListCredentialsResponse
+        = Admin("admin_credential.list", credentials::list_admin);
+    revoke_admin_credential(RevokeCredentialRequest) -> RevokeCredentialResponse
+        = Admin("admin_credential.revoke", credentials::revoke_admin);
+    issue_admin_credential(IssueAdminCredentialRequest) -> IssueAdminCredentialResponse
+        = Admin("admin_credential.create", credentials::issue_admin);
 
     set_policy(SetPolicyRequest) -> PolicyInfo
-        = Admin("policy.set", policies::set);
+        = Operator("policy.set", policies::set);
     get_policy(GetPolicyRequest) -> PolicyInfo
-        = Admin("policy.get", policies::get);
+        = Operator("policy.get", policies::get);
 
     verify_audit(VerifyAuditRequest) -> VerifyAuditResponse
-        = AuditReader("audit.verify", audit::verify);
+        = Auditor("audit.verify", audit::verify);
     list_audit(ListAuditRequest) -> ListAuditResponse
-        = AuditReader("audit.list", audit::list);
+        = Auditor("audit.list", audit::list);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of roles has a row for every Admin RPC, with its access, and
+    /// names no RPC that does not exist.
+    #[test]
+    fn readme_roles_table_has_a_row_for_every_rpc() {
+        let readme = include_str!("../../../../README.md");
+        let (_, section) = readme
+            .split_once("### Admin roles")
+            .expect("README.md has a `### Admin roles` section");
+        let section = section.split("\n#").next().unwrap_or_default();
+        let rows: Vec<(String, String)> = section
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let rpc = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let roles = cells.get(2)?;
+                rpc.chars()
+                    .all(|c| c.is_ascii_alphanumeric())
+                    .then(|| (rpc.to_owned(), (*roles).to_owned()))
+            })
+            .collect();
+        let camel = |snake: &str| -> String {
+            snake
+                .split('_')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        for (rpc, access) in RPC_ACCESS {
+            let name = camel(rpc);
+            let row = rows.iter().find(|(r, _)| *r == name);
+            assert_eq!(
+                row.map(|(_, roles)| roles.as_str()),
+                Some(access.shown()),
+                "README.md's roles table: `{name}` needs a row `| `{name}` | {} |`",
+                access.shown()
+            );
+        }
+        for (rpc, _) in &rows {
+            assert!(
+                RPC_ACCESS.iter().any(|(r, _)| camel(r) == *rpc),
+                "README.md's roles table names `{rpc}`, which is no Admin RPC"
+            );
+        }
+    }
+
+    #[test]
+    fn an_operator_may_not_grant_admin_or_audit() {
+        assert!(privileged_scope(&["write".into(), "admin".into()]).is_some());
+        assert!(privileged_scope(&["audit".into()]).is_some());
+        assert!(privileged_scope(&["read".into(), "write".into()]).is_none());
+    }
 }
