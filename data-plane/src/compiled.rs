@@ -158,6 +158,52 @@ pub struct VirtualKey {
     pub policy: Policy,
 }
 
+/// The policy, price and per-model limit counters a `provider:model` request takes from an
+/// alias that serves the same provider and upstream model.
+#[derive(Debug, Clone)]
+pub struct DirectTerms {
+    pub policy: Policy,
+    pub price: Price,
+    pub priced: bool,
+    pub limits_alias: String,
+}
+
+impl DirectTerms {
+    /// For every provider and upstream model some alias serves (as its primary or one of
+    /// its deployments), the terms of the first priced such alias in `aliases` order, else
+    /// of the first one. Built once per snapshot, so a request does one lookup.
+    pub fn by_served_model(
+        aliases: &[String],
+        routes: &HashMap<String, Route>,
+    ) -> HashMap<String, HashMap<String, DirectTerms>> {
+        let mut table: HashMap<String, HashMap<String, DirectTerms>> = HashMap::new();
+        for route in aliases.iter().filter_map(|a| routes.get(a)) {
+            let served = std::iter::once((&route.provider.name, &route.upstream_model)).chain(
+                route
+                    .deployments
+                    .iter()
+                    .map(|d| (&d.provider.name, &d.upstream_model)),
+            );
+            for (provider, model) in served {
+                let terms = DirectTerms {
+                    policy: route.policy,
+                    price: route.price,
+                    priced: route.priced,
+                    limits_alias: route.limits_alias.clone(),
+                };
+                let by_model = table.entry(provider.clone()).or_default();
+                match by_model.get(model) {
+                    Some(kept) if kept.priced || !route.priced => {}
+                    _ => {
+                        by_model.insert(model.clone(), terms);
+                    }
+                }
+            }
+        }
+        table
+    }
+}
+
 /// Everything a request needs from one snapshot.
 pub struct Snapshot {
     pub version: u64,
@@ -167,6 +213,9 @@ pub struct Snapshot {
     pub providers: HashMap<String, Arc<Provider>>,
     /// Aliases in a stable order for `/v1/models`.
     pub aliases: Vec<String>,
+    /// What a `provider:model` request is charged under, by provider then upstream model:
+    /// the terms of the alias serving that model ([`DirectTerms::by_served_model`]).
+    pub direct_terms: HashMap<String, HashMap<String, DirectTerms>>,
     pub verifier: Verifier,
     pub revoked_jtis: HashSet<String>,
     pub virtual_keys: HashMap<String, VirtualKey>,
@@ -396,12 +445,14 @@ impl Snapshot {
                     .map(|v| (v.hash.clone(), v))
             })
             .collect();
+        let direct_terms = DirectTerms::by_served_model(&aliases, &routes);
         Ok(Self {
             version: s.version,
             content_hash: s.content_hash,
             routes,
             providers,
             aliases,
+            direct_terms,
             verifier,
             revoked_jtis: s.revoked_tokens.into_iter().map(|t| t.jti).collect(),
             virtual_keys,

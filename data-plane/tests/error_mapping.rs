@@ -615,6 +615,7 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
             .iter()
             .map(|r| (r.provider.name.clone(), Arc::clone(&r.provider)))
             .collect(),
+        direct_terms: HashMap::new(),
         routes: routes.into_iter().map(|r| (r.alias.clone(), r)).collect(),
         verifier: warden_core::jwt::Verifier::new("i".into(), "a".into(), 0, Vec::new()),
         revoked_jtis: Default::default(),

@@ -41,22 +41,12 @@ pub fn resolve_route(
         if let Some(provider) = provider
             && !upstream_model.is_empty()
         {
-            let mut serving = snapshot
-                .aliases
-                .iter()
-                .filter_map(|a| snapshot.routes.get(a))
-                .filter(|r| {
-                    (r.provider.name == provider_name && r.upstream_model == upstream_model)
-                        || r.deployments.iter().any(|d| {
-                            d.provider.name == provider_name && d.upstream_model == upstream_model
-                        })
-                });
-            let serving = serving
-                .clone()
-                .find(|r| r.priced)
-                .or_else(|| serving.next());
-            let (policy, price, priced, limits_alias) = match serving {
-                Some(r) => (r.policy, r.price, r.priced, r.limits_alias.clone()),
+            let terms = snapshot
+                .direct_terms
+                .get(provider_name)
+                .and_then(|by_model| by_model.get(upstream_model));
+            let (policy, price, priced, limits_alias) = match terms {
+                Some(t) => (t.policy, t.price, t.priced, t.limits_alias.clone()),
                 None => (Policy::default(), Price::default(), false, model.to_owned()),
             };
             return Ok(Route {
