@@ -32,6 +32,9 @@ pub struct DevArgs {
     /// Address of the control plane's gRPC API (for wardenctl).
     #[arg(long, default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
+    /// Address of the node's ops listener (`/metrics`, `/readyz`, `/healthz`).
+    #[arg(long, default_value = warden_data_plane::config::DEFAULT_OPS_ADDR)]
+    ops_addr: SocketAddr,
 }
 
 /// Providers `dev` configures when their key is in the environment.
@@ -108,6 +111,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             )
         })?;
     let http_addr = http.local_addr()?;
+    let ops = tokio::net::TcpListener::bind(args.ops_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another Warden running?)",
+                args.ops_addr
+            )
+        })?;
+    let ops_addr = ops.local_addr()?;
 
     let shutdown = CancellationToken::new();
     let control_plane = warden_control_plane::start(&config, grpc, shutdown.clone()).await?;
@@ -132,8 +144,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     // The node's audit spool lives with the rest of the dev state.
     node_config.audit_spool.dir = args.data_dir.join("audit-spool");
-    let dp_task = tokio::spawn(warden_data_plane::run(node_config, http, shutdown.clone()));
-    wait_ready(http_addr).await?;
+    node_config.ops_addr = Some(ops_addr);
+    let dp_task = tokio::spawn(warden_data_plane::run_on(
+        node_config,
+        warden_data_plane::Listeners {
+            api: http,
+            ops: Some(ops),
+        },
+        shutdown.clone(),
+    ));
+    wait_ready(ops_addr).await?;
 
     let url = format!("http://{http_addr}/v1");
     println!("WARDEN_URL={url}");
@@ -151,6 +171,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          -d '{{\"model\":\"echo\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
     );
     println!("# (export the four variables above first; Ctrl-C stops Warden)");
+    println!("# metrics and readiness: http://{ops_addr}/metrics and http://{ops_addr}/readyz");
 
     warden_core::shutdown::cancel_on_signal(&shutdown);
     shutdown.cancelled().await;
@@ -159,6 +180,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the node's ops listener at `addr` answers `/readyz` with 200.
 async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/readyz");

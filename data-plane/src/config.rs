@@ -66,6 +66,55 @@ pub struct Flags {
     /// `drop` keeps serving and drops (counts) the events that do not fit.
     #[arg(long, env = "WARDEN_AUDIT_ON_FULL", default_value = "closed")]
     pub audit_on_full: String,
+    /// Longest wait for a complete request head (from accept, or from a request's first
+    /// byte on a kept-alive connection); then the connection is closed. E.g. `10s`.
+    #[arg(long, env = "WARDEN_HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_read_timeout: Duration,
+    /// Longest wait for a request body, once its head has arrived (answered 408).
+    #[arg(long, env = "WARDEN_HTTP_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_body_read_timeout: Duration,
+    /// Longest a kept-alive connection may sit idle between two requests (never applies
+    /// while a response, e.g. a stream, is being sent).
+    #[arg(long, env = "WARDEN_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// Most open client connections on the API listener; beyond, new ones are closed at once.
+    #[arg(long, env = "WARDEN_HTTP_MAX_CONNECTIONS", default_value_t = crate::listener::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
+    /// Most requests in flight on the API listener (a stream counts until its last byte);
+    /// beyond, requests get 503 `overloaded` with `Retry-After: 1`.
+    #[arg(long, env = "WARDEN_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = crate::listener::DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    pub http_max_concurrent_requests: usize,
+    /// Longest a whole upstream exchange may take, keys and fallbacks tried and a streamed
+    /// answer included: `off`, or a duration such as `10m`. Past it a request not yet
+    /// answered gets 504, a stream is ended with an error event.
+    #[arg(long, env = "WARDEN_UPSTREAM_DEADLINE", default_value = "off")]
+    pub upstream_deadline: String,
+    /// Listener for `/metrics`, `/readyz` and `/healthz` (kept off the API port): an
+    /// address, or `off`.
+    #[arg(long, env = "WARDEN_OPS_ADDR", default_value = DEFAULT_OPS_ADDR)]
+    pub ops_addr: String,
+}
+
+/// Where the ops listener binds unless told otherwise: loopback only.
+pub const DEFAULT_OPS_ADDR: &str = "127.0.0.1:9464";
+/// Longest wait for a request body (`--http-body-read-timeout`).
+pub const DEFAULT_HTTP_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A humantime duration (`10s`, `1m30s`) of at least a millisecond.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(raw.trim()).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".to_owned());
+    }
+    Ok(d)
+}
+
+/// `off`, or a duration.
+fn parse_optional_duration(raw: &str) -> Result<Option<Duration>, String> {
+    match raw.trim() {
+        "off" | "" => Ok(None),
+        d => parse_duration(d).map(Some),
+    }
 }
 
 /// Room for a few events at least.
@@ -99,6 +148,12 @@ pub enum ConfigError {
     Redis(String),
     #[error("--redis-failure-mode must be `open` or `closed`, not `{0}`")]
     FailureMode(String),
+    #[error("--upstream-deadline must be `off` or a duration such as `10m`: {0}")]
+    UpstreamDeadline(String),
+    #[error("--ops-addr must be `off` or an address such as `127.0.0.1:9464`, not `{0}`")]
+    OpsAddr(String),
+    #[error("--{0} must be at least 1")]
+    ZeroCap(&'static str),
 }
 
 impl Flags {
@@ -135,6 +190,14 @@ pub struct NodeConfig {
     pub audit_mask_client_ip: bool,
     /// The on-disk audit spool: where, how large, what happens when it is full.
     pub audit_spool: crate::audit::spool::SpoolConfig,
+    /// Timeouts and caps of the API listener.
+    pub http_limits: crate::listener::Limits,
+    /// Longest wait for a request body.
+    pub http_body_read_timeout: Duration,
+    /// Longest a whole upstream exchange may take; `None`: no deadline.
+    pub upstream_deadline: Option<Duration>,
+    /// Where `/metrics`, `/readyz` and `/healthz` are served; `None`: nowhere.
+    pub ops_addr: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -160,6 +223,10 @@ impl NodeConfig {
             limiter: crate::limits::LimiterSettings::default(),
             audit_mask_client_ip: false,
             audit_spool,
+            http_limits: crate::listener::Limits::default(),
+            http_body_read_timeout: DEFAULT_HTTP_BODY_READ_TIMEOUT,
+            upstream_deadline: None,
+            ops_addr: DEFAULT_OPS_ADDR.parse().ok(),
         }
     }
 }
@@ -212,6 +279,25 @@ impl NodeConfig {
             "closed" => crate::limits::FailureMode::Closed,
             _ => return Err(ConfigError::FailureMode(flags.redis_failure_mode)),
         };
+        config.http_limits = crate::listener::Limits {
+            header_read_timeout: flags.http_header_read_timeout,
+            idle_timeout: flags.http_idle_timeout,
+            max_connections: nonzero(flags.http_max_connections, "http-max-connections")?,
+            max_concurrent_requests: nonzero(
+                flags.http_max_concurrent_requests,
+                "http-max-concurrent-requests",
+            )?,
+        };
+        config.http_body_read_timeout = flags.http_body_read_timeout;
+        config.upstream_deadline = parse_optional_duration(&flags.upstream_deadline)
+            .map_err(ConfigError::UpstreamDeadline)?;
+        config.ops_addr = match flags.ops_addr.trim() {
+            "off" => None,
+            a => Some(
+                a.parse()
+                    .map_err(|_| ConfigError::OpsAddr(flags.ops_addr.clone()))?,
+            ),
+        };
         if config.redis.is_none() && flags.node_count > 1 {
             tracing::warn!(
                 target: LOG_TARGET,
@@ -240,6 +326,14 @@ impl NodeConfig {
         }
         out
     }
+}
+
+/// `value`, unless it is 0.
+fn nonzero(value: usize, flag: &'static str) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::ZeroCap(flag));
+    }
+    Ok(value)
 }
 
 /// A stable default node id: the host name, or a random one.

@@ -359,6 +359,15 @@ impl ApiError {
         .with_retry_after(Some("1".to_owned()))
     }
 
+    /// The node has as many requests in flight as `--http-max-concurrent-requests` allows.
+    pub fn overloaded() -> Self {
+        Self::unavailable(
+            "overloaded",
+            "This gateway node is serving as many requests as it allows; retry shortly.",
+        )
+        .with_retry_after(Some("1".to_owned()))
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             Parts {
@@ -386,6 +395,19 @@ impl ApiError {
             "upstream_timeout",
             true,
             format!("The request to provider `{provider}` timed out."),
+        )
+    }
+
+    /// The provider's whole exchange took longer than `--upstream-deadline`.
+    pub fn upstream_deadline(provider: &str, deadline: Duration) -> Self {
+        Self::upstream(
+            ErrorCode::UpstreamTimeout,
+            "upstream_deadline",
+            false,
+            format!(
+                "The request to provider `{provider}` did not complete within the gateway's deadline of {} s.",
+                deadline.as_secs_f64()
+            ),
         )
     }
 

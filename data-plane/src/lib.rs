@@ -11,6 +11,7 @@ pub mod compiled;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod redis_state;
@@ -34,6 +35,12 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot listen on {addr} (--ops-addr)")]
+    OpsBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("sealing key pair: {0}")]
     SealKey(#[from] warden_core::seal::SealError),
     #[error(transparent)]
@@ -62,10 +69,36 @@ fn record_dangerous_settings(config: &NodeConfig, audit: &audit::AuditSink) {
     );
 }
 
-/// Serves on `listener` and keeps the link to the control plane until `shutdown`.
+/// The node's listening sockets: the API, and the ops listener (`/metrics`, `/readyz`,
+/// `/healthz`) when there is one.
+#[derive(Debug)]
+pub struct Listeners {
+    pub api: TcpListener,
+    pub ops: Option<TcpListener>,
+}
+
+/// Serves the API on `listener` (and binds the ops listener at `config.ops_addr`) and
+/// keeps the link to the control plane until `shutdown`.
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let ops = match config.ops_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::OpsBind { addr, source })?,
+        ),
+        None => None,
+    };
+    run_on(config, Listeners { api: listener, ops }, shutdown).await
+}
+
+/// Serves on `listeners` and keeps the link to the control plane until `shutdown`.
+pub async fn run_on(
+    config: NodeConfig,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let redis = config
@@ -88,6 +121,8 @@ pub async fn run(
     record_dangerous_settings(&config, &audit);
     let mut state = state::AppState::new(upstream, limiter, redis, metrics, audit);
     state.audit_mask_client_ip = config.audit_mask_client_ip;
+    state.body_read_timeout = config.http_body_read_timeout;
+    state.upstream_deadline = config.upstream_deadline;
     let state = Arc::new(state);
     let config = Arc::new(config);
     // The key snapshot secrets are sealed to: new on every start, never written anywhere.
@@ -110,19 +145,28 @@ pub async fn run(
         shutdown.clone(),
     ));
     let app = server::router(Arc::clone(&state), config.max_body_bytes);
-    tracing::info!(addr = %listener.local_addr()?, node = %config.node_id, "data plane listening");
-    // Streams go out event by event: no Nagle delay on client connections.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    let Listeners { api, ops } = listeners;
+    tracing::info!(addr = %api.local_addr()?, node = %config.node_id, "data plane listening");
+    let ops_task = match ops {
+        Some(ops) => {
+            tracing::info!(addr = %ops.local_addr()?, "ops listener (/metrics, /readyz, /healthz) listening");
+            Some(tokio::spawn(listener::serve(
+                ops,
+                server::ops_router(Arc::clone(&state)),
+                listener::Limits::ops(&config.http_limits),
+                "ops",
+                shutdown.clone(),
+            )))
         }
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await?;
+        None => {
+            tracing::info!("no ops listener (--ops-addr off): /metrics and /readyz are not served");
+            None
+        }
+    };
+    listener::serve(api, app, config.http_limits, "api", shutdown.clone()).await;
+    if let Some(task) = ops_task {
+        let _ = task.await;
+    }
     // Events of the last requests go to disk before the process ends; the next start
     // sends whatever the control plane has not acknowledged.
     if !state.audit.drain(std::time::Duration::from_secs(2)).await {

@@ -1,5 +1,5 @@
 //! Metric names of the data plane, in one place. Exposed in the Prometheus text format on
-//! `GET /metrics`.
+//! `GET /metrics` of the ops listener (`--ops-addr`).
 
 /// 1 while Redis is reachable and shared state is in use, 0 while the node runs on
 /// per-node limits.
@@ -31,3 +31,12 @@ pub const AUDIT_REFUSED: &str = "warden_audit_refused_requests_total";
 /// Audit records the control plane refused one by one, kept in the spool's `dead/`
 /// directory instead of being delivered.
 pub const AUDIT_QUARANTINED: &str = "warden_audit_quarantined_total";
+/// Open client connections (`listener` label: `api`, `ops`).
+pub const HTTP_CONNECTIONS: &str = "warden_http_connections";
+/// Connections closed at accept because the listener's connection cap was reached.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "warden_http_connections_refused_total";
+/// Connections closed by a timer (`timeout` label: `header_read` — a request head not
+/// complete in time; `idle` — no request between two within the keep-alive idle timeout).
+pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "warden_http_connections_timed_out_total";
+/// Requests answered 503 `overloaded` because the in-flight request cap was reached.
+pub const HTTP_REQUESTS_OVERLOADED: &str = "warden_http_requests_overloaded_total";

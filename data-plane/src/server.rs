@@ -1,5 +1,7 @@
-//! The node's HTTP front: routes, health and readiness. The model endpoints are in
-//! [`crate::proxy`]; the state they share is [`AppState`].
+//! The node's HTTP front: the API routes ([`router`]: the model endpoints, in
+//! [`crate::proxy`], and `/healthz`) and the ops routes ([`ops_router`]: `/metrics`,
+//! `/readyz`, `/healthz`), served on separate listeners by [`crate::listener`]. The state
+//! they share is [`AppState`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,12 +16,10 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The node's router.
+/// The node's API router (`/metrics` and `/readyz` are on [`ops_router`] only).
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
         .route("/v1/models", get(crate::proxy::list_models))
         .route("/v1/chat/completions", post(crate::proxy::chat_completions))
         .route("/v1/messages", post(crate::proxy::messages))
@@ -32,6 +32,16 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// The ops listener's router: Prometheus metrics, readiness and liveness.
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
 }
 

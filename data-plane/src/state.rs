@@ -26,6 +26,11 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
     pub audit_mask_client_ip: bool,
+    /// Longest a handler waits for a request body (`--http-body-read-timeout`).
+    pub body_read_timeout: std::time::Duration,
+    /// Longest a whole upstream exchange may take, streamed body included
+    /// (`--upstream-deadline`); `None`: no deadline.
+    pub upstream_deadline: Option<std::time::Duration>,
 }
 
 impl AppState {
@@ -45,6 +50,8 @@ impl AppState {
             metrics,
             audit,
             audit_mask_client_ip: false,
+            body_read_timeout: crate::config::DEFAULT_HTTP_BODY_READ_TIMEOUT,
+            upstream_deadline: None,
         }
     }
 

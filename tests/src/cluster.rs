@@ -104,12 +104,20 @@ where
 pub struct Node {
     pub child: Child,
     pub port: u16,
+    /// The ops listener's port (`/metrics`, `/readyz`, `/healthz`).
+    pub ops_port: u16,
     pub id: String,
 }
 
 impl Node {
+    /// A URL on the node's API listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL on the node's ops listener (`/metrics`, `/readyz`).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
     }
 }
 
@@ -398,10 +406,13 @@ impl TestCluster {
 
     fn spawn_node(&mut self, id: &str) -> anyhow::Result<Node> {
         let port = free_port()?;
+        let ops_port = free_port()?;
         let stderr = self.log_file(id)?;
         let child = Command::new(bin("warden-dp")?)
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--ops-addr")
+            .arg(format!("127.0.0.1:{ops_port}"))
             .arg("--cp-addr")
             .arg(self.cp_addr())
             .arg("--node-id")
@@ -430,13 +441,14 @@ impl TestCluster {
         Ok(Node {
             child,
             port,
+            ops_port,
             id: id.to_owned(),
         })
     }
 
-    /// Waits until node `index` answers `/readyz` with 200.
+    /// Waits until node `index` answers `/readyz` (on its ops listener) with 200.
     pub async fn wait_node_ready(&self, index: usize) -> anyhow::Result<()> {
-        let url = self.nodes[index].url("/readyz");
+        let url = self.nodes[index].ops_url("/readyz");
         let http = self.http.clone();
         eventually(Duration::from_secs(20), "warden-dp to be ready", || {
             let (http, url) = (http.clone(), url.clone());
@@ -463,7 +475,7 @@ impl TestCluster {
     pub async fn node_version(&self, node: usize) -> Option<u64> {
         let r = self
             .http
-            .get(self.nodes[node].url("/readyz"))
+            .get(self.nodes[node].ops_url("/readyz"))
             .send()
             .await
             .ok()?;

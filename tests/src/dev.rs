@@ -31,6 +31,9 @@ impl DevGateway {
             .arg(format!("127.0.0.1:{http}"))
             .arg("--grpc-addr")
             .arg(format!("127.0.0.1:{grpc}"))
+            // Any free port: tests never read dev's metrics.
+            .arg("--ops-addr")
+            .arg("127.0.0.1:0")
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("WARDEN_MASTER_KEY")

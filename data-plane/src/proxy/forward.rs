@@ -65,18 +65,27 @@ pub async fn forward(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let served = match state
-        .upstream
-        .send(
-            principal,
-            snapshot,
-            route,
-            request.stream,
-            client_key.as_ref(),
-            |r| upstream_request(endpoint, request, r),
-        )
-        .await
-    {
+    // `--upstream-deadline` bounds the whole exchange: every key and fallback tried, and
+    // the body pumped to the client.
+    let deadline = state
+        .upstream_deadline
+        .map(|d| (tokio::time::Instant::now() + d, d));
+    let sent = state.upstream.send(
+        principal,
+        snapshot,
+        route,
+        request.stream,
+        client_key.as_ref(),
+        |r| upstream_request(endpoint, request, r),
+    );
+    let sent = match deadline {
+        Some((at, after)) => tokio::time::timeout_at(at, sent).await.unwrap_or_else(|_| {
+            tracing::info!(provider = %route.provider.name, deadline_secs = after.as_secs_f64(), "upstream deadline passed before an answer");
+            Err(ApiError::upstream_deadline(&route.provider.name, after))
+        }),
+        None => sent.await,
+    };
+    let served = match sent {
         Ok(s) => s,
         Err(e) => {
             // Nothing was used: refund the reservation and free the slots.
@@ -124,6 +133,12 @@ pub async fn forward(
         prompt_estimate,
         price: served.route.price,
         requested_model: request.model.clone(),
+        deadline: deadline.map(|(at, after)| {
+            (
+                at,
+                ApiError::upstream_deadline(&served.route.provider.name, after),
+            )
+        }),
     };
     let provider = served.route.provider.name.clone();
     let key_fingerprint = served.key_fingerprint.clone();

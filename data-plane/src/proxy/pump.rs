@@ -181,7 +181,8 @@ pub struct Settled {
     pub completion_tokens: u64,
     /// Micro-USD at the route's price.
     pub cost_micros: u64,
-    /// `completed`, `client_disconnected`, `upstream_error` or `limit_exceeded`.
+    /// `completed`, `client_disconnected`, `upstream_error`, `limit_exceeded` or
+    /// `upstream_deadline`.
     pub outcome: &'static str,
 }
 
@@ -200,6 +201,9 @@ pub struct PumpPlan {
     pub price: Price,
     /// The model name the client used, for translated answers.
     pub requested_model: String,
+    /// `--upstream-deadline`: when the whole exchange must have ended, and the error that
+    /// ends a stream still running then.
+    pub deadline: Option<(tokio::time::Instant, ApiError)>,
 }
 
 enum Frames {
@@ -259,7 +263,12 @@ impl Frames {
 
 /// The event that ends a stream cut by a limit, in the client's shape.
 fn cut_event(client: Wire, kind: LimitKind) -> Bytes {
-    let body = ApiError::limit_crossed_mid_stream(kind).body(client);
+    error_event(client, &ApiError::limit_crossed_mid_stream(kind))
+}
+
+/// An error event that ends a stream, in the client's shape.
+fn error_event(client: Wire, error: &ApiError) -> Bytes {
+    let body = error.body(client);
     Bytes::from(match client {
         Wire::OpenAi => format!("data: {body}\n\ndata: [DONE]\n\n"),
         Wire::Anthropic => format!("event: error\ndata: {body}\n\n"),
@@ -275,6 +284,14 @@ async fn send_all(tx: &Sender, frames: Vec<Bytes>) -> bool {
         }
     }
     true
+}
+
+/// Resolves at `at`, or never.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Translates a whole JSON answer for a client of the other API.
@@ -318,12 +335,28 @@ pub fn pump(
         let mut json: Vec<u8> = Vec::new();
         let mut ended_ok = false;
         let mut outcome = "upstream_error";
+        let (deadline, deadline_error) = match plan.deadline.clone() {
+            Some((at, error)) => (Some(at), Some(error)),
+            None => (None, None),
+        };
         'pump: loop {
             let chunk = tokio::select! {
                 c = upstream.next() => c,
                 () = tx.closed() => {
                     tracing::info!("client went away; upstream request cancelled");
                     outcome = "client_disconnected";
+                    break 'pump;
+                }
+                () = until(deadline) => {
+                    tracing::info!(sse = plan.sse, "upstream deadline passed; ending the answer");
+                    if let Some(error) = &deadline_error && plan.sse {
+                        let _ = tx.send(Ok(error_event(plan.client, error))).await;
+                    } else {
+                        let _ = tx
+                            .send(Err(std::io::Error::other("upstream deadline passed")))
+                            .await;
+                    }
+                    outcome = "upstream_deadline";
                     break 'pump;
                 }
             };

@@ -185,7 +185,7 @@ async fn a_record_the_control_plane_refuses_is_quarantined_and_the_spool_moves_o
     .await;
     let metrics = c
         .http
-        .get(c.nodes[index].url("/metrics"))
+        .get(c.nodes[index].ops_url("/metrics"))
         .send()
         .await
         .unwrap()

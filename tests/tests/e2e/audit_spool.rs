@@ -73,7 +73,7 @@ async fn assert_each_audited_once(c: &TestCluster, ids: &[String]) {
 async fn metric(c: &TestCluster, node: usize, name: &str) -> Option<f64> {
     let text = c
         .http
-        .get(c.nodes[node].url("/metrics"))
+        .get(c.nodes[node].ops_url("/metrics"))
         .send()
         .await
         .ok()?
@@ -259,7 +259,12 @@ async fn a_full_audit_spool_refuses_requests_until_the_control_plane_takes_the_e
             .starts_with("Audit log unavailable"),
         "{body}"
     );
-    let ready = c.http.get(c.nodes[0].url("/readyz")).send().await.unwrap();
+    let ready = c
+        .http
+        .get(c.nodes[0].ops_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert!(

@@ -1,7 +1,7 @@
 //! `deploy/config/warden-dp.env`, the data-plane example (`warden-dp` takes no config file,
 //! only flags and environment): every variable in it is one `warden-dp` knows, and a node
 //! started with it joins a real control plane, serves, and reports its id. Only what must
-//! point at this test's cluster is replaced: listen address, control-plane URL (plain
+//! point at this test's cluster is replaced: listen addresses, control-plane URL (plain
 //! loopback, so the CA file is not read), the node credential file, the spool directory,
 //! and the Redis URL and prefix (the test Redis, a private prefix). The `warden-cp`
 //! examples are tested in `control-plane/tests/deploy_config.rs`.
@@ -75,10 +75,12 @@ async fn a_node_configured_by_the_example_joins_the_control_plane_and_serves() {
     let mut vars = example();
     let node_id = vars["WARDEN_NODE_ID"].clone();
     let port = free_port().unwrap();
+    let ops_port = free_port().unwrap();
     let token_file = c.dir.path().join("node-token");
     std::fs::write(&token_file, &c.node_token).unwrap();
     for (key, value) in [
         ("WARDEN_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("WARDEN_OPS_ADDR", format!("127.0.0.1:{ops_port}")),
         ("WARDEN_CP_ADDR", c.cp_addr()),
         ("WARDEN_NODE_TOKEN_FILE", token_file.display().to_string()),
         (
@@ -107,7 +109,10 @@ async fn a_node_configured_by_the_example_joins_the_control_plane_and_serves() {
         Duration::from_secs(20),
         "the example node to be ready",
         || {
-            let (http, url) = (c.http.clone(), format!("{url}/readyz"));
+            let (http, url) = (
+                c.http.clone(),
+                format!("http://127.0.0.1:{ops_port}/readyz"),
+            );
             let exited = node.try_wait().ok().flatten();
             async move {
                 if let Some(status) = exited {

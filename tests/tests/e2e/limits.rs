@@ -582,7 +582,7 @@ async fn redis_killed_mid_load_causes_no_5xx_and_shared_limits_resume() {
         )
         .unwrap();
     let ready = |node: usize| {
-        let url = c.nodes[node].url("/readyz");
+        let url = c.nodes[node].ops_url("/readyz");
         let http = c.http.clone();
         async move {
             let v: Value = http.get(url).send().await.ok()?.json().await.ok()?;

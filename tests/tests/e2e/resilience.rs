@@ -50,7 +50,12 @@ async fn node_serves_while_the_control_plane_is_down_and_catches_up_after() {
             200,
             "node stopped serving while the control plane was down"
         );
-        let ready = c.http.get(c.nodes[0].url("/readyz")).send().await.unwrap();
+        let ready = c
+            .http
+            .get(c.nodes[0].ops_url("/readyz"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(
             ready.status(),
             200,
@@ -60,7 +65,7 @@ async fn node_serves_while_the_control_plane_is_down_and_catches_up_after() {
     }
     let ready: Value = c
         .http
-        .get(c.nodes[0].url("/readyz"))
+        .get(c.nodes[0].ops_url("/readyz"))
         .send()
         .await
         .unwrap()

@@ -1,0 +1,491 @@
+//! The node's HTTP listeners: the accept loop and the life of each connection, in place of
+//! `axum::serve` (which has no timer and no cap).
+//!
+//! [`serve`] accepts connections up to [`Limits::max_connections`] (beyond it a new
+//! connection is closed at once and counted) and serves each with hyper's HTTP/1.1 or, for
+//! a client that opens with the HTTP/2 preface (h2c), HTTP/2. Every connection is in one of
+//! three phases ([`Phase`]), watched by reading the socket and by the requests it carries:
+//!
+//! - **head**: from accept, or from the first byte after an idle spell, until a request
+//!   head is complete — bounded by [`Limits::header_read_timeout`] (a slowloris client that
+//!   sends a header line a second is closed when it runs out);
+//! - **busy**: while at least one request is in flight, its response body included — no
+//!   connection timer at all, so an SSE stream may run for minutes (the request body has
+//!   its own timeout in the handler, the upstream exchange `--upstream-deadline`);
+//! - **idle**: after the last response ended — bounded by [`Limits::idle_timeout`], after
+//!   which the connection is shut down gracefully.
+//!
+//! In-flight requests are capped across the listener ([`Limits::max_concurrent_requests`]):
+//! one beyond the cap is answered at once with 503 `overloaded` and `Retry-After: 1` in the
+//! endpoint's error shape (an Anthropic `overloaded_error` on `/v1/messages`), which both
+//! SDKs retry and a load balancer reads as "try another node"; a 429 would tell the caller
+//! it exceeded its own limit, which it did not. `/healthz` is never refused, so that a busy
+//! node is not taken for a dead one. A request holds its slot until its response body has
+//! ended.
+//!
+//! On shutdown the loop stops accepting, asks every connection to finish (idle ones close,
+//! in-flight requests run to their end) and returns when all have.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+use crate::error::ApiError;
+use crate::translate::Wire;
+
+/// Longest wait for a complete request head (from accept, or from the first byte after an
+/// idle spell).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a keep-alive connection may sit idle between two requests.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Open client connections per node: twice the 5,000 concurrent streams of the scale test,
+/// room for idle keep-alive connections beside them. Each in-flight request also holds an
+/// upstream socket, so the open-files limit must exceed this plus the concurrency cap.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// In-flight requests per node (streams included until their last byte): 5,000 concurrent
+/// slow streams with 60 % to spare; with [`DEFAULT_MAX_CONNECTIONS`] it keeps a node
+/// under an open-files limit of 20,000 (10,000 client + 8,192 upstream sockets).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 8_192;
+/// How long a connection shut down for idleness may take to close before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Pause after an accept error that is not the peer's (e.g. out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(250);
+
+/// Timeouts and caps of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
+    }
+}
+
+impl Limits {
+    /// The ops listener's: the API listener's timeouts, and caps sized for scrapers and
+    /// probes, so that a flood there cannot take file descriptors from clients.
+    pub fn ops(api: &Limits) -> Self {
+        Self {
+            max_connections: 64,
+            max_concurrent_requests: 32,
+            ..*api
+        }
+    }
+}
+
+/// Serves `router` on `listener` under `limits` until `shutdown`, then waits for the
+/// connections to finish. `name` labels the listener's metrics (`api`, `ops`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    name: &'static str,
+    shutdown: CancellationToken,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let requests = Arc::new(Semaphore::new(limits.max_concurrent_requests));
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) if is_peer_error(&e) => continue,
+            Err(e) => {
+                tracing::warn!(listener = name, error = %e, "accept failed; pausing");
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
+            metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED, "listener" => name)
+                .increment(1);
+            tracing::debug!(listener = name, peer = %peer, "connection cap reached; connection closed");
+            drop(stream);
+            continue;
+        };
+        // Streams go out event by event: no Nagle delay on client connections.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let connection = Connection {
+            router: router.clone(),
+            requests: Arc::clone(&requests),
+            limits,
+            name,
+            peer,
+            shutdown: shutdown.clone(),
+        };
+        tracker.spawn(connection.run(stream, slot));
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Accept errors caused by one peer (it reset before we accepted): the next accept is fine.
+fn is_peer_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Where a connection is between requests; see the module docs.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Waiting for a request head since this instant.
+    Head(Instant),
+    /// This many requests in flight.
+    Busy(usize),
+    /// The last response ended at this instant.
+    Idle(Instant),
+}
+
+/// Which timer closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    HeaderRead,
+    Idle,
+}
+
+/// One connection's phase, moved by its socket reads and its requests.
+#[derive(Debug)]
+struct Watch {
+    phase: Mutex<Phase>,
+    changed: Notify,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Self {
+            phase: Mutex::new(Phase::Head(Instant::now())),
+            changed: Notify::new(),
+        }
+    }
+
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes arrived: after an idle spell they begin the next request head.
+    fn on_read(&self) {
+        let mut phase = self.phase();
+        if let Phase::Idle(_) = *phase {
+            *phase = Phase::Head(Instant::now());
+            drop(phase);
+            self.changed.notify_one();
+        }
+    }
+
+    fn request_started(self: &Arc<Self>) -> InFlight {
+        {
+            let mut phase = self.phase();
+            *phase = match *phase {
+                Phase::Busy(n) => Phase::Busy(n + 1),
+                Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
+            };
+        }
+        self.changed.notify_one();
+        InFlight {
+            watch: Arc::clone(self),
+        }
+    }
+
+    fn request_ended(&self) {
+        {
+            let mut phase = self.phase();
+            *phase = match *phase {
+                Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+                _ => Phase::Idle(Instant::now()),
+            };
+        }
+        self.changed.notify_one();
+    }
+
+    /// When the current phase's timer runs out, and which one it is.
+    fn deadline(&self, limits: &Limits) -> Option<(Instant, Expired)> {
+        match *self.phase() {
+            Phase::Head(since) => Some((since + limits.header_read_timeout, Expired::HeaderRead)),
+            Phase::Idle(since) => Some((since + limits.idle_timeout, Expired::Idle)),
+            Phase::Busy(_) => None,
+        }
+    }
+}
+
+/// A request in flight on its connection: dropped when its response body has ended (or
+/// was dropped with the connection).
+#[derive(Debug)]
+struct InFlight {
+    watch: Arc<Watch>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.watch.request_ended();
+    }
+}
+
+/// A response body that holds its request's place (on the connection, and in the
+/// listener's concurrency cap) until it has been sent.
+struct Held {
+    inner: Body,
+    _in_flight: InFlight,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The socket, telling its [`Watch`] when bytes arrive.
+struct WatchedIo {
+    inner: TcpStream,
+    watch: Arc<Watch>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.on_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One accepted connection and what it needs to serve.
+struct Connection {
+    router: Router,
+    requests: Arc<Semaphore>,
+    limits: Limits,
+    name: &'static str,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    /// Serves the connection until it ends, a timer closes it, or shutdown has drained it.
+    /// `slot` is its place under the connection cap.
+    async fn run(self, stream: TcpStream, slot: OwnedSemaphorePermit) {
+        let _slot = slot;
+        let name = self.name;
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS, "listener" => name).increment(1.0);
+        let watch = Arc::new(Watch::new());
+        let io = TokioIo::new(WatchedIo {
+            inner: stream,
+            watch: Arc::clone(&watch),
+        });
+        let limits = self.limits;
+        let shutdown = self.shutdown.clone();
+        let peer = self.peer;
+        let service = {
+            let watch = Arc::clone(&watch);
+            hyper::service::service_fn(move |request: Request<Incoming>| {
+                let in_flight = watch.request_started();
+                self.request(request, in_flight)
+            })
+        };
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The connection's own timers (above) bound the head; hyper's would also run
+        // between requests and cut keep-alive at the header timeout.
+        builder.http1().header_read_timeout(None);
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let mut draining = false;
+        let mut close_by: Option<Instant> = None;
+        loop {
+            let changed = watch.changed.notified();
+            let timer = if close_by.is_some() {
+                None
+            } else {
+                watch.deadline(&limits)
+            };
+            let wake = match (close_by, timer) {
+                (Some(at), _) | (None, Some((at, _))) => Some(at),
+                (None, None) => None,
+            };
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(listener = name, peer = %peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = changed => {}
+                () = sleep_until(wake) => {
+                    if close_by.is_some() {
+                        break;
+                    }
+                    // The phase may have moved since the timer was set.
+                    match watch.deadline(&limits) {
+                        Some((at, expired)) if at <= Instant::now() => {
+                            let label = match expired {
+                                Expired::HeaderRead => "header_read",
+                                Expired::Idle => "idle",
+                            };
+                            metrics::counter!(crate::metrics::HTTP_CONNECTIONS_TIMED_OUT, "listener" => name, "timeout" => label).increment(1);
+                            tracing::debug!(listener = name, peer = %peer, timeout = label, "connection timed out; closing it");
+                            if expired == Expired::HeaderRead {
+                                break;
+                            }
+                            if !draining {
+                                draining = true;
+                                connection.as_mut().graceful_shutdown();
+                            }
+                            close_by = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS, "listener" => name).decrement(1.0);
+    }
+
+    /// One request: past the concurrency cap (but `/healthz`) it is answered 503 at once;
+    /// else the router answers it, and its response body holds its place until sent.
+    fn request(
+        &self,
+        mut request: Request<Incoming>,
+        in_flight: InFlight,
+    ) -> impl Future<Output = Result<Response<Held>, Infallible>> + Send + use<> {
+        let router = self.router.clone();
+        let requests = Arc::clone(&self.requests);
+        let name = self.name;
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        async move {
+            let slot = if request.uri().path() == "/healthz" {
+                None
+            } else {
+                match requests.try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        metrics::counter!(crate::metrics::HTTP_REQUESTS_OVERLOADED, "listener" => name)
+                            .increment(1);
+                        let wire = if request.uri().path().starts_with("/v1/messages") {
+                            Wire::Anthropic
+                        } else {
+                            Wire::OpenAi
+                        };
+                        let response = ApiError::overloaded().render(wire);
+                        return Ok(hold(response, in_flight, None));
+                    }
+                }
+            };
+            let response = match router.oneshot(request).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            Ok(hold(response, in_flight, slot))
+        }
+    }
+}
+
+fn hold(
+    response: axum::response::Response,
+    in_flight: InFlight,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Response<Held> {
+    response.map(|inner| Held {
+        inner,
+        _in_flight: in_flight,
+        _slot: slot,
+    })
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
