@@ -26,6 +26,7 @@ mod dev;
 mod gateway;
 mod key_rejections;
 mod limits;
+mod listener_limits;
 mod node_ingest;
 mod readme;
 mod resilience;
