@@ -8,7 +8,8 @@
 //! usage: the provider's reported `usage` when present, else an estimate from the text
 //! seen. For streams it charges tokens to the limits in steps; when a tokens-per-minute or
 //! budget ceiling is crossed mid-stream it ends the stream with a well-formed error event in
-//! the client's API shape and drops the upstream request. When the client goes away the
+//! the client's API shape and drops the upstream request; so it does when
+//! `--upstream-deadline` passes (a JSON answer still arriving then is cut off). When the client goes away the
 //! upstream request is dropped at once. Either way the request is settled with what was
 //! used: the reported usage, or deterministically the prompt estimate plus the completion
 //! text forwarded so far.
