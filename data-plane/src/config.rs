@@ -407,3 +407,54 @@ pub fn redis_from_env(
         response_timeout: Duration::from_millis(250),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let mut argv = vec!["warden-dp"];
+        argv.extend_from_slice(args);
+        let env = HashMap::from([("WARDEN_NODE_TOKEN".to_owned(), "wn_test".to_owned())]);
+        NodeConfig::from_flags(Flags::try_parse_from(argv).unwrap(), &env)
+    }
+
+    #[test]
+    fn listener_settings_have_named_defaults_and_parse_durations_and_off() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.http_limits, crate::listener::Limits::default());
+        assert_eq!(c.http_body_read_timeout, DEFAULT_HTTP_BODY_READ_TIMEOUT);
+        assert_eq!(c.upstream_deadline, None);
+        assert_eq!(c.ops_addr, DEFAULT_OPS_ADDR.parse().ok());
+        let c = config(&[
+            "--http-header-read-timeout",
+            "2s",
+            "--http-idle-timeout",
+            "1m30s",
+            "--upstream-deadline",
+            "10m",
+            "--ops-addr",
+            "off",
+        ])
+        .unwrap();
+        assert_eq!(c.http_limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.http_limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.upstream_deadline, Some(Duration::from_secs(600)));
+        assert_eq!(c.ops_addr, None);
+        assert!(matches!(
+            config(&["--upstream-deadline", "soon"]),
+            Err(ConfigError::UpstreamDeadline(_))
+        ));
+        assert!(matches!(
+            config(&["--ops-addr", "metrics.invalid"]),
+            Err(ConfigError::OpsAddr(_))
+        ));
+        assert!(matches!(
+            config(&["--http-max-connections", "0"]),
+            Err(ConfigError::ZeroCap(_))
+        ));
+        assert!(Flags::try_parse_from(["warden-dp", "--http-idle-timeout", "0s"]).is_err());
+    }
+}
