@@ -66,6 +66,11 @@ pub struct Flags {
     /// `drop` keeps serving and drops (counts) the events that do not fit.
     #[arg(long, env = "WARDEN_AUDIT_ON_FULL", default_value = "closed")]
     pub audit_on_full: String,
+    /// Send the node credential over plain `http://` to a control plane that is not on this
+    /// machine (readable on the network; logged as a warning and audited as a dangerous
+    /// setting). Without it such a --cp-addr is refused.
+    #[arg(long, env = "WARDEN_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
 }
 
 /// Room for a few events at least.
@@ -99,6 +104,10 @@ pub enum ConfigError {
     Redis(String),
     #[error("--redis-failure-mode must be `open` or `closed`, not `{0}`")]
     FailureMode(String),
+    #[error(
+        "refusing to send the node credential in clear to --cp-addr {0}: it is not a loopback address; use https:// (with --cp-ca-file), or pass --allow-plaintext (WARDEN_ALLOW_PLAINTEXT=true) on a network you trust"
+    )]
+    Plaintext(String),
 }
 
 impl Flags {
@@ -135,6 +144,8 @@ pub struct NodeConfig {
     pub audit_mask_client_ip: bool,
     /// The on-disk audit spool: where, how large, what happens when it is full.
     pub audit_spool: crate::audit::spool::SpoolConfig,
+    /// `--allow-plaintext`: an `http://` control plane off loopback is used (else refused).
+    pub allow_plaintext: bool,
 }
 
 impl NodeConfig {
@@ -160,6 +171,7 @@ impl NodeConfig {
             limiter: crate::limits::LimiterSettings::default(),
             audit_mask_client_ip: false,
             audit_spool,
+            allow_plaintext: false,
         }
     }
 }
@@ -187,6 +199,17 @@ impl NodeConfig {
             SecretString::from(token),
         );
         config.cp_ca_file = flags.cp_ca_file;
+        config.allow_plaintext = flags.allow_plaintext;
+        if config.cp_addr_in_clear() {
+            if !config.allow_plaintext {
+                return Err(ConfigError::Plaintext(config.cp_addr));
+            }
+            tracing::warn!(
+                target: LOG_TARGET,
+                cp_addr = %config.cp_addr,
+                "--allow-plaintext: the node credential and every snapshot travel to the control plane unencrypted; anyone on the network path can read the credential and reuse it"
+            );
+        }
         config.max_body_bytes = flags.max_body_bytes;
         config.log_format = log_format;
         config.audit_mask_client_ip = flags.audit_mask_client_ip;
@@ -228,6 +251,13 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// Whether `cp_addr` would carry the node credential in clear off this machine
+    /// (`http://` to a host that is not loopback); such an address needs --allow-plaintext.
+    pub fn cp_addr_in_clear(&self) -> bool {
+        warden_core::plaintext::Transport::of(&self.cp_addr)
+            == warden_core::plaintext::Transport::PlainRemote
+    }
+
     /// The settings in effect that weaken the node's guarantees, as `(name, value)`; the
     /// node records them in one `node.dangerous_settings` audit event at start-up.
     pub fn dangerous_settings(&self) -> Vec<(&'static str, &'static str)> {
@@ -237,6 +267,9 @@ impl NodeConfig {
         }
         if self.audit_spool.on_full == crate::audit::spool::OnFull::Drop {
             out.push(("audit_on_full", "drop"));
+        }
+        if self.cp_addr_in_clear() {
+            out.push(("allow_plaintext", "true"));
         }
         out
     }

@@ -27,6 +27,7 @@ mod gateway;
 mod key_rejections;
 mod limits;
 mod node_ingest;
+mod plaintext;
 mod readme;
 mod resilience;
 mod sdk;
