@@ -64,7 +64,7 @@ impl Detail {
         let plain = !value.is_empty()
             && !value
                 .chars()
-                .any(|c| c.is_whitespace() || matches!(c, '"' | '=' | '\\'));
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '\\'));
         if plain {
             self.0.push_str(&value);
         } else {
@@ -215,6 +215,18 @@ mod tests {
         assert_eq!(m["tokens_in"], "12");
         assert!(!m.contains_key("absent"));
         assert!(!d.contains('\n'), "one line: {d}");
+    }
+
+    #[test]
+    fn control_characters_are_never_written_raw() {
+        let d = Detail::new()
+            .with("model", "a\u{1b}[2Jb")
+            .with("owner", "x\u{9b}y")
+            .build();
+        assert!(!d.chars().any(char::is_control), "{d:?}");
+        let m = parse(&d);
+        assert_eq!(m["model"], "a\u{1b}[2Jb");
+        assert_eq!(m["owner"], "x\u{9b}y");
     }
 
     #[test]

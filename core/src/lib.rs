@@ -1,7 +1,8 @@
 //! What both planes share and that belongs to no single plane: the formats of the opaque
 //! credentials Warden issues ([`credential`]), JWT claims, signing and verification
-//! ([`jwt`]), redaction of secrets from text and logs ([`redact`], [`telemetry`]), which
-//! control-plane addresses would carry a credential in clear ([`plaintext`]),
+//! ([`jwt`]), redaction of secrets from text and logs ([`redact`], [`telemetry`]), escaping
+//! of control characters in log lines and terminal output ([`escape`]), which control-plane
+//! addresses would carry a credential in clear ([`plaintext`]),
 //! safe-to-show fingerprints ([`fingerprint`]), the sealing of snapshot secrets to one
 //! node's key ([`seal`]), and when a process should stop ([`shutdown`]).
 //!
@@ -10,6 +11,7 @@
 pub mod audit_detail;
 pub mod backoff;
 pub mod credential;
+pub mod escape;
 pub mod fingerprint;
 pub mod jwt;
 pub mod plaintext;
