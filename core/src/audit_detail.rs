@@ -17,6 +17,9 @@
 //! | `tokens_in`, `tokens_out`, `cost_usd` | usage as billed |
 //! | `latency_ms`, `status` | timing and HTTP status |
 //! | `error`, `reason` | why something failed |
+//! | `subject`, `scopes`, `models`, `ttl_s`, `expires_at`, `kid` | what `token.issue` granted |
+//! | `name`, `owner`, `role` | the name (and owner, role) of a created credential |
+//! | `rpc` | the Admin RPC of an `admin.read` row |
 //!
 //! Free text from before this schema parses as `message`.
 

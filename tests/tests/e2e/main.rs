@@ -8,6 +8,7 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+mod admin_audit;
 mod admin_roles;
 mod anthropic;
 mod attacks;
@@ -20,6 +21,7 @@ mod azure_double;
 mod bootstrap;
 mod bypass;
 mod cli;
+mod control_chars;
 mod credential_revocation;
 mod deploy_config;
 mod dev;
