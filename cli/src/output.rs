@@ -5,12 +5,22 @@
 //! never disagree about what happened. Credentials that are shown once go through
 //! [`Printer::secret`]: alone on stdout in table mode, so that `$(wardenctl token issue …)`
 //! captures exactly the credential, with everything else on stderr.
+//!
+//! Every cell, field value and message passes through [`cell`] on its way out: control
+//! characters from stored strings (a request's `model`, a key's owner) are shown as `\n` or
+//! `\u{1b}`, so they can neither start a forged row nor drive the terminal. JSON output
+//! is escaped by its encoder (and C1 characters by [`warden_core::escape::json_line`]).
 
 use std::io::{self, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
 use comfy_table::{Table, presets};
 use serde_json::Value;
+
+/// Text from the control plane as one terminal-safe cell: control characters escaped.
+fn cell(text: &str) -> std::borrow::Cow<'_, str> {
+    warden_core::escape::control(text)
+}
 
 /// The `-o/--output` choice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -48,9 +58,9 @@ impl Rows {
     pub fn render(&self) -> String {
         let mut table = Table::new();
         table.load_preset(presets::NOTHING);
-        table.set_header(self.header.iter().map(String::as_str));
+        table.set_header(self.header.iter().map(|h| cell(h)));
         for row in &self.rows {
-            table.add_row(row.iter().map(String::as_str));
+            table.add_row(row.iter().map(|c| cell(c)));
         }
         for column in table.column_iter_mut() {
             column.set_padding((0, 2));
@@ -92,7 +102,7 @@ impl Fields {
             .unwrap_or(0);
         let mut text = String::new();
         for (label, value) in &self.fields {
-            let line = format!("{:<width$}  {value}", format!("{label}:"));
+            let line = format!("{:<width$}  {}", format!("{label}:"), cell(value));
             text.push_str(line.trim_end());
             text.push('\n');
         }
@@ -131,7 +141,7 @@ impl Printer {
     /// A confirmation that something was done (`provider "x" removed`).
     pub fn done(&self, message: &str, json: &Value) -> io::Result<()> {
         match self.format {
-            OutputFormat::Table => stdout(&format!("{message}\n")),
+            OutputFormat::Table => stdout(&format!("{}\n", cell(message))),
             OutputFormat::Json => print_json(json),
         }
     }
@@ -144,7 +154,7 @@ impl Printer {
                 stdout(&format!("{secret}\n"))?;
                 let mut err = io::stderr().lock();
                 for (name, value) in notes {
-                    writeln!(err, "{name}: {value}")?;
+                    writeln!(err, "{name}: {}", cell(value))?;
                 }
                 writeln!(err, "the credential is shown only once: store it now")
             }
@@ -155,7 +165,14 @@ impl Printer {
 
 fn print_json(json: &Value) -> io::Result<()> {
     let text = serde_json::to_string_pretty(json).map_err(io::Error::other)?;
-    stdout(&format!("{text}\n"))
+    // Pretty JSON spans lines; only string contents can hold control characters, and the
+    // encoder has escaped all but DEL and C1, which this escapes line by line.
+    let mut out = String::with_capacity(text.len() + 1);
+    for line in text.lines() {
+        out.push_str(&warden_core::escape::json_line(line));
+        out.push('\n');
+    }
+    stdout(&out)
 }
 
 /// Writes to stdout; a closed pipe (`wardenctl … | head`) is not an error.
@@ -259,6 +276,24 @@ mod tests {
             rows.render(),
             "NAME         FORMAT\nopenai-main  openai\na            anthropic\n"
         );
+    }
+
+    #[test]
+    fn escapes_control_characters_in_every_cell() {
+        let mut rows = Rows::new(&["SUBJECT", "RESULT"]);
+        rows.push(vec![
+            "gpt\n2026-01-01T00:00:00Z  token.issue  admin:adm_1".into(),
+            "\u{1b}[2Jok\u{9b}".into(),
+        ]);
+        let text = rows.render();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("gpt\\n2026-01-01T00:00:00Z  token.issue  admin:adm_1"));
+        assert!(text.contains("\\u{1b}[2Jok\\u{9b}"));
+        assert!(text.lines().all(|l| !l.chars().any(char::is_control)));
+
+        let mut fields = Fields::new();
+        fields.push("owner", "a\nb\u{7f}");
+        assert_eq!(fields.render(), "owner:  a\\nb\\u{7f}\n");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
+use warden_core::plaintext::{Transport, authority_host, is_loopback_host};
 use warden_proto::admin::v1::admin_client::AdminClient;
 use warden_proto::audit::v1::audit_stream_client::AuditStreamClient;
 
@@ -25,7 +26,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct ConnectArgs {
-    /// Control plane gRPC address; `host:port` means `http://host:port`.
+    /// Control plane gRPC address; `host:port` means `https://host:port`, or
+    /// `http://host:port` for a loopback host (`localhost`, 127.0.0.0/8, `::1`).
     #[arg(
         long,
         global = true,
@@ -50,6 +52,11 @@ pub struct ConnectArgs {
     /// certificate.
     #[arg(long, global = true, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
+
+    /// Send the admin credential over plain `http://` to a control plane that is not on
+    /// this machine (readable by anyone on the network path; a warning is printed).
+    #[arg(long, global = true, env = "WARDEN_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
 }
 
 /// The `warden.admin.v1.Admin` client, carrying the admin credential.
@@ -67,6 +74,7 @@ pub struct Session {
 impl Session {
     /// Checks the flags and prepares a channel; it connects on the first call.
     pub async fn open(args: &ConnectArgs) -> anyhow::Result<Self> {
+        check_transport(&args.cp_addr, args.allow_plaintext)?;
         let token = args
             .admin_token
             .as_ref()
@@ -199,9 +207,36 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// `--cp-addr`: adds `http://` when no scheme is given; only http and https are accepted.
+/// Refuses to send the admin credential in clear off this machine unless `allow`; with
+/// `allow`, says on stderr that it will. No name is resolved here.
+fn check_transport(addr: &str, allow: bool) -> anyhow::Result<()> {
+    if Transport::of(addr) != Transport::PlainRemote {
+        return Ok(());
+    }
+    if !allow {
+        bail!(
+            "refusing to send the admin credential in clear to {addr}: it is not a loopback \
+             address; use https:// (with --ca-file), or pass --allow-plaintext \
+             (WARDEN_ALLOW_PLAINTEXT=true) on a network you trust"
+        );
+    }
+    eprintln!(
+        "warning: --allow-plaintext: the admin credential goes to {addr} unencrypted; anyone on \
+         the network path can read and reuse it"
+    );
+    Ok(())
+}
+
+/// `--cp-addr`: adds a scheme when none is given — `http://` for a loopback host,
+/// `https://` for any other; only http and https are accepted.
 fn normalize_addr(raw: &str) -> Result<String, String> {
-    let (scheme, rest) = raw.trim().split_once("://").unwrap_or(("http", raw.trim()));
+    let raw = raw.trim();
+    let default_scheme = if is_loopback_host(authority_host(raw.trim_end_matches('/'))) {
+        "http"
+    } else {
+        "https"
+    };
+    let (scheme, rest) = raw.split_once("://").unwrap_or((default_scheme, raw));
     if !matches!(scheme, "http" | "https") {
         return Err(format!(
             "unsupported scheme {scheme:?}: use http:// or https://"
@@ -238,9 +273,29 @@ mod tests {
             normalize_addr("https://cp.example:443").unwrap(),
             "https://cp.example:443"
         );
+        assert_eq!(
+            normalize_addr("cp.invalid:50051").unwrap(),
+            "https://cp.invalid:50051"
+        );
+        assert_eq!(normalize_addr("[::1]:50051").unwrap(), "http://[::1]:50051");
+        assert_eq!(
+            normalize_addr("http://cp.invalid:50051").unwrap(),
+            "http://cp.invalid:50051"
+        );
         assert!(normalize_addr("").is_err());
         assert!(normalize_addr("https://").is_err());
         assert!(normalize_addr("ftp://cp:21").is_err());
+    }
+
+    #[test]
+    fn refuses_plaintext_off_loopback_unless_allowed() {
+        assert!(check_transport("http://127.0.0.1:50051", false).is_ok());
+        assert!(check_transport("https://cp.invalid:50051", false).is_ok());
+        let refused = check_transport("http://cp.invalid:50051", false)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--allow-plaintext"), "{refused}");
+        assert!(check_transport("http://cp.invalid:50051", true).is_ok());
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! | `tokens_in`, `tokens_out`, `cost_usd` | usage as billed |
 //! | `latency_ms`, `status` | timing and HTTP status |
 //! | `error`, `reason` | why something failed |
+//! | `subject`, `scopes`, `models`, `ttl_s`, `expires_at`, `kid` | what `token.issue` granted |
+//! | `name`, `owner`, `role` | the name (and owner, role) of a created credential |
+//! | `rpc` | the Admin RPC of an `admin.read` row |
 //!
 //! Free text from before this schema parses as `message`.
 
@@ -64,7 +67,7 @@ impl Detail {
         let plain = !value.is_empty()
             && !value
                 .chars()
-                .any(|c| c.is_whitespace() || matches!(c, '"' | '=' | '\\'));
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '\\'));
         if plain {
             self.0.push_str(&value);
         } else {
@@ -215,6 +218,18 @@ mod tests {
         assert_eq!(m["tokens_in"], "12");
         assert!(!m.contains_key("absent"));
         assert!(!d.contains('\n'), "one line: {d}");
+    }
+
+    #[test]
+    fn control_characters_are_never_written_raw() {
+        let d = Detail::new()
+            .with("model", "a\u{1b}[2Jb")
+            .with("owner", "x\u{9b}y")
+            .build();
+        assert!(!d.chars().any(char::is_control), "{d:?}");
+        let m = parse(&d);
+        assert_eq!(m["model"], "a\u{1b}[2Jb");
+        assert_eq!(m["owner"], "x\u{9b}y");
     }
 
     #[test]

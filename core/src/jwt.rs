@@ -14,6 +14,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
 
+/// The longest credential a node reads from a request header (a JWT or a virtual key), in
+/// bytes; longer ones are refused as malformed. The control plane refuses to issue a JWT
+/// longer than this.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
 /// What a credential may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,6 +1,8 @@
 //! What both planes share and that belongs to no single plane: the formats of the opaque
 //! credentials Warden issues ([`credential`]), JWT claims, signing and verification
-//! ([`jwt`]), redaction of secrets from text and logs ([`redact`], [`telemetry`]),
+//! ([`jwt`]), redaction of secrets from text and logs ([`redact`], [`telemetry`]), escaping
+//! of control characters in log lines and terminal output ([`escape`]), which control-plane
+//! addresses would carry a credential in clear ([`plaintext`]),
 //! safe-to-show fingerprints ([`fingerprint`]), the sealing of snapshot secrets to one
 //! node's key ([`seal`]), and when a process should stop ([`shutdown`]).
 //!
@@ -9,8 +11,10 @@
 pub mod audit_detail;
 pub mod backoff;
 pub mod credential;
+pub mod escape;
 pub mod fingerprint;
 pub mod jwt;
+pub mod plaintext;
 pub mod redact;
 pub mod seal;
 pub mod shared_keys;

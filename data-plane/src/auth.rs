@@ -81,7 +81,7 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principa
 
 fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static str> {
     let token = presented(headers).ok_or("missing_credential")?;
-    if token.is_empty() || token.len() > 8192 {
+    if token.is_empty() || token.len() > warden_core::jwt::MAX_TOKEN_BYTES {
         return Err("malformed_credential");
     }
     if credential::kind_of(token) == Some(Kind::VirtualKey) {

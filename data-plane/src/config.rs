@@ -93,6 +93,11 @@ pub struct Flags {
     /// address, or `off`.
     #[arg(long, env = "WARDEN_OPS_ADDR", default_value = DEFAULT_OPS_ADDR)]
     pub ops_addr: String,
+    /// Send the node credential over plain `http://` to a control plane that is not on this
+    /// machine (readable on the network; logged as a warning and audited as a dangerous
+    /// setting). Without it such a --cp-addr is refused.
+    #[arg(long, env = "WARDEN_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
 }
 
 /// Where the ops listener binds unless told otherwise: loopback only.
@@ -154,6 +159,10 @@ pub enum ConfigError {
     OpsAddr(String),
     #[error("--{0} must be at least 1")]
     ZeroCap(&'static str),
+    #[error(
+        "refusing to send the node credential in clear to --cp-addr {0}: it is not a loopback address; use https:// (with --cp-ca-file), or pass --allow-plaintext (WARDEN_ALLOW_PLAINTEXT=true) on a network you trust"
+    )]
+    Plaintext(String),
 }
 
 impl Flags {
@@ -198,6 +207,8 @@ pub struct NodeConfig {
     pub upstream_deadline: Option<Duration>,
     /// Where `/metrics`, `/readyz` and `/healthz` are served; `None`: nowhere.
     pub ops_addr: Option<SocketAddr>,
+    /// `--allow-plaintext`: an `http://` control plane off loopback is used (else refused).
+    pub allow_plaintext: bool,
 }
 
 impl NodeConfig {
@@ -227,6 +238,7 @@ impl NodeConfig {
             http_body_read_timeout: DEFAULT_HTTP_BODY_READ_TIMEOUT,
             upstream_deadline: None,
             ops_addr: DEFAULT_OPS_ADDR.parse().ok(),
+            allow_plaintext: false,
         }
     }
 }
@@ -254,6 +266,17 @@ impl NodeConfig {
             SecretString::from(token),
         );
         config.cp_ca_file = flags.cp_ca_file;
+        config.allow_plaintext = flags.allow_plaintext;
+        if config.cp_addr_in_clear() {
+            if !config.allow_plaintext {
+                return Err(ConfigError::Plaintext(config.cp_addr));
+            }
+            tracing::warn!(
+                target: LOG_TARGET,
+                cp_addr = %config.cp_addr,
+                "--allow-plaintext: the node credential and every snapshot travel to the control plane unencrypted; anyone on the network path can read the credential and reuse it"
+            );
+        }
         config.max_body_bytes = flags.max_body_bytes;
         config.log_format = log_format;
         config.audit_mask_client_ip = flags.audit_mask_client_ip;
@@ -314,6 +337,13 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// Whether `cp_addr` would carry the node credential in clear off this machine
+    /// (`http://` to a host that is not loopback); such an address needs --allow-plaintext.
+    pub fn cp_addr_in_clear(&self) -> bool {
+        warden_core::plaintext::Transport::of(&self.cp_addr)
+            == warden_core::plaintext::Transport::PlainRemote
+    }
+
     /// The settings in effect that weaken the node's guarantees, as `(name, value)`; the
     /// node records them in one `node.dangerous_settings` audit event at start-up.
     pub fn dangerous_settings(&self) -> Vec<(&'static str, &'static str)> {
@@ -323,6 +353,9 @@ impl NodeConfig {
         }
         if self.audit_spool.on_full == crate::audit::spool::OnFull::Drop {
             out.push(("audit_on_full", "drop"));
+        }
+        if self.cp_addr_in_clear() {
+            out.push(("allow_plaintext", "true"));
         }
         out
     }

@@ -38,6 +38,11 @@ pub enum SyncError {
 }
 
 fn endpoint(config: &NodeConfig) -> Result<Endpoint, SyncError> {
+    if config.cp_addr_in_clear() && !config.allow_plaintext {
+        return Err(SyncError::Endpoint(
+            "an http:// control plane off loopback needs --allow-plaintext".into(),
+        ));
+    }
     let mut ep = Endpoint::from_shared(config.cp_addr.clone())
         .map_err(|e| SyncError::Endpoint(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))

@@ -257,6 +257,11 @@ async fn stream(
             },
             format,
         );
+        // One record, one line, nothing a terminal acts on (JSON keeps its own escapes).
+        let line = match format {
+            ExportFormat::Cef => warden_core::escape::control(&line),
+            _ => warden_core::escape::json_line(&line),
+        };
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{line}")?;
         stdout.flush()?;

@@ -326,7 +326,11 @@ impl ControlPlane {
         let id_of = |r: &Result<(SecretString, String), ServiceError>| {
             r.as_ref().map(|(_, id)| id.clone()).unwrap_or_default()
         };
-        self.audited(actor, "node_credential.create", id_of, async {
+        let shown_name = if name.is_empty() { "node" } else { name };
+        let detail = |_: &Result<(SecretString, String), ServiceError>| {
+            Detail::new().with("name", shown_name.chars().take(128).collect::<String>())
+        };
+        self.audited_with(actor, "node_credential.create", id_of, detail, async {
             let name = if name.is_empty() { "node" } else { name };
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
             let (secret, record) = self
@@ -349,7 +353,25 @@ impl ControlPlane {
         let id_of = |r: &Result<(SecretString, String), ServiceError>| {
             r.as_ref().map(|(_, id)| id.clone()).unwrap_or_default()
         };
-        self.audited(actor, "admin_credential.create", id_of, async {
+        let detail = |_: &Result<(SecretString, String), ServiceError>| {
+            Detail::new()
+                .with(
+                    "name",
+                    (if name.is_empty() { "admin" } else { name })
+                        .chars()
+                        .take(128)
+                        .collect::<String>(),
+                )
+                .with(
+                    "role",
+                    (if role.is_empty() { "admin" } else { role })
+                        .chars()
+                        .take(32)
+                        .collect::<String>(),
+                )
+                .with_opt("ttl_s", ttl.map(|t| t.as_secs()))
+        };
+        self.audited_with(actor, "admin_credential.create", id_of, detail, async {
             let name = if name.is_empty() { "admin" } else { name };
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
             let role = if role.is_empty() { "admin" } else { role };

@@ -189,17 +189,35 @@ impl ControlPlane {
         subject: impl AuditSubject<T>,
         change: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, ServiceError> {
+        self.audited_with(actor, action, subject, |_| Detail::new(), change)
+            .await
+    }
+
+    /// [`Self::audited`] with the row's detail read from the outcome (what was issued, or
+    /// what was asked for; never a secret); a failure adds its error.
+    async fn audited_with<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        subject: impl AuditSubject<T>,
+        detail: impl FnOnce(&Result<T, ServiceError>) -> Detail,
+        change: impl Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ServiceError> {
         let result = change.await;
+        let detail = detail(&result);
         let subject = subject.of(&result);
         match &result {
-            Ok(_) => self.audit(action, &actor.0, &subject, "ok", "").await,
+            Ok(_) => {
+                self.audit(action, &actor.0, &subject, "ok", &detail.build())
+                    .await;
+            }
             Err(e) => {
                 self.audit(
                     action,
                     &actor.0,
                     &subject,
                     e.code().metric_label(),
-                    &Detail::new().with("error", e).build(),
+                    &detail.with("error", e).build(),
                 )
                 .await;
             }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretBox, SecretString};
+use warden_core::audit_detail::Detail;
 use warden_core::jwt::{self, Claims, SigningAlgorithm, VerificationKey};
 use warden_core::unix_now;
 
@@ -12,6 +13,35 @@ use super::grants::{parse_models, parse_scopes};
 use super::{Actor, ControlPlane};
 use crate::domain::{Limits, PolicyTarget, Source, TokenRecord};
 use crate::error::ServiceError;
+
+/// Longest text of a requested value kept in the audit row of a refused issue.
+const ASKED_MAX_CHARS: usize = 256;
+
+/// The `token.issue` row of an issued token: what it grants and until when.
+fn issued_detail(t: &TokenRecord) -> Detail {
+    Detail::new()
+        .with("subject", &t.subject)
+        .with("scopes", t.scopes.join(","))
+        .with("models", t.models.join(","))
+        .with("ttl_s", t.expires_at.saturating_sub(t.issued_at))
+        .with("expires_at", t.expires_at)
+        .with("kid", &t.kid)
+}
+
+/// The `token.issue` row of a refused issue: what was asked for (clipped).
+fn asked_detail(
+    subject: &str,
+    scopes: &[String],
+    models: &[String],
+    ttl: Option<Duration>,
+) -> Detail {
+    let clip = |s: String| s.chars().take(ASKED_MAX_CHARS).collect::<String>();
+    Detail::new()
+        .with("subject", clip(subject.to_owned()))
+        .with("scopes", clip(scopes.join(",")))
+        .with("models", clip(models.join(",")))
+        .with_opt("ttl_s", ttl.map(|t| t.as_secs()))
+}
 
 impl ControlPlane {
     /// Issues a JWT. `ttl` of `None` takes the configured default.
@@ -27,10 +57,19 @@ impl ControlPlane {
         let jti_of = |r: &Result<(SecretString, TokenRecord), ServiceError>| {
             r.as_ref().map(|(_, r)| r.jti.clone()).unwrap_or_default()
         };
-        self.audited(actor, "token.issue", jti_of, async {
+        let detail = |r: &Result<(SecretString, TokenRecord), ServiceError>| match r {
+            Ok((_, t)) => issued_detail(t),
+            Err(_) => asked_detail(subject, scopes, models, ttl),
+        };
+        self.audited_with(actor, "token.issue", jti_of, detail, async {
             if subject.trim().is_empty() || subject.len() > 128 {
                 return Err(ServiceError::InvalidArgument(
                     "subject must be 1 to 128 characters".into(),
+                ));
+            }
+            if subject.chars().any(char::is_control) {
+                return Err(ServiceError::InvalidArgument(
+                    "subject must not contain control characters".into(),
                 ));
             }
             let scopes = parse_scopes(scopes)?;
@@ -60,6 +99,14 @@ impl ControlPlane {
             let token = signer
                 .sign(&claims)
                 .map_err(|e| ServiceError::Internal(format!("signing failed: {e}")))?;
+            let size = token.expose_secret().len();
+            if size > jwt::MAX_TOKEN_BYTES {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "the token would be {size} bytes, more than the {} bytes nodes accept: \
+                     grant fewer models or scopes (`*` or `provider:*` cover many)",
+                    jwt::MAX_TOKEN_BYTES
+                )));
+            }
             let record = TokenRecord {
                 jti,
                 subject: subject.to_owned(),

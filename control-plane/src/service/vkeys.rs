@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use warden_core::audit_detail::Detail;
 use warden_core::credential::{self, Kind};
 use warden_core::unix_now;
 
@@ -14,6 +15,53 @@ use crate::error::ServiceError;
 
 /// The longest grace period of a rotated virtual key.
 const MAX_VKEY_GRACE: Duration = Duration::from_secs(30 * 86_400);
+
+/// Longest text of a requested value kept in the audit row of a refused create.
+const ASKED_MAX_CHARS: usize = 256;
+
+/// A virtual key's owner: empty (none), or like a name (`validate_name`) with `@` also
+/// allowed (`team@example.com`), up to 128 characters — no spaces or control characters,
+/// which would forge lines in logs and tables.
+fn validate_owner(owner: &str) -> Result<(), String> {
+    if owner.len() > 128 {
+        return Err("must be at most 128 characters".into());
+    }
+    if !owner
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/' | '@'))
+    {
+        return Err("may contain only letters, digits and . _ - : / @".into());
+    }
+    Ok(())
+}
+
+/// The `vkey.create` row of a created key: what it grants, whose it is, until when.
+fn created_detail(k: &VirtualKeyRecord, ttl: Option<Duration>) -> Detail {
+    Detail::new()
+        .with("name", &k.name)
+        .with("owner", &k.owner)
+        .with("scopes", k.scopes.join(","))
+        .with("models", k.models.join(","))
+        .with_opt("ttl_s", ttl.filter(|t| !t.is_zero()).map(|t| t.as_secs()))
+        .with("expires_at", k.expires_at)
+}
+
+/// The `vkey.create` row of a refused create: what was asked for (clipped).
+fn asked_detail(
+    name: &str,
+    owner: &str,
+    scopes: &[String],
+    models: &[String],
+    ttl: Option<Duration>,
+) -> Detail {
+    let clip = |s: String| s.chars().take(ASKED_MAX_CHARS).collect::<String>();
+    Detail::new()
+        .with("name", clip(name.to_owned()))
+        .with("owner", clip(owner.to_owned()))
+        .with("scopes", clip(scopes.join(",")))
+        .with("models", clip(models.join(",")))
+        .with_opt("ttl_s", ttl.filter(|t| !t.is_zero()).map(|t| t.as_secs()))
+}
 
 impl ControlPlane {
     /// Creates a virtual key (shown once; stored as its HMAC).
@@ -34,11 +82,14 @@ impl ControlPlane {
         let id_of = |r: &Result<(SecretString, VirtualKeyRecord), ServiceError>| {
             r.as_ref().map(|(_, r)| r.id.clone()).unwrap_or_default()
         };
-        self.audited(actor, "vkey.create", id_of, async {
+        let detail = |r: &Result<(SecretString, VirtualKeyRecord), ServiceError>| match r {
+            Ok((_, k)) => created_detail(k, ttl),
+            Err(_) => asked_detail(name, owner, scopes, models, ttl),
+        };
+        self.audited_with(actor, "vkey.create", id_of, detail, async {
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
-            if owner.len() > 128 {
-                return Err(ServiceError::InvalidArgument("owner is too long".into()));
-            }
+            validate_owner(owner)
+                .map_err(|e| ServiceError::InvalidArgument(format!("owner: {e}")))?;
             let scopes = parse_scopes(scopes)?;
             let models = parse_models(models)?;
             let now = unix_now();
@@ -162,5 +213,20 @@ impl ControlPlane {
             Ok((secret, record))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_checked_like_names() {
+        for ok in ["", "team-a", "search@example.com", "org/team:svc_1"] {
+            assert!(validate_owner(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["a\nb", "a\u{1b}[2J", "a b", "x\u{85}", &"o".repeat(129)] {
+            assert!(validate_owner(bad).is_err(), "{bad:?}");
+        }
     }
 }

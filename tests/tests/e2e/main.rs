@@ -8,6 +8,7 @@
     reason = "test code: a failed step should fail the test loudly"
 )]
 
+mod admin_audit;
 mod admin_roles;
 mod anthropic;
 mod attacks;
@@ -20,6 +21,7 @@ mod azure_double;
 mod bootstrap;
 mod bypass;
 mod cli;
+mod control_chars;
 mod credential_revocation;
 mod deploy_config;
 mod dev;
@@ -28,6 +30,7 @@ mod key_rejections;
 mod limits;
 mod listener_limits;
 mod node_ingest;
+mod plaintext;
 mod readme;
 mod resilience;
 mod sdk;

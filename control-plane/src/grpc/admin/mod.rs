@@ -25,6 +25,8 @@ use tonic::{Request, Response, Status};
 use warden_proto::admin::v1 as pb;
 use warden_proto::admin::v1::admin_server::Admin;
 
+use warden_core::audit_detail::Detail;
+
 use crate::domain::Role;
 use crate::service::{Actor, ControlPlane};
 
@@ -65,6 +67,19 @@ impl Access {
     }
 }
 
+/// Whether an RPC changes anything (the effect column of the table below), and so who
+/// writes its audit row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// A change: the service audits it under the RPC's action.
+    Change,
+    /// A read: [`AdminService::call`] audits it as `admin.read`, the action as subject.
+    Read,
+    /// A read that writes its own audit row under its action (the audit log's reads,
+    /// `audit.list` and `audit.verify`, and `policy.get`, which also reads usage).
+    SelfAudited,
+}
+
 /// What an `operator` may not ask for in a call it may otherwise make (the `admin` or
 /// `audit` scope for a client credential); `None` when nothing.
 type OperatorGuard<M> = fn(&M) -> Option<&'static str>;
@@ -83,11 +98,19 @@ impl AdminService {
     }
 
     /// One RPC: authenticates the caller for `action`, then hands the actor and the request
-    /// message to `serve`; a service error becomes its gRPC status.
+    /// message to `serve`; a service error becomes its gRPC status. A [`Effect::Read`] is
+    /// audited here, as `admin.read` by the actor on `action`, with the RPC's name and the
+    /// outcome.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per column of the RPC table"
+    )]
     async fn call<'a, M, R, F, Fut>(
         &'a self,
         request: Request<M>,
         access: Access,
+        effect: Effect,
+        rpc: &str,
         action: &str,
         guard: OperatorGuard<M>,
         serve: F,
@@ -111,8 +134,44 @@ impl AdminService {
                 .await
                 .into());
         }
-        serve(&self.cp, actor, message).await.map(Response::new)
+        if effect != Effect::Read {
+            return serve(&self.cp, actor, message).await.map(Response::new);
+        }
+        let reader = actor.clone();
+        let result = serve(&self.cp, actor, message).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(status) => failure_label(status.code()),
+        };
+        self.cp
+            .audit(
+                "admin.read",
+                &reader.0,
+                action,
+                outcome,
+                &Detail::new().with("rpc", rpc).build(),
+            )
+            .await;
+        result.map(Response::new)
     }
+}
+
+/// The audit result of a failed read: the label of its error class, as the service's own
+/// rows have it (`not_found`), or `failure`.
+fn failure_label(code: tonic::Code) -> &'static str {
+    use warden_proto::ErrorCode as E;
+    [
+        E::InvalidArgument,
+        E::Unauthenticated,
+        E::PermissionDenied,
+        E::NotFound,
+        E::AlreadyExists,
+        E::Unavailable,
+        E::Internal,
+    ]
+    .into_iter()
+    .find(|e| e.grpc() == code)
+    .map_or("failure", E::metric_label)
 }
 
 /// A TTL in seconds; 0 = the default.
@@ -132,7 +191,7 @@ macro_rules! admin_rpcs {
     (@guard $guard:expr) => { $guard };
     ($(
         $rpc:ident($request:ident) -> $response:ident
-            = $access:ident($action:literal, $serve:path $(, $guard:expr)?);
+            = $effect:ident $access:ident($action:literal, $serve:path $(, $guard:expr)?);
     )*) => {
         #[tonic::async_trait]
         impl Admin for AdminService {
@@ -142,7 +201,16 @@ macro_rules! admin_rpcs {
                     request: Request<pb::$request>,
                 ) -> Result<Response<pb::$response>, Status> {
                     let guard: OperatorGuard<pb::$request> = admin_rpcs!(@guard $($guard)?);
-                    self.call(request, Access::$access, $action, guard, $serve).await
+                    self.call(
+                        request,
+                        Access::$access,
+                        Effect::$effect,
+                        stringify!($rpc),
+                        $action,
+                        guard,
+                        $serve,
+                    )
+                    .await
                 }
             )*
         }
@@ -150,81 +218,86 @@ macro_rules! admin_rpcs {
         /// Every RPC (snake case) with who may call it.
         #[cfg(test)]
         const RPC_ACCESS: &[(&str, Access)] = &[$((stringify!($rpc), Access::$access)),*];
+
+        /// Every RPC (snake case) with its action and effect.
+        #[cfg(test)]
+        const RPC_EFFECT: &[(&str, &str, Effect)] =
+            &[$((stringify!($rpc), $action, Effect::$effect)),*];
     };
 }
 
 admin_rpcs! {
     add_provider(AddProviderRequest) -> ProviderInfo
-        = Admin("provider.add", providers::add);
+        = Change Admin("provider.add", providers::add);
     list_providers(ListProvidersRequest) -> ListProvidersResponse
-        = Admin("provider.list", providers::list);
+        = Read Admin("provider.list", providers::list);
     remove_provider(RemoveProviderRequest) -> RemoveProviderResponse
-        = Admin("provider.remove", providers::remove);
+        = Change Admin("provider.remove", providers::remove);
     add_provider_key(AddProviderKeyRequest) -> ProviderKeyInfo
-        = Admin("provider.key.add", providers::add_key);
+        = Change Admin("provider.key.add", providers::add_key);
     rotate_provider_key(RotateProviderKeyRequest) -> ProviderKeyInfo
-        = Admin("provider.key.rotate", providers::rotate_key);
+        = Change Admin("provider.key.rotate", providers::rotate_key);
     remove_provider_key(RemoveProviderKeyRequest) -> RemoveProviderKeyResponse
-        = Admin("provider.key.remove", providers::remove_key);
+        = Change Admin("provider.key.remove", providers::remove_key);
     set_provider_key_state(SetProviderKeyStateRequest) -> ProviderKeyInfo
-        = Admin("provider.key.state", providers::set_key_state);
+        = Change Admin("provider.key.state", providers::set_key_state);
 
     add_model(AddModelRequest) -> ModelInfo
-        = Operator("model.add", models::add);
+        = Change Operator("model.add", models::add);
     list_models(ListModelsRequest) -> ListModelsResponse
-        = Operator("model.list", models::list);
+        = Read Operator("model.list", models::list);
     remove_model(RemoveModelRequest) -> RemoveModelResponse
-        = Operator("model.remove", models::remove);
+        = Change Operator("model.remove", models::remove);
     add_deployment(AddDeploymentRequest) -> ModelInfo
-        = Operator("model.deployment.add", models::add_deployment);
+        = Change Operator("model.deployment.add", models::add_deployment);
     remove_deployment(RemoveDeploymentRequest) -> ModelInfo
-        = Operator("model.deployment.remove", models::remove_deployment);
+        = Change Operator("model.deployment.remove", models::remove_deployment);
 
     issue_token(IssueTokenRequest) -> IssueTokenResponse
-        = Operator("token.issue", tokens::issue, |r| privileged_scope(&r.scopes));
+        = Change Operator("token.issue", tokens::issue, |r| privileged_scope(&r.scopes));
     revoke_token(RevokeTokenRequest) -> RevokeTokenResponse
-        = Operator("token.revoke", tokens::revoke);
+        = Change Operator("token.revoke", tokens::revoke);
     list_tokens(ListTokensRequest) -> ListTokensResponse
-        = Operator("token.list", tokens::list);
+        = Read Operator("token.list", tokens::list);
 
     create_virtual_key(CreateVirtualKeyRequest) -> CreateVirtualKeyResponse
-        = Operator("vkey.create", vkeys::create, |r| privileged_scope(&r.scopes));
+        = Change Operator("vkey.create", vkeys::create, |r| privileged_scope(&r.scopes));
     list_virtual_keys(ListVirtualKeysRequest) -> ListVirtualKeysResponse
-        = Operator("vkey.list", vkeys::list);
+        = Read Operator("vkey.list", vkeys::list);
     revoke_virtual_key(RevokeVirtualKeyRequest) -> RevokeVirtualKeyResponse
-        = Operator("vkey.revoke", vkeys::revoke);
+        = Change Operator("vkey.revoke", vkeys::revoke);
     rotate_virtual_key(RotateVirtualKeyRequest) -> CreateVirtualKeyResponse
-        = Operator("vkey.rotate", vkeys::rotate);
+        = Change Operator("vkey.rotate", vkeys::rotate);
 
     rotate_signing_key(RotateSigningKeyRequest) -> SigningKeyInfo
-        = Admin("signing_key.rotate", signing_keys::rotate);
+        = Change Admin("signing_key.rotate", signing_keys::rotate);
     list_signing_keys(ListSigningKeysRequest) -> ListSigningKeysResponse
-        = Admin("signing_key.list", signing_keys::list);
+        = Read Admin("signing_key.list", signing_keys::list);
 
     issue_node_credential(IssueNodeCredentialRequest) -> IssueNodeCredentialResponse
-        = Admin("node_credential.create", credentials::issue_node);
+        = Change Admin("node_credential.create", credentials::issue_node);
     list_nodes(ListNodesRequest) -> ListNodesResponse
-        = Operator("node.list", nodes::list);
+        = Read Operator("node.list", nodes::list);
     list_node_credentials(ListCredentialsRequest) -> ListCredentialsResponse
-        = Admin("node_credential.list", credentials::list_node);
+        = Read Admin("node_credential.list", credentials::list_node);
     revoke_node_credential(RevokeCredentialRequest) -> RevokeCredentialResponse
-        = Admin("node_credential.revoke", credentials::revoke_node);
+        = Change Admin("node_credential.revoke", credentials::revoke_node);
     list_admin_credentials(ListCredentialsRequest) -> ListCredentialsResponse
-        = Admin("admin_credential.list", credentials::list_admin);
+        = Read Admin("admin_credential.list", credentials::list_admin);
     revoke_admin_credential(RevokeCredentialRequest) -> RevokeCredentialResponse
-        = Admin("admin_credential.revoke", credentials::revoke_admin);
+        = Change Admin("admin_credential.revoke", credentials::revoke_admin);
     issue_admin_credential(IssueAdminCredentialRequest) -> IssueAdminCredentialResponse
-        = Admin("admin_credential.create", credentials::issue_admin);
+        = Change Admin("admin_credential.create", credentials::issue_admin);
 
     set_policy(SetPolicyRequest) -> PolicyInfo
-        = Operator("policy.set", policies::set);
+        = Change Operator("policy.set", policies::set);
     get_policy(GetPolicyRequest) -> PolicyInfo
-        = Operator("policy.get", policies::get);
+        = SelfAudited Operator("policy.get", policies::get);
 
     verify_audit(VerifyAuditRequest) -> VerifyAuditResponse
-        = Auditor("audit.verify", audit::verify);
+        = SelfAudited Auditor("audit.verify", audit::verify);
     list_audit(ListAuditRequest) -> ListAuditResponse
-        = Auditor("audit.list", audit::list);
+        = SelfAudited Auditor("audit.list", audit::list);
 }
 
 #[cfg(test)]
@@ -277,6 +350,23 @@ mod tests {
                 RPC_ACCESS.iter().any(|(r, _)| camel(r) == *rpc),
                 "README.md's roles table names `{rpc}`, which is no Admin RPC"
             );
+        }
+    }
+
+    /// Every read is audited: by `call` as `admin.read`, or by itself (the audit log's
+    /// reads, `policy.get`); a change is audited by the service under its action.
+    #[test]
+    fn every_read_rpc_is_audited_as_a_read() {
+        for (rpc, action, effect) in RPC_EFFECT {
+            let reads =
+                rpc.starts_with("list_") || rpc.starts_with("get_") || *rpc == "verify_audit";
+            let self_audited = action.starts_with("audit.") || *action == "policy.get";
+            let expected = match (reads, self_audited) {
+                (true, true) => Effect::SelfAudited,
+                (true, false) => Effect::Read,
+                (false, _) => Effect::Change,
+            };
+            assert_eq!(*effect, expected, "{rpc} ({action})");
         }
     }
 
