@@ -66,6 +66,17 @@ pub struct Flags {
     /// `drop` keeps serving and drops (counts) the events that do not fit.
     #[arg(long, env = "WARDEN_AUDIT_ON_FULL", default_value = "closed")]
     pub audit_on_full: String,
+    /// Longest wait for a request body once its headers are read and authenticated
+    /// (humantime: `30s`); a body not complete by then is answered 408.
+    #[arg(long, env = "WARDEN_HTTP_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http_body_read_timeout: Duration,
+    /// Failed logins from one client address within a window (a minute) past which the
+    /// address is answered 429, before any credential lookup, until the window closes.
+    #[arg(long, env = "WARDEN_FAILED_LOGIN_LIMIT", default_value_t = crate::proxy::failed_logins::DEFAULT_LIMIT)]
+    pub failed_login_limit: u32,
+    /// The failed-login window (tests shorten it).
+    #[arg(long, env = "WARDEN_FAILED_LOGIN_WINDOW", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
+    pub failed_login_window: Duration,
 }
 
 /// Room for a few events at least.
@@ -99,6 +110,8 @@ pub enum ConfigError {
     Redis(String),
     #[error("--redis-failure-mode must be `open` or `closed`, not `{0}`")]
     FailureMode(String),
+    #[error("{0} must be more than zero")]
+    Zero(&'static str),
 }
 
 impl Flags {
@@ -135,6 +148,12 @@ pub struct NodeConfig {
     pub audit_mask_client_ip: bool,
     /// The on-disk audit spool: where, how large, what happens when it is full.
     pub audit_spool: crate::audit::spool::SpoolConfig,
+    /// Longest wait for a request body once its headers are authenticated.
+    pub http_body_read_timeout: Duration,
+    /// Failed logins per address and window past which the address gets 429.
+    pub failed_login_limit: u32,
+    /// How long failed logins of an address are counted together.
+    pub failed_login_window: Duration,
 }
 
 impl NodeConfig {
@@ -160,6 +179,9 @@ impl NodeConfig {
             limiter: crate::limits::LimiterSettings::default(),
             audit_mask_client_ip: false,
             audit_spool,
+            http_body_read_timeout: Duration::from_secs(30),
+            failed_login_limit: crate::proxy::failed_logins::DEFAULT_LIMIT,
+            failed_login_window: crate::proxy::failed_logins::DEFAULT_WINDOW,
         }
     }
 }
@@ -212,6 +234,18 @@ impl NodeConfig {
             "closed" => crate::limits::FailureMode::Closed,
             _ => return Err(ConfigError::FailureMode(flags.redis_failure_mode)),
         };
+        if flags.http_body_read_timeout.is_zero() {
+            return Err(ConfigError::Zero("--http-body-read-timeout"));
+        }
+        config.http_body_read_timeout = flags.http_body_read_timeout;
+        if flags.failed_login_limit == 0 {
+            return Err(ConfigError::Zero("--failed-login-limit"));
+        }
+        config.failed_login_limit = flags.failed_login_limit;
+        if flags.failed_login_window.is_zero() {
+            return Err(ConfigError::Zero("--failed-login-window"));
+        }
+        config.failed_login_window = flags.failed_login_window;
         if config.redis.is_none() && flags.node_count > 1 {
             tracing::warn!(
                 target: LOG_TARGET,

@@ -31,3 +31,6 @@ pub const AUDIT_REFUSED: &str = "warden_audit_refused_requests_total";
 /// Audit records the control plane refused one by one, kept in the spool's `dead/`
 /// directory instead of being delivered.
 pub const AUDIT_QUARANTINED: &str = "warden_audit_quarantined_total";
+/// Requests refused with 429 before any credential lookup: their address was past the
+/// failed-login limit (`--failed-login-limit`).
+pub const FAILED_LOGINS_THROTTLED: &str = "warden_failed_logins_throttled_total";

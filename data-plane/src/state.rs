@@ -26,6 +26,10 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
     pub audit_mask_client_ip: bool,
+    /// Longest wait for a request body, once its headers are authenticated.
+    pub body_read_timeout: std::time::Duration,
+    /// Failed logins per client address: what they may cost.
+    pub failed_logins: crate::proxy::failed_logins::FailedLogins,
 }
 
 impl AppState {
@@ -45,6 +49,8 @@ impl AppState {
             metrics,
             audit,
             audit_mask_client_ip: false,
+            body_read_timeout: std::time::Duration::from_secs(30),
+            failed_logins: crate::proxy::failed_logins::FailedLogins::default(),
         }
     }
 
