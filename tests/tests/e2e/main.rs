@@ -23,6 +23,7 @@ mod cli;
 mod credential_revocation;
 mod deploy_config;
 mod dev;
+mod failed_logins;
 mod gateway;
 mod key_rejections;
 mod limits;
