@@ -1,5 +1,7 @@
-//! The request path of every model endpoint, in named steps (`handle`): authenticate,
-//! authorize the scope, parse only what is needed ([`parse`]), route the alias or
+//! The request path of every model endpoint, in named steps (`handle`): authenticate from
+//! the headers, past the failed-login check of the caller's address ([`intake`],
+//! [`failed_logins`]), authorize the scope, read the body within its size and time limits,
+//! parse only what is needed ([`parse`]), route the alias or
 //! `provider:model` ([`route`]), cap the output tokens and apply the limits
 //! ([`admission`]), then answer from the built-in echo provider ([`echo`]) or forward to
 //! the provider ([`forward`]) — translating between the OpenAI and Anthropic wire formats
