@@ -1,12 +1,13 @@
 //! Authentication and authorization of client requests. A credential comes from
-//! `Authorization: Bearer …` or `x-api-key`; JWTs are verified against the snapshot's keys
+//! `Authorization: Bearer …` or `x-api-key` ([`credential`]: one of each at most, and the
+//! same credential when both are sent); JWTs are verified against the snapshot's keys
 //! and revocation list, virtual keys are format-checked (checksum) and then looked up by
 //! their HMAC. Every failure looks the same to the caller (401, one message); the reason
 //! goes to the log.
 
 use std::collections::HashSet;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use secrecy::ExposeSecret as _;
 use warden_core::credential::{self, Kind};
 use warden_core::jwt::Scope;
@@ -42,12 +43,40 @@ impl Principal {
     }
 }
 
-/// The presented credential, if any.
+/// The request's credential, or why there is none: `missing_credential`, or
+/// `ambiguous_credential` for two `Authorization` headers, two `x-api-key` headers, or one
+/// of each carrying different credentials. Which of two credentials a server reads is a
+/// choice that a client, or a proxy in between that reads the other one, could turn to its
+/// advantage; so it is refused like any other failed authentication (the same 401, and a
+/// failed login of the address).
+pub fn credential(headers: &HeaderMap) -> Result<&str, &'static str> {
+    let single = |name: header::HeaderName| {
+        let mut all = headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (_, Some(_)) => Err("ambiguous_credential"),
+            (first, None) => Ok(first),
+        }
+    };
+    let authorization = single(header::AUTHORIZATION)?;
+    let api_key = single(header::HeaderName::from_static("x-api-key"))?;
+    if let (Some(a), Some(k)) = (authorization, api_key)
+        && bearer(a) != k.to_str().ok().map(str::trim)
+    {
+        return Err("ambiguous_credential");
+    }
+    presented(headers).ok_or("missing_credential")
+}
+
+/// The credential of a bearer `Authorization` value.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let (scheme, rest) = value.to_str().ok()?.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The presented credential, if any (the first of each header: see [`credential`]).
 pub fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
-        let v = v.to_str().ok()?;
-        let (scheme, rest) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        return bearer(v);
     }
     headers
         .get("x-api-key")
@@ -80,7 +109,7 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principa
 }
 
 fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static str> {
-    let token = presented(headers).ok_or("missing_credential")?;
+    let token = credential(headers)?;
     if token.is_empty() || token.len() > warden_core::jwt::MAX_TOKEN_BYTES {
         return Err("malformed_credential");
     }
@@ -149,6 +178,27 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_static("Basic abc"));
         assert_eq!(presented(&h), None);
+    }
+
+    #[test]
+    fn two_credentials_are_refused_unless_they_agree() {
+        let mut h = HeaderMap::new();
+        h.append("authorization", HeaderValue::from_static("Bearer a"));
+        h.append("authorization", HeaderValue::from_static("Bearer a"));
+        assert_eq!(credential(&h), Err("ambiguous_credential"));
+        let mut h = HeaderMap::new();
+        h.append("x-api-key", HeaderValue::from_static("a"));
+        h.append("x-api-key", HeaderValue::from_static("b"));
+        assert_eq!(credential(&h), Err("ambiguous_credential"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer a"));
+        h.insert("x-api-key", HeaderValue::from_static("b"));
+        assert_eq!(credential(&h), Err("ambiguous_credential"));
+        h.insert("x-api-key", HeaderValue::from_static(" a"));
+        assert_eq!(credential(&h), Ok("a"));
+        h.insert("authorization", HeaderValue::from_static("Basic a"));
+        assert_eq!(credential(&h), Err("ambiguous_credential"));
+        assert_eq!(credential(&HeaderMap::new()), Err("missing_credential"));
     }
 
     #[test]

@@ -98,6 +98,13 @@ pub struct Flags {
     /// setting). Without it such a --cp-addr is refused.
     #[arg(long, env = "WARDEN_ALLOW_PLAINTEXT")]
     pub allow_plaintext: bool,
+    /// Failed logins from one client address within a window (a minute) past which the
+    /// address is answered 429, before any credential lookup, until the window closes.
+    #[arg(long, env = "WARDEN_FAILED_LOGIN_LIMIT", default_value_t = crate::proxy::failed_logins::DEFAULT_LIMIT)]
+    pub failed_login_limit: u32,
+    /// The failed-login window (tests shorten it).
+    #[arg(long, env = "WARDEN_FAILED_LOGIN_WINDOW", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
+    pub failed_login_window: Duration,
 }
 
 /// Where the ops listener binds unless told otherwise: loopback only.
@@ -163,6 +170,8 @@ pub enum ConfigError {
         "refusing to send the node credential in clear to --cp-addr {0}: it is not a loopback address; use https:// (with --cp-ca-file), or pass --allow-plaintext (WARDEN_ALLOW_PLAINTEXT=true) on a network you trust"
     )]
     Plaintext(String),
+    #[error("{0} must be more than zero")]
+    Zero(&'static str),
 }
 
 impl Flags {
@@ -209,6 +218,11 @@ pub struct NodeConfig {
     pub ops_addr: Option<SocketAddr>,
     /// `--allow-plaintext`: an `http://` control plane off loopback is used (else refused).
     pub allow_plaintext: bool,
+    /// Longest wait for a request body once its headers are authenticated.
+    /// Failed logins per address and window past which the address gets 429.
+    pub failed_login_limit: u32,
+    /// How long failed logins of an address are counted together.
+    pub failed_login_window: Duration,
 }
 
 impl NodeConfig {
@@ -239,6 +253,8 @@ impl NodeConfig {
             upstream_deadline: None,
             ops_addr: DEFAULT_OPS_ADDR.parse().ok(),
             allow_plaintext: false,
+            failed_login_limit: crate::proxy::failed_logins::DEFAULT_LIMIT,
+            failed_login_window: crate::proxy::failed_logins::DEFAULT_WINDOW,
         }
     }
 }
@@ -321,6 +337,14 @@ impl NodeConfig {
                     .map_err(|_| ConfigError::OpsAddr(flags.ops_addr.clone()))?,
             ),
         };
+        if flags.failed_login_limit == 0 {
+            return Err(ConfigError::Zero("--failed-login-limit"));
+        }
+        config.failed_login_limit = flags.failed_login_limit;
+        if flags.failed_login_window.is_zero() {
+            return Err(ConfigError::Zero("--failed-login-window"));
+        }
+        config.failed_login_window = flags.failed_login_window;
         if config.redis.is_none() && flags.node_count > 1 {
             tracing::warn!(
                 target: LOG_TARGET,

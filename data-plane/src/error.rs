@@ -209,6 +209,35 @@ impl ApiError {
         }
     }
 
+    /// A request body that did not arrive within the body-read timeout (408).
+    pub fn body_timeout(timeout: Duration) -> Self {
+        Self::downstream(
+            ErrorCode::InvalidArgument,
+            INVALID_REQUEST,
+            Some("request_timeout"),
+            format!(
+                "The request body did not arrive within {} seconds.",
+                timeout.as_secs_f64()
+            ),
+        )
+        .with_status(StatusCode::REQUEST_TIMEOUT)
+    }
+
+    /// The caller's address is past the failed-login limit (429), checked before any
+    /// credential; its window closes in `retry_after`.
+    pub fn too_many_failed_logins(retry_after: Duration) -> Self {
+        Self::downstream(
+            ErrorCode::RateLimited,
+            "requests",
+            Some("too_many_failed_logins"),
+            format!(
+                "Too many failed authentications from your address. Please try again in {}.",
+                crate::limits::format_reset(retry_after)
+            ),
+        )
+        .with_retry_after(Some(retry_after.as_secs_f64().ceil().max(1.0).to_string()))
+    }
+
     /// A path the gateway does not serve.
     pub fn unknown_endpoint() -> Self {
         Self::downstream(

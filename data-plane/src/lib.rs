@@ -123,6 +123,11 @@ pub async fn run_on(
     state.audit_mask_client_ip = config.audit_mask_client_ip;
     state.body_read_timeout = config.http_body_read_timeout;
     state.upstream_deadline = config.upstream_deadline;
+    state.failed_logins = proxy::failed_logins::FailedLogins::new(
+        config.failed_login_limit,
+        config.failed_login_window,
+        config.audit_mask_client_ip,
+    );
     let state = Arc::new(state);
     let config = Arc::new(config);
     // The key snapshot secrets are sealed to: new on every start, never written anywhere.
@@ -137,6 +142,10 @@ pub async fn run_on(
     tokio::spawn(sync::publish_audit(
         Arc::clone(&config),
         audit_spool,
+        shutdown.clone(),
+    ));
+    tokio::spawn(proxy::request_audit::summarize_failed_logins(
+        Arc::clone(&state),
         shutdown.clone(),
     ));
     tokio::spawn(sync::report_rejections(
@@ -167,8 +176,10 @@ pub async fn run_on(
     if let Some(task) = ops_task {
         let _ = task.await;
     }
-    // Events of the last requests go to disk before the process ends; the next start
-    // sends whatever the control plane has not acknowledged.
+    // Events of the last requests go to disk before the process ends, the counts of open
+    // failed-login windows with them; the next start sends whatever the control plane has
+    // not acknowledged.
+    proxy::request_audit::flush_failed_logins(&state);
     if !state.audit.drain(std::time::Duration::from_secs(2)).await {
         tracing::warn!("audit events still queued at shutdown were not written to the spool");
     }

@@ -40,3 +40,6 @@ pub const HTTP_CONNECTIONS_REFUSED: &str = "warden_http_connections_refused_tota
 pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "warden_http_connections_timed_out_total";
 /// Requests answered 503 `overloaded` because the in-flight request cap was reached.
 pub const HTTP_REQUESTS_OVERLOADED: &str = "warden_http_requests_overloaded_total";
+/// Requests refused with 429 before any credential lookup: their address was past the
+/// failed-login limit (`--failed-login-limit`).
+pub const FAILED_LOGINS_THROTTLED: &str = "warden_failed_logins_throttled_total";

@@ -31,6 +31,9 @@ pub struct AppState {
     /// Longest a whole upstream exchange may take, streamed body included
     /// (`--upstream-deadline`); `None`: no deadline.
     pub upstream_deadline: Option<std::time::Duration>,
+    /// Longest wait for a request body, once its headers are authenticated.
+    /// Failed logins per client address: what they may cost.
+    pub failed_logins: crate::proxy::failed_logins::FailedLogins,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ impl AppState {
             audit_mask_client_ip: false,
             body_read_timeout: crate::config::DEFAULT_HTTP_BODY_READ_TIMEOUT,
             upstream_deadline: None,
+            failed_logins: crate::proxy::failed_logins::FailedLogins::default(),
         }
     }
 

@@ -9,7 +9,7 @@
 //! | action | allowed actors |
 //! |---|---|
 //! | `request` | the client credential kinds: `jwt:<sub>`, `vkey:<id>`, `-` (not authenticated) |
-//! | `auth.client` | `fp:<fingerprint>` of what was presented, `-` (nothing presented) |
+//! | `auth.client` | `fp:<fingerprint>` of what was presented, `-` (nothing presented, or a window's count of failures from one address) |
 //! | `edge.*` (blocks, DLP: later issues add them) | the client credential kinds, `fp:…`, `-` |
 //! | `node.*` (the node's own events: `node.audit_quarantine`, `node.dangerous_settings`, staleness) | `node:<id>`, `-` |
 //!
@@ -254,6 +254,17 @@ mod tests {
                 "{action} {actor}"
             );
         }
+    }
+
+    #[test]
+    fn failed_login_counts_pass() {
+        let count = "reason=jwt_malformed client_ip=192.0.2.7 count=99 throttled=80 window=1m";
+        assert_eq!(check(&event("auth.client", "-", count)), Ok(()));
+        let first = "reason=jwt_malformed request_id=0193-abc client_ip=192.0.2.7";
+        assert_eq!(
+            check(&event("auth.client", "fp:0123456789ab", first)),
+            Ok(())
+        );
     }
 
     #[test]

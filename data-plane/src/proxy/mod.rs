@@ -1,5 +1,7 @@
-//! The request path of every model endpoint, in named steps (`handle`): authenticate,
-//! authorize the scope, parse only what is needed ([`parse`]), route the alias or
+//! The request path of every model endpoint, in named steps (`handle`): authenticate from
+//! the headers, past the failed-login check of the caller's address ([`intake`],
+//! [`failed_logins`]), authorize the scope, read the body within its size and time limits,
+//! parse only what is needed ([`parse`]), route the alias or
 //! `provider:model` ([`route`]), cap the output tokens and apply the limits
 //! ([`admission`]), then answer from the built-in echo provider ([`echo`]) or forward to
 //! the provider ([`forward`]) — translating between the OpenAI and Anthropic wire formats
@@ -17,7 +19,9 @@
 
 pub mod admission;
 pub mod echo;
+pub mod failed_logins;
 pub mod forward;
+pub mod intake;
 pub mod parse;
 pub mod pump;
 pub mod request_audit;
@@ -26,16 +30,13 @@ pub mod route;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Extension;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use warden_core::jwt::Scope;
 
-use crate::auth::Principal;
-use crate::compiled::{Format, Snapshot};
+use crate::compiled::Format;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::translate::Wire;
@@ -74,88 +75,79 @@ impl Endpoint {
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat_completions(
-    State(state): State<Arc<AppState>>,
-    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    serve(&state, peer, &headers, body, Endpoint::Chat).await
+pub async fn chat_completions(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, request, Endpoint::Chat).await
 }
 
 /// `POST /v1/messages`.
-pub async fn messages(
-    State(state): State<Arc<AppState>>,
-    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    serve(&state, peer, &headers, body, Endpoint::Messages).await
+pub async fn messages(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, request, Endpoint::Messages).await
 }
 
 /// `POST /v1/embeddings`.
-pub async fn embeddings(
-    State(state): State<Arc<AppState>>,
-    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    serve(&state, peer, &headers, body, Endpoint::Embeddings).await
+pub async fn embeddings(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, request, Endpoint::Embeddings).await
 }
 
 /// `POST /v1/responses`.
-pub async fn responses(
-    State(state): State<Arc<AppState>>,
-    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
-    serve(&state, peer, &headers, body, Endpoint::Responses).await
+pub async fn responses(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, request, Endpoint::Responses).await
 }
 
 /// `POST /v1/messages/count_tokens`: a local estimate (about four characters per token),
 /// for the models the caller may use.
-pub async fn count_tokens(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let result = async {
+pub async fn count_tokens(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    const PATH: &str = "/v1/messages/count_tokens";
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let unread = intake::unread_body(&request);
+    let (headers, peer, request) = intake::split(request);
+    let caller = async {
         let snapshot = state.snapshot().ok_or_else(ApiError::not_ready)?;
-        let principal = authenticate(&state, &snapshot, &headers, "/v1/messages/count_tokens")?;
+        let principal = intake::authenticate(&state, &snapshot, peer, &headers, PATH, &request_id)?;
         principal.require(Scope::Read)?;
-        let body = body.map_err(|r| ApiError::unreadable_body(r.status()))?;
-        let value: Value = serde_json::from_slice(&body).map_err(|_| {
-            ApiError::bad_request("We could not parse the JSON body of your request.")
-        })?;
-        let model = value
-            .get("model")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::bad_request("model: Field required"))?;
-        parse::check_model_length(model)?;
-        resolve_route(&snapshot, &principal, model)?;
-        if !value.get("messages").is_some_and(Value::is_array) {
-            return Err(ApiError::bad_request("messages: Field required"));
-        }
-        Ok(axum::Json(crate::translate::count_tokens::count_tokens(&value)).into_response())
+        let body = intake::read_body(&state, request).await?;
+        Ok::<_, ApiError>((snapshot, principal, body))
     }
     .await;
-    result.unwrap_or_else(|e| e.render(Wire::Anthropic))
+    let mut response = match caller {
+        Ok((snapshot, principal, body)) => estimate_tokens(&snapshot, &principal, &body)
+            .unwrap_or_else(|e| e.render(Wire::Anthropic)),
+        Err(e) => {
+            let mut r = e.render(Wire::Anthropic);
+            intake::close_if(&mut r, unread);
+            r
+        }
+    };
+    set_request_id(&mut response, &request_id);
+    response
 }
 
-async fn serve(
-    state: &Arc<AppState>,
-    peer: Option<std::net::SocketAddr>,
-    headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    endpoint: Endpoint,
-) -> Response {
+/// The token estimate of a `count_tokens` body.
+fn estimate_tokens(
+    snapshot: &crate::compiled::Snapshot,
+    principal: &crate::auth::Principal,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request("We could not parse the JSON body of your request."))?;
+    let model = value
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("model: Field required"))?;
+    parse::check_model_length(model)?;
+    resolve_route(snapshot, principal, model)?;
+    if !value.get("messages").is_some_and(Value::is_array) {
+        return Err(ApiError::bad_request("messages: Field required"));
+    }
+    Ok(axum::Json(crate::translate::count_tokens::count_tokens(&value)).into_response())
+}
+
+async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::now_v7().to_string();
+    // Answered before its body is read to its end, the connection is not kept (hyper would
+    // not read the rest either): the client is told so.
+    let unread = intake::unread_body(&request);
     // Fail closed: a request whose audit event could not be recorded is not served (and,
     // since the audit log is what is unavailable, not audited; counted instead).
     if let Some(reason) = state.audit.unavailable() {
@@ -164,26 +156,27 @@ async fn serve(
         tracing::debug!(request_id = %request_id, reason, "request refused: audit log unavailable");
         let mut r = ApiError::audit_unavailable(reason).render(endpoint.api());
         set_request_id(&mut r, &request_id);
+        intake::close_if(&mut r, unread);
         return r;
     }
+    let (headers, peer, request) = intake::split(request);
     // The request's audit event: who, from where, what; written once with the outcome. A
     // client that goes away before the answer starts cancels this future: dropping the
     // event audits the request then.
-    let audit = RequestAudit::open(state, &request_id, endpoint, peer, headers, started);
-    let outcome = match body {
-        Ok(body) => handle(state, headers, &body, endpoint).await,
-        Err(rejection) => Err(Rejection {
-            error: ApiError::unreadable_body(rejection.status()),
-            principal: String::new(),
-            model: String::new(),
-        }),
+    let audit = RequestAudit::open(state, &request_id, endpoint, peer, &headers, started);
+    let call = Call {
+        headers: &headers,
+        peer,
+        request_id: &request_id,
+        endpoint,
     };
-    let done = match outcome {
+    let done = match handle(state, &call, request).await {
         Ok(done) => done,
         Err(Rejection {
             error: e,
             principal,
             model,
+            stage,
         }) => {
             let label = e.metric_label();
             tracing::info!(
@@ -199,9 +192,14 @@ async fn serve(
             );
             metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(e.status()))
                 .increment(1);
-            audit.rejected(principal, model, &e);
+            if stage == Stage::Login {
+                audit.to_failed_logins();
+            } else {
+                audit.rejected(principal, model, &e);
+            }
             let mut r = e.render(endpoint.api());
             set_request_id(&mut r, &request_id);
+            intake::close_if(&mut r, unread && stage != Stage::Parsed);
             return r;
         }
     };
@@ -288,12 +286,25 @@ struct Done {
     settled: Option<tokio::sync::oneshot::Receiver<Settled>>,
 }
 
-/// A refused request: the error, and who asked for what as far as known (empty before
-/// authentication and before parsing; `-` when authentication failed).
+/// A refused request: the error, who asked for what as far as known (empty before
+/// authentication and before parsing; `-` when authentication failed), and how far it got.
 struct Rejection {
     error: ApiError,
     principal: String,
     model: String,
+    stage: Stage,
+}
+
+/// How far a refused request got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Refused by the failed-login accounting, or failed its authentication: the
+    /// accounting audits it.
+    Login,
+    /// Refused before its body was read to its end.
+    Headers,
+    /// Refused once its body was read.
+    Parsed,
 }
 
 impl Rejection {
@@ -302,40 +313,53 @@ impl Rejection {
             error,
             principal: principal.to_owned(),
             model: model.to_owned(),
+            stage: Stage::Parsed,
+        }
+    }
+
+    fn at(stage: Stage, error: ApiError, principal: &str) -> Self {
+        Self {
+            stage,
+            ..Self::new(error, principal, "")
         }
     }
 }
 
-/// Authenticates a request and audits a failure.
-fn authenticate(
-    state: &AppState,
-    snapshot: &Snapshot,
-    headers: &HeaderMap,
-    endpoint: &str,
-) -> Result<Principal, ApiError> {
-    crate::auth::authenticate(snapshot, headers).map_err(|failure| {
-        request_audit::auth_failed(state, failure, endpoint);
-        ApiError::unauthenticated()
-    })
+/// What a model request is, besides its body.
+struct Call<'a> {
+    headers: &'a HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+    request_id: &'a str,
+    endpoint: Endpoint,
 }
 
 /// One model request, step by step.
-async fn handle(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-    endpoint: Endpoint,
-) -> Result<Done, Rejection> {
-    // The snapshot in force, and the caller.
+async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<Done, Rejection> {
+    let Call {
+        headers, endpoint, ..
+    } = *call;
+    // The snapshot in force, and the caller: from the headers alone, before the body.
     let snapshot = state
         .snapshot()
-        .ok_or_else(|| Rejection::new(ApiError::not_ready(), "", ""))?;
-    let principal = authenticate(state, &snapshot, headers, endpoint.path())
-        .map_err(|e| Rejection::new(e, "-", ""))?;
+        .ok_or_else(|| Rejection::at(Stage::Headers, ApiError::not_ready(), ""))?;
+    let principal = intake::authenticate(
+        state,
+        &snapshot,
+        call.peer,
+        headers,
+        endpoint.path(),
+        call.request_id,
+    )
+    .map_err(|e| Rejection::at(Stage::Login, e, "-"))?;
     let pid = principal.id.as_str();
     principal
         .require(Scope::Write)
-        .map_err(|e| Rejection::new(e, pid, ""))?;
+        .map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
+    // The body, within the size cap and the body-read timeout.
+    let body = intake::read_body(state, request)
+        .await
+        .map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
+    let body = &body[..];
 
     // Parse only what is needed; route the model.
     let mut request = parse_request(endpoint, body).map_err(|e| Rejection::new(e, pid, ""))?;
@@ -414,14 +438,21 @@ async fn handle(
 }
 
 /// `GET /v1/models`: the models this caller may use.
-pub async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn list_models(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let (headers, peer, _) = intake::split(request);
     let Some(snapshot) = state.snapshot() else {
         return ApiError::not_ready().into_response();
     };
-    let principal = match authenticate(&state, &snapshot, &headers, "/v1/models") {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+    let principal =
+        match intake::authenticate(&state, &snapshot, peer, &headers, "/v1/models", &request_id) {
+            Ok(p) => p,
+            Err(e) => {
+                let mut r = e.into_response();
+                set_request_id(&mut r, &request_id);
+                return r;
+            }
+        };
     if let Err(e) = principal.require(Scope::Read) {
         return e.into_response();
     }

@@ -8,17 +8,22 @@
 //! - the client went away before the answer began (which drops the handler's future): the
 //!   [`RequestAudit`]'s `Drop`.
 //!
-//! All three go through one function, `write`. A failed authentication has its own event,
-//! [`auth_failed`].
+//! All three go through one function, `write`. A failed authentication is not a request
+//! event: it goes to the failed-login accounting ([`auth_failed`], [`super::failed_logins`]),
+//! which audits an address's first failure at once and the rest as one `auth.client` event
+//! per (address, reason) per window with the count ([`summarize_failed_logins`], and
+//! [`flush_failed_logins`] at shutdown).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode, header};
+use tokio_util::sync::CancellationToken;
 use warden_core::audit_detail::{self, Detail};
 
 use super::Endpoint;
+use super::failed_logins::{Recorded, Summary};
 use super::pump::Settled;
 use crate::auth::AuthFailure;
 use crate::error::ApiError;
@@ -129,6 +134,14 @@ impl RequestAudit {
     }
 }
 
+impl RequestAudit {
+    /// The request failed its authentication, or was refused before it: its event is the
+    /// failed-login accounting's ([`auth_failed`]), not a request event.
+    pub fn to_failed_logins(mut self) {
+        self.detail = None;
+    }
+}
+
 impl Drop for RequestAudit {
     fn drop(&mut self) {
         if let Some(detail) = self.detail.take() {
@@ -207,16 +220,89 @@ fn write(
     );
 }
 
-/// Records a failed authentication at `endpoint` (the reason and a fingerprint of what was
-/// presented, never the credential).
-pub fn auth_failed(state: &AppState, failure: AuthFailure, endpoint: &str) {
+/// Records a failed authentication of request `request_id` at `endpoint` from `peer` (the
+/// reason and a fingerprint of what was presented, never the credential) in the failed-login
+/// accounting; the address's first failure is audited at once, with the request's id and
+/// the client's address (a request without a known address, every time).
+pub fn auth_failed(
+    state: &AppState,
+    failure: AuthFailure,
+    endpoint: &str,
+    request_id: &str,
+    peer: Option<SocketAddr>,
+) {
+    let first = match peer {
+        Some(peer) => {
+            let (recorded, closed) =
+                state
+                    .failed_logins
+                    .record(peer.ip(), failure.reason, Instant::now());
+            failed_login_summaries(state, closed);
+            recorded == Recorded::First
+        }
+        None => true,
+    };
+    if !first {
+        return;
+    }
+    let detail = Detail::new()
+        .with("reason", failure.reason)
+        .with("request_id", request_id)
+        .with_opt(
+            "client_ip",
+            peer.map(|p| audit_detail::client_ip(p.ip(), state.audit_mask_client_ip)),
+        );
     state.audit.emit(
         "auth.client",
         failure.presented,
         endpoint.to_owned(),
         "denied".to_owned(),
-        format!("reason={}", failure.reason),
+        detail.build(),
     );
+}
+
+/// Audits the summaries of closed failed-login windows: one `auth.client` event per
+/// (address, reason), actor `-` (many credentials may have been presented), with `count`
+/// (failed logins after the address's first, the refused ones included) and `throttled`
+/// (of them, refused with 429 before any lookup).
+pub fn failed_login_summaries(state: &AppState, summaries: Vec<Summary>) {
+    for s in summaries {
+        let detail = Detail::new()
+            .with("reason", s.reason)
+            .with("client_ip", s.client_ip)
+            .with("count", s.count)
+            .with("throttled", s.throttled)
+            .with("window", humantime::format_duration(s.window));
+        state.audit.emit(
+            "auth.client",
+            "-".to_owned(),
+            String::new(),
+            "denied".to_owned(),
+            detail.build(),
+        );
+    }
+}
+
+/// Closes the failed-login windows as they end, until `shutdown`.
+pub async fn summarize_failed_logins(state: Arc<AppState>, shutdown: CancellationToken) {
+    let every = (state.failed_logins.window() / 10)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                failed_login_summaries(&state, state.failed_logins.close_due(Instant::now()));
+            }
+        }
+    }
+}
+
+/// Audits the counts of every open failed-login window (at shutdown, once no request is
+/// served any more, before the audit queue is drained).
+pub fn flush_failed_logins(state: &AppState) {
+    failed_login_summaries(state, state.failed_logins.flush());
 }
 
 /// Micro-USD as a decimal USD amount (`0.000123`).

@@ -25,6 +25,7 @@ mod control_chars;
 mod credential_revocation;
 mod deploy_config;
 mod dev;
+mod failed_logins;
 mod gateway;
 mod key_rejections;
 mod limits;

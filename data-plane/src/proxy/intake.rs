@@ -1,0 +1,82 @@
+//! A request before its body is read: the caller's address is checked against the
+//! failed-login limit before any credential is looked up, the caller is authenticated from
+//! the headers alone ([`authenticate`]), and only then is the body read, within the size cap
+//! (`--max-body-bytes`, 413) and the body-read timeout (408: [`read_body`]). So an
+//! unauthenticated client cannot make the node buffer a body, nor hold a connection open by
+//! trickling one: its 401 (or 429) goes out at once, and the connection is closed instead of
+//! read to the end of the body ([`close_if`]).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::body::{Bytes, HttpBody as _};
+use axum::extract::{ConnectInfo, FromRequest as _, Request};
+use axum::http::{HeaderMap, HeaderValue, Version, header};
+use axum::response::Response;
+
+use super::request_audit;
+use crate::auth::Principal;
+use crate::compiled::Snapshot;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The request's headers and client address, and the rest of it (its body, with the body
+/// size cap of the router).
+pub fn split(mut request: Request) -> (HeaderMap, Option<SocketAddr>, Request) {
+    let headers = std::mem::take(request.headers_mut());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    (headers, peer, request)
+}
+
+/// Whether `request` is an HTTP/1 request with a body to read: answered before that body is
+/// read to its end, its connection is closed.
+pub fn unread_body(request: &Request) -> bool {
+    request.version() < Version::HTTP_2 && !request.body().is_end_stream()
+}
+
+/// Marks `response` as the connection's last when `close` (HTTP/1 only: see [`unread_body`]).
+pub fn close_if(response: &mut Response, close: bool) {
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// The caller of request `request_id` at `endpoint`, from the headers alone. An address past
+/// the failed-login limit gets 429 before any credential is looked up; a failed
+/// authentication gets 401 and is a failed login of the address. Both are audited by the
+/// failed-login accounting ([`request_audit::auth_failed`]), not as requests.
+pub fn authenticate(
+    state: &AppState,
+    snapshot: &Snapshot,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    endpoint: &str,
+    request_id: &str,
+) -> Result<Principal, ApiError> {
+    if let Some(peer) = peer
+        && let Err(wait) = state.failed_logins.admit(peer.ip(), Instant::now())
+    {
+        metrics::counter!(crate::metrics::FAILED_LOGINS_THROTTLED).increment(1);
+        return Err(ApiError::too_many_failed_logins(wait));
+    }
+    crate::auth::authenticate(snapshot, headers).map_err(|failure| {
+        request_audit::auth_failed(state, failure, endpoint, request_id, peer);
+        ApiError::unauthenticated()
+    })
+}
+
+/// The body of `request`, read within the router's size cap (413 past it) and the node's
+/// body-read timeout (408).
+pub async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+    let timeout = state.body_read_timeout;
+    match tokio::time::timeout(timeout, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) => Err(ApiError::unreadable_body(rejection.status())),
+        Err(_) => Err(ApiError::body_timeout(timeout)),
+    }
+}
