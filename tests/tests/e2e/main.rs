@@ -26,6 +26,7 @@ mod dev;
 mod gateway;
 mod key_rejections;
 mod limits;
+mod master_key;
 mod node_ingest;
 mod readme;
 mod resilience;
