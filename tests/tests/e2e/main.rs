@@ -27,6 +27,7 @@ mod gateway;
 mod key_rejections;
 mod limits;
 mod master_key;
+mod node_findings;
 mod node_ingest;
 mod readme;
 mod resilience;
