@@ -147,6 +147,14 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
             })?;
     }
     let master = Arc::new(load_master_keys(config).await?);
+    if master.kids().nth(1).is_some() {
+        let previous: Vec<&str> = master.kids().skip(1).collect();
+        tracing::info!(
+            master_key = master.kid(),
+            previous = %previous.join(","),
+            "previous master keys configured: they only read; run `warden-cp migrate rotate-master-key`, then remove them"
+        );
+    }
     let resolver = secrets::config::SecretResolver::from_configs(
         &config.secrets.backends,
         &config.env.0,

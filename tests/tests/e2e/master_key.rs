@@ -237,11 +237,55 @@ async fn rotation_moves_every_value_to_the_new_key(database_url: Option<String>)
     assert_all_under(&file_values(&c, "secret-cache.json"), &old_kid, "cache");
     assert_all_under(&table(&c).await, &old_kid, "warden_secrets");
 
-    // Rotate with the control plane stopped (a running replica keeps reading: old values
-    // and new ones coexist, each naming its key).
+    // A replica given the new key, with the old one in previous_master_key_files, reads
+    // every old value and seals what it writes under the new key: old and new coexist.
     c.kill_cp().unwrap();
     let new_file = c.dir.path().join("new.key");
     std::fs::write(&new_file, &new).unwrap();
+    let old_file = c.dir.path().join("old.key");
+    std::fs::write(&old_file, &old).unwrap();
+    let env_only = c.options.cp_env[1..].to_vec();
+    c.options.cp_env = [
+        env_only.clone(),
+        vec![
+            ("WARDEN_MASTER_KEY".into(), new.clone()),
+            (
+                "WARDEN_PREVIOUS_MASTER_KEY_FILES".into(),
+                old_file.display().to_string(),
+            ),
+        ],
+    ]
+    .concat();
+    c.start_cp().await.unwrap();
+    c.ctl_ok(&["signing-key", "rotate"], None).unwrap();
+    let kids: std::collections::BTreeSet<String> = table(&c)
+        .await
+        .iter()
+        .map(|(_, v)| v.split(':').nth(2).unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kids,
+        [old_kid.clone(), new_kid.clone()].into(),
+        "both keys in use"
+    );
+    let token = c.issue_token("during-rotation", MODEL).unwrap();
+    warden_tests::cluster::eventually(
+        Duration::from_secs(10),
+        "a token of the new signing key to be served",
+        || async {
+            let r = c
+                .chat(0, &token, &TestCluster::chat_body(MODEL, "hi", false))
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // Rotate with the control plane stopped.
+    c.kill_cp().unwrap();
+    c.options.cp_env = env_only;
     let new_path = new_file.to_str().unwrap();
     let rotate = ["migrate", "rotate-master-key", "--new-key-file", new_path];
     let out = run(warden_cp(&c, &old, &rotate), "").await;
