@@ -111,6 +111,11 @@ async fn main() -> anyhow::Result<()> {
             list.to_string_lossy().into_owned(),
         );
     }
+    if let Some(Command::EncryptValue { name }) = &args.command {
+        // The variable being made need not be set yet, though the config may name it.
+        env.entry(name.clone())
+            .or_insert_with(|| "not-set-yet".into());
+    }
     let raw = match &args.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),

@@ -127,6 +127,28 @@ async fn encrypt_value_output_is_read_through_an_env_reference() {
          [[models]]\nalias = \"envp-model\"\nprovider = \"envp\"\n",
         upstream.base_url()
     );
+    // With the config that names env://ENVP_KEY, before the variable exists.
+    std::fs::write(dir.path().join("cp.toml"), &config).unwrap();
+    let mut with_config = tokio::process::Command::new(bin("warden-cp").unwrap());
+    with_config
+        .args(["encrypt-value", "--name", "ENVP_KEY", "--config"])
+        .arg(dir.path().join("cp.toml"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_clear()
+        .env("WARDEN_MASTER_KEY", &master)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = run(with_config, ENV_CANARY).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = text(&out.stdout).trim().to_owned();
+    assert_eq!(
+        &key(&master).decrypt("ENVP_KEY", &again).unwrap()[..],
+        ENV_CANARY.as_bytes(),
+        "no trailing newline needed, none added"
+    );
     let mut c = TestCluster::start_with(
         1,
         Options {
