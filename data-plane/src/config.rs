@@ -197,6 +197,9 @@ impl NodeConfig {
         } else {
             config.audit_spool.dir =
                 crate::audit::spool::SpoolConfig::default_dir(&config.node_id, env);
+            config.audit_spool.previous_default = Some(
+                crate::audit::spool::SpoolConfig::old_default_dir(&config.node_id, env),
+            );
             tracing::info!(
                 target: LOG_TARGET,
                 dir = %config.audit_spool.dir.display(),

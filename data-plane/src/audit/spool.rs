@@ -72,6 +72,9 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     pub max_bytes: u64,
     pub on_full: OnFull,
+    /// Where older nodes kept this spool by default ([`SpoolConfig::old_default_dir`]):
+    /// its segments are adopted at start when the directory is this user's own.
+    pub previous_default: Option<PathBuf>,
 }
 
 impl SpoolConfig {
@@ -82,6 +85,7 @@ impl SpoolConfig {
             dir: Self::default_dir(node_id, &std::collections::HashMap::new()),
             max_bytes: DEFAULT_MAX_BYTES,
             on_full: OnFull::Closed,
+            previous_default: None,
         }
     }
 
@@ -90,22 +94,35 @@ impl SpoolConfig {
     /// `$HOME/.local/state`), else `.warden/audit-spool-<node id>` in the working directory —
     /// never a predictable path in a directory other users share, such as `/tmp`.
     pub fn default_dir(node_id: &str, env: &std::collections::HashMap<String, String>) -> PathBuf {
-        let safe: String = node_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         let set = |k: &str| env.get(k).filter(|v| v.starts_with('/')).map(PathBuf::from);
         let base = set("XDG_STATE_HOME")
             .or_else(|| set("HOME").map(|h| h.join(".local").join("state")))
             .map_or_else(|| PathBuf::from(".warden"), |state| state.join("warden"));
-        base.join(format!("audit-spool-{safe}"))
+        base.join(format!("audit-spool-{}", safe_id(node_id)))
     }
+
+    /// The default of older nodes: `$TMPDIR` (else `/tmp`) `/warden-audit-spool-<node id>`.
+    pub fn old_default_dir(
+        node_id: &str,
+        env: &std::collections::HashMap<String, String>,
+    ) -> PathBuf {
+        let tmp = env.get("TMPDIR").filter(|v| v.starts_with('/'));
+        PathBuf::from(tmp.map_or("/tmp", String::as_str))
+            .join(format!("warden-audit-spool-{}", safe_id(node_id)))
+    }
+}
+
+fn safe_id(node_id: &str) -> String {
+    node_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Errors opening the spool.
@@ -247,6 +264,9 @@ pub fn open(config: &SpoolConfig) -> Result<(Arc<Shared>, Writer, Reader), Spool
         Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
     }
     super::spool_dir::adopt_old_layout(&config.dir, &dir).map_err(io_err(&config.dir))?;
+    if let Some(old) = &config.previous_default {
+        super::spool_dir::adopt_previous_default(old, &dir);
+    }
     let segments = list_segments(&dir).map_err(io_err(&dir))?;
     let mut used = 0;
     for (id, _) in &segments {
@@ -864,6 +884,7 @@ mod tests {
             dir: dir.to_path_buf(),
             max_bytes,
             on_full,
+            previous_default: None,
         }
     }
 

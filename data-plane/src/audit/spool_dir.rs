@@ -8,7 +8,9 @@
 //!
 //! Spools of older nodes kept their segments in the configured path itself: at start-up
 //! [`adopt_old_layout`] moves them (and `dead/`) into the private directory, so a node
-//! upgraded in place sends the events it had not yet delivered.
+//! upgraded in place sends the events it had not yet delivered; a node on the default path
+//! also adopts the spool of the old default, `$TMPDIR/warden-audit-spool-<node id>`, when
+//! that directory is its own ([`adopt_previous_default`]).
 
 use std::fs;
 use std::io;
@@ -120,6 +122,29 @@ pub fn adopt_old_layout(configured: &Path, private: &Path) -> io::Result<usize> 
     Ok(old.len())
 }
 
+/// Adopts the segments of the spool older nodes kept by default in the temporary directory
+/// (`old`), when that directory is this user's own and not writable by others — never one
+/// another user planted there. Logs and carries on otherwise: the node still starts.
+pub fn adopt_previous_default(old: &Path, private: &Path) {
+    let Ok(meta) = fs::symlink_metadata(old) else {
+        return; // nothing there
+    };
+    #[cfg(unix)]
+    let ours = {
+        use std::os::unix::fs::MetadataExt as _;
+        meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & 0o022 == 0
+    };
+    #[cfg(not(unix))]
+    let ours = true;
+    if !meta.file_type().is_dir() || !ours {
+        tracing::warn!(dir = %old.display(), "not adopting the audit spool of an older node at its old default path: not a private directory of this user");
+        return;
+    }
+    if let Err(e) = adopt_old_layout(old, private) {
+        tracing::error!(dir = %old.display(), error = %e, "could not move the audit spool of an older node from its old default path");
+    }
+}
+
 fn segment_name(id: u64) -> String {
     format!("{id:020}.seg")
 }
@@ -178,6 +203,25 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, configured.join(PRIVATE)).unwrap();
         let err = prepare(&configured).unwrap_err();
         assert!(matches!(err, DirError::NotADirectory(_)), "{err}");
+    }
+
+    #[test]
+    fn the_old_default_spool_is_adopted_only_when_it_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = prepare(&dir.path().join("new")).unwrap();
+        let old = dir.path().join("old");
+        fs::create_dir(&old).unwrap();
+        fs::write(old.join(segment_name(7)), "old-7").unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o777)).unwrap();
+        adopt_previous_default(&old, &private);
+        assert!(
+            segment_ids(&private).unwrap().is_empty(),
+            "world-writable: left"
+        );
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        adopt_previous_default(&old, &private);
+        assert_eq!(segment_ids(&private).unwrap(), vec![7]);
+        adopt_previous_default(&dir.path().join("absent"), &private);
     }
 
     #[test]
