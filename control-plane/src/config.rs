@@ -5,7 +5,8 @@
 //!
 //! Environment overrides: `WARDEN_GRPC_ADDR`, `WARDEN_DATA_DIR`, `WARDEN_DEV`
 //! (`1`/`true`), `WARDEN_LOG_FORMAT`, `WARDEN_MASTER_KEY` (base64, 32 bytes),
-//! `WARDEN_MASTER_KEY_FILE`, `WARDEN_JWT_ALGORITHM`, `WARDEN_TLS_CERT_FILE`,
+//! `WARDEN_MASTER_KEY_FILE`, `WARDEN_PREVIOUS_MASTER_KEY_FILES` (`:`-separated),
+//! `WARDEN_JWT_ALGORITHM`, `WARDEN_TLS_CERT_FILE`,
 //! `WARDEN_TLS_KEY_FILE`.
 
 use std::collections::HashMap;
@@ -126,6 +127,10 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawSecrets {
     pub master_key_file: Option<PathBuf>,
+    /// Master keys rotated away: they still read values `warden-cp migrate
+    /// rotate-master-key` has not re-encrypted yet, never seal new ones (default none).
+    #[serde(default)]
+    pub previous_master_key_files: Vec<PathBuf>,
     /// Where values handed to Warden are written: `file` (default), `vault`, `aws`, `azure`.
     pub store: Option<String>,
     /// How often referenced secrets are re-read to notice rotation (default 30s).
@@ -279,6 +284,9 @@ pub struct SecretsConfig {
     pub backends: Vec<crate::secrets::config::SecretBackendConfig>,
     /// Reference prefixes the Admin API may add keys from (`[secrets] allowed_ref_prefixes`).
     pub allowed_ref_prefixes: Vec<String>,
+    /// Previous master keys, read-only (`[secrets] previous_master_key_files`,
+    /// `WARDEN_PREVIOUS_MASTER_KEY_FILES`).
+    pub previous_master_key_files: Vec<PathBuf>,
 }
 
 /// The process environment, captured once. Holds secrets: `Debug` shows only its size.
@@ -408,6 +416,12 @@ impl RawConfig {
             self.secrets.backends,
         )?;
         let mut secrets = secrets;
+        secrets.previous_master_key_files = match env.get("WARDEN_PREVIOUS_MASTER_KEY_FILES") {
+            Some(list) => std::env::split_paths(list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect(),
+            None => self.secrets.previous_master_key_files,
+        };
         for (i, prefix) in self.secrets.allowed_ref_prefixes.into_iter().enumerate() {
             crate::secrets::policy::check_prefix(&prefix)
                 .map_err(|m| invalid(&format!("secrets.allowed_ref_prefixes[{i}]"), m))?;
@@ -731,6 +745,7 @@ fn build_secrets(
         startup_cache,
         backends,
         allowed_ref_prefixes: Vec::new(),
+        previous_master_key_files: Vec::new(),
     })
 }
 

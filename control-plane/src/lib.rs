@@ -101,6 +101,18 @@ async fn load_master_key(source: &MasterKeySource) -> Result<MasterKey, RunError
     }
 }
 
+/// The master key ring of `config`: the master key, which seals, and the previous keys
+/// (`[secrets] previous_master_key_files`), which only read values not yet re-encrypted.
+async fn load_master_keys(config: &Config) -> Result<MasterKey, RunError> {
+    let mut previous = Vec::new();
+    for path in &config.secrets.previous_master_key_files {
+        previous.push(load_master_key(&MasterKeySource::File(path.clone())).await?);
+    }
+    Ok(load_master_key(&config.master_key)
+        .await?
+        .with_previous(previous))
+}
+
 async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt as _;
     let mut options = tokio::fs::OpenOptions::new();
@@ -134,7 +146,15 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
                 source,
             })?;
     }
-    let master = Arc::new(load_master_key(&config.master_key).await?);
+    let master = Arc::new(load_master_keys(config).await?);
+    if master.kids().nth(1).is_some() {
+        let previous: Vec<&str> = master.kids().skip(1).collect();
+        tracing::info!(
+            master_key = master.kid(),
+            previous = %previous.join(","),
+            "previous master keys configured: they only read; run `warden-cp migrate rotate-master-key`, then remove them"
+        );
+    }
     let resolver = secrets::config::SecretResolver::from_configs(
         &config.secrets.backends,
         &config.env.0,
@@ -357,7 +377,14 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
 pub async fn secret_files(
     config: &Config,
 ) -> Result<Vec<secrets::file::FileSecretStore>, RunError> {
-    let master = Arc::new(load_master_key(&config.master_key).await?);
+    let master = Arc::new(load_master_keys(config).await?);
+    Ok(secret_files_under(config, &master))
+}
+
+fn secret_files_under(
+    config: &Config,
+    master: &Arc<MasterKey>,
+) -> Vec<secrets::file::FileSecretStore> {
     let mut files = Vec::new();
     let mut paths = vec![config.data_dir.join("secrets.json")];
     for b in &config.secrets.backends {
@@ -371,11 +398,72 @@ pub async fn secret_files(
         if path.exists() {
             files.push(secrets::file::FileSecretStore::with_shared_key(
                 path,
-                Arc::clone(&master),
+                Arc::clone(master),
             ));
         }
     }
-    Ok(files)
+    files
+}
+
+/// `warden-cp encrypt-value --name VAR`: `value` sealed under the current master key for
+/// the environment variable `VAR` (its name bound as associated data), as an `env://VAR`
+/// reference reads it.
+pub async fn encrypt_value(
+    config: &Config,
+    var: &str,
+    value: &SecretString,
+) -> Result<String, RunError> {
+    let reference = format!("env://{var}");
+    secrets::reference::SecretReference::parse(&reference)?;
+    let master = load_master_keys(config).await?;
+    master
+        .encrypt(var, secrecy::ExposeSecret::expose_secret(value).as_bytes())
+        .map_err(|e| RunError::MasterKey(e.to_string()))
+}
+
+/// `warden-cp migrate rotate-master-key --new-key-file F`: re-encrypts every value under
+/// the master key (and the previous keys) under the key in `new_key_file`, in the secret
+/// files and the state store's `warden_secrets` table, and appends a `master_key.rotate`
+/// audit row with the counts (see [`secrets::rotation`]). Idempotent; run it again after an
+/// interruption.
+pub async fn rotate_master_key(
+    config: &Config,
+    new_key_file: &Path,
+) -> Result<secrets::rotation::Rotation, RunError> {
+    let old = load_master_keys(config).await?;
+    let new = load_master_key(&MasterKeySource::File(new_key_file.to_path_buf())).await?;
+    let ring = Arc::new(new.with_previous([old]));
+    let store: Arc<dyn store::StateStore> = match &config.database_url {
+        Some(url) => {
+            let settings = store::postgres::PostgresSettings {
+                schema: config.database_schema.clone(),
+                ..store::postgres::PostgresSettings::default()
+            };
+            let url = SecretString::from(secrecy::ExposeSecret::expose_secret(url).to_owned());
+            Arc::new(store::postgres::PostgresStore::connect(&url, &settings).await?)
+        }
+        None => {
+            Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?)
+        }
+    };
+    let files = secret_files_under(config, &ring);
+    let own = secrets::own::OwnSecrets::new(Arc::clone(&store), Arc::clone(&ring));
+    let rotation = secrets::rotation::rotate(&files, &own, &config.env.0, &ring).await?;
+    let record = domain::AuditRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        timestamp_ms: warden_core::unix_now().saturating_mul(1000),
+        action: "master_key.rotate".into(),
+        actor: "system:migrate".into(),
+        subject: "master_key".into(),
+        result: if rotation.reissue_env.is_empty() {
+            "ok".into()
+        } else {
+            "env_pending".into()
+        },
+        detail: rotation.audit_detail(),
+    };
+    store.append_audit(&record).await?;
+    Ok(rotation)
 }
 
 /// One environment variable moved into a backend by [`migrate_env`].
@@ -398,7 +486,7 @@ pub async fn migrate_env(
     vars: &[String],
 ) -> Result<Vec<MigratedVar>, RunError> {
     use secrets::reference::SecretReference;
-    let master = Arc::new(load_master_key(&config.master_key).await?);
+    let master = Arc::new(load_master_keys(config).await?);
     let mut wanted: Vec<(String, Option<String>)> = Vec::new();
     if vars.is_empty() {
         for p in &config.providers {

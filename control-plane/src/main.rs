@@ -1,6 +1,7 @@
 //! `warden-cp`: the control-plane binary. Parses flags, loads and validates the config,
 //! inits telemetry and runs [`warden_control_plane::start`] until SIGINT or SIGTERM; or, for
-//! a subcommand, validates the config or migrates the secret files.
+//! a subcommand, validates the config, migrates the secret files, rotates the master key
+//! or encrypts a value for an environment variable.
 
 #![allow(
     clippy::print_stdout,
@@ -20,7 +21,7 @@ use warden_control_plane::config::RawConfig;
 /// Warden control plane: secrets, credentials, audit and snapshots for data-plane nodes.
 ///
 /// Environment: WARDEN_MASTER_KEY (32 bytes, base64) or WARDEN_MASTER_KEY_FILE,
-/// WARDEN_GRPC_ADDR, WARDEN_DATA_DIR, WARDEN_DEV, WARDEN_LOG_FORMAT, WARDEN_JWT_ALGORITHM,
+/// WARDEN_PREVIOUS_MASTER_KEY_FILES, WARDEN_GRPC_ADDR, WARDEN_DATA_DIR, WARDEN_DEV, WARDEN_LOG_FORMAT, WARDEN_JWT_ALGORITHM,
 /// WARDEN_TLS_CERT_FILE, WARDEN_TLS_KEY_FILE. Environment overrides the file; flags
 /// override both. Flags may stand before or after the subcommand.
 #[derive(Debug, Parser)]
@@ -42,6 +43,10 @@ struct Args {
     /// printing it.
     #[arg(long, global = true, value_name = "FILE")]
     bootstrap_token_out: Option<PathBuf>,
+    /// A master key rotated away (repeatable): it still reads values not yet re-encrypted,
+    /// never seals new ones. Env: WARDEN_PREVIOUS_MASTER_KEY_FILES (`:`-separated).
+    #[arg(long = "previous-master-key-file", global = true, value_name = "FILE")]
+    previous_master_key_files: Vec<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -57,6 +62,13 @@ enum Command {
     /// `--bootstrap-token-out`), unless this database already has one; of several replicas
     /// running it at once exactly one issues it.
     BootstrapAdmin,
+    /// Read a value from stdin and print it encrypted under the master key for the
+    /// environment variable VAR (`env://VAR` reads it); the value never goes in argv.
+    EncryptValue {
+        /// The environment variable that will hold the value (bound into the ciphertext).
+        #[arg(long, value_name = "VAR")]
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -66,6 +78,14 @@ enum MigrateCommand {
     Encrypt,
     /// Report how many stored secret values are encrypted and which are not.
     EncryptStatus,
+    /// Re-encrypt every value under the master key (secret files, start-up cache, the state
+    /// store's warden_secrets) under the key in --new-key-file; idempotent, resumable,
+    /// audited (`master_key.rotate`). Lists the env:// variables to re-issue.
+    RotateMasterKey {
+        /// File holding the new master key (32 bytes, base64).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -83,6 +103,19 @@ async fn main() -> anyhow::Result<()> {
     if args.dev {
         env.insert("WARDEN_DEV".into(), "true".into());
     }
+    if !args.previous_master_key_files.is_empty() {
+        let list = std::env::join_paths(&args.previous_master_key_files)
+            .context("--previous-master-key-file: a path holds the list separator")?;
+        env.insert(
+            "WARDEN_PREVIOUS_MASTER_KEY_FILES".into(),
+            list.to_string_lossy().into_owned(),
+        );
+    }
+    if let Some(Command::EncryptValue { name }) = &args.command {
+        // The variable being made need not be set yet, though the config may name it.
+        env.entry(name.clone())
+            .or_insert_with(|| "not-set-yet".into());
+    }
     let raw = match &args.config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),
@@ -96,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
     warden_core::telemetry::init(config.log_format);
     if let Some(Command::Migrate(command)) = &args.command {
         return migrate(&config, command).await;
+    }
+    if let Some(Command::EncryptValue { name }) = &args.command {
+        return encrypt_value(&config, name).await;
     }
     if matches!(args.command, Some(Command::BootstrapAdmin)) {
         let cp = warden_control_plane::open(&config).await?;
@@ -146,10 +182,83 @@ fn show_admin(admin: &secrecy::SecretString, out: Option<&std::path::Path>) -> a
     Ok(())
 }
 
+/// Reads the value from stdin (one trailing newline dropped) and prints its `enc:` form.
+async fn encrypt_value(
+    config: &warden_control_plane::config::Config,
+    var: &str,
+) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the value from stdin")?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|v| v.strip_suffix('\r').unwrap_or(v))
+        .unwrap_or(&text);
+    if value.is_empty() {
+        anyhow::bail!("no value on stdin: pipe the value in (it is never taken from argv)");
+    }
+    let sealed = warden_control_plane::encrypt_value(
+        config,
+        var,
+        &secrecy::SecretString::from(value.to_owned()),
+    )
+    .await?;
+    println!("{sealed}");
+    Ok(())
+}
+
+/// Prints what `migrate rotate-master-key` did, and what is left to the operator.
+async fn rotate_master_key(
+    config: &warden_control_plane::config::Config,
+    new_key_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let rotation = warden_control_plane::rotate_master_key(config, new_key_file).await?;
+    let from = rotation.from.join(", ");
+    for (path, c) in &rotation.files {
+        println!(
+            "{}: re-encrypted {}, already under the new key {}, plaintext {}",
+            path.display(),
+            c.resealed,
+            c.current,
+            c.plaintext
+        );
+    }
+    let t = rotation.table;
+    println!(
+        "state store warden_secrets: re-encrypted {}, already under the new key {}",
+        t.resealed, t.current
+    );
+    let total = rotation.total();
+    println!(
+        "master key {} -> {}: {} value(s) re-encrypted, {} already under the new key",
+        if from.is_empty() { "-" } else { &from },
+        rotation.to,
+        total.resealed,
+        total.current
+    );
+    for var in &rotation.reissue_env {
+        println!(
+            "env://{var} is encrypted under an old key: re-issue it with `warden-cp encrypt-value --name {var}` (new master key) and replace the variable"
+        );
+    }
+    if total.plaintext > 0 {
+        println!("run `warden-cp migrate encrypt` to encrypt the plaintext values");
+    }
+    println!(
+        "next: start every replica with the new master key (keep the old one in previous_master_key_files until env:// values are re-issued), then drop the old key"
+    );
+    Ok(())
+}
+
 async fn migrate(
     config: &warden_control_plane::config::Config,
     command: &MigrateCommand,
 ) -> anyhow::Result<()> {
+    if let MigrateCommand::RotateMasterKey { new_key_file } = command {
+        return rotate_master_key(config, new_key_file).await;
+    }
     let files = warden_control_plane::secret_files(config).await?;
     let mut plaintext = 0;
     for file in &files {
@@ -159,6 +268,7 @@ async fn migrate(
                 let n = file.encrypt_plaintext().await?;
                 println!("{path}: encrypted {n} plaintext value(s)");
             }
+            MigrateCommand::RotateMasterKey { .. } => {}
             MigrateCommand::EncryptStatus => {
                 let status = file.encryption_status().await?;
                 plaintext += status.plaintext.len();

@@ -1,4 +1,4 @@
-//! Where Warden's own secrets live: the state store's `warden_secrets` table, `enc:v1:`
+//! Where Warden's own secrets live: the state store's `warden_secrets` table, `enc:v2:`
 //! under the master key (`secrets::own`). A data directory written before the table kept
 //! them in `secrets.json`; opening it moves them into the table (insert first, remove
 //! after), audits the move once by name, and everything signed or hashed with them before
@@ -180,7 +180,7 @@ async fn old_data_dir_moves_into_the_table(database: Option<(&str, &str)>) {
     expected.sort_unstable();
     assert_eq!(names, expected);
     for (name, value) in &rows {
-        assert!(value.starts_with("enc:v1:"), "{name} is not encrypted");
+        assert!(value.starts_with("enc:v2:"), "{name} is not encrypted");
         let (_, plain) = old.iter().find(|(n, _)| n == name).unwrap();
         assert!(!value.contains(plain.as_str()), "{name} in plaintext");
     }

@@ -688,7 +688,8 @@ mod bodies {
     }
 
     /// Warden's own secrets: the table round-trips through `OwnSecrets`, holds only
-    /// `enc:v1:` values bound to their names, inserts once, lists names and deletes.
+    /// `enc:v2:` values bound to their names, inserts once, swaps only an expected value,
+    /// lists names and deletes.
     pub async fn warden_secrets_hold_only_ciphertexts(b: &Backend) {
         use secrecy::{ExposeSecret as _, SecretBox};
         use warden_control_plane::secrets::SecretStore as _;
@@ -742,7 +743,7 @@ mod bodies {
             0
         );
         assert_eq!(
-            b.count("SELECT COUNT(*) FROM warden_secrets WHERE value NOT LIKE 'enc:v1:%'")
+            b.count("SELECT COUNT(*) FROM warden_secrets WHERE value NOT LIKE 'enc:v2:%'")
                 .await,
             0
         );
@@ -750,6 +751,21 @@ mod bodies {
         let sealed = s.get_warden_secret("warden/jwt/k1").await.unwrap().unwrap();
         assert!(
             !s.insert_warden_secret("warden/jwt/k1", "enc:v1:other", 9)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.get_warden_secret("warden/jwt/k1").await.unwrap(),
+            Some(sealed.clone())
+        );
+        // Compare-and-swap (master-key rotation): only while the value is the one expected.
+        assert!(
+            !s.replace_warden_secret("warden/jwt/k1", "enc:v2:stale", "enc:v2:other", 9)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.replace_warden_secret("warden/jwt/k1", &sealed, &sealed, 9)
                 .await
                 .unwrap()
         );
@@ -769,7 +785,7 @@ mod bodies {
         // Another master key reads nothing, and says so without the value.
         let other = OwnSecrets::new(Arc::clone(&s), key(&MasterKey::generate_base64()));
         let err = other.get("warden/jwt/k1").await.unwrap_err();
-        assert_eq!(err.metric_label(), "decrypt");
+        assert_eq!(err.metric_label(), "unknown_master_key");
         assert!(err.to_string().contains("warden/jwt/k1"), "{err}");
         assert_eq!(
             own.get("warden/nope").await.unwrap_err().metric_label(),

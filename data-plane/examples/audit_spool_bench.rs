@@ -58,6 +58,7 @@ async fn main() {
             dir: dir.join("light"),
             max_bytes: 256 * 1024 * 1024,
             on_full: OnFull::Closed,
+            previous_default: None,
         };
         let (sink, _reader) = AuditSink::start(&config, "bench", CancellationToken::new()).unwrap();
         let mut lat = Vec::new();
@@ -85,6 +86,7 @@ async fn main() {
             dir: dir.join("burst"),
             max_bytes: 1024 * 1024 * 1024,
             on_full: OnFull::Closed,
+            previous_default: None,
         };
         let (sink, _reader) = AuditSink::start(&config, "bench", CancellationToken::new()).unwrap();
         let total: u64 = 200_000;

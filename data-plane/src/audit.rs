@@ -11,6 +11,7 @@
 
 pub mod quarantine;
 pub mod spool;
+pub mod spool_dir;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -467,13 +467,15 @@ impl Snapshot {
     }
 
     /// Every secret value this snapshot holds that has no recognisable shape, for the log
-    /// redactor.
+    /// redactor: the keys of every provider, whether or not an alias routes to it (a
+    /// provider without one is still reached as `provider:model`).
     pub fn secrets_for_redaction(&self) -> Vec<SecretString> {
         let mut seen = HashSet::new();
-        self.routes
+        self.providers
             .values()
-            .flat_map(|r| r.provider.keys.iter())
-            .filter(|k| seen.insert(k.id.clone()))
+            .flat_map(|p| p.keys.iter().map(move |k| (p, k)))
+            .filter(|(p, k)| seen.insert((p.name.clone(), k.id.clone())))
+            .map(|(_, k)| k)
             .map(|k| SecretString::from(k.secret.expose_secret().to_owned()))
             .collect()
     }
@@ -625,6 +627,46 @@ mod tests {
         assert_eq!(compiled.pepper.expose_secret().as_slice(), PEPPER);
         assert!(compiled.revoked_jtis.contains("revoked-1"));
         assert!(compiled.virtual_keys.contains_key(&"ab".repeat(32)));
+    }
+
+    /// The keys of a provider no alias routes to reach the log redactor too.
+    #[test]
+    fn keys_of_providers_without_an_alias_are_redacted() {
+        let keys = fixture_keys();
+        let mut s = sample(&keys);
+        let spare = "spare0key0without0any0shape";
+        s.providers.push(pb::Provider {
+            name: "spare".into(),
+            format: pb::ApiFormat::Openai as i32,
+            base_url: "https://spare.invalid/v1".into(),
+            keys: vec![pb::UpstreamKey {
+                id: "key_1".into(),
+                fingerprint: "ba9876543210".into(),
+                sealed_secret: Some(seal(
+                    &keys,
+                    s.version,
+                    Field::UpstreamKey {
+                        provider: "spare",
+                        key_id: "key_1",
+                    },
+                    spare.as_bytes(),
+                )),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let compiled = Snapshot::compile(s, to(&keys)).unwrap();
+        let secrets: Vec<String> = compiled
+            .secrets_for_redaction()
+            .iter()
+            .map(|k| k.expose_secret().to_owned())
+            .collect();
+        assert!(secrets.contains(&spare.to_owned()), "{}", secrets.len());
+        assert!(secrets.contains(&UPSTREAM_SECRET.to_owned()));
+        assert_eq!(secrets.len(), 2, "each key once, same id in two providers");
+        warden_core::redact::register(compiled.secrets_for_redaction());
+        let line = format!("upstream said: bad key {spare}");
+        assert!(!warden_core::redact::redact(&line).contains(spare));
     }
 
     /// The v1 encoding (secrets in the clear) still decodes, but a node no longer accepts

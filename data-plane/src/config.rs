@@ -55,8 +55,10 @@ pub struct Flags {
     #[arg(long, env = "WARDEN_AUDIT_MASK_CLIENT_IP")]
     pub audit_mask_client_ip: bool,
     /// Directory of the on-disk audit spool, where events wait until the control plane
-    /// acknowledges them (default: `warden-audit-spool-<node id>` under the OS temporary
-    /// directory; set it to a persistent volume, and a stable --node-id, in production).
+    /// acknowledges them; the node keeps them in a `segments/` directory (0700) it creates
+    /// inside, and refuses one owned by another user (default:
+    /// `$XDG_STATE_HOME/warden/audit-spool-<node id>`, else under `$HOME/.local/state`, else
+    /// `.warden/`; set it to a persistent volume, and a stable --node-id, in production).
     #[arg(long, env = "WARDEN_AUDIT_SPOOL_DIR")]
     pub audit_spool_dir: Option<PathBuf>,
     /// Largest size of the audit spool in bytes.
@@ -299,10 +301,15 @@ impl NodeConfig {
         if let Some(dir) = flags.audit_spool_dir {
             config.audit_spool.dir = dir;
         } else {
-            tracing::warn!(
+            config.audit_spool.dir =
+                crate::audit::spool::SpoolConfig::default_dir(&config.node_id, env);
+            config.audit_spool.previous_default = Some(
+                crate::audit::spool::SpoolConfig::old_default_dir(&config.node_id, env),
+            );
+            tracing::info!(
                 target: LOG_TARGET,
                 dir = %config.audit_spool.dir.display(),
-                "audit spool in the temporary directory: set --audit-spool-dir to a persistent volume"
+                "audit spool in the default state directory: set --audit-spool-dir to a persistent volume (and a stable --node-id)"
             );
         }
         if flags.audit_spool_max_bytes < MIN_AUDIT_SPOOL_BYTES {

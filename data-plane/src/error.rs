@@ -274,6 +274,11 @@ impl ApiError {
     /// A limit refused the request (429): `kind` of `scope` is at `limit`, free again in
     /// `retry_after`.
     pub fn limit_reached(kind: LimitKind, scope: &str, limit: u64, retry_after: Duration) -> Self {
+        // A virtual key's id is shown as the logs and audit rows show it (`vk_1234****cdef`).
+        let scope = match scope.strip_prefix("vkey:") {
+            Some(id) => format!("vkey:{}", warden_core::fingerprint::obfuscate(id)),
+            None => scope.to_owned(),
+        };
         let wait = crate::limits::format_reset(retry_after);
         let (openai_type, openai_code, message) = match kind {
             LimitKind::Budget => (

@@ -3,7 +3,7 @@
 //! A backend is one TOML table with a `type` tag; unknown fields are errors. Secrets the
 //! backends themselves need (a Vault token, an AppRole secret id, an Entra ID client secret)
 //! are given as the **names** of environment variables, never as values; such a variable
-//! may hold an `enc:v1:` value encrypted under the master key with the variable name as
+//! may hold an `enc:…` value encrypted under the master key with the variable name as
 //! associated data (see [`super::reference::resolve_env`]).
 //!
 //! ```toml

@@ -1,5 +1,5 @@
 //! The encrypted file secret store, Warden's embedded default: one JSON file mapping names
-//! to `enc:v1:` values (see [`super::cipher`]). Writes go to a temporary file that is
+//! to `enc:v2:` values (`enc:v1:` from before key ids still read; see [`super::cipher`]). Writes go to a temporary file that is
 //! renamed over the old one, so a crash never leaves a half-written store; the file is
 //! created with mode 0600.
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
-use super::cipher::{MasterKey, PREFIX};
+use super::cipher::{MasterKey, Resealed, is_encrypted};
 use super::{SecretError, SecretStore};
 
 /// Secrets encrypted under the master key in one file.
@@ -86,13 +86,40 @@ impl FileSecretStore {
         let map = self.load().await?;
         let mut status = EncryptionStatus::default();
         for (name, value) in &map {
-            if value.starts_with(PREFIX) {
+            if is_encrypted(value) {
                 status.encrypted += 1;
             } else {
                 status.plaintext.push(name.clone());
             }
         }
         Ok(status)
+    }
+
+    /// Re-encrypts every value not yet under the current master key (`warden-cp migrate
+    /// rotate-master-key`), in one atomic rewrite of the file; idempotent. Plaintext values
+    /// are counted and left alone. A value no key held opens fails the whole file, naming it.
+    pub async fn reseal_all(&self) -> Result<Resealed, SecretError> {
+        let _guard = self.lock.lock().await;
+        let mut map = self.load().await?;
+        let mut counts = Resealed::default();
+        for (name, value) in &mut map {
+            if !is_encrypted(value) {
+                counts.plaintext += 1;
+                continue;
+            }
+            match self.master.reseal(name, value) {
+                Ok(None) => counts.current += 1,
+                Ok(Some(sealed)) => {
+                    *value = sealed;
+                    counts.resealed += 1;
+                }
+                Err(e) => return Err(SecretError::from_cipher(self.reference(name), e)),
+            }
+        }
+        if counts.resealed > 0 {
+            self.save(&map).await?;
+        }
+        Ok(counts)
     }
 
     /// Encrypts every plaintext value in place (idempotent: encrypted values are left as
@@ -102,7 +129,7 @@ impl FileSecretStore {
         let mut map = self.load().await?;
         let mut count = 0;
         for (name, value) in &mut map {
-            if value.starts_with(PREFIX) {
+            if is_encrypted(value) {
                 continue;
             }
             let plain = zeroize::Zeroizing::new(std::mem::take(value));
@@ -138,7 +165,7 @@ impl SecretStore for FileSecretStore {
         let value = map.get(name).ok_or_else(|| SecretError::NotFound {
             reference: self.reference(name),
         })?;
-        if !value.starts_with(PREFIX) {
+        if !is_encrypted(value) {
             // Written by hand or by an older tool: read transparently, loudly, until
             // `warden-cp migrate encrypt` encrypts it.
             tracing::warn!(reference = %self.reference(name), "plaintext value in the secret file: run `warden-cp migrate encrypt`");
@@ -147,9 +174,7 @@ impl SecretStore for FileSecretStore {
         let plain = self
             .master
             .decrypt(name, value)
-            .map_err(|_| SecretError::Decrypt {
-                reference: self.reference(name),
-            })?;
+            .map_err(|e| SecretError::from_cipher(self.reference(name), e))?;
         let text = String::from_utf8(plain.to_vec()).map_err(|_| SecretError::Decrypt {
             reference: self.reference(name),
         })?;
@@ -209,7 +234,7 @@ mod tests {
             .unwrap();
         let raw = std::fs::read_to_string(&path).unwrap();
         assert!(!raw.contains("sk-canary"), "plaintext on disk");
-        assert!(raw.contains("enc:v1:"));
+        assert!(raw.contains("enc:v2:"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -225,7 +250,7 @@ mod tests {
         let (other, _) = master();
         let wrong = FileSecretStore::new(path, other);
         let err = wrong.get("providers/openai/k1").await.unwrap_err();
-        assert!(matches!(err, SecretError::Decrypt { .. }));
+        assert!(matches!(err, SecretError::UnknownMasterKey { .. }), "{err}");
         assert!(!err.to_string().contains("sk-canary"));
     }
 

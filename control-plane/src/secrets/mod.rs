@@ -13,8 +13,8 @@
 //! - [`azure::AzureKeyVaultStore`]: Azure Key Vault secrets over its REST API;
 //! - [`memory::MemorySecretStore`]: in memory, for tests;
 //! - [`own::OwnSecrets`]: Warden's own secrets (signing keys, pepper, checkpoint key) in the
-//!   state store's `warden_secrets` table, `enc:v1:` under the master key;
-//! - [`reference::EnvSecretStore`]: read-only `env://VAR` values, optionally `enc:v1:`.
+//!   state store's `warden_secrets` table, `enc:v2:` under the master key;
+//! - [`reference::EnvSecretStore`]: read-only `env://VAR` values, optionally encrypted (`enc:…`).
 //!
 //! Start reading at [`config`]: [`config::SecretBackendConfig`] is the typed configuration
 //! and [`config::build`] turns it into a store; [`config::SecretResolver`] reads any
@@ -37,6 +37,7 @@ pub mod memory;
 pub mod own;
 pub mod policy;
 pub mod reference;
+pub mod rotation;
 pub mod vault;
 
 use std::time::Duration;
@@ -55,6 +56,14 @@ pub enum SecretError {
     BadReference { reference: String, reason: String },
     #[error("secret {reference} could not be decrypted (wrong master key or corrupted value)")]
     Decrypt { reference: String },
+    /// The value is sealed under a master key this control plane does not hold (rotated
+    /// away, or not yet given to this replica); names the key id, never a key.
+    #[error(
+        "secret {reference} is encrypted under master key {kid}, which this control plane does not hold: \
+         configure that key (as the master key or in previous_master_key_files) or re-encrypt with \
+         `warden-cp migrate rotate-master-key`"
+    )]
+    UnknownMasterKey { reference: String, kid: String },
     #[error("secret store i/o failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("secret store file is malformed: {0}")]
@@ -87,6 +96,7 @@ impl SecretError {
             Self::NotFound { .. } => "not_found",
             Self::BadReference { .. } => "bad_reference",
             Self::Decrypt { .. } => "decrypt",
+            Self::UnknownMasterKey { .. } => "unknown_master_key",
             Self::Io(_) => "io",
             Self::Malformed(_) => "malformed",
             Self::Unavailable { .. } => "unavailable",
@@ -100,6 +110,14 @@ impl SecretError {
     /// Whether trying again later can help (the backend was down or slow).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::Io(_))
+    }
+
+    /// The error for a value under `reference` that `cipher` could not open.
+    pub(crate) fn from_cipher(reference: String, e: cipher::CipherError) -> Self {
+        match e {
+            cipher::CipherError::UnknownKey(kid) => Self::UnknownMasterKey { reference, kid },
+            _ => Self::Decrypt { reference },
+        }
     }
 
     pub(crate) fn config(field: &str, reason: impl Into<String>) -> Self {

@@ -1,7 +1,7 @@
 //! Where Warden's own secrets live: the JWT signing keys (`warden/jwt/<kid>`), the
 //! credential pepper (`warden/credential-pepper`) and the audit checkpoint key
 //! (`warden/audit/checkpoint-key`) are rows of the state store's `warden_secrets` table,
-//! each value `enc:v1:` under the master key with its name bound in as associated data
+//! each value `enc:v2:` under the master key with its name bound in as associated data
 //! ([`super::cipher`]). Control-plane replicas share the database, not a filesystem, so
 //! they share these secrets; the store itself never sees a plaintext value.
 //!
@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::cipher::MasterKey;
+use super::cipher::{MasterKey, Resealed};
 use super::file::FileSecretStore;
 use super::{SecretError, SecretStore};
 use crate::store::{StateStore, StoreError};
@@ -99,6 +99,57 @@ impl OwnSecrets {
             .map_err(|e| store_error("warden_secrets".into(), &e))
     }
 
+    /// Re-encrypts every row not yet under the current master key (`warden-cp migrate
+    /// rotate-master-key`), each by a compare-and-swap, so a row another replica rewrote
+    /// meanwhile is read again rather than overwritten. Idempotent and resumable: rows
+    /// already under the current key are left alone. A row no key held opens fails the
+    /// rotation, naming it and (for `enc:v2:`) its key id.
+    pub async fn reseal_all(&self) -> Result<Resealed, SecretError> {
+        const ATTEMPTS: usize = 5;
+        let mut counts = Resealed::default();
+        for name in self.names().await? {
+            let reference = self.reference(&name);
+            let mut done = false;
+            for _ in 0..ATTEMPTS {
+                let Some(sealed) = self
+                    .store
+                    .get_warden_secret(&name)
+                    .await
+                    .map_err(|e| store_error(reference.clone(), &e))?
+                else {
+                    done = true; // deleted meanwhile
+                    break;
+                };
+                let Some(resealed) = self
+                    .master
+                    .reseal(&name, &sealed)
+                    .map_err(|e| SecretError::from_cipher(reference.clone(), e))?
+                else {
+                    counts.current += 1;
+                    done = true;
+                    break;
+                };
+                if self
+                    .store
+                    .replace_warden_secret(&name, &sealed, &resealed, warden_core::unix_now())
+                    .await
+                    .map_err(|e| store_error(reference.clone(), &e))?
+                {
+                    counts.resealed += 1;
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                return Err(SecretError::Unavailable {
+                    reference,
+                    reason: format!("changed under the rotation {ATTEMPTS} times; run it again"),
+                });
+            }
+        }
+        Ok(counts)
+    }
+
     /// Copies every `warden/…` entry of `file` into the table where the table has none
     /// (idempotent; nothing is deleted here, see [`FileImport::remove_from`]). A file value
     /// that does not decrypt fails the import, naming the entry.
@@ -144,7 +195,10 @@ impl SecretStore for OwnSecrets {
         let decrypt = || SecretError::Decrypt {
             reference: self.reference(name),
         };
-        let plain = self.master.decrypt(name, &sealed).map_err(|_| decrypt())?;
+        let plain = self
+            .master
+            .decrypt(name, &sealed)
+            .map_err(|e| SecretError::from_cipher(self.reference(name), e))?;
         let text = String::from_utf8(plain.to_vec()).map_err(|_| decrypt())?;
         Ok(SecretString::from(text))
     }

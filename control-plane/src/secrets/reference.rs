@@ -6,7 +6,7 @@
 //! | `aws-sm://name-or-arn#field` | AWS Secrets Manager; without `#field` the whole `SecretString`, with it that key of the JSON object |
 //! | `azure-kv://vault-name/secret-name[/version]` | Azure Key Vault secret, latest version unless one is named |
 //! | `file://name` | the encrypted file store |
-//! | `env://VAR` | environment variable `VAR`: plaintext, or an `enc:v1:` value encrypted under the master key with the **variable name** (`VAR`, without `env://`) bound as associated data |
+//! | `env://VAR` | environment variable `VAR`: plaintext, or an `enc:…` value encrypted under the master key with the **variable name** (`VAR`, without `env://`) bound as associated data |
 //!
 //! Parsing is strict (a character set per part, no empty segments, no `.`/`..`) so a
 //! reference cannot smuggle a different URL path into a backend request. Error messages
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use super::cipher::{MasterKey, PREFIX};
+use super::cipher::{MasterKey, is_encrypted};
 use super::{SecretError, SecretStore};
 
 /// The backend kind a reference points into.
@@ -365,9 +365,9 @@ fn check_env_var(var: &str) -> Result<(), String> {
     }
 }
 
-/// Reads `env://VAR` from `env`. A value starting with `enc:v1:` is decrypted with
-/// `master`, the variable name (`VAR`) bound as associated data — encrypt it with
-/// `MasterKey::encrypt("VAR", value)`; anything else is taken as the plaintext value.
+/// Reads `env://VAR` from `env`. A value starting with `enc:v2:` (or `enc:v1:`) is
+/// decrypted with `master`, the variable name (`VAR`) bound as associated data — `warden-cp encrypt-value
+/// --name VAR` makes one; anything else is taken as the plaintext value.
 pub fn resolve_env(
     var: &str,
     env: &HashMap<String, String>,
@@ -380,7 +380,7 @@ pub fn resolve_env(
         .ok_or_else(|| SecretError::NotFound {
             reference: reference.clone(),
         })?;
-    if !value.starts_with(PREFIX) {
+    if !is_encrypted(value) {
         return Ok(SecretString::from(value.clone()));
     }
     let Some(master) = master else {
@@ -388,9 +388,7 @@ pub fn resolve_env(
     };
     let plain = master
         .decrypt(var, value)
-        .map_err(|_| SecretError::Decrypt {
-            reference: reference.clone(),
-        })?;
+        .map_err(|e| SecretError::from_cipher(reference.clone(), e))?;
     let text = std::str::from_utf8(&plain).map_err(|_| SecretError::Decrypt { reference })?;
     Ok(SecretString::from(text))
 }
@@ -412,7 +410,7 @@ impl fmt::Debug for EnvSecretStore {
 }
 
 impl EnvSecretStore {
-    /// A store reading `env`; `master` decrypts `enc:v1:` values.
+    /// A store reading `env`; `master` decrypts `enc:…` values.
     pub fn new(env: HashMap<String, String>, master: Option<Arc<MasterKey>>) -> Self {
         Self { env, master }
     }
@@ -613,7 +611,7 @@ mod tests {
         );
         assert!(matches!(
             resolve_env("OPENAI_API_KEY", &env, Some(&master())),
-            Err(SecretError::Decrypt { .. })
+            Err(SecretError::UnknownMasterKey { ref kid, .. }) if kid == k.kid()
         ));
         assert!(matches!(
             resolve_env("OPENAI_API_KEY", &env, None),

@@ -193,7 +193,7 @@ pub trait StateStore: Send + Sync {
     /// whatever their age. Returns how many rows were deleted.
     async fn delete_audit_older_than(&self, ts_ms: i64) -> Result<u64, StoreError>;
 
-    /// Warden's own secrets (`warden_secrets`), as the `enc:v1:` ciphertexts the
+    /// Warden's own secrets (`warden_secrets`), as the `enc:v2:` ciphertexts the
     /// control plane sealed under its master key: the store never sees a plaintext value.
     async fn get_warden_secret(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Writes `sealed` under `name`, replacing an earlier value; `now` in Unix seconds.
@@ -204,6 +204,16 @@ pub trait StateStore: Send + Sync {
     async fn insert_warden_secret(
         &self,
         name: &str,
+        sealed: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the value of `name` with `sealed` only while it is still `expected` (the
+    /// master-key rotation's compare-and-swap: a value another replica rewrote meanwhile is
+    /// left alone); returns whether it wrote.
+    async fn replace_warden_secret(
+        &self,
+        name: &str,
+        expected: &str,
         sealed: &str,
         now: i64,
     ) -> Result<bool, StoreError>;

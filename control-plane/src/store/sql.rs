@@ -801,6 +801,25 @@ impl StateStore for SqlStore {
         ) > 0)
     }
 
+    async fn replace_warden_secret(
+        &self,
+        name: &str,
+        expected: &str,
+        sealed: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(execute!(
+            self,
+            sqlx::query(
+                "UPDATE warden_secrets SET value = $3, updated_at = $4 WHERE name = $1 AND value = $2"
+            )
+            .bind(name)
+            .bind(expected)
+            .bind(sealed)
+            .bind(now)
+        ) > 0)
+    }
+
     async fn list_warden_secret_names(&self) -> Result<Vec<String>, StoreError> {
         Ok(on_pool!(&self.pool, p => {
             sqlx::query_scalar("SELECT name FROM warden_secrets ORDER BY name")

@@ -2,7 +2,7 @@
 //! lost, in the `dead/` directory of the node's spool, one JSON line each, so that an
 //! operator can read them; the spool moves on past them.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -18,14 +18,18 @@ pub fn dead_file(spool_dir: &Path) -> PathBuf {
 pub fn keep(spool_dir: &Path, record: &Record, reason: &str) -> io::Result<()> {
     let path = dead_file(spool_dir);
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(parent)?;
     }
     let line = serde_json::json!({
         "id": record.id, "ts": record.ts, "node": record.node, "action": record.action,
         "actor": record.actor, "subject": record.subject, "result": record.result,
         "detail": record.detail, "refused": reason,
     });
-    let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut file = super::spool_dir::open_private_file(&path)?;
     let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
     bytes.push(b'\n');
     file.write_all(&bytes)?;

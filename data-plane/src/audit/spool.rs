@@ -1,8 +1,9 @@
 //! The node's on-disk audit spool: every event goes to disk before it is sent to the control
 //! plane, and leaves the disk only after the control plane acknowledged it.
 //!
-//! Layout: a directory (one node process at a time, held by an exclusive lock on `lock`) of
-//! segment files `00000000000000000001.seg`, … in write order. A segment is JSON lines, one
+//! Layout: a private directory ([`super::spool_dir`], 0700, inside the configured path; one
+//! node process at a time, held by an exclusive lock on `lock`) of segment files
+//! `00000000000000000001.seg`, … (0600) in write order. A segment is JSON lines, one
 //! record per line, each prefixed by the CRC-32 of its JSON (`1a2b3c4d {"id":…}\n`), so a
 //! line torn by a crash or damaged on disk is detected and skipped while reading.
 //!
@@ -22,7 +23,7 @@
 //!   refuse new requests. Admission closes a little before the spool is full (the
 //!   headroom), so the events of requests already in flight still fit.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead as _, BufReader, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,28 +72,57 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     pub max_bytes: u64,
     pub on_full: OnFull,
+    /// Where older nodes kept this spool by default ([`SpoolConfig::old_default_dir`]):
+    /// its segments are adopted at start when the directory is this user's own.
+    pub previous_default: Option<PathBuf>,
 }
 
 impl SpoolConfig {
-    /// The default spool of `node_id`: a directory under the OS temporary directory named
-    /// after the node, 256 MiB, closed when full.
+    /// The default spool of `node_id`: [`SpoolConfig::default_dir`] without an
+    /// environment (`.warden/audit-spool-<node id>`), 256 MiB, closed when full.
     pub fn for_node(node_id: &str) -> Self {
-        let safe: String = node_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         Self {
-            dir: std::env::temp_dir().join(format!("warden-audit-spool-{safe}")),
+            dir: Self::default_dir(node_id, &std::collections::HashMap::new()),
             max_bytes: DEFAULT_MAX_BYTES,
             on_full: OnFull::Closed,
+            previous_default: None,
         }
     }
+
+    /// Where a node keeps its spool when `--audit-spool-dir` is not given: the user's state
+    /// directory, `$XDG_STATE_HOME/warden/audit-spool-<node id>` (else under
+    /// `$HOME/.local/state`), else `.warden/audit-spool-<node id>` in the working directory —
+    /// never a predictable path in a directory other users share, such as `/tmp`.
+    pub fn default_dir(node_id: &str, env: &std::collections::HashMap<String, String>) -> PathBuf {
+        let set = |k: &str| env.get(k).filter(|v| v.starts_with('/')).map(PathBuf::from);
+        let base = set("XDG_STATE_HOME")
+            .or_else(|| set("HOME").map(|h| h.join(".local").join("state")))
+            .map_or_else(|| PathBuf::from(".warden"), |state| state.join("warden"));
+        base.join(format!("audit-spool-{}", safe_id(node_id)))
+    }
+
+    /// The default of older nodes: `$TMPDIR` (else `/tmp`) `/warden-audit-spool-<node id>`.
+    pub fn old_default_dir(
+        node_id: &str,
+        env: &std::collections::HashMap<String, String>,
+    ) -> PathBuf {
+        let tmp = env.get("TMPDIR").filter(|v| v.starts_with('/'));
+        PathBuf::from(tmp.map_or("/tmp", String::as_str))
+            .join(format!("warden-audit-spool-{}", safe_id(node_id)))
+    }
+}
+
+fn safe_id(node_id: &str) -> String {
+    node_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Errors opening the spool.
@@ -102,6 +132,8 @@ pub enum SpoolError {
     Io { path: PathBuf, source: io::Error },
     #[error("audit spool {} is in use by another node process", .0.display())]
     Locked(PathBuf),
+    #[error(transparent)]
+    Dir(#[from] super::spool_dir::DirError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -223,19 +255,17 @@ impl Shared {
 /// Opens (creating) the spool directory, takes its lock and finds the segments of a
 /// previous run. The writer appends after them; the reader starts with them.
 pub fn open(config: &SpoolConfig) -> Result<(Arc<Shared>, Writer, Reader), SpoolError> {
-    let dir = config.dir.clone();
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let dir = super::spool_dir::prepare(&config.dir)?;
     let lock_path = dir.join("lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path))?;
+    let lock = super::spool_dir::open_private_file(&lock_path).map_err(io_err(&lock_path))?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked(dir)),
         Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+    }
+    super::spool_dir::adopt_old_layout(&config.dir, &dir).map_err(io_err(&config.dir))?;
+    if let Some(old) = &config.previous_default {
+        super::spool_dir::adopt_previous_default(old, &dir);
     }
     let segments = list_segments(&dir).map_err(io_err(&dir))?;
     let mut used = 0;
@@ -531,7 +561,7 @@ impl Writer {
             Some(f) => f,
             None => {
                 let path = segment_path(&self.shared.dir, self.segment);
-                let f = OpenOptions::new().create(true).append(true).open(&path)?;
+                let f = super::spool_dir::open_private_file(&path)?;
                 // The new name must survive a crash as well as the data.
                 #[cfg(unix)]
                 File::open(&self.shared.dir)?.sync_all()?;
@@ -809,8 +839,33 @@ fn read_records(path: &Path, from: Position, limit: u64, max: usize) -> Read {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::fs::OpenOptions;
 
     use super::*;
+
+    #[test]
+    fn the_default_spool_is_in_the_users_state_directory_never_tmp() {
+        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let dir = |pairs: &[(&str, &str)]| SpoolConfig::default_dir("n/1", &env(pairs));
+        assert_eq!(
+            dir(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")]),
+            Path::new("/s/warden/audit-spool-n_1")
+        );
+        assert_eq!(
+            dir(&[("HOME", "/h"), ("TMPDIR", "/tmp")]),
+            Path::new("/h/.local/state/warden/audit-spool-n_1")
+        );
+        assert_eq!(dir(&[]), Path::new(".warden/audit-spool-n_1"));
+        assert_eq!(
+            dir(&[("HOME", "relative")]),
+            Path::new(".warden/audit-spool-n_1")
+        );
+    }
 
     fn event(i: usize) -> Event {
         Event {
@@ -829,6 +884,7 @@ mod tests {
             dir: dir.to_path_buf(),
             max_bytes,
             on_full,
+            previous_default: None,
         }
     }
 
@@ -901,7 +957,7 @@ mod tests {
     }
 
     fn segments(dir: &Path) -> Vec<u64> {
-        list_segments(dir)
+        list_segments(&dir.join(super::super::spool_dir::PRIVATE))
             .unwrap()
             .into_iter()
             .map(|(id, _)| id)
@@ -1023,7 +1079,10 @@ mod tests {
         let torn = encode(&event(5), "node-a").unwrap();
         let mut f = OpenOptions::new()
             .append(true)
-            .open(segment_path(dir.path(), last))
+            .open(segment_path(
+                &dir.path().join(super::super::spool_dir::PRIVATE),
+                last,
+            ))
             .unwrap();
         f.write_all(&torn[..torn.len() / 2]).unwrap();
         drop(f);
@@ -1047,7 +1106,10 @@ mod tests {
         let s = start(&cfg);
         s.send((0..3).map(event)).await;
         s.stop();
-        let path = segment_path(dir.path(), *segments(dir.path()).last().unwrap());
+        let path = segment_path(
+            &dir.path().join(super::super::spool_dir::PRIVATE),
+            *segments(dir.path()).last().unwrap(),
+        );
         let mut bytes = fs::read(&path).unwrap();
         let second = bytes.iter().position(|b| *b == b'\n').unwrap() + 20;
         bytes[second] ^= 0x20;
@@ -1124,7 +1186,7 @@ mod tests {
         assert!(sink.spool().used_bytes() <= 8 * 1024);
         let dropped = sink.spool().dropped();
         assert!(dropped > 100, "dropped {dropped}");
-        let on_disk: usize = list_segments(dir.path())
+        let on_disk: usize = list_segments(&dir.path().join(super::super::spool_dir::PRIVATE))
             .unwrap()
             .iter()
             .map(|(_, p)| fs::read(p).unwrap().split(|b| *b == b'\n').count() - 1)

@@ -170,7 +170,7 @@ impl LocalLimiter {
             for s in scopes.iter().filter(|s| s.policy.max_budget_micros > 0) {
                 let (index, _) = Self::period(s);
                 let spent = spend.entry((s.id.clone(), index)).or_default();
-                *spent += cost_micros;
+                *spent = spent.saturating_add(cost_micros);
                 if *spent > s.policy.max_budget_micros / u64::from(self.divisor.max(1))
                     && outcome == Metered::Within
                 {

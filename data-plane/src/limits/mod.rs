@@ -256,7 +256,7 @@ impl Admission {
     /// Takes `extra` more tokens (and `cost_micros` of spend) while a response is still
     /// flowing; tells whether a ceiling has been crossed.
     pub async fn charge(&mut self, extra: u64, cost_micros: u64) -> Metered {
-        self.charged += extra;
+        self.charged = self.charged.saturating_add(extra);
         let delta = i64::try_from(extra).unwrap_or(i64::MAX);
         self.settle(delta, cost_micros, false).await
     }
@@ -265,8 +265,9 @@ impl Admission {
     /// reported one) and its cost; refunds or charges the difference to the reservation and
     /// releases the parallel slots.
     pub async fn finish(mut self, total_tokens: u64, cost_micros: u64) {
-        let delta = i64::try_from(total_tokens).unwrap_or(i64::MAX)
-            - i64::try_from(self.charged).unwrap_or(i64::MAX);
+        let delta = i64::try_from(total_tokens)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(self.charged).unwrap_or(i64::MAX));
         self.charged = total_tokens;
         self.done = true;
         let _ = self.settle(delta, cost_micros, true).await;

@@ -227,7 +227,11 @@ pub async fn settle(
         invocation
             .arg(cost_micros)
             .arg(s.policy.max_budget_micros)
-            .arg(u64::try_from(left.as_millis()).unwrap_or(u64::MAX) + 60_000);
+            .arg(
+                u64::try_from(left.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(60_000),
+            );
     }
     let reply: Vec<i64> = link
         .with(|mut c| async move { invocation.invoke_async(c.conn()).await })

@@ -386,7 +386,9 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
 
     // Limits: the caller's, the model's and the global ones, in one decision.
     let prompt_estimate = parse::prompt_estimate(endpoint, &request.body);
-    let reserve = prompt_estimate + requested_output(endpoint, &request.body, request.choices);
+    // Saturating: `max_tokens` is the client's, up to u64::MAX.
+    let reserve =
+        prompt_estimate.saturating_add(requested_output(endpoint, &request.body, request.choices));
     let admission = admission::admit(state, &snapshot, &principal, &route, reserve)
         .await
         .map_err(reject)?;

@@ -421,7 +421,7 @@ pub fn pump(
                 }
                 if let Some(adm) = admission.as_mut() {
                     let used = meter.usage();
-                    let total = used.prompt + used.completion;
+                    let total = used.prompt.saturating_add(used.completion);
                     while total > adm.charged() {
                         let cost = cost_micros(
                             0,
@@ -491,7 +491,7 @@ pub fn pump(
             });
         }
         if let Some(adm) = admission {
-            let total = used.prompt + used.completion;
+            let total = used.prompt.saturating_add(used.completion);
             // Steps charged mid-stream were billed at output prices; settle the rest.
             let charged_steps = adm.charged().saturating_sub(adm.reserved());
             let already = cost_micros(

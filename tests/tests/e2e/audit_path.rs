@@ -122,7 +122,9 @@ fn spool_line(id: &str, node: &str, actor: &str, detail: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_record_the_control_plane_refuses_is_quarantined_and_the_spool_moves_on() {
     let mut c = TestCluster::start(1).await.unwrap();
-    // The spool a node finds at start (left by a previous process): a record the control
+    // The spool a node finds at start, left by a previous process of the old layout
+    // (segments straight in the configured directory: moved into `segments/` at start-up,
+    // so a node upgraded in place loses nothing): a record the control
     // plane refuses (an actor of no credential kind, over its 256-byte limit) between valid
     // ones (`jwt:` actors, as a node writes them), one of them larger
     // than the 4 MiB a gRPC server takes by default.
@@ -164,7 +166,8 @@ async fn a_record_the_control_plane_refuses_is_quarantined_and_the_spool_moves_o
     let rows = audit_rows(&c).unwrap();
     assert!(!rows.iter().any(|r| r["id"] == ids[1].as_str()));
     // Kept, not lost.
-    let dead = std::fs::read_to_string(dir.join("dead").join("quarantine.jsonl")).unwrap();
+    let dead = std::fs::read_to_string(dir.join("segments").join("dead").join("quarantine.jsonl"))
+        .unwrap();
     assert_eq!(dead.lines().count(), 1);
     assert!(dead.contains(&ids[1]));
     // The node serves, and what it serves is audited.

@@ -300,3 +300,95 @@ async fn a_full_audit_spool_refuses_requests_until_the_control_plane_takes_the_e
         "fail-closed must not drop events"
     );
 }
+
+/// The node keeps its spool in a `segments/` directory it creates inside the configured
+/// path, mode 0700 with files 0600, and refuses to start on one it finds owned by another
+/// user (as root: a directory chowned to `nobody`; otherwise: a symlink put in its place),
+/// naming it.
+#[tokio::test]
+async fn the_spool_is_private_and_a_directory_of_another_user_is_refused() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let mut c = TestCluster::start(1).await.unwrap();
+    let token = c.issue_token("svc-private", "*").unwrap();
+    c.kill_cp().unwrap(); // events stay on disk
+    let r = c
+        .chat(0, &token, &TestCluster::chat_body(MODEL, "kept", false))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let private = c.spool_dir("node-1").join("segments");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    eventually(Duration::from_secs(10), "a segment on disk", || async {
+        std::fs::read_dir(&private)
+            .ok()?
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(mode(&private), 0o700);
+    for entry in std::fs::read_dir(&private).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    assert!(
+        std::fs::read_dir(c.spool_dir("node-1"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .all(|e| e.file_name() == "segments"),
+        "nothing of the spool outside its private directory"
+    );
+
+    // Another user's directory where the node's private one belongs.
+    let theirs = c.spool_dir("node-other");
+    std::fs::create_dir_all(&theirs).unwrap();
+    let planted = theirs.join("segments");
+    let euid = std::fs::metadata("/proc/self").unwrap().uid();
+    let want = if euid == 0 {
+        std::fs::create_dir(&planted).unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        "is owned by uid 65534"
+    } else {
+        std::os::unix::fs::symlink(c.dir.path(), &planted).unwrap();
+        "is not a plain directory"
+    };
+    let node = tokio::process::Command::new(warden_tests::cluster::bin("warden-dp").unwrap())
+        .arg("--http-addr")
+        .arg(format!(
+            "127.0.0.1:{}",
+            warden_tests::cluster::free_port().unwrap()
+        ))
+        .arg("--cp-addr")
+        .arg(c.cp_addr())
+        .arg("--node-id")
+        .arg("node-other")
+        .arg("--audit-spool-dir")
+        .arg(&theirs)
+        .env_clear()
+        .env("WARDEN_NODE_TOKEN", &c.node_token)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), node)
+        .await
+        .expect("the node must refuse at start-up, not run")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&planted.display().to_string()) && stderr.contains(want),
+        "the refusal names the directory: {stderr}"
+    );
+    if euid == 0 {
+        assert_eq!(
+            std::fs::metadata(&planted).unwrap().uid(),
+            65534,
+            "left alone"
+        );
+        assert_eq!(mode(&planted), 0o777, "left alone");
+    }
+}

@@ -502,6 +502,18 @@ async fn parallel_slots_are_released_when_the_client_disconnects() {
         .await
         .unwrap();
     assert_eq!(blocked.status(), 429, "the slot is taken");
+    // The refusal names the key as the logs and audit rows do, never its full id.
+    let id = vkey_id(&c, "one-at-a-time");
+    let body: Value = blocked.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains(&id), "full vkey id in the 429: {message}");
+    assert!(
+        message.contains(&format!(
+            "vkey:{}",
+            warden_core::fingerprint::obfuscate(&id)
+        )),
+        "{message}"
+    );
     drop(stream); // the client goes away mid-stream
     c.mock.set_behavior(Behavior::Normal);
     eventually(

@@ -30,6 +30,8 @@ mod gateway;
 mod key_rejections;
 mod limits;
 mod listener_limits;
+mod master_key;
+mod node_findings;
 mod node_ingest;
 mod plaintext;
 mod readme;
