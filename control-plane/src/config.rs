@@ -294,6 +294,9 @@ impl std::fmt::Debug for CapturedEnv {
 /// Default gRPC listen address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
 
+/// The largest `[auth] leeway` accepted: nodes accept a token until `exp` plus this.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
 impl RawConfig {
     /// Parses a TOML document; errors name the failing field path.
     pub fn from_toml(path: &str, text: &str) -> Result<Self, ConfigError> {
@@ -642,7 +645,7 @@ fn build_auth(raw: RawAuth, env: &HashMap<String, String>) -> Result<AuthConfig,
             "longer than auth.max_token_ttl",
         ));
     }
-    if leeway > Duration::from_secs(300) {
+    if leeway > MAX_LEEWAY {
         return Err(invalid("auth.leeway", "at most 5m"));
     }
     let non_empty = |field: &str, v: Option<String>| -> Result<String, ConfigError> {
