@@ -106,6 +106,7 @@ impl ControlPlane {
                 .set_meta(META_VERSION, &version.to_string())
                 .await?;
             self.snapshot_tx.send_replace(Arc::new(data));
+            self.metrics.snapshot_version(version);
             version
         };
         tracing::info!(version, "published snapshot");
