@@ -322,7 +322,9 @@ pub fn incoming(
 
 /// The layer every request passes first: counts it, marks its connection as having made
 /// a request (which ends the handshake deadline), and gives it the TCP addresses that
-/// `Request::remote_addr` reads.
+/// `Request::remote_addr` reads. (Over TLS the request carries `TlsConnectInfo<PeerInfo>`,
+/// so tonic's `Request::peer_certs` finds nothing: client certificates, when mTLS comes,
+/// are to be read from it here.)
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
     metrics: CpMetrics,
