@@ -7,7 +7,11 @@
 //! (`1`/`true`), `WARDEN_LOG_FORMAT`, `WARDEN_MASTER_KEY` (base64, 32 bytes),
 //! `WARDEN_MASTER_KEY_FILE`, `WARDEN_PREVIOUS_MASTER_KEY_FILES` (`:`-separated),
 //! `WARDEN_JWT_ALGORITHM`, `WARDEN_TLS_CERT_FILE`,
-//! `WARDEN_TLS_KEY_FILE`.
+//! `WARDEN_TLS_KEY_FILE`; the gRPC listener's limits `WARDEN_GRPC_REQUEST_TIMEOUT`,
+//! `WARDEN_GRPC_HANDSHAKE_TIMEOUT`, `WARDEN_GRPC_MAX_CONNECTIONS`,
+//! `WARDEN_GRPC_CONCURRENCY_PER_CONNECTION`, `WARDEN_GRPC_MAX_CONCURRENT_STREAMS`,
+//! `WARDEN_GRPC_MAX_HEADER_LIST_BYTES`, `WARDEN_MAX_FAILED_LOGINS_PER_MINUTE`,
+//! `WARDEN_OPS_ADDR`, `WARDEN_ALLOW_UNVERIFIED_DB_TLS`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -81,6 +85,9 @@ pub struct RawConfig {
 pub struct RawStore {
     /// PostgreSQL schema to create and use instead of the user's default.
     pub schema: Option<String>,
+    /// Connect to a non-loopback PostgreSQL without `sslmode=verify-full`/`verify-ca`
+    /// (a dangerous setting: warned about and audited).
+    pub allow_unverified_tls: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +128,18 @@ pub struct RawServer {
     pub tls_key_file: Option<PathBuf>,
     /// Allow plaintext gRPC on a non-loopback address (logged as a warning).
     pub allow_plaintext: Option<bool>,
+    // The gRPC listener's limits (`grpc::limits`), the failed-login throttle and the ops
+    // listener.
+    pub request_timeout: Option<String>,
+    pub handshake_timeout: Option<String>,
+    pub max_connections: Option<u64>,
+    pub concurrency_per_connection: Option<u64>,
+    pub max_concurrent_streams: Option<u64>,
+    pub max_header_list_bytes: Option<u64>,
+    /// Failed logins a minute from one address before it is refused for the minute.
+    pub max_failed_logins_per_minute: Option<u32>,
+    /// HTTP listener for `/metrics` and `/healthz` (off when unset).
+    pub ops_addr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +289,14 @@ pub struct Config {
     pub redis_prefix: String,
     /// Checkpoints, retention and exports of the audit log (`[audit]`).
     pub audit: crate::audit::jobs::AuditConfig,
+    /// The gRPC listener's timeouts and caps (`[server]`).
+    pub limits: crate::grpc::limits::ServerLimits,
+    /// Failed logins a minute from one address before it is throttled.
+    pub max_failed_logins_per_minute: u32,
+    /// Where `/metrics` and `/healthz` are served (`--ops-addr`); `None`: nowhere.
+    pub ops_addr: Option<SocketAddr>,
+    /// `[store] allow_unverified_tls`: PostgreSQL off loopback without verified TLS.
+    pub allow_unverified_db_tls: bool,
 }
 
 /// Secret backends and how provider keys are read.
@@ -301,6 +328,9 @@ impl std::fmt::Debug for CapturedEnv {
 
 /// Default gRPC listen address.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+
+/// The largest `[auth] leeway` accepted: nodes accept a token until `exp` plus this.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 impl RawConfig {
     /// Parses a TOML document; errors name the failing field path.
@@ -606,6 +636,57 @@ impl RawConfig {
                 "lowercase letters, digits and _ only",
             ));
         }
+        // The gRPC listener's limits, the failed-login throttle, the ops listener and
+        // unverified PostgreSQL TLS: environment over file.
+        let text = |var: &str, file: Option<String>| env.get(var).cloned().or(file);
+        let number = |n: Option<u64>| n.map(|n| n.to_string());
+        let limits = crate::grpc::limits::ServerLimits::build(crate::grpc::limits::Settings {
+            request_timeout: text("WARDEN_GRPC_REQUEST_TIMEOUT", server.request_timeout),
+            handshake_timeout: text("WARDEN_GRPC_HANDSHAKE_TIMEOUT", server.handshake_timeout),
+            max_connections: text(
+                "WARDEN_GRPC_MAX_CONNECTIONS",
+                number(server.max_connections),
+            ),
+            concurrency_per_connection: text(
+                "WARDEN_GRPC_CONCURRENCY_PER_CONNECTION",
+                number(server.concurrency_per_connection),
+            ),
+            max_concurrent_streams: text(
+                "WARDEN_GRPC_MAX_CONCURRENT_STREAMS",
+                number(server.max_concurrent_streams),
+            ),
+            max_header_list_bytes: text(
+                "WARDEN_GRPC_MAX_HEADER_LIST_BYTES",
+                number(server.max_header_list_bytes),
+            ),
+        })
+        .map_err(|e| invalid(&format!("server.{}", e.field), e.message))?;
+        let failed_logins = text(
+            "WARDEN_MAX_FAILED_LOGINS_PER_MINUTE",
+            server.max_failed_logins_per_minute.map(|n| n.to_string()),
+        );
+        let max_failed_logins_per_minute = match failed_logins {
+            None => crate::service::login_guard::DEFAULT_MAX_FAILURES_PER_MINUTE,
+            Some(t) => t.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                invalid(
+                    "server.max_failed_logins_per_minute",
+                    format!("`{t}`: expected a whole number of at least 1"),
+                )
+            })?,
+        };
+        let ops_addr = match text("WARDEN_OPS_ADDR", server.ops_addr).filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => Some(
+                t.parse::<SocketAddr>()
+                    .map_err(|_| invalid("server.ops_addr", format!("`{t}` is not host:port")))?,
+            ),
+        };
+        let allow_unverified_db_tls = match env.get("WARDEN_ALLOW_UNVERIFIED_DB_TLS") {
+            Some(v) => parse_bool(v).ok_or_else(|| {
+                invalid("WARDEN_ALLOW_UNVERIFIED_DB_TLS", "expected true or false")
+            })?,
+            None => self.store.allow_unverified_tls.unwrap_or(false),
+        };
         let redis_url = env
             .get("WARDEN_REDIS_URL")
             .filter(|v| !v.is_empty())
@@ -630,6 +711,10 @@ impl RawConfig {
             redis_prefix,
             database_url,
             database_schema,
+            limits,
+            max_failed_logins_per_minute,
+            ops_addr,
+            allow_unverified_db_tls,
         })
     }
 }
@@ -656,7 +741,7 @@ fn build_auth(raw: RawAuth, env: &HashMap<String, String>) -> Result<AuthConfig,
             "longer than auth.max_token_ttl",
         ));
     }
-    if leeway > Duration::from_secs(300) {
+    if leeway > MAX_LEEWAY {
         return Err(invalid("auth.leeway", "at most 5m"));
     }
     let non_empty = |field: &str, v: Option<String>| -> Result<String, ConfigError> {

@@ -11,6 +11,8 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
+pub mod ops;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;
@@ -172,13 +174,19 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
         secrets::manager::SecretManager::new(resolver, config.secrets.store, startup_cache)?
             .with_allowed_prefixes(config.secrets.allowed_ref_prefixes.clone()),
     );
+    let mut unverified_db_tls = false;
     let store: Arc<dyn store::StateStore> = match &config.database_url {
         Some(url) => {
             let settings = store::postgres::PostgresSettings {
                 schema: config.database_schema.clone(),
+                allow_unverified_tls: config.allow_unverified_db_tls,
                 ..store::postgres::PostgresSettings::default()
             };
             let url = SecretString::from(secrecy::ExposeSecret::expose_secret(url).to_owned());
+            unverified_db_tls = matches!(
+                store::postgres::tls_verdict_of(&url)?,
+                store::postgres::TlsVerdict::Unverified { .. }
+            );
             tracing::info!("state store: PostgreSQL");
             Arc::new(store::postgres::PostgresStore::connect(&url, &settings).await?)
         }
@@ -213,12 +221,14 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
     cp.load_provider_keys(config.dev).await?;
     apply_declarations(&cp, config).await?;
     spawn_secret_poll(&cp, config.secrets.poll_interval);
+    cp.set_failed_login_limit(config.max_failed_logins_per_minute);
+    spawn_failed_login_flush(&cp);
     if config.auth.algorithm == warden_core::jwt::SigningAlgorithm::HS256 {
         tracing::warn!(
             "JWTs are signed with HS256: every node holds the signing secret and a compromised node can mint tokens"
         );
     }
-    record_dangerous_settings(&cp, config).await;
+    record_dangerous_settings(&cp, config, unverified_db_tls).await;
     Ok(cp)
 }
 
@@ -269,7 +279,7 @@ async fn finish_own_secret_move(
 
 /// Appends one `cp.dangerous_settings` audit row naming the settings in effect that weaken
 /// the control plane's guarantees (none: no row).
-async fn record_dangerous_settings(cp: &ControlPlane, config: &Config) {
+async fn record_dangerous_settings(cp: &ControlPlane, config: &Config, unverified_db_tls: bool) {
     let mut detail = warden_core::audit_detail::Detail::new();
     let mut any = false;
     if config.tls.is_none() && !config.grpc_addr.ip().is_loopback() {
@@ -278,6 +288,10 @@ async fn record_dangerous_settings(cp: &ControlPlane, config: &Config) {
     }
     if config.auth.algorithm == warden_core::jwt::SigningAlgorithm::HS256 {
         detail = detail.with("jwt_algorithm", "HS256");
+        any = true;
+    }
+    if unverified_db_tls {
+        detail = detail.with("unverified_db_tls", true);
         any = true;
     }
     if any {
@@ -607,16 +621,39 @@ fn spawn_secret_poll(cp: &Arc<ControlPlane>, interval: std::time::Duration) {
     });
 }
 
-/// The Admin, Sync and AuditStream services of `cp`, over TLS when `tls` names a
-/// certificate and key (read here, so that a bad file fails before anything is served).
+/// Writes the counted failed-login audit rows as they fall due (one per address and
+/// reason a minute), for as long as the control plane lives.
+fn spawn_failed_login_flush(cp: &Arc<ControlPlane>) {
+    let weak = Arc::downgrade(cp);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(cp) = weak.upgrade() else { return };
+            cp.flush_failed_logins().await;
+        }
+    });
+}
+
+/// The gRPC server with every request passing [`grpc::limits::EdgeLayer`] first.
+type GrpcRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<grpc::limits::EdgeLayer, tower::layer::util::Identity>,
+>;
+
+/// The Admin, Sync and AuditStream services of `cp`, within `limits`, over TLS when `tls`
+/// names a certificate and key (read here, so that a bad file fails before anything is
+/// served).
 async fn router(
     cp: &Arc<ControlPlane>,
     tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    limits: &grpc::limits::ServerLimits,
     shutdown: &CancellationToken,
-) -> Result<tonic::transport::server::Router, RunError> {
-    let mut builder = tonic::transport::Server::builder()
+) -> Result<GrpcRouter, RunError> {
+    let builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut builder = limits.apply(builder);
     if let Some((cert, key)) = tls {
         let cert = tokio::fs::read(cert)
             .await
@@ -626,9 +663,11 @@ async fn router(
             .map_err(|e| RunError::Tls(format!("{}: {e}", key.display())))?;
         builder = builder.tls_config(
             tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(cert, key)),
+                .identity(tonic::transport::Identity::from_pem(cert, key))
+                .timeout(limits.handshake_timeout),
         )?;
     }
+    let mut builder = builder.layer(grpc::limits::EdgeLayer::new(cp.metrics().clone()));
     // Explicit message limits (warden_proto::GRPC_*_MAX_BYTES, listed in the README): small
     // requests in, snapshots and listings of up to 100,000 virtual keys out.
     let (max_in, max_out) = (
@@ -668,10 +707,14 @@ pub async fn start(
 ) -> Result<Running, RunError> {
     let addr = listener.local_addr().map_err(RunError::Listener)?;
     let cp = open(config).await?;
-    let router = router(&cp, config.tls.as_ref(), &shutdown).await?;
+    let router = router(&cp, config.tls.as_ref(), &config.limits, &shutdown).await?;
     let audit_jobs = spawn_audit_exports(&cp, config, shutdown.clone()).await?;
-    tracing::info!(%addr, tls = config.tls.is_some(), "control plane listening");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let ops_addr = match config.ops_addr {
+        Some(at) => Some(ops::serve(&cp, at, shutdown.clone()).await?),
+        None => None,
+    };
+    tracing::info!(%addr, tls = config.tls.is_some(), limits = ?config.limits, "control plane listening");
+    let incoming = grpc::limits::incoming(listener, config.limits, cp.metrics().clone());
     let server = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
@@ -681,6 +724,7 @@ pub async fn start(
     Ok(Running {
         cp,
         addr,
+        ops_addr,
         tls: config.tls.is_some(),
         server,
         audit_jobs,
@@ -691,6 +735,7 @@ pub async fn start(
 pub struct Running {
     cp: Arc<ControlPlane>,
     addr: std::net::SocketAddr,
+    ops_addr: Option<std::net::SocketAddr>,
     tls: bool,
     server: tokio::task::JoinHandle<Result<(), RunError>>,
     audit_jobs: audit::jobs::AuditJobs,
@@ -715,6 +760,11 @@ impl Running {
     /// The address the gRPC API listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.addr
+    }
+
+    /// The address of the ops listener (`/metrics`, `/healthz`), when one was asked for.
+    pub fn ops_addr(&self) -> Option<std::net::SocketAddr> {
+        self.ops_addr
     }
 
     /// `http://host:port`, or `https://…` when serving TLS: what clients connect to.

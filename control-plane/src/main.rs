@@ -47,8 +47,82 @@ struct Args {
     /// never seals new ones. Env: WARDEN_PREVIOUS_MASTER_KEY_FILES (`:`-separated).
     #[arg(long = "previous-master-key-file", global = true, value_name = "FILE")]
     previous_master_key_files: Vec<PathBuf>,
+    /// Listener limits, failed-login throttle, ops listener, database TLS (README's
+    /// configuration reference; each flag sets the environment variable named).
+    #[command(flatten)]
+    listener: ListenerArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Flags that set the `[server]`/`[store]` settings of the gRPC listener, the ops listener
+/// and the state store's TLS; each one stands for the environment variable in its help.
+#[derive(Debug, Default, clap::Args)]
+struct ListenerArgs {
+    /// HTTP listener for /metrics and /healthz, host:port (WARDEN_OPS_ADDR; off when unset).
+    #[arg(long, global = true, value_name = "ADDR")]
+    ops_addr: Option<String>,
+    /// Deadline of a gRPC call until its response starts (WARDEN_GRPC_REQUEST_TIMEOUT).
+    #[arg(long, global = true, value_name = "DURATION")]
+    grpc_request_timeout: Option<String>,
+    /// Time a new connection has to send its first request (WARDEN_GRPC_HANDSHAKE_TIMEOUT).
+    #[arg(long, global = true, value_name = "DURATION")]
+    grpc_handshake_timeout: Option<String>,
+    /// Open gRPC connections at most (WARDEN_GRPC_MAX_CONNECTIONS).
+    #[arg(long, global = true, value_name = "N")]
+    grpc_max_connections: Option<String>,
+    /// Calls in flight on one connection (WARDEN_GRPC_CONCURRENCY_PER_CONNECTION).
+    #[arg(long, global = true, value_name = "N")]
+    grpc_concurrency_per_connection: Option<String>,
+    /// HTTP/2 streams open on one connection (WARDEN_GRPC_MAX_CONCURRENT_STREAMS).
+    #[arg(long, global = true, value_name = "N")]
+    grpc_max_concurrent_streams: Option<String>,
+    /// Largest HTTP/2 header block (WARDEN_GRPC_MAX_HEADER_LIST_BYTES).
+    #[arg(long, global = true, value_name = "BYTES")]
+    grpc_max_header_list_bytes: Option<String>,
+    /// Failed logins a minute from one address before it is refused for the rest of the
+    /// minute (WARDEN_MAX_FAILED_LOGINS_PER_MINUTE).
+    #[arg(long, global = true, value_name = "N")]
+    max_failed_logins_per_minute: Option<String>,
+    /// Dangerous: allow PostgreSQL off loopback without sslmode=verify-full/verify-ca
+    /// (WARDEN_ALLOW_UNVERIFIED_DB_TLS; warned about and audited).
+    #[arg(long, global = true)]
+    allow_unverified_db_tls: bool,
+}
+
+impl ListenerArgs {
+    /// The environment variables these flags stand for.
+    fn into_env(self) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = [
+            ("WARDEN_OPS_ADDR", self.ops_addr),
+            ("WARDEN_GRPC_REQUEST_TIMEOUT", self.grpc_request_timeout),
+            ("WARDEN_GRPC_HANDSHAKE_TIMEOUT", self.grpc_handshake_timeout),
+            ("WARDEN_GRPC_MAX_CONNECTIONS", self.grpc_max_connections),
+            (
+                "WARDEN_GRPC_CONCURRENCY_PER_CONNECTION",
+                self.grpc_concurrency_per_connection,
+            ),
+            (
+                "WARDEN_GRPC_MAX_CONCURRENT_STREAMS",
+                self.grpc_max_concurrent_streams,
+            ),
+            (
+                "WARDEN_GRPC_MAX_HEADER_LIST_BYTES",
+                self.grpc_max_header_list_bytes,
+            ),
+            (
+                "WARDEN_MAX_FAILED_LOGINS_PER_MINUTE",
+                self.max_failed_logins_per_minute,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(var, value)| value.map(|v| (var, v)))
+        .collect();
+        if self.allow_unverified_db_tls {
+            out.push(("WARDEN_ALLOW_UNVERIFIED_DB_TLS", "true".to_owned()));
+        }
+        out
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -92,8 +166,12 @@ enum MigrateCommand {
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     warden_core::install_crypto_providers();
-    let args = Args::parse();
+    let mut args = Args::parse();
     let mut env: HashMap<String, String> = std::env::vars().collect();
+    let listener_args = std::mem::take(&mut args.listener);
+    for (var, value) in listener_args.into_env() {
+        env.insert(var.to_owned(), value);
+    }
     if let Some(a) = &args.grpc_addr {
         env.insert("WARDEN_GRPC_ADDR".into(), a.clone());
     }
@@ -152,6 +230,9 @@ async fn main() -> anyhow::Result<()> {
     let running = warden_control_plane::start(&config, listener, shutdown).await?;
     if let Some(admin) = running.control_plane().bootstrap_admin().await? {
         show_admin(&admin, args.bootstrap_token_out.as_deref())?;
+    }
+    if let Some(ops) = running.ops_addr() {
+        println!("WARDEN_CP_OPS_ADDR=http://{ops}");
     }
     println!("WARDEN_CP_ADDR={}", running.url());
     running.wait().await?;

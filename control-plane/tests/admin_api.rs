@@ -196,7 +196,7 @@ impl Script {
 
     /// Checks a node credential as the Sync API does and writes the outcome.
     async fn auth_node(&mut self, name: &str, presented: Option<&str>) {
-        let line = match self.cp.authenticate_node(presented, "edge-1").await {
+        let line = match self.cp.authenticate_node(None, presented, "edge-1").await {
             Ok(record) => format!("ok {} {}", record.id, record.name),
             Err(e) => format!("{:?} {e}", e.code()),
         };

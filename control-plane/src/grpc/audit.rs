@@ -162,7 +162,11 @@ impl AuditStream for AuditStreamService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let actor = self
             .cp
-            .authenticate_audit_reader(warden_proto::bearer(&request), "audit.subscribe")
+            .authenticate_audit_reader(
+                request.remote_addr().map(|a| a.ip()),
+                warden_proto::bearer(&request),
+                "audit.subscribe",
+            )
             .await?;
         // An admin credential's stream ends when it is revoked (a JWT's has no credential).
         let credential_id = actor.0.strip_prefix("admin:").map(str::to_owned);

@@ -251,6 +251,7 @@ impl Sync for SyncService {
         request: Request<pb::NodeHello>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let presented = warden_proto::bearer(&request).map(str::to_owned);
+        let peer = request.remote_addr().map(|a| a.ip());
         let hello = request.into_inner();
         if !valid_node_id(&hello.node_id) {
             return Err(Status::invalid_argument(
@@ -259,7 +260,7 @@ impl Sync for SyncService {
         }
         let credential = self
             .cp
-            .authenticate_node(presented.as_deref(), &hello.node_id)
+            .authenticate_node(peer, presented.as_deref(), &hello.node_id)
             .await?;
         // Cancelled when the credential is revoked; refused when it already is.
         let revoked = self.cp.open_credential_stream(&credential.id)?;
@@ -362,12 +363,13 @@ impl Sync for SyncService {
         request: Request<pb::KeyRejected>,
     ) -> Result<Response<pb::AckResponse>, Status> {
         let presented = warden_proto::bearer(&request).map(str::to_owned);
+        let peer = request.remote_addr().map(|a| a.ip());
         let report = request.into_inner();
         if !valid_node_id(&report.node_id) {
             return Err(Status::invalid_argument("invalid node_id"));
         }
         self.cp
-            .authenticate_node(presented.as_deref(), &report.node_id)
+            .authenticate_node(peer, presented.as_deref(), &report.node_id)
             .await?;
         let reason: String = warden_core::redact::redact(&report.reason)
             .chars()
@@ -391,6 +393,7 @@ impl Sync for SyncService {
         request: Request<pb::AuditBatch>,
     ) -> Result<Response<pb::AuditAck>, Status> {
         let presented = warden_proto::bearer(&request).map(str::to_owned);
+        let peer = request.remote_addr().map(|a| a.ip());
         let batch = request.into_inner();
         if !valid_node_id(&batch.node_id) {
             return Err(Status::invalid_argument("invalid node_id"));
@@ -400,7 +403,7 @@ impl Sync for SyncService {
         }
         let credential = self
             .cp
-            .authenticate_node(presented.as_deref(), &batch.node_id)
+            .authenticate_node(peer, presented.as_deref(), &batch.node_id)
             .await?;
         let events = batch
             .events
@@ -427,13 +430,14 @@ impl Sync for SyncService {
         request: Request<pb::SnapshotAck>,
     ) -> Result<Response<pb::AckResponse>, Status> {
         let presented = warden_proto::bearer(&request).map(str::to_owned);
+        let peer = request.remote_addr().map(|a| a.ip());
         let ack = request.into_inner();
         if !valid_node_id(&ack.node_id) {
             return Err(Status::invalid_argument("invalid node_id"));
         }
         let credential = self
             .cp
-            .authenticate_node(presented.as_deref(), &ack.node_id)
+            .authenticate_node(peer, presented.as_deref(), &ack.node_id)
             .await?;
         self.cp
             .node_acked(&ack.node_id, &credential.id, ack.version)

@@ -9,6 +9,10 @@ use warden_core::credential::{self, Kind};
 use warden_core::jwt::Scope;
 use warden_core::{fingerprint, unix_now};
 
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::login_guard;
 use super::{Actor, ControlPlane, new_id};
 use crate::domain::{CredentialRecord, CredentialTable, Role, validate_name};
 use crate::error::ServiceError;
@@ -22,6 +26,11 @@ fn kind(table: CredentialTable) -> Kind {
         CredentialTable::Admin => Kind::Admin,
         CredentialTable::Node => Kind::Node,
     }
+}
+
+/// A peer address as logged.
+fn login_guard_label(peer: Option<IpAddr>) -> String {
+    peer.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
 }
 
 /// How a refused credential appears in its audit row: its fingerprint, never its value.
@@ -51,42 +60,50 @@ impl ControlPlane {
             .map_err(|_| ServiceError::Internal("stored pepper is malformed".into()))
     }
 
-    /// Checks an admin credential (`wa_…` of the `admin` role, or a JWT with the `admin`
-    /// scope). Failures are audited with the reason; the caller learns only that it failed.
+    /// Checks an admin credential (`wa_…` of the `admin` role, or an EdDSA JWT with the
+    /// `admin` scope) presented in-process (no peer address). Failures are audited with the
+    /// reason; the caller learns only that it failed.
     pub async fn authenticate_admin(
         &self,
         presented: Option<&str>,
         action: &str,
     ) -> Result<Actor, ServiceError> {
-        self.authenticate_role(presented, action, &[Role::Admin])
+        self.authenticate_role(None, presented, action, &[Role::Admin])
             .await
             .map(|(actor, _)| actor)
     }
 
     /// Checks a credential that may read the audit log: an admin credential (`wa_…`) of
-    /// the `admin` or `auditor` role, or a JWT with the `audit` scope. A JWT without it, or
-    /// an `operator` credential, is refused (and audited) with permission denied.
+    /// the `admin` or `auditor` role, or an EdDSA JWT with the `audit` scope. A JWT without
+    /// it, or an `operator` credential, is refused (and audited) with permission denied.
     pub async fn authenticate_audit_reader(
         &self,
+        peer: Option<IpAddr>,
         presented: Option<&str>,
         action: &str,
     ) -> Result<Actor, ServiceError> {
-        self.authenticate_role(presented, action, &[Role::Admin, Role::Auditor])
+        self.authenticate_role(peer, presented, action, &[Role::Admin, Role::Auditor])
             .await
             .map(|(actor, _)| actor)
     }
 
-    /// Checks an admin credential (`wa_…`) or JWT and that its role is one of `allowed`
-    /// (a JWT with the `admin` scope is `admin`; reading the audit log needs its `audit`
-    /// scope, which makes it `auditor` there).
-    /// Failures are audited with the reason: an unknown, revoked or expired credential is
-    /// `Unauthenticated`, a role not allowed `PermissionDenied` naming the role.
+    /// Checks an admin credential (`wa_…`) or EdDSA JWT from `peer` and that its role is
+    /// one of `allowed` (a JWT with the `admin` scope is `admin`; reading the audit log
+    /// needs its `audit` scope, which makes it `auditor` there). A JWT signed with anything
+    /// but EdDSA (HS256: every node holds that secret) is refused before it is verified.
+    /// Failures are counted per peer address ([`login_guard::LoginGuard`]): past the limit the peer is
+    /// refused with `RESOURCE_EXHAUSTED` before any lookup; they are audited in bounded
+    /// form. An unknown, revoked or expired credential is `Unauthenticated`, a role not
+    /// allowed `PermissionDenied` naming the role.
     pub async fn authenticate_role(
         &self,
+        peer: Option<IpAddr>,
         presented: Option<&str>,
         action: &str,
         allowed: &[Role],
     ) -> Result<(Actor, Role), ServiceError> {
+        self.refuse_if_throttled(peer, "auth.admin", presented, action)
+            .await?;
         let reason = match self.check_admin(presented, allowed).await {
             Ok((actor, role)) if allowed.contains(&role) => return Ok((actor, role)),
             Ok((actor, role)) => {
@@ -96,21 +113,91 @@ impl ControlPlane {
             }
             Err(reason) => reason,
         };
-        self.audit(
-            "auth.admin",
-            &shown(presented),
+        self.login_failed(peer, "auth.admin", reason, presented, action)
+            .await;
+        tracing::warn!(reason, action, peer = %login_guard_label(peer), "admin authentication failed");
+        match reason {
+            "missing_audit_scope" => Err(ServiceError::PermissionDenied(
+                "reading the audit log needs the `audit` scope".into(),
+            )),
+            "jwt_not_eddsa" => Err(ServiceError::PermissionDenied(
+                "HS256 tokens are not accepted by the control plane: the Admin and Audit APIs take an admin credential (wa_…) or an EdDSA-signed JWT".into(),
+            )),
+            _ => Err(ServiceError::Unauthenticated),
+        }
+    }
+
+    /// Refuses a login attempt from `peer` past its failure limit, before any credential
+    /// lookup (counted and audited as reason `throttled`).
+    async fn refuse_if_throttled(
+        &self,
+        peer: Option<IpAddr>,
+        action: &'static str,
+        presented: Option<&str>,
+        subject: &str,
+    ) -> Result<(), ServiceError> {
+        let Err(retry) = self.logins.check(peer, Instant::now()) else {
+            return Ok(());
+        };
+        self.login_failed(peer, action, "throttled", presented, subject)
+            .await;
+        let secs = retry.as_secs().max(1);
+        Err(ServiceError::RateLimited(format!(
+            "too many failed logins from this address; retry in {secs}s (retry-after: {secs})"
+        )))
+    }
+
+    /// Counts a failed login and writes its audit row when one is due (the first of its
+    /// address and reason at once, then one a minute with the count).
+    async fn login_failed(
+        &self,
+        peer: Option<IpAddr>,
+        action: &'static str,
+        reason: &'static str,
+        presented: Option<&str>,
+        subject: &str,
+    ) {
+        self.metrics.failed_login(action, reason);
+        if let Some(report) = self.logins.failed(
+            peer,
             action,
+            reason,
+            &shown(presented),
+            subject,
+            Instant::now(),
+        ) {
+            self.audit_login_report(&report).await;
+        }
+    }
+
+    /// Writes one audit row for failed logins.
+    pub(super) async fn audit_login_report(&self, r: &login_guard::Report) {
+        self.audit(
+            r.action,
+            &r.actor,
+            &r.subject,
             "denied",
-            &Detail::new().with("reason", reason).build(),
+            &Detail::new()
+                .with("reason", r.reason)
+                .with("client_ip", &r.client_ip)
+                .with("count", r.count)
+                .with("window_s", login_guard::WINDOW.as_secs())
+                .build(),
         )
         .await;
-        tracing::warn!(reason, action, "admin authentication failed");
-        if reason == "missing_audit_scope" {
-            return Err(ServiceError::PermissionDenied(
-                "reading the audit log needs the `audit` scope".into(),
-            ));
+    }
+
+    /// Writes the counted failed-login rows that are due (every few seconds, from
+    /// `lib.rs`); forgets idle addresses.
+    pub async fn flush_failed_logins(&self) {
+        for report in self.logins.due(Instant::now()) {
+            self.audit_login_report(&report).await;
         }
-        Err(ServiceError::Unauthenticated)
+    }
+
+    /// Sets how many failed logins a minute one address may make before it is throttled.
+    pub fn set_failed_login_limit(&self, limit: u32) {
+        self.logins.set_limit(limit);
     }
 
     /// Refuses `actor` of `role` the call `action` (audited as `auth.admin`, denied, with
@@ -155,6 +242,12 @@ impl ControlPlane {
             return Ok((Actor(format!("admin:{}", record.id)), role));
         }
         if presented.starts_with("eyJ") {
+            // Only EdDSA: an HS256 secret is on every node, so such a token proves nothing
+            // about an admin. Decided from the header, before any verification.
+            let header = jsonwebtoken::decode_header(presented).map_err(|_| "malformed_jwt")?;
+            if header.alg != jsonwebtoken::Algorithm::EdDSA {
+                return Err("jwt_not_eddsa");
+            }
             let claims = self.verify_jwt(presented).await.map_err(|e| e.reason())?;
             let scopes = claims.scopes();
             let role = if allowed.contains(&Role::Auditor) {
@@ -172,12 +265,16 @@ impl ControlPlane {
         Err("unrecognised_credential")
     }
 
-    /// Checks a node credential (`wn_…`) and returns its record. Failures are audited.
+    /// Checks a node credential (`wn_…`) from `peer` and returns its record. Failures are
+    /// counted per peer address and audited in bounded form, like admin logins.
     pub async fn authenticate_node(
         &self,
+        peer: Option<IpAddr>,
         presented: Option<&str>,
         node_id: &str,
     ) -> Result<CredentialRecord, ServiceError> {
+        self.refuse_if_throttled(peer, "auth.node", presented, node_id)
+            .await?;
         let outcome = match presented {
             Some(p) => self.find_live(CredentialTable::Node, p).await,
             None => Err("missing_credential"),
@@ -185,9 +282,9 @@ impl ControlPlane {
         match outcome {
             Ok(r) => Ok(r),
             Err(reason) => {
-                self.audit("auth.node", &shown(presented), node_id, "denied", reason)
+                self.login_failed(peer, "auth.node", reason, presented, node_id)
                     .await;
-                tracing::warn!(reason, node_id, "node authentication failed");
+                tracing::warn!(reason, node_id, peer = %login_guard_label(peer), "node authentication failed");
                 Err(ServiceError::Unauthenticated)
             }
         }

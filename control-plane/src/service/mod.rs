@@ -14,6 +14,7 @@ mod audit;
 mod credentials;
 mod grants;
 mod live;
+pub mod login_guard;
 mod models;
 mod nodes;
 mod policies;
@@ -77,6 +78,10 @@ pub struct ControlPlane {
     node_ingest: crate::audit::node_events::IngestQuota,
     /// Streams by credential, and credentials revoked through this process.
     live: live::LiveCredentials,
+    /// Failed logins by peer address: throttle and bounded audit.
+    logins: login_guard::LoginGuard,
+    /// The control plane's own metrics (`/metrics` on the ops listener).
+    metrics: crate::metrics::CpMetrics,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -146,6 +151,8 @@ impl ControlPlane {
             audit_wake: Arc::new(tokio::sync::Notify::new()),
             node_ingest: crate::audit::node_events::IngestQuota::default(),
             live: live::LiveCredentials::default(),
+            logins: login_guard::LoginGuard::default(),
+            metrics: crate::metrics::CpMetrics::new(),
         };
         Ok(cp)
     }
@@ -154,6 +161,11 @@ impl ControlPlane {
     /// key lives there).
     pub fn own_secrets(&self) -> Arc<dyn SecretStore> {
         Arc::clone(&self.secrets)
+    }
+
+    /// The control plane's metrics (rendered by the ops listener, counted by the gRPC edge).
+    pub fn metrics(&self) -> &crate::metrics::CpMetrics {
+        &self.metrics
     }
 
     /// The state store (for the audit forwarders, which read the chain themselves).

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use warden_core::unix_now;
 
 use super::ControlPlane;
-use crate::domain::{Limits, PolicyTarget, Price};
+use crate::domain::{ApiFormat, Limits, PolicyTarget, Price, Provider, validate_base_url};
 use crate::error::ServiceError;
 use crate::secrets::manager;
 use crate::snapshot::{
@@ -21,6 +21,26 @@ const META_VERSION: &str = "snapshot_version";
 
 /// How long an admin change waits for connected nodes to apply it before returning.
 const PROPAGATION_WAIT: Duration = Duration::from_secs(2);
+
+/// How long after its expiry a revoked token stays on the revocation list: nodes accept a
+/// token until `exp + leeway` (at most [`crate::config::MAX_LEEWAY`], inclusive), and a
+/// node's clock may run behind the control plane's by up to a minute more.
+const REVOCATION_KEEP_SECS: i64 = crate::config::MAX_LEEWAY.as_secs() as i64 + 60;
+
+/// Whether a token revoked and expiring at `expires_at` must still be listed at `now`.
+fn revocation_needed(expires_at: i64, now: i64) -> bool {
+    expires_at.saturating_add(REVOCATION_KEEP_SECS) >= now
+}
+
+/// Why a provider row read from the store may not be sent to nodes (its `base_url`
+/// breaks the rules a new provider is held to; the row may have been written around the
+/// Admin API), or `None`. The built-in echo provider calls nothing.
+fn provider_refusal(p: &Provider) -> Option<String> {
+    if p.format == ApiFormat::Echo {
+        return None;
+    }
+    validate_base_url(&p.base_url).err()
+}
 
 /// What watchers hold before the first publish.
 pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
@@ -41,6 +61,23 @@ pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
 }
 
 impl ControlPlane {
+    /// Leaves a provider row out of the snapshot: an error log and a
+    /// `provider.snapshot_refused` audit row naming the provider and the rule it breaks
+    /// (never the URL, which may carry anything).
+    async fn refuse_provider_row(&self, p: &Provider, reason: &str) {
+        tracing::error!(provider = %p.name, reason, "provider row in the state store fails validation; left out of the snapshot");
+        self.audit(
+            "provider.snapshot_refused",
+            "system:publish",
+            &p.name,
+            "refused",
+            &warden_core::audit_detail::Detail::new()
+                .with("reason", format!("base_url {reason}"))
+                .build(),
+        )
+        .await;
+    }
+
     /// Receives every published snapshot (the current one first).
     pub fn subscribe(&self) -> watch::Receiver<Arc<SnapshotData>> {
         self.snapshot_tx.subscribe()
@@ -69,6 +106,7 @@ impl ControlPlane {
                 .set_meta(META_VERSION, &version.to_string())
                 .await?;
             self.snapshot_tx.send_replace(Arc::new(data));
+            self.metrics.snapshot_version(version);
             version
         };
         tracing::info!(version, "published snapshot");
@@ -94,7 +132,13 @@ impl ControlPlane {
         let deployments = self.store.list_deployments().await?;
         let keys = self.store.list_provider_keys().await?;
         let mut providers = Vec::new();
+        let mut refused = Vec::new();
         for p in self.store.list_providers().await? {
+            if let Some(reason) = provider_refusal(&p) {
+                self.refuse_provider_row(&p, &reason).await;
+                refused.push(p.name);
+                continue;
+            }
             let mut pkeys = Vec::new();
             for k in keys.iter().filter(|k| k.provider == p.name) {
                 // From the manager's cache: publishing never waits on a backend. A key
@@ -125,10 +169,12 @@ impl ControlPlane {
                 keys: pkeys,
             });
         }
-        let models = self
-            .store
-            .list_models()
-            .await?
+        // Models served by a refused provider go with it (a node rejects a snapshot whose
+        // model names an unknown provider), and so do deployments and fallbacks on it.
+        let mut stored_models = self.store.list_models().await?;
+        stored_models.retain(|m| !refused.contains(&m.provider));
+        let kept: Vec<String> = stored_models.iter().map(|m| m.alias.clone()).collect();
+        let models = stored_models
             .into_iter()
             .map(|m| SnapshotModel {
                 policy: policy_of(&PolicyTarget::Model(m.alias.clone())),
@@ -142,10 +188,14 @@ impl ControlPlane {
                 weight: m.weight,
                 deployments: deployments
                     .iter()
-                    .filter(|d| d.alias == m.alias)
+                    .filter(|d| d.alias == m.alias && !refused.contains(&d.provider))
                     .map(|d| (d.provider.clone(), d.upstream_model.clone(), d.weight))
                     .collect(),
-                fallbacks: m.fallbacks,
+                fallbacks: m
+                    .fallbacks
+                    .into_iter()
+                    .filter(|f| kept.contains(f))
+                    .collect(),
             })
             .collect();
         let mut jwt_keys = Vec::new();
@@ -187,7 +237,7 @@ impl ControlPlane {
             .list_tokens()
             .await?
             .into_iter()
-            .filter(|t| t.revoked_at.is_some() && t.expires_at > now - 300)
+            .filter(|t| t.revoked_at.is_some() && revocation_needed(t.expires_at, now))
             .map(|t| (t.jti, t.expires_at))
             .collect();
         Ok(SnapshotData {
@@ -210,5 +260,38 @@ impl ControlPlane {
                 })
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_token_stays_listed_while_any_node_may_still_accept_it() {
+        let now = 1_000_000;
+        let leeway = crate::config::MAX_LEEWAY.as_secs() as i64;
+        // A node accepts a token until exp + leeway, that second included.
+        assert!(revocation_needed(now - leeway, now));
+        assert!(revocation_needed(now - leeway - 60, now));
+        assert!(!revocation_needed(now - leeway - 61, now));
+        assert!(revocation_needed(now + 3600, now));
+    }
+
+    #[test]
+    fn provider_rows_are_held_to_the_base_url_rules() {
+        let row = |format, base_url: &str| Provider {
+            name: "p".into(),
+            format,
+            base_url: base_url.into(),
+            source: crate::domain::Source::Admin,
+            created_at: 0,
+            passthrough: false,
+            drop_params: Vec::new(),
+        };
+        assert!(provider_refusal(&row(ApiFormat::OpenAi, "https://api.example.com/v1")).is_none());
+        assert!(provider_refusal(&row(ApiFormat::OpenAi, "http://attacker.example/v1")).is_some());
+        assert!(provider_refusal(&row(ApiFormat::Anthropic, "https://u:p@h/v1")).is_some());
+        assert!(provider_refusal(&row(ApiFormat::Echo, "builtin:echo")).is_none());
     }
 }

@@ -155,7 +155,10 @@ impl ControlPlane {
         Ok(self.store.list_tokens().await?)
     }
 
-    /// Verifies a JWT against the signing keys and revocations of the current snapshot.
+    /// Verifies a JWT against the EdDSA signing keys and the revocations of the current
+    /// snapshot. HS256 keys are left out: their secret is on every node, so the control
+    /// plane never accepts a token they sign (nodes keep verifying them for the data path
+    /// while the signing-key grace rule lists them).
     pub(super) async fn verify_jwt(&self, token: &str) -> Result<Claims, jwt::VerifyError> {
         let snapshot = self.snapshot_tx.borrow().clone();
         let verifier = jwt::Verifier::new(
@@ -165,7 +168,8 @@ impl ControlPlane {
             snapshot.jwt_keys.iter().filter_map(|k| {
                 Some(VerificationKey {
                     kid: k.kid.clone(),
-                    algorithm: SigningAlgorithm::parse(&k.algorithm)?,
+                    algorithm: SigningAlgorithm::parse(&k.algorithm)
+                        .filter(|a| *a == SigningAlgorithm::EdDSA)?,
                     key: SecretBox::new(Box::new(k.key.expose_secret().clone())),
                 })
             }),

@@ -37,6 +37,9 @@ pub struct PostgresSettings {
     /// Schema to create and use (`search_path`) instead of the user's default; lowercase
     /// letters, digits and `_` only.
     pub schema: Option<String>,
+    /// Connect to a server off loopback without a verified certificate (`[store]
+    /// allow_unverified_tls`; see [`TlsVerdict`]).
+    pub allow_unverified_tls: bool,
 }
 
 impl Default for PostgresSettings {
@@ -48,8 +51,80 @@ impl Default for PostgresSettings {
             idle_timeout: Some(Duration::from_secs(600)),
             statement_timeout: Duration::from_secs(30),
             schema: None,
+            allow_unverified_tls: false,
         }
     }
+}
+
+/// How the link to PostgreSQL is protected, as far as starting goes: a server off
+/// loopback must be reached with a verified certificate (`sslmode=verify-full` or
+/// `verify-ca`), or a man in the middle could rewrite any row (a provider's `base_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsVerdict {
+    /// A unix socket or a loopback address: nothing crosses a network.
+    Local,
+    /// `verify-full` or `verify-ca`.
+    Verified,
+    /// Off loopback with TLS unverified or off (`sslmode` and `host` as resolved by the
+    /// driver, environment defaults such as `PGSSLMODE` included).
+    Unverified { host: String, sslmode: &'static str },
+}
+
+/// The [`TlsVerdict`] of a connection made with `options`.
+pub fn tls_verdict(options: &PgConnectOptions) -> TlsVerdict {
+    use sqlx::postgres::PgSslMode;
+    let host = options.get_host();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let sslmode = match options.get_ssl_mode() {
+        PgSslMode::VerifyFull | PgSslMode::VerifyCa => return TlsVerdict::Verified,
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+    };
+    if local {
+        TlsVerdict::Local
+    } else {
+        TlsVerdict::Unverified {
+            host: host.to_owned(),
+            sslmode,
+        }
+    }
+}
+
+/// The connect options of `url`; the parse error never echoes the URL, which may hold a
+/// password.
+fn parse_url(url: &SecretString) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url.expose_secret())
+        .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))
+}
+
+/// The [`TlsVerdict`] of `url`.
+pub fn tls_verdict_of(url: &SecretString) -> Result<TlsVerdict, StoreError> {
+    parse_url(url).map(|o| tls_verdict(&o))
+}
+
+/// Refuses an unverified link off loopback unless `allow` (then warns). Nothing has been
+/// sent anywhere when this fails.
+fn check_tls(verdict: &TlsVerdict, allow: bool) -> Result<(), StoreError> {
+    let TlsVerdict::Unverified { host, sslmode } = verdict else {
+        return Ok(());
+    };
+    if !allow {
+        return Err(StoreError::Config(format!(
+            "PostgreSQL at {host} is not on loopback and sslmode={sslmode} does not verify its certificate: \
+             use sslmode=verify-full (or verify-ca, with sslrootcert=… for a private CA), \
+             or accept the risk with [store] allow_unverified_tls = true (--allow-unverified-db-tls)"
+        )));
+    }
+    tracing::warn!(%host, sslmode, "PostgreSQL off loopback without certificate verification (allow_unverified_tls): a man in the middle could read and rewrite the state store");
+    Ok(())
 }
 
 fn valid_schema(name: &str) -> bool {
@@ -72,10 +147,8 @@ impl PostgresStore {
         url: &SecretString,
         settings: &PostgresSettings,
     ) -> Result<SqlStore, StoreError> {
-        // The parse error never echoes the URL, which may hold a password.
-        let mut options = PgConnectOptions::from_str(url.expose_secret())
-            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name("warden-cp");
+        let mut options = parse_url(url)?.application_name("warden-cp");
+        check_tls(&tls_verdict(&options), settings.allow_unverified_tls)?;
         let timeout_ms = settings.statement_timeout.as_millis().to_string();
         options = options.options([("statement_timeout", timeout_ms.as_str())]);
         if let Some(schema) = &settings.schema {
@@ -119,3 +192,46 @@ static DIALECT: Dialect = Dialect {
     advance_head: None,
     legacy_exists: "SELECT to_regclass('audit_legacy') IS NOT NULL",
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(url: &str) -> TlsVerdict {
+        tls_verdict_of(&SecretString::from(url.to_owned())).unwrap()
+    }
+
+    #[test]
+    fn off_loopback_the_link_must_be_verified() {
+        for url in [
+            "postgres://u@127.0.0.1/db",
+            "postgres://u@localhost:5433/db?sslmode=disable",
+            "postgres://u@[::1]/db",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/db",
+            "postgres://u@db.invalid/db?host=/tmp",
+        ] {
+            assert_eq!(verdict(url), TlsVerdict::Local, "{url}");
+        }
+        for url in [
+            "postgres://u@db.invalid/db?sslmode=verify-full",
+            "postgres://u@10.0.0.1/db?sslmode=verify-ca",
+        ] {
+            assert_eq!(verdict(url), TlsVerdict::Verified, "{url}");
+        }
+        let v = verdict("postgres://u:pw@db.invalid/db?sslmode=require");
+        assert_eq!(
+            v,
+            TlsVerdict::Unverified {
+                host: "db.invalid".into(),
+                sslmode: "require"
+            }
+        );
+        let err = check_tls(&v, false).unwrap_err().to_string();
+        assert!(err.contains("verify-full") && !err.contains("pw"), "{err}");
+        assert!(check_tls(&v, true).is_ok());
+        assert!(matches!(
+            verdict("postgres://u@127.0.0.2.nip.invalid/db"),
+            TlsVerdict::Unverified { .. }
+        ));
+    }
+}

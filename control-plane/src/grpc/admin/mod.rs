@@ -120,9 +120,10 @@ impl AdminService {
         Fut: Future<Output = Result<R, Status>>,
     {
         let presented = warden_proto::bearer(&request);
+        let peer = request.remote_addr().map(|a| a.ip());
         let (actor, role) = self
             .cp
-            .authenticate_role(presented, action, access.roles())
+            .authenticate_role(peer, presented, action, access.roles())
             .await?;
         let message = request.into_inner();
         if role == Role::Operator
