@@ -174,26 +174,7 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
         secrets::manager::SecretManager::new(resolver, config.secrets.store, startup_cache)?
             .with_allowed_prefixes(config.secrets.allowed_ref_prefixes.clone()),
     );
-    let mut unverified_db_tls = false;
-    let store: Arc<dyn store::StateStore> = match &config.database_url {
-        Some(url) => {
-            let settings = store::postgres::PostgresSettings {
-                schema: config.database_schema.clone(),
-                allow_unverified_tls: config.allow_unverified_db_tls,
-                ..store::postgres::PostgresSettings::default()
-            };
-            let url = SecretString::from(secrecy::ExposeSecret::expose_secret(url).to_owned());
-            unverified_db_tls = matches!(
-                store::postgres::tls_verdict_of(&url)?,
-                store::postgres::TlsVerdict::Unverified { .. }
-            );
-            tracing::info!("state store: PostgreSQL");
-            Arc::new(store::postgres::PostgresStore::connect(&url, &settings).await?)
-        }
-        None => {
-            Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?)
-        }
-    };
+    let (store, unverified_db_tls) = open_state_store(config).await?;
     let usage = usage::UsageReader::new(
         config
             .redis_url
@@ -447,19 +428,7 @@ pub async fn rotate_master_key(
     let old = load_master_keys(config).await?;
     let new = load_master_key(&MasterKeySource::File(new_key_file.to_path_buf())).await?;
     let ring = Arc::new(new.with_previous([old]));
-    let store: Arc<dyn store::StateStore> = match &config.database_url {
-        Some(url) => {
-            let settings = store::postgres::PostgresSettings {
-                schema: config.database_schema.clone(),
-                ..store::postgres::PostgresSettings::default()
-            };
-            let url = SecretString::from(secrecy::ExposeSecret::expose_secret(url).to_owned());
-            Arc::new(store::postgres::PostgresStore::connect(&url, &settings).await?)
-        }
-        None => {
-            Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?)
-        }
-    };
+    let (store, _) = open_state_store(config).await?;
     let files = secret_files_under(config, &ring);
     let own = secrets::own::OwnSecrets::new(Arc::clone(&store), Arc::clone(&ring));
     let rotation = secrets::rotation::rotate(&files, &own, &config.env.0, &ring).await?;
@@ -478,6 +447,30 @@ pub async fn rotate_master_key(
     };
     store.append_audit(&record).await?;
     Ok(rotation)
+}
+
+/// Opens the configured state store: PostgreSQL (its TLS checked, see
+/// [`store::postgres::TlsVerdict`]) or the embedded SQLite under the data dir. The flag is
+/// true when PostgreSQL is reached off loopback without certificate verification (allowed
+/// only with `allow_unverified_tls`, a dangerous setting).
+async fn open_state_store(config: &Config) -> Result<(Arc<dyn store::StateStore>, bool), RunError> {
+    let Some(url) = &config.database_url else {
+        let sqlite = store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?;
+        return Ok((Arc::new(sqlite), false));
+    };
+    let settings = store::postgres::PostgresSettings {
+        schema: config.database_schema.clone(),
+        allow_unverified_tls: config.allow_unverified_db_tls,
+        ..store::postgres::PostgresSettings::default()
+    };
+    let url = SecretString::from(secrecy::ExposeSecret::expose_secret(url).to_owned());
+    let unverified = matches!(
+        store::postgres::tls_verdict_of(&url)?,
+        store::postgres::TlsVerdict::Unverified { .. }
+    );
+    tracing::info!("state store: PostgreSQL");
+    let postgres = store::postgres::PostgresStore::connect(&url, &settings).await?;
+    Ok((Arc::new(postgres), unverified))
 }
 
 /// One environment variable moved into a backend by [`migrate_env`].
