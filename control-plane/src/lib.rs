@@ -264,6 +264,10 @@ async fn record_dangerous_settings(cp: &ControlPlane, config: &Config, unverifie
     let mut detail = warden_core::audit_detail::Detail::new();
     let mut any = false;
     if config.tls.is_none() && !config.grpc_addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %config.grpc_addr,
+            "gRPC without TLS on a non-loopback address (allow_plaintext): admin and node credentials and sealed snapshots cross the network readable"
+        );
         detail = detail.with("allow_plaintext", true);
         any = true;
     }

@@ -138,7 +138,7 @@ async fn observe(e: &ApiError) -> Seen {
 fn limit(kind: LimitKind, limit: u64, retry_after: Duration) -> ApiError {
     ApiError::from(&Denied::Limit {
         kind,
-        scope: "vkey:vk_1".to_owned(),
+        scope: "vkey:vk_0123456789abcdef".to_owned(),
         limit,
         retry_after,
     })
@@ -366,7 +366,7 @@ async fn every_error_renders_as_pinned() {
                 429,
                 "insufficient_quota",
                 Some("insufficient_quota"),
-                "You exceeded your current quota: the budget of vkey:vk_1 ($5.00) is spent for this period.",
+                "You exceeded your current quota: the budget of vkey:vk_0123****cdef ($5.00) is spent for this period.",
                 Downstream,
                 true,
                 &[("retry-after", "90")],
@@ -381,7 +381,7 @@ async fn every_error_renders_as_pinned() {
                 429,
                 "requests",
                 Some("rate_limit_exceeded"),
-                "Rate limit reached for vkey:vk_1 on requests per min (RPM): Limit 60. Please try again in 1.5s.",
+                "Rate limit reached for vkey:vk_0123****cdef on requests per min (RPM): Limit 60. Please try again in 1.5s.",
                 Downstream,
                 true,
                 &[
@@ -406,7 +406,7 @@ async fn every_error_renders_as_pinned() {
                 429,
                 "tokens",
                 Some("rate_limit_exceeded"),
-                "Rate limit reached for vkey:vk_1 on tokens per min (TPM): Limit 1000. Please try again in 500ms.",
+                "Rate limit reached for vkey:vk_0123****cdef on tokens per min (TPM): Limit 1000. Please try again in 500ms.",
                 Downstream,
                 true,
                 &[
@@ -431,7 +431,7 @@ async fn every_error_renders_as_pinned() {
                 429,
                 "requests",
                 Some("rate_limit_exceeded"),
-                "Too many requests in flight for vkey:vk_1: Limit 4. Please try again in 1m1s.",
+                "Too many requests in flight for vkey:vk_0123****cdef: Limit 4. Please try again in 1m1s.",
                 Downstream,
                 true,
                 &[("retry-after", "61")],
