@@ -107,7 +107,26 @@ pub struct Flags {
     /// The failed-login window (tests shorten it).
     #[arg(long, env = "WARDEN_FAILED_LOGIN_WINDOW", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
     pub failed_login_window: Duration,
+    /// PEM certificate chain (leaf first) to serve the API over HTTPS, with
+    /// --http-tls-key-file; both or neither. Re-read when the file changes.
+    #[arg(long, env = "WARDEN_HTTP_TLS_CERT_FILE")]
+    pub http_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WARDEN_HTTP_TLS_KEY_FILE")]
+    pub http_tls_key_file: Option<PathBuf>,
+    /// How often the certificate and key files are read for changes; a changed, good pair
+    /// is served to new connections (open ones keep theirs).
+    #[arg(long, env = "WARDEN_HTTP_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub http_tls_reload_interval: Duration,
+    /// `Strict-Transport-Security` max-age on every HTTPS answer: `off`, or a duration such
+    /// as `365d`. Needs --http-tls-cert-file.
+    #[arg(long, env = "WARDEN_HTTP_HSTS_MAX_AGE", default_value = DEFAULT_HTTP_HSTS_MAX_AGE)]
+    pub http_hsts_max_age: String,
 }
+
+/// HSTS is off unless asked for: a browser that saw it refuses plain HTTP to the host for
+/// max-age, which an operator must choose knowingly.
+pub const DEFAULT_HTTP_HSTS_MAX_AGE: &str = "off";
 
 /// Where the ops listener binds unless told otherwise: loopback only.
 pub const DEFAULT_OPS_ADDR: &str = "127.0.0.1:9464";
@@ -174,6 +193,16 @@ pub enum ConfigError {
     Plaintext(String),
     #[error("{0} must be more than zero")]
     Zero(&'static str),
+    #[error(
+        "--http-tls-cert-file (WARDEN_HTTP_TLS_CERT_FILE) and --http-tls-key-file (WARDEN_HTTP_TLS_KEY_FILE) go together: give both, or neither for plain HTTP"
+    )]
+    TlsPair,
+    #[error("--http-hsts-max-age must be `off` or a duration such as `365d`: {0}")]
+    HstsMaxAge(String),
+    #[error(
+        "--http-hsts-max-age needs HTTPS on the node (--http-tls-cert-file); behind a TLS-terminating proxy, set the header there"
+    )]
+    HstsWithoutTls,
 }
 
 impl Flags {
@@ -225,6 +254,8 @@ pub struct NodeConfig {
     pub failed_login_limit: u32,
     /// How long failed logins of an address are counted together.
     pub failed_login_window: Duration,
+    /// HTTPS on the API listener; `None`: plain HTTP.
+    pub http_tls: Option<crate::listener::tls::TlsSettings>,
 }
 
 impl NodeConfig {
@@ -257,6 +288,7 @@ impl NodeConfig {
             allow_plaintext: false,
             failed_login_limit: crate::proxy::failed_logins::DEFAULT_LIMIT,
             failed_login_window: crate::proxy::failed_logins::DEFAULT_WINDOW,
+            http_tls: None,
         }
     }
 }
@@ -352,6 +384,19 @@ impl NodeConfig {
             return Err(ConfigError::Zero("--failed-login-window"));
         }
         config.failed_login_window = flags.failed_login_window;
+        config.http_tls = http_tls(
+            flags.http_tls_cert_file,
+            flags.http_tls_key_file,
+            flags.http_tls_reload_interval,
+            &flags.http_hsts_max_age,
+        )?;
+        if config.http_tls.is_none() && !config.http_addr.ip().is_loopback() {
+            tracing::warn!(
+                target: LOG_TARGET,
+                http_addr = %config.http_addr,
+                "the API is served in plain HTTP off loopback: client credentials cross the network in clear unless a TLS-terminating proxy is in front (set --http-tls-cert-file and --http-tls-key-file for HTTPS)"
+            );
+        }
         if config.redis.is_none() && flags.node_count > 1 {
             tracing::warn!(
                 target: LOG_TARGET,
@@ -389,6 +434,27 @@ impl NodeConfig {
             out.push(("allow_plaintext", "true"));
         }
         out
+    }
+}
+
+/// The API listener's HTTPS settings: both files or neither; HSTS only with them.
+fn http_tls(
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    reload_interval: Duration,
+    hsts_max_age: &str,
+) -> Result<Option<crate::listener::tls::TlsSettings>, ConfigError> {
+    let hsts_max_age = parse_optional_duration(hsts_max_age).map_err(ConfigError::HstsMaxAge)?;
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(crate::listener::tls::TlsSettings {
+            cert_file,
+            key_file,
+            reload_interval,
+            hsts_max_age,
+        })),
+        (None, None) if hsts_max_age.is_some() => Err(ConfigError::HstsWithoutTls),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::TlsPair),
     }
 }
 
@@ -520,5 +586,57 @@ mod tests {
             Err(ConfigError::ZeroCap(_))
         ));
         assert!(Flags::try_parse_from(["warden-dp", "--http-idle-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn https_needs_both_files_and_hsts_needs_https() {
+        assert!(config(&[]).unwrap().http_tls.is_none());
+        let c = config(&[
+            "--http-tls-cert-file",
+            "c.pem",
+            "--http-tls-key-file",
+            "k.pem",
+            "--http-hsts-max-age",
+            "1d",
+        ])
+        .unwrap();
+        let tls = c.http_tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("c.pem"));
+        assert_eq!(
+            tls.reload_interval,
+            crate::listener::tls::DEFAULT_RELOAD_INTERVAL
+        );
+        assert_eq!(tls.hsts_max_age, Some(Duration::from_secs(86_400)));
+        let c = config(&[
+            "--http-tls-cert-file",
+            "c.pem",
+            "--http-tls-key-file",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.http_tls.unwrap().hsts_max_age, None);
+        assert!(matches!(
+            config(&["--http-tls-cert-file", "c.pem"]),
+            Err(ConfigError::TlsPair)
+        ));
+        assert!(matches!(
+            config(&["--http-tls-key-file", "k.pem"]),
+            Err(ConfigError::TlsPair)
+        ));
+        assert!(matches!(
+            config(&["--http-hsts-max-age", "1d"]),
+            Err(ConfigError::HstsWithoutTls)
+        ));
+        assert!(matches!(
+            config(&[
+                "--http-tls-cert-file",
+                "c.pem",
+                "--http-tls-key-file",
+                "k.pem",
+                "--http-hsts-max-age",
+                "forever"
+            ]),
+            Err(ConfigError::HstsMaxAge(_))
+        ));
     }
 }

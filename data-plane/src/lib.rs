@@ -45,6 +45,8 @@ pub enum RunError {
     SealKey(#[from] warden_core::seal::SealError),
     #[error(transparent)]
     AuditSpool(#[from] audit::spool::SpoolError),
+    #[error("https (--http-tls-cert-file, --http-tls-key-file): {0}")]
+    Tls(#[from] listener::tls::TlsError),
 }
 
 /// Records the settings in effect that weaken the node's guarantees as one
@@ -101,6 +103,11 @@ pub async fn run_on(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // A bad certificate stops the start before anything else begins.
+    let https = match &config.http_tls {
+        Some(settings) => Some(listener::tls::Https::start(settings, shutdown.clone())?),
+        None => None,
+    };
     let redis = config
         .redis
         .clone()
@@ -155,7 +162,8 @@ pub async fn run_on(
     ));
     let app = server::router(Arc::clone(&state), config.max_body_bytes);
     let Listeners { api, ops } = listeners;
-    tracing::info!(addr = %api.local_addr()?, node = %config.node_id, "data plane listening");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %api.local_addr()?, scheme, node = %config.node_id, "data plane listening");
     let ops_task = match ops {
         Some(ops) => {
             tracing::info!(addr = %ops.local_addr()?, "ops listener (/metrics, /readyz, /healthz) listening");
@@ -163,6 +171,7 @@ pub async fn run_on(
                 ops,
                 server::ops_router(Arc::clone(&state)),
                 listener::Limits::ops(&config.http_limits),
+                None,
                 "ops",
                 shutdown.clone(),
             )))
@@ -172,7 +181,7 @@ pub async fn run_on(
             None
         }
     };
-    listener::serve(api, app, config.http_limits, "api", shutdown.clone()).await;
+    listener::serve(api, app, config.http_limits, https, "api", shutdown.clone()).await;
     if let Some(task) = ops_task {
         let _ = task.await;
     }

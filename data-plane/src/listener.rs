@@ -25,6 +25,13 @@
 //!
 //! On shutdown the loop stops accepting, asks every connection to finish (idle ones close,
 //! in-flight requests run to their end) and returns when all have.
+//!
+//! With [`tls::Https`] the listener serves HTTPS only: each connection's task makes the TLS
+//! handshake first, within the head phase's timer (a client that opens TCP and never
+//! finishes its handshake is closed at the header-read timeout, and the accept loop never
+//! waits for it), then serves HTTP/2 or HTTP/1.1 as ALPN agreed.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,7 +43,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response};
+use axum::http::{HeaderValue, Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -101,12 +108,14 @@ impl Limits {
     }
 }
 
-/// Serves `router` on `listener` under `limits` until `shutdown`, then waits for the
-/// connections to finish. `name` labels the listener's metrics (`api`, `ops`).
+/// Serves `router` on `listener` under `limits` (over TLS with `https`) until `shutdown`,
+/// then waits for the connections to finish. `name` labels the listener's metrics (`api`,
+/// `ops`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    https: Option<tls::Https>,
     name: &'static str,
     shutdown: CancellationToken,
 ) {
@@ -144,11 +153,12 @@ pub async fn serve(
             router: router.clone(),
             requests: Arc::clone(&requests),
             limits,
+            hsts: None,
             name,
             peer,
             shutdown: shutdown.clone(),
         };
-        tracker.spawn(connection.run(stream, slot));
+        tracker.spawn(connection.run(stream, https.clone(), slot));
     }
     drop(listener);
     tracker.close();
@@ -288,13 +298,13 @@ impl hyper::body::Body for Held {
     }
 }
 
-/// The socket, telling its [`Watch`] when bytes arrive.
-struct WatchedIo {
-    inner: TcpStream,
+/// The socket (or the TLS stream over it), telling its [`Watch`] when bytes arrive.
+struct WatchedIo<S> {
+    inner: S,
     watch: Arc<Watch>,
 }
 
-impl AsyncRead for WatchedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -309,7 +319,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -339,24 +349,83 @@ impl AsyncWrite for WatchedIo {
     }
 }
 
+/// Which HTTP version ALPN agreed on a TLS connection.
+#[derive(Debug, Clone, Copy)]
+enum Alpn {
+    H2,
+    Http1,
+    /// None (plain TCP, or a TLS client that offered no ALPN): hyper tells by the preface.
+    Either,
+}
+
 /// One accepted connection and what it needs to serve.
 struct Connection {
     router: Router,
     requests: Arc<Semaphore>,
     limits: Limits,
+    /// `Strict-Transport-Security` for every answer (HTTPS with HSTS on).
+    hsts: Option<HeaderValue>,
     name: &'static str,
     peer: SocketAddr,
     shutdown: CancellationToken,
 }
 
 impl Connection {
-    /// Serves the connection until it ends, a timer closes it, or shutdown has drained it.
-    /// `slot` is its place under the connection cap.
-    async fn run(self, stream: TcpStream, slot: OwnedSemaphorePermit) {
+    /// Serves the connection (after its TLS handshake, with `https`) until it ends, a timer
+    /// closes it, or shutdown has drained it. `slot` is its place under the connection cap.
+    async fn run(
+        mut self,
+        stream: TcpStream,
+        https: Option<tls::Https>,
+        slot: OwnedSemaphorePermit,
+    ) {
         let _slot = slot;
         let name = self.name;
         metrics::gauge!(crate::metrics::HTTP_CONNECTIONS, "listener" => name).increment(1.0);
+        // The head phase starts at accept: handshake and first request head share its timer.
         let watch = Arc::new(Watch::new());
+        match https {
+            None => self.serve(stream, watch, Alpn::Either).await,
+            Some(https) => {
+                let deadline = Instant::now() + self.limits.header_read_timeout;
+                let handshake = tokio::time::timeout_at(deadline, https.acceptor.accept(stream));
+                let shutdown = self.shutdown.clone();
+                let accepted = tokio::select! {
+                    accepted = handshake => Some(accepted),
+                    () = shutdown.cancelled() => None,
+                };
+                match accepted {
+                    Some(Ok(Ok(stream))) => {
+                        let alpn = match stream.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Alpn::H2,
+                            Some(b"http/1.1") => Alpn::Http1,
+                            _ => Alpn::Either,
+                        };
+                        self.hsts = https.hsts;
+                        self.serve(stream, watch, alpn).await;
+                    }
+                    Some(Ok(Err(e))) => {
+                        metrics::counter!(crate::metrics::HTTP_TLS_HANDSHAKE_FAILURES, "listener" => name).increment(1);
+                        tracing::debug!(listener = name, peer = %self.peer, error = %e, "tls handshake failed");
+                    }
+                    Some(Err(_)) => {
+                        metrics::counter!(crate::metrics::HTTP_CONNECTIONS_TIMED_OUT, "listener" => name, "timeout" => "header_read").increment(1);
+                        tracing::debug!(listener = name, peer = %self.peer, timeout = "header_read", "tls handshake not done in time; closing the connection");
+                    }
+                    None => {}
+                }
+            }
+        }
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS, "listener" => name).decrement(1.0);
+    }
+
+    /// Serves HTTP on `stream` (`alpn`: which version, if agreed) until the connection
+    /// ends, a timer closes it, or shutdown has drained it.
+    async fn serve<S>(self, stream: S, watch: Arc<Watch>, alpn: Alpn)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let name = self.name;
         let io = TokioIo::new(WatchedIo {
             inner: stream,
             watch: Arc::clone(&watch),
@@ -375,6 +444,11 @@ impl Connection {
         // The connection's own timers (above) bound the head; hyper's would also run
         // between requests and cut keep-alive at the header timeout.
         builder.http1().header_read_timeout(None);
+        let builder = match alpn {
+            Alpn::H2 => builder.http2_only(),
+            Alpn::Http1 => builder.http1_only(),
+            Alpn::Either => builder,
+        };
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
         let mut draining = false;
@@ -429,7 +503,6 @@ impl Connection {
                 }
             }
         }
-        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS, "listener" => name).decrement(1.0);
     }
 
     /// One request: past the concurrency cap (but `/healthz`) it is answered 503 at once;
@@ -441,6 +514,7 @@ impl Connection {
     ) -> impl Future<Output = Result<Response<Held>, Infallible>> + Send + use<> {
         let router = self.router.clone();
         let requests = Arc::clone(&self.requests);
+        let hsts = self.hsts.clone();
         let name = self.name;
         request.extensions_mut().insert(ConnectInfo(self.peer));
         async move {
@@ -458,7 +532,7 @@ impl Connection {
                             Wire::OpenAi
                         };
                         let response = ApiError::overloaded().render(wire);
-                        return Ok(hold(response, in_flight, None));
+                        return Ok(hold(response, hsts, in_flight, None));
                     }
                 }
             };
@@ -466,16 +540,23 @@ impl Connection {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            Ok(hold(response, in_flight, slot))
+            Ok(hold(response, hsts, in_flight, slot))
         }
     }
 }
 
+/// `response` with `hsts` set, holding its request's places until its body is sent.
 fn hold(
-    response: axum::response::Response,
+    mut response: axum::response::Response,
+    hsts: Option<HeaderValue>,
     in_flight: InFlight,
     slot: Option<OwnedSemaphorePermit>,
 ) -> Response<Held> {
+    if let Some(hsts) = hsts {
+        response
+            .headers_mut()
+            .insert(axum::http::header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
     response.map(|inner| Held {
         inner,
         _in_flight: in_flight,

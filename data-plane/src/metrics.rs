@@ -43,3 +43,10 @@ pub const HTTP_REQUESTS_OVERLOADED: &str = "warden_http_requests_overloaded_tota
 /// Requests refused with 429 before any credential lookup: their address was past the
 /// failed-login limit (`--failed-login-limit`).
 pub const FAILED_LOGINS_THROTTLED: &str = "warden_failed_logins_throttled_total";
+/// TLS handshakes on the API listener that failed (bad or old client, wrong protocol); one
+/// not finished within the header-read timeout counts under
+/// `warden_http_connections_timed_out_total{timeout="header_read"}` instead.
+pub const HTTP_TLS_HANDSHAKE_FAILURES: &str = "warden_http_tls_handshake_failures_total";
+/// Changed certificate files read by the node (`result` label: `ok` — now served;
+/// `refused` — a bad pair, the previous certificate is still served).
+pub const HTTP_TLS_RELOADS: &str = "warden_http_tls_reloads_total";

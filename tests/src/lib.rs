@@ -13,3 +13,4 @@
 pub mod cluster;
 pub mod dev;
 pub mod mock;
+pub mod pki;

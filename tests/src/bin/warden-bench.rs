@@ -5,11 +5,18 @@
 //! Usage (release binaries give meaningful numbers):
 //!   cargo build --release --workspace --bins
 //!   target/release/warden-bench [--requests 2000] [--concurrency 32] [--seconds 10]
-//!       [--redis redis://127.0.0.1:6379]
+//!       [--redis redis://127.0.0.1:6379] [--tls [--new-connection-per-request]]
 //!
 //! With `--redis`, the nodes share state in that Redis and a third target is measured: the
 //! same gateway with limits on (a virtual key with rpm, tpm and parallel limits high enough
 //! never to refuse), so that every request makes the admission and settlement round trips.
+//!
+//! With `--tls`, a second node serves HTTPS (a certificate from a throwaway CA; the
+//! client trusts that CA) and is measured beside the plain one: the difference is what TLS
+//! costs a request on a kept-alive connection. Every client speaks HTTP/1.1 (as the
+//! Python SDKs do by default), so that only TLS differs. With
+//! `--new-connection-per-request` as well, a sequential phase opens a new connection for
+//! every request, plain and TLS: the difference there is a TCP + TLS handshake.
 //!
 //! Sequential phase: requests alternate direct / gateway, so drift hits both equally;
 //! reports p50/p90/p99 and the difference. Concurrent phase: `concurrency` workers for
@@ -113,7 +120,9 @@ async fn main() -> anyhow::Result<()> {
         .position(|a| a == "--redis")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let cluster = TestCluster::start_with(
+    let with_tls = args.iter().any(|a| a == "--tls");
+    let new_connections = args.iter().any(|a| a == "--new-connection-per-request");
+    let mut cluster = TestCluster::start_with(
         1,
         Options {
             redis_url: redis.clone(),
@@ -154,10 +163,37 @@ async fn main() -> anyhow::Result<()> {
         auth: limited_key,
     };
     let with_limits = redis.is_some();
+    // The HTTPS node: a second node with a certificate from a throwaway CA.
+    let ca = warden_tests::pki::TestCa::new()?;
+    let certs = tempfile::tempdir()?;
+    let https = if with_tls {
+        let (cert_file, key_file) = (certs.path().join("node.pem"), certs.path().join("node.key"));
+        ca.server_cert(1)?.install(&cert_file, &key_file)?;
+        cluster.options.node_args = vec![
+            "--http-tls-cert-file".to_owned(),
+            cert_file.display().to_string(),
+            "--http-tls-key-file".to_owned(),
+            key_file.display().to_string(),
+        ];
+        let index = cluster.add_node().await?;
+        Some(Target {
+            name: "gateway over TLS",
+            url: format!(
+                "https://127.0.0.1:{}/v1/chat/completions",
+                cluster.nodes[index].port
+            ),
+            auth: gateway.auth.clone(),
+        })
+    } else {
+        None
+    };
     let body = TestCluster::chat_body(MODEL, "measure the added latency of the gateway", false);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
+    let client = || {
+        reqwest::Client::builder()
+            .http1_only()
+            .tls_certs_only([ca.reqwest_certificate().unwrap()])
+    };
+    let http = client().pool_max_idle_per_host(256).build()?;
 
     for _ in 0..200 {
         one(&http, &direct, &body).await;
@@ -165,13 +201,19 @@ async fn main() -> anyhow::Result<()> {
         if with_limits {
             one(&http, &limited, &body).await;
         }
+        if let Some(https) = &https {
+            one(&http, https, &body).await;
+        }
     }
-    let (mut d, mut g, mut l) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut d, mut g, mut l, mut t) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..requests {
         d.push(one(&http, &direct, &body).await);
         g.push(one(&http, &gateway, &body).await);
         if with_limits {
             l.push(one(&http, &limited, &body).await);
+        }
+        if let Some(https) = &https {
+            t.push(one(&http, https, &body).await);
         }
     }
     println!("# sequential non-streaming chat completions (alternating)");
@@ -194,12 +236,48 @@ async fn main() -> anyhow::Result<()> {
             l99 - g99
         );
     }
+    if https.is_some() {
+        let (t50, t90, t99) = report("warden-dp over TLS", t);
+        println!(
+            "{:<28} p50={:>9.1}µs p90={:>9.1}µs p99={:>9.1}µs",
+            "added by TLS (kept alive)",
+            t50 - g50,
+            t90 - g90,
+            t99 - g99
+        );
+    }
+    if let (Some(https), true) = (&https, new_connections) {
+        // No idle connection is kept: every request connects (and handshakes) anew.
+        let fresh = client().pool_max_idle_per_host(0).build()?;
+        let (mut g, mut t) = (Vec::new(), Vec::new());
+        for _ in 0..50 {
+            one(&fresh, &gateway, &body).await;
+            one(&fresh, https, &body).await;
+        }
+        for _ in 0..(requests / 2).max(100) {
+            g.push(one(&fresh, &gateway, &body).await);
+            t.push(one(&fresh, https, &body).await);
+        }
+        println!("# sequential, a new connection per request (alternating)");
+        let (g50, g90, g99) = report("warden-dp, new connection", g);
+        let (t50, t90, t99) = report("over TLS, new connection", t);
+        println!(
+            "{:<28} p50={:>9.1}µs p90={:>9.1}µs p99={:>9.1}µs",
+            "TLS handshake (TLS - plain)",
+            t50 - g50,
+            t90 - g90,
+            t99 - g99
+        );
+    }
 
     let stream_body = TestCluster::chat_body(MODEL, "first chunk timing", true);
-    let (mut d, mut g) = (Vec::new(), Vec::new());
+    let (mut d, mut g, mut t) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..(requests / 4).max(50) {
         d.push(first_chunk(&http, &direct, &stream_body).await);
         g.push(first_chunk(&http, &gateway, &stream_body).await);
+        if let Some(https) = &https {
+            t.push(first_chunk(&http, https, &stream_body).await);
+        }
     }
     println!("# streaming: time to first chunk (alternating)");
     let (d50, _, d99) = report("direct to mock", d);
@@ -210,11 +288,17 @@ async fn main() -> anyhow::Result<()> {
         g50 - d50,
         g99 - d99
     );
+    if https.is_some() {
+        report("warden-dp over TLS", t);
+    }
 
     println!("# throughput: {concurrency} concurrent clients, {seconds}s each");
     let mut targets = vec![&direct, &gateway];
     if with_limits {
         targets.push(&limited);
+    }
+    if let Some(https) = &https {
+        targets.push(https);
     }
     for t in targets {
         let deadline = Instant::now() + Duration::from_secs(seconds);

@@ -3,7 +3,8 @@
 //! started with it joins a real control plane, serves, and reports its id. Only what must
 //! point at this test's cluster is replaced: listen addresses, control-plane URL (plain
 //! loopback, so the CA file is not read), the node credential file, the spool directory,
-//! and the Redis URL and prefix (the test Redis, a private prefix). The `warden-cp`
+//! the API's certificate and key (from a throwaway CA), and the Redis URL and prefix (the
+//! test Redis, a private prefix). The `warden-cp`
 //! examples are tested in `control-plane/tests/deploy_config.rs`.
 
 use std::collections::BTreeMap;
@@ -78,6 +79,12 @@ async fn a_node_configured_by_the_example_joins_the_control_plane_and_serves() {
     let ops_port = free_port().unwrap();
     let token_file = c.dir.path().join("node-token");
     std::fs::write(&token_file, &c.node_token).unwrap();
+    let ca = warden_tests::pki::TestCa::new().unwrap();
+    let (cert_file, key_file) = (c.dir.path().join("node.pem"), c.dir.path().join("node.key"));
+    ca.server_cert(1)
+        .unwrap()
+        .install(&cert_file, &key_file)
+        .unwrap();
     for (key, value) in [
         ("WARDEN_HTTP_ADDR", format!("127.0.0.1:{port}")),
         ("WARDEN_OPS_ADDR", format!("127.0.0.1:{ops_port}")),
@@ -89,6 +96,8 @@ async fn a_node_configured_by_the_example_joins_the_control_plane_and_serves() {
         ),
         ("WARDEN_REDIS_URL", redis),
         ("WARDEN_REDIS_PREFIX", c.redis_prefix.clone()),
+        ("WARDEN_HTTP_TLS_CERT_FILE", cert_file.display().to_string()),
+        ("WARDEN_HTTP_TLS_KEY_FILE", key_file.display().to_string()),
     ] {
         assert!(
             vars.insert(key.to_owned(), value).is_some(),
@@ -104,7 +113,7 @@ async fn a_node_configured_by_the_example_joins_the_control_plane_and_serves() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
     let ready = eventually(
         Duration::from_secs(20),
         "the example node to be ready",
@@ -132,8 +141,11 @@ async fn a_node_configured_by_the_example_joins_the_control_plane_and_serves() {
         panic!("{e}; warden-dp's log:\n{logs}");
     }
     let token = c.issue_token("deploy-example", MODEL).unwrap();
-    let r = c
-        .http
+    let r = ca
+        .reqwest_client()
+        .unwrap()
+        .build()
+        .unwrap()
         .post(format!("{url}/v1/chat/completions"))
         .bearer_auth(&token)
         .json(&TestCluster::chat_body(MODEL, "hello", false))
@@ -141,12 +153,14 @@ async fn a_node_configured_by_the_example_joins_the_control_plane_and_serves() {
         .await
         .unwrap();
     let status = r.status();
+    let hsts = r.headers().get("strict-transport-security").cloned();
     let body = r.text().await.unwrap_or_default();
     let nodes: serde_json::Value =
         serde_json::from_str(&c.ctl_ok(&["nodes", "-o", "json"], None).unwrap()).unwrap();
     let _ = node.kill();
     let _ = node.wait();
     assert_eq!(status, 200, "{body}");
+    assert_eq!(hsts.unwrap(), "max-age=31536000");
     assert!(
         nodes["nodes"]
             .as_array()

@@ -30,6 +30,7 @@ mod deploy_config;
 mod dev;
 mod failed_logins;
 mod gateway;
+mod https;
 mod key_rejections;
 mod limits;
 mod listener_limits;
