@@ -12,4 +12,5 @@
 
 pub mod cluster;
 pub mod dev;
+pub mod egress_proxy;
 pub mod mock;
