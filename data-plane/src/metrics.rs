@@ -43,3 +43,6 @@ pub const HTTP_REQUESTS_OVERLOADED: &str = "warden_http_requests_overloaded_tota
 /// Requests refused with 429 before any credential lookup: their address was past the
 /// failed-login limit (`--failed-login-limit`).
 pub const FAILED_LOGINS_THROTTLED: &str = "warden_failed_logins_throttled_total";
+/// Upstream attempts refused by the egress policy before anything connected (`reason`
+/// label: `not_allowed`, `link_local_or_metadata`, `private`, `loopback`, `not_http`).
+pub const EGRESS_DENIED: &str = "warden_egress_denied_total";

@@ -246,10 +246,7 @@ impl Upstream {
         };
         match denied {
             None => Ok(()),
-            Some(denied) => {
-                tracing::warn!(provider = %provider.name, reason = denied.label(), error = %denied, "upstream refused by the egress policy; nothing sent");
-                Err(ApiError::egress_denied(&provider.name))
-            }
+            Some(denied) => Err(egress_refused(provider, &denied)),
         }
     }
 
@@ -287,8 +284,7 @@ impl Upstream {
             Ok(r) => r,
             Err(e) => {
                 if let Some(denied) = crate::egress::denial_of(&e) {
-                    tracing::warn!(provider = %provider.name, key = %key.fingerprint, reason = denied.label(), error = %denied, "upstream refused by the egress policy; nothing sent");
-                    return Err(ApiError::egress_denied(&provider.name));
+                    return Err(egress_refused(provider, denied));
                 }
                 tracing::warn!(provider = %provider.name, key = %key.fingerprint, error = %e, "upstream request failed");
                 return Err(if e.is_timeout() {
@@ -400,6 +396,14 @@ impl Upstream {
             }
         }
     }
+}
+
+/// The egress policy's refusal of `provider`: logged with the address at fault (the client
+/// hears only that the policy refused), counted, and answered 502 `egress_denied`.
+fn egress_refused(provider: &Provider, denied: &crate::egress::Denied) -> ApiError {
+    tracing::warn!(provider = %provider.name, reason = denied.label(), error = %denied, "upstream refused by the egress policy; nothing sent");
+    metrics::counter!(crate::metrics::EGRESS_DENIED, "reason" => denied.label()).increment(1);
+    ApiError::egress_denied(&provider.name)
 }
 
 /// A provider's 4xx relayed to the client: its (redacted) message, or a plain one.

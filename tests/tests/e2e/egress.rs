@@ -220,6 +220,23 @@ async fn metadata_rebinding_and_unlisted_loopback_upstreams_are_refused_before_c
         let hits = c.find_everywhere(key);
         assert!(hits.is_empty(), "{key}: {hits:?}");
     }
+    let metrics = c
+        .http
+        .get(c.nodes[0].ops_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["link_local_or_metadata", "loopback"] {
+        assert!(
+            metrics.contains(&format!(
+                "warden_egress_denied_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
     let logs = c.logs();
     assert!(
         logs.contains("resolves to 169.254.169.254, a link-local or cloud-metadata address"),
