@@ -145,6 +145,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The node's audit spool lives with the rest of the dev state.
     node_config.audit_spool.dir = args.data_dir.join("audit-spool");
     node_config.ops_addr = Some(ops_addr);
+    // Providers on this machine (a local model server, a mock) are the point of dev.
+    node_config.egress.policy.allow_loopback = true;
     let dp_task = tokio::spawn(warden_data_plane::run_on(
         node_config,
         warden_data_plane::Listeners {

@@ -364,6 +364,7 @@ pub fn validate_base_url(url: &str) -> Result<(), String> {
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
+    refuse_forbidden_literal(host, authority.starts_with('['))?;
     match scheme {
         "https" => Ok(()),
         "http" => {
@@ -377,6 +378,39 @@ pub fn validate_base_url(url: &str) -> Result<(), String> {
         }
         _ => Err("must use https://".into()),
     }
+}
+
+/// A base URL's host that is a literal address no node may ever contact (link-local, cloud
+/// metadata: [`warden_core::address_class`]) is refused at once; a private or loopback one
+/// is accepted, each node's egress policy decides. IPv4 is accepted only as four decimal
+/// numbers (URL parsers read `2852039166` or `0xa9fea9fe` as 169.254.169.254).
+fn refuse_forbidden_literal(host: &str, bracketed: bool) -> Result<(), String> {
+    use warden_core::address_class::{AddressClass, classify};
+    let ip = match host.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) if bracketed => return Err(format!("[{host}] is not an IPv6 address")),
+        Err(_) => {
+            let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+            let numeric = !last.is_empty()
+                && (last.chars().all(|c| c.is_ascii_digit())
+                    || last
+                        .strip_prefix("0x")
+                        .or_else(|| last.strip_prefix("0X"))
+                        .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit())));
+            if numeric {
+                return Err(format!(
+                    "{host} is not a host name; write an IPv4 address as four decimal numbers"
+                ));
+            }
+            return Ok(());
+        }
+    };
+    if classify(ip) == AddressClass::Forbidden {
+        return Err(format!(
+            "{ip} is a link-local, cloud-metadata or reserved address: no node sends requests (or provider keys) there"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -394,6 +428,24 @@ mod tests {
         assert!(validate_base_url("https://user:pw@host/v1").is_err());
         assert!(validate_base_url("ftp://host").is_err());
         assert!(validate_base_url("api.openai.com").is_err());
+        // Link-local and metadata literals, however written; private ones are the node's.
+        for refused in [
+            "https://169.254.169.254/v1",
+            "http://169.254.169.254/v1",
+            "https://[fd00:ec2::254]/v1",
+            "https://[fe80::1]/v1",
+            "https://[::ffff:169.254.169.254]/v1",
+            "https://100.100.100.200/v1",
+            "https://2852039166/v1",
+            "https://0xa9fea9fe/v1",
+            "https://169.254.43518/v1",
+            "https://0.0.0.0/v1",
+        ] {
+            assert!(validate_base_url(refused).is_err(), "{refused}");
+        }
+        assert!(validate_base_url("https://10.0.0.5/v1").is_ok());
+        assert!(validate_base_url("https://[fd12::1]:8443/v1").is_ok());
+        assert!(validate_base_url("https://llm.example.com./v1").is_ok());
     }
 
     #[test]

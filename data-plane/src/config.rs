@@ -122,6 +122,41 @@ pub struct Flags {
     /// as `365d`. Needs --http-tls-cert-file.
     #[arg(long, env = "WARDEN_HTTP_HSTS_MAX_AGE", default_value = DEFAULT_HTTP_HSTS_MAX_AGE)]
     pub http_hsts_max_age: String,
+    /// Provider hosts this node may send requests to: `HOST`, `HOST:PORT`, `*.DOMAIN`,
+    /// `[IPV6]:PORT`; repeat the flag, or a comma list in the variable. Empty (default): any
+    /// host whose addresses are public. A listed host may also be private or loopback.
+    /// Link-local and cloud-metadata addresses are always refused.
+    #[arg(
+        long = "egress-allow",
+        env = "WARDEN_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    pub egress_allow: Vec<String>,
+    /// Let upstreams resolve to private addresses (10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// fc00::/7) without being on --egress-allow.
+    #[arg(long, env = "WARDEN_EGRESS_ALLOW_PRIVATE")]
+    pub egress_allow_private: bool,
+    /// Let upstreams resolve to loopback addresses without being on --egress-allow (a
+    /// provider on this machine, in development).
+    #[arg(long, env = "WARDEN_EGRESS_ALLOW_LOOPBACK")]
+    pub egress_allow_loopback: bool,
+    /// HTTP(S) proxy for every upstream request (`http://proxy.corp:3128`), without
+    /// credentials in the URL (see --egress-proxy-credentials-file). Without it, proxy
+    /// variables such as HTTPS_PROXY are ignored.
+    #[arg(long, env = "WARDEN_EGRESS_PROXY")]
+    pub egress_proxy: Option<String>,
+    /// File holding the proxy's `user:password` (alternative to
+    /// WARDEN_EGRESS_PROXY_CREDENTIALS), sent as `Proxy-Authorization: Basic`.
+    #[arg(long, env = "WARDEN_EGRESS_PROXY_CREDENTIALS_FILE")]
+    pub egress_proxy_credentials_file: Option<PathBuf>,
+    /// TEST ONLY: answer `NAME=IP` instead of DNS, for `.invalid` names (repeatable).
+    #[arg(
+        long = "egress-test-resolve",
+        env = "WARDEN_EGRESS_TEST_RESOLVE",
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub egress_test_resolve: Vec<String>,
 }
 
 /// HSTS is off unless asked for: a browser that saw it refuses plain HTTP to the host for
@@ -203,6 +238,8 @@ pub enum ConfigError {
         "--http-hsts-max-age needs HTTPS on the node (--http-tls-cert-file); behind a TLS-terminating proxy, set the header there"
     )]
     HstsWithoutTls,
+    #[error("{0}")]
+    Egress(String),
 }
 
 impl Flags {
@@ -256,6 +293,8 @@ pub struct NodeConfig {
     pub failed_login_window: Duration,
     /// HTTPS on the API listener; `None`: plain HTTP.
     pub http_tls: Option<crate::listener::tls::TlsSettings>,
+    /// What the upstream client may connect to, and through which proxy.
+    pub egress: crate::egress::EgressSettings,
 }
 
 impl NodeConfig {
@@ -289,6 +328,7 @@ impl NodeConfig {
             failed_login_limit: crate::proxy::failed_logins::DEFAULT_LIMIT,
             failed_login_window: crate::proxy::failed_logins::DEFAULT_WINDOW,
             http_tls: None,
+            egress: crate::egress::EgressSettings::default(),
         }
     }
 }
@@ -397,6 +437,15 @@ impl NodeConfig {
                 "the API is served in plain HTTP off loopback: client credentials cross the network in clear unless a TLS-terminating proxy is in front (set --http-tls-cert-file and --http-tls-key-file for HTTPS)"
             );
         }
+        config.egress = egress_from_flags(
+            flags.egress_allow,
+            flags.egress_allow_private,
+            flags.egress_allow_loopback,
+            flags.egress_proxy,
+            flags.egress_proxy_credentials_file,
+            flags.egress_test_resolve,
+            env,
+        )?;
         if config.redis.is_none() && flags.node_count > 1 {
             tracing::warn!(
                 target: LOG_TARGET,
@@ -433,6 +482,12 @@ impl NodeConfig {
         if self.cp_addr_in_clear() {
             out.push(("allow_plaintext", "true"));
         }
+        if self.egress.policy.allow_private {
+            out.push(("egress_allow_private", "true"));
+        }
+        if self.egress.policy.allow_loopback {
+            out.push(("egress_allow_loopback", "true"));
+        }
         out
     }
 }
@@ -456,6 +511,102 @@ fn http_tls(
         (None, None) => Ok(None),
         _ => Err(ConfigError::TlsPair),
     }
+}
+
+/// The egress settings from their flags: the allow-list, the `--egress-allow-*` switches,
+/// the proxy and its credential (from a file, or `WARDEN_EGRESS_PROXY_CREDENTIALS` in `env`;
+/// never from the command line or the URL, where `ps` would show it), and the test-only
+/// resolver map. Logs what weakens the policy.
+fn egress_from_flags(
+    allow: Vec<String>,
+    allow_private: bool,
+    allow_loopback: bool,
+    proxy: Option<String>,
+    credentials_file: Option<PathBuf>,
+    test_resolve: Vec<String>,
+    env: &HashMap<String, String>,
+) -> Result<crate::egress::EgressSettings, ConfigError> {
+    use crate::egress::{AllowEntry, EgressPolicy, EgressProxy, EgressSettings};
+    let bad = |m: String| ConfigError::Egress(m);
+    let allow = allow
+        .iter()
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            e.parse::<AllowEntry>()
+                .map_err(|m| bad(format!("--egress-allow: {m}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut policy = EgressPolicy {
+        allow,
+        allow_private,
+        allow_loopback,
+        ..EgressPolicy::default()
+    };
+    for entry in test_resolve.iter().filter(|e| !e.trim().is_empty()) {
+        let (name, ip) = crate::egress::parse_test_resolve(entry)
+            .map_err(|m| bad(format!("--egress-test-resolve: {m}")))?;
+        policy.test_resolve.entry(name).or_default().push(ip);
+    }
+    let proxy = match proxy.filter(|p| !p.trim().is_empty()) {
+        None => None,
+        Some(raw) => {
+            let url = reqwest::Url::parse(raw.trim())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| bad("--egress-proxy must be an http:// or https:// URL".into()))?;
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(bad(
+                    "--egress-proxy must not carry credentials: put `user:password` in --egress-proxy-credentials-file or WARDEN_EGRESS_PROXY_CREDENTIALS".into(),
+                ));
+            }
+            let credentials = match (
+                &credentials_file,
+                env.get("WARDEN_EGRESS_PROXY_CREDENTIALS"),
+            ) {
+                (Some(path), _) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            bad(format!(
+                                "cannot read --egress-proxy-credentials-file {}: {e}",
+                                path.display()
+                            ))
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
+                (None, Some(v)) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+                _ => None,
+            };
+            if credentials.as_ref().is_some_and(|c| !c.contains(':')) {
+                return Err(bad(
+                    "the egress proxy credential must be `user:password`".into()
+                ));
+            }
+            policy.proxy_host = url
+                .host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned());
+            tracing::info!(target: LOG_TARGET, proxy = %url, "upstream requests go through the egress proxy");
+            Some(EgressProxy {
+                url: url.to_string(),
+                credentials: credentials.map(SecretString::from),
+            })
+        }
+    };
+    if proxy.is_none() && credentials_file.is_some() {
+        return Err(bad(
+            "--egress-proxy-credentials-file needs --egress-proxy".into()
+        ));
+    }
+    if policy.allow_private {
+        tracing::warn!(target: LOG_TARGET, "--egress-allow-private: upstreams may resolve to private addresses of this network");
+    }
+    if policy.allow_loopback {
+        tracing::warn!(target: LOG_TARGET, "--egress-allow-loopback: upstreams may resolve to this machine");
+    }
+    if !policy.test_resolve.is_empty() {
+        tracing::warn!(target: LOG_TARGET, "--egress-test-resolve is set: a test-only setting");
+    }
+    Ok(EgressSettings { policy, proxy })
 }
 
 /// `value`, unless it is 0.
@@ -638,5 +789,42 @@ mod tests {
             ]),
             Err(ConfigError::HstsMaxAge(_))
         ));
+    }
+
+    #[test]
+    fn egress_settings_parse_and_refuse_credentials_in_the_proxy_url() {
+        let c = config(&[]).unwrap();
+        assert!(c.egress.policy.allow.is_empty() && c.egress.proxy.is_none());
+        assert!(!c.egress.policy.allow_private && !c.egress.policy.allow_loopback);
+        let c = config(&[
+            "--egress-allow",
+            "api.openai.com,*.openai.azure.com:443",
+            "--egress-allow",
+            "[fd12::1]:8443",
+            "--egress-allow-loopback",
+            "--egress-proxy",
+            "http://proxy.corp.example:3128",
+        ])
+        .unwrap();
+        assert_eq!(c.egress.policy.allow.len(), 3);
+        assert_eq!(
+            c.egress.policy.proxy_host.as_deref(),
+            Some("proxy.corp.example")
+        );
+        assert!(
+            c.dangerous_settings()
+                .contains(&("egress_allow_loopback", "true"))
+        );
+        for bad in [
+            &["--egress-allow", "host:port"][..],
+            &["--egress-proxy", "http://user:pw@proxy.corp.example:3128"],
+            &["--egress-proxy", "socks5://proxy.corp.example"],
+            &["--egress-test-resolve", "api.openai.com=127.0.0.1"],
+        ] {
+            assert!(
+                matches!(config(bad), Err(ConfigError::Egress(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

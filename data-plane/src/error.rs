@@ -455,6 +455,23 @@ impl ApiError {
         )
     }
 
+    /// The node's egress policy refused the provider's address ([`crate::egress`]): nothing
+    /// was sent. Another route (a fallback) may be allowed.
+    pub fn egress_denied(provider: &str) -> Self {
+        Self::new(
+            Parts {
+                code: ErrorCode::UpstreamFailed,
+                openai_type: API_ERROR,
+                openai_code: Some("egress_denied"),
+                origin: Origin::Internal,
+                retryable: true,
+            },
+            format!(
+                "The request to provider `{provider}` was refused by the gateway's egress policy."
+            ),
+        )
+    }
+
     /// The request to the provider failed on the way (neither a timeout nor a refused
     /// connection).
     pub fn upstream_request_failed(provider: &str) -> Self {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod compiled;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod limits;
 pub mod listener;
@@ -117,6 +118,7 @@ pub async fn run_on(
     let upstream = upstream::Upstream::new(
         config.upstream_connect_timeout,
         config.upstream_read_timeout,
+        &config.egress,
         upstream::keys::KeyPicker::new(redis.clone()),
         rejections_tx,
     )?;

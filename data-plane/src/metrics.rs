@@ -50,3 +50,6 @@ pub const HTTP_TLS_HANDSHAKE_FAILURES: &str = "warden_http_tls_handshake_failure
 /// Changed certificate files read by the node (`result` label: `ok` — now served;
 /// `refused` — a bad pair, the previous certificate is still served).
 pub const HTTP_TLS_RELOADS: &str = "warden_http_tls_reloads_total";
+/// Upstream attempts refused by the egress policy before anything connected (`reason`
+/// label: `not_allowed`, `link_local_or_metadata`, `private`, `loopback`, `not_http`).
+pub const EGRESS_DENIED: &str = "warden_egress_denied_total";

@@ -688,6 +688,14 @@ async fn run(s: &Scenario) -> Outcome {
     let upstream = Upstream::new(
         Duration::from_secs(2),
         Duration::from_millis(500),
+        // The mock provider is on loopback.
+        &warden_data_plane::egress::EgressSettings {
+            policy: warden_data_plane::egress::EgressPolicy {
+                allow_loopback: true,
+                ..Default::default()
+            },
+            proxy: None,
+        },
         KeyPicker::new(None),
         tx,
     )

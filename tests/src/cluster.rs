@@ -141,6 +141,9 @@ pub struct Options {
     /// Extra arguments for every node (e.g. `--audit-spool-max-bytes`). Each node already
     /// gets `--audit-spool-dir` (see [`TestCluster::spool_dir`]).
     pub node_args: Vec<String>,
+    /// Start nodes without `--egress-allow-loopback`, which they otherwise get since the
+    /// mock provider is on 127.0.0.1 (see `tests/e2e/egress.rs`).
+    pub strict_egress: bool,
 }
 
 /// A running Warden.
@@ -420,6 +423,7 @@ impl TestCluster {
             .arg("--audit-spool-dir")
             .arg(self.spool_dir(id))
             .args(&self.options.node_args)
+            .args((!self.options.strict_egress).then_some("--egress-allow-loopback"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WARDEN_NODE_TOKEN", &self.node_token)

@@ -12,5 +12,6 @@
 
 pub mod cluster;
 pub mod dev;
+pub mod egress_proxy;
 pub mod mock;
 pub mod pki;

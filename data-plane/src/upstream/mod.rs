@@ -75,6 +75,8 @@ pub struct Served {
 #[derive(Debug)]
 pub struct Upstream {
     client: reqwest::Client,
+    /// What the client may connect to; its resolver holds a copy.
+    egress: std::sync::Arc<crate::egress::EgressPolicy>,
     pub keys: KeyPicker,
     rejections: mpsc::Sender<KeyRejection>,
 }
@@ -83,19 +85,21 @@ impl Upstream {
     pub fn new(
         connect_timeout: Duration,
         read_timeout: Duration,
+        egress: &crate::egress::EgressSettings,
         keys: KeyPicker,
         rejections: mpsc::Sender<KeyRejection>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .read_timeout(read_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")));
+        let client = egress.apply(builder)?.build()?;
         Ok(Self {
             client,
+            egress: std::sync::Arc::new(egress.policy.clone()),
             keys,
             rejections,
         })
@@ -135,6 +139,11 @@ impl Upstream {
         for (route, is_fallback) in &chain {
             let provider = &route.provider;
             if provider.format == Format::Echo {
+                continue;
+            }
+            // Refused by the egress policy: no key is picked, nothing is sent.
+            if let Err(e) = self.egress_check(provider).await {
+                last_error = Some(e);
                 continue;
             }
             if provider.passthrough {
@@ -227,6 +236,20 @@ impl Upstream {
         ))
     }
 
+    /// The egress policy's checks that need no connection ([`crate::egress`]): the
+    /// provider's host on the allow-list, a literal address, and with a proxy the name's
+    /// addresses as resolved here.
+    async fn egress_check(&self, provider: &Provider) -> Result<(), ApiError> {
+        let denied = match reqwest::Url::parse(&provider.base_url) {
+            Ok(url) => self.egress.preflight(&url).await.err(),
+            Err(_) => Some(crate::egress::Denied::NotHttp(provider.name.clone())),
+        };
+        match denied {
+            None => Ok(()),
+            Some(denied) => Err(egress_refused(provider, &denied)),
+        }
+    }
+
     /// One attempt with `key` (sent as `auth`). A gateway key's failures change its shared
     /// health: a 401/403 that says the key is invalid disables it on every node (and is
     /// reported to the control plane), one that does not say why rests it for
@@ -260,6 +283,9 @@ impl Upstream {
         let response = match result {
             Ok(r) => r,
             Err(e) => {
+                if let Some(denied) = crate::egress::denial_of(&e) {
+                    return Err(egress_refused(provider, denied));
+                }
                 tracing::warn!(provider = %provider.name, key = %key.fingerprint, error = %e, "upstream request failed");
                 return Err(if e.is_timeout() {
                     ApiError::upstream_timeout(&provider.name)
@@ -370,6 +396,14 @@ impl Upstream {
             }
         }
     }
+}
+
+/// The egress policy's refusal of `provider`: logged with the address at fault (the client
+/// hears only that the policy refused), counted, and answered 502 `egress_denied`.
+fn egress_refused(provider: &Provider, denied: &crate::egress::Denied) -> ApiError {
+    tracing::warn!(provider = %provider.name, reason = denied.label(), error = %denied, "upstream refused by the egress policy; nothing sent");
+    metrics::counter!(crate::metrics::EGRESS_DENIED, "reason" => denied.label()).increment(1);
+    ApiError::egress_denied(&provider.name)
 }
 
 /// A provider's 4xx relayed to the client: its (redacted) message, or a plain one.

@@ -3,8 +3,8 @@
 //! started with it joins a real control plane, serves, and reports its id. Only what must
 //! point at this test's cluster is replaced: listen addresses, control-plane URL (plain
 //! loopback, so the CA file is not read), the node credential file, the spool directory,
-//! the API's certificate and key (from a throwaway CA), and the Redis URL and prefix (the
-//! test Redis, a private prefix). The `warden-cp`
+//! the API's certificate and key (from a throwaway CA), the Redis URL and prefix (the test
+//! Redis, a private prefix), and the egress allow-list (the mock provider's host). The `warden-cp`
 //! examples are tested in `control-plane/tests/deploy_config.rs`.
 
 use std::collections::BTreeMap;
@@ -95,6 +95,9 @@ async fn a_node_configured_by_the_example_joins_the_control_plane_and_serves() {
             c.spool_dir(&node_id).display().to_string(),
         ),
         ("WARDEN_REDIS_URL", redis),
+        // The mock provider's host, named on the allow-list (so its loopback address is
+        // allowed).
+        ("WARDEN_EGRESS_ALLOW", "127.0.0.1".to_owned()),
         ("WARDEN_REDIS_PREFIX", c.redis_prefix.clone()),
         ("WARDEN_HTTP_TLS_CERT_FILE", cert_file.display().to_string()),
         ("WARDEN_HTTP_TLS_KEY_FILE", key_file.display().to_string()),

@@ -28,6 +28,7 @@ mod cp_store_trust;
 mod credential_revocation;
 mod deploy_config;
 mod dev;
+mod egress;
 mod failed_logins;
 mod gateway;
 mod https;
