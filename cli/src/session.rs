@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 use warden_core::plaintext::{Transport, authority_host, is_loopback_host};
 use warden_proto::admin::v1::admin_client::AdminClient;
@@ -57,6 +57,26 @@ pub struct ConnectArgs {
     /// this machine (readable by anyone on the network path; a warning is printed).
     #[arg(long, global = true, env = "WARDEN_ALLOW_PLAINTEXT")]
     pub allow_plaintext: bool,
+
+    /// PEM client certificate to present to an https:// control plane that checks them: a
+    /// second factor next to the admin credential, never a replacement. Before the
+    /// subcommand (`credential issue --client-cert` names the certificate to bind).
+    #[arg(
+        long,
+        env = "WARDEN_CLIENT_CERT",
+        value_name = "PEM",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "WARDEN_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 /// The `warden.admin.v1.Admin` client, carrying the admin credential.
@@ -99,7 +119,10 @@ impl Session {
                 let pem = tokio::fs::read(path)
                     .await
                     .with_context(|| format!("cannot read --ca-file {}", path.display()))?;
-                let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+                let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+                if let Some(identity) = client_identity(args).await? {
+                    tls = tls.identity(identity);
+                }
                 endpoint = endpoint.tls_config(tls).with_context(|| {
                     format!(
                         "--ca-file {} holds no usable CA certificate",
@@ -112,6 +135,9 @@ impl Session {
                 "an https:// control plane needs --ca-file (the CA that signed its certificate)"
             ),
             (None, false) => {}
+        }
+        if !https && args.client_cert.is_some() {
+            bail!("--client-cert needs an https:// control plane address");
         }
         let channel = endpoint.connect_lazy();
         Ok(Self {
@@ -139,6 +165,20 @@ impl Session {
     pub fn error(&self, status: &Status) -> anyhow::Error {
         anyhow!(describe(status, &self.addr))
     }
+}
+
+/// `--client-cert` and `--client-key`, read, when given.
+async fn client_identity(args: &ConnectArgs) -> anyhow::Result<Option<Identity>> {
+    let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) else {
+        return Ok(None);
+    };
+    let cert_pem = tokio::fs::read(cert)
+        .await
+        .with_context(|| format!("cannot read --client-cert {}", cert.display()))?;
+    let key_pem = tokio::fs::read(key)
+        .await
+        .with_context(|| format!("cannot read --client-key {}", key.display()))?;
+    Ok(Some(Identity::from_pem(cert_pem, key_pem)))
 }
 
 /// Adds `authorization: Bearer <admin credential>` to every call.

@@ -11,7 +11,9 @@
 //! `WARDEN_GRPC_HANDSHAKE_TIMEOUT`, `WARDEN_GRPC_MAX_CONNECTIONS`,
 //! `WARDEN_GRPC_CONCURRENCY_PER_CONNECTION`, `WARDEN_GRPC_MAX_CONCURRENT_STREAMS`,
 //! `WARDEN_GRPC_MAX_HEADER_LIST_BYTES`, `WARDEN_MAX_FAILED_LOGINS_PER_MINUTE`,
-//! `WARDEN_OPS_ADDR`, `WARDEN_ALLOW_UNVERIFIED_DB_TLS`.
+//! `WARDEN_OPS_ADDR`, `WARDEN_ALLOW_UNVERIFIED_DB_TLS`; client certificates and reload
+//! `WARDEN_TLS_CLIENT_CA_FILE`, `WARDEN_TLS_REQUIRE_CLIENT_CERTS`,
+//! `WARDEN_TLS_RELOAD_INTERVAL`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -126,6 +128,13 @@ pub struct RawServer {
     pub log_format: Option<String>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    // Client certificates (mTLS) and certificate reload (`crate::tls`).
+    /// PEM CA bundle that signs client certificates; set: connections are asked for one.
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `true` (default) refuses a handshake without a certificate.
+    pub require_client_certs: Option<bool>,
+    /// How often the certificate, key and client CA files are re-read (default 10s).
+    pub tls_reload_interval: Option<String>,
     /// Allow plaintext gRPC on a non-loopback address (logged as a warning).
     pub allow_plaintext: Option<bool>,
     // The gRPC listener's limits (`grpc::limits`), the failed-login throttle and the ops
@@ -267,6 +276,10 @@ pub struct Config {
     pub dev: bool,
     pub log_format: LogFormat,
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Client certificates (`[server] client_ca_file`, `require_client_certs`).
+    pub client_certs: Option<crate::tls::ClientCertSettings>,
+    /// How often the TLS files are re-read (`[server] tls_reload_interval`).
+    pub tls_reload_interval: Duration,
     pub master_key: MasterKeySource,
     pub auth: AuthConfig,
     pub providers: Vec<ProviderDecl>,
@@ -412,6 +425,14 @@ impl RawConfig {
                 ));
             }
         };
+        let (client_certs, tls_reload_interval) = crate::tls::client_settings(
+            env,
+            tls.is_some(),
+            server.client_ca_file,
+            server.require_client_certs,
+            server.tls_reload_interval,
+        )
+        .map_err(|e| invalid(e.field, e.message))?;
         if tls.is_none()
             && !grpc_addr.ip().is_loopback()
             && !server.allow_plaintext.unwrap_or(false)
@@ -698,6 +719,8 @@ impl RawConfig {
             dev,
             log_format,
             tls,
+            client_certs,
+            tls_reload_interval,
             master_key,
             auth,
             providers,
@@ -1098,5 +1121,53 @@ keys = ["env://SOME_KEY"]
             ]))
             .unwrap_err();
         assert!(err.to_string().contains("server.grpc_addr"), "{err}");
+    }
+
+    #[test]
+    fn client_certificates_need_tls_and_default_to_required() {
+        let build = |vars: &[(&str, &str)]| {
+            let mut all = vec![("WARDEN_MASTER_KEY", "x")];
+            all.extend_from_slice(vars);
+            RawConfig::default().build_and_validate(&env(&all))
+        };
+        let tls = [
+            ("WARDEN_TLS_CERT_FILE", "cp.pem"),
+            ("WARDEN_TLS_KEY_FILE", "cp.key"),
+        ];
+        let c = build(&tls).unwrap();
+        assert_eq!(c.client_certs, None);
+        assert_eq!(c.tls_reload_interval, crate::tls::DEFAULT_RELOAD_INTERVAL);
+        let mut with_ca = tls.to_vec();
+        with_ca.push(("WARDEN_TLS_CLIENT_CA_FILE", "ca.pem"));
+        assert_eq!(
+            build(&with_ca).unwrap().client_certs,
+            Some(crate::tls::ClientCertSettings {
+                ca_file: PathBuf::from("ca.pem"),
+                required: true,
+            })
+        );
+        with_ca.push(("WARDEN_TLS_REQUIRE_CLIENT_CERTS", "false"));
+        with_ca.push(("WARDEN_TLS_RELOAD_INTERVAL", "2s"));
+        let c = build(&with_ca).unwrap();
+        assert_eq!(c.client_certs.map(|c| c.required), Some(false));
+        assert_eq!(c.tls_reload_interval, Duration::from_secs(2));
+
+        for (vars, field) in [
+            (
+                vec![("WARDEN_TLS_CLIENT_CA_FILE", "ca.pem")],
+                "server.client_ca_file",
+            ),
+            (
+                [&tls[..], &[("WARDEN_TLS_REQUIRE_CLIENT_CERTS", "true")]].concat(),
+                "server.require_client_certs",
+            ),
+            (
+                [&tls[..], &[("WARDEN_TLS_RELOAD_INTERVAL", "1ms")]].concat(),
+                "server.tls_reload_interval",
+            ),
+        ] {
+            let err = build(&vars).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
     }
 }

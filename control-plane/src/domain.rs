@@ -279,6 +279,9 @@ pub struct CredentialRecord {
     pub role: String,
     /// Unix seconds after which it is refused; `None` = never.
     pub expires_at: Option<i64>,
+    /// SHA-256 (hex) of the SubjectPublicKeyInfo of the client certificate it is bound to:
+    /// accepted only over a connection presenting a certificate of that key. `None`: unbound.
+    pub cert_spki_sha256: Option<String>,
 }
 
 /// What an admin credential may do (the Admin API's table of RPCs names the role each RPC

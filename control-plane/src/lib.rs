@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod service;
 pub mod snapshot;
 pub mod store;
+pub mod tls;
 pub mod usage;
 
 use std::path::Path;
@@ -638,32 +639,19 @@ type GrpcRouter = tonic::transport::server::Router<
     tower::layer::util::Stack<grpc::limits::EdgeLayer, tower::layer::util::Identity>,
 >;
 
-/// The Admin, Sync and AuditStream services of `cp`, within `limits`, over TLS when `tls`
-/// names a certificate and key (read here, so that a bad file fails before anything is
-/// served).
-async fn router(
+/// The Admin, Sync and AuditStream services of `cp`, within `limits` (TLS, when
+/// configured, is set up by the accept loop: [`grpc::limits::incoming`]); `client_certs`
+/// tells the Sync service whether nodes must present a client certificate.
+fn router(
     cp: &Arc<ControlPlane>,
-    tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    client_certs: tls::ClientCertMode,
     limits: &grpc::limits::ServerLimits,
     shutdown: &CancellationToken,
-) -> Result<GrpcRouter, RunError> {
+) -> GrpcRouter {
     let builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
-    let mut builder = limits.apply(builder);
-    if let Some((cert, key)) = tls {
-        let cert = tokio::fs::read(cert)
-            .await
-            .map_err(|e| RunError::Tls(format!("{}: {e}", cert.display())))?;
-        let key = tokio::fs::read(key)
-            .await
-            .map_err(|e| RunError::Tls(format!("{}: {e}", key.display())))?;
-        builder = builder.tls_config(
-            tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(cert, key))
-                .timeout(limits.handshake_timeout),
-        )?;
-    }
+    let builder = limits.apply(builder);
     let mut builder = builder.layer(grpc::limits::EdgeLayer::new(cp.metrics().clone()));
     // Explicit message limits (warden_proto::GRPC_*_MAX_BYTES, listed in the README): small
     // requests in, snapshots and listings of up to 100,000 virtual keys out.
@@ -674,10 +662,10 @@ async fn router(
     let admin = AdminServer::new(grpc::admin::AdminService::new(Arc::clone(cp)))
         .max_decoding_message_size(max_in)
         .max_encoding_message_size(max_out);
-    let sync = SyncServer::new(grpc::sync::SyncService::new(
-        Arc::clone(cp),
-        shutdown.clone(),
-    ))
+    let sync = SyncServer::new(
+        grpc::sync::SyncService::new(Arc::clone(cp), shutdown.clone())
+            .with_client_certs(client_certs),
+    )
     .max_decoding_message_size(max_in)
     .max_encoding_message_size(max_out);
     let audit = AuditStreamServer::new(grpc::audit::AuditStreamService::new(
@@ -686,10 +674,23 @@ async fn router(
     ))
     .max_decoding_message_size(max_in)
     .max_encoding_message_size(max_out);
-    Ok(builder
+    builder
         .add_service(admin)
         .add_service(sync)
-        .add_service(audit))
+        .add_service(audit)
+}
+
+/// The gRPC listener's TLS settings from `config`, when it serves TLS.
+fn tls_settings(config: &Config) -> Option<tls::TlsSettings> {
+    config
+        .tls
+        .as_ref()
+        .map(|(cert_file, key_file)| tls::TlsSettings {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            client_certs: config.client_certs.clone(),
+            reload_interval: config.tls_reload_interval,
+        })
 }
 
 /// Opens the control plane for `config` ([`open`]), starts the audit log's background work
@@ -704,14 +705,27 @@ pub async fn start(
 ) -> Result<Running, RunError> {
     let addr = listener.local_addr().map_err(RunError::Listener)?;
     let cp = open(config).await?;
-    let router = router(&cp, config.tls.as_ref(), &config.limits, &shutdown).await?;
+    let tls = match tls_settings(config) {
+        Some(settings) => {
+            let tls = tls::ServerTls::load(settings)
+                .await
+                .map_err(|e| RunError::Tls(e.to_string()))?;
+            tls.spawn_reload(shutdown.clone());
+            Some(tls)
+        }
+        None => None,
+    };
+    let client_certs = tls
+        .as_ref()
+        .map_or(tls::ClientCertMode::Off, |t| t.client_cert_mode());
+    let router = router(&cp, client_certs, &config.limits, &shutdown);
     let audit_jobs = spawn_audit_exports(&cp, config, shutdown.clone()).await?;
     let ops_addr = match config.ops_addr {
         Some(at) => Some(ops::serve(&cp, at, shutdown.clone()).await?),
         None => None,
     };
-    tracing::info!(%addr, tls = config.tls.is_some(), limits = ?config.limits, "control plane listening");
-    let incoming = grpc::limits::incoming(listener, config.limits, cp.metrics().clone());
+    tracing::info!(%addr, tls = config.tls.is_some(), ?client_certs, limits = ?config.limits, "control plane listening");
+    let incoming = grpc::limits::incoming(listener, config.limits, cp.metrics().clone(), tls);
     let server = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

@@ -88,6 +88,18 @@ struct ListenerArgs {
     /// (WARDEN_ALLOW_UNVERIFIED_DB_TLS; warned about and audited).
     #[arg(long, global = true)]
     allow_unverified_db_tls: bool,
+    /// PEM CA bundle that signs client certificates (WARDEN_TLS_CLIENT_CA_FILE; needs TLS):
+    /// connections are asked for a certificate signed by it, nodes must present one.
+    #[arg(long, global = true, value_name = "PEM")]
+    tls_client_ca_file: Option<String>,
+    /// With --tls-client-ca-file: `true` (default) fails a handshake without a client
+    /// certificate, `false` verifies one only when presented (WARDEN_TLS_REQUIRE_CLIENT_CERTS).
+    #[arg(long, global = true, value_name = "BOOL")]
+    tls_require_client_certs: Option<String>,
+    /// How often the TLS certificate, key and client CA files are re-read; a change applies
+    /// to new connections (WARDEN_TLS_RELOAD_INTERVAL, default 10s).
+    #[arg(long, global = true, value_name = "DURATION")]
+    tls_reload_interval: Option<String>,
 }
 
 impl ListenerArgs {
@@ -114,6 +126,12 @@ impl ListenerArgs {
                 "WARDEN_MAX_FAILED_LOGINS_PER_MINUTE",
                 self.max_failed_logins_per_minute,
             ),
+            ("WARDEN_TLS_CLIENT_CA_FILE", self.tls_client_ca_file),
+            (
+                "WARDEN_TLS_REQUIRE_CLIENT_CERTS",
+                self.tls_require_client_certs,
+            ),
+            ("WARDEN_TLS_RELOAD_INTERVAL", self.tls_reload_interval),
         ]
         .into_iter()
         .filter_map(|(var, value)| value.map(|v| (var, v)))

@@ -196,7 +196,11 @@ impl Script {
 
     /// Checks a node credential as the Sync API does and writes the outcome.
     async fn auth_node(&mut self, name: &str, presented: Option<&str>) {
-        let line = match self.cp.authenticate_node(None, presented, "edge-1").await {
+        let line = match self
+            .cp
+            .authenticate_node(None, Default::default(), presented, "edge-1")
+            .await
+        {
             Ok(record) => format!("ok {} {}", record.id, record.name),
             Err(e) => format!("{:?} {e}", e.code()),
         };
@@ -817,6 +821,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
             "issue_node_credential",
             admin.issue_node_credential(s.request(pb::IssueNodeCredentialRequest {
                 name: "edge-1".into(),
+                ..Default::default()
             })),
         )
         .await
@@ -825,6 +830,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         "issue_node_credential default name",
         admin.issue_node_credential(s.request(pb::IssueNodeCredentialRequest {
             name: String::new(),
+            ..Default::default()
         })),
     )
     .await;
@@ -832,6 +838,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         "issue_node_credential bad name",
         admin.issue_node_credential(s.request(pb::IssueNodeCredentialRequest {
             name: "bad name".into(),
+            ..Default::default()
         })),
     )
     .await;
@@ -879,6 +886,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
                 name: "ops".into(),
                 role: "operator".into(),
                 ttl_seconds: 3600,
+                ..Default::default()
             })),
         )
         .await
@@ -889,6 +897,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
             name: "ops".into(),
             role: "root".into(),
             ttl_seconds: 0,
+            ..Default::default()
         })),
     )
     .await;

@@ -61,7 +61,7 @@ async fn fixture() -> Fixture {
     let cp = warden_control_plane::open(&config).await.unwrap();
     let admin = cp.bootstrap_admin().await.unwrap().unwrap();
     let (secret, id) = cp
-        .issue_node_credential(&Actor("test".into()), "edge")
+        .issue_node_credential(&Actor("test".into()), "edge", None)
         .await
         .unwrap();
     let shutdown = CancellationToken::new();
@@ -356,7 +356,7 @@ async fn a_flood_beyond_the_quota_is_refused_and_legitimate_traffic_resumes() {
     assert_eq!(f.stored(&["legit-0", "legit-1"]).await.len(), 2);
     // The quota is per node credential: another credential is not held back.
     let (other, _) =
-        f.cp.issue_node_credential(&Actor("test".into()), "edge-b")
+        f.cp.issue_node_credential(&Actor("test".into()), "edge-b", None)
             .await
             .unwrap();
     let accepted = f

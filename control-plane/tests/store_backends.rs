@@ -965,6 +965,7 @@ mod bodies {
                         revoked_at: None,
                         role: "admin".into(),
                         expires_at: None,
+                        cert_spki_sha256: None,
                     })
                     .await
                     .unwrap()
@@ -997,6 +998,7 @@ mod bodies {
                         revoked_at: None,
                         role: "admin".into(),
                         expires_at: None,
+                        cert_spki_sha256: None,
                     },
                 )
                 .await
@@ -1061,6 +1063,7 @@ mod bodies {
                 revoked_at: None,
                 role: "admin".into(),
                 expires_at: None,
+                cert_spki_sha256: None,
             },
         )
         .await

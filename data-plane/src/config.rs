@@ -26,6 +26,22 @@ pub struct Flags {
     /// PEM CA bundle for an https:// control plane.
     #[arg(long, env = "WARDEN_CP_CA_FILE")]
     pub cp_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to an https:// control plane (mTLS); a node
+    /// credential issued with `--client-cert` of it is accepted only with it. Re-read at
+    /// every connection, so a renewed certificate needs no restart.
+    #[arg(
+        long,
+        env = "WARDEN_CP_CLIENT_CERT_FILE",
+        requires = "cp_client_key_file"
+    )]
+    pub cp_client_cert_file: Option<PathBuf>,
+    /// PEM private key of --cp-client-cert-file.
+    #[arg(
+        long,
+        env = "WARDEN_CP_CLIENT_KEY_FILE",
+        requires = "cp_client_cert_file"
+    )]
+    pub cp_client_key_file: Option<PathBuf>,
     /// This node's id (default: host name plus a random suffix).
     #[arg(long, env = "WARDEN_NODE_ID")]
     pub node_id: Option<String>,
@@ -240,6 +256,10 @@ pub enum ConfigError {
     HstsWithoutTls,
     #[error("{0}")]
     Egress(String),
+    #[error(
+        "--cp-client-cert-file and --cp-client-key-file go together, with an https:// --cp-addr"
+    )]
+    ClientCertNeedsTls,
 }
 
 impl Flags {
@@ -258,6 +278,8 @@ pub struct NodeConfig {
     pub cp_addr: String,
     /// PEM CA bundle to trust for an `https://` control plane.
     pub cp_ca_file: Option<PathBuf>,
+    /// Client certificate and key presented to the control plane (`https://` only).
+    pub cp_client_identity: Option<(PathBuf, PathBuf)>,
     /// This node's id, shown by `wardenctl nodes`.
     pub node_id: String,
     /// The node credential (`wn_…`).
@@ -310,6 +332,7 @@ impl NodeConfig {
             http_addr,
             cp_addr,
             cp_ca_file: None,
+            cp_client_identity: None,
             node_id,
             node_token,
             max_body_bytes: 10 * 1024 * 1024,
@@ -356,6 +379,11 @@ impl NodeConfig {
             SecretString::from(token),
         );
         config.cp_ca_file = flags.cp_ca_file;
+        config.cp_client_identity = match (flags.cp_client_cert_file, flags.cp_client_key_file) {
+            (Some(cert), Some(key)) if config.cp_addr.starts_with("https://") => Some((cert, key)),
+            (Some(_), _) | (_, Some(_)) => return Err(ConfigError::ClientCertNeedsTls),
+            (None, None) => None,
+        };
         config.allow_plaintext = flags.allow_plaintext;
         if config.cp_addr_in_clear() {
             if !config.allow_plaintext {
@@ -826,5 +854,27 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_client_certificate_goes_with_its_key_to_an_https_control_plane() {
+        let identity = [
+            "--cp-client-cert-file",
+            "node.pem",
+            "--cp-client-key-file",
+            "node.key",
+        ];
+        let mut https = vec!["--cp-addr", "https://cp.invalid:50051"];
+        https.extend(identity);
+        assert_eq!(
+            config(&https).unwrap().cp_client_identity,
+            Some((PathBuf::from("node.pem"), PathBuf::from("node.key")))
+        );
+        assert_eq!(config(&[]).unwrap().cp_client_identity, None);
+        assert!(matches!(
+            config(&identity),
+            Err(ConfigError::ClientCertNeedsTls)
+        ));
+        assert!(Flags::try_parse_from(["warden-dp", "--cp-client-cert-file", "node.pem"]).is_err());
     }
 }

@@ -56,6 +56,17 @@ fn endpoint(config: &NodeConfig) -> Result<Endpoint, SyncError> {
                 .map_err(|e| SyncError::Endpoint(format!("{}: {e}", ca.display())))?;
             tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
         }
+        // Read at every connection: a renewed certificate is used from the next one.
+        if let Some((cert, key)) = &config.cp_client_identity {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path)
+                    .map_err(|e| SyncError::Endpoint(format!("{}: {e}", path.display())))
+            };
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
         ep = ep.tls_config(tls)?;
     }
     Ok(ep)

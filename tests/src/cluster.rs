@@ -144,6 +144,19 @@ pub struct Options {
     /// Start nodes without `--egress-allow-loopback`, which they otherwise get since the
     /// mock provider is on 127.0.0.1 (see `tests/e2e/egress.rs`).
     pub strict_egress: bool,
+    /// The control plane serves TLS (its files given in `cp_env`): the cluster's address is
+    /// `https://127.0.0.1:PORT`; `wardenctl` trusts this and presents its client
+    /// certificate. Nodes need their own flags in `node_args` (`--cp-ca-file`, …).
+    pub cp_tls: Option<CpTls>,
+}
+
+/// How `wardenctl` reaches a control plane that serves TLS.
+#[derive(Debug, Clone, Default)]
+pub struct CpTls {
+    /// The CA that signed the control plane's certificate (`--ca-file`).
+    pub ca_file: PathBuf,
+    /// Client certificate and key (`--client-cert`, `--client-key`).
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running Warden.
@@ -321,7 +334,12 @@ impl TestCluster {
     }
 
     pub fn cp_addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.cp_port)
+        let scheme = if self.options.cp_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.cp_port)
     }
 
     /// Starts (or restarts) the control plane on its port and data dir; returns the admin
@@ -501,6 +519,13 @@ impl TestCluster {
     ) -> anyhow::Result<std::process::Output> {
         use std::io::Write as _;
         let mut cmd = Command::new(bin("wardenctl")?);
+        if let Some(tls) = &self.options.cp_tls {
+            cmd.arg("--ca-file").arg(&tls.ca_file);
+            if let Some((cert, key)) = &tls.client {
+                cmd.arg("--client-cert").arg(cert);
+                cmd.arg("--client-key").arg(key);
+            }
+        }
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -2,8 +2,10 @@
 //! issue|list|revoke`: the credentials data-plane nodes (`wn_…`) and administrators (`wa_…`)
 //! present to the control plane. Revoking one ends every stream it holds open.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use warden_proto::admin::v1 as pb;
@@ -26,6 +28,11 @@ pub enum NodeCredentialCommand {
         /// A label for the credential.
         #[arg(long)]
         name: Option<String>,
+        /// Bind the credential to the key of this PEM client certificate (the node's
+        /// --cp-client-cert-file): it is then accepted only over a connection presenting a
+        /// certificate of that key, so the `wn_…` alone is useless.
+        #[arg(long, value_name = "PEM")]
+        client_cert: Option<PathBuf>,
     },
     /// List node credentials (ids, names, when created, last used, revoked).
     List,
@@ -54,6 +61,10 @@ pub enum AdminCredentialSubcommand {
         /// How long it is valid (e.g. `30d`); default: until revoked.
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
+        /// Bind the credential to the key of this PEM client certificate, a second factor:
+        /// it is then accepted only from a `wardenctl --client-cert` of that key.
+        #[arg(long, value_name = "PEM")]
+        client_cert: Option<PathBuf>,
     },
     /// List admin credentials (ids, names, when created, revoked).
     List,
@@ -88,9 +99,10 @@ pub async fn run(session: &Session, out: Printer, command: NodeCommand) -> anyho
     let NodeCommand::Credential(command) = command;
     let mut client = session.client.clone();
     match command {
-        NodeCredentialCommand::Issue { name } => {
+        NodeCredentialCommand::Issue { name, client_cert } => {
             let request = pb::IssueNodeCredentialRequest {
                 name: name.unwrap_or_default(),
+                client_certificate_pem: read_cert(client_cert.as_deref()).await?,
             };
             let response = session.call(client.issue_node_credential(request)).await?;
             let json = json!({ "credential": response.credential, "id": response.id });
@@ -121,11 +133,17 @@ pub async fn run_admin(
     let AdminCredentialCommand::Credential(command) = command;
     let mut client = session.client.clone();
     match command {
-        AdminCredentialSubcommand::Issue { name, role, ttl } => {
+        AdminCredentialSubcommand::Issue {
+            name,
+            role,
+            ttl,
+            client_cert,
+        } => {
             let request = pb::IssueAdminCredentialRequest {
                 name,
                 role: role.clone(),
                 ttl_seconds: ttl.map_or(0, |t| t.as_secs()),
+                client_certificate_pem: read_cert(client_cert.as_deref()).await?,
             };
             let response = session.call(client.issue_admin_credential(request)).await?;
             let json =
@@ -152,9 +170,19 @@ pub async fn run_admin(
     Ok(())
 }
 
+/// The PEM text of `--client-cert`, or empty without one.
+async fn read_cert(path: Option<&Path>) -> anyhow::Result<String> {
+    let Some(path) = path else {
+        return Ok(String::new());
+    };
+    tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("cannot read --client-cert {}", path.display()))
+}
+
 fn show(out: &Printer, credentials: &[pb::CredentialInfo], last_used: bool) -> anyhow::Result<()> {
     let now = warden_core::unix_now();
-    let mut header = vec!["ID", "NAME", "CREATED", "REVOKED"];
+    let mut header = vec!["ID", "NAME", "CREATED", "REVOKED", "CERT KEY"];
     if last_used {
         header.push("LAST USED");
     } else {
@@ -167,6 +195,7 @@ fn show(out: &Printer, credentials: &[pb::CredentialInfo], last_used: bool) -> a
             c.name.clone(),
             output::timestamp(c.created_at),
             output::timestamp(c.revoked_at),
+            bound_key(&c.cert_spki_sha256),
         ];
         if last_used {
             row.push(output::ago(c.last_used_at, now));
@@ -182,11 +211,24 @@ fn show(out: &Printer, credentials: &[pb::CredentialInfo], last_used: bool) -> a
                 "id": c.id, "name": c.name, "created_at": c.created_at,
                 "revoked_at": c.revoked_at, "last_used_at": c.last_used_at,
                 "role": c.role, "expires_at": c.expires_at,
+                "cert_spki_sha256": c.cert_spki_sha256,
             })
         })
         .collect();
     out.table(&rows, &json!({ "credentials": json }))?;
     Ok(())
+}
+
+/// A bound key as listed: the start of its SPKI hash, `-` when unbound.
+fn bound_key(spki_sha256: &str) -> String {
+    if spki_sha256.is_empty() {
+        "-".to_owned()
+    } else {
+        format!(
+            "sha256:{}",
+            spki_sha256.chars().take(16).collect::<String>()
+        )
+    }
 }
 
 fn revoked(out: &Printer, kind: &str, ids: &[String]) -> anyhow::Result<()> {

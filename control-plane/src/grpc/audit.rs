@@ -164,6 +164,11 @@ impl AuditStream for AuditStreamService {
             .cp
             .authenticate_audit_reader(
                 request.remote_addr().map(|a| a.ip()),
+                crate::service::ClientKey {
+                    spki_sha256: crate::grpc::limits::client_certificate(&request)
+                        .map(|c| c.spki_sha256()),
+                    required: false,
+                },
                 warden_proto::bearer(&request),
                 "audit.subscribe",
             )

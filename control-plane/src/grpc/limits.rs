@@ -4,7 +4,7 @@
 //! | limit | enforced by |
 //! |---|---|
 //! | `request_timeout`: deadline of a call until its response starts | tonic's `Server::timeout` (the shorter of it and the client's `grpc-timeout`). It covers reading the request message and the handler; a streaming call (`Sync.Watch`, `AuditStream.Subscribe`) is bound only until its stream starts, never cut while it streams |
-//! | `handshake_timeout`: a connection must have sent its first request's headers (TLS handshake and HTTP/2 preface included) by then | [`Connection`] here: closed otherwise; tonic's TLS handshake timeout as well |
+//! | `handshake_timeout`: a connection must have sent its first request's headers (TLS handshake and HTTP/2 preface included) by then | [`Connection`] here: closed otherwise; the TLS handshake (done here, [`incoming`]) within it |
 //! | `max_connections` | [`incoming`] here: past it, accepting waits (new connections queue in the kernel's backlog) |
 //! | `concurrency_per_connection`: calls in flight on one connection | tonic's `concurrency_limit_per_connection` |
 //! | `max_concurrent_streams`: HTTP/2 streams open on one connection | tonic's `max_concurrent_streams` (SETTINGS_MAX_CONCURRENT_STREAMS) |
@@ -24,14 +24,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tonic::codegen::http;
-use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::metrics::CpMetrics;
+use crate::tls::{ClientCertificate, ServerTls};
 
 /// Default deadline of a call until its response starts.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -187,21 +190,31 @@ fn count(
 }
 
 /// What tonic hands each request of a [`Connection`] (in its extensions): the TCP
-/// addresses, and the flag that the connection has made its first request.
+/// addresses, the client certificate the connection presented (TLS with client
+/// certificates, see [`crate::tls`]), and the flag that the connection has made its first
+/// request.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     tcp: TcpConnectInfo,
+    client: Option<Arc<ClientCertificate>>,
     started: Arc<AtomicBool>,
 }
 
-/// An accepted connection: holds its place under `max_connections` until it closes, and
-/// fails its reads once `handshake_timeout` has passed without a first request.
+/// An accepted connection (its TLS handshake done, when the listener has TLS): holds its
+/// place under `max_connections` until it closes, and fails its reads once
+/// `handshake_timeout` has passed without a first request.
 pub struct Connection {
-    stream: TcpStream,
+    io: Io,
     info: PeerInfo,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     _permit: OwnedSemaphorePermit,
     _open: OpenGauge,
+}
+
+/// The bytes of a connection: in clear, or inside the TLS session the accept loop set up.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 /// Counts the connection in [`crate::metrics::GRPC_CONNECTIONS`] while it lives.
@@ -228,6 +241,22 @@ impl Connected for Connection {
     }
 }
 
+/// Delegates one `AsyncRead`/`AsyncWrite` method to the connection's stream.
+macro_rules! on_io {
+    ($io:expr, |$s:ident| $call:expr) => {
+        match $io {
+            Io::Plain($s) => {
+                let $s = Pin::new($s);
+                $call
+            }
+            Io::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $call
+            }
+        }
+    };
+}
+
 impl AsyncRead for Connection {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -246,7 +275,7 @@ impl AsyncRead for Connection {
                 )));
             }
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        on_io!(&mut this.io, |s| s.poll_read(cx, buf))
     }
 }
 
@@ -256,7 +285,7 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        on_io!(&mut self.get_mut().io, |s| s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -264,67 +293,164 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        on_io!(&mut self.get_mut().io, |s| s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        on_io!(&mut self.get_mut().io, |s| s.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        on_io!(&mut self.get_mut().io, |s| s.poll_shutdown(cx))
     }
 }
 
-/// The connections `listener` accepts, at most `limits.max_connections` open at once.
+/// A connection whose TLS handshake is under way; `None` when it failed or timed out.
+type Handshake = Pin<Box<dyn Future<Output = Option<Connection>> + Send>>;
+
+/// What the accept loop carries from one connection to the next.
+struct Accepting {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    handshake: Duration,
+    metrics: CpMetrics,
+    tls: Option<Arc<ServerTls>>,
+    handshakes: FuturesUnordered<Handshake>,
+}
+
+/// The connections `listener` accepts, at most `limits.max_connections` open at once
+/// (handshakes included). With `tls`, each one is handed out once its TLS handshake is
+/// done; handshakes run side by side, each bound by `handshake_timeout`.
 pub fn incoming(
     listener: TcpListener,
     limits: ServerLimits,
     metrics: CpMetrics,
+    tls: Option<Arc<ServerTls>>,
 ) -> Pin<Box<dyn Stream<Item = io::Result<Connection>> + Send>> {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let state = (listener, permits, limits.handshake_timeout, metrics);
-    Box::pin(futures::stream::unfold(
-        state,
-        |(listener, permits, handshake, metrics)| async move {
-            let permit = Arc::clone(&permits).acquire_owned().await.ok()?;
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let info = PeerInfo {
-                            tcp: stream.connect_info(),
-                            started: Arc::new(AtomicBool::new(false)),
-                        };
-                        let connection = Connection {
-                            stream,
-                            info,
-                            deadline: Some(Box::pin(tokio::time::sleep(handshake))),
-                            _permit: permit,
-                            _open: OpenGauge::new(metrics.clone()),
-                        };
-                        return Some((Ok(connection), (listener, permits, handshake, metrics)));
+    let state = Accepting {
+        listener,
+        permits: Arc::new(Semaphore::new(limits.max_connections)),
+        handshake: limits.handshake_timeout,
+        metrics,
+        tls,
+        handshakes: FuturesUnordered::new(),
+    };
+    Box::pin(futures::stream::unfold(state, |mut s| async move {
+        loop {
+            tokio::select! {
+                Some(done) = s.handshakes.next(), if !s.handshakes.is_empty() => {
+                    if let Some(connection) = done {
+                        return Some((Ok(connection), s));
                     }
-                    Err(error) => {
-                        // Out of file descriptors and the like: wait, then accept again.
-                        tracing::warn!(%error, "accepting a gRPC connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                accepted = accept(&s.listener, &s.permits) => {
+                    let (stream, permit) = accepted?;
+                    let _ = stream.set_nodelay(true);
+                    let opened = Opened {
+                        info: PeerInfo {
+                            tcp: stream.connect_info(),
+                            client: None,
+                            started: Arc::new(AtomicBool::new(false)),
+                        },
+                        deadline: Box::pin(tokio::time::sleep(s.handshake)),
+                        permit,
+                        open: OpenGauge::new(s.metrics.clone()),
+                    };
+                    match s.tls.as_ref().map(|tls| tls.acceptor()) {
+                        None => return Some((Ok(opened.with(Io::Plain(stream))), s)),
+                        Some(acceptor) => {
+                            s.handshakes.push(Box::pin(handshake(acceptor, stream, opened)));
+                        }
                     }
                 }
             }
+        }
+    }))
+}
+
+/// Waits for a place under `max_connections`, then for the next connection; `None` only
+/// when the semaphore is closed (never).
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = Arc::clone(permits).acquire_owned().await.ok()?;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return Some((stream, permit)),
+            Err(error) => {
+                // Out of file descriptors and the like: wait, then accept again.
+                tracing::warn!(%error, "accepting a gRPC connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A connection accepted, before its bytes are set up (in clear, or after the handshake).
+struct Opened {
+    info: PeerInfo,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    permit: OwnedSemaphorePermit,
+    open: OpenGauge,
+}
+
+impl Opened {
+    fn with(self, io: Io) -> Connection {
+        Connection {
+            io,
+            info: self.info,
+            deadline: Some(self.deadline),
+            _permit: self.permit,
+            _open: self.open,
+        }
+    }
+}
+
+/// Runs the TLS handshake on `stream` within the connection's deadline, and records the
+/// client certificate it presented.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    mut opened: Opened,
+) -> Option<Connection> {
+    let peer = opened.info.tcp.remote_addr;
+    let tls = tokio::select! {
+        result = acceptor.accept(stream) => match result {
+            Ok(tls) => tls,
+            Err(error) => {
+                tracing::debug!(?peer, %error, "TLS handshake failed");
+                return None;
+            }
         },
-    ))
+        () = &mut opened.deadline => {
+            tracing::debug!(?peer, "TLS handshake not done within the handshake timeout");
+            return None;
+        }
+    };
+    let leaf = tls.get_ref().1.peer_certificates().and_then(<[_]>::first);
+    opened.info.client = match leaf.map(ClientCertificate::from_der) {
+        None => None,
+        Some(Ok(client)) => Some(Arc::new(client)),
+        Some(Err(error)) => {
+            tracing::debug!(?peer, %error, "unusable client certificate");
+            return None;
+        }
+    };
+    Some(opened.with(Io::Tls(Box::new(tls))))
 }
 
 /// The layer every request passes first: counts it, marks its connection as having made
-/// a request (which ends the handshake deadline), and gives it the TCP addresses that
-/// `Request::remote_addr` reads. (Over TLS the request carries `TlsConnectInfo<PeerInfo>`,
-/// so tonic's `Request::peer_certs` finds nothing: client certificates, when mTLS comes,
-/// are to be read from it here.)
+/// a request (which ends the handshake deadline), gives it the TCP addresses that
+/// `Request::remote_addr` reads and, when its connection presented one, the verified
+/// [`ClientCertificate`] (read with [`client_certificate`]).
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
     metrics: CpMetrics,
@@ -368,18 +494,23 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         self.metrics.rpc(request.uri().path());
-        let peer = request.extensions().get::<PeerInfo>().cloned().or_else(|| {
-            request
-                .extensions()
-                .get::<TlsConnectInfo<PeerInfo>>()
-                .map(|tls| tls.get_ref().clone())
-        });
-        if let Some(peer) = peer {
+        if let Some(peer) = request.extensions().get::<PeerInfo>().cloned() {
             peer.started.store(true, Ordering::Release);
             request.extensions_mut().insert(peer.tcp);
+            if let Some(client) = peer.client {
+                request.extensions_mut().insert(client);
+            }
         }
         self.inner.call(request)
     }
+}
+
+/// The verified client certificate the connection of `request` presented, if any.
+pub fn client_certificate<T>(request: &tonic::Request<T>) -> Option<&ClientCertificate> {
+    request
+        .extensions()
+        .get::<Arc<ClientCertificate>>()
+        .map(|c| &**c)
 }
 
 #[cfg(test)]

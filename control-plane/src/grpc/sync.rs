@@ -22,19 +22,43 @@ use warden_core::jwt::SigningAlgorithm;
 use warden_core::seal::{Binding, Field, NodePublicKey, SealError};
 
 use crate::domain::ApiFormat;
-use crate::service::ControlPlane;
+use crate::grpc::limits::client_certificate;
+use crate::service::{ClientKey, ControlPlane};
 use crate::snapshot::SnapshotData;
+use crate::tls::ClientCertMode;
 
 /// The Sync service.
 #[derive(Debug, Clone)]
 pub struct SyncService {
     cp: Arc<ControlPlane>,
     shutdown: CancellationToken,
+    client_certs: ClientCertMode,
 }
 
 impl SyncService {
     pub fn new(cp: Arc<ControlPlane>, shutdown: CancellationToken) -> Self {
-        Self { cp, shutdown }
+        Self {
+            cp,
+            shutdown,
+            client_certs: ClientCertMode::Off,
+        }
+    }
+
+    /// How the listener treats client certificates: when it checks them at all
+    /// (`client_ca_file`, required or optional), every Sync call must come over a
+    /// connection with a verified client certificate — so a node's sealing key
+    /// (`NodeHello`) is accepted only from a holder of a key the CA vouched for.
+    pub fn with_client_certs(mut self, mode: ClientCertMode) -> Self {
+        self.client_certs = mode;
+        self
+    }
+
+    /// What a connection that presented a certificate of key `spki_sha256` proved.
+    fn key_of<'k>(&self, spki_sha256: Option<&'k str>) -> ClientKey<'k> {
+        ClientKey {
+            spki_sha256,
+            required: self.client_certs != ClientCertMode::Off,
+        }
     }
 }
 
@@ -252,6 +276,7 @@ impl Sync for SyncService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let presented = warden_proto::bearer(&request).map(str::to_owned);
         let peer = request.remote_addr().map(|a| a.ip());
+        let spki = client_certificate(&request).map(|c| c.spki_sha256().to_owned());
         let hello = request.into_inner();
         if !valid_node_id(&hello.node_id) {
             return Err(Status::invalid_argument(
@@ -260,7 +285,12 @@ impl Sync for SyncService {
         }
         let credential = self
             .cp
-            .authenticate_node(peer, presented.as_deref(), &hello.node_id)
+            .authenticate_node(
+                peer,
+                self.key_of(spki.as_deref()),
+                presented.as_deref(),
+                &hello.node_id,
+            )
             .await?;
         // Cancelled when the credential is revoked; refused when it already is.
         let revoked = self.cp.open_credential_stream(&credential.id)?;
@@ -364,12 +394,18 @@ impl Sync for SyncService {
     ) -> Result<Response<pb::AckResponse>, Status> {
         let presented = warden_proto::bearer(&request).map(str::to_owned);
         let peer = request.remote_addr().map(|a| a.ip());
+        let spki = client_certificate(&request).map(|c| c.spki_sha256().to_owned());
         let report = request.into_inner();
         if !valid_node_id(&report.node_id) {
             return Err(Status::invalid_argument("invalid node_id"));
         }
         self.cp
-            .authenticate_node(peer, presented.as_deref(), &report.node_id)
+            .authenticate_node(
+                peer,
+                self.key_of(spki.as_deref()),
+                presented.as_deref(),
+                &report.node_id,
+            )
             .await?;
         let reason: String = warden_core::redact::redact(&report.reason)
             .chars()
@@ -394,6 +430,7 @@ impl Sync for SyncService {
     ) -> Result<Response<pb::AuditAck>, Status> {
         let presented = warden_proto::bearer(&request).map(str::to_owned);
         let peer = request.remote_addr().map(|a| a.ip());
+        let spki = client_certificate(&request).map(|c| c.spki_sha256().to_owned());
         let batch = request.into_inner();
         if !valid_node_id(&batch.node_id) {
             return Err(Status::invalid_argument("invalid node_id"));
@@ -403,7 +440,12 @@ impl Sync for SyncService {
         }
         let credential = self
             .cp
-            .authenticate_node(peer, presented.as_deref(), &batch.node_id)
+            .authenticate_node(
+                peer,
+                self.key_of(spki.as_deref()),
+                presented.as_deref(),
+                &batch.node_id,
+            )
             .await?;
         let events = batch
             .events
@@ -431,13 +473,19 @@ impl Sync for SyncService {
     ) -> Result<Response<pb::AckResponse>, Status> {
         let presented = warden_proto::bearer(&request).map(str::to_owned);
         let peer = request.remote_addr().map(|a| a.ip());
+        let spki = client_certificate(&request).map(|c| c.spki_sha256().to_owned());
         let ack = request.into_inner();
         if !valid_node_id(&ack.node_id) {
             return Err(Status::invalid_argument("invalid node_id"));
         }
         let credential = self
             .cp
-            .authenticate_node(peer, presented.as_deref(), &ack.node_id)
+            .authenticate_node(
+                peer,
+                self.key_of(spki.as_deref()),
+                presented.as_deref(),
+                &ack.node_id,
+            )
             .await?;
         self.cp
             .node_acked(&ack.node_id, &credential.id, ack.version)

@@ -28,6 +28,40 @@ fn kind(table: CredentialTable) -> Kind {
     }
 }
 
+/// What the connection a credential came over proved about its caller: the key of the
+/// verified client certificate it presented (SHA-256 of the SubjectPublicKeyInfo, hex), and
+/// whether this caller had to present one (nodes, when the control plane checks client
+/// certificates). A credential bound to a key ([`CredentialRecord::cert_spki_sha256`]) is
+/// accepted only with a certificate of that key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientKey<'a> {
+    pub spki_sha256: Option<&'a str>,
+    pub required: bool,
+}
+
+impl ClientKey<'_> {
+    /// Why `record` may not be used over this connection, if it may not.
+    fn refuses(&self, record: &CredentialRecord) -> Option<&'static str> {
+        match (&record.cert_spki_sha256, self.spki_sha256) {
+            (Some(bound), Some(presented)) if credential::hashes_equal(bound, presented) => None,
+            (Some(_), Some(_)) => Some("certificate_mismatch"),
+            (Some(_), None) => Some("certificate_required"),
+            (None, _) => None,
+        }
+    }
+}
+
+/// The certificate binding asked for at issue: `pem` (a client certificate) as the hash of
+/// its key, or `None` for an unbound credential.
+fn binding_of(pem: Option<&str>) -> Result<Option<String>, ServiceError> {
+    let Some(pem) = pem.filter(|p| !p.trim().is_empty()) else {
+        return Ok(None);
+    };
+    crate::tls::spki_sha256_of_pem(pem.as_bytes())
+        .map(Some)
+        .map_err(|e| ServiceError::InvalidArgument(format!("client_certificate: {e}")))
+}
+
 /// A peer address as logged.
 fn login_guard_label(peer: Option<IpAddr>) -> String {
     peer.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
@@ -68,9 +102,15 @@ impl ControlPlane {
         presented: Option<&str>,
         action: &str,
     ) -> Result<Actor, ServiceError> {
-        self.authenticate_role(None, presented, action, &[Role::Admin])
-            .await
-            .map(|(actor, _)| actor)
+        self.authenticate_role(
+            None,
+            ClientKey::default(),
+            presented,
+            action,
+            &[Role::Admin],
+        )
+        .await
+        .map(|(actor, _)| actor)
     }
 
     /// Checks a credential that may read the audit log: an admin credential (`wa_…`) of
@@ -79,10 +119,12 @@ impl ControlPlane {
     pub async fn authenticate_audit_reader(
         &self,
         peer: Option<IpAddr>,
+        client: ClientKey<'_>,
         presented: Option<&str>,
         action: &str,
     ) -> Result<Actor, ServiceError> {
-        self.authenticate_role(peer, presented, action, &[Role::Admin, Role::Auditor])
+        let roles = [Role::Admin, Role::Auditor];
+        self.authenticate_role(peer, client, presented, action, &roles)
             .await
             .map(|(actor, _)| actor)
     }
@@ -94,17 +136,20 @@ impl ControlPlane {
     /// Failures are counted per peer address ([`login_guard::LoginGuard`]): past the limit the peer is
     /// refused with `RESOURCE_EXHAUSTED` before any lookup; they are audited in bounded
     /// form. An unknown, revoked or expired credential is `Unauthenticated`, a role not
-    /// allowed `PermissionDenied` naming the role.
+    /// allowed `PermissionDenied` naming the role. An admin credential bound to a
+    /// certificate key is refused (`certificate_mismatch`/`certificate_required`) unless
+    /// `client` presented that key.
     pub async fn authenticate_role(
         &self,
         peer: Option<IpAddr>,
+        client: ClientKey<'_>,
         presented: Option<&str>,
         action: &str,
         allowed: &[Role],
     ) -> Result<(Actor, Role), ServiceError> {
         self.refuse_if_throttled(peer, "auth.admin", presented, action)
             .await?;
-        let reason = match self.check_admin(presented, allowed).await {
+        let reason = match self.check_admin(client, presented, allowed).await {
             Ok((actor, role)) if allowed.contains(&role) => return Ok((actor, role)),
             Ok((actor, role)) => {
                 return Err(self
@@ -232,12 +277,16 @@ impl ControlPlane {
     /// with the `admin` scope: an `admin` JWT without `audit` does not read the log.
     async fn check_admin(
         &self,
+        client: ClientKey<'_>,
         presented: Option<&str>,
         allowed: &[Role],
     ) -> Result<(Actor, Role), &'static str> {
         let presented = presented.ok_or("missing_credential")?;
         if credential::kind_of(presented) == Some(Kind::Admin) {
             let record = self.find_live(CredentialTable::Admin, presented).await?;
+            if let Some(reason) = client.refuses(&record) {
+                return Err(reason);
+            }
             let role = Role::parse(&record.role).ok_or("unknown_role")?;
             return Ok((Actor(format!("admin:{}", record.id)), role));
         }
@@ -266,17 +315,36 @@ impl ControlPlane {
     }
 
     /// Checks a node credential (`wn_…`) from `peer` and returns its record. Failures are
-    /// counted per peer address and audited in bounded form, like admin logins.
+    /// counted per peer address and audited in bounded form, like admin logins. When
+    /// `client.required`, a connection without a client certificate is refused before any
+    /// lookup (`certificate_required`, permission denied); a credential bound to a
+    /// certificate key needs a certificate of that key (`certificate_mismatch`).
     pub async fn authenticate_node(
         &self,
         peer: Option<IpAddr>,
+        client: ClientKey<'_>,
         presented: Option<&str>,
         node_id: &str,
     ) -> Result<CredentialRecord, ServiceError> {
         self.refuse_if_throttled(peer, "auth.node", presented, node_id)
             .await?;
+        if client.required && client.spki_sha256.is_none() {
+            let reason = "certificate_required";
+            self.login_failed(peer, "auth.node", reason, presented, node_id)
+                .await;
+            tracing::warn!(reason, node_id, peer = %login_guard_label(peer), "node refused: no client certificate");
+            return Err(ServiceError::PermissionDenied(
+                "this control plane checks client certificates: a node must connect with one (--cp-client-cert-file, --cp-client-key-file)".into(),
+            ));
+        }
         let outcome = match presented {
-            Some(p) => self.find_live(CredentialTable::Node, p).await,
+            Some(p) => match self.find_live(CredentialTable::Node, p).await {
+                Ok(record) => match client.refuses(&record) {
+                    Some(reason) => Err(reason),
+                    None => Ok(record),
+                },
+                Err(reason) => Err(reason),
+            },
             None => Err("missing_credential"),
         };
         match outcome {
@@ -323,6 +391,7 @@ impl ControlPlane {
         name: &str,
         role: &str,
         expires_at: Option<i64>,
+        cert_spki_sha256: Option<String>,
     ) -> Result<(SecretString, CredentialRecord), ServiceError> {
         let secret = credential::generate(kind(table));
         let record = CredentialRecord {
@@ -336,6 +405,7 @@ impl ControlPlane {
             revoked_at: None,
             role: role.to_owned(),
             expires_at,
+            cert_spki_sha256,
         };
         self.store.insert_credential(table, &record).await?;
         Ok((secret, record))
@@ -357,6 +427,7 @@ impl ControlPlane {
             revoked_at: None,
             role: Role::Admin.as_str().to_owned(),
             expires_at: None,
+            cert_spki_sha256: None,
         };
         if !self.store.insert_bootstrap_admin(&record).await? {
             return Ok(None);
@@ -402,7 +473,7 @@ impl ControlPlane {
             CredentialTable::Admin => Role::Admin.as_str(),
             CredentialTable::Node => "node",
         };
-        let (secret, record) = self.issue_opaque(table, name, role, None).await?;
+        let (secret, record) = self.issue_opaque(table, name, role, None, None).await?;
         self.audit(
             &format!("{action}.create"),
             "system",
@@ -414,24 +485,31 @@ impl ControlPlane {
         Ok(secret)
     }
 
-    /// Issues a node credential (shown once).
+    /// Issues a node credential (shown once), bound to the key of `client_cert` (a PEM
+    /// certificate) when given: it is then accepted only over a connection that presents a
+    /// certificate of that key.
     pub async fn issue_node_credential(
         &self,
         actor: &Actor,
         name: &str,
+        client_cert: Option<&str>,
     ) -> Result<(SecretString, String), ServiceError> {
         let id_of = |r: &Result<(SecretString, String), ServiceError>| {
             r.as_ref().map(|(_, id)| id.clone()).unwrap_or_default()
         };
         let shown_name = if name.is_empty() { "node" } else { name };
+        let binding = binding_of(client_cert);
+        let bound = binding.as_ref().ok().cloned().flatten();
         let detail = |_: &Result<(SecretString, String), ServiceError>| {
-            Detail::new().with("name", shown_name.chars().take(128).collect::<String>())
+            Detail::new()
+                .with("name", shown_name.chars().take(128).collect::<String>())
+                .with_opt("cert_spki_sha256", bound.clone())
         };
         self.audited_with(actor, "node_credential.create", id_of, detail, async {
             let name = if name.is_empty() { "node" } else { name };
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
             let (secret, record) = self
-                .issue_opaque(CredentialTable::Node, name, "node", None)
+                .issue_opaque(CredentialTable::Node, name, "node", None, binding?)
                 .await?;
             Ok((secret, record.id))
         })
@@ -439,14 +517,18 @@ impl ControlPlane {
     }
 
     /// Issues an admin credential of `role`, valid for `ttl` (default: until revoked);
-    /// shown once.
+    /// shown once. Bound to the key of `client_cert` when given, as a second factor: it is
+    /// then accepted only over a connection that presents a certificate of that key.
     pub async fn issue_admin_credential(
         &self,
         actor: &Actor,
         name: &str,
         role: &str,
         ttl: Option<std::time::Duration>,
+        client_cert: Option<&str>,
     ) -> Result<(SecretString, String), ServiceError> {
+        let binding = binding_of(client_cert);
+        let bound = binding.as_ref().ok().cloned().flatten();
         let id_of = |r: &Result<(SecretString, String), ServiceError>| {
             r.as_ref().map(|(_, id)| id.clone()).unwrap_or_default()
         };
@@ -467,6 +549,7 @@ impl ControlPlane {
                         .collect::<String>(),
                 )
                 .with_opt("ttl_s", ttl.map(|t| t.as_secs()))
+                .with_opt("cert_spki_sha256", bound.clone())
         };
         self.audited_with(actor, "admin_credential.create", id_of, detail, async {
             let name = if name.is_empty() { "admin" } else { name };
@@ -482,7 +565,13 @@ impl ControlPlane {
                 .transpose()
                 .map_err(|_| ServiceError::InvalidArgument("ttl: too long".into()))?;
             let (secret, record) = self
-                .issue_opaque(CredentialTable::Admin, name, role.as_str(), expires_at)
+                .issue_opaque(
+                    CredentialTable::Admin,
+                    name,
+                    role.as_str(),
+                    expires_at,
+                    binding?,
+                )
                 .await?;
             Ok((secret, record.id))
         })

@@ -26,6 +26,8 @@ mod signing_keys;
 mod tokens;
 mod vkeys;
 
+pub use credentials::ClientKey;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;

@@ -152,7 +152,9 @@ from_stored!(VirtualKeyRecord, |row| {
     models: list(row.try_get("models")?)?,
 });
 
-from_stored!(CredentialRecord, |row| { id, hash, name, created_at, revoked_at, role, expires_at });
+from_stored!(CredentialRecord, |row| {
+    id, hash, name, created_at, revoked_at, role, expires_at, cert_spki_sha256
+});
 
 from_stored!(NodeRecord, |row| {
     node_id, credential_id, last_seen, software_version;

@@ -505,8 +505,8 @@ impl StateStore for SqlStore {
         c: &CredentialRecord,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {} (id, hash, name, created_at, revoked_at, role, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO {} (id, hash, name, created_at, revoked_at, role, expires_at, cert_spki_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             credential_table(table)
         );
         execute!(
@@ -519,6 +519,7 @@ impl StateStore for SqlStore {
                 .bind(c.revoked_at)
                 .bind(&c.role)
                 .bind(c.expires_at)
+                .bind(&c.cert_spki_sha256)
         );
         Ok(())
     }
@@ -579,8 +580,8 @@ impl StateStore for SqlStore {
                 return Ok(false);
             }
             sqlx::query(
-                "INSERT INTO admin_credentials (id, hash, name, created_at, revoked_at, role, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO admin_credentials (id, hash, name, created_at, revoked_at, role, expires_at, cert_spki_sha256)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&c.id)
             .bind(&c.hash)
@@ -589,6 +590,7 @@ impl StateStore for SqlStore {
             .bind(c.revoked_at)
             .bind(&c.role)
             .bind(c.expires_at)
+            .bind(&c.cert_spki_sha256)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -91,6 +91,7 @@ async fn an_operator_manages_models_and_tokens_but_not_keys_credentials_or_the_a
     assert_eq!(code(subscribed), Code::PermissionDenied);
     let node = pb::IssueNodeCredentialRequest {
         name: "sneaky".into(),
+        ..Default::default()
     };
     assert_eq!(
         code(admin.issue_node_credential(bearer(node, &operator)).await),

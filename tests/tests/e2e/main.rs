@@ -36,6 +36,7 @@ mod key_rejections;
 mod limits;
 mod listener_limits;
 mod master_key;
+mod mtls;
 mod node_findings;
 mod node_ingest;
 mod plaintext;

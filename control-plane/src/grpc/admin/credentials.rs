@@ -13,7 +13,8 @@ pub(super) async fn issue_node(
     actor: Actor,
     r: pb::IssueNodeCredentialRequest,
 ) -> Result<pb::IssueNodeCredentialResponse, Status> {
-    let (credential, id) = cp.issue_node_credential(&actor, &r.name).await?;
+    let cert = Some(r.client_certificate_pem.as_str()).filter(|c| !c.is_empty());
+    let (credential, id) = cp.issue_node_credential(&actor, &r.name, cert).await?;
     Ok(pb::IssueNodeCredentialResponse {
         credential: credential.expose_secret().to_owned(),
         id,
@@ -29,6 +30,7 @@ fn to_info((r, last_used): (CredentialRecord, Option<i64>)) -> pb::CredentialInf
         last_used_at: opt_time(last_used),
         role: r.role,
         expires_at: opt_time(r.expires_at),
+        cert_spki_sha256: r.cert_spki_sha256.unwrap_or_default(),
     }
 }
 
@@ -89,8 +91,9 @@ pub(super) async fn issue_admin(
     actor: Actor,
     r: pb::IssueAdminCredentialRequest,
 ) -> Result<pb::IssueAdminCredentialResponse, Status> {
+    let cert = Some(r.client_certificate_pem.as_str()).filter(|c| !c.is_empty());
     let (credential, id) = cp
-        .issue_admin_credential(&actor, &r.name, &r.role, ttl(r.ttl_seconds))
+        .issue_admin_credential(&actor, &r.name, &r.role, ttl(r.ttl_seconds), cert)
         .await?;
     Ok(pb::IssueAdminCredentialResponse {
         credential: credential.expose_secret().to_owned(),

@@ -28,6 +28,8 @@ use warden_proto::admin::v1::admin_server::Admin;
 use warden_core::audit_detail::Detail;
 
 use crate::domain::Role;
+use crate::grpc::limits::client_certificate;
+use crate::service::ClientKey;
 use crate::service::{Actor, ControlPlane};
 
 /// The Admin service.
@@ -121,9 +123,13 @@ impl AdminService {
     {
         let presented = warden_proto::bearer(&request);
         let peer = request.remote_addr().map(|a| a.ip());
+        let client = ClientKey {
+            spki_sha256: client_certificate(&request).map(|c| c.spki_sha256()),
+            required: false,
+        };
         let (actor, role) = self
             .cp
-            .authenticate_role(peer, presented, action, access.roles())
+            .authenticate_role(peer, client, presented, action, access.roles())
             .await?;
         let message = request.into_inner();
         if role == Role::Operator
