@@ -20,6 +20,7 @@ mod audit_spool;
 mod azure_double;
 mod bootstrap;
 mod bypass;
+mod certs;
 mod cli;
 mod control_chars;
 mod cp_listener;
