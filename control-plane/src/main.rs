@@ -88,6 +88,10 @@ struct ListenerArgs {
     /// (WARDEN_ALLOW_UNVERIFIED_DB_TLS; warned about and audited).
     #[arg(long, global = true)]
     allow_unverified_db_tls: bool,
+    /// PEM CA certificates trusted for a rediss:// WARDEN_REDIS_URL instead of the system's
+    /// roots (WARDEN_REDIS_CA_FILE).
+    #[arg(long, global = true, value_name = "PEM")]
+    redis_ca_file: Option<String>,
 }
 
 impl ListenerArgs {
@@ -114,6 +118,7 @@ impl ListenerArgs {
                 "WARDEN_MAX_FAILED_LOGINS_PER_MINUTE",
                 self.max_failed_logins_per_minute,
             ),
+            ("WARDEN_REDIS_CA_FILE", self.redis_ca_file),
         ]
         .into_iter()
         .filter_map(|(var, value)| value.map(|v| (var, v)))

@@ -4,12 +4,14 @@
 //! of control characters in log lines and terminal output ([`escape`]), which control-plane
 //! addresses would carry a credential in clear ([`plaintext`]),
 //! safe-to-show fingerprints ([`fingerprint`]), the sealing of snapshot secrets to one
-//! node's key ([`seal`]), and when a process should stop ([`shutdown`]).
+//! node's key ([`seal`]), CA bundles named by the operator ([`ca_bundle`]), and when a
+//! process should stop ([`shutdown`]).
 //!
 //! Start with [`credential`] and [`jwt`]: they define what a caller presents.
 
 pub mod audit_detail;
 pub mod backoff;
+pub mod ca_bundle;
 pub mod credential;
 pub mod escape;
 pub mod fingerprint;

@@ -44,3 +44,4 @@ mod sdk;
 mod sealing;
 mod secret_refs;
 mod secrets;
+mod store_tls;
