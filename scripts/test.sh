@@ -62,6 +62,7 @@ stop_backends() {
         wait "$pid" 2>/dev/null || true
     done
     BACKEND_PIDS=()
+    stop_postgres_tls
 }
 
 free_port() {
@@ -174,6 +175,87 @@ start_postgres() {
     echo "postgres: $WARDEN_TEST_DATABASE_URL"
 }
 
+# TLS backends for the store-TLS tests (tests/tests/e2e/store_tls.rs), started after the
+# binaries are built: certificates from `wardenctl certs dev` (a throwaway CA and a server
+# certificate for localhost/127.0.0.1), a private redis-server that speaks only TLS and a
+# private PostgreSQL cluster with ssl=on, run as the `postgres` user, that accepts only
+# hostssl connections. The shared servers on :6379/:5432 are never touched. Exports
+# WARDEN_TEST_TLS_CA_FILE, WARDEN_TEST_REDIS_TLS_URL (rediss://localhost:PORT) and
+# WARDEN_TEST_DATABASE_TLS_URL (postgres://postgres@localhost:PORT/postgres); the tests fail
+# loudly without them.
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+TLS_PG_DIR=
+
+# Runs a command as the postgres user (PostgreSQL refuses to run as root).
+as_postgres() {
+    if [[ $(id -un) == postgres ]]; then
+        "$@"
+    elif [[ $(id -u) -eq 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        die "the private PostgreSQL with ssl=on runs as the postgres user: run this script as root or as postgres"
+    fi
+}
+
+start_tls_backends() {
+    local certs
+    certs=$(cd "$BACKEND_LOGS" && pwd)/tls
+    rm -rf "$certs"
+    "${CARGO_TARGET_DIR:-target}/debug/wardenctl" certs dev --out "$certs" >"$BACKEND_LOGS/certs-dev.log" ||
+        die "wardenctl certs dev failed (see $BACKEND_LOGS/certs-dev.log)"
+    export WARDEN_TEST_TLS_CA_FILE=$certs/ca.pem
+    start_redis_tls "$certs"
+    start_postgres_tls "$certs"
+}
+
+start_redis_tls() {
+    local certs=$1 port i
+    port=$(free_port)
+    redis-server --bind 127.0.0.1 --port 0 --tls-port "$port" \
+        --tls-cert-file "$certs/server.pem" --tls-key-file "$certs/server.key" \
+        --tls-ca-cert-file "$certs/ca.pem" --tls-auth-clients no --save '' --appendonly no \
+        >"$BACKEND_LOGS/redis-tls.log" 2>&1 &
+    BACKEND_PIDS+=($!)
+    for i in $(seq 100); do
+        redis-cli --tls --cacert "$certs/ca.pem" -h localhost -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    redis-cli --tls --cacert "$certs/ca.pem" -h localhost -p "$port" ping >/dev/null 2>&1 ||
+        die "the private redis-server with TLS did not start (see $BACKEND_LOGS/redis-tls.log)"
+    export WARDEN_TEST_REDIS_TLS_URL=rediss://localhost:$port
+    echo "redis (TLS only): $WARDEN_TEST_REDIS_TLS_URL"
+}
+
+start_postgres_tls() {
+    local certs=$1 port dir
+    [[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl ]] ||
+        die "PostgreSQL server binaries are missing in $PG_BIN (apt-get install postgresql-15, or set PG_BIN)"
+    port=$(free_port)
+    dir=$(mktemp -d /tmp/warden-pg-tls.XXXXXX)
+    TLS_PG_DIR=$dir
+    cp "$certs/server.pem" "$certs/server.key" "$dir/"
+    chmod 0600 "$dir/server.key"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown -R postgres: "$dir"
+    fi
+    as_postgres "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust >"$BACKEND_LOGS/postgres-tls-initdb.log" 2>&1 ||
+        die "initdb failed (see $BACKEND_LOGS/postgres-tls-initdb.log)"
+    printf 'hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n' >"$dir/data/pg_hba.conf"
+    as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 20 \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key" \
+        start >/dev/null ||
+        die "the private PostgreSQL with ssl=on did not start; last lines of its log:"$'\n'"$(tail -n 20 "$dir/postgres.log")"
+    export WARDEN_TEST_DATABASE_TLS_URL=postgres://postgres@localhost:$port/postgres
+    echo "postgres (TLS only): $WARDEN_TEST_DATABASE_TLS_URL"
+}
+
+stop_postgres_tls() {
+    [[ -n $TLS_PG_DIR ]] || return 0
+    as_postgres "$PG_BIN/pg_ctl" -D "$TLS_PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$TLS_PG_DIR"
+    TLS_PG_DIR=
+}
+
 # Checks that everything this suite needs is really there.
 check_backends() {
     "$VENV/bin/python" -c 'import openai; print("python openai", openai.__version__)' ||
@@ -246,6 +328,7 @@ step "structure" check_structure
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 # End-to-end tests start the real binaries from target/debug: build them first.
 step "build binaries" cargo build --workspace --bins --locked
+step "tls backends" start_tls_backends
 step "tests" run_tests
 step "dependency checks" check_dependencies
 printf '\nall checks passed in %ds\n' $((SECONDS - total))

@@ -46,6 +46,9 @@ enum Command {
     /// Move provider keys between secret stores (runs beside the control plane's config).
     #[command(subcommand)]
     Secrets(commands::secrets::SecretsCommand),
+    /// Make throwaway TLS certificates for trying TLS and mTLS on one machine (offline).
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCommand),
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> ExitCode {
         Command::Secrets(command) => {
             commands::secrets::run(output::Printer::new(cli.output), command).await
         }
+        Command::Certs(command) => commands::certs::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@
 //! `WARDEN_GRPC_MAX_HEADER_LIST_BYTES`, `WARDEN_MAX_FAILED_LOGINS_PER_MINUTE`,
 //! `WARDEN_OPS_ADDR`, `WARDEN_ALLOW_UNVERIFIED_DB_TLS`; client certificates and reload
 //! `WARDEN_TLS_CLIENT_CA_FILE`, `WARDEN_TLS_REQUIRE_CLIENT_CERTS`,
-//! `WARDEN_TLS_RELOAD_INTERVAL`.
+//! `WARDEN_TLS_RELOAD_INTERVAL`; `WARDEN_REDIS_CA_FILE`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -117,6 +117,8 @@ pub struct RawPrice {
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     pub prefix: Option<String>,
+    /// PEM CA certificates trusted for a `rediss://` URL instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +296,8 @@ pub struct Config {
     pub prices: Vec<(String, crate::domain::Price)>,
     /// Redis the nodes share (`WARDEN_REDIS_URL`), for usage figures.
     pub redis_url: Option<SecretBox<str>>,
+    /// `[redis] ca_file` (`WARDEN_REDIS_CA_FILE`): the CA a `rediss://` Redis is checked with.
+    pub redis_ca_file: Option<PathBuf>,
     /// PostgreSQL for the state store (`WARDEN_DATABASE_URL`, `postgres://…`, TLS with
     /// `sslmode=require`); `None` keeps the embedded SQLite under the data dir.
     pub database_url: Option<SecretBox<str>>,
@@ -712,6 +716,20 @@ impl RawConfig {
             .get("WARDEN_REDIS_URL")
             .filter(|v| !v.is_empty())
             .map(|v| SecretBox::from(v.as_str()));
+        let redis_ca_file = match env.get("WARDEN_REDIS_CA_FILE").filter(|v| !v.is_empty()) {
+            Some(path) => Some(PathBuf::from(path)),
+            None => self.redis.ca_file,
+        };
+        if redis_ca_file.is_some()
+            && !redis_url
+                .as_ref()
+                .is_some_and(|u| secrecy::ExposeSecret::expose_secret(u).starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis.ca_file",
+                "needs a rediss:// WARDEN_REDIS_URL",
+            ));
+        }
 
         Ok(Config {
             grpc_addr,
@@ -731,6 +749,7 @@ impl RawConfig {
             global_limits,
             prices,
             redis_url,
+            redis_ca_file,
             redis_prefix,
             database_url,
             database_schema,
@@ -866,6 +885,27 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn redis_ca_file_needs_a_tls_url() {
+        let build = |vars: &[(&str, &str)]| {
+            let mut all = vec![("WARDEN_DEV", "1"), ("WARDEN_REDIS_CA_FILE", "/ca.pem")];
+            all.extend_from_slice(vars);
+            RawConfig::default().build_and_validate(&env(&all))
+        };
+        for plain in [
+            &[][..],
+            &[("WARDEN_REDIS_URL", "redis://127.0.0.1:6379")][..],
+        ] {
+            let err = build(plain).unwrap_err().to_string();
+            assert!(
+                err.contains("redis.ca_file") && err.contains("rediss://"),
+                "{err}"
+            );
+        }
+        let ok = build(&[("WARDEN_REDIS_URL", "rediss://localhost:6380")]).unwrap();
+        assert_eq!(ok.redis_ca_file, Some(PathBuf::from("/ca.pem")));
     }
 
     #[test]

@@ -176,12 +176,20 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
             .with_allowed_prefixes(config.secrets.allowed_ref_prefixes.clone()),
     );
     let (store, unverified_db_tls) = open_state_store(config).await?;
+    let redis_ca = match &config.redis_ca_file {
+        Some(path) => Some(
+            warden_core::ca_bundle::read("redis.ca_file", path)
+                .map_err(|e| RunError::Tls(e.to_string()))?,
+        ),
+        None => None,
+    };
     let usage = usage::UsageReader::new(
         config
             .redis_url
             .as_ref()
             .map(|u| SecretBox::from(secrecy::ExposeSecret::expose_secret(u))),
         config.redis_prefix.clone(),
+        redis_ca,
     );
     // Warden's own secrets live in the state store (`secrets::own`); a data directory from
     // before keeps them in secrets.json: copied into the table here, removed from the file

@@ -100,6 +100,10 @@ struct ListenerArgs {
     /// to new connections (WARDEN_TLS_RELOAD_INTERVAL, default 10s).
     #[arg(long, global = true, value_name = "DURATION")]
     tls_reload_interval: Option<String>,
+    /// PEM CA certificates trusted for a rediss:// WARDEN_REDIS_URL instead of the system's
+    /// roots (WARDEN_REDIS_CA_FILE).
+    #[arg(long, global = true, value_name = "PEM")]
+    redis_ca_file: Option<String>,
 }
 
 impl ListenerArgs {
@@ -132,6 +136,7 @@ impl ListenerArgs {
                 self.tls_require_client_certs,
             ),
             ("WARDEN_TLS_RELOAD_INTERVAL", self.tls_reload_interval),
+            ("WARDEN_REDIS_CA_FILE", self.redis_ca_file),
         ]
         .into_iter()
         .filter_map(|(var, value)| value.map(|v| (var, v)))

@@ -25,6 +25,8 @@ pub struct Usage {
 pub struct UsageReader {
     url: Option<SecretBox<str>>,
     prefix: String,
+    /// PEM CA certificates for a `rediss://` URL (`[redis] ca_file`).
+    root_ca: Option<Vec<u8>>,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
 }
 
@@ -38,10 +40,11 @@ impl std::fmt::Debug for UsageReader {
 }
 
 impl UsageReader {
-    pub fn new(url: Option<SecretBox<str>>, prefix: String) -> Self {
+    pub fn new(url: Option<SecretBox<str>>, prefix: String, root_ca: Option<Vec<u8>>) -> Self {
         Self {
             url,
             prefix,
+            root_ca,
             conn: tokio::sync::Mutex::new(None),
         }
     }
@@ -54,8 +57,17 @@ impl UsageReader {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|_| "the Redis URL is not valid".to_owned())?;
+        let client = match &self.root_ca {
+            Some(pem) => redis::Client::build_with_tls(
+                url.expose_secret(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(url.expose_secret()),
+        }
+        .map_err(|_| "the Redis URL or its CA file is not valid".to_owned())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(1)))
@@ -66,7 +78,7 @@ impl UsageReader {
         )
         .await
         .map_err(|_| "Redis did not answer in time".to_owned())?
-        .map_err(|e| format!("Redis is unreachable: {}", e.category()))?;
+        .map_err(|e| unreachable_reason(&e))?;
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -119,6 +131,23 @@ impl UsageReader {
             usage.period_ends_at = i64::try_from(now + left).unwrap_or(i64::MAX);
         }
         Ok(usage)
+    }
+}
+
+/// Why Redis could not be reached, fit to show an admin: the error's category, and for a
+/// refused TLS certificate the verifier's reason (`invalid peer certificate: UnknownIssuer`),
+/// which names no host, URL or credential.
+fn unreachable_reason(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    match text.find("invalid peer certificate") {
+        Some(at) => {
+            let reason: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | ':' | '_'))
+                .collect();
+            format!("Redis is unreachable: TLS: {}", reason.trim())
+        }
+        None => format!("Redis is unreachable: {}", e.category()),
     }
 }
 

@@ -4,14 +4,16 @@
 //! of control characters in log lines and terminal output ([`escape`]), which control-plane
 //! addresses would carry a credential in clear ([`plaintext`]),
 //! safe-to-show fingerprints ([`fingerprint`]), which addresses an upstream may never be
-//! ([`address_class`]), the sealing of snapshot secrets to one
-//! node's key ([`seal`]), and when a process should stop ([`shutdown`]).
+//! ([`address_class`]), the sealing of snapshot secrets to one node's key ([`seal`]), CA
+//! bundles named by the operator ([`ca_bundle`]), and when a process should stop
+//! ([`shutdown`]).
 //!
 //! Start with [`credential`] and [`jwt`]: they define what a caller presents.
 
 pub mod address_class;
 pub mod audit_detail;
 pub mod backoff;
+pub mod ca_bundle;
 pub mod credential;
 pub mod escape;
 pub mod fingerprint;

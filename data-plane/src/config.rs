@@ -59,6 +59,10 @@ pub struct Flags {
     /// without any, limits and key rotation are per node).
     #[arg(long, env = "WARDEN_REDIS_PREFIX", default_value = "warden")]
     pub redis_prefix: String,
+    /// PEM CA certificates to trust for a `rediss://` Redis (WARDEN_REDIS_URL or
+    /// WARDEN_REDIS_CLUSTER) instead of the system's roots (default: the system's roots).
+    #[arg(long, env = "WARDEN_REDIS_CA_FILE", value_name = "PEM")]
+    pub redis_ca_file: Option<PathBuf>,
     /// How many nodes share the limits; while Redis is unreachable each node enforces its
     /// share (the limit divided by this).
     #[arg(long, env = "WARDEN_NODE_COUNT", default_value_t = 1)]
@@ -230,6 +234,8 @@ pub enum ConfigError {
     OnFull(String),
     #[error("{0}")]
     Redis(String),
+    #[error(transparent)]
+    RedisCa(#[from] warden_core::ca_bundle::CaBundleError),
     #[error("--redis-failure-mode must be `open` or `closed`, not `{0}`")]
     FailureMode(String),
     #[error("--upstream-deadline must be `off` or a duration such as `10m`: {0}")]
@@ -419,6 +425,13 @@ impl NodeConfig {
         config.audit_spool.on_full = crate::audit::spool::OnFull::parse(&flags.audit_on_full)
             .ok_or(ConfigError::OnFull(flags.audit_on_full))?;
         config.redis = redis_from_env(env, flags.redis_prefix).map_err(ConfigError::Redis)?;
+        if let Some(path) = &flags.redis_ca_file {
+            let settings = config.redis.as_mut().ok_or_else(|| {
+                ConfigError::Redis("--redis-ca-file needs a rediss:// WARDEN_REDIS_URL".into())
+            })?;
+            redis_tls_ca(settings)?;
+            settings.root_ca = Some(warden_core::ca_bundle::read("--redis-ca-file", path)?);
+        }
         config.limiter.node_count = flags.node_count.max(1);
         config.limiter.failure_mode = match flags.redis_failure_mode.as_str() {
             "open" => crate::limits::FailureMode::Open,
@@ -714,7 +727,33 @@ pub fn redis_from_env(
         prefix,
         connect_timeout: Duration::from_millis(500),
         response_timeout: Duration::from_millis(250),
+        root_ca: None,
     }))
+}
+
+/// Checks that `--redis-ca-file` applies to `settings`: every URL `rediss://` (a CA for a
+/// plain link would be ignored), and no Sentinel (its TLS is not wired yet).
+fn redis_tls_ca(settings: &crate::redis_state::redis::RedisSettings) -> Result<(), ConfigError> {
+    use crate::redis_state::redis::Topology;
+    use secrecy::ExposeSecret as _;
+    let urls = match &settings.topology {
+        Topology::Single(url) => std::slice::from_ref(url),
+        Topology::Cluster(urls) => urls.as_slice(),
+        Topology::Sentinel { .. } => {
+            return Err(ConfigError::Redis(
+                "--redis-ca-file is not supported with WARDEN_REDIS_SENTINELS".into(),
+            ));
+        }
+    };
+    if urls
+        .iter()
+        .any(|u| !u.expose_secret().starts_with("rediss://"))
+    {
+        return Err(ConfigError::Redis(
+            "--redis-ca-file needs rediss:// URLs (TLS); the Redis URL is plain redis://".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -876,5 +915,40 @@ mod tests {
             Err(ConfigError::ClientCertNeedsTls)
         ));
         assert!(Flags::try_parse_from(["warden-dp", "--cp-client-cert-file", "node.pem"]).is_err());
+    }
+
+    #[test]
+    fn redis_ca_file_needs_a_tls_url_and_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let ca = ca.to_str().unwrap();
+        let with = |vars: &[(&str, &str)]| {
+            let mut env = HashMap::from([("WARDEN_NODE_TOKEN".to_owned(), "wn_test".to_owned())]);
+            for (k, v) in vars {
+                env.insert((*k).to_owned(), (*v).to_owned());
+            }
+            let flags = Flags::try_parse_from(["warden-dp", "--redis-ca-file", ca]).unwrap();
+            NodeConfig::from_flags(flags, &env)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(with(&[]).contains("needs a rediss://"));
+        let plain = with(&[("WARDEN_REDIS_URL", "redis://127.0.0.1:6379")]);
+        assert!(plain.contains("needs rediss://"), "{plain}");
+        let sentinel = with(&[
+            ("WARDEN_REDIS_SENTINELS", "rediss://127.0.0.1:26379"),
+            ("WARDEN_REDIS_SENTINEL_SERVICE", "main"),
+        ]);
+        assert!(
+            sentinel.contains("not supported with WARDEN_REDIS_SENTINELS"),
+            "{sentinel}"
+        );
+        let bad = with(&[("WARDEN_REDIS_URL", "rediss://localhost:6380")]);
+        assert!(
+            bad.contains("--redis-ca-file") && bad.contains("no CERTIFICATE"),
+            "{bad}"
+        );
     }
 }

@@ -34,6 +34,7 @@ fn settings(url: &str, prefix: &str) -> RedisSettings {
         prefix: prefix.to_owned(),
         connect_timeout: Duration::from_millis(500),
         response_timeout: Duration::from_millis(250),
+        root_ca: None,
     }
 }
 

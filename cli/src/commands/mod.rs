@@ -1,7 +1,8 @@
 //! `wardenctl`'s commands, one module per resource — the same names as the control plane's
 //! `service/` and `grpc/admin/`: [`providers`], [`models`], [`tokens`], [`vkeys`],
-//! [`signing_keys`], [`credentials`], [`nodes`], [`policies`], [`audit`], and [`secrets`]
-//! (which runs beside the control plane's config rather than over the Admin API).
+//! [`signing_keys`], [`credentials`], [`nodes`], [`policies`], [`audit`], [`secrets`]
+//! (which runs beside the control plane's config rather than over the Admin API) and
+//! [`certs`] (throwaway TLS certificates, offline).
 //! [`grants`] holds what tokens and virtual keys share.
 //!
 //! Start at [`run`]: it reads what must be read before connecting, opens a
@@ -9,6 +10,7 @@
 //! resource module owns its flags, its calls and how it shows the results.
 
 pub mod audit;
+pub mod certs;
 pub mod credentials;
 pub mod grants;
 pub mod models;

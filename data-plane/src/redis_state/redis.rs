@@ -43,6 +43,19 @@ pub struct RedisSettings {
     pub prefix: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// PEM CA certificates trusted for `rediss://` instead of the system's roots
+    /// (`--redis-ca-file`); single server and cluster only.
+    pub root_ca: Option<Vec<u8>>,
+}
+
+impl RedisSettings {
+    /// The TLS trust `rediss://` connections use when a CA bundle was given.
+    fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        self.root_ca.as_ref().map(|pem| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -183,6 +196,7 @@ impl RedisLink {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+            let mut last_reason: Option<String> = None;
             loop {
                 if this.shutdown.is_cancelled() {
                     break;
@@ -196,7 +210,16 @@ impl RedisLink {
                         break;
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, "redis probe failed");
+                        // Each new reason is said once (a refused connection, a certificate
+                        // the CA did not sign, a wrong password); retries failing the same
+                        // way stay quiet.
+                        let reason = e.to_string();
+                        if last_reason.as_deref() != Some(reason.as_str()) {
+                            tracing::warn!(error = %reason, "cannot connect to redis: retrying in the background, shared limits and key state unavailable meanwhile");
+                            last_reason = Some(reason);
+                        } else {
+                            tracing::debug!(error = %reason, "redis probe failed");
+                        }
                     }
                 }
                 if !sleep_or_cancel(backoff.next_delay(), &this.shutdown).await {
@@ -220,7 +243,10 @@ impl RedisLink {
             .set_max_delay(Duration::from_millis(500));
         let mut conn = match &s.topology {
             Topology::Single(url) => {
-                let client = redis::Client::open(url.expose_secret())?;
+                let client = match s.tls_certificates() {
+                    Some(certs) => redis::Client::build_with_tls(url.expose_secret(), certs)?,
+                    None => redis::Client::open(url.expose_secret())?,
+                };
                 Conn::Single(
                     tokio::time::timeout(
                         s.connect_timeout,
@@ -257,10 +283,13 @@ impl RedisLink {
             }
             Topology::Cluster(urls) => {
                 let urls: Vec<&str> = urls.iter().map(|u| u.expose_secret()).collect();
-                let client = redis::cluster::ClusterClientBuilder::new(urls)
+                let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
                     .connection_timeout(s.connect_timeout)
-                    .response_timeout(s.response_timeout)
-                    .build()?;
+                    .response_timeout(s.response_timeout);
+                if let Some(certs) = s.tls_certificates() {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build()?;
                 Conn::Cluster(client.get_async_connection().await?)
             }
         };
