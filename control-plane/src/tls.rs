@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -344,19 +344,10 @@ fn bad(field: &'static str, path: &std::path::Path, message: impl Into<String>) 
 /// certificate verifier when client certificates are configured.
 fn build(settings: &TlsSettings, files: &Files) -> Result<Arc<ServerConfig>, TlsError> {
     let cert_path = &settings.cert_file;
-    let chain = CertificateDer::pem_slice_iter(&files.cert)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad("tls_cert_file", cert_path, format!("not PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(bad("tls_cert_file", cert_path, "holds no certificate"));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|e| {
-        bad(
-            "tls_key_file",
-            &settings.key_file,
-            format!("no private key: {e}"),
-        )
-    })?;
+    let chain = warden_core::pem::certificates(&files.cert)
+        .map_err(|e| bad("tls_cert_file", cert_path, e))?;
+    let key = warden_core::pem::private_key(&files.key)
+        .map_err(|e| bad("tls_key_file", &settings.key_file, e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -364,9 +355,9 @@ fn build(settings: &TlsSettings, files: &Files) -> Result<Arc<ServerConfig>, Tls
     let builder = match (&settings.client_certs, &files.ca) {
         (Some(client), Some(pem)) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert
-                    .map_err(|e| bad("client_ca_file", &client.ca_file, format!("not PEM: {e}")))?;
+            let certificates = warden_core::pem::certificates(pem)
+                .map_err(|e| bad("client_ca_file", &client.ca_file, e))?;
+            for cert in certificates {
                 roots.add(cert).map_err(|e| {
                     bad(
                         "client_ca_file",
@@ -374,13 +365,6 @@ fn build(settings: &TlsSettings, files: &Files) -> Result<Arc<ServerConfig>, Tls
                         format!("unusable CA certificate: {e}"),
                     )
                 })?;
-            }
-            if roots.is_empty() {
-                return Err(bad(
-                    "client_ca_file",
-                    &client.ca_file,
-                    "holds no certificate",
-                ));
             }
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));

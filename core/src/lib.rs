@@ -18,6 +18,7 @@ pub mod credential;
 pub mod escape;
 pub mod fingerprint;
 pub mod jwt;
+pub mod pem;
 pub mod plaintext;
 pub mod redact;
 pub mod seal;

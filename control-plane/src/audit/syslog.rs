@@ -70,8 +70,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -471,14 +470,10 @@ async fn tls_connector(
 ) -> Result<(TlsConnector, ServerName<'static>), SyslogError> {
     let pem = read_file("ca_file", &tls.ca_file).await?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| invalid("tls.ca_file", format!("not PEM: {e}")))?;
+    for cert in warden_core::pem::certificates(&pem).map_err(|e| invalid("tls.ca_file", e))? {
         roots
             .add(cert)
             .map_err(|e| invalid("tls.ca_file", format!("unusable certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(invalid("tls.ca_file", "holds no certificate"));
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -488,15 +483,11 @@ async fn tls_connector(
     let config = match (&tls.client_cert, &tls.client_key) {
         (Some(cert_path), Some(key_path)) => {
             let pem = read_file("client_cert", cert_path).await?;
-            let chain = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| invalid("tls.client_cert", format!("not PEM: {e}")))?;
-            if chain.is_empty() {
-                return Err(invalid("tls.client_cert", "holds no certificate"));
-            }
+            let chain =
+                warden_core::pem::certificates(&pem).map_err(|e| invalid("tls.client_cert", e))?;
             let key_pem = read_file("client_key", key_path).await?;
-            let key = PrivateKeyDer::from_pem_slice(&key_pem)
-                .map_err(|e| invalid("tls.client_key", format!("no private key: {e}")))?;
+            let key = warden_core::pem::private_key(&key_pem)
+                .map_err(|e| invalid("tls.client_key", e))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| invalid("tls.client_key", e.to_string()))?

@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::http::HeaderValue;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
@@ -168,19 +166,12 @@ impl Files {
 
     /// The chain and key, parsed and checked against each other.
     fn certified_key(&self, cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
-        let chain = CertificateDer::pem_slice_iter(&self.cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Certificate {
+        let chain =
+            warden_core::pem::certificates(&self.cert).map_err(|reason| TlsError::Certificate {
                 path: cert_file.to_owned(),
-                reason: e.to_string(),
+                reason,
             })?;
-        if chain.is_empty() {
-            return Err(TlsError::Certificate {
-                path: cert_file.to_owned(),
-                reason: "no certificate in it".to_owned(),
-            });
-        }
-        let key = PrivateKeyDer::from_pem_slice(&self.key).map_err(|_| TlsError::Key {
+        let key = warden_core::pem::private_key(&self.key).map_err(|_| TlsError::Key {
             path: key_file.to_owned(),
         })?;
         let signing_key =
