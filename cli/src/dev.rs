@@ -68,6 +68,7 @@ fn raw_config(env: &HashMap<String, String>) -> RawConfig {
             keys: vec![format!("env://{var}")],
             passthrough: false,
             drop_params: Vec::new(),
+            ca_file: None,
         });
         for m in models {
             raw.models.push(RawModel {

@@ -205,6 +205,10 @@ pub struct RawProvider {
     /// Top-level request parameters this provider does not accept.
     #[serde(default)]
     pub drop_params: Vec<String>,
+    /// A PEM file of CA certificates: nodes verify this provider's TLS with these roots
+    /// instead of the public web roots (a private upstream). Read at start-up.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +252,8 @@ pub struct ProviderDecl {
     pub keys: Vec<crate::secrets::reference::SecretReference>,
     pub passthrough: bool,
     pub drop_params: Vec<String>,
+    /// The PEM text of `ca_file`, checked.
+    pub ca_pem: Option<String>,
 }
 
 /// A model declared in the file.
@@ -529,6 +535,18 @@ impl RawConfig {
                     format!("provider `{}` declared twice", p.name),
                 ));
             }
+            let ca_pem = match &p.ca_file {
+                Some(_) if !p.base_url.starts_with("https://") => {
+                    let why = "a CA bundle verifies TLS; the base_url must be https://";
+                    return Err(invalid(&field("ca_file"), why));
+                }
+                Some(path) => Some(
+                    warden_core::ca_bundle::read_bundle(path)
+                        .map_err(|e| invalid(&field("ca_file"), e))?
+                        .pem,
+                ),
+                None => None,
+            };
             providers.push(ProviderDecl {
                 name: p.name,
                 format,
@@ -536,6 +554,7 @@ impl RawConfig {
                 keys,
                 passthrough: p.passthrough,
                 drop_params: p.drop_params,
+                ca_pem,
             });
         }
         let mut models: Vec<ModelDecl> = Vec::new();
@@ -1150,6 +1169,45 @@ keys = ["env://SOME_KEY"]
             .build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x"), ("SOME_KEY", "sk-1")]))
             .unwrap_err();
         assert!(err.to_string().contains("providers[0].keys"), "{err}");
+    }
+
+    #[test]
+    fn a_provider_ca_file_must_hold_certificates_and_is_read_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |ca_file: &std::path::Path, base_url: &str| {
+            let text = format!(
+                "[[providers]]\nname = \"private\"\nformat = \"openai\"\nbase_url = \"{base_url}\"\nca_file = \"{}\"\n",
+                ca_file.display()
+            );
+            RawConfig::from_toml("w.toml", &text)
+                .unwrap()
+                .build_and_validate(&env(&[("WARDEN_MASTER_KEY", "x")]))
+        };
+        let missing =
+            config(&dir.path().join("absent.pem"), "https://llm.internal/v1").unwrap_err();
+        assert!(
+            missing.to_string().contains("providers[0].ca_file"),
+            "{missing}"
+        );
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let err = config(&not_pem, "https://llm.internal/v1").unwrap_err();
+        assert!(err.to_string().contains("providers[0].ca_file"), "{err}");
+        assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, format!("# the private CA\n{ca}")).unwrap();
+        let validated = config(&good, "https://llm.internal/v1").unwrap();
+        let pem = validated.providers[0].ca_pem.clone().unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----") && !pem.contains('#'));
+        let plain = config(&good, "http://127.0.0.1:9/v1").unwrap_err();
+        assert!(plain.to_string().contains("https://"), "{plain}");
     }
 
     #[test]

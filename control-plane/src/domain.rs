@@ -73,6 +73,9 @@ pub struct Provider {
     pub passthrough: bool,
     /// Top-level request parameters removed before sending to this provider.
     pub drop_params: Vec<String>,
+    /// The provider's own CA bundle (PEM, certificates only): nodes verify its TLS with
+    /// these roots instead of the public ones.
+    pub ca_pem: Option<String>,
 }
 
 /// An upstream key's metadata; the value lives in the secret store under `secret_name`.

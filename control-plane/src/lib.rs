@@ -325,6 +325,7 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
             service::ProviderOptions {
                 passthrough: p.passthrough,
                 drop_params: p.drop_params.clone(),
+                ca_pem: p.ca_pem.clone(),
             },
         )
         .await?;

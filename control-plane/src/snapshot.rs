@@ -39,6 +39,8 @@ pub struct SnapshotProvider {
     pub base_url: String,
     pub passthrough: bool,
     pub drop_params: Vec<String>,
+    /// The provider's own CA bundle (PEM), if any.
+    pub ca_pem: Option<String>,
     pub keys: Vec<SnapshotKey>,
 }
 

@@ -250,6 +250,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         base_url: "http://127.0.0.1:9/v1/".into(),
         passthrough: false,
         drop_params: vec!["seed".into()],
+        ca_pem: String::new(),
     };
     s.step(
         "add_provider",
@@ -275,6 +276,15 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         "add_provider bad drop_params",
         admin.add_provider(s.request(pb::AddProviderRequest {
             drop_params: vec!["model".into()],
+            ..provider("p", pb::ApiFormat::Openai)
+        })),
+    )
+    .await;
+    s.step(
+        "add_provider ca_pem not PEM",
+        admin.add_provider(s.request(pb::AddProviderRequest {
+            base_url: "https://127.0.0.1:9/v1".into(),
+            ca_pem: "not a certificate".into(),
             ..provider("p", pb::ApiFormat::Openai)
         })),
     )

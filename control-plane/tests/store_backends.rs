@@ -393,11 +393,13 @@ mod bodies {
             created_at: 1,
             passthrough: false,
             drop_params: Vec::new(),
+            ca_pem: None,
         };
         s.upsert_provider(&p).await.unwrap();
         p.format = ApiFormat::Anthropic;
         p.base_url = "https://y/v1".into();
         p.source = Source::Config;
+        p.ca_pem = Some("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n".into());
         s.upsert_provider(&p).await.unwrap();
         s.upsert_provider(&Provider {
             name: "a".into(),
@@ -407,6 +409,7 @@ mod bodies {
             created_at: 2,
             passthrough: false,
             drop_params: Vec::new(),
+            ca_pem: None,
         })
         .await
         .unwrap();
@@ -422,6 +425,12 @@ mod bodies {
         assert_eq!(providers[1].base_url, "https://y/v1");
         assert_eq!(providers[1].source, Source::Config);
         assert_eq!(providers[1].created_at, 1, "upsert keeps created_at");
+        assert_eq!(
+            providers[1].ca_pem.as_deref(),
+            Some("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n"),
+            "the CA bundle is stored and updated"
+        );
+        assert_eq!(providers[0].ca_pem, None);
 
         for (id, at) in [("k2", 5), ("k1", 5), ("k0", 9)] {
             s.insert_provider_key(&ProviderKey {
@@ -599,6 +608,7 @@ mod bodies {
             created_at: 1,
             passthrough: false,
             drop_params: Vec::new(),
+            ca_pem: None,
         })
         .await
         .unwrap();

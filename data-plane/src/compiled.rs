@@ -17,6 +17,7 @@ use warden_core::seal::{Binding, Field, NodeKeyPair, SealError, Sealed};
 use warden_proto::sync::v1 as pb;
 
 use crate::limits::Policy;
+use crate::upstream::clients::UpstreamClients;
 
 fn policy(p: Option<pb::Policy>) -> Policy {
     let p = p.unwrap_or_default();
@@ -74,6 +75,9 @@ pub struct Provider {
     pub passthrough: bool,
     /// Top-level request parameters removed before sending.
     pub drop_params: Vec<String>,
+    /// The client of the provider's own CA bundle (those roots only); `None`: the node's
+    /// default client (the public web roots).
+    pub client: Option<reqwest::Client>,
     /// Local round-robin cursor (shared across nodes in Redis by the shared-state issue).
     pub cursor: AtomicUsize,
 }
@@ -248,6 +252,8 @@ pub enum SnapshotError {
     MissingPepper,
     #[error("model {alias} falls back to unknown model {fallback}")]
     UnknownFallback { alias: String, fallback: String },
+    #[error("provider {provider}: {reason}")]
+    BadCa { provider: String, reason: String },
     #[error("secret {0} is not sealed (control plane too old?)")]
     NotSealed(String),
     #[error("secret {0} is not valid UTF-8")]
@@ -289,8 +295,13 @@ impl Recipient<'_> {
 
 impl Snapshot {
     /// Compiles a snapshot, opening its sealed secrets with `to`'s key pair and checking its
-    /// internal consistency.
-    pub fn compile(s: pb::Snapshot, to: Recipient<'_>) -> Result<Self, SnapshotError> {
+    /// internal consistency; a provider's CA bundle becomes its client from `clients`
+    /// (which then drops the clients of bundles this snapshot no longer names).
+    pub fn compile(
+        s: pb::Snapshot,
+        to: Recipient<'_>,
+        clients: &UpstreamClients,
+    ) -> Result<Self, SnapshotError> {
         let version = s.version;
         let jwt = s.jwt.ok_or(SnapshotError::MissingJwt)?;
         if s.sealed_vkey_pepper.is_none() {
@@ -301,12 +312,26 @@ impl Snapshot {
             return Err(SnapshotError::MissingPepper);
         }
         let mut providers = HashMap::new();
+        let mut bundles = HashSet::new();
         for p in s.providers {
             let format = match pb::ApiFormat::try_from(p.format) {
                 Ok(pb::ApiFormat::Openai) => Format::OpenAi,
                 Ok(pb::ApiFormat::Anthropic) => Format::Anthropic,
                 Ok(pb::ApiFormat::Echo) => Format::Echo,
                 _ => return Err(SnapshotError::UnknownFormat(p.name)),
+            };
+            let client = if p.ca_pem.is_empty() {
+                None
+            } else {
+                let (bundle, client) =
+                    clients
+                        .for_ca(&p.ca_pem)
+                        .map_err(|e| SnapshotError::BadCa {
+                            provider: p.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                bundles.insert(bundle);
+                Some(client)
             };
             let mut keys = Vec::with_capacity(p.keys.len());
             for k in p.keys {
@@ -334,6 +359,7 @@ impl Snapshot {
                     keys,
                     passthrough: p.passthrough,
                     drop_params: p.drop_params,
+                    client,
                     cursor: AtomicUsize::new(0),
                 }),
             );
@@ -446,6 +472,7 @@ impl Snapshot {
             })
             .collect();
         let direct_terms = DirectTerms::by_served_model(&aliases, &routes);
+        clients.retain(&bundles);
         Ok(Self {
             version: s.version,
             content_hash: s.content_hash,
@@ -501,6 +528,17 @@ mod tests {
     const UPSTREAM_SECRET: &str = "sk-fixture-not-a-real-key";
     const PEPPER: [u8; 32] = [1; 32];
     const HS_SECRET: &[u8] = b"hs256-fixture-shared-secret-0123";
+
+    /// [`Snapshot::compile`] with clients of no particular setting.
+    fn compile(s: pb::Snapshot, to: Recipient<'_>) -> Result<Snapshot, SnapshotError> {
+        let clients = UpstreamClients::new(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(1),
+            &crate::egress::EgressSettings::default(),
+        )
+        .unwrap();
+        Snapshot::compile(s, to, &clients)
+    }
 
     /// A fixed key pair, so that the committed v2 fixture opens.
     fn fixture_keys() -> NodeKeyPair {
@@ -614,7 +652,7 @@ mod tests {
             "the v2 fixture holds the upstream key in the clear"
         );
         let snapshot = pb::Snapshot::decode(bytes.as_slice()).unwrap();
-        let compiled = Snapshot::compile(snapshot, to(&keys)).unwrap();
+        let compiled = compile(snapshot, to(&keys)).unwrap();
         assert_eq!(compiled.version, 7);
         let route = &compiled.routes["gpt-4o"];
         assert_eq!(route.upstream_model, "gpt-4o-2024-08-06");
@@ -655,7 +693,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        let compiled = Snapshot::compile(s, to(&keys)).unwrap();
+        let compiled = compile(s, to(&keys)).unwrap();
         let secrets: Vec<String> = compiled
             .secrets_for_redaction()
             .iter()
@@ -678,14 +716,14 @@ mod tests {
         assert_eq!(snapshot.version, 7);
         assert!(snapshot.providers[0].keys[0].sealed_secret.is_none());
         assert!(matches!(
-            Snapshot::compile(snapshot.clone(), to(&fixture_keys())),
+            compile(snapshot.clone(), to(&fixture_keys())),
             Err(SnapshotError::MissingPepper)
         ));
         // Even with a sealed pepper, the clear upstream key is not taken.
         let mut with_pepper = snapshot;
         with_pepper.sealed_vkey_pepper = sample(&fixture_keys()).sealed_vkey_pepper;
         assert!(matches!(
-            Snapshot::compile(with_pepper, to(&fixture_keys())),
+            compile(with_pepper, to(&fixture_keys())),
             Err(SnapshotError::NotSealed(field)) if field == "upstream_key/openai/key_1"
         ));
     }
@@ -696,18 +734,45 @@ mod tests {
         let mut s = sample(&keys);
         s.models[0].provider = "missing".into();
         assert!(matches!(
-            Snapshot::compile(s, to(&keys)),
+            compile(s, to(&keys)),
             Err(SnapshotError::UnknownProvider { .. })
         ));
         let mut s = sample(&keys);
         s.jwt = None;
-        assert!(Snapshot::compile(s, to(&keys)).is_err());
+        assert!(compile(s, to(&keys)).is_err());
         let mut s = sample(&keys);
         s.sealed_vkey_pepper = None;
-        assert!(Snapshot::compile(s, to(&keys)).is_err());
+        assert!(compile(s, to(&keys)).is_err());
         let mut s = sample(&keys);
         s.providers[0].format = 99;
-        assert!(Snapshot::compile(s, to(&keys)).is_err());
+        assert!(compile(s, to(&keys)).is_err());
+    }
+
+    /// A provider's CA bundle becomes its own client; a malformed one rejects the snapshot
+    /// (the node keeps the last good one), naming the provider and not quoting the text.
+    #[test]
+    fn provider_ca_bundles_compile_into_clients_or_reject_the_snapshot() {
+        let keys = fixture_keys();
+        let compiled = compile(sample(&keys), to(&keys)).unwrap();
+        assert!(compiled.providers["openai"].client.is_none());
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem();
+        let mut s = sample(&keys);
+        s.providers[0].ca_pem = ca;
+        let compiled = compile(s, to(&keys)).unwrap();
+        assert!(compiled.routes["gpt-4o"].provider.client.is_some());
+        let mut s = sample(&keys);
+        s.providers[0].ca_pem = "-----BEGIN CERTIFICATE-----\nnot-base64!\n".into();
+        let err = compile(s, to(&keys)).unwrap_err();
+        assert!(
+            matches!(&err, SnapshotError::BadCa { provider, .. } if provider == "openai"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("not-base64"), "{err}");
     }
 
     #[test]
@@ -716,11 +781,11 @@ mod tests {
         // Sealed to another node's key.
         let other = NodeKeyPair::generate().unwrap();
         assert!(matches!(
-            Snapshot::compile(sample(&other), to(&keys)),
+            compile(sample(&other), to(&keys)),
             Err(SnapshotError::Sealed(SealError::Open(_)))
         ));
         // Bound to another node id.
-        let err = Snapshot::compile(
+        let err = compile(
             sample(&keys),
             Recipient {
                 node_id: "another-node",
@@ -733,13 +798,13 @@ mod tests {
         let mut s = sample(&keys);
         s.version = 8;
         assert!(matches!(
-            Snapshot::compile(s, to(&keys)),
+            compile(s, to(&keys)),
             Err(SnapshotError::Sealed(SealError::Open(_)))
         ));
         // One field's sealed value moved into another field.
         let mut s = sample(&keys);
         s.providers[0].keys[0].sealed_secret = s.sealed_vkey_pepper.clone();
-        let err = Snapshot::compile(s, to(&keys)).unwrap_err();
+        let err = compile(s, to(&keys)).unwrap_err();
         assert!(
             matches!(&err, SnapshotError::Sealed(SealError::Open(f)) if f == "upstream_key/openai/key_1"),
             "{err}"
@@ -752,14 +817,14 @@ mod tests {
             sealed.ciphertext[0] ^= 1;
         }
         assert!(matches!(
-            Snapshot::compile(s, to(&keys)),
+            compile(s, to(&keys)),
             Err(SnapshotError::Sealed(SealError::Open(f))) if f == "jwt/hs"
         ));
         // An upstream key without its sealed value, an HS256 secret in the clear.
         let mut s = sample(&keys);
         s.providers[0].keys[0].sealed_secret = None;
         assert!(matches!(
-            Snapshot::compile(s, to(&keys)),
+            compile(s, to(&keys)),
             Err(SnapshotError::NotSealed(_))
         ));
         let mut s = sample(&keys);
@@ -767,7 +832,7 @@ mod tests {
             jwt.keys[1].key = HS_SECRET.to_vec();
         }
         assert!(matches!(
-            Snapshot::compile(s, to(&keys)),
+            compile(s, to(&keys)),
             Err(SnapshotError::ClearJwtSecret(kid)) if kid == "hs"
         ));
     }
@@ -775,11 +840,11 @@ mod tests {
     #[test]
     fn rejections_and_debug_output_hold_no_secret() {
         let keys = fixture_keys();
-        let compiled = Snapshot::compile(sample(&keys), to(&keys)).unwrap();
+        let compiled = compile(sample(&keys), to(&keys)).unwrap();
         let dbg = format!("{compiled:?} {:?} {keys:?}", compiled.routes["gpt-4o"]);
         assert!(!dbg.contains("sk-fixture"), "{dbg}");
         let other = NodeKeyPair::generate().unwrap();
-        let err = Snapshot::compile(sample(&other), to(&keys)).unwrap_err();
+        let err = compile(sample(&other), to(&keys)).unwrap_err();
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("sk-fixture"), "{shown}");
     }

@@ -455,6 +455,19 @@ impl ApiError {
         )
     }
 
+    /// TLS with the provider failed — its certificate did not verify against the public
+    /// roots or the provider's own CA bundle: nothing was sent.
+    pub fn upstream_tls_failed(provider: &str) -> Self {
+        Self::upstream(
+            ErrorCode::UpstreamFailed,
+            "upstream_tls_failed",
+            true,
+            format!(
+                "The TLS connection to provider `{provider}` failed: its certificate could not be verified."
+            ),
+        )
+    }
+
     /// The node's egress policy refused the provider's address ([`crate::egress`]): nothing
     /// was sent. Another route (a fallback) may be allowed.
     pub fn egress_denied(provider: &str) -> Self {

@@ -151,12 +151,13 @@ async fn watch_once(
         // Opening a sealed secret costs about 0.1 ms: compile off the async workers.
         let compiled = {
             let (keys, node_id) = (Arc::clone(keys), config.node_id.clone());
+            let clients = Arc::clone(state.upstream.clients());
             tokio::task::spawn_blocking(move || {
                 let to = Recipient {
                     node_id: &node_id,
                     keys: &keys,
                 };
-                Snapshot::compile(snapshot, to).map_err(|e| e.to_string())
+                Snapshot::compile(snapshot, to, &clients).map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(format!("snapshot compilation failed: {e}")))

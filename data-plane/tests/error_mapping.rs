@@ -588,6 +588,7 @@ fn provider(
             .collect(),
         passthrough,
         drop_params: Vec::new(),
+        client: None,
         cursor: AtomicUsize::new(0),
     })
 }

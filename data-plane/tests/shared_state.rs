@@ -252,6 +252,7 @@ fn provider(keys: usize) -> Provider {
             .collect(),
         passthrough: false,
         drop_params: Vec::new(),
+        client: None,
         cursor: AtomicUsize::new(0),
     }
 }

@@ -1,5 +1,5 @@
 //! A mock LLM provider speaking the OpenAI and the Anthropic wire formats, started
-//! in-process by tests.
+//! in-process by tests, over HTTP or ([`MockUpstream::start_tls`]) HTTPS.
 //!
 //! [`MockUpstream::start`] binds an axum server on `127.0.0.1:0` in the test's runtime and
 //! stops it when dropped. It answers:
@@ -58,6 +58,8 @@ const GATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running mock provider; the server stops when this is dropped.
 pub struct MockUpstream {
     addr: SocketAddr,
+    /// `http`, or `https` for [`MockUpstream::start_tls`].
+    scheme: &'static str,
     shared: Arc<Shared>,
     server: JoinHandle<()>,
 }
@@ -114,6 +116,27 @@ struct Shared {
 
 impl MockUpstream {
     pub async fn start() -> anyhow::Result<MockUpstream> {
+        Self::start_on(None).await
+    }
+
+    /// The same mock over HTTPS (HTTP/1.1), serving `cert` (e.g. from
+    /// [`crate::pki::TestCa::server_cert`]: valid for `127.0.0.1` and `localhost`). A
+    /// client that refuses the certificate ends its handshake; the mock records nothing and
+    /// serves the next connection.
+    pub async fn start_tls(cert: &crate::pki::ServerCert) -> anyhow::Result<MockUpstream> {
+        let chain = warden_core::pem::certificates(cert.cert_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("mock certificate: {e}"))?;
+        let key = warden_core::pem::private_key(cert.key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("mock key: {e}"))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        Self::start_on(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_on(tls: Option<tokio_rustls::TlsAcceptor>) -> anyhow::Result<MockUpstream> {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -131,7 +154,12 @@ impl MockUpstream {
             .route("/v1/messages/count_tokens", post(count_tokens))
             .fallback(not_found)
             .with_state(Arc::clone(&shared));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = tokio::spawn(async move {
+            if let Some(acceptor) = tls {
+                let _ = axum::serve(TlsListener { listener, acceptor }, app).await;
+                return;
+            }
             // Serves until the task is aborted on drop; an accept error only ends the mock.
             let listener =
                 axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -141,6 +169,7 @@ impl MockUpstream {
         });
         Ok(MockUpstream {
             addr,
+            scheme,
             shared,
             server,
         })
@@ -149,13 +178,13 @@ impl MockUpstream {
     /// The base URL with the API version, `http://127.0.0.1:PORT/v1` (what OpenAI clients
     /// and providers configure).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}://{}/v1", self.scheme, self.addr)
     }
 
     /// The bare origin, `http://127.0.0.1:PORT` (what the `anthropic` SDK takes as its base
     /// URL: it appends `/v1/messages` itself).
     pub fn root_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Every request received so far, in arrival order.
@@ -184,6 +213,36 @@ impl std::fmt::Debug for MockUpstream {
 impl Drop for MockUpstream {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// The mock's listener over TLS: a connection is handed to axum once its handshake is done;
+/// one that fails its handshake (or takes over 5 s) is dropped.
+struct TlsListener {
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let handshake = self.acceptor.accept(tcp);
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
     }
 }
 

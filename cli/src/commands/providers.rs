@@ -33,6 +33,11 @@ pub enum ProviderCommand {
         /// (comma-separated, e.g. `seed,logit_bias`).
         #[arg(long = "drop-param", value_delimiter = ',', value_parser = list_item, num_args = 1)]
         drop_params: Vec<String>,
+        /// A PEM file of CA certificates (one or more) that nodes verify this provider's
+        /// TLS with, instead of the public web roots (a private upstream; https:// only).
+        /// Not `--ca-file`: that global flag names the control plane's CA.
+        #[arg(long, value_name = "FILE")]
+        upstream_ca_file: Option<std::path::PathBuf>,
     },
     /// List providers with their keys (ids and fingerprints only).
     #[command(visible_alias = "ls")]
@@ -134,13 +139,19 @@ pub async fn run(
             base_url,
             passthrough,
             drop_params,
+            upstream_ca_file,
         } => {
+            let ca_pem = match upstream_ca_file {
+                Some(path) => read_ca_file(&path)?,
+                None => String::new(),
+            };
             let request = pb::AddProviderRequest {
                 name,
                 format: pb::ApiFormat::from(format).into(),
                 base_url,
                 passthrough,
                 drop_params,
+                ca_pem,
             };
             let info = session.call(client.add_provider(request)).await?;
             out.table(
@@ -288,8 +299,30 @@ fn key_state_request(
     }
 }
 
+/// The certificates of `--upstream-ca-file`, checked here (PEM, only certificates, at least one)
+/// so that a wrong file is refused before anything is sent.
+fn read_ca_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read --upstream-ca-file {}", path.display()))?;
+    let bundle = warden_core::ca_bundle::parse(&text)
+        .map_err(|e| anyhow!("--upstream-ca-file {}: the CA bundle {e}", path.display()))?;
+    Ok(bundle.pem)
+}
+
+/// `subject (sha256 …)` of each certificate of a provider's CA bundle, or `-`.
+fn ca_line(p: &pb::ProviderInfo) -> String {
+    if p.ca_certificates.is_empty() {
+        return "-".to_owned();
+    }
+    p.ca_certificates
+        .iter()
+        .map(|c| format!("{} (sha256 {})", c.subject, c.sha256))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn provider_rows(providers: &[pb::ProviderInfo]) -> Rows {
-    let mut rows = Rows::new(&["NAME", "FORMAT", "BASE URL", "SOURCE", "KEYS"]);
+    let mut rows = Rows::new(&["NAME", "FORMAT", "BASE URL", "SOURCE", "KEYS", "CA"]);
     for p in providers {
         let keys: Vec<String> = p.keys.iter().map(provider_key_line).collect();
         rows.push(vec![
@@ -302,6 +335,7 @@ fn provider_rows(providers: &[pb::ProviderInfo]) -> Rows {
             } else {
                 keys.join(", ")
             },
+            ca_line(p),
         ]);
     }
     rows
@@ -313,6 +347,9 @@ fn provider_json(p: &pb::ProviderInfo) -> Value {
         "name": p.name, "format": format_name(p.format), "base_url": p.base_url,
         "source": p.source, "keys": keys, "passthrough": p.passthrough,
         "drop_params": p.drop_params,
+        "ca_certificates": p.ca_certificates.iter()
+            .map(|c| json!({"subject": c.subject, "sha256": c.sha256}))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -132,6 +132,7 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
             base_url: p.base_url.clone(),
             passthrough: p.passthrough,
             drop_params: p.drop_params.clone(),
+            ca_pem: p.ca_pem.clone().unwrap_or_default(),
             keys,
         });
     }
@@ -516,6 +517,7 @@ mod tests {
                 base_url: "https://api.openai.com/v1".into(),
                 passthrough: false,
                 drop_params: Vec::new(),
+                ca_pem: None,
                 keys: vec![SnapshotKey {
                     id: "key_1".into(),
                     fingerprint: warden_core::fingerprint::of(CANARY.as_bytes()),

@@ -23,6 +23,10 @@ pub struct ProviderOptions {
     pub passthrough: bool,
     /// Top-level request parameters the provider does not accept.
     pub drop_params: Vec<String>,
+    /// PEM text of the provider's own CA bundle, as given (checked and reduced to its
+    /// certificates by [`warden_core::ca_bundle::parse`]). Nodes then trust only these
+    /// roots for the provider, instead of the public web roots.
+    pub ca_pem: Option<String>,
 }
 
 /// Where a new upstream key comes from.
@@ -63,8 +67,29 @@ impl ControlPlane {
         source: Source,
         options: ProviderOptions,
     ) -> Result<Provider, ServiceError> {
-        self.mutate(actor, "provider.add", name, async {
+        // The audit row names a CA bundle by its certificates' fingerprints, never its text.
+        let ca = options
+            .ca_pem
+            .as_deref()
+            .map(|pem| warden_core::ca_bundle::parse(pem.as_bytes()));
+        let ca_fingerprints = match &ca {
+            Some(Ok(bundle)) => Some(bundle.fingerprints()),
+            _ => None,
+        };
+        let detail = move |_: &Result<Provider, ServiceError>| {
+            Detail::new().with_opt("ca_sha256", ca_fingerprints)
+        };
+        self.audited_with(actor, "provider.add", name, detail, async {
             validate_name(name).map_err(|e| ServiceError::InvalidArgument(format!("name: {e}")))?;
+            let ca_pem = match ca {
+                None => None,
+                Some(Err(e)) => {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "ca_pem: the CA bundle {e}"
+                    )));
+                }
+                Some(Ok(bundle)) => Some(bundle.pem),
+            };
             for p in &options.drop_params {
                 if p.is_empty() || p.len() > 64 || p == "model" || p == "messages" {
                     return Err(ServiceError::InvalidArgument(format!(
@@ -81,6 +106,11 @@ impl ControlPlane {
             if source != Source::Builtin {
                 validate_base_url(base_url)
                     .map_err(|e| ServiceError::InvalidArgument(format!("base_url: {e}")))?;
+            }
+            if ca_pem.is_some() && !base_url.starts_with("https://") {
+                return Err(ServiceError::InvalidArgument(
+                    "ca_pem: a CA bundle verifies TLS; the base_url must be https://".into(),
+                ));
             }
             let existing = self.store.list_providers().await?;
             let created_at = existing
@@ -107,8 +137,10 @@ impl ControlPlane {
                 created_at,
                 passthrough: options.passthrough,
                 drop_params: options.drop_params,
+                ca_pem,
             };
             self.store.upsert_provider(&provider).await?;
+            self.publish().await?;
             Ok(provider)
         })
         .await

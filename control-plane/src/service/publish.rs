@@ -166,6 +166,7 @@ impl ControlPlane {
                 base_url: p.base_url,
                 passthrough: p.passthrough,
                 drop_params: p.drop_params,
+                ca_pem: p.ca_pem,
                 keys: pkeys,
             });
         }
@@ -288,6 +289,7 @@ mod tests {
             created_at: 0,
             passthrough: false,
             drop_params: Vec::new(),
+            ca_pem: None,
         };
         assert!(provider_refusal(&row(ApiFormat::OpenAi, "https://api.example.com/v1")).is_none());
         assert!(provider_refusal(&row(ApiFormat::OpenAi, "http://attacker.example/v1")).is_some());

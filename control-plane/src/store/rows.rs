@@ -91,7 +91,7 @@ fn policy_target(kind: String, id: String) -> Result<PolicyTarget, StoreError> {
 }
 
 from_stored!(Provider, |row| {
-    name, base_url, created_at, passthrough;
+    name, base_url, created_at, passthrough, ca_pem;
     format: api_format(row.try_get("format")?)?,
     source: source(row.try_get("source")?),
     drop_params: list(row.try_get("drop_params")?)?,

@@ -133,10 +133,11 @@ impl StateStore for SqlStore {
         execute!(
             self,
             sqlx::query(
-                "INSERT INTO providers (name, format, base_url, source, created_at, passthrough, drop_params)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO providers (name, format, base_url, source, created_at, passthrough, drop_params, ca_pem)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (name) DO UPDATE SET format = EXCLUDED.format, base_url = EXCLUDED.base_url,
-                 source = EXCLUDED.source, passthrough = EXCLUDED.passthrough, drop_params = EXCLUDED.drop_params",
+                 source = EXCLUDED.source, passthrough = EXCLUDED.passthrough, drop_params = EXCLUDED.drop_params,
+                 ca_pem = EXCLUDED.ca_pem",
             )
             .bind(&v.name)
             .bind(v.format.as_str())
@@ -145,6 +146,7 @@ impl StateStore for SqlStore {
             .bind(v.created_at)
             .bind(v.passthrough)
             .bind(list_to_text(&v.drop_params))
+            .bind(v.ca_pem.as_deref())
         );
         Ok(())
     }

@@ -72,6 +72,7 @@ mod tests {
             created_at: 1,
             passthrough: false,
             drop_params: Vec::new(),
+            ca_pem: None,
         })
         .await
         .unwrap();

@@ -1,5 +1,6 @@
 //! Sending a request to a provider, with key rotation and failover: one pooled rustls
-//! client per node; the upstream key is injected here and nowhere else.
+//! client per node, and one per provider CA bundle ([`clients`]); the upstream key is
+//! injected here and nowhere else.
 //!
 //! [`Upstream::send`] walks the model's route and then its fallbacks; on each route it
 //! picks keys ([`keys::KeyPicker`]) until one answers: a 401/403 whose error says the key is
@@ -12,6 +13,7 @@
 //! `attempt`; the loop then reads only its `retryable` (move on or stop). Nothing is
 //! retried once an answer has been handed to the client.
 
+pub mod clients;
 pub mod keys;
 pub mod rejection;
 
@@ -74,7 +76,8 @@ pub struct Served {
 /// The node's client to providers.
 #[derive(Debug)]
 pub struct Upstream {
-    client: reqwest::Client,
+    /// The default client and those of provider CA bundles (snapshots pick theirs).
+    clients: std::sync::Arc<clients::UpstreamClients>,
     /// What the client may connect to; its resolver holds a copy.
     egress: std::sync::Arc<crate::egress::EgressPolicy>,
     pub keys: KeyPicker,
@@ -89,20 +92,18 @@ impl Upstream {
         keys: KeyPicker,
         rejections: mpsc::Sender<KeyRejection>,
     ) -> Result<Self, reqwest::Error> {
-        let builder = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .read_timeout(read_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")));
-        let client = egress.apply(builder)?.build()?;
+        let clients = clients::UpstreamClients::new(connect_timeout, read_timeout, egress)?;
         Ok(Self {
-            client,
+            clients: std::sync::Arc::new(clients),
             egress: std::sync::Arc::new(egress.policy.clone()),
             keys,
             rejections,
         })
+    }
+
+    /// The clients snapshots compile their providers' CA bundles into.
+    pub fn clients(&self) -> &std::sync::Arc<clients::UpstreamClients> {
+        &self.clients
     }
 
     /// Sends `request_for(route)` to the route's provider, rotating keys and falling back
@@ -270,8 +271,12 @@ impl Upstream {
         } else {
             "application/json"
         };
-        let mut builder = self
+        // A provider with its own CA bundle has its own client; the rest share the default.
+        let client = provider
             .client
+            .as_ref()
+            .unwrap_or_else(|| self.clients.default_client());
+        let mut builder = client
             .post(&url)
             .header(auth.0, auth.1)
             .header(header::CONTENT_TYPE, "application/json")
@@ -285,6 +290,10 @@ impl Upstream {
             Err(e) => {
                 if let Some(denied) = crate::egress::denial_of(&e) {
                     return Err(egress_refused(provider, denied));
+                }
+                if let Some(reason) = clients::tls_failure(&e) {
+                    tracing::warn!(provider = %provider.name, key = %key.fingerprint, custom_ca = provider.client.is_some(), reason = %reason, "upstream TLS failed (certificate not verified?); nothing sent");
+                    return Err(ApiError::upstream_tls_failed(&provider.name));
                 }
                 tracing::warn!(provider = %provider.name, key = %key.fingerprint, error = %e, "upstream request failed");
                 return Err(if e.is_timeout() {

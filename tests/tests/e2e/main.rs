@@ -41,6 +41,7 @@ mod mtls;
 mod node_findings;
 mod node_ingest;
 mod plaintext;
+mod provider_ca;
 mod readme;
 mod resilience;
 mod sdk;

@@ -31,6 +31,7 @@ pub(super) async fn add(
             ProviderOptions {
                 passthrough: r.passthrough,
                 drop_params: r.drop_params,
+                ca_pem: (!r.ca_pem.trim().is_empty()).then_some(r.ca_pem),
             },
         )
         .await?;
@@ -42,7 +43,25 @@ pub(super) async fn add(
         source: p.source.as_str().to_owned(),
         passthrough: p.passthrough,
         drop_params: p.drop_params,
+        ca_certificates: ca_info(p.ca_pem.as_deref()),
     })
+}
+
+/// What identifies each certificate of a provider's CA bundle (never the PEM itself).
+fn ca_info(ca_pem: Option<&str>) -> Vec<pb::CaCertificateInfo> {
+    ca_pem
+        .and_then(|pem| warden_core::ca_bundle::parse(pem.as_bytes()).ok())
+        .map(|bundle| {
+            bundle
+                .certificates
+                .into_iter()
+                .map(|c| pb::CaCertificateInfo {
+                    subject: c.subject,
+                    sha256: c.sha256,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub(super) async fn list(
@@ -63,6 +82,7 @@ pub(super) async fn list(
             source: p.source.as_str().to_owned(),
             passthrough: p.passthrough,
             drop_params: p.drop_params,
+            ca_certificates: ca_info(p.ca_pem.as_deref()),
             name: p.name,
             base_url: p.base_url,
         })
