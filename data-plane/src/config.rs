@@ -116,8 +116,9 @@ pub struct Flags {
     #[arg(long, env = "WARDEN_OPS_ADDR", default_value = DEFAULT_OPS_ADDR)]
     pub ops_addr: String,
     /// Send the node credential over plain `http://` to a control plane that is not on this
-    /// machine (readable on the network; logged as a warning and audited as a dangerous
-    /// setting). Without it such a --cp-addr is refused.
+    /// machine, and use a plain `redis://` Redis that is not on it (readable on the network;
+    /// logged as a warning and audited as a dangerous setting). Without it such a
+    /// --cp-addr or WARDEN_REDIS_URL is refused.
     #[arg(long, env = "WARDEN_ALLOW_PLAINTEXT")]
     pub allow_plaintext: bool,
     /// Failed logins from one client address within a window (a minute) past which the
@@ -425,6 +426,14 @@ impl NodeConfig {
         config.audit_spool.on_full = crate::audit::spool::OnFull::parse(&flags.audit_on_full)
             .ok_or(ConfigError::OnFull(flags.audit_on_full))?;
         config.redis = redis_from_env(env, flags.redis_prefix).map_err(ConfigError::Redis)?;
+        if let Some(host) = config.redis.as_ref().and_then(plain_remote_redis) {
+            if !config.allow_plaintext {
+                return Err(ConfigError::Redis(format!(
+                    "refusing a plain redis:// link to {host}, which is not a loopback address (limits, key health and the Redis password would cross the network in clear): use rediss:// (with --redis-ca-file), or pass --allow-plaintext on a network you trust"
+                )));
+            }
+            tracing::warn!(target: LOG_TARGET, redis_host = %host, "--allow-plaintext: the Redis link (and its password) is not encrypted");
+        }
         if let Some(path) = &flags.redis_ca_file {
             let settings = config.redis.as_mut().ok_or_else(|| {
                 ConfigError::Redis("--redis-ca-file needs a rediss:// WARDEN_REDIS_URL".into())
@@ -522,6 +531,9 @@ impl NodeConfig {
         }
         if self.cp_addr_in_clear() {
             out.push(("allow_plaintext", "true"));
+        }
+        if self.redis.as_ref().and_then(plain_remote_redis).is_some() {
+            out.push(("redis_plaintext", "true"));
         }
         if self.egress.policy.allow_private {
             out.push(("egress_allow_private", "true"));
@@ -731,6 +743,23 @@ pub fn redis_from_env(
     }))
 }
 
+/// The host of the first plain `redis://` URL of `settings` that is not loopback, if any
+/// (`rediss://` and `unix://` are not plain across a network).
+fn plain_remote_redis(settings: &crate::redis_state::redis::RedisSettings) -> Option<String> {
+    use crate::redis_state::redis::Topology;
+    use secrecy::ExposeSecret as _;
+    let urls = match &settings.topology {
+        Topology::Single(url) => std::slice::from_ref(url),
+        Topology::Cluster(urls) | Topology::Sentinel { urls, .. } => urls.as_slice(),
+    };
+    urls.iter().find_map(|url| {
+        let rest = url.expose_secret().strip_prefix("redis://")?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = warden_core::plaintext::authority_host(authority);
+        (!warden_core::plaintext::is_loopback_host(host)).then(|| host.to_owned())
+    })
+}
+
 /// Checks that `--redis-ca-file` applies to `settings`: every URL `rediss://` (a CA for a
 /// plain link would be ignored), and no Sentinel (its TLS is not wired yet).
 fn redis_tls_ca(settings: &crate::redis_state::redis::RedisSettings) -> Result<(), ConfigError> {
@@ -915,6 +944,44 @@ mod tests {
             Err(ConfigError::ClientCertNeedsTls)
         ));
         assert!(Flags::try_parse_from(["warden-dp", "--cp-client-cert-file", "node.pem"]).is_err());
+    }
+
+    #[test]
+    fn a_plain_redis_link_off_loopback_needs_allow_plaintext() {
+        let with = |url: &str, args: &[&str]| {
+            let mut argv = vec!["warden-dp"];
+            argv.extend_from_slice(args);
+            let env = HashMap::from([
+                ("WARDEN_NODE_TOKEN".to_owned(), "wn_test".to_owned()),
+                ("WARDEN_REDIS_URL".to_owned(), url.to_owned()),
+            ]);
+            NodeConfig::from_flags(Flags::try_parse_from(argv).unwrap(), &env)
+        };
+        let err = with("redis://:hunter2-secret@redis.internal:6379/0", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.internal") && err.contains("--allow-plaintext"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "the password is not shown: {err}");
+        assert!(with("redis://10.0.0.5:6379", &[]).is_err());
+        // Loopback, TLS and a socket need nothing; --allow-plaintext accepts the rest.
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://user:pw@localhost:6379/1",
+            "redis://[::1]:6379",
+            "rediss://redis.internal:6380",
+            "unix:///run/redis.sock",
+        ] {
+            assert!(with(url, &[]).is_ok(), "{url}");
+        }
+        let allowed = with("redis://redis.internal:6379", &["--allow-plaintext"]).unwrap();
+        assert!(
+            allowed
+                .dangerous_settings()
+                .contains(&("redis_plaintext", "true"))
+        );
     }
 
     #[test]

@@ -107,20 +107,20 @@ impl UpstreamClients {
 
 /// Why TLS with the provider failed, if that is why `error` happened (an unknown issuer,
 /// a name mismatch, an expired certificate…): rustls's error, found in the chain of
-/// sources and inside the I/O error that carries it.
+/// sources. An I/O error is looked into (its `source()` skips the error it wraps, and the
+/// TLS connector wraps rustls's error in an I/O error, itself in another).
 pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
-        {
-            return Some(tls.to_string());
-        }
-        current = e.source();
+        current = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -188,6 +188,12 @@ mod tests {
         struct Outer(#[source] std::io::Error);
         let found = tls_failure(&Outer(io)).unwrap();
         assert!(found.contains("UnknownIssuer"), "{found}");
+        // As the HTTPS connector hands it on: an I/O error around the TLS connector's one.
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let outer = std::io::Error::other(inner);
+        let found = tls_failure(&Outer(outer)).unwrap();
+        assert!(found.contains("NotValidForName"), "{found}");
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(tls_failure(&Outer(plain)).is_none());
     }
