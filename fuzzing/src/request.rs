@@ -47,9 +47,9 @@ fn check(endpoint: Endpoint, body: &[u8], knob: u8) {
             );
         }
     }
-    let _ = guard_provider_state(endpoint, knob % 2 == 0, &mut request.body);
+    let _ = guard_provider_state(endpoint, knob.is_multiple_of(2), &mut request.body);
     if endpoint == Endpoint::Responses
-        && knob % 2 == 1
+        && !knob.is_multiple_of(2)
         && guard_provider_state(endpoint, false, &mut request.body).is_ok()
     {
         assert_eq!(request.body.get("store"), Some(&Value::Bool(false)));

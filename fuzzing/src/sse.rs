@@ -26,7 +26,7 @@ pub fn target(data: &[u8]) {
     }
     let events = whole.unwrap_or_default();
     let mut to_anthropic = OpenAiToAnthropicStream::new("m");
-    let mut to_openai = AnthropicToOpenAiStream::new("m", cuts.len() % 2 == 0);
+    let mut to_openai = AnthropicToOpenAiStream::new("m", cuts.len().is_multiple_of(2));
     for event in &events {
         let _ = to_anthropic.push(event);
         let _ = to_openai.push(event);
