@@ -5,7 +5,8 @@
 //! addresses would carry a credential in clear ([`plaintext`]),
 //! safe-to-show fingerprints ([`fingerprint`]), which addresses an upstream may never be
 //! ([`address_class`]), the sealing of snapshot secrets to one node's key ([`seal`]), CA
-//! bundles named by the operator ([`ca_bundle`]), and when a process should stop
+//! bundles named by the operator ([`ca_bundle`]), the `enc:v1`/`enc:v2` encryption of
+//! values at rest ([`cipher`]), and when a process should stop
 //! ([`shutdown`]).
 //!
 //! Start with [`credential`] and [`jwt`]: they define what a caller presents.
@@ -14,6 +15,7 @@ pub mod address_class;
 pub mod audit_detail;
 pub mod backoff;
 pub mod ca_bundle;
+pub mod cipher;
 pub mod credential;
 pub mod escape;
 pub mod fingerprint;

@@ -159,12 +159,7 @@ pub fn guard_provider_state(
 
 /// Lowers the request's completion-token limit to `cap`, or sets it when absent.
 pub fn cap_output_tokens(endpoint: Endpoint, body: &mut Map<String, Value>, cap: u64) {
-    let fields: &[&str] = match endpoint {
-        Endpoint::Embeddings => return,
-        Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
-        Endpoint::Messages => &["max_tokens"],
-        Endpoint::Responses => &["max_output_tokens"],
-    };
+    let fields = output_limit_fields(endpoint);
     let mut present = false;
     for f in fields {
         if let Some(v) = body.get_mut(*f) {
@@ -179,6 +174,18 @@ pub fn cap_output_tokens(endpoint: Endpoint, body: &mut Map<String, Value>, cap:
     }
 }
 
+/// The fields that limit the output of a request for `endpoint` (none for embeddings), in
+/// the order they are read. Only these: a `max_completion_tokens` in a Messages body is not
+/// Anthropic's limit, so reading it would reserve for a limit the provider never applies.
+fn output_limit_fields(endpoint: Endpoint) -> &'static [&'static str] {
+    match endpoint {
+        Endpoint::Embeddings => &[],
+        Endpoint::Chat => &["max_completion_tokens", "max_tokens"],
+        Endpoint::Messages => &["max_tokens"],
+        Endpoint::Responses => &["max_output_tokens"],
+    }
+}
+
 /// Default completion reservation when the request sets no limit; streams are metered
 /// beyond it as they flow.
 const DEFAULT_OUTPUT_RESERVE: u64 = 256;
@@ -188,7 +195,7 @@ pub fn requested_output(endpoint: Endpoint, body: &Map<String, Value>, choices: 
     if endpoint == Endpoint::Embeddings {
         return 0;
     }
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+    output_limit_fields(endpoint)
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
         .unwrap_or(DEFAULT_OUTPUT_RESERVE)
@@ -321,6 +328,28 @@ mod tests {
             requested_output(Endpoint::Chat, &body, 4),
             4 * DEFAULT_OUTPUT_RESERVE
         );
+    }
+
+    /// Found by the `request` fuzz target: a Messages body with an OpenAI-only
+    /// `max_completion_tokens` was reserved for that field, not for its `max_tokens` (the
+    /// one the output cap lowers and the provider applies).
+    #[test]
+    fn the_reservation_reads_only_the_endpoints_own_output_limit() {
+        let body = parse_request(
+            Endpoint::Messages,
+            br#"{"model":"m","max_tokens":10,"max_completion_tokens":1000000,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap()
+        .body;
+        assert_eq!(requested_output(Endpoint::Messages, &body, 1), 10);
+        let mut responses = parse_request(
+            Endpoint::Responses,
+            br#"{"model":"m","input":"x","max_tokens":5000}"#,
+        )
+        .unwrap()
+        .body;
+        cap_output_tokens(Endpoint::Responses, &mut responses, 100);
+        assert_eq!(requested_output(Endpoint::Responses, &responses, 1), 100);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod admin_audit;
 mod admin_roles;
 mod anthropic;
 mod attacks;
+mod attacks_http;
 mod audit;
 mod audit_path;
 mod audit_spool;
