@@ -222,6 +222,8 @@ pub struct Snapshot {
     pub pepper: SecretBox<Vec<u8>>,
     pub global_policy: Policy,
     pub subject_policies: HashMap<String, Policy>,
+    /// Lockdown and suspended credentials.
+    pub incident: crate::incident::Incident,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -422,6 +424,8 @@ impl Snapshot {
             u64::from(jwt.leeway_seconds),
             keys,
         );
+        let incident =
+            crate::incident::Incident::compile(s.lockdown, s.suspensions, &s.virtual_keys);
         let virtual_keys = s
             .virtual_keys
             .into_iter()
@@ -463,6 +467,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|p| (p.subject, policy(p.policy)))
                 .collect(),
+            incident,
         })
     }
 
