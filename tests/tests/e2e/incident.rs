@@ -486,11 +486,18 @@ async fn incident_response_is_for_the_admin_role_only() {
         .revoke_all_client_credentials(as_credential(unconfirmed, &c.admin_token))
         .await;
     assert_eq!(refused.unwrap_err().code(), Code::InvalidArgument);
-    let denied = audit_rows(&c, "lockdown.on");
-    assert!(
-        denied.iter().any(|r| r["result"] == "permission_denied"),
-        "{denied:?}"
-    );
+    // Each refusal is audited as `auth.admin`, naming the action.
+    let denied = audit_rows(&c, "auth.admin");
+    for action in [
+        "credentials.suspend",
+        "lockdown.on",
+        "credentials.revoke_all",
+    ] {
+        assert!(
+            denied.iter().any(|r| r.to_string().contains(action)),
+            "{action}: {denied:?}"
+        );
+    }
     assert_eq!(ctl_json(&c, &["lockdown", "status"])["locked_down"], false);
     assert_eq!(
         ctl_json(&c, &["credentials", "suspensions"])["suspensions"],
