@@ -621,6 +621,9 @@ mod tests {
         let snapshot = pb::Snapshot::decode(bytes.as_slice()).unwrap();
         let compiled = Snapshot::compile(snapshot, to(&keys)).unwrap();
         assert_eq!(compiled.version, 7);
+        // Written before lockdowns existed: none, and no suspension.
+        assert!(!compiled.incident.locked_down);
+        assert!(!compiled.incident.subject_suspended("alice"));
         let route = &compiled.routes["gpt-4o"];
         assert_eq!(route.upstream_model, "gpt-4o-2024-08-06");
         assert_eq!(route.provider.format, Format::OpenAi);
