@@ -245,6 +245,63 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// Which client credentials a suspension refuses (`wardenctl credentials suspend`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuspensionTarget {
+    /// Every JWT whose `sub` is exactly this.
+    Subject(String),
+    /// Every JWT whose `sub` starts with this, and every virtual key whose id (`vk_…`) or
+    /// owner starts with it.
+    Prefix(String),
+}
+
+impl SuspensionTarget {
+    /// `subject` or `prefix`, as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Subject(_) => "subject",
+            Self::Prefix(_) => "prefix",
+        }
+    }
+
+    pub fn value(&self) -> &str {
+        match self {
+            Self::Subject(v) | Self::Prefix(v) => v,
+        }
+    }
+
+    pub fn parse(kind: &str, value: String) -> Option<Self> {
+        match kind {
+            "subject" => Some(Self::Subject(value)),
+            "prefix" => Some(Self::Prefix(value)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SuspensionTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind(), self.value())
+    }
+}
+
+/// A suspension in force, until `wardenctl credentials resume`.
+#[derive(Debug, Clone)]
+pub struct Suspension {
+    pub target: SuspensionTarget,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// The gateway-wide lockdown while it is on (`wardenctl lockdown`).
+#[derive(Debug, Clone)]
+pub struct Lockdown {
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
 /// A virtual key (stored as its HMAC only).
 #[derive(Debug, Clone)]
 pub struct VirtualKeyRecord {

@@ -5,7 +5,7 @@
 
 use secrecy::{SecretBox, SecretString};
 
-use crate::domain::{ApiFormat, Limits, Price};
+use crate::domain::{ApiFormat, Limits, Price, SuspensionTarget};
 
 /// One complete snapshot. Holds secrets (provider keys, pepper, HS256 secrets).
 pub struct SnapshotData {
@@ -21,6 +21,11 @@ pub struct SnapshotData {
     pub vkey_pepper: SecretBox<Vec<u8>>,
     pub global_policy: Limits,
     pub subject_policies: Vec<(String, Limits)>,
+    /// `wardenctl lockdown`: nodes refuse every client request (and the snapshot carries
+    /// no provider key).
+    pub lockdown: bool,
+    /// Suspended client credentials (`wardenctl credentials suspend`).
+    pub suspensions: Vec<SuspensionTarget>,
 }
 
 impl std::fmt::Debug for SnapshotData {

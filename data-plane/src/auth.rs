@@ -27,6 +27,8 @@ pub struct Principal {
     pub models: Vec<String>,
     /// The limits attached to this credential (virtual key) or subject (JWT), if any.
     pub limits: Option<crate::limits::Scope>,
+    /// Suspended (`wardenctl credentials suspend`): authenticated, but refused.
+    pub suspended: bool,
 }
 
 impl Principal {
@@ -133,6 +135,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
                 id: format!("vkey:{}", key.id),
                 policy: key.policy,
             }),
+            suspended: snapshot.incident.virtual_key_suspended(&key.id),
         });
     }
     if credential::kind_of(token).is_some() {
@@ -154,6 +157,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
         id: format!("jwt:{}", claims.sub),
         credential: warden_core::fingerprint::obfuscate(&format!("tok-{}", claims.jti)),
         scopes: claims.scopes(),
+        suspended: snapshot.incident.subject_suspended(&claims.sub),
         models: claims.models,
         limits,
     })
@@ -209,6 +213,7 @@ mod tests {
             scopes: HashSet::new(),
             models: vec!["a".into()],
             limits: None,
+            suspended: false,
         };
         assert!(p.may_use("a"));
         assert!(!p.may_use("b"));

@@ -226,6 +226,8 @@ pub struct Snapshot {
     pub pepper: SecretBox<Vec<u8>>,
     pub global_policy: Policy,
     pub subject_policies: HashMap<String, Policy>,
+    /// Lockdown and suspended credentials.
+    pub incident: crate::incident::Incident,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -448,6 +450,8 @@ impl Snapshot {
             u64::from(jwt.leeway_seconds),
             keys,
         );
+        let incident =
+            crate::incident::Incident::compile(s.lockdown, s.suspensions, &s.virtual_keys);
         let virtual_keys = s
             .virtual_keys
             .into_iter()
@@ -490,6 +494,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|p| (p.subject, policy(p.policy)))
                 .collect(),
+            incident,
         })
     }
 
@@ -654,6 +659,9 @@ mod tests {
         let snapshot = pb::Snapshot::decode(bytes.as_slice()).unwrap();
         let compiled = compile(snapshot, to(&keys)).unwrap();
         assert_eq!(compiled.version, 7);
+        // Written before lockdowns existed: none, and no suspension.
+        assert!(!compiled.incident.locked_down);
+        assert!(!compiled.incident.subject_suspended("alice"));
         let route = &compiled.routes["gpt-4o"];
         assert_eq!(route.upstream_model, "gpt-4o-2024-08-06");
         assert_eq!(route.provider.format, Format::OpenAi);

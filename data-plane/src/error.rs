@@ -169,6 +169,18 @@ impl ApiError {
         )
     }
 
+    /// The credential is suspended (`wardenctl credentials suspend`): authenticated, so
+    /// 403 (not 401, which would tell the holder to authenticate again); it tells only its
+    /// own holder that it is suspended, nothing about why or about other credentials.
+    pub fn credential_suspended() -> Self {
+        Self::downstream(
+            ErrorCode::PermissionDenied,
+            "permission_error",
+            Some("credential_suspended"),
+            "This credential is suspended.",
+        )
+    }
+
     pub fn model_not_allowed(model: &str) -> Self {
         Self::downstream(
             ErrorCode::PermissionDenied,
@@ -382,6 +394,15 @@ impl ApiError {
             ),
         )
         .with_retry_after(Some("1".to_owned()))
+    }
+
+    /// The gateway is locked down (`wardenctl lockdown`): every client request is refused,
+    /// before its credential is looked up, so the answer is the same for every caller.
+    pub fn locked_down() -> Self {
+        Self::unavailable(
+            "gateway_locked_down",
+            "This gateway is locked down by its operators and serves no requests.",
+        )
     }
 
     /// The limits cannot be checked (shared state unreachable, fail-closed).

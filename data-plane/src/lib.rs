@@ -11,6 +11,7 @@ pub mod compiled;
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod incident;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

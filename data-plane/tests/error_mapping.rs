@@ -624,6 +624,7 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
         pepper: SecretBox::new(Box::new(vec![1; 32])),
         global_policy: Policy::default(),
         subject_policies: HashMap::new(),
+        incident: warden_data_plane::incident::Incident::default(),
     }
 }
 

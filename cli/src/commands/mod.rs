@@ -2,7 +2,8 @@
 //! `service/` and `grpc/admin/`: [`providers`], [`models`], [`tokens`], [`vkeys`],
 //! [`signing_keys`], [`credentials`], [`nodes`], [`policies`], [`audit`], [`secrets`]
 //! (which runs beside the control plane's config rather than over the Admin API) and
-//! [`certs`] (throwaway TLS certificates, offline).
+//! [`certs`] (throwaway TLS certificates, offline), and [`incident`] (suspensions,
+//! lockdown, revoke-all).
 //! [`grants`] holds what tokens and virtual keys share.
 //!
 //! Start at [`run`]: it reads what must be read before connecting, opens a
@@ -13,6 +14,7 @@ pub mod audit;
 pub mod certs;
 pub mod credentials;
 pub mod grants;
+pub mod incident;
 pub mod models;
 pub mod nodes;
 pub mod policies;
@@ -61,6 +63,12 @@ pub enum AdminCommand {
     /// Rotate and list the keys JWTs are signed with.
     #[command(subcommand)]
     SigningKey(signing_keys::SigningKeyCommand),
+    /// Incident response for client credentials: suspend, resume, revoke all.
+    #[command(subcommand)]
+    Credentials(incident::CredentialsCommand),
+    /// Lock the gateway down (every client request refused, no provider key used), `lift`
+    /// it, or show its `status`.
+    Lockdown(incident::LockdownArgs),
 }
 
 /// Runs one admin command against the control plane.
@@ -91,5 +99,9 @@ pub async fn run(
         AdminCommand::Audit(command) => audit::run(&session, out, command).await,
         AdminCommand::Policy(command) => policies::run(&session, out, command).await,
         AdminCommand::SigningKey(command) => signing_keys::run(&session, out, command).await,
+        AdminCommand::Credentials(command) => {
+            incident::run_credentials(&session, out, command).await
+        }
+        AdminCommand::Lockdown(args) => incident::run_lockdown(&session, out, args).await,
     }
 }

@@ -21,7 +21,7 @@ use warden_proto::sync::v1::sync_server::Sync;
 use warden_core::jwt::SigningAlgorithm;
 use warden_core::seal::{Binding, Field, NodePublicKey, SealError};
 
-use crate::domain::ApiFormat;
+use crate::domain::{ApiFormat, SuspensionTarget};
 use crate::grpc::limits::client_certificate;
 use crate::service::{ClientKey, ControlPlane};
 use crate::snapshot::SnapshotData;
@@ -221,6 +221,21 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
             .map(|(subject, l)| pb::SubjectPolicy {
                 subject: subject.clone(),
                 policy: Some(policy(l)),
+            })
+            .collect(),
+        lockdown: s.lockdown,
+        suspensions: s
+            .suspensions
+            .iter()
+            .map(|t| match t {
+                SuspensionTarget::Subject(v) => pb::Suspension {
+                    subject: v.clone(),
+                    prefix: String::new(),
+                },
+                SuspensionTarget::Prefix(v) => pb::Suspension {
+                    subject: String::new(),
+                    prefix: v.clone(),
+                },
             })
             .collect(),
     };
@@ -556,6 +571,8 @@ mod tests {
             vkey_pepper: SecretBox::new(Box::new(PEPPER.to_vec())),
             global_policy: Limits::default(),
             subject_policies: Vec::new(),
+            lockdown: false,
+            suspensions: Vec::new(),
         }
     }
 

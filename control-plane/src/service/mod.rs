@@ -6,13 +6,14 @@
 //! `mutate` (change → publish → audit) and `audited` (change → audit). The operations live
 //! in one file per resource: `providers` (and their upstream keys), `models` (and
 //! deployments), `prices`, `tokens`, `vkeys`, `signing_keys`, `credentials` (admin and node
-//! credentials, authentication), `nodes`, `policies` (and usage), `audit`, `secrets` (reading
+//! credentials, authentication), `nodes`, `policies` (and usage), `audit`, `incident` (suspensions, lockdown, revoke-all), `secrets` (reading
 //! provider-key secrets at start-up and in the rotation poll); `publish` builds and sends
 //! snapshots; `grants` normalises the scopes and models of tokens and virtual keys.
 
 mod audit;
 mod credentials;
 mod grants;
+mod incident;
 mod live;
 pub mod login_guard;
 mod models;
@@ -44,6 +45,7 @@ use crate::secrets::manager::SecretManager;
 use crate::snapshot::SnapshotData;
 use crate::store::StateStore;
 
+pub use incident::RevokeAllOutcome;
 pub use nodes::NodeStatus;
 pub use providers::{KeySource, ProviderOptions};
 pub use signing_keys::SigningKeyStatus;

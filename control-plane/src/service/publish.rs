@@ -57,6 +57,8 @@ pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
         vkey_pepper: SecretBox::new(Box::new(Vec::new())),
         global_policy: Limits::default(),
         subject_policies: Vec::new(),
+        lockdown: false,
+        suspensions: Vec::new(),
     })
 }
 
@@ -130,7 +132,13 @@ impl ControlPlane {
         };
         let prices = self.store.list_prices().await?;
         let deployments = self.store.list_deployments().await?;
-        let keys = self.store.list_provider_keys().await?;
+        // In a lockdown no provider key leaves the control plane: nodes hold none to use.
+        let lockdown = self.store.get_lockdown().await?.is_some();
+        let keys = if lockdown {
+            Vec::new()
+        } else {
+            self.store.list_provider_keys().await?
+        };
         let mut providers = Vec::new();
         let mut refused = Vec::new();
         for p in self.store.list_providers().await? {
@@ -200,9 +208,11 @@ impl ControlPlane {
             })
             .collect();
         let mut jwt_keys = Vec::new();
-        // The signer, and older keys while an unrevoked token they signed is unexpired.
+        // The signer, and older keys while an unrevoked token they signed is unexpired; a
+        // key retired by `credentials revoke-all` never.
+        let retired = self.store.retired_signing_keys().await?;
         for k in self.signing_keys().await? {
-            if !k.active && k.needed_until == 0 {
+            if !k.active && (k.needed_until == 0 || retired.contains(&k.record.kid)) {
                 continue;
             }
             let material = Self::load_key(self.secrets.as_ref(), &k.record).await?;
@@ -259,6 +269,14 @@ impl ControlPlane {
                     PolicyTarget::Subject(s) => Some((s.clone(), p.limits)),
                     _ => None,
                 })
+                .collect(),
+            lockdown,
+            suspensions: self
+                .store
+                .list_suspensions()
+                .await?
+                .into_iter()
+                .map(|s| s.target)
                 .collect(),
         })
     }

@@ -41,7 +41,7 @@ impl ControlPlane {
         Self::create_signing_key(store, secrets, auth.algorithm).await
     }
 
-    async fn create_signing_key(
+    pub(super) async fn create_signing_key(
         store: &dyn StateStore,
         secrets: &dyn SecretStore,
         algorithm: SigningAlgorithm,

@@ -11,11 +11,13 @@
 //!
 //! Where to start reading: [`StateStore`], then `sql.rs`.
 
+mod incident;
 pub mod postgres;
 mod rows;
 mod sql;
 pub mod sqlite;
 
+pub use incident::{IncidentStore, RevokedAll};
 pub use sql::{Pool, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
@@ -47,7 +49,7 @@ impl From<crate::audit::chain::MalformedHash> for StoreError {
 /// Everything the control plane persists: no secret in plaintext (Warden's own secrets only
 /// as `enc:v1:` ciphertexts, provider keys by reference, credentials as HMACs).
 #[async_trait::async_trait]
-pub trait StateStore: Send + Sync {
+pub trait StateStore: IncidentStore + Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
 

@@ -61,6 +61,7 @@ macro_rules! execute {
 }
 
 mod chain;
+mod incident;
 
 use chain::Batch;
 pub(in crate::store) use chain::{Dialect, SELECT_HEAD};

@@ -70,6 +70,23 @@ pub fn authenticate(
     })
 }
 
+/// 503 `gateway_locked_down` while the snapshot says the gateway is locked down: checked
+/// before the credential, so every caller gets the same answer and nothing is looked up.
+pub fn refuse_if_locked_down(snapshot: &Snapshot) -> Result<(), ApiError> {
+    if snapshot.incident.locked_down {
+        return Err(ApiError::locked_down());
+    }
+    Ok(())
+}
+
+/// 403 `credential_suspended` for an authenticated caller whose credential is suspended.
+pub fn refuse_if_suspended(principal: &Principal) -> Result<(), ApiError> {
+    if principal.suspended {
+        return Err(ApiError::credential_suspended());
+    }
+    Ok(())
+}
+
 /// The body of `request`, read within the router's size cap (413 past it) and the node's
 /// body-read timeout (408).
 pub async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {

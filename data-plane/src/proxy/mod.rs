@@ -103,7 +103,9 @@ pub async fn count_tokens(State(state): State<Arc<AppState>>, request: Request) 
     let (headers, peer, request) = intake::split(request);
     let caller = async {
         let snapshot = state.snapshot().ok_or_else(ApiError::not_ready)?;
+        intake::refuse_if_locked_down(&snapshot)?;
         let principal = intake::authenticate(&state, &snapshot, peer, &headers, PATH, &request_id)?;
+        intake::refuse_if_suspended(&principal)?;
         principal.require(Scope::Read)?;
         let body = intake::read_body(&state, request).await?;
         Ok::<_, ApiError>((snapshot, principal, body))
@@ -342,6 +344,8 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     let snapshot = state
         .snapshot()
         .ok_or_else(|| Rejection::at(Stage::Headers, ApiError::not_ready(), ""))?;
+    // A lockdown refuses before any credential is looked up; a suspension once it is.
+    intake::refuse_if_locked_down(&snapshot).map_err(|e| Rejection::at(Stage::Headers, e, ""))?;
     let principal = intake::authenticate(
         state,
         &snapshot,
@@ -352,6 +356,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     )
     .map_err(|e| Rejection::at(Stage::Login, e, "-"))?;
     let pid = principal.id.as_str();
+    intake::refuse_if_suspended(&principal).map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
     principal
         .require(Scope::Write)
         .map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
@@ -446,15 +451,18 @@ pub async fn list_models(State(state): State<Arc<AppState>>, request: Request) -
     let Some(snapshot) = state.snapshot() else {
         return ApiError::not_ready().into_response();
     };
-    let principal =
-        match intake::authenticate(&state, &snapshot, peer, &headers, "/v1/models", &request_id) {
-            Ok(p) => p,
-            Err(e) => {
-                let mut r = e.into_response();
-                set_request_id(&mut r, &request_id);
-                return r;
-            }
-        };
+    let principal = intake::refuse_if_locked_down(&snapshot).and_then(|()| {
+        let p = intake::authenticate(&state, &snapshot, peer, &headers, "/v1/models", &request_id)?;
+        intake::refuse_if_suspended(&p).map(|()| p)
+    });
+    let principal = match principal {
+        Ok(p) => p,
+        Err(e) => {
+            let mut r = e.into_response();
+            set_request_id(&mut r, &request_id);
+            return r;
+        }
+    };
     if let Err(e) = principal.require(Scope::Read) {
         return e.into_response();
     }

@@ -34,6 +34,7 @@ mod egress;
 mod failed_logins;
 mod gateway;
 mod https;
+mod incident;
 mod key_rejections;
 mod limits;
 mod listener_limits;

@@ -5,10 +5,11 @@
 //! The table at the end of this file names, for each RPC, the audit action its caller is
 //! authenticated for and the function that serves it; those functions live in one file
 //! per resource, named as in `service/`: `providers`, `models`, `tokens`, `vkeys`,
-//! `signing_keys`, `credentials`, `nodes`, `policies`, `audit`.
+//! `signing_keys`, `credentials`, `nodes`, `policies`, `audit`, `incident`.
 
 mod audit;
 mod credentials;
+mod incident;
 mod models;
 mod nodes;
 mod policies;
@@ -305,6 +306,21 @@ admin_rpcs! {
         = SelfAudited Auditor("audit.verify", audit::verify);
     list_audit(ListAuditRequest) -> ListAuditResponse
         = SelfAudited Auditor("audit.list", audit::list);
+
+    suspend_credentials(SuspendCredentialsRequest) -> SuspensionInfo
+        = Change Admin("credentials.suspend", incident::suspend);
+    resume_credentials(ResumeCredentialsRequest) -> ResumeCredentialsResponse
+        = Change Admin("credentials.resume", incident::resume);
+    list_suspensions(ListSuspensionsRequest) -> ListSuspensionsResponse
+        = Read Admin("credentials.suspension.list", incident::list);
+    lockdown(LockdownRequest) -> LockdownInfo
+        = Change Admin("lockdown.on", incident::lockdown);
+    lift_lockdown(LiftLockdownRequest) -> LockdownInfo
+        = Change Admin("lockdown.lift", incident::lift);
+    get_lockdown(GetLockdownRequest) -> LockdownInfo
+        = Read Admin("lockdown.status", incident::status);
+    revoke_all_client_credentials(RevokeAllClientCredentialsRequest) -> RevokeAllClientCredentialsResponse
+        = Change Admin("credentials.revoke_all", incident::revoke_all);
 }
 
 #[cfg(test)]
