@@ -21,6 +21,8 @@ pub struct SnapshotData {
     pub vkey_pepper: SecretBox<Vec<u8>>,
     pub global_policy: Limits,
     pub subject_policies: Vec<(String, Limits)>,
+    /// Manual address blocks in force: network, expiry (Unix seconds; `None`: none).
+    pub ip_blocks: Vec<(String, Option<i64>)>,
 }
 
 impl std::fmt::Debug for SnapshotData {

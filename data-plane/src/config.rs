@@ -127,6 +127,8 @@ pub struct Flags {
     /// The failed-login window (tests shorten it).
     #[arg(long, env = "WARDEN_FAILED_LOGIN_WINDOW", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
     pub failed_login_window: Duration,
+    #[command(flatten)]
+    pub ip_block: crate::ip_block::Flags,
     /// PEM certificate chain (leaf first) to serve the API over HTTPS, with
     /// --http-tls-key-file; both or neither. Re-read when the file changes.
     #[arg(long, env = "WARDEN_HTTP_TLS_CERT_FILE")]
@@ -319,6 +321,8 @@ pub struct NodeConfig {
     pub failed_login_limit: u32,
     /// How long failed logins of an address are counted together.
     pub failed_login_window: Duration,
+    /// Automatic blocks of client addresses after failed logins.
+    pub ip_block: crate::ip_block::Settings,
     /// HTTPS on the API listener; `None`: plain HTTP.
     pub http_tls: Option<crate::listener::tls::TlsSettings>,
     /// What the upstream client may connect to, and through which proxy.
@@ -356,6 +360,7 @@ impl NodeConfig {
             allow_plaintext: false,
             failed_login_limit: crate::proxy::failed_logins::DEFAULT_LIMIT,
             failed_login_window: crate::proxy::failed_logins::DEFAULT_WINDOW,
+            ip_block: crate::ip_block::Settings::default(),
             http_tls: None,
             egress: crate::egress::EgressSettings::default(),
         }
@@ -465,6 +470,10 @@ impl NodeConfig {
             return Err(ConfigError::Zero("--failed-login-window"));
         }
         config.failed_login_window = flags.failed_login_window;
+        config.ip_block = flags.ip_block.settings().map_err(ConfigError::Zero)?;
+        if !config.ip_block.enabled() {
+            tracing::warn!(target: LOG_TARGET, "--ip-block-threshold 0: addresses are never blocked after failed logins (only the 429 throttle applies)");
+        }
         config.http_tls = http_tls(
             flags.http_tls_cert_file,
             flags.http_tls_key_file,
@@ -522,6 +531,9 @@ impl NodeConfig {
         }
         if self.cp_addr_in_clear() {
             out.push(("allow_plaintext", "true"));
+        }
+        if !self.ip_block.enabled() {
+            out.push(("ip_block_threshold", "0"));
         }
         if self.egress.policy.allow_private {
             out.push(("egress_allow_private", "true"));

@@ -2,7 +2,7 @@
 //! `service/` and `grpc/admin/`: [`providers`], [`models`], [`tokens`], [`vkeys`],
 //! [`signing_keys`], [`credentials`], [`nodes`], [`policies`], [`audit`], [`secrets`]
 //! (which runs beside the control plane's config rather than over the Admin API) and
-//! [`certs`] (throwaway TLS certificates, offline).
+//! [`certs`] (throwaway TLS certificates, offline), [`ip_blocks`] (`wardenctl ip`).
 //! [`grants`] holds what tokens and virtual keys share.
 //!
 //! Start at [`run`]: it reads what must be read before connecting, opens a
@@ -13,6 +13,7 @@ pub mod audit;
 pub mod certs;
 pub mod credentials;
 pub mod grants;
+pub mod ip_blocks;
 pub mod models;
 pub mod nodes;
 pub mod policies;
@@ -61,6 +62,9 @@ pub enum AdminCommand {
     /// Rotate and list the keys JWTs are signed with.
     #[command(subcommand)]
     SigningKey(signing_keys::SigningKeyCommand),
+    /// Block and unblock client addresses; list the blocks.
+    #[command(subcommand)]
+    Ip(ip_blocks::IpCommand),
 }
 
 /// Runs one admin command against the control plane.
@@ -91,5 +95,6 @@ pub async fn run(
         AdminCommand::Audit(command) => audit::run(&session, out, command).await,
         AdminCommand::Policy(command) => policies::run(&session, out, command).await,
         AdminCommand::SigningKey(command) => signing_keys::run(&session, out, command).await,
+        AdminCommand::Ip(command) => ip_blocks::run(&session, out, command).await,
     }
 }

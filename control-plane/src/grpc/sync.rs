@@ -222,6 +222,14 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
                 policy: Some(policy(l)),
             })
             .collect(),
+        ip_blocks: s
+            .ip_blocks
+            .iter()
+            .map(|(cidr, expires_at)| pb::IpBlock {
+                cidr: cidr.clone(),
+                expires_at: expires_at.unwrap_or(0),
+            })
+            .collect(),
     };
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
     snapshot.content_hash = hex::encode(digest.as_ref());

@@ -13,6 +13,7 @@
 mod audit;
 mod credentials;
 mod grants;
+mod ip_blocks;
 mod live;
 pub mod login_guard;
 mod models;
@@ -44,6 +45,7 @@ use crate::secrets::manager::SecretManager;
 use crate::snapshot::SnapshotData;
 use crate::store::StateStore;
 
+pub use ip_blocks::{IpBlockList, Unblocked, parse_network};
 pub use nodes::NodeStatus;
 pub use providers::{KeySource, ProviderOptions};
 pub use signing_keys::SigningKeyStatus;

@@ -57,6 +57,7 @@ pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
         vkey_pepper: SecretBox::new(Box::new(Vec::new())),
         global_policy: Limits::default(),
         subject_policies: Vec::new(),
+        ip_blocks: Vec::new(),
     })
 }
 
@@ -258,6 +259,12 @@ impl ControlPlane {
                     PolicyTarget::Subject(s) => Some((s.clone(), p.limits)),
                     _ => None,
                 })
+                .collect(),
+            ip_blocks: self
+                .manual_ip_blocks()
+                .await?
+                .into_iter()
+                .map(|b| (b.cidr, b.expires_at))
                 .collect(),
         })
     }

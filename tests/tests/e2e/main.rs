@@ -33,6 +33,7 @@ mod egress;
 mod failed_logins;
 mod gateway;
 mod https;
+mod ip_blocks;
 mod key_rejections;
 mod limits;
 mod listener_limits;

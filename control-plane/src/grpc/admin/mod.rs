@@ -5,10 +5,11 @@
 //! The table at the end of this file names, for each RPC, the audit action its caller is
 //! authenticated for and the function that serves it; those functions live in one file
 //! per resource, named as in `service/`: `providers`, `models`, `tokens`, `vkeys`,
-//! `signing_keys`, `credentials`, `nodes`, `policies`, `audit`.
+//! `signing_keys`, `credentials`, `nodes`, `policies`, `audit`, `ip_blocks`.
 
 mod audit;
 mod credentials;
+mod ip_blocks;
 mod models;
 mod nodes;
 mod policies;
@@ -305,6 +306,13 @@ admin_rpcs! {
         = SelfAudited Auditor("audit.verify", audit::verify);
     list_audit(ListAuditRequest) -> ListAuditResponse
         = SelfAudited Auditor("audit.list", audit::list);
+
+    block_ip(BlockIpRequest) -> IpBlockInfo
+        = Change Admin("ip.block", ip_blocks::block);
+    unblock_ip(UnblockIpRequest) -> UnblockIpResponse
+        = Change Admin("ip.unblock", ip_blocks::unblock);
+    list_ip_blocks(ListIpBlocksRequest) -> ListIpBlocksResponse
+        = Read Admin("ip.list", ip_blocks::list);
 }
 
 #[cfg(test)]
