@@ -128,7 +128,7 @@ pub struct Flags {
     #[arg(long, env = "WARDEN_FAILED_LOGIN_WINDOW", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
     pub failed_login_window: Duration,
     #[command(flatten)]
-    pub ip_block: crate::ip_block::Flags,
+    pub ip_block: crate::ip_block::IpBlockFlags,
     /// PEM certificate chain (leaf first) to serve the API over HTTPS, with
     /// --http-tls-key-file; both or neither. Re-read when the file changes.
     #[arg(long, env = "WARDEN_HTTP_TLS_CERT_FILE")]

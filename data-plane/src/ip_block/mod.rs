@@ -39,7 +39,7 @@ pub const MAX_ADDRESSES: usize = 100_000;
 
 /// The node's flags for automatic blocks.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Flags {
+pub struct IpBlockFlags {
     /// Failed logins from one client address (the 429 refusals of --failed-login-limit
     /// included) within --ip-block-window that block the address: every request from it is
     /// answered 403 `ip_blocked` for --ip-block-duration, before any credential lookup.
@@ -74,7 +74,7 @@ impl Default for Settings {
     }
 }
 
-impl Flags {
+impl IpBlockFlags {
     /// The settings, or which flag is wrong.
     pub fn settings(&self) -> Result<Settings, &'static str> {
         if self.ip_block_window.is_zero() {

@@ -348,8 +348,11 @@ async fn a_manual_block_reaches_the_nodes_through_the_snapshot_and_unblock_lifts
         listed.contains("127.0.0.4/30") && listed.contains("incident 7"),
         "{listed}"
     );
+    // The refused attempt is audited with its error, the block with its reason.
     let blocks = rows(&c, "ip.block");
-    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    assert_eq!(blocks[0].0["result"], "invalid_argument");
+    let blocks = &blocks[1..];
     assert_eq!(blocks[0].0["subject"], "127.0.0.4/30");
     assert_eq!(
         blocks[0].1.get("reason").map(String::as_str),
@@ -358,10 +361,20 @@ async fn a_manual_block_reaches_the_nodes_through_the_snapshot_and_unblock_lifts
     let out = c.ctl_ok(&["ip", "unblock", "127.0.0.4/30"], None).unwrap();
     assert!(out.contains("manual block removed"), "{out}");
     until_status(&c, &inside, 0, &token, 200, Duration::from_secs(5)).await;
-    assert_eq!(rows(&c, "ip.unblock").len(), 1);
-    // Nothing left to unblock: a clear not-found.
+    let unblocks = rows(&c, "ip.unblock");
+    assert_eq!(unblocks.len(), 1, "{unblocks:?}");
+    assert_eq!(unblocks[0].0["result"], "ok");
+    // Nothing left to unblock: a clear not-found, which says why automatic blocks could not
+    // be looked at (no Redis on this control plane).
     let out = c.ctl(&["ip", "unblock", "127.0.0.4/30"], None).unwrap();
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no manual block of 127.0.0.4/30") && err.contains("expire by their TTL"),
+        "{err}"
+    );
+    let listed = c.ctl_ok(&["ip", "blocks"], None).unwrap();
+    assert!(!listed.contains("127.0.0.4/30"), "{listed}");
 }
 
 #[tokio::test]
