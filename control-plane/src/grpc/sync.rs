@@ -562,6 +562,7 @@ mod tests {
             vkey_pepper: SecretBox::new(Box::new(PEPPER.to_vec())),
             global_policy: Limits::default(),
             subject_policies: Vec::new(),
+            ip_blocks: Vec::new(),
         }
     }
 
