@@ -819,6 +819,34 @@ mod tests {
     }
 
     #[test]
+    fn ip_blocks_are_on_by_default_and_zero_turns_them_off_as_a_dangerous_setting() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.ip_block, crate::ip_block::Settings::default());
+        assert!(
+            c.dangerous_settings()
+                .iter()
+                .all(|(k, _)| *k != "ip_block_threshold")
+        );
+        let c = config(&[
+            "--ip-block-threshold",
+            "0",
+            "--ip-block-window",
+            "1m",
+            "--ip-block-duration",
+            "2h",
+        ])
+        .unwrap();
+        assert!(!c.ip_block.enabled());
+        assert_eq!(c.ip_block.window, Duration::from_secs(60));
+        assert_eq!(c.ip_block.duration, Duration::from_secs(7200));
+        assert!(
+            c.dangerous_settings()
+                .contains(&("ip_block_threshold", "0"))
+        );
+        assert!(config(&["--ip-block-duration", "0s"]).is_err());
+    }
+
+    #[test]
     fn https_needs_both_files_and_hsts_needs_https() {
         assert!(config(&[]).unwrap().http_tls.is_none());
         let c = config(&[
