@@ -340,7 +340,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| millis(d))
+    t.duration_since(UNIX_EPOCH).map_or(0, millis)
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
