@@ -232,6 +232,28 @@ pub struct SigningKey {
     pub created_at: i64,
 }
 
+/// A client address or network blocked by an operator (`wardenctl ip block`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpBlockRecord {
+    /// The normalised network: `192.0.2.7/32`, `2001:db8::/48`.
+    pub cidr: String,
+    pub reason: String,
+    /// The admin who set it (`admin:<name>`, as audited).
+    pub created_by: String,
+    pub created_at: i64,
+    /// Unix seconds; `None`: until unblocked.
+    pub expires_at: Option<i64>,
+}
+
+/// An automatic block a node set after failed logins, as seen in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutomaticIpBlock {
+    /// The address (an IPv6 block is its /64's network address).
+    pub addr: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
 /// An issued JWT (the token itself is never stored).
 #[derive(Debug, Clone)]
 pub struct TokenRecord {

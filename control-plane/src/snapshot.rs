@@ -26,6 +26,8 @@ pub struct SnapshotData {
     pub lockdown: bool,
     /// Suspended client credentials (`wardenctl credentials suspend`).
     pub suspensions: Vec<SuspensionTarget>,
+    /// Manual address blocks in force: network, expiry (Unix seconds; `None`: none).
+    pub ip_blocks: Vec<(String, Option<i64>)>,
 }
 
 impl std::fmt::Debug for SnapshotData {

@@ -1,7 +1,8 @@
 //! Current usage of a policy target, read from the Redis the nodes share (the same keys,
-//! named by [`warden_core::shared_keys`]). Read-only: the control plane never writes shared
-//! state. Without Redis configured, or while it is unreachable, usage is reported as
-//! unavailable with the reason.
+//! named by [`warden_core::shared_keys`]), and the nodes' automatic address blocks. The
+//! control plane writes no shared state but one: `wardenctl ip unblock` lifts automatic
+//! blocks ([`UsageReader::lift_ip_blocks`]). Without Redis configured, or while it is
+//! unreachable, usage and blocks are reported as unavailable with the reason.
 
 use std::time::Duration;
 
@@ -132,6 +133,88 @@ impl UsageReader {
         }
         Ok(usage)
     }
+}
+
+impl UsageReader {
+    /// The automatic address blocks in force (address, expiry in Unix seconds).
+    pub async fn automatic_ip_blocks(
+        &self,
+    ) -> Result<Vec<crate::domain::AutomaticIpBlock>, String> {
+        let mut conn = self.connection().await?;
+        let now_ms = unix_ms();
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(shared_keys::ip_blocks(&self.prefix))
+            .arg(now_ms)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("Redis read failed: {}", e.category()))?;
+        Ok(members
+            .into_iter()
+            .map(|(addr, expiry)| crate::domain::AutomaticIpBlock {
+                addr,
+                expires_at: (expiry / 1000.0).ceil() as i64,
+            })
+            .collect())
+    }
+
+    /// Lifts the automatic blocks of addresses inside `net`: deletes their block keys,
+    /// failure counters and sorted-set entries, and publishes `u <net>` so that every node
+    /// drops them (and any it set on its own while Redis was unreachable). How many were
+    /// lifted in Redis.
+    pub async fn lift_ip_blocks(&self, net: ipnet::IpNet) -> Result<u32, String> {
+        let mut conn = self.connection().await?;
+        let fail = |e: redis::RedisError| format!("Redis write failed: {}", e.category());
+        let zset = shared_keys::ip_blocks(&self.prefix);
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&zset)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(fail)?;
+        let mut lifted = 0u32;
+        for m in members {
+            let inside = m.parse::<std::net::IpAddr>().is_ok_and(|a| {
+                net.contains(&a)
+                    || (net.prefix_len() == net.max_prefix_len()
+                        && ipnet::IpNet::new(a, 64)
+                            .is_ok_and(|n| a.is_ipv6() && n.contains(&net.addr())))
+            });
+            if !inside {
+                continue;
+            }
+            let removed: u32 = redis::pipe()
+                .cmd("DEL")
+                .arg(shared_keys::ip_block(&self.prefix, &m))
+                .ignore()
+                .cmd("DEL")
+                .arg(shared_keys::ip_failures(&self.prefix, &m))
+                .ignore()
+                .cmd("ZREM")
+                .arg(&zset)
+                .arg(&m)
+                .query_async::<(u32,)>(&mut conn)
+                .await
+                .map_err(fail)?
+                .0;
+            lifted += removed;
+        }
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(shared_keys::ip_block_channel(&self.prefix))
+            .arg(format!("u {net}"))
+            .query_async(&mut conn)
+            .await
+            .map_err(fail)?;
+        Ok(lifted)
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Why Redis could not be reached, fit to show an admin: the error's category, and for a

@@ -985,6 +985,45 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     )
     .await;
 
+    // ---- address blocks (no Redis on this control plane: automatic blocks unavailable)
+    s.step(
+        "block_ip",
+        admin.block_ip(s.request(pb::BlockIpRequest {
+            network: "203.0.113.9/24".into(),
+            duration_seconds: 0,
+            reason: "incident 7".into(),
+        })),
+    )
+    .await;
+    s.step(
+        "block_ip of something that is no address",
+        admin.block_ip(s.request(pb::BlockIpRequest {
+            network: "example.com".into(),
+            duration_seconds: 0,
+            reason: String::new(),
+        })),
+    )
+    .await;
+    s.step(
+        "list_ip_blocks",
+        admin.list_ip_blocks(s.request(pb::ListIpBlocksRequest {})),
+    )
+    .await;
+    s.step(
+        "unblock_ip",
+        admin.unblock_ip(s.request(pb::UnblockIpRequest {
+            network: "203.0.113.0/24".into(),
+        })),
+    )
+    .await;
+    s.step(
+        "unblock_ip again",
+        admin.unblock_ip(s.request(pb::UnblockIpRequest {
+            network: "203.0.113.0/24".into(),
+        })),
+    )
+    .await;
+
     // ---- the audit log
     s.step(
         "verify_audit",

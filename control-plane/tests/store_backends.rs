@@ -332,6 +332,7 @@ on_every_backend!(
     malformed_rows_are_reported,
     concurrent_appends_form_one_chain,
     warden_secrets_hold_only_ciphertexts,
+    ip_blocks_replace_delete_and_list,
 );
 
 // ---- helpers ----------------------------------------------------------------------------
@@ -828,6 +829,35 @@ mod bodies {
         assert!(!s.delete_warden_secret("warden/jwt/k2").await.unwrap());
         own.delete("warden/jwt/k1").await.unwrap();
         assert_eq!(own.names().await.unwrap(), vec!["warden/credential-pepper"]);
+    }
+
+    pub async fn ip_blocks_replace_delete_and_list(b: &Backend) {
+        let s = b.open().await;
+        let block = |cidr: &str, expires_at| warden_control_plane::domain::IpBlockRecord {
+            cidr: cidr.into(),
+            reason: "incident 7".into(),
+            created_by: "admin:ops".into(),
+            created_at: 1_700_000_000,
+            expires_at,
+        };
+        s.put_ip_block(&block("203.0.113.0/24", None))
+            .await
+            .unwrap();
+        s.put_ip_block(&block("192.0.2.7/32", Some(1_800_000_000)))
+            .await
+            .unwrap();
+        // Setting a network again replaces its block.
+        let mut again = block("203.0.113.0/24", Some(1_900_000_000));
+        again.reason = "renewed".into();
+        s.put_ip_block(&again).await.unwrap();
+        let listed = s.list_ip_blocks().await.unwrap();
+        assert_eq!(
+            listed,
+            vec![block("192.0.2.7/32", Some(1_800_000_000)), again.clone()]
+        );
+        assert!(s.delete_ip_block("192.0.2.7/32").await.unwrap());
+        assert!(!s.delete_ip_block("192.0.2.7/32").await.unwrap());
+        assert_eq!(s.list_ip_blocks().await.unwrap(), vec![again]);
     }
 
     pub async fn signing_keys(b: &Backend) {

@@ -33,6 +33,28 @@ pub fn key_health(
     format!("{{{prefix}}}:key:{provider}:{key_id}:{fingerprint}:{epoch}")
 }
 
+/// Failed logins of one client address in its current window (a counter with a TTL).
+pub fn ip_failures(prefix: &str, addr: &str) -> String {
+    format!("{{{prefix}}}:ipfail:{addr}")
+}
+
+/// The automatic block of one client address (its failure count, with the block's TTL).
+pub fn ip_block(prefix: &str, addr: &str) -> String {
+    format!("{{{prefix}}}:ipblock:{addr}")
+}
+
+/// Every automatic block: a sorted set of addresses scored by expiry (Unix milliseconds),
+/// read by nodes when they (re)subscribe and by the control plane to list blocks.
+pub fn ip_blocks(prefix: &str) -> String {
+    format!("{{{prefix}}}:ipblocks")
+}
+
+/// The pub/sub channel on which blocks (`b <addr> <expiry ms>`) and lifts (`u <addr or
+/// CIDR>`) are announced to every node.
+pub fn ip_block_channel(prefix: &str) -> String {
+    format!("{{{prefix}}}:ipblock-events")
+}
+
 /// The budget period a time falls in, and the seconds left in it.
 pub fn budget_period(now_secs: u64, period_secs: u64) -> (u64, u64) {
     let period = period_secs.max(1);

@@ -228,6 +228,8 @@ pub struct Snapshot {
     pub subject_policies: HashMap<String, Policy>,
     /// Lockdown and suspended credentials.
     pub incident: crate::incident::Incident,
+    /// Addresses and networks blocked by an operator.
+    pub ip_blocks: Vec<crate::ip_block::ManualBlock>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -236,6 +238,25 @@ impl std::fmt::Debug for Snapshot {
             .field("version", &self.version)
             .field("routes", &self.aliases)
             .finish_non_exhaustive()
+    }
+}
+
+/// A manual block of the snapshot; one the control plane should never have sent (not an
+/// address or CIDR) is left out with a warning rather than refusing every other change.
+fn ip_block(b: pb::IpBlock) -> Option<crate::ip_block::ManualBlock> {
+    let net = b
+        .cidr
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| b.cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    match net {
+        Ok(net) => Some(crate::ip_block::ManualBlock {
+            net: net.trunc(),
+            expires_at: (b.expires_at > 0).then_some(b.expires_at),
+        }),
+        Err(_) => {
+            tracing::warn!("snapshot: an ip block that is not an address or CIDR was ignored");
+            None
+        }
     }
 }
 
@@ -495,6 +516,7 @@ impl Snapshot {
                 .map(|p| (p.subject, policy(p.policy)))
                 .collect(),
             incident,
+            ip_blocks: s.ip_blocks.into_iter().filter_map(ip_block).collect(),
         })
     }
 

@@ -128,6 +128,8 @@ pub struct Flags {
     /// The failed-login window (tests shorten it).
     #[arg(long, env = "WARDEN_FAILED_LOGIN_WINDOW", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
     pub failed_login_window: Duration,
+    #[command(flatten)]
+    pub ip_block: crate::ip_block::IpBlockFlags,
     /// PEM certificate chain (leaf first) to serve the API over HTTPS, with
     /// --http-tls-key-file; both or neither. Re-read when the file changes.
     #[arg(long, env = "WARDEN_HTTP_TLS_CERT_FILE")]
@@ -320,6 +322,8 @@ pub struct NodeConfig {
     pub failed_login_limit: u32,
     /// How long failed logins of an address are counted together.
     pub failed_login_window: Duration,
+    /// Automatic blocks of client addresses after failed logins.
+    pub ip_block: crate::ip_block::Settings,
     /// HTTPS on the API listener; `None`: plain HTTP.
     pub http_tls: Option<crate::listener::tls::TlsSettings>,
     /// What the upstream client may connect to, and through which proxy.
@@ -357,6 +361,7 @@ impl NodeConfig {
             allow_plaintext: false,
             failed_login_limit: crate::proxy::failed_logins::DEFAULT_LIMIT,
             failed_login_window: crate::proxy::failed_logins::DEFAULT_WINDOW,
+            ip_block: crate::ip_block::Settings::default(),
             http_tls: None,
             egress: crate::egress::EgressSettings::default(),
         }
@@ -474,6 +479,10 @@ impl NodeConfig {
             return Err(ConfigError::Zero("--failed-login-window"));
         }
         config.failed_login_window = flags.failed_login_window;
+        config.ip_block = flags.ip_block.settings().map_err(ConfigError::Zero)?;
+        if !config.ip_block.enabled() {
+            tracing::warn!(target: LOG_TARGET, "--ip-block-threshold 0: addresses are never blocked after failed logins (only the 429 throttle applies)");
+        }
         config.http_tls = http_tls(
             flags.http_tls_cert_file,
             flags.http_tls_key_file,
@@ -534,6 +543,9 @@ impl NodeConfig {
         }
         if self.redis.as_ref().and_then(plain_remote_redis).is_some() {
             out.push(("redis_plaintext", "true"));
+        }
+        if !self.ip_block.enabled() {
+            out.push(("ip_block_threshold", "0"));
         }
         if self.egress.policy.allow_private {
             out.push(("egress_allow_private", "true"));
@@ -833,6 +845,34 @@ mod tests {
             Err(ConfigError::ZeroCap(_))
         ));
         assert!(Flags::try_parse_from(["warden-dp", "--http-idle-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn ip_blocks_are_on_by_default_and_zero_turns_them_off_as_a_dangerous_setting() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.ip_block, crate::ip_block::Settings::default());
+        assert!(
+            c.dangerous_settings()
+                .iter()
+                .all(|(k, _)| *k != "ip_block_threshold")
+        );
+        let c = config(&[
+            "--ip-block-threshold",
+            "0",
+            "--ip-block-window",
+            "1m",
+            "--ip-block-duration",
+            "2h",
+        ])
+        .unwrap();
+        assert!(!c.ip_block.enabled());
+        assert_eq!(c.ip_block.window, Duration::from_secs(60));
+        assert_eq!(c.ip_block.duration, Duration::from_secs(7200));
+        assert!(
+            c.dangerous_settings()
+                .contains(&("ip_block_threshold", "0"))
+        );
+        assert!(config(&["--ip-block-duration", "0s"]).is_err());
     }
 
     #[test]

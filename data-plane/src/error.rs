@@ -250,6 +250,17 @@ impl ApiError {
         .with_retry_after(Some(retry_after.as_secs_f64().ceil().max(1.0).to_string()))
     }
 
+    /// The caller's address is blocked (403), checked before any credential: automatically
+    /// after failed logins, or by an operator.
+    pub fn ip_blocked() -> Self {
+        Self::downstream(
+            ErrorCode::PermissionDenied,
+            "permission_error",
+            Some("ip_blocked"),
+            "Requests from your address are blocked (ip_blocked): too many failed authentications, or an operator's block.",
+        )
+    }
+
     /// A path the gateway does not serve.
     pub fn unknown_endpoint() -> Self {
         Self::downstream(

@@ -12,6 +12,7 @@ pub mod config;
 pub mod egress;
 pub mod error;
 pub mod incident;
+pub mod ip_block;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -71,6 +72,29 @@ fn record_dangerous_settings(config: &NodeConfig, audit: &audit::AuditSink) {
         "in_effect".to_owned(),
         detail,
     );
+}
+
+/// Starts the tasks of automatic address blocks: expiry, and with Redis the shared counter
+/// and the pub/sub listener (which audits the blocks this node sets).
+fn spawn_ip_blocks(
+    state: &Arc<state::AppState>,
+    failures: tokio::sync::mpsc::Receiver<std::net::IpAddr>,
+    shutdown: &CancellationToken,
+) {
+    tokio::spawn(ip_block::prune_every_second(
+        Arc::clone(&state.ip_blocks),
+        shutdown.clone(),
+    ));
+    if let Some(link) = &state.redis {
+        let audit_to = Arc::clone(state);
+        tokio::spawn(ip_block::shared::run(
+            Arc::clone(&state.ip_blocks),
+            Arc::clone(link),
+            failures,
+            Arc::new(move |block| proxy::request_audit::ip_blocked(&audit_to, &block)),
+            shutdown.clone(),
+        ));
+    }
 }
 
 /// The node's listening sockets: the API, and the ops listener (`/metrics`, `/readyz`,
@@ -138,7 +162,13 @@ pub async fn run_on(
         config.failed_login_window,
         config.audit_mask_client_ip,
     );
+    let (failures_tx, failures_rx) = tokio::sync::mpsc::channel(ip_block::shared::QUEUE);
+    state.ip_blocks = Arc::new(match &state.redis {
+        Some(_) => ip_block::IpBlocks::shared(config.ip_block, failures_tx),
+        None => ip_block::IpBlocks::local(config.ip_block),
+    });
     let state = Arc::new(state);
+    spawn_ip_blocks(&state, failures_rx, &shutdown);
     let config = Arc::new(config);
     // The key snapshot secrets are sealed to: new on every start, never written anywhere.
     let seal_keys = Arc::new(warden_core::seal::NodeKeyPair::generate()?);

@@ -43,6 +43,12 @@ pub const HTTP_REQUESTS_OVERLOADED: &str = "warden_http_requests_overloaded_tota
 /// Requests refused with 429 before any credential lookup: their address was past the
 /// failed-login limit (`--failed-login-limit`).
 pub const FAILED_LOGINS_THROTTLED: &str = "warden_failed_logins_throttled_total";
+/// Requests refused with 403 `ip_blocked` before any credential lookup: their address was
+/// blocked (automatically after failed logins, or by `wardenctl ip block`). Counted, not
+/// audited one by one.
+pub const IP_BLOCKED_REFUSED: &str = "warden_ip_blocked_requests_total";
+/// Automatic address blocks this node set (each audited once as `edge.ip_blocked`).
+pub const IP_BLOCKS: &str = "warden_ip_blocks_total";
 /// TLS handshakes on the API listener that failed (bad or old client, wrong protocol); one
 /// not finished within the header-read timeout counts under
 /// `warden_http_connections_timed_out_total{timeout="header_read"}` instead.

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Longest wait for a request body, once its headers are authenticated.
     /// Failed logins per client address: what they may cost.
     pub failed_logins: crate::proxy::failed_logins::FailedLogins,
+    /// Blocked client addresses and the failure counts that block them.
+    pub ip_blocks: Arc<crate::ip_block::IpBlocks>,
 }
 
 impl AppState {
@@ -56,6 +58,9 @@ impl AppState {
             body_read_timeout: crate::config::DEFAULT_HTTP_BODY_READ_TIMEOUT,
             upstream_deadline: None,
             failed_logins: crate::proxy::failed_logins::FailedLogins::default(),
+            ip_blocks: Arc::new(crate::ip_block::IpBlocks::local(
+                crate::ip_block::Settings::default(),
+            )),
         }
     }
 

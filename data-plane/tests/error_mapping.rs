@@ -625,6 +625,7 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
         global_policy: Policy::default(),
         subject_policies: HashMap::new(),
         incident: warden_data_plane::incident::Incident::default(),
+        ip_blocks: Vec::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! (which runs beside the control plane's config rather than over the Admin API) and
 //! [`certs`] (throwaway TLS certificates, offline), and [`incident`] (suspensions,
 //! lockdown, revoke-all).
+//! [`certs`] (throwaway TLS certificates, offline), [`ip_blocks`] (`wardenctl ip`).
 //! [`grants`] holds what tokens and virtual keys share.
 //!
 //! Start at [`run`]: it reads what must be read before connecting, opens a
@@ -15,6 +16,7 @@ pub mod certs;
 pub mod credentials;
 pub mod grants;
 pub mod incident;
+pub mod ip_blocks;
 pub mod models;
 pub mod nodes;
 pub mod policies;
@@ -69,6 +71,9 @@ pub enum AdminCommand {
     /// Lock the gateway down (every client request refused, no provider key used), `lift`
     /// it, or show its `status`.
     Lockdown(incident::LockdownArgs),
+    /// Block and unblock client addresses; list the blocks.
+    #[command(subcommand)]
+    Ip(ip_blocks::IpCommand),
 }
 
 /// Runs one admin command against the control plane.
@@ -103,5 +108,6 @@ pub async fn run(
             incident::run_credentials(&session, out, command).await
         }
         AdminCommand::Lockdown(args) => incident::run_lockdown(&session, out, args).await,
+        AdminCommand::Ip(command) => ip_blocks::run(&session, out, command).await,
     }
 }

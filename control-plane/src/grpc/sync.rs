@@ -238,6 +238,14 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
                 },
             })
             .collect(),
+        ip_blocks: s
+            .ip_blocks
+            .iter()
+            .map(|(cidr, expires_at)| pb::IpBlock {
+                cidr: cidr.clone(),
+                expires_at: expires_at.unwrap_or(0),
+            })
+            .collect(),
     };
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
     snapshot.content_hash = hex::encode(digest.as_ref());
@@ -573,6 +581,7 @@ mod tests {
             subject_policies: Vec::new(),
             lockdown: false,
             suspensions: Vec::new(),
+            ip_blocks: Vec::new(),
         }
     }
 

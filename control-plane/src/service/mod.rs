@@ -14,6 +14,7 @@ mod audit;
 mod credentials;
 mod grants;
 mod incident;
+mod ip_blocks;
 mod live;
 pub mod login_guard;
 mod models;
@@ -46,6 +47,7 @@ use crate::snapshot::SnapshotData;
 use crate::store::StateStore;
 
 pub use incident::RevokeAllOutcome;
+pub use ip_blocks::{IpBlockList, Unblocked, parse_network};
 pub use nodes::NodeStatus;
 pub use providers::{KeySource, ProviderOptions};
 pub use signing_keys::SigningKeyStatus;

@@ -59,6 +59,7 @@ pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
         subject_policies: Vec::new(),
         lockdown: false,
         suspensions: Vec::new(),
+        ip_blocks: Vec::new(),
     })
 }
 
@@ -277,6 +278,12 @@ impl ControlPlane {
                 .await?
                 .into_iter()
                 .map(|s| s.target)
+                .collect(),
+            ip_blocks: self
+                .manual_ip_blocks()
+                .await?
+                .into_iter()
+                .map(|b| (b.cidr, b.expires_at))
                 .collect(),
         })
     }

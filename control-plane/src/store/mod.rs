@@ -22,8 +22,9 @@ pub use sql::{Pool, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Deployment, Model, NodeRecord, PolicyRecord,
-    PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
+    AuditRecord, CredentialRecord, CredentialTable, Deployment, IpBlockRecord, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
+    VirtualKeyRecord,
 };
 
 /// Store errors. Never carry a secret (the store holds none in plaintext, and no error
@@ -223,4 +224,10 @@ pub trait StateStore: IncidentStore + Send + Sync {
     async fn list_warden_secret_names(&self) -> Result<Vec<String>, StoreError>;
     /// Removes `name`; returns whether it existed.
     async fn delete_warden_secret(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Manual address blocks (`ip_blocks`): set (replacing one of the same network),
+    /// delete (whether it was there), list (expired ones included; the caller filters).
+    async fn put_ip_block(&self, b: &IpBlockRecord) -> Result<(), StoreError>;
+    async fn delete_ip_block(&self, cidr: &str) -> Result<bool, StoreError>;
+    async fn list_ip_blocks(&self) -> Result<Vec<IpBlockRecord>, StoreError>;
 }

@@ -15,8 +15,9 @@ use sqlx::sqlite::SqliteRow;
 use super::StoreError;
 use crate::audit::chain::{AuditCheckpoint, ChainHead, ChainedAudit};
 use crate::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, Deployment, Limits, Model, NodeRecord, PolicyRecord,
-    PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord, VirtualKeyRecord,
+    ApiFormat, AuditRecord, CredentialRecord, Deployment, IpBlockRecord, Limits, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
+    VirtualKeyRecord,
 };
 
 /// A domain value read from one row of a backend's row type `R`.
@@ -138,6 +139,7 @@ from_stored!((String, Price), |row| {
 });
 
 from_stored!(SigningKey, |row| { kid, algorithm, secret_name, created_at });
+from_stored!(IpBlockRecord, |row| { cidr, reason, created_by, created_at, expires_at });
 
 from_stored!(TokenRecord, |row| {
     jti, subject, kid, issued_at, expires_at, revoked_at;

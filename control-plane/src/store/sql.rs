@@ -21,8 +21,9 @@ use super::rows::{FromStored, bigint, list_to_text};
 use super::{StateStore, StoreError};
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Deployment, Model, NodeRecord, PolicyRecord,
-    PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
+    AuditRecord, CredentialRecord, CredentialTable, Deployment, IpBlockRecord, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
+    VirtualKeyRecord,
 };
 
 /// The connection pool of one backend.
@@ -838,5 +839,40 @@ impl StateStore for SqlStore {
             self,
             sqlx::query("DELETE FROM warden_secrets WHERE name = $1").bind(name)
         ) > 0)
+    }
+
+    async fn put_ip_block(&self, b: &IpBlockRecord) -> Result<(), StoreError> {
+        execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO ip_blocks (cidr, reason, created_by, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (cidr) DO UPDATE SET reason = EXCLUDED.reason,
+                 created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at,
+                 expires_at = EXCLUDED.expires_at",
+            )
+            .bind(&b.cidr)
+            .bind(&b.reason)
+            .bind(&b.created_by)
+            .bind(b.created_at)
+            .bind(b.expires_at)
+        );
+        Ok(())
+    }
+
+    async fn delete_ip_block(&self, cidr: &str) -> Result<bool, StoreError> {
+        Ok(execute!(
+            self,
+            sqlx::query("DELETE FROM ip_blocks WHERE cidr = $1").bind(cidr)
+        ) > 0)
+    }
+
+    async fn list_ip_blocks(&self) -> Result<Vec<IpBlockRecord>, StoreError> {
+        fetch_all!(
+            self,
+            sqlx::query(
+                "SELECT cidr, reason, created_by, created_at, expires_at FROM ip_blocks ORDER BY cidr"
+            )
+        )
     }
 }

@@ -1,5 +1,5 @@
 //! A request before its body is read: the caller's address is checked against the
-//! failed-login limit before any credential is looked up, the caller is authenticated from
+//! address blocks and the failed-login limit before any credential is looked up, the caller is authenticated from
 //! the headers alone ([`authenticate`]), and only then is the body read, within the size cap
 //! (`--max-body-bytes`, 413) and the body-read timeout (408: [`read_body`]). So an
 //! unauthenticated client cannot make the node buffer a body, nor hold a connection open by
@@ -46,8 +46,9 @@ pub fn close_if(response: &mut Response, close: bool) {
     }
 }
 
-/// The caller of request `request_id` at `endpoint`, from the headers alone. An address past
-/// the failed-login limit gets 429 before any credential is looked up; a failed
+/// The caller of request `request_id` at `endpoint`, from the headers alone. A blocked
+/// address ([`crate::ip_block`]) gets 403 `ip_blocked`, and an address past the failed-login
+/// limit 429, before any credential is looked up (a 429 counts towards a block); a failed
 /// authentication gets 401 and is a failed login of the address. Both are audited by the
 /// failed-login accounting ([`request_audit::auth_failed`]), not as requests.
 pub fn authenticate(
@@ -58,11 +59,16 @@ pub fn authenticate(
     endpoint: &str,
     request_id: &str,
 ) -> Result<Principal, ApiError> {
-    if let Some(peer) = peer
-        && let Err(wait) = state.failed_logins.admit(peer.ip(), Instant::now())
-    {
-        metrics::counter!(crate::metrics::FAILED_LOGINS_THROTTLED).increment(1);
-        return Err(ApiError::too_many_failed_logins(wait));
+    if let Some(peer) = peer {
+        if state.ip_blocks.is_blocked(peer.ip(), &snapshot.ip_blocks) {
+            metrics::counter!(crate::metrics::IP_BLOCKED_REFUSED).increment(1);
+            return Err(ApiError::ip_blocked());
+        }
+        if let Err(wait) = state.failed_logins.admit(peer.ip(), Instant::now()) {
+            metrics::counter!(crate::metrics::FAILED_LOGINS_THROTTLED).increment(1);
+            request_audit::ip_failure(state, peer.ip());
+            return Err(ApiError::too_many_failed_logins(wait));
+        }
     }
     crate::auth::authenticate(snapshot, headers).map_err(|failure| {
         request_audit::auth_failed(state, failure, endpoint, request_id, peer);

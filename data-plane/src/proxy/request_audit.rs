@@ -27,6 +27,7 @@ use super::failed_logins::{Recorded, Summary};
 use super::pump::Settled;
 use crate::auth::AuthFailure;
 use crate::error::ApiError;
+use crate::ip_block::NewBlock;
 use crate::state::AppState;
 
 /// A request's audit event until its outcome is known. Dropped before then, it records the
@@ -238,6 +239,7 @@ pub fn auth_failed(
                     .failed_logins
                     .record(peer.ip(), failure.reason, Instant::now());
             failed_login_summaries(state, closed);
+            ip_failure(state, peer.ip());
             recorded == Recorded::First
         }
         None => true,
@@ -261,6 +263,15 @@ pub fn auth_failed(
     );
 }
 
+/// Counts a failed login (or a refusal of the throttle) from `addr` towards an automatic
+/// block, and audits the block it sets on this node, if any.
+pub fn ip_failure(state: &AppState, addr: std::net::IpAddr) {
+    let healthy = state.redis.as_ref().is_some_and(|l| l.is_healthy());
+    if let Some(block) = state.ip_blocks.failure(addr, healthy) {
+        ip_blocked(state, &block);
+    }
+}
+
 /// Audits the summaries of closed failed-login windows: one `auth.client` event per
 /// (address, reason), actor `-` (many credentials may have been presented), with `count`
 /// (failed logins after the address's first, the refused ones included) and `throttled`
@@ -281,6 +292,36 @@ pub fn failed_login_summaries(state: &AppState, summaries: Vec<Summary>) {
             detail.build(),
         );
     }
+}
+
+/// Audits an automatic block this node set: one `edge.ip_blocked` event (actor `-`), with
+/// the address (masked per `--audit-mask-client-ip`; an IPv6 block is its /64), the failed
+/// logins counted, the window, the expiry, and whether the count was shared through Redis.
+/// Requests refused while blocked are only counted (a metric), never audited one by one.
+pub fn ip_blocked(state: &AppState, block: &NewBlock) {
+    metrics::counter!(crate::metrics::IP_BLOCKS).increment(1);
+    let client_ip = match block.addr {
+        std::net::IpAddr::V6(_) if !state.audit_mask_client_ip => format!("{}/64", block.addr),
+        addr => audit_detail::client_ip(addr, state.audit_mask_client_ip),
+    };
+    let expires_at = std::time::UNIX_EPOCH + Duration::from_millis(block.expires_at_ms);
+    tracing::warn!(client_ip = %client_ip, count = block.count, "client address blocked after failed logins");
+    let detail = Detail::new()
+        .with("client_ip", client_ip.as_str())
+        .with("count", block.count)
+        .with("window", humantime::format_duration(block.window))
+        .with(
+            "expires_at",
+            humantime::format_rfc3339_seconds(expires_at).to_string(),
+        )
+        .with("shared", if block.shared { "redis" } else { "node" });
+    state.audit.emit(
+        "edge.ip_blocked",
+        "-".to_owned(),
+        client_ip,
+        "blocked".to_owned(),
+        detail.build(),
+    );
 }
 
 /// Closes the failed-login windows as they end, until `shutdown`.

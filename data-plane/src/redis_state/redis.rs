@@ -243,10 +243,7 @@ impl RedisLink {
             .set_max_delay(Duration::from_millis(500));
         let mut conn = match &s.topology {
             Topology::Single(url) => {
-                let client = match s.tls_certificates() {
-                    Some(certs) => redis::Client::build_with_tls(url.expose_secret(), certs)?,
-                    None => redis::Client::open(url.expose_secret())?,
-                };
+                let client = self.client(url)?;
                 Conn::Single(
                     tokio::time::timeout(
                         s.connect_timeout,
@@ -256,29 +253,8 @@ impl RedisLink {
                     .map_err(|_| timeout_error())??,
                 )
             }
-            Topology::Sentinel {
-                urls,
-                service,
-                master_username,
-                master_password,
-            } => {
-                let urls: Vec<&str> = urls.iter().map(|u| u.expose_secret()).collect();
-                let mut sentinel = redis::sentinel::Sentinel::build(urls)?;
-                let mut info = redis::RedisConnectionInfo::default();
-                if let Some(user) = master_username {
-                    info = info.set_username(user);
-                }
-                if let Some(password) = master_password {
-                    info = info.set_password(password.expose_secret());
-                }
-                let node = redis::sentinel::SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(info);
-                let client = tokio::time::timeout(
-                    s.connect_timeout,
-                    sentinel.async_master_for(service, Some(&node)),
-                )
-                .await
-                .map_err(|_| timeout_error())??;
+            Topology::Sentinel { .. } => {
+                let client = self.sentinel_master().await?;
                 Conn::Single(ConnectionManager::new_with_config(client, config).await?)
             }
             Topology::Cluster(urls) => {
@@ -301,6 +277,72 @@ impl RedisLink {
             )));
         }
         Ok(conn)
+    }
+}
+
+impl RedisLink {
+    /// A client of one server, with the CA bundle for `rediss://`.
+    fn client(&self, url: &SecretString) -> redis::RedisResult<redis::Client> {
+        match self.settings.tls_certificates() {
+            Some(certs) => redis::Client::build_with_tls(url.expose_secret(), certs),
+            None => redis::Client::open(url.expose_secret()),
+        }
+    }
+
+    /// A client of the master the sentinels name now.
+    async fn sentinel_master(&self) -> redis::RedisResult<redis::Client> {
+        let s = &self.settings;
+        let Topology::Sentinel {
+            urls,
+            service,
+            master_username,
+            master_password,
+        } = &s.topology
+        else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "not a sentinel topology",
+            )));
+        };
+        let urls: Vec<&str> = urls.iter().map(|u| u.expose_secret()).collect();
+        let mut sentinel = redis::sentinel::Sentinel::build(urls)?;
+        let mut info = redis::RedisConnectionInfo::default();
+        if let Some(user) = master_username {
+            info = info.set_username(user);
+        }
+        if let Some(password) = master_password {
+            info = info.set_password(password.expose_secret());
+        }
+        let node =
+            redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+        tokio::time::timeout(
+            s.connect_timeout,
+            sentinel.async_master_for(service, Some(&node)),
+        )
+        .await
+        .map_err(|_| timeout_error())?
+    }
+
+    /// A new pub/sub connection of its own (outside the shared one): to the server, to the
+    /// master the sentinels name, or to a Cluster's first seed node (Cluster pub/sub
+    /// messages reach every node of the cluster).
+    pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let client = match &self.settings.topology {
+            Topology::Single(url) => self.client(url)?,
+            Topology::Sentinel { .. } => self.sentinel_master().await?,
+            Topology::Cluster(urls) => match urls.first() {
+                Some(url) => self.client(url)?,
+                None => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no cluster seed",
+                    )));
+                }
+            },
+        };
+        tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| timeout_error())?
     }
 }
 

@@ -35,6 +35,7 @@ mod failed_logins;
 mod gateway;
 mod https;
 mod incident;
+mod ip_blocks;
 mod key_rejections;
 mod limits;
 mod listener_limits;

@@ -10,6 +10,11 @@
 mod audit;
 mod credentials;
 mod incident;
+//! `signing_keys`, `credentials`, `nodes`, `policies`, `audit`, `ip_blocks`.
+
+mod audit;
+mod credentials;
+mod ip_blocks;
 mod models;
 mod nodes;
 mod policies;
@@ -321,6 +326,12 @@ admin_rpcs! {
         = Read Admin("lockdown.status", incident::status);
     revoke_all_client_credentials(RevokeAllClientCredentialsRequest) -> RevokeAllClientCredentialsResponse
         = Change Admin("credentials.revoke_all", incident::revoke_all);
+    block_ip(BlockIpRequest) -> IpBlockInfo
+        = Change Admin("ip.block", ip_blocks::block);
+    unblock_ip(UnblockIpRequest) -> UnblockIpResponse
+        = Change Admin("ip.unblock", ip_blocks::unblock);
+    list_ip_blocks(ListIpBlocksRequest) -> ListIpBlocksResponse
+        = Read Admin("ip.list", ip_blocks::list);
 }
 
 #[cfg(test)]
