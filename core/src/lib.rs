@@ -15,6 +15,7 @@ pub mod audit_detail;
 pub mod backoff;
 pub mod ca_bundle;
 pub mod credential;
+pub mod dlp;
 pub mod escape;
 pub mod fingerprint;
 pub mod jwt;
