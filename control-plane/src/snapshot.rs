@@ -21,6 +21,8 @@ pub struct SnapshotData {
     pub vkey_pepper: SecretBox<Vec<u8>>,
     pub global_policy: Limits,
     pub subject_policies: Vec<(String, Limits)>,
+    /// DLP rules, by name.
+    pub dlp_rules: Vec<warden_core::dlp::RuleSpec>,
 }
 
 impl std::fmt::Debug for SnapshotData {

@@ -27,6 +27,8 @@ pub struct Principal {
     pub models: Vec<String>,
     /// The limits attached to this credential (virtual key) or subject (JWT), if any.
     pub limits: Option<crate::limits::Scope>,
+    /// `vkey:<id>` or `sub:<subject>`: whom credential-scoped DLP rules name.
+    pub owner: String,
 }
 
 impl Principal {
@@ -125,6 +127,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
         }
         let credential = warden_core::fingerprint::obfuscate(&key.id);
         return Ok(Principal {
+            owner: format!("vkey:{}", key.id),
             id: format!("vkey:{credential}"),
             credential,
             scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
@@ -151,6 +154,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
             policy: *policy,
         });
     Ok(Principal {
+        owner: format!("sub:{}", claims.sub),
         id: format!("jwt:{}", claims.sub),
         credential: warden_core::fingerprint::obfuscate(&format!("tok-{}", claims.jti)),
         scopes: claims.scopes(),
@@ -209,6 +213,7 @@ mod tests {
             scopes: HashSet::new(),
             models: vec!["a".into()],
             limits: None,
+            owner: String::new(),
         };
         assert!(p.may_use("a"));
         assert!(!p.may_use("b"));

@@ -623,6 +623,7 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
         pepper: SecretBox::new(Box::new(vec![1; 32])),
         global_policy: Policy::default(),
         subject_policies: HashMap::new(),
+        dlp: Arc::default(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `wardenctl`'s commands, one module per resource — the same names as the control plane's
 //! `service/` and `grpc/admin/`: [`providers`], [`models`], [`tokens`], [`vkeys`],
-//! [`signing_keys`], [`credentials`], [`nodes`], [`policies`], [`audit`], [`secrets`]
+//! [`signing_keys`], [`credentials`], [`nodes`], [`policies`], [`dlp`], [`audit`], [`secrets`]
 //! (which runs beside the control plane's config rather than over the Admin API) and
 //! [`certs`] (throwaway TLS certificates, offline).
 //! [`grants`] holds what tokens and virtual keys share.
@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod certs;
 pub mod credentials;
+pub mod dlp;
 pub mod grants;
 pub mod models;
 pub mod nodes;
@@ -61,6 +62,9 @@ pub enum AdminCommand {
     /// Rotate and list the keys JWTs are signed with.
     #[command(subcommand)]
     SigningKey(signing_keys::SigningKeyCommand),
+    /// Data loss prevention rules on request content (block, redact, flag).
+    #[command(subcommand)]
+    Dlp(dlp::DlpCommand),
 }
 
 /// Runs one admin command against the control plane.
@@ -91,5 +95,6 @@ pub async fn run(
         AdminCommand::Audit(command) => audit::run(&session, out, command).await,
         AdminCommand::Policy(command) => policies::run(&session, out, command).await,
         AdminCommand::SigningKey(command) => signing_keys::run(&session, out, command).await,
+        AdminCommand::Dlp(command) => dlp::run(&session, out, command).await,
     }
 }

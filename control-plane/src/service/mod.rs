@@ -12,6 +12,7 @@
 
 mod audit;
 mod credentials;
+mod dlp;
 mod grants;
 mod live;
 pub mod login_guard;

@@ -57,6 +57,7 @@ pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
         vkey_pepper: SecretBox::new(Box::new(Vec::new())),
         global_policy: Limits::default(),
         subject_policies: Vec::new(),
+        dlp_rules: Vec::new(),
     })
 }
 
@@ -258,6 +259,13 @@ impl ControlPlane {
                     PolicyTarget::Subject(s) => Some((s.clone(), p.limits)),
                     _ => None,
                 })
+                .collect(),
+            dlp_rules: self
+                .store
+                .list_dlp_rules()
+                .await?
+                .into_iter()
+                .map(|r| r.spec)
                 .collect(),
         })
     }

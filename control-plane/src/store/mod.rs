@@ -20,8 +20,9 @@ pub use sql::{Pool, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Deployment, Model, NodeRecord, PolicyRecord,
-    PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
+    AuditRecord, CredentialRecord, CredentialTable, Deployment, DlpRuleRecord, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
+    VirtualKeyRecord,
 };
 
 /// Store errors. Never carry a secret (the store holds none in plaintext, and no error
@@ -75,6 +76,11 @@ pub trait StateStore: Send + Sync {
     async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError>;
     async fn delete_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError>;
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// DLP rules, by name (upsert replaces a rule of the same name).
+    async fn upsert_dlp_rule(&self, r: &DlpRuleRecord) -> Result<(), StoreError>;
+    async fn delete_dlp_rule(&self, name: &str) -> Result<bool, StoreError>;
+    /// By name.
+    async fn list_dlp_rules(&self) -> Result<Vec<DlpRuleRecord>, StoreError>;
     /// Per-model prices (USD per million tokens) for budgets.
     async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError>;
     async fn list_prices(&self) -> Result<Vec<(String, Price)>, StoreError>;

@@ -1,5 +1,3 @@
-#![expect(clippy::unwrap_used, reason = "tests")]
-
 use super::*;
 use crate::credential::{self, Kind};
 use secrecy::ExposeSecret as _;

@@ -18,6 +18,7 @@
 //! | `POST /v1/embeddings`, `POST /v1/responses` | OpenAI | OpenAI only (passed through) |
 
 pub mod admission;
+pub mod dlp;
 pub mod echo;
 pub mod failed_logins;
 pub mod forward;
@@ -177,6 +178,7 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
             principal,
             model,
             stage,
+            dlp,
         }) => {
             let label = e.metric_label();
             tracing::info!(
@@ -195,6 +197,10 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
             if stage == Stage::Login {
                 audit.to_failed_logins();
             } else {
+                let mut audit = audit;
+                if let Some(found) = dlp.filter(|f| !f.is_empty()) {
+                    audit.note("dlp", found.summary());
+                }
                 audit.rejected(principal, model, &e);
             }
             let mut r = e.render(endpoint.api());
@@ -211,7 +217,12 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         provider,
         key_fingerprint,
         settled,
+        dlp,
     } = done;
+    let mut audit = audit;
+    if let Some(found) = dlp.filter(|f| !f.is_empty()) {
+        audit.note("dlp", found.summary());
+    }
     let status = response.status();
     metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(status)).increment(1);
     let model_served = response
@@ -284,6 +295,8 @@ struct Done {
     key_fingerprint: String,
     /// Resolves when a pumped body has ended, with its usage.
     settled: Option<tokio::sync::oneshot::Receiver<Settled>>,
+    /// What the DLP rules found in the request (`None`: no rule applied).
+    dlp: Option<warden_core::dlp::Findings>,
 }
 
 /// A refused request: the error, who asked for what as far as known (empty before
@@ -293,6 +306,8 @@ struct Rejection {
     principal: String,
     model: String,
     stage: Stage,
+    /// What the DLP rules found before the request was refused.
+    dlp: Option<warden_core::dlp::Findings>,
 }
 
 /// How far a refused request got.
@@ -314,6 +329,7 @@ impl Rejection {
             principal: principal.to_owned(),
             model: model.to_owned(),
             stage: Stage::Parsed,
+            dlp: None,
         }
     }
 
@@ -369,6 +385,15 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     parse::guard_provider_state(endpoint, may_keep_state, &mut request.body).map_err(reject)?;
     let route = resolve_route(&snapshot, &principal, &model).map_err(reject)?;
 
+    // DLP: the rules that apply to this caller and model, over the request's text.
+    let found = dlp::inspect(&snapshot, &principal, &model, endpoint, &mut request.body);
+    if let Some(rule) = found.as_ref().and_then(|f| f.blocked_by()) {
+        return Err(Rejection {
+            dlp: found.clone(),
+            ..reject(ApiError::dlp_blocked(rule))
+        });
+    }
+
     // The tightest max_tokens ceiling of the caller, the model and the gateway.
     let cap = [
         principal.limits.as_ref().map_or(0, |s| s.policy.max_tokens),
@@ -413,6 +438,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
             provider: route.provider.name.clone(),
             key_fingerprint: String::new(),
             settled: None,
+            dlp: found,
         });
     }
     let forwarded = forward::forward(
@@ -425,9 +451,13 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
         admission,
         prompt_estimate,
         &principal.id,
+        dlp::response_scan(&snapshot, &principal, &model),
     )
     .await
-    .map_err(reject)?;
+    .map_err(|e| Rejection {
+        dlp: found.clone(),
+        ..reject(e)
+    })?;
     Ok(Done {
         response: with_rate_headers(forwarded.response, &rate_headers),
         principal: principal.id.clone(),
@@ -436,6 +466,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
         provider: forwarded.provider,
         key_fingerprint: forwarded.key_fingerprint,
         settled: Some(forwarded.settled),
+        dlp: found,
     })
 }
 

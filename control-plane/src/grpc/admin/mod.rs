@@ -9,6 +9,7 @@
 
 mod audit;
 mod credentials;
+mod dlp;
 mod models;
 mod nodes;
 mod policies;
@@ -300,6 +301,13 @@ admin_rpcs! {
         = Change Operator("policy.set", policies::set);
     get_policy(GetPolicyRequest) -> PolicyInfo
         = SelfAudited Operator("policy.get", policies::get);
+
+    add_dlp_rule(AddDlpRuleRequest) -> DlpRuleInfo
+        = Change Admin("dlp.rule_add", dlp::add);
+    remove_dlp_rule(RemoveDlpRuleRequest) -> RemoveDlpRuleResponse
+        = Change Admin("dlp.rule_remove", dlp::remove);
+    list_dlp_rules(ListDlpRulesRequest) -> ListDlpRulesResponse
+        = Read Operator("dlp.rule_list", dlp::list);
 
     verify_audit(VerifyAuditRequest) -> VerifyAuditResponse
         = SelfAudited Auditor("audit.verify", audit::verify);
