@@ -129,7 +129,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A payment card number: 13 to 19 digits passing Luhn, not all zeros.
