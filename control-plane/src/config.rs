@@ -27,6 +27,9 @@ use warden_core::telemetry::LogFormat;
 
 use crate::domain::ApiFormat;
 
+mod dlp;
+pub use dlp::{RawDlp, RawDlpRule};
+
 /// A configuration error that names the failing field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -78,6 +81,9 @@ pub struct RawConfig {
     /// `[audit]`: checkpoint signing, retention, syslog and JSONL export.
     #[serde(default)]
     pub audit: crate::audit::jobs::AuditConfig,
+    /// `[dlp]`: data loss prevention rules on request content.
+    #[serde(default)]
+    pub dlp: RawDlp,
 }
 
 /// The state store: embedded SQLite unless `WARDEN_DATABASE_URL` names a PostgreSQL
@@ -320,6 +326,8 @@ pub struct Config {
     pub ops_addr: Option<SocketAddr>,
     /// `[store] allow_unverified_tls`: PostgreSQL off loopback without verified TLS.
     pub allow_unverified_db_tls: bool,
+    /// `[dlp]`: the rules the file declares (stored with source `config` at start).
+    pub dlp_rules: Vec<warden_core::dlp::RuleSpec>,
 }
 
 /// Secret backends and how provider keys are read.
@@ -594,6 +602,7 @@ impl RawConfig {
             self.audit.node_ingest_burst,
         )
         .map_err(|e| invalid(&format!("audit.{}", e.field), e.message))?;
+        let dlp_rules = self.dlp.build()?;
         let global_limits = match self.limits {
             None => None,
             Some(l) => {
@@ -776,6 +785,7 @@ impl RawConfig {
             max_failed_logins_per_minute,
             ops_addr,
             allow_unverified_db_tls,
+            dlp_rules,
         })
     }
 }

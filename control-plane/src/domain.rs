@@ -542,3 +542,11 @@ mod tests {
         assert!(validate_name(&"x".repeat(65)).is_err());
     }
 }
+
+/// A stored DLP rule ([`warden_core::dlp`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DlpRuleRecord {
+    pub spec: warden_core::dlp::RuleSpec,
+    pub source: Source,
+    pub updated_at: i64,
+}

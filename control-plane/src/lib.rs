@@ -376,6 +376,16 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
         )
         .await?;
     }
+    // DLP rules: the file's, and none of an earlier file's that it no longer declares.
+    for r in cp.list_dlp_rules().await? {
+        if r.source == Source::Config && !config.dlp_rules.iter().any(|d| d.name == r.spec.name) {
+            cp.remove_dlp_rule(&system, &r.spec.name).await?;
+        }
+    }
+    for spec in &config.dlp_rules {
+        cp.add_dlp_rule(&system, spec.clone(), Source::Config)
+            .await?;
+    }
     Ok(())
 }
 

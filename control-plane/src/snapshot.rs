@@ -28,6 +28,8 @@ pub struct SnapshotData {
     pub suspensions: Vec<SuspensionTarget>,
     /// Manual address blocks in force: network, expiry (Unix seconds; `None`: none).
     pub ip_blocks: Vec<(String, Option<i64>)>,
+    /// DLP rules, by name.
+    pub dlp_rules: Vec<warden_core::dlp::RuleSpec>,
 }
 
 impl std::fmt::Debug for SnapshotData {

@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod ca_bundle;
 pub mod cipher;
 pub mod credential;
+pub mod dlp;
 pub mod escape;
 pub mod fingerprint;
 pub mod jwt;

@@ -29,6 +29,8 @@ pub struct Principal {
     pub limits: Option<crate::limits::Scope>,
     /// Suspended (`wardenctl credentials suspend`): authenticated, but refused.
     pub suspended: bool,
+    /// `vkey:<id>` or `sub:<subject>`: whom credential-scoped DLP rules name.
+    pub owner: String,
 }
 
 impl Principal {
@@ -127,6 +129,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
         }
         let credential = warden_core::fingerprint::obfuscate(&key.id);
         return Ok(Principal {
+            owner: format!("vkey:{}", key.id),
             id: format!("vkey:{credential}"),
             credential,
             scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
@@ -154,6 +157,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
             policy: *policy,
         });
     Ok(Principal {
+        owner: format!("sub:{}", claims.sub),
         id: format!("jwt:{}", claims.sub),
         credential: warden_core::fingerprint::obfuscate(&format!("tok-{}", claims.jti)),
         scopes: claims.scopes(),
@@ -214,6 +218,7 @@ mod tests {
             models: vec!["a".into()],
             limits: None,
             suspended: false,
+            owner: String::new(),
         };
         assert!(p.may_use("a"));
         assert!(!p.may_use("b"));

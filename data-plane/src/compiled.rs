@@ -230,6 +230,8 @@ pub struct Snapshot {
     pub incident: crate::incident::Incident,
     /// Addresses and networks blocked by an operator.
     pub ip_blocks: Vec<crate::ip_block::ManualBlock>,
+    /// DLP rules, compiled once per snapshot; empty when none is set.
+    pub dlp: Arc<warden_core::dlp::RuleSet>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -285,6 +287,29 @@ pub enum SnapshotError {
     ClearJwtSecret(String),
     #[error(transparent)]
     Sealed(#[from] SealError),
+    #[error("DLP rules: {0}")]
+    Dlp(String),
+}
+
+/// The snapshot's DLP rules, compiled; an unknown detector, action or scope, or a rule
+/// that does not compile, rejects the snapshot.
+fn dlp_rules(rules: Vec<pb::DlpRule>) -> Result<warden_core::dlp::RuleSet, SnapshotError> {
+    use warden_core::dlp::{Action, Detector, RuleSet, RuleSpec, Scope};
+    if rules.is_empty() {
+        return Ok(RuleSet::default());
+    }
+    let mut specs = Vec::with_capacity(rules.len());
+    for r in rules {
+        let bad = |what: &str| SnapshotError::Dlp(format!("rule {}: unknown {what}", r.name));
+        specs.push(RuleSpec {
+            detector: Detector::parse(&r.detector).ok_or_else(|| bad("detector"))?,
+            action: Action::parse(&r.action).ok_or_else(|| bad("action"))?,
+            scope: Scope::from_parts(&r.scope_kind, &r.scope_id).ok_or_else(|| bad("scope"))?,
+            name: r.name,
+            pattern: r.pattern,
+        });
+    }
+    RuleSet::compile(specs).map_err(|e| SnapshotError::Dlp(e.to_string()))
 }
 
 /// Whom a snapshot's secrets are sealed to: this node.
@@ -498,6 +523,7 @@ impl Snapshot {
             .collect();
         let direct_terms = DirectTerms::by_served_model(&aliases, &routes);
         clients.retain(&bundles);
+        let dlp = Arc::new(dlp_rules(s.dlp_rules)?);
         Ok(Self {
             version: s.version,
             content_hash: s.content_hash,
@@ -517,6 +543,7 @@ impl Snapshot {
                 .collect(),
             incident,
             ip_blocks: s.ip_blocks.into_iter().filter_map(ip_block).collect(),
+            dlp,
         })
     }
 

@@ -202,6 +202,20 @@ impl ApiError {
         )
     }
 
+    /// A request refused by the DLP rule `rule` (400 `dlp_blocked`); names the rule, never
+    /// what it matched.
+    pub fn dlp_blocked(rule: &str) -> Self {
+        Self::downstream(
+            ErrorCode::InvalidArgument,
+            INVALID_REQUEST,
+            Some("dlp_blocked"),
+            format!(
+                "This request was blocked by the data loss prevention rule `{rule}`: remove \
+                 the sensitive data and try again."
+            ),
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::downstream(ErrorCode::InvalidArgument, INVALID_REQUEST, None, message)
     }

@@ -626,6 +626,7 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
         subject_policies: HashMap::new(),
         incident: warden_data_plane::incident::Incident::default(),
         ip_blocks: Vec::new(),
+        dlp: Arc::default(),
     }
 }
 

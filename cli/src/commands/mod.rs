@@ -1,10 +1,9 @@
 //! `wardenctl`'s commands, one module per resource — the same names as the control plane's
 //! `service/` and `grpc/admin/`: [`providers`], [`models`], [`tokens`], [`vkeys`],
-//! [`signing_keys`], [`credentials`], [`nodes`], [`policies`], [`audit`], [`secrets`]
+//! [`signing_keys`], [`credentials`], [`nodes`], [`policies`], [`dlp`], [`audit`], [`secrets`]
 //! (which runs beside the control plane's config rather than over the Admin API) and
-//! [`certs`] (throwaway TLS certificates, offline), and [`incident`] (suspensions,
-//! lockdown, revoke-all).
-//! [`certs`] (throwaway TLS certificates, offline), [`ip_blocks`] (`wardenctl ip`).
+//! [`certs`] (throwaway TLS certificates, offline), [`incident`] (suspensions, lockdown,
+//! revoke-all) and [`ip_blocks`] (`wardenctl ip`).
 //! [`grants`] holds what tokens and virtual keys share.
 //!
 //! Start at [`run`]: it reads what must be read before connecting, opens a
@@ -14,6 +13,7 @@
 pub mod audit;
 pub mod certs;
 pub mod credentials;
+pub mod dlp;
 pub mod grants;
 pub mod incident;
 pub mod ip_blocks;
@@ -74,6 +74,9 @@ pub enum AdminCommand {
     /// Block and unblock client addresses; list the blocks.
     #[command(subcommand)]
     Ip(ip_blocks::IpCommand),
+    /// Data loss prevention rules on request content (block, redact, flag).
+    #[command(subcommand)]
+    Dlp(dlp::DlpCommand),
 }
 
 /// Runs one admin command against the control plane.
@@ -109,5 +112,6 @@ pub async fn run(
         }
         AdminCommand::Lockdown(args) => incident::run_lockdown(&session, out, args).await,
         AdminCommand::Ip(command) => ip_blocks::run(&session, out, command).await,
+        AdminCommand::Dlp(command) => dlp::run(&session, out, command).await,
     }
 }

@@ -246,11 +246,25 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
                 expires_at: expires_at.unwrap_or(0),
             })
             .collect(),
+        dlp_rules: s.dlp_rules.iter().map(dlp_rule).collect(),
     };
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
     snapshot.content_hash = hex::encode(digest.as_ref());
     snapshot.version = s.version;
     Ok(snapshot)
+}
+
+/// A DLP rule on the wire.
+fn dlp_rule(r: &warden_core::dlp::RuleSpec) -> pb::DlpRule {
+    let (kind, id) = r.scope.parts();
+    pb::DlpRule {
+        name: r.name.clone(),
+        detector: r.detector.as_str().to_owned(),
+        pattern: r.pattern.clone(),
+        action: r.action.as_str().to_owned(),
+        scope_kind: kind.to_owned(),
+        scope_id: id.to_owned(),
+    }
 }
 
 /// The `secret.release` audit subject of one delivery: the version and every provider key
@@ -582,6 +596,7 @@ mod tests {
             lockdown: false,
             suspensions: Vec::new(),
             ip_blocks: Vec::new(),
+            dlp_rules: Vec::new(),
         }
     }
 

@@ -12,6 +12,7 @@
 
 mod audit;
 mod credentials;
+mod dlp;
 mod grants;
 mod incident;
 mod ip_blocks;

@@ -60,6 +60,7 @@ pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
         lockdown: false,
         suspensions: Vec::new(),
         ip_blocks: Vec::new(),
+        dlp_rules: Vec::new(),
     })
 }
 
@@ -284,6 +285,13 @@ impl ControlPlane {
                 .await?
                 .into_iter()
                 .map(|b| (b.cidr, b.expires_at))
+                .collect(),
+            dlp_rules: self
+                .store
+                .list_dlp_rules()
+                .await?
+                .into_iter()
+                .map(|r| r.spec)
                 .collect(),
         })
     }

@@ -22,7 +22,7 @@ pub use sql::{Pool, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Deployment, IpBlockRecord, Model, NodeRecord,
+    AuditRecord, CredentialRecord, CredentialTable, Deployment, DlpRuleRecord, IpBlockRecord, Model, NodeRecord,
     PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
     VirtualKeyRecord,
 };
@@ -78,6 +78,11 @@ pub trait StateStore: IncidentStore + Send + Sync {
     async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError>;
     async fn delete_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError>;
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// DLP rules, by name (upsert replaces a rule of the same name).
+    async fn upsert_dlp_rule(&self, r: &DlpRuleRecord) -> Result<(), StoreError>;
+    async fn delete_dlp_rule(&self, name: &str) -> Result<bool, StoreError>;
+    /// By name.
+    async fn list_dlp_rules(&self) -> Result<Vec<DlpRuleRecord>, StoreError>;
     /// Per-model prices (USD per million tokens) for budgets.
     async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError>;
     async fn list_prices(&self) -> Result<Vec<(String, Price)>, StoreError>;

@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteRow;
 use super::StoreError;
 use crate::audit::chain::{AuditCheckpoint, ChainHead, ChainedAudit};
 use crate::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, Deployment, IpBlockRecord, Limits, Model, NodeRecord,
+    ApiFormat, AuditRecord, CredentialRecord, Deployment, DlpRuleRecord, IpBlockRecord, Limits, Model, NodeRecord,
     PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
     VirtualKeyRecord,
 };
@@ -136,6 +136,27 @@ from_stored!((String, Price), |row| {
         output_per_mtok: row.try_get("output_per_mtok")?,
     };
     Ok((row.try_get("alias")?, price))
+});
+
+from_stored!(DlpRuleRecord, |row| {
+    use warden_core::dlp::{Action, Detector, RuleSpec, Scope};
+    let text = |c: &str| -> Result<String, StoreError> { Ok(row.try_get(c)?) };
+    let (detector, action) = (text("detector")?, text("action")?);
+    let (kind, id) = (text("scope_kind")?, text("scope_id")?);
+    Ok(DlpRuleRecord {
+        spec: RuleSpec {
+            name: text("name")?,
+            detector: Detector::parse(&detector)
+                .ok_or_else(|| StoreError::Malformed(format!("dlp detector {detector}")))?,
+            pattern: text("pattern")?,
+            action: Action::parse(&action)
+                .ok_or_else(|| StoreError::Malformed(format!("dlp action {action}")))?,
+            scope: Scope::from_parts(&kind, &id)
+                .ok_or_else(|| StoreError::Malformed(format!("dlp scope kind {kind}")))?,
+        },
+        source: source(text("source")?),
+        updated_at: row.try_get("updated_at")?,
+    })
 });
 
 from_stored!(SigningKey, |row| { kid, algorithm, secret_name, created_at });

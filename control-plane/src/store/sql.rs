@@ -21,7 +21,7 @@ use super::rows::{FromStored, bigint, list_to_text};
 use super::{StateStore, StoreError};
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Deployment, IpBlockRecord, Model, NodeRecord,
+    AuditRecord, CredentialRecord, CredentialTable, Deployment, DlpRuleRecord, IpBlockRecord, Model, NodeRecord,
     PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
     VirtualKeyRecord,
 };
@@ -304,6 +304,42 @@ impl StateStore for SqlStore {
             self,
             sqlx::query("SELECT * FROM policies ORDER BY target_kind, target_id")
         )
+    }
+
+    async fn upsert_dlp_rule(&self, r: &DlpRuleRecord) -> Result<(), StoreError> {
+        let (kind, id) = r.spec.scope.parts();
+        execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO dlp_rules (name, detector, pattern, action, scope_kind, scope_id, source, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (name) DO UPDATE SET detector = EXCLUDED.detector,
+                 pattern = EXCLUDED.pattern, action = EXCLUDED.action,
+                 scope_kind = EXCLUDED.scope_kind, scope_id = EXCLUDED.scope_id,
+                 source = EXCLUDED.source, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(&r.spec.name)
+            .bind(r.spec.detector.as_str())
+            .bind(&r.spec.pattern)
+            .bind(r.spec.action.as_str())
+            .bind(kind)
+            .bind(id)
+            .bind(r.source.as_str())
+            .bind(r.updated_at)
+        );
+        Ok(())
+    }
+
+    async fn delete_dlp_rule(&self, name: &str) -> Result<bool, StoreError> {
+        let n = execute!(
+            self,
+            sqlx::query("DELETE FROM dlp_rules WHERE name = $1").bind(name)
+        );
+        Ok(n > 0)
+    }
+
+    async fn list_dlp_rules(&self) -> Result<Vec<DlpRuleRecord>, StoreError> {
+        fetch_all!(self, sqlx::query("SELECT * FROM dlp_rules ORDER BY name"))
     }
 
     async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError> {

@@ -50,6 +50,7 @@ pub async fn forward(
     admission: Admission,
     prompt_estimate: u64,
     principal: &str,
+    dlp: Option<super::dlp::ResponseScan>,
 ) -> Result<Forwarded, ApiError> {
     // A passthrough provider's key comes from the client, in its own header; it is never
     // logged or stored (its fingerprint goes to the audit event).
@@ -133,6 +134,7 @@ pub async fn forward(
         prompt_estimate,
         price: served.route.price,
         requested_model: request.model.clone(),
+        dlp,
         deadline: deadline.map(|(at, after)| {
             (
                 at,

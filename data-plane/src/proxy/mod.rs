@@ -18,6 +18,7 @@
 //! | `POST /v1/embeddings`, `POST /v1/responses` | OpenAI | OpenAI only (passed through) |
 
 pub mod admission;
+pub mod dlp;
 pub mod echo;
 pub mod failed_logins;
 pub mod forward;
@@ -179,6 +180,7 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
             principal,
             model,
             stage,
+            dlp,
         }) => {
             let label = e.metric_label();
             tracing::info!(
@@ -197,6 +199,10 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
             if stage == Stage::Login {
                 audit.to_failed_logins();
             } else {
+                let mut audit = audit;
+                if let Some(found) = dlp.filter(|f| !f.is_empty()) {
+                    audit.note("dlp", found.summary());
+                }
                 audit.rejected(principal, model, &e);
             }
             let mut r = e.render(endpoint.api());
@@ -213,7 +219,12 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         provider,
         key_fingerprint,
         settled,
+        dlp,
     } = done;
+    let mut audit = audit;
+    if let Some(found) = dlp.filter(|f| !f.is_empty()) {
+        audit.note("dlp", found.summary());
+    }
     let status = response.status();
     metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(status)).increment(1);
     let model_served = response
@@ -286,6 +297,8 @@ struct Done {
     key_fingerprint: String,
     /// Resolves when a pumped body has ended, with its usage.
     settled: Option<tokio::sync::oneshot::Receiver<Settled>>,
+    /// What the DLP rules found in the request (`None`: no rule applied).
+    dlp: Option<warden_core::dlp::Findings>,
 }
 
 /// A refused request: the error, who asked for what as far as known (empty before
@@ -295,6 +308,8 @@ struct Rejection {
     principal: String,
     model: String,
     stage: Stage,
+    /// What the DLP rules found before the request was refused.
+    dlp: Option<warden_core::dlp::Findings>,
 }
 
 /// How far a refused request got.
@@ -316,6 +331,7 @@ impl Rejection {
             principal: principal.to_owned(),
             model: model.to_owned(),
             stage: Stage::Parsed,
+            dlp: None,
         }
     }
 
@@ -374,6 +390,15 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     parse::guard_provider_state(endpoint, may_keep_state, &mut request.body).map_err(reject)?;
     let route = resolve_route(&snapshot, &principal, &model).map_err(reject)?;
 
+    // DLP: the rules that apply to this caller and model, over the request's text.
+    let found = dlp::inspect(&snapshot, &principal, &model, endpoint, &mut request.body);
+    if let Some(rule) = found.as_ref().and_then(|f| f.blocked_by()) {
+        return Err(Rejection {
+            dlp: found.clone(),
+            ..reject(ApiError::dlp_blocked(rule))
+        });
+    }
+
     // The tightest max_tokens ceiling of the caller, the model and the gateway.
     let cap = [
         principal.limits.as_ref().map_or(0, |s| s.policy.max_tokens),
@@ -418,6 +443,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
             provider: route.provider.name.clone(),
             key_fingerprint: String::new(),
             settled: None,
+            dlp: found,
         });
     }
     let forwarded = forward::forward(
@@ -430,9 +456,13 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
         admission,
         prompt_estimate,
         &principal.id,
+        dlp::response_scan(&snapshot, &principal, &model),
     )
     .await
-    .map_err(reject)?;
+    .map_err(|e| Rejection {
+        dlp: found.clone(),
+        ..reject(e)
+    })?;
     Ok(Done {
         response: with_rate_headers(forwarded.response, &rate_headers),
         principal: principal.id.clone(),
@@ -441,6 +471,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
         provider: forwarded.provider,
         key_fingerprint: forwarded.key_fingerprint,
         settled: Some(forwarded.settled),
+        dlp: found,
     })
 }
 

@@ -176,7 +176,7 @@ impl Meter {
 }
 
 /// What an answer came to, once its body has been pumped: for the request's audit event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -185,6 +185,8 @@ pub struct Settled {
     /// `completed`, `client_disconnected`, `upstream_error`, `limit_exceeded` or
     /// `upstream_deadline`.
     pub outcome: &'static str,
+    /// What the DLP rules flagged in the answer (`None`: no rule applied).
+    pub dlp: Option<warden_core::dlp::Findings>,
 }
 
 /// How to pump one answer.
@@ -202,6 +204,8 @@ pub struct PumpPlan {
     pub price: Price,
     /// The model name the client used, for translated answers.
     pub requested_model: String,
+    /// The DLP rules that flag the answer's text, if any apply.
+    pub dlp: Option<super::dlp::ResponseScan>,
     /// `--upstream-deadline`: when the whole exchange must have ended, and the error that
     /// ends a stream still running then.
     pub deadline: Option<(tokio::time::Instant, ApiError)>,
@@ -327,6 +331,8 @@ pub fn pump(
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         let mut admission = admission;
+        let mut plan = plan;
+        let mut dlp = plan.dlp.take();
         let mut meter = Meter::new(plan.prompt_estimate);
         let mut upstream = response.bytes_stream();
         let mut parser = SseParser::new();
@@ -414,6 +420,9 @@ pub fn pump(
                 };
                 if let Some(v) = &value {
                     meter.observe_event(plan.upstream, v);
+                    if let Some(d) = dlp.as_mut() {
+                        d.observe(v);
+                    }
                 }
                 if !send_all(&tx, frames.push(&event, value.as_ref(), strip_usage)).await {
                     outcome = "client_disconnected";
@@ -450,6 +459,9 @@ pub fn pump(
                     let value = serde_json::from_str::<Value>(&last.data).ok();
                     if let Some(v) = &value {
                         meter.observe_event(plan.upstream, v);
+                        if let Some(d) = dlp.as_mut() {
+                            d.observe(v);
+                        }
                     }
                     let _ = send_all(&tx, frames.push(&last, value.as_ref(), strip_usage)).await;
                 }
@@ -474,6 +486,9 @@ pub fn pump(
             && let Ok(v) = serde_json::from_slice::<Value>(&json)
         {
             meter.observe_json(&v);
+            if let Some(d) = dlp.as_mut() {
+                d.observe(&v);
+            }
         }
         let used = meter.usage();
         let full = cost_micros(
@@ -488,6 +503,7 @@ pub fn pump(
                 completion_tokens: used.completion,
                 cost_micros: full,
                 outcome,
+                dlp: dlp.map(|d| d.findings().clone()),
             });
         }
         if let Some(adm) = admission {

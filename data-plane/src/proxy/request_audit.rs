@@ -53,7 +53,7 @@ pub struct Answer<'a> {
 }
 
 /// How an answer's body ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum BodyEnd {
     /// Handed over whole (the built-in echo provider).
     Whole,
@@ -89,6 +89,13 @@ impl RequestAudit {
             state: Arc::clone(state),
             detail: Some(detail),
             started,
+        }
+    }
+
+    /// Adds `key=value` to the event's detail (what the DLP rules found).
+    pub fn note(&mut self, key: &str, value: impl std::fmt::Display) {
+        if let Some(d) = self.detail.as_mut() {
+            d.push(key, value);
         }
     }
 
@@ -180,7 +187,11 @@ impl AnsweredRequest {
                     .with("tokens_in", s.prompt_tokens)
                     .with("tokens_out", s.completion_tokens)
                     .with("cost_usd", format_usd(s.cost_micros))
-                    .with("outcome", s.outcome),
+                    .with("outcome", s.outcome)
+                    .with_opt(
+                        "dlp_response",
+                        s.dlp.as_ref().filter(|f| !f.is_empty()).map(|f| f.counts()),
+                    ),
                 s.outcome == "completed",
             ),
             BodyEnd::Unreported => (self.detail.with("outcome", "unknown"), false),

@@ -6,6 +6,14 @@
 //!   cargo build --release --workspace --bins
 //!   target/release/warden-bench [--requests 2000] [--concurrency 32] [--seconds 10]
 //!       [--redis redis://127.0.0.1:6379] [--tls [--new-connection-per-request]]
+//!       [--dlp] [--body-bytes 1024]
+//!
+//! With `--dlp`, the built-in DLP rules are on (`wardenctl dlp enable-builtin --action
+//! redact`) for every gateway target. With `--body-bytes N`, the user message of every
+//! request is N bytes of text (words, numbers and punctuation that no built-in rule
+//! matches, so the figure is the cost of scanning, not of redacting) instead of a short
+//! sentence; run with and without `--dlp` at 1024, 32768 and 1048576 to see what DLP costs
+//! per request size.
 //!
 //! With `--redis`, the nodes share state in that Redis and a third target is measured: the
 //! same gateway with limits on (a virtual key with rpm, tpm and parallel limits high enough
@@ -43,6 +51,40 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `bytes` of prose-like text that no built-in DLP rule matches: words, short numbers,
+/// dashes and an `sk`-less sprinkling of key-like words.
+fn filler(bytes: usize) -> String {
+    const WORDS: &[&str] = &[
+        "the",
+        "gateway",
+        "order",
+        "1234",
+        "invoice",
+        "2026-12-06",
+        "sky-high",
+        "task",
+        "AKIA",
+        "number",
+        "555-0100",
+        "account",
+        "ref",
+        "42",
+        "summary",
+        "of",
+        "the",
+        "quarter,",
+    ];
+    let mut out = String::with_capacity(bytes + 16);
+    let mut i = 0;
+    while out.len() < bytes {
+        out.push_str(WORDS[i % WORDS.len()]);
+        out.push(' ');
+        i += 1;
+    }
+    out.truncate(bytes);
+    out
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -121,6 +163,8 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let with_tls = args.iter().any(|a| a == "--tls");
+    let with_dlp = args.iter().any(|a| a == "--dlp");
+    let body_bytes = arg("--body-bytes", 0);
     let new_connections = args.iter().any(|a| a == "--new-connection-per-request");
     let mut cluster = TestCluster::start_with(
         1,
@@ -132,6 +176,10 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let token = cluster.issue_token("bench", "*")?;
+    if with_dlp {
+        cluster.ctl_ok(&["dlp", "enable-builtin", "--action", "redact"], None)?;
+        println!("DLP: the built-in rules are on (redact)");
+    }
     let limited_key = cluster.ctl_ok(
         &[
             "vkey",
@@ -187,7 +235,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let body = TestCluster::chat_body(MODEL, "measure the added latency of the gateway", false);
+    let text = if body_bytes > 0 {
+        filler(usize::try_from(body_bytes)?)
+    } else {
+        "measure the added latency of the gateway".to_owned()
+    };
+    println!("request text: {} bytes", text.len());
+    let body = TestCluster::chat_body(MODEL, &text, false);
     let client = || {
         reqwest::Client::builder()
             .http1_only()

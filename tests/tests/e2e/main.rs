@@ -30,6 +30,7 @@ mod cp_store_trust;
 mod credential_revocation;
 mod deploy_config;
 mod dev;
+mod dlp;
 mod egress;
 mod failed_logins;
 mod gateway;

@@ -5,15 +5,13 @@
 //! The table at the end of this file names, for each RPC, the audit action its caller is
 //! authenticated for and the function that serves it; those functions live in one file
 //! per resource, named as in `service/`: `providers`, `models`, `tokens`, `vkeys`,
-//! `signing_keys`, `credentials`, `nodes`, `policies`, `audit`, `incident`.
+//! `signing_keys`, `credentials`, `nodes`, `policies`, `audit`, `incident`, `ip_blocks`,
+//! `dlp`.
 
 mod audit;
 mod credentials;
+mod dlp;
 mod incident;
-//! `signing_keys`, `credentials`, `nodes`, `policies`, `audit`, `ip_blocks`.
-
-mod audit;
-mod credentials;
 mod ip_blocks;
 mod models;
 mod nodes;
@@ -306,6 +304,13 @@ admin_rpcs! {
         = Change Operator("policy.set", policies::set);
     get_policy(GetPolicyRequest) -> PolicyInfo
         = SelfAudited Operator("policy.get", policies::get);
+
+    add_dlp_rule(AddDlpRuleRequest) -> DlpRuleInfo
+        = Change Admin("dlp.rule_add", dlp::add);
+    remove_dlp_rule(RemoveDlpRuleRequest) -> RemoveDlpRuleResponse
+        = Change Admin("dlp.rule_remove", dlp::remove);
+    list_dlp_rules(ListDlpRulesRequest) -> ListDlpRulesResponse
+        = Read Operator("dlp.rule_list", dlp::list);
 
     verify_audit(VerifyAuditRequest) -> VerifyAuditResponse
         = SelfAudited Auditor("audit.verify", audit::verify);
