@@ -375,6 +375,15 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
         )
         .await?;
     }
+    if let Some(access) = config.global_access.clone() {
+        cp.set_access_policy(
+            &system,
+            &domain::PolicyTarget::Global,
+            access,
+            Source::Config,
+        )
+        .await?;
+    }
     Ok(())
 }
 

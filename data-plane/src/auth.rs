@@ -27,6 +27,8 @@ pub struct Principal {
     pub models: Vec<String>,
     /// The limits attached to this credential (virtual key) or subject (JWT), if any.
     pub limits: Option<crate::limits::Scope>,
+    /// The credential's own IP and origin lists (virtual key, or JWT subject), if any.
+    pub access: Option<std::sync::Arc<crate::access::CredentialAccess>>,
 }
 
 impl Principal {
@@ -133,6 +135,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
                 id: format!("vkey:{}", key.id),
                 policy: key.policy,
             }),
+            access: key.access.clone(),
         });
     }
     if credential::kind_of(token).is_some() {
@@ -154,6 +157,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
         id: format!("jwt:{}", claims.sub),
         credential: warden_core::fingerprint::obfuscate(&format!("tok-{}", claims.jti)),
         scopes: claims.scopes(),
+        access: snapshot.subject_access.get(&claims.sub).cloned(),
         models: claims.models,
         limits,
     })
@@ -209,6 +213,7 @@ mod tests {
             scopes: HashSet::new(),
             models: vec!["a".into()],
             limits: None,
+            access: None,
         };
         assert!(p.may_use("a"));
         assert!(!p.may_use("b"));

@@ -20,8 +20,9 @@ pub use sql::{Pool, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Deployment, Model, NodeRecord, PolicyRecord,
-    PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
+    AccessRecord, AuditRecord, CredentialRecord, CredentialTable, Deployment, Model, NodeRecord,
+    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
+    VirtualKeyRecord,
 };
 
 /// Store errors. Never carry a secret (the store holds none in plaintext, and no error
@@ -75,6 +76,10 @@ pub trait StateStore: Send + Sync {
     async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError>;
     async fn delete_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError>;
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// Client access lists (and the gateway's CORS) by target; an empty one is deleted.
+    async fn upsert_access_policy(&self, r: &AccessRecord) -> Result<(), StoreError>;
+    async fn delete_access_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError>;
+    async fn list_access_policies(&self) -> Result<Vec<AccessRecord>, StoreError>;
     /// Per-model prices (USD per million tokens) for budgets.
     async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError>;
     async fn list_prices(&self) -> Result<Vec<(String, Price)>, StoreError>;
