@@ -562,7 +562,7 @@ impl NodeConfig {
             .iter()
             .any(|n| n.prefix_len() == 0)
         {
-            out.push(("trusted_proxies", "any address"));
+            out.push(("trusted_proxies", "any"));
         }
         out
     }
