@@ -623,6 +623,8 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
         pepper: SecretBox::new(Box::new(vec![1; 32])),
         global_policy: Policy::default(),
         subject_policies: HashMap::new(),
+        subject_access: HashMap::new(),
+        client_policy: warden_data_plane::access::ClientPolicy::default(),
     }
 }
 
