@@ -24,6 +24,10 @@ const DEFAULT_BUDGET_PERIOD: Duration = Duration::from_secs(30 * 86_400);
 const MIN_BUDGET_PERIOD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing flattened clap args buys nothing"
+)]
 pub enum PolicyCommand {
     /// Set the policy of a virtual key, a JWT subject, a model or the whole gateway.
     ///

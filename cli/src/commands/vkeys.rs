@@ -14,6 +14,10 @@ use crate::output::{self, Printer};
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing flattened clap args buys nothing"
+)]
 pub enum VkeyCommand {
     /// Create a virtual key; prints only the `wk_…` key on stdout.
     Create {
