@@ -71,6 +71,8 @@ pub struct RawConfig {
     pub models: Vec<RawModel>,
     /// Limits on every request (the global policy).
     pub limits: Option<RawLimits>,
+    /// `[access]`: the gateway's IP allow-list and CORS (fields of `AccessPolicy`).
+    pub access: Option<crate::domain::AccessPolicy>,
     /// USD per million tokens, by model alias, for budgets.
     #[serde(default)]
     pub prices: std::collections::BTreeMap<String, RawPrice>,
@@ -305,6 +307,8 @@ pub struct Config {
     pub env: CapturedEnv,
     /// The global policy from `[limits]`, if the file has one.
     pub global_limits: Option<crate::domain::Limits>,
+    /// The gateway's IP allow-list and CORS from `[access]`, if the file has one.
+    pub global_access: Option<crate::domain::AccessPolicy>,
     pub prices: Vec<(String, crate::domain::Price)>,
     /// Redis the nodes share (`WARDEN_REDIS_URL`), for usage figures.
     pub redis_url: Option<SecretBox<str>>,
@@ -603,6 +607,11 @@ impl RawConfig {
         )
         .map_err(|e| invalid(&format!("audit.{}", e.field), e.message))?;
         let dlp_rules = self.dlp.build()?;
+        let global_access = (self
+            .access
+            .map(|a| a.validated(&crate::domain::PolicyTarget::Global)))
+        .transpose()
+        .map_err(|e| invalid("access", e))?;
         let global_limits = match self.limits {
             None => None,
             Some(l) => {
@@ -775,6 +784,7 @@ impl RawConfig {
             secrets,
             env: CapturedEnv(env.clone()),
             global_limits,
+            global_access,
             prices,
             redis_url,
             redis_ca_file,

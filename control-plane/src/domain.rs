@@ -220,6 +220,106 @@ pub struct PolicyRecord {
     pub updated_at: i64,
 }
 
+/// Who may use a credential, or the gateway, from where (issue 14). Empty lists: no
+/// restriction. On the global target `allowed_origins` are the CORS origins and the
+/// `cors_*` fields the rest of CORS; on a virtual key or subject only the two lists count.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessPolicy {
+    pub allowed_ips: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub cors_methods: Vec<String>,
+    pub cors_headers: Vec<String>,
+    pub cors_expose_headers: Vec<String>,
+    pub cors_max_age_seconds: u32,
+    pub cors_allow_credentials: bool,
+}
+
+impl AccessPolicy {
+    /// Whether nothing is set (the row is deleted).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Whether the CORS origins include the explicit wildcard `*`.
+    pub fn any_origin(&self) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == warden_core::access::ANY_ORIGIN)
+    }
+
+    /// Checks and normalizes the lists for `target`: CIDRs, origins, CORS only on the
+    /// global target, never a wildcard origin with credentials.
+    pub fn validated(mut self, target: &PolicyTarget) -> Result<Self, String> {
+        use warden_core::access;
+        if matches!(target, PolicyTarget::Model(_)) {
+            return Err(
+                "access lists apply to a virtual key, a subject or global, not a model".into(),
+            );
+        }
+        self.allowed_ips = access::parse_networks(&self.allowed_ips)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        self.allowed_origins = access::normalize_origins(&self.allowed_origins)?;
+        let cors_set = !self.cors_methods.is_empty()
+            || !self.cors_headers.is_empty()
+            || !self.cors_expose_headers.is_empty()
+            || self.cors_max_age_seconds > 0
+            || self.cors_allow_credentials;
+        if cors_set && target != &PolicyTarget::Global {
+            return Err(
+                "CORS methods, headers, max-age and credentials are gateway (global) settings"
+                    .into(),
+            );
+        }
+        if cors_set && self.allowed_origins.is_empty() {
+            return Err("CORS settings need at least one allowed origin".into());
+        }
+        if self.cors_allow_credentials && self.any_origin() {
+            return Err(
+                "CORS credentials cannot be allowed for the wildcard origin `*`; list the origins"
+                    .into(),
+            );
+        }
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        };
+        self.cors_methods = self
+            .cors_methods
+            .iter()
+            .map(|m| m.trim().to_ascii_uppercase())
+            .collect();
+        for list in [&mut self.cors_headers, &mut self.cors_expose_headers] {
+            *list = list.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+        }
+        if let Some(bad) = self
+            .cors_methods
+            .iter()
+            .chain(&self.cors_headers)
+            .chain(&self.cors_expose_headers)
+            .find(|v| !token(v.as_str()))
+        {
+            return Err(format!("{bad:?} is not an HTTP method or header name"));
+        }
+        if self.cors_max_age_seconds > 86_400 {
+            return Err("CORS max-age is at most 86400 seconds (one day)".into());
+        }
+        Ok(self)
+    }
+}
+
+/// A stored access policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessRecord {
+    pub target: PolicyTarget,
+    pub access: AccessPolicy,
+    pub source: Source,
+    pub updated_at: i64,
+}
+
 /// Default budget period: 30 days.
 pub const DEFAULT_BUDGET_PERIOD_SECS: u64 = 30 * 24 * 3600;
 

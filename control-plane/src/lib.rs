@@ -386,6 +386,15 @@ async fn apply_declarations(cp: &ControlPlane, config: &Config) -> Result<(), Ru
         cp.add_dlp_rule(&system, spec.clone(), Source::Config)
             .await?;
     }
+    if let Some(access) = config.global_access.clone() {
+        cp.set_access_policy(
+            &system,
+            &domain::PolicyTarget::Global,
+            access,
+            Source::Config,
+        )
+        .await?;
+    }
     Ok(())
 }
 

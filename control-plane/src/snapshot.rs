@@ -5,7 +5,7 @@
 
 use secrecy::{SecretBox, SecretString};
 
-use crate::domain::{ApiFormat, Limits, Price, SuspensionTarget};
+use crate::domain::{AccessPolicy, ApiFormat, Limits, Price, SuspensionTarget};
 
 /// One complete snapshot. Holds secrets (provider keys, pepper, HS256 secrets).
 pub struct SnapshotData {
@@ -20,7 +20,8 @@ pub struct SnapshotData {
     pub revoked_tokens: Vec<(String, i64)>,
     pub vkey_pepper: SecretBox<Vec<u8>>,
     pub global_policy: Limits,
-    pub subject_policies: Vec<(String, Limits)>,
+    /// Subjects with limits, access lists or both.
+    pub subject_policies: Vec<SnapshotSubject>,
     /// `wardenctl lockdown`: nodes refuse every client request (and the snapshot carries
     /// no provider key).
     pub lockdown: bool,
@@ -30,6 +31,14 @@ pub struct SnapshotData {
     pub ip_blocks: Vec<(String, Option<i64>)>,
     /// DLP rules, by name.
     pub dlp_rules: Vec<warden_core::dlp::RuleSpec>,
+    /// The gateway's IP allow-list and CORS.
+    pub client_access: AccessPolicy,
+}
+
+pub struct SnapshotSubject {
+    pub subject: String,
+    pub limits: Option<Limits>,
+    pub access: AccessPolicy,
 }
 
 impl std::fmt::Debug for SnapshotData {
@@ -91,4 +100,5 @@ pub struct SnapshotVirtualKey {
     pub policy: Limits,
     /// During a rotation's grace period: the replaced secret's hash and its deadline.
     pub previous: Option<(String, i64)>,
+    pub access: AccessPolicy,
 }

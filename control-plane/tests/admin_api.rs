@@ -644,6 +644,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         scopes: vec!["read".into(), "read".into()],
         ttl_seconds: 0,
         policy: None,
+        ..Default::default()
     };
     let vk1 = s
         .step(
@@ -719,6 +720,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     let set_policy = |target: Option<pb::PolicyTarget>, policy: pb::Policy| pb::SetPolicyRequest {
         target,
         policy: Some(policy),
+        access: None,
     };
     s.step(
         "set_policy",
@@ -775,6 +777,59 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
                 ..Default::default()
             },
         ))),
+    )
+    .await;
+    let global = || {
+        Some(pb::PolicyTarget {
+            target: Some(pb::policy_target::Target::Global(true)),
+        })
+    };
+    s.step(
+        "set_policy access only (CORS and an IP allow-list)",
+        admin.set_policy(s.request(pb::SetPolicyRequest {
+            target: global(),
+            policy: None,
+            access: Some(pb::AccessPolicy {
+                allowed_ips: vec!["10.1.2.3/8".into(), "::1".into()],
+                allowed_origins: vec!["HTTPS://App.Example".into()],
+                cors_max_age_seconds: 600,
+                ..Default::default()
+            }),
+        })),
+    )
+    .await;
+    s.step(
+        "set_policy access wildcard origin with credentials",
+        admin.set_policy(s.request(pb::SetPolicyRequest {
+            target: global(),
+            policy: None,
+            access: Some(pb::AccessPolicy {
+                allowed_origins: vec!["*".into()],
+                cors_allow_credentials: true,
+                ..Default::default()
+            }),
+        })),
+    )
+    .await;
+    s.step(
+        "set_policy access bad cidr",
+        admin.set_policy(s.request(pb::SetPolicyRequest {
+            target: target_vkey(&vk1.id),
+            policy: None,
+            access: Some(pb::AccessPolicy {
+                allowed_ips: vec!["10.0.0.0/33".into()],
+                ..Default::default()
+            }),
+        })),
+    )
+    .await;
+    s.step(
+        "create_virtual_key with access lists",
+        admin.create_virtual_key(s.request(pb::CreateVirtualKeyRequest {
+            allowed_ips: vec!["192.0.2.0/24".into()],
+            allowed_origins: vec!["https://app.example".into()],
+            ..vkey("four")
+        })),
     )
     .await;
     s.step(

@@ -4,13 +4,15 @@
 //! of control characters in log lines and terminal output ([`escape`]), which control-plane
 //! addresses would carry a credential in clear ([`plaintext`]),
 //! safe-to-show fingerprints ([`fingerprint`]), which addresses an upstream may never be
-//! ([`address_class`]), the sealing of snapshot secrets to one node's key ([`seal`]), CA
+//! ([`address_class`]), the syntax of client access lists (CIDRs, browser origins:
+//! [`access`]), the sealing of snapshot secrets to one node's key ([`seal`]), CA
 //! bundles named by the operator ([`ca_bundle`]), the `enc:v1`/`enc:v2` encryption of
 //! values at rest ([`cipher`]), and when a process should stop
 //! ([`shutdown`]).
 //!
 //! Start with [`credential`] and [`jwt`]: they define what a caller presents.
 
+pub mod access;
 pub mod address_class;
 pub mod audit_detail;
 pub mod backoff;

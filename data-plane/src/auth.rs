@@ -31,6 +31,8 @@ pub struct Principal {
     pub suspended: bool,
     /// `vkey:<id>` or `sub:<subject>`: whom credential-scoped DLP rules name.
     pub owner: String,
+    /// The credential's own IP and origin lists (virtual key, or JWT subject), if any.
+    pub access: Option<std::sync::Arc<crate::access::CredentialAccess>>,
 }
 
 impl Principal {
@@ -139,6 +141,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
                 policy: key.policy,
             }),
             suspended: snapshot.incident.virtual_key_suspended(&key.id),
+            access: key.access.clone(),
         });
     }
     if credential::kind_of(token).is_some() {
@@ -162,6 +165,7 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
         credential: warden_core::fingerprint::obfuscate(&format!("tok-{}", claims.jti)),
         scopes: claims.scopes(),
         suspended: snapshot.incident.subject_suspended(&claims.sub),
+        access: snapshot.subject_access.get(&claims.sub).cloned(),
         models: claims.models,
         limits,
     })
@@ -219,6 +223,7 @@ mod tests {
             limits: None,
             suspended: false,
             owner: String::new(),
+            access: None,
         };
         assert!(p.may_use("a"));
         assert!(!p.may_use("b"));

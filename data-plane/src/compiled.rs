@@ -160,6 +160,8 @@ pub struct VirtualKey {
     pub scopes: Vec<String>,
     pub expires_at: i64,
     pub policy: Policy,
+    /// The key's own IP and origin lists, if any.
+    pub access: Option<Arc<crate::access::CredentialAccess>>,
 }
 
 /// The policy, price and per-model limit counters a `provider:model` request takes from an
@@ -232,6 +234,10 @@ pub struct Snapshot {
     pub ip_blocks: Vec<crate::ip_block::ManualBlock>,
     /// DLP rules, compiled once per snapshot; empty when none is set.
     pub dlp: Arc<warden_core::dlp::RuleSet>,
+    /// The IP and origin lists of JWT subjects that have them.
+    pub subject_access: HashMap<String, Arc<crate::access::CredentialAccess>>,
+    /// The global IP allow-list and CORS.
+    pub client_policy: crate::access::ClientPolicy,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -285,6 +291,8 @@ pub enum SnapshotError {
     NotUtf8(String),
     #[error("JWT key {0} (HS256) carries its secret in the clear")]
     ClearJwtSecret(String),
+    #[error("client access lists: {0}")]
+    Access(String),
     #[error(transparent)]
     Sealed(#[from] SealError),
     #[error("DLP rules: {0}")]
@@ -498,11 +506,32 @@ impl Snapshot {
         );
         let incident =
             crate::incident::Incident::compile(s.lockdown, s.suspensions, &s.virtual_keys);
+        let client_policy =
+            crate::access::ClientPolicy::compile(s.client_policy).map_err(SnapshotError::Access)?;
+        let mut subject_access = HashMap::new();
+        for p in &s.subject_policies {
+            if let Some(a) =
+                crate::access::CredentialAccess::compile(&p.allowed_ips, &p.allowed_origins)
+                    .map_err(|e| SnapshotError::Access(format!("subject {}: {e}", p.subject)))?
+            {
+                subject_access.insert(p.subject.clone(), Arc::new(a));
+            }
+        }
+        let mut vkey_access = HashMap::new();
+        for k in &s.virtual_keys {
+            if let Some(a) =
+                crate::access::CredentialAccess::compile(&k.allowed_ips, &k.allowed_origins)
+                    .map_err(|e| SnapshotError::Access(format!("virtual key {}: {e}", k.id)))?
+            {
+                vkey_access.insert(k.id.clone(), Arc::new(a));
+            }
+        }
         let virtual_keys = s
             .virtual_keys
             .into_iter()
             .flat_map(|k| {
                 let key = VirtualKey {
+                    access: vkey_access.get(&k.id).cloned(),
                     id: k.id,
                     hash: k.hash,
                     models: k.models,
@@ -539,11 +568,15 @@ impl Snapshot {
             subject_policies: s
                 .subject_policies
                 .into_iter()
+                // A subject with only access lists has no limits to apply.
+                .filter(|p| p.policy.is_some())
                 .map(|p| (p.subject, policy(p.policy)))
                 .collect(),
             incident,
             ip_blocks: s.ip_blocks.into_iter().filter_map(ip_block).collect(),
             dlp,
+            subject_access,
+            client_policy,
         })
     }
 
@@ -766,6 +799,42 @@ mod tests {
 
     /// The v1 encoding (secrets in the clear) still decodes, but a node no longer accepts
     /// it: its clear fields are reserved and ignored, so it has no pepper it can open.
+    #[test]
+    fn access_lists_compile_and_a_bad_entry_rejects_the_snapshot() {
+        let keys = fixture_keys();
+        let mut s = sample(&keys);
+        s.client_policy = Some(pb::ClientPolicy {
+            allowed_ips: vec!["10.0.0.0/8".into()],
+            cors: Some(pb::Cors {
+                origins: vec!["https://app.example".into()],
+                ..Default::default()
+            }),
+        });
+        s.virtual_keys[0].allowed_ips = vec!["::1".into()];
+        s.subject_policies = vec![pb::SubjectPolicy {
+            subject: "alice".into(),
+            policy: None,
+            allowed_ips: Vec::new(),
+            allowed_origins: vec!["https://app.example".into()],
+        }];
+        let compiled = Snapshot::compile(s.clone(), to(&keys)).unwrap();
+        assert!(compiled.client_policy.cors.is_some());
+        assert!(
+            compiled
+                .client_policy
+                .allows_ip(Some("10.1.2.3".parse().unwrap()))
+        );
+        assert!(compiled.virtual_keys.values().all(|k| k.access.is_some()));
+        assert!(compiled.subject_access.contains_key("alice"));
+        // A subject with only access lists has no limits.
+        assert!(!compiled.subject_policies.contains_key("alice"));
+        s.virtual_keys[0].allowed_ips = vec!["10.0.0.0/33".into()];
+        assert!(matches!(
+            Snapshot::compile(s, to(&keys)),
+            Err(SnapshotError::Access(_))
+        ));
+    }
+
     #[test]
     fn v1_snapshot_with_clear_secrets_decodes_but_is_refused() {
         let bytes = std::fs::read(FIXTURE_V1).expect("fixture missing");

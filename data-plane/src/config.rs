@@ -74,6 +74,25 @@ pub struct Flags {
     /// Record client addresses in audit events as their /24 (IPv4) or /48 (IPv6) network.
     #[arg(long, env = "WARDEN_AUDIT_MASK_CLIENT_IP")]
     pub audit_mask_client_ip: bool,
+    /// Proxies in front of this node whose forwarding header is believed (CIDRs or
+    /// addresses, comma-separated): from them, the client address is the right-most
+    /// address of --client-ip-header that is not itself a trusted proxy. Empty (default):
+    /// forwarding headers are ignored and the client is the TCP peer.
+    #[arg(
+        long,
+        env = "WARDEN_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write the client address in: `x-forwarded-for` or
+    /// `forwarded` (RFC 7239). Only this one is read.
+    #[arg(
+        long,
+        env = "WARDEN_CLIENT_IP_HEADER",
+        default_value = "x-forwarded-for"
+    )]
+    pub client_ip_header: String,
     /// Directory of the on-disk audit spool, where events wait until the control plane
     /// acknowledges them; the node keeps them in a `segments/` directory (0700) it creates
     /// inside, and refuses one owned by another user (default:
@@ -221,6 +240,10 @@ const LOG_TARGET: &str = "warden_dp";
 pub enum ConfigError {
     #[error("--log-format must be `text` or `json`")]
     LogFormat,
+    #[error("--trusted-proxies: {0}")]
+    TrustedProxies(String),
+    #[error("--client-ip-header must be `x-forwarded-for` or `forwarded`, not `{0}`")]
+    ClientIpHeader(String),
     #[error("cannot read {}", path.display())]
     TokenFile {
         path: PathBuf,
@@ -305,6 +328,8 @@ pub struct NodeConfig {
     pub limiter: crate::limits::LimiterSettings,
     /// Audit client addresses masked to their /24 or /48 network.
     pub audit_mask_client_ip: bool,
+    /// Proxies whose forwarding header names the client (`--trusted-proxies`).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// The on-disk audit spool: where, how large, what happens when it is full.
     pub audit_spool: crate::audit::spool::SpoolConfig,
     /// Timeouts and caps of the API listener.
@@ -353,6 +378,7 @@ impl NodeConfig {
             redis: None,
             limiter: crate::limits::LimiterSettings::default(),
             audit_mask_client_ip: false,
+            trusted_proxies: crate::client_addr::TrustedProxies::default(),
             audit_spool,
             http_limits: crate::listener::Limits::default(),
             http_body_read_timeout: DEFAULT_HTTP_BODY_READ_TIMEOUT,
@@ -410,6 +436,7 @@ impl NodeConfig {
         config.max_body_bytes = flags.max_body_bytes;
         config.log_format = log_format;
         config.audit_mask_client_ip = flags.audit_mask_client_ip;
+        config.trusted_proxies = trusted_proxies(&flags.trusted_proxies, &flags.client_ip_header)?;
         if let Some(dir) = flags.audit_spool_dir {
             config.audit_spool.dir = dir;
         } else {
@@ -553,8 +580,40 @@ impl NodeConfig {
         if self.egress.policy.allow_loopback {
             out.push(("egress_allow_loopback", "true"));
         }
+        if self
+            .trusted_proxies
+            .networks
+            .iter()
+            .any(|n| n.prefix_len() == 0)
+        {
+            out.push(("trusted_proxies", "any"));
+        }
         out
     }
+}
+
+/// The trusted proxies from `--trusted-proxies` and `--client-ip-header`; trusting every
+/// address (`0.0.0.0/0`, `::/0`) lets any client write its own address, and is warned.
+fn trusted_proxies(
+    raw: &[String],
+    header: &str,
+) -> Result<crate::client_addr::TrustedProxies, ConfigError> {
+    let header = crate::client_addr::ForwardedHeader::parse(header)
+        .ok_or_else(|| ConfigError::ClientIpHeader(header.to_owned()))?;
+    let raw: Vec<String> = raw
+        .iter()
+        .filter(|r| !r.trim().is_empty())
+        .cloned()
+        .collect();
+    let networks =
+        warden_core::access::parse_networks(&raw).map_err(ConfigError::TrustedProxies)?;
+    if networks.iter().any(|n| n.prefix_len() == 0) {
+        tracing::warn!(
+            target: LOG_TARGET,
+            "--trusted-proxies trusts every address: any client can choose the address the allow-lists, the audit and the failed-login throttle see"
+        );
+    }
+    Ok(crate::client_addr::TrustedProxies { networks, header })
 }
 
 /// The API listener's HTTPS settings: both files or neither; HSTS only with them.

@@ -180,6 +180,26 @@ impl ApiError {
             "This credential is suspended.",
         )
     }
+    /// The client's address is outside the gateway's or the credential's IP allow-list.
+    pub fn ip_not_allowed() -> Self {
+        Self::downstream(
+            ErrorCode::PermissionDenied,
+            "permission_error",
+            Some("ip_not_allowed"),
+            "Requests from your network address are not allowed.",
+        )
+    }
+
+    /// The request's `Origin` is not allowed: by the gateway's CORS (a preflight) or by
+    /// the credential's own origin list.
+    pub fn origin_not_allowed() -> Self {
+        Self::downstream(
+            ErrorCode::PermissionDenied,
+            "permission_error",
+            Some("origin_not_allowed"),
+            "Requests from this web origin are not allowed.",
+        )
+    }
 
     pub fn model_not_allowed(model: &str) -> Self {
         Self::downstream(

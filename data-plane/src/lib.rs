@@ -5,8 +5,10 @@
 //! Start reading at [`run`], then [`proxy`] (one request's path) and [`sync`] (how
 //! snapshots arrive).
 
+pub mod access;
 pub mod audit;
 pub mod auth;
+pub mod client_addr;
 pub mod compiled;
 pub mod config;
 pub mod egress;
@@ -155,6 +157,7 @@ pub async fn run_on(
     record_dangerous_settings(&config, &audit);
     let mut state = state::AppState::new(upstream, limiter, redis, metrics, audit);
     state.audit_mask_client_ip = config.audit_mask_client_ip;
+    state.trusted_proxies = config.trusted_proxies.clone();
     state.body_read_timeout = config.http_body_read_timeout;
     state.upstream_deadline = config.upstream_deadline;
     state.failed_logins = proxy::failed_logins::FailedLogins::new(

@@ -18,19 +18,39 @@ use crate::state::AppState;
 
 /// The node's API router (`/metrics` and `/readyz` are on [`ops_router`] only).
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    use crate::proxy::cors;
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/v1/models", get(crate::proxy::list_models))
-        .route("/v1/chat/completions", post(crate::proxy::chat_completions))
-        .route("/v1/messages", post(crate::proxy::messages))
+        .route(
+            "/v1/models",
+            get(crate::proxy::list_models).options(cors::preflight),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(crate::proxy::chat_completions).options(cors::preflight),
+        )
+        .route(
+            "/v1/messages",
+            post(crate::proxy::messages).options(cors::preflight),
+        )
         .route(
             "/v1/messages/count_tokens",
-            post(crate::proxy::count_tokens),
+            post(crate::proxy::count_tokens).options(cors::preflight),
         )
-        .route("/v1/embeddings", post(crate::proxy::embeddings))
-        .route("/v1/responses", post(crate::proxy::responses))
+        .route(
+            "/v1/embeddings",
+            post(crate::proxy::embeddings).options(cors::preflight),
+        )
+        .route(
+            "/v1/responses",
+            post(crate::proxy::responses).options(cors::preflight),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            cors::decorate,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

@@ -26,6 +26,8 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
     pub audit_mask_client_ip: bool,
+    /// Proxies whose forwarding header names the client (`--trusted-proxies`).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
     /// Longest a handler waits for a request body (`--http-body-read-timeout`).
     pub body_read_timeout: std::time::Duration,
     /// Longest a whole upstream exchange may take, streamed body included
@@ -55,6 +57,7 @@ impl AppState {
             metrics,
             audit,
             audit_mask_client_ip: false,
+            trusted_proxies: crate::client_addr::TrustedProxies::default(),
             body_read_timeout: crate::config::DEFAULT_HTTP_BODY_READ_TIMEOUT,
             upstream_deadline: None,
             failed_logins: crate::proxy::failed_logins::FailedLogins::default(),

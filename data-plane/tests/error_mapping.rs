@@ -627,6 +627,8 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
         incident: warden_data_plane::incident::Incident::default(),
         ip_blocks: Vec::new(),
         dlp: Arc::default(),
+        subject_access: HashMap::new(),
+        client_policy: warden_data_plane::access::ClientPolicy::default(),
     }
 }
 

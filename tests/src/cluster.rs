@@ -107,12 +107,14 @@ pub struct Node {
     /// The ops listener's port (`/metrics`, `/readyz`, `/healthz`).
     pub ops_port: u16,
     pub id: String,
+    /// The API listener's host: `127.0.0.1`, or `[::1]` (see [`Options::node_http_host`]).
+    pub host: String,
 }
 
 impl Node {
     /// A URL on the node's API listener.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.host, self.port)
     }
 
     /// A URL on the node's ops listener (`/metrics`, `/readyz`).
@@ -148,6 +150,8 @@ pub struct Options {
     /// `https://127.0.0.1:PORT`; `wardenctl` trusts this and presents its client
     /// certificate. Nodes need their own flags in `node_args` (`--cp-ca-file`, …).
     pub cp_tls: Option<CpTls>,
+    /// The host nodes serve their API on (`[::1]` for IPv6 tests) [default: 127.0.0.1].
+    pub node_http_host: Option<String>,
 }
 
 /// How `wardenctl` reaches a control plane that serves TLS.
@@ -429,9 +433,14 @@ impl TestCluster {
         let port = free_port()?;
         let ops_port = free_port()?;
         let stderr = self.log_file(id)?;
+        let host = self
+            .options
+            .node_http_host
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
         let child = Command::new(bin("warden-dp")?)
             .arg("--http-addr")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{host}:{port}"))
             .arg("--ops-addr")
             .arg(format!("127.0.0.1:{ops_port}"))
             .arg("--cp-addr")
@@ -465,6 +474,7 @@ impl TestCluster {
             port,
             ops_port,
             id: id.to_owned(),
+            host,
         })
     }
 

@@ -10,6 +10,7 @@
 //! [`Session`](crate::session::Session) and hands the command to its resource. Each
 //! resource module owns its flags, its calls and how it shows the results.
 
+pub mod access;
 pub mod audit;
 pub mod certs;
 pub mod credentials;

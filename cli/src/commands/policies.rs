@@ -1,5 +1,7 @@
 //! `wardenctl policy set|get`: the limits (rate, tokens, concurrency, budget) of a virtual
-//! key, a JWT subject, a model or the whole gateway, and their current usage.
+//! key, a JWT subject, a model or the whole gateway, and their current usage; and the IP and
+//! origin lists of a key, a subject or the gateway, with the gateway's CORS
+//! ([`super::access`]).
 //!
 //! Also home to what other commands borrow: the limit flags ([`PolicyArgs`], flattened into
 //! `token issue` and `vkey create`) and the views of a policy with its usage
@@ -11,6 +13,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{Value, json};
 use warden_proto::admin::v1 as pb;
 
+use super::access::{AccessArgs, access_fields, access_json};
 use crate::flags::parse_usd;
 use crate::output::{self, Fields, Printer};
 use crate::session::Session;
@@ -21,16 +24,23 @@ const DEFAULT_BUDGET_PERIOD: Duration = Duration::from_secs(30 * 86_400);
 const MIN_BUDGET_PERIOD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing flattened clap args buys nothing"
+)]
 pub enum PolicyCommand {
     /// Set the policy of a virtual key, a JWT subject, a model or the whole gateway.
     ///
-    /// Replaces the target's whole policy: a limit left out is set to 0 = unlimited. At
-    /// least one limit flag, or --clear, is required.
+    /// Given limit flags (or --clear), replaces the target's limits: a limit left out is
+    /// set to 0 = unlimited. Given access flags (or --clear-access), replaces its IP and
+    /// origin lists (and, with --global, CORS). At least one flag is required.
     #[command(group(
         ArgGroup::new("change")
             .required(true)
             .multiple(true)
-            .args(["rpm", "tpm", "max_parallel", "max_tokens", "max_budget", "budget_period", "clear"])
+            .args(["rpm", "tpm", "max_parallel", "max_tokens", "max_budget", "budget_period", "clear",
+                   "allow_ip", "allow_origin", "cors_method", "cors_header", "cors_expose_header",
+                   "cors_max_age", "cors_allow_credentials", "clear_access"])
     ))]
     Set {
         #[command(flatten, next_help_heading = "Target (exactly one)")]
@@ -43,6 +53,8 @@ pub enum PolicyCommand {
         /// Remove every limit of the target (sends all zeros).
         #[arg(long, conflicts_with = "policy_flags")]
         clear: bool,
+        #[command(flatten, next_help_heading = "Access (IP allow-list, origins, CORS)")]
+        access: AccessArgs,
     },
     /// Show the policy of a target and its current usage.
     Get {
@@ -165,11 +177,17 @@ pub async fn run(session: &Session, out: Printer, command: PolicyCommand) -> any
             target,
             policy,
             clear,
+            access,
         } => {
             let target = target.to_target();
+            let access = access.to_optional_access();
+            // Access flags alone leave the limits as they are.
+            let limits = (clear || !policy.is_empty() || access.is_none())
+                .then(|| chosen_policy(&policy, clear));
             let request = pb::SetPolicyRequest {
                 target: Some(target.clone()),
-                policy: Some(chosen_policy(&policy, clear)),
+                policy: limits,
+                access,
             };
             let mut client = session.client.clone();
             (session.call(client.set_policy(request)).await?, target)
@@ -214,6 +232,7 @@ pub fn policy_fields(fields: &mut Fields, info: &pb::PolicyInfo, requested: &pb:
     fields.push("max parallel", limit(policy.max_parallel.into()));
     fields.push("max tokens", limit(policy.max_tokens));
     fields.push("budget", budget(&policy));
+    access_fields(fields, info.access.as_ref());
     let usage = info.usage.clone().unwrap_or_default();
     if !usage.available {
         let reason = usage.unavailable_reason.trim();
@@ -262,6 +281,7 @@ pub fn policy_json(info: &pb::PolicyInfo, requested: &pb::PolicyTarget) -> Value
     let u = info.usage.clone().unwrap_or_default();
     json!({
         "target": target,
+        "access": access_json(info.access.as_ref()),
         "policy": {
             "rpm": p.rpm, "tpm": p.tpm, "max_parallel": p.max_parallel, "max_tokens": p.max_tokens,
             "max_budget_usd": p.max_budget_usd,
@@ -339,6 +359,7 @@ mod tests {
                 target,
                 policy,
                 clear,
+                ..
             } => Ok((target.to_target(), chosen_policy(&policy, clear))),
             other => panic!("parsed as {other:?}"),
         }
@@ -467,6 +488,7 @@ mod tests {
                 spent_usd: 1.5,
                 period_ends_at: 1_700_000_000,
             }),
+            access: None,
         }
     }
 
@@ -497,6 +519,7 @@ mod tests {
                 unavailable_reason: "redis not configured".into(),
                 ..pb::Usage::default()
             }),
+            access: None,
         };
         let requested = pb::PolicyTarget {
             target: Some(pb::policy_target::Target::Global(true)),

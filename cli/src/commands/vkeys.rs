@@ -14,6 +14,10 @@ use crate::output::{self, Printer};
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing flattened clap args buys nothing"
+)]
 pub enum VkeyCommand {
     /// Create a virtual key; prints only the `wk_…` key on stdout.
     Create {
@@ -30,6 +34,15 @@ pub enum VkeyCommand {
         ttl: Option<Duration>,
         #[command(flatten, next_help_heading = "Limits of the key")]
         policy: PolicyArgs,
+        /// Accept the key only from these networks: CIDRs or addresses, IPv4 or IPv6
+        /// (repeat, or comma-separate) [default: anywhere the gateway allows].
+        #[arg(long = "allow-ip", value_name = "CIDR", value_delimiter = ',')]
+        allow_ip: Vec<String>,
+        /// Accept the key from browser pages of these origins only
+        /// (`https://app.example.com`; requests without `Origin` are not held to it)
+        /// [default: any origin the gateway's CORS allows].
+        #[arg(long = "allow-origin", value_name = "ORIGIN", value_delimiter = ',')]
+        allow_origin: Vec<String>,
     },
     /// List virtual keys.
     #[command(visible_alias = "ls")]
@@ -103,6 +116,8 @@ pub async fn run(session: &Session, out: Printer, command: VkeyCommand) -> anyho
             grant,
             ttl,
             policy,
+            allow_ip,
+            allow_origin,
         } => {
             let request = pb::CreateVirtualKeyRequest {
                 name,
@@ -111,6 +126,8 @@ pub async fn run(session: &Session, out: Printer, command: VkeyCommand) -> anyho
                 scopes: grant.scopes,
                 ttl_seconds: ttl.map_or(0, |ttl| ttl.as_secs()),
                 policy: policy.to_optional_policy(),
+                allowed_ips: allow_ip,
+                allowed_origins: allow_origin,
             };
             let response = session.call(client.create_virtual_key(request)).await?;
             let info = response.info.unwrap_or_default();

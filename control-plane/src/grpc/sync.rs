@@ -203,6 +203,8 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
                 policy: Some(policy(&k.policy)),
                 previous_hash: k.previous.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
                 previous_expires_at: k.previous.as_ref().map_or(0, |p| p.1),
+                allowed_ips: k.access.allowed_ips.clone(),
+                allowed_origins: k.access.allowed_origins.clone(),
             })
             .collect(),
         revoked_tokens: s
@@ -218,9 +220,11 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
         subject_policies: s
             .subject_policies
             .iter()
-            .map(|(subject, l)| pb::SubjectPolicy {
-                subject: subject.clone(),
-                policy: Some(policy(l)),
+            .map(|s| pb::SubjectPolicy {
+                subject: s.subject.clone(),
+                policy: s.limits.as_ref().map(policy),
+                allowed_ips: s.access.allowed_ips.clone(),
+                allowed_origins: s.access.allowed_origins.clone(),
             })
             .collect(),
         lockdown: s.lockdown,
@@ -247,6 +251,7 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
             })
             .collect(),
         dlp_rules: s.dlp_rules.iter().map(dlp_rule).collect(),
+        client_policy: client_policy(&s.client_access),
     };
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
     snapshot.content_hash = hex::encode(digest.as_ref());
@@ -532,6 +537,24 @@ impl Sync for SyncService {
     }
 }
 
+/// The gateway's IP allow-list and CORS on the wire; `None` when nothing is set.
+fn client_policy(a: &crate::domain::AccessPolicy) -> Option<pb::ClientPolicy> {
+    if a.is_empty() {
+        return None;
+    }
+    Some(pb::ClientPolicy {
+        allowed_ips: a.allowed_ips.clone(),
+        cors: (!a.allowed_origins.is_empty()).then(|| pb::Cors {
+            origins: a.allowed_origins.clone(),
+            methods: a.cors_methods.clone(),
+            headers: a.cors_headers.clone(),
+            expose_headers: a.cors_expose_headers.clone(),
+            max_age_seconds: a.cors_max_age_seconds,
+            allow_credentials: a.cors_allow_credentials,
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use secrecy::{SecretBox, SecretString};
@@ -597,6 +620,7 @@ mod tests {
             suspensions: Vec::new(),
             ip_blocks: Vec::new(),
             dlp_rules: Vec::new(),
+            client_access: crate::domain::AccessPolicy::default(),
         }
     }
 

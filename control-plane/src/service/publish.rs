@@ -14,7 +14,8 @@ use crate::domain::{ApiFormat, Limits, PolicyTarget, Price, Provider, validate_b
 use crate::error::ServiceError;
 use crate::secrets::manager;
 use crate::snapshot::{
-    SnapshotData, SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider, SnapshotVirtualKey,
+    SnapshotData, SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider, SnapshotSubject,
+    SnapshotVirtualKey,
 };
 
 const META_VERSION: &str = "snapshot_version";
@@ -42,6 +43,30 @@ fn provider_refusal(p: &Provider) -> Option<String> {
     validate_base_url(&p.base_url).err()
 }
 
+/// Every subject with limits or access lists, once, in subject order.
+fn subjects(
+    policies: &[crate::domain::PolicyRecord],
+    access: &[crate::domain::AccessRecord],
+) -> Vec<SnapshotSubject> {
+    let mut out = std::collections::BTreeMap::new();
+    let new = |s: &String| SnapshotSubject {
+        subject: s.clone(),
+        limits: None,
+        access: crate::domain::AccessPolicy::default(),
+    };
+    for p in policies {
+        if let PolicyTarget::Subject(s) = &p.target {
+            out.entry(s.clone()).or_insert_with(|| new(s)).limits = Some(p.limits);
+        }
+    }
+    for a in access {
+        if let PolicyTarget::Subject(s) = &a.target {
+            out.entry(s.clone()).or_insert_with(|| new(s)).access = a.access.clone();
+        }
+    }
+    out.into_values().collect()
+}
+
 /// What watchers hold before the first publish.
 pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
     Arc::new(SnapshotData {
@@ -61,6 +86,7 @@ pub(super) fn empty_snapshot() -> Arc<SnapshotData> {
         suspensions: Vec::new(),
         ip_blocks: Vec::new(),
         dlp_rules: Vec::new(),
+        client_access: crate::domain::AccessPolicy::default(),
     })
 }
 
@@ -131,6 +157,14 @@ impl ControlPlane {
                 .iter()
                 .find(|p| &p.target == target)
                 .map_or_else(Limits::default, |p| p.limits)
+        };
+        let access = self.store.list_access_policies().await?;
+        let access_of = |target: &PolicyTarget| {
+            access
+                .iter()
+                .find(|a| &a.target == target)
+                .map(|a| a.access.clone())
+                .unwrap_or_default()
         };
         let prices = self.store.list_prices().await?;
         let deployments = self.store.list_deployments().await?;
@@ -232,6 +266,7 @@ impl ControlPlane {
             .filter(|k| k.revoked_at.is_none() && (k.expires_at == 0 || k.expires_at > now))
             .map(|k| SnapshotVirtualKey {
                 policy: policy_of(&PolicyTarget::VirtualKey(k.id.clone())),
+                access: access_of(&PolicyTarget::VirtualKey(k.id.clone())),
                 previous: k
                     .previous_hash
                     .filter(|_| k.previous_expires_at > now)
@@ -265,13 +300,7 @@ impl ControlPlane {
             revoked_tokens,
             vkey_pepper: SecretBox::new(Box::new(self.pepper.expose_secret().clone())),
             global_policy: policy_of(&PolicyTarget::Global),
-            subject_policies: policies
-                .iter()
-                .filter_map(|p| match &p.target {
-                    PolicyTarget::Subject(s) => Some((s.clone(), p.limits)),
-                    _ => None,
-                })
-                .collect(),
+            subject_policies: subjects(&policies, &access),
             lockdown,
             suspensions: self
                 .store
@@ -293,6 +322,7 @@ impl ControlPlane {
                 .into_iter()
                 .map(|r| r.spec)
                 .collect(),
+            client_access: access_of(&PolicyTarget::Global),
         })
     }
 }

@@ -78,6 +78,7 @@ impl ControlPlane {
         scopes: &[String],
         ttl: Option<Duration>,
         policy: Option<Limits>,
+        access: crate::domain::AccessPolicy,
     ) -> Result<(SecretString, VirtualKeyRecord), ServiceError> {
         let id_of = |r: &Result<(SecretString, VirtualKeyRecord), ServiceError>| {
             r.as_ref().map(|(_, r)| r.id.clone()).unwrap_or_default()
@@ -92,6 +93,11 @@ impl ControlPlane {
                 .map_err(|e| ServiceError::InvalidArgument(format!("owner: {e}")))?;
             let scopes = parse_scopes(scopes)?;
             let models = parse_models(models)?;
+            // Checked before the key exists, and stored before it is published: the key is
+            // never live without its lists.
+            let access = access
+                .validated(&PolicyTarget::VirtualKey(String::new()))
+                .map_err(ServiceError::InvalidArgument)?;
             let now = unix_now();
             let expires_at = match ttl {
                 Some(t) if !t.is_zero() => {
@@ -114,6 +120,20 @@ impl ControlPlane {
                 previous_expires_at: 0,
             };
             self.store.insert_virtual_key(&record).await?;
+            if !access.is_empty() {
+                let target = PolicyTarget::VirtualKey(record.id.clone());
+                self.store
+                    .upsert_access_policy(&crate::domain::AccessRecord {
+                        target: target.clone(),
+                        access: access.clone(),
+                        source: Source::Admin,
+                        updated_at: now,
+                    })
+                    .await?;
+                let detail = super::policies::access_detail(&access);
+                self.audit("policy.set", &actor.0, &target.to_string(), "ok", &detail)
+                    .await;
+            }
             match policy {
                 Some(limits) => {
                     self.set_policy(

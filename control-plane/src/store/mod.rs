@@ -22,7 +22,7 @@ pub use sql::{Pool, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Deployment, DlpRuleRecord, IpBlockRecord, Model, NodeRecord,
+    AccessRecord, AuditRecord, CredentialRecord, CredentialTable, Deployment, DlpRuleRecord, IpBlockRecord, Model, NodeRecord,
     PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
     VirtualKeyRecord,
 };
@@ -83,6 +83,10 @@ pub trait StateStore: IncidentStore + Send + Sync {
     async fn delete_dlp_rule(&self, name: &str) -> Result<bool, StoreError>;
     /// By name.
     async fn list_dlp_rules(&self) -> Result<Vec<DlpRuleRecord>, StoreError>;
+    /// Client access lists (and the gateway's CORS) by target; an empty one is deleted.
+    async fn upsert_access_policy(&self, r: &AccessRecord) -> Result<(), StoreError>;
+    async fn delete_access_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError>;
+    async fn list_access_policies(&self) -> Result<Vec<AccessRecord>, StoreError>;
     /// Per-model prices (USD per million tokens) for budgets.
     async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError>;
     async fn list_prices(&self) -> Result<Vec<(String, Price)>, StoreError>;

@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteRow;
 use super::StoreError;
 use crate::audit::chain::{AuditCheckpoint, ChainHead, ChainedAudit};
 use crate::domain::{
-    ApiFormat, AuditRecord, CredentialRecord, Deployment, DlpRuleRecord, IpBlockRecord, Limits, Model, NodeRecord,
+    ApiFormat, AccessRecord, AuditRecord, CredentialRecord, Deployment, DlpRuleRecord, IpBlockRecord, Limits, Model, NodeRecord,
     PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
     VirtualKeyRecord,
 };
@@ -113,6 +113,14 @@ from_stored!(Model, |row| {
 from_stored!(Deployment, |row| {
     alias, provider, upstream_model;
     weight: weight(row.try_get("weight")?),
+});
+
+from_stored!(AccessRecord, |row| {
+    updated_at;
+    target: policy_target(row.try_get("target_kind")?, row.try_get("target_id")?)?,
+    access: serde_json::from_str(&row.try_get::<String, _>("body")?)
+        .map_err(|e| StoreError::Malformed(format!("access policy: {e}")))?,
+    source: source(row.try_get("source")?),
 });
 
 from_stored!(PolicyRecord, |row| {

@@ -21,7 +21,7 @@ use super::rows::{FromStored, bigint, list_to_text};
 use super::{StateStore, StoreError};
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AuditRecord, CredentialRecord, CredentialTable, Deployment, DlpRuleRecord, IpBlockRecord, Model, NodeRecord,
+    AccessRecord, AuditRecord, CredentialRecord, CredentialTable, Deployment, DlpRuleRecord, IpBlockRecord, Model, NodeRecord,
     PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
     VirtualKeyRecord,
 };
@@ -329,6 +329,26 @@ impl StateStore for SqlStore {
         );
         Ok(())
     }
+    async fn upsert_access_policy(&self, r: &AccessRecord) -> Result<(), StoreError> {
+        let (kind, id) = r.target.parts();
+        let body = serde_json::to_string(&r.access)
+            .map_err(|e| StoreError::Malformed(format!("access policy: {e}")))?;
+        execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO access_policies (target_kind, target_id, body, source, updated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (target_kind, target_id) DO UPDATE SET body = EXCLUDED.body,
+                 source = EXCLUDED.source, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(kind)
+            .bind(id)
+            .bind(body)
+            .bind(r.source.as_str())
+            .bind(r.updated_at)
+        );
+        Ok(())
+    }
 
     async fn delete_dlp_rule(&self, name: &str) -> Result<bool, StoreError> {
         let n = execute!(
@@ -337,9 +357,25 @@ impl StateStore for SqlStore {
         );
         Ok(n > 0)
     }
+    async fn delete_access_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError> {
+        let (kind, id) = target.parts();
+        let n = execute!(
+            self,
+            sqlx::query("DELETE FROM access_policies WHERE target_kind = $1 AND target_id = $2")
+                .bind(kind)
+                .bind(id)
+        );
+        Ok(n > 0)
+    }
 
     async fn list_dlp_rules(&self) -> Result<Vec<DlpRuleRecord>, StoreError> {
         fetch_all!(self, sqlx::query("SELECT * FROM dlp_rules ORDER BY name"))
+    }
+    async fn list_access_policies(&self) -> Result<Vec<AccessRecord>, StoreError> {
+        fetch_all!(
+            self,
+            sqlx::query("SELECT * FROM access_policies ORDER BY target_kind, target_id")
+        )
     }
 
     async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError> {

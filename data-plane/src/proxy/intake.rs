@@ -1,12 +1,15 @@
-//! A request before its body is read: the caller's address is checked against the
-//! address blocks and the failed-login limit before any credential is looked up, the caller is authenticated from
-//! the headers alone ([`authenticate`]), and only then is the body read, within the size cap
+//! A request before its body is read: the caller's address — the TCP peer, or the client
+//! a trusted proxy names ([`crate::client_addr`]) — is checked against the gateway's IP
+//! allow-list ([`admit_address`]), the address blocks and the failed-login limit before any
+//! credential is looked up, the caller is authenticated from
+//! the headers alone ([`authenticate`]) and held to its own IP and origin lists
+//! ([`admit_principal`]), and only then is the body read, within the size cap
 //! (`--max-body-bytes`, 413) and the body-read timeout (408: [`read_body`]). So an
 //! unauthenticated client cannot make the node buffer a body, nor hold a connection open by
 //! trickling one: its 401 (or 429) goes out at once, and the connection is closed instead of
 //! read to the end of the body ([`close_if`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::{Bytes, HttpBody as _};
@@ -20,15 +23,50 @@ use crate::compiled::Snapshot;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The request's headers and client address, and the rest of it (its body, with the body
-/// size cap of the router).
-pub fn split(mut request: Request) -> (HeaderMap, Option<SocketAddr>, Request) {
+/// The request's headers and client address (see [`crate::client_addr`]), and the rest of
+/// it (its body, with the body size cap of the router).
+pub fn split(state: &AppState, mut request: Request) -> (HeaderMap, Option<IpAddr>, Request) {
     let headers = std::mem::take(request.headers_mut());
-    let peer = request
+    let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| *addr);
-    (headers, peer, request)
+        .map(|ConnectInfo(addr)| {
+            crate::client_addr::resolve(&state.trusted_proxies, addr.ip(), &headers)
+        });
+    (headers, client, request)
+}
+
+/// 403 `ip_not_allowed` when the gateway has an IP allow-list and `client` is not on it;
+/// checked before any credential work.
+pub fn admit_address(snapshot: &Snapshot, client: Option<IpAddr>) -> Result<(), ApiError> {
+    if snapshot.client_policy.allows_ip(client) {
+        Ok(())
+    } else {
+        Err(ApiError::ip_not_allowed())
+    }
+}
+
+/// The authenticated caller held to its credential's own lists: 403 `ip_not_allowed` from
+/// an address off its IP list, 403 `origin_not_allowed` from a browser origin off its
+/// origin list.
+pub fn admit_principal(
+    principal: &Principal,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(access) = &principal.access else {
+        return Ok(());
+    };
+    if !access.allows_ip(client) {
+        return Err(ApiError::ip_not_allowed());
+    }
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if !access.allows_origin(origin) {
+        return Err(ApiError::origin_not_allowed());
+    }
+    Ok(())
 }
 
 /// Whether `request` is an HTTP/1 request with a body to read: answered before that body is
@@ -54,19 +92,19 @@ pub fn close_if(response: &mut Response, close: bool) {
 pub fn authenticate(
     state: &AppState,
     snapshot: &Snapshot,
-    peer: Option<SocketAddr>,
+    peer: Option<IpAddr>,
     headers: &HeaderMap,
     endpoint: &str,
     request_id: &str,
 ) -> Result<Principal, ApiError> {
     if let Some(peer) = peer {
-        if state.ip_blocks.is_blocked(peer.ip(), &snapshot.ip_blocks) {
+        if state.ip_blocks.is_blocked(peer, &snapshot.ip_blocks) {
             metrics::counter!(crate::metrics::IP_BLOCKED_REFUSED).increment(1);
             return Err(ApiError::ip_blocked());
         }
-        if let Err(wait) = state.failed_logins.admit(peer.ip(), Instant::now()) {
+        if let Err(wait) = state.failed_logins.admit(peer, Instant::now()) {
             metrics::counter!(crate::metrics::FAILED_LOGINS_THROTTLED).increment(1);
-            request_audit::ip_failure(state, peer.ip());
+            request_audit::ip_failure(state, peer);
             return Err(ApiError::too_many_failed_logins(wait));
         }
     }

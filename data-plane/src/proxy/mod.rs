@@ -8,7 +8,9 @@
 //! when the client's API and the provider's differ — and stream the answer back event by
 //! event ([`pump`]). Each request's audit event is opened on arrival and written once with
 //! its outcome ([`request_audit`]). Errors answer in the shape of the API the request came
-//! through ([`ApiError::render`]).
+//! through ([`ApiError::render`]). The gateway's IP allow-list is checked before the
+//! credential, the credential's own IP and origin lists right after it ([`intake`]); CORS
+//! preflights and headers are [`cors`]'s.
 //!
 //! | endpoint | client API | providers |
 //! |---|---|---|
@@ -18,6 +20,7 @@
 //! | `POST /v1/embeddings`, `POST /v1/responses` | OpenAI | OpenAI only (passed through) |
 
 pub mod admission;
+pub mod cors;
 pub mod dlp;
 pub mod echo;
 pub mod failed_logins;
@@ -101,12 +104,14 @@ pub async fn count_tokens(State(state): State<Arc<AppState>>, request: Request) 
     const PATH: &str = "/v1/messages/count_tokens";
     let request_id = uuid::Uuid::now_v7().to_string();
     let unread = intake::unread_body(&request);
-    let (headers, peer, request) = intake::split(request);
+    let (headers, peer, request) = intake::split(&state, request);
     let caller = async {
         let snapshot = state.snapshot().ok_or_else(ApiError::not_ready)?;
         intake::refuse_if_locked_down(&snapshot)?;
+        intake::admit_address(&snapshot, peer)?;
         let principal = intake::authenticate(&state, &snapshot, peer, &headers, PATH, &request_id)?;
         intake::refuse_if_suspended(&principal)?;
+        intake::admit_principal(&principal, peer, &headers)?;
         principal.require(Scope::Read)?;
         let body = intake::read_body(&state, request).await?;
         Ok::<_, ApiError>((snapshot, principal, body))
@@ -162,7 +167,7 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         intake::close_if(&mut r, unread);
         return r;
     }
-    let (headers, peer, request) = intake::split(request);
+    let (headers, peer, request) = intake::split(state, request);
     // The request's audit event: who, from where, what; written once with the outcome. A
     // client that goes away before the answer starts cancels this future: dropping the
     // event audits the request then.
@@ -346,7 +351,8 @@ impl Rejection {
 /// What a model request is, besides its body.
 struct Call<'a> {
     headers: &'a HeaderMap,
-    peer: Option<std::net::SocketAddr>,
+    /// The client's address (see [`crate::client_addr`]).
+    peer: Option<std::net::IpAddr>,
     request_id: &'a str,
     endpoint: Endpoint,
 }
@@ -362,6 +368,8 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
         .ok_or_else(|| Rejection::at(Stage::Headers, ApiError::not_ready(), ""))?;
     // A lockdown refuses before any credential is looked up; a suspension once it is.
     intake::refuse_if_locked_down(&snapshot).map_err(|e| Rejection::at(Stage::Headers, e, ""))?;
+    intake::admit_address(&snapshot, call.peer)
+        .map_err(|e| Rejection::at(Stage::Headers, e, ""))?;
     let principal = intake::authenticate(
         state,
         &snapshot,
@@ -373,6 +381,8 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     .map_err(|e| Rejection::at(Stage::Login, e, "-"))?;
     let pid = principal.id.as_str();
     intake::refuse_if_suspended(&principal).map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
+    intake::admit_principal(&principal, call.peer, headers)
+        .map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
     principal
         .require(Scope::Write)
         .map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
@@ -478,13 +488,17 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
 /// `GET /v1/models`: the models this caller may use.
 pub async fn list_models(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let request_id = uuid::Uuid::now_v7().to_string();
-    let (headers, peer, _) = intake::split(request);
+    let (headers, peer, _) = intake::split(&state, request);
     let Some(snapshot) = state.snapshot() else {
         return ApiError::not_ready().into_response();
     };
-    let principal = intake::refuse_if_locked_down(&snapshot).and_then(|()| {
-        let p = intake::authenticate(&state, &snapshot, peer, &headers, "/v1/models", &request_id)?;
-        intake::refuse_if_suspended(&p).map(|()| p)
+    let principal = intake::refuse_if_locked_down(&snapshot)
+        .and_then(|()| intake::admit_address(&snapshot, peer))
+        .and_then(|()| {
+            let p = intake::authenticate(&state, &snapshot, peer, &headers, "/v1/models", &request_id)?;
+            intake::refuse_if_suspended(&p)?;
+            intake::admit_principal(&p, peer, &headers)?;
+            Ok(p)
     });
     let principal = match principal {
         Ok(p) => p,

@@ -14,7 +14,7 @@
 //! per (address, reason) per window with the count ([`summarize_failed_logins`], and
 //! [`flush_failed_logins`] at shutdown).
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,7 +69,7 @@ impl RequestAudit {
         state: &Arc<AppState>,
         request_id: &str,
         endpoint: Endpoint,
-        peer: Option<SocketAddr>,
+        peer: Option<IpAddr>,
         headers: &HeaderMap,
         started: Instant,
     ) -> Self {
@@ -82,7 +82,7 @@ impl RequestAudit {
             .with("endpoint", endpoint.path())
             .with_opt(
                 "client_ip",
-                peer.map(|p| audit_detail::client_ip(p.ip(), state.audit_mask_client_ip)),
+                peer.map(|p| audit_detail::client_ip(p, state.audit_mask_client_ip)),
             )
             .with_opt("user_agent", user_agent);
         Self {
@@ -241,14 +241,14 @@ pub fn auth_failed(
     failure: AuthFailure,
     endpoint: &str,
     request_id: &str,
-    peer: Option<SocketAddr>,
+    peer: Option<IpAddr>,
 ) {
     let first = match peer {
         Some(peer) => {
             let (recorded, closed) =
                 state
                     .failed_logins
-                    .record(peer.ip(), failure.reason, Instant::now());
+                    .record(peer, failure.reason, Instant::now());
             failed_login_summaries(state, closed);
             ip_failure(state, peer.ip());
             recorded == Recorded::First
@@ -263,7 +263,7 @@ pub fn auth_failed(
         .with("request_id", request_id)
         .with_opt(
             "client_ip",
-            peer.map(|p| audit_detail::client_ip(p.ip(), state.audit_mask_client_ip)),
+            peer.map(|p| audit_detail::client_ip(p, state.audit_mask_client_ip)),
         );
     state.audit.emit(
         "auth.client",

@@ -23,6 +23,7 @@ mod bootstrap;
 mod bypass;
 mod certs;
 mod cli;
+mod client_access;
 mod control_chars;
 mod cp_listener;
 mod cp_logins;

@@ -4,7 +4,7 @@
 use tonic::Status;
 use warden_proto::admin::v1 as pb;
 
-use crate::domain::{Limits, PolicyRecord, PolicyTarget, Source};
+use crate::domain::{AccessPolicy, Limits, PolicyRecord, PolicyTarget, Source};
 use crate::service::{Actor, ControlPlane};
 
 pub(super) async fn set(
@@ -13,10 +13,26 @@ pub(super) async fn set(
     r: pb::SetPolicyRequest,
 ) -> Result<pb::PolicyInfo, Status> {
     let target = target_from(r.target.as_ref())?;
-    let limits = limits_from(&r.policy.unwrap_or_default())?;
-    let record = cp
-        .set_policy(&actor, &target, limits, Source::Admin)
-        .await?;
+    let access = r.access.map(access_from);
+    if let Some(a) = &access {
+        // Refused before anything changes.
+        a.clone()
+            .validated(&target)
+            .map_err(Status::invalid_argument)?;
+    }
+    let record = match (&r.policy, &access) {
+        // Only the access lists: the limits stay as they are.
+        (None, Some(_)) => cp.get_policy(&target).await?,
+        (policy, _) => {
+            let limits = limits_from(&policy.unwrap_or_default())?;
+            cp.set_policy(&actor, &target, limits, Source::Admin)
+                .await?
+        }
+    };
+    if let Some(a) = access {
+        cp.set_access_policy(&actor, &target, a, Source::Admin)
+            .await?;
+    }
     Ok(policy_info(cp, record).await)
 }
 
@@ -50,10 +66,39 @@ async fn policy_info(cp: &ControlPlane, record: PolicyRecord) -> pb::PolicyInfo 
             ..Default::default()
         },
     };
+    let access = cp
+        .get_access_policy(&record.target)
+        .await
+        .unwrap_or_default();
     pb::PolicyInfo {
         target: Some(target_to(&record.target)),
         policy: Some(limits_to(&record.limits)),
         usage: Some(usage),
+        access: Some(access_to(access)),
+    }
+}
+
+fn access_from(a: pb::AccessPolicy) -> AccessPolicy {
+    AccessPolicy {
+        allowed_ips: a.allowed_ips,
+        allowed_origins: a.allowed_origins,
+        cors_methods: a.cors_methods,
+        cors_headers: a.cors_headers,
+        cors_expose_headers: a.cors_expose_headers,
+        cors_max_age_seconds: a.cors_max_age_seconds,
+        cors_allow_credentials: a.cors_allow_credentials,
+    }
+}
+
+fn access_to(a: AccessPolicy) -> pb::AccessPolicy {
+    pb::AccessPolicy {
+        allowed_ips: a.allowed_ips,
+        allowed_origins: a.allowed_origins,
+        cors_methods: a.cors_methods,
+        cors_headers: a.cors_headers,
+        cors_expose_headers: a.cors_expose_headers,
+        cors_max_age_seconds: a.cors_max_age_seconds,
+        cors_allow_credentials: a.cors_allow_credentials,
     }
 }
 

@@ -25,6 +25,11 @@ pub(super) async fn create(
             &r.scopes,
             ttl(r.ttl_seconds),
             r.policy.as_ref().map(limits_from).transpose()?,
+            crate::domain::AccessPolicy {
+                allowed_ips: r.allowed_ips,
+                allowed_origins: r.allowed_origins,
+                ..Default::default()
+            },
         )
         .await?;
     Ok(pb::CreateVirtualKeyResponse {
