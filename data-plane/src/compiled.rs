@@ -817,7 +817,7 @@ mod tests {
             allowed_ips: Vec::new(),
             allowed_origins: vec!["https://app.example".into()],
         }];
-        let compiled = Snapshot::compile(s.clone(), to(&keys)).unwrap();
+        let compiled = compile(s.clone(), to(&keys)).unwrap();
         assert!(compiled.client_policy.cors.is_some());
         assert!(
             compiled
@@ -830,7 +830,7 @@ mod tests {
         assert!(!compiled.subject_policies.contains_key("alice"));
         s.virtual_keys[0].allowed_ips = vec!["10.0.0.0/33".into()];
         assert!(matches!(
-            Snapshot::compile(s, to(&keys)),
+            compile(s, to(&keys)),
             Err(SnapshotError::Access(_))
         ));
     }

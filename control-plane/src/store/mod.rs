@@ -11,20 +11,21 @@
 //!
 //! Where to start reading: [`StateStore`], then `sql.rs`.
 
+mod client_controls;
 mod incident;
 pub mod postgres;
 mod rows;
 mod sql;
 pub mod sqlite;
 
+pub use client_controls::ClientControlStore;
 pub use incident::{IncidentStore, RevokedAll};
 pub use sql::{Pool, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
-    AccessRecord, AuditRecord, CredentialRecord, CredentialTable, Deployment, DlpRuleRecord, IpBlockRecord, Model, NodeRecord,
-    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord,
-    VirtualKeyRecord,
+    AuditRecord, CredentialRecord, CredentialTable, Deployment, Model, NodeRecord, PolicyRecord,
+    PolicyTarget, Price, Provider, ProviderKey, SigningKey, TokenRecord, VirtualKeyRecord,
 };
 
 /// Store errors. Never carry a secret (the store holds none in plaintext, and no error
@@ -50,7 +51,7 @@ impl From<crate::audit::chain::MalformedHash> for StoreError {
 /// Everything the control plane persists: no secret in plaintext (Warden's own secrets only
 /// as `enc:v1:` ciphertexts, provider keys by reference, credentials as HMACs).
 #[async_trait::async_trait]
-pub trait StateStore: IncidentStore + Send + Sync {
+pub trait StateStore: IncidentStore + ClientControlStore + Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
 
@@ -78,15 +79,6 @@ pub trait StateStore: IncidentStore + Send + Sync {
     async fn upsert_policy(&self, p: &PolicyRecord) -> Result<(), StoreError>;
     async fn delete_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError>;
     async fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
-    /// DLP rules, by name (upsert replaces a rule of the same name).
-    async fn upsert_dlp_rule(&self, r: &DlpRuleRecord) -> Result<(), StoreError>;
-    async fn delete_dlp_rule(&self, name: &str) -> Result<bool, StoreError>;
-    /// By name.
-    async fn list_dlp_rules(&self) -> Result<Vec<DlpRuleRecord>, StoreError>;
-    /// Client access lists (and the gateway's CORS) by target; an empty one is deleted.
-    async fn upsert_access_policy(&self, r: &AccessRecord) -> Result<(), StoreError>;
-    async fn delete_access_policy(&self, target: &PolicyTarget) -> Result<bool, StoreError>;
-    async fn list_access_policies(&self) -> Result<Vec<AccessRecord>, StoreError>;
     /// Per-model prices (USD per million tokens) for budgets.
     async fn upsert_price(&self, alias: &str, price: Price) -> Result<(), StoreError>;
     async fn list_prices(&self) -> Result<Vec<(String, Price)>, StoreError>;
@@ -233,10 +225,4 @@ pub trait StateStore: IncidentStore + Send + Sync {
     async fn list_warden_secret_names(&self) -> Result<Vec<String>, StoreError>;
     /// Removes `name`; returns whether it existed.
     async fn delete_warden_secret(&self, name: &str) -> Result<bool, StoreError>;
-
-    /// Manual address blocks (`ip_blocks`): set (replacing one of the same network),
-    /// delete (whether it was there), list (expired ones included; the caller filters).
-    async fn put_ip_block(&self, b: &IpBlockRecord) -> Result<(), StoreError>;
-    async fn delete_ip_block(&self, cidr: &str) -> Result<bool, StoreError>;
-    async fn list_ip_blocks(&self) -> Result<Vec<IpBlockRecord>, StoreError>;
 }

@@ -15,9 +15,9 @@ use sqlx::sqlite::SqliteRow;
 use super::StoreError;
 use crate::audit::chain::{AuditCheckpoint, ChainHead, ChainedAudit};
 use crate::domain::{
-    ApiFormat, AccessRecord, AuditRecord, CredentialRecord, Deployment, DlpRuleRecord, IpBlockRecord, Limits, Model, NodeRecord,
-    PolicyRecord, PolicyTarget, Price, Provider, ProviderKey, SigningKey, Source, TokenRecord,
-    VirtualKeyRecord,
+    AccessRecord, ApiFormat, AuditRecord, CredentialRecord, Deployment, DlpRuleRecord,
+    IpBlockRecord, Limits, Model, NodeRecord, PolicyRecord, PolicyTarget, Price, Provider,
+    ProviderKey, SigningKey, Source, TokenRecord, VirtualKeyRecord,
 };
 
 /// A domain value read from one row of a backend's row type `R`.

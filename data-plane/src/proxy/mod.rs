@@ -495,11 +495,12 @@ pub async fn list_models(State(state): State<Arc<AppState>>, request: Request) -
     let principal = intake::refuse_if_locked_down(&snapshot)
         .and_then(|()| intake::admit_address(&snapshot, peer))
         .and_then(|()| {
-            let p = intake::authenticate(&state, &snapshot, peer, &headers, "/v1/models", &request_id)?;
+            let p =
+                intake::authenticate(&state, &snapshot, peer, &headers, "/v1/models", &request_id)?;
             intake::refuse_if_suspended(&p)?;
             intake::admit_principal(&p, peer, &headers)?;
             Ok(p)
-    });
+        });
     let principal = match principal {
         Ok(p) => p,
         Err(e) => {

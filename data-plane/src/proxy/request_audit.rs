@@ -250,7 +250,7 @@ pub fn auth_failed(
                     .failed_logins
                     .record(peer, failure.reason, Instant::now());
             failed_login_summaries(state, closed);
-            ip_failure(state, peer.ip());
+            ip_failure(state, peer);
             recorded == Recorded::First
         }
         None => true,
