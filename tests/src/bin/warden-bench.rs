@@ -6,7 +6,11 @@
 //!   cargo build --release --workspace --bins
 //!   target/release/warden-bench [--requests 2000] [--concurrency 32] [--seconds 10]
 //!       [--redis redis://127.0.0.1:6379] [--tls [--new-connection-per-request]]
-//!       [--dlp] [--body-bytes 1024]
+//!       [--dlp] [--access] [--body-bytes 1024]
+//!
+//! With `--access`, the client controls of issue 14 that apply to every request are on: a
+//! global IP allow-list (`127.0.0.0/8, ::1`, so nothing is refused) and CORS for one origin
+//! (`policy set --global --allow-ip … --cors-origin …`); address blocking is on by default.
 //!
 //! With `--dlp`, the built-in DLP rules are on (`wardenctl dlp enable-builtin --action
 //! redact`) for every gateway target. With `--body-bytes N`, the user message of every
@@ -164,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         .cloned();
     let with_tls = args.iter().any(|a| a == "--tls");
     let with_dlp = args.iter().any(|a| a == "--dlp");
+    let with_access = args.iter().any(|a| a == "--access");
     let body_bytes = arg("--body-bytes", 0);
     let new_connections = args.iter().any(|a| a == "--new-connection-per-request");
     let mut cluster = TestCluster::start_with(
@@ -179,6 +184,21 @@ async fn main() -> anyhow::Result<()> {
     if with_dlp {
         cluster.ctl_ok(&["dlp", "enable-builtin", "--action", "redact"], None)?;
         println!("DLP: the built-in rules are on (redact)");
+    }
+    if with_access {
+        cluster.ctl_ok(
+            &[
+                "policy",
+                "set",
+                "--global",
+                "--allow-ip",
+                "127.0.0.0/8,::1",
+                "--cors-origin",
+                "https://app.example",
+            ],
+            None,
+        )?;
+        println!("access: global IP allow-list and CORS on");
     }
     let limited_key = cluster.ctl_ok(
         &[
