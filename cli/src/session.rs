@@ -26,16 +26,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct ConnectArgs {
-    /// Control plane gRPC address; `host:port` means `https://host:port`, or
-    /// `http://host:port` for a loopback host (`localhost`, 127.0.0.0/8, `::1`).
+    /// Control plane gRPC address, or several replicas' addresses comma-separated;
+    /// `host:port` means `https://host:port`, or `http://host:port` for a loopback host
+    /// (`localhost`, 127.0.0.0/8, `::1`). With several, wardenctl uses the first that
+    /// accepts a connection and tries the next only when a connection could not be made: a
+    /// call that was sent and then failed or timed out is never sent again (check its
+    /// outcome before repeating a change).
     #[arg(
         long,
         global = true,
         env = "WARDEN_CP_ADDR",
         default_value = "http://127.0.0.1:50051",
+        value_delimiter = ',',
         value_parser = normalize_addr
     )]
-    pub cp_addr: String,
+    pub cp_addr: Vec<String>,
 
     /// Admin credential (`wa_…`). Prefer the WARDEN_ADMIN_TOKEN environment variable: a
     /// flag is visible to other users in the process list and stays in shell history.
@@ -92,9 +97,15 @@ pub struct Session {
 }
 
 impl Session {
-    /// Checks the flags and prepares a channel; it connects on the first call.
+    /// Checks the flags and connects to the first control-plane address that accepts a
+    /// connection (the next is tried only when one could not be made).
     pub async fn open(args: &ConnectArgs) -> anyhow::Result<Self> {
-        check_transport(&args.cp_addr, args.allow_plaintext)?;
+        if args.cp_addr.is_empty() {
+            bail!("--cp-addr names no control plane address");
+        }
+        for addr in &args.cp_addr {
+            check_transport(addr, args.allow_plaintext)?;
+        }
         let token = args
             .admin_token
             .as_ref()
@@ -108,27 +119,23 @@ impl Session {
         })?;
         header.set_sensitive(true);
 
-        let addr = args.cp_addr.clone();
-        let mut endpoint = Endpoint::from_shared(addr.clone())
-            .with_context(|| format!("invalid control plane address {addr:?}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT);
-        let https = addr.starts_with("https://");
+        let https = args.cp_addr.iter().any(|a| a.starts_with("https://"));
+        if https && args.cp_addr.iter().any(|a| !a.starts_with("https://")) {
+            bail!(
+                "--cp-addr mixes https:// and http:// addresses: give every replica the same scheme"
+            );
+        }
+        let mut tls = None;
         match (&args.ca_file, https) {
             (Some(path), true) => {
                 let pem = tokio::fs::read(path)
                     .await
                     .with_context(|| format!("cannot read --ca-file {}", path.display()))?;
-                let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+                let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
                 if let Some(identity) = client_identity(args).await? {
-                    tls = tls.identity(identity);
+                    config = config.identity(identity);
                 }
-                endpoint = endpoint.tls_config(tls).with_context(|| {
-                    format!(
-                        "--ca-file {} holds no usable CA certificate",
-                        path.display()
-                    )
-                })?;
+                tls = Some((config, path));
             }
             (Some(_), false) => bail!("--ca-file needs an https:// control plane address"),
             (None, true) => bail!(
@@ -139,7 +146,33 @@ impl Session {
         if !https && args.client_cert.is_some() {
             bail!("--client-cert needs an https:// control plane address");
         }
-        let channel = endpoint.connect_lazy();
+        let mut failures = Vec::new();
+        let mut connected = None;
+        for addr in &args.cp_addr {
+            let mut endpoint = Endpoint::from_shared(addr.clone())
+                .with_context(|| format!("invalid control plane address {addr:?}"))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT);
+            if let Some((config, path)) = &tls {
+                endpoint = endpoint.tls_config(config.clone()).with_context(|| {
+                    format!(
+                        "--ca-file {} holds no usable CA certificate",
+                        path.display()
+                    )
+                })?;
+            }
+            // Only the connection is retried elsewhere: no call has been sent yet.
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    connected = Some((channel, addr.clone()));
+                    break;
+                }
+                Err(e) => failures.push((addr.clone(), connect_error(&e))),
+            }
+        }
+        let Some((channel, addr)) = connected else {
+            bail!(unreachable(&failures));
+        };
         Ok(Self {
             client: AdminClient::with_interceptor(channel.clone(), Bearer(header.clone()))
                 .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
@@ -164,6 +197,33 @@ impl Session {
     /// A failed call (or stream message) as an error fit to show.
     pub fn error(&self, status: &Status) -> anyhow::Error {
         anyhow!(describe(status, &self.addr))
+    }
+}
+
+/// Why a connection could not be made: the error's causes (tonic's own message is only
+/// "transport error").
+fn connect_error(error: &tonic::transport::Error) -> String {
+    let detail = chain(error);
+    if detail.is_empty() {
+        error.to_string()
+    } else {
+        detail
+    }
+}
+
+/// The error when no address accepted a connection, naming each with its cause.
+fn unreachable(failures: &[(String, String)]) -> String {
+    match failures {
+        [(addr, why)] => format!("cannot reach the control plane at {addr}: {why}"),
+        _ => format!(
+            "cannot reach the control plane at any of its {} addresses: {}",
+            failures.len(),
+            failures
+                .iter()
+                .map(|(addr, why)| format!("{addr}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
     }
 }
 
@@ -336,6 +396,34 @@ mod tests {
             .to_string();
         assert!(refused.contains("--allow-plaintext"), "{refused}");
         assert!(check_transport("http://cp.invalid:50051", true).is_ok());
+    }
+
+    #[test]
+    fn takes_a_list_of_addresses_and_names_each_unreachable_one() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connect: ConnectArgs,
+        }
+        let cli =
+            Cli::try_parse_from(["t", "--cp-addr", "127.0.0.1:1, https://cp.example:2"]).unwrap();
+        assert_eq!(
+            cli.connect.cp_addr,
+            vec!["http://127.0.0.1:1", "https://cp.example:2"]
+        );
+        assert!(Cli::try_parse_from(["t", "--cp-addr", "127.0.0.1:1,ftp://x:1"]).is_err());
+        let one = unreachable(&[("http://a:1".into(), "refused".into())]);
+        assert_eq!(one, "cannot reach the control plane at http://a:1: refused");
+        let two = unreachable(&[
+            ("http://a:1".into(), "refused".into()),
+            ("http://b:2".into(), "timed out".into()),
+        ]);
+        assert!(
+            two.contains("any of its 2 addresses")
+                && two.contains("http://a:1: refused; http://b:2: timed out"),
+            "{two}"
+        );
     }
 
     #[test]

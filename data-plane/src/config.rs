@@ -20,9 +20,16 @@ pub struct Flags {
     /// HTTP listen address for the OpenAI-compatible API.
     #[arg(long, env = "WARDEN_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// Control plane gRPC URL.
+    /// Control plane gRPC URL, or several replicas' URLs comma-separated (a host name is
+    /// resolved at every connect round and each of its records tried). The node attaches to
+    /// the first that answers, stays with it, and moves on to the next when it fails.
     #[arg(long, env = "WARDEN_CP_ADDR", default_value = "http://127.0.0.1:50051")]
     pub cp_addr: String,
+    /// Past this long without the control plane (its Watch stream closed), refuse every
+    /// client credential (503 `control_plane_unreachable`): none can be confirmed
+    /// unrevoked. `off` (default): serve from the last snapshot until the link returns.
+    #[arg(long, env = "WARDEN_MAX_SNAPSHOT_AGE", default_value = "off")]
+    pub max_snapshot_age: String,
     /// PEM CA bundle for an https:// control plane.
     #[arg(long, env = "WARDEN_CP_CA_FILE")]
     pub cp_ca_file: Option<PathBuf>,
@@ -274,6 +281,10 @@ pub enum ConfigError {
         "refusing to send the node credential in clear to --cp-addr {0}: it is not a loopback address; use https:// (with --cp-ca-file), or pass --allow-plaintext (WARDEN_ALLOW_PLAINTEXT=true) on a network you trust"
     )]
     Plaintext(String),
+    #[error(transparent)]
+    CpAddr(#[from] crate::cp_addrs::AddrError),
+    #[error("--max-snapshot-age must be `off` or a duration such as `10m`: {0}")]
+    MaxSnapshotAge(String),
     #[error("{0} must be more than zero")]
     Zero(&'static str),
     #[error(
@@ -306,8 +317,11 @@ impl Flags {
 pub struct NodeConfig {
     /// Where the OpenAI-compatible HTTP API listens.
     pub http_addr: SocketAddr,
-    /// The control plane's gRPC URL (`http://…` or `https://…`).
-    pub cp_addr: String,
+    /// The control plane replicas' gRPC URLs (`http://…` or `https://…`), in order.
+    pub cp_addrs: Vec<String>,
+    /// `--max-snapshot-age`: past it without the control plane, client credentials are
+    /// refused; `None`: no bound.
+    pub max_snapshot_age: Option<Duration>,
     /// PEM CA bundle to trust for an `https://` control plane.
     pub cp_ca_file: Option<PathBuf>,
     /// Client certificate and key presented to the control plane (`https://` only).
@@ -366,7 +380,8 @@ impl NodeConfig {
         let audit_spool = crate::audit::spool::SpoolConfig::for_node(&node_id);
         Self {
             http_addr,
-            cp_addr,
+            cp_addrs: vec![cp_addr],
+            max_snapshot_age: None,
             cp_ca_file: None,
             cp_client_identity: None,
             node_id,
@@ -410,26 +425,31 @@ impl NodeConfig {
             (None, Some(t)) => t.trim().to_owned(),
             (None, None) => return Err(ConfigError::NoToken),
         };
+        let cp_addrs = crate::cp_addrs::parse(&flags.cp_addr)?;
         let mut config = NodeConfig::new(
             flags.http_addr,
             flags.cp_addr,
             flags.node_id.unwrap_or_else(default_node_id),
             SecretString::from(token),
         );
+        config.cp_addrs = cp_addrs;
+        config.max_snapshot_age = parse_optional_duration(&flags.max_snapshot_age)
+            .map_err(ConfigError::MaxSnapshotAge)?;
         config.cp_ca_file = flags.cp_ca_file;
+        let all_tls = config.cp_addrs.iter().all(|a| a.starts_with("https://"));
         config.cp_client_identity = match (flags.cp_client_cert_file, flags.cp_client_key_file) {
-            (Some(cert), Some(key)) if config.cp_addr.starts_with("https://") => Some((cert, key)),
+            (Some(cert), Some(key)) if all_tls => Some((cert, key)),
             (Some(_), _) | (_, Some(_)) => return Err(ConfigError::ClientCertNeedsTls),
             (None, None) => None,
         };
         config.allow_plaintext = flags.allow_plaintext;
-        if config.cp_addr_in_clear() {
+        if let Some(clear) = config.cp_addr_in_clear() {
             if !config.allow_plaintext {
-                return Err(ConfigError::Plaintext(config.cp_addr));
+                return Err(ConfigError::Plaintext(clear.to_owned()));
             }
             tracing::warn!(
                 target: LOG_TARGET,
-                cp_addr = %config.cp_addr,
+                cp_addr = %clear,
                 "--allow-plaintext: the node credential and every snapshot travel to the control plane unencrypted; anyone on the network path can read the credential and reuse it"
             );
         }
@@ -548,11 +568,14 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// Whether `cp_addr` would carry the node credential in clear off this machine
-    /// (`http://` to a host that is not loopback); such an address needs --allow-plaintext.
-    pub fn cp_addr_in_clear(&self) -> bool {
-        warden_core::plaintext::Transport::of(&self.cp_addr)
-            == warden_core::plaintext::Transport::PlainRemote
+    /// The first control-plane address that would carry the node credential in clear off
+    /// this machine (`http://` to a host that is not loopback), if any; such an address
+    /// needs --allow-plaintext.
+    pub fn cp_addr_in_clear(&self) -> Option<&str> {
+        self.cp_addrs.iter().map(String::as_str).find(|a| {
+            warden_core::plaintext::Transport::of(a)
+                == warden_core::plaintext::Transport::PlainRemote
+        })
     }
 
     /// The settings in effect that weaken the node's guarantees, as `(name, value)`; the
@@ -565,7 +588,7 @@ impl NodeConfig {
         if self.audit_spool.on_full == crate::audit::spool::OnFull::Drop {
             out.push(("audit_on_full", "drop"));
         }
-        if self.cp_addr_in_clear() {
+        if self.cp_addr_in_clear().is_some() {
             out.push(("allow_plaintext", "true"));
         }
         if self.redis.as_ref().and_then(plain_remote_redis).is_some() {
@@ -1043,6 +1066,49 @@ mod tests {
             Err(ConfigError::ClientCertNeedsTls)
         ));
         assert!(Flags::try_parse_from(["warden-dp", "--cp-client-cert-file", "node.pem"]).is_err());
+    }
+
+    #[test]
+    fn several_control_plane_addresses_are_each_checked() {
+        let c = config(&["--cp-addr", "http://127.0.0.1:1,http://localhost:2"]).unwrap();
+        assert_eq!(c.cp_addrs, vec!["http://127.0.0.1:1", "http://localhost:2"]);
+        assert_eq!(c.max_snapshot_age, None);
+        // One address in clear off loopback is enough to refuse the list, and is named.
+        match config(&["--cp-addr", "https://a.invalid:1,http://b.invalid:2"]) {
+            Err(ConfigError::Plaintext(addr)) => assert_eq!(addr, "http://b.invalid:2"),
+            other => panic!("{other:?}"),
+        }
+        let allowed = config(&[
+            "--cp-addr",
+            "https://a.invalid:1,http://b.invalid:2",
+            "--allow-plaintext",
+        ])
+        .unwrap();
+        assert_eq!(allowed.cp_addr_in_clear(), Some("http://b.invalid:2"));
+        assert!(matches!(
+            config(&["--cp-addr", "http://127.0.0.1:1,,http://127.0.0.1:2"]),
+            Err(ConfigError::CpAddr(crate::cp_addrs::AddrError::EmptyEntry(
+                _
+            )))
+        ));
+        // A client certificate needs every replica on https://.
+        assert!(matches!(
+            config(&[
+                "--cp-addr",
+                "https://a.invalid:1,http://127.0.0.1:2",
+                "--cp-client-cert-file",
+                "n.pem",
+                "--cp-client-key-file",
+                "n.key",
+            ]),
+            Err(ConfigError::ClientCertNeedsTls)
+        ));
+        let c = config(&["--max-snapshot-age", "10m"]).unwrap();
+        assert_eq!(c.max_snapshot_age, Some(Duration::from_secs(600)));
+        assert!(matches!(
+            config(&["--max-snapshot-age", "a while"]),
+            Err(ConfigError::MaxSnapshotAge(_))
+        ));
     }
 
     #[test]

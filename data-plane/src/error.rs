@@ -430,6 +430,15 @@ impl ApiError {
         )
     }
 
+    /// Past `--max-snapshot-age` without the control plane: no client credential can be
+    /// confirmed unrevoked (fail-closed).
+    pub fn control_plane_unreachable() -> Self {
+        Self::unavailable(
+            "control_plane_unreachable",
+            "This gateway has not reached its control plane for longer than its configured bound, so it cannot confirm that credentials are unrevoked; it refuses them until it reconnects. Retry shortly.",
+        )
+    }
+
     /// The node cannot record audit events (`--audit-on-full closed`), so it serves nothing.
     pub fn audit_unavailable(reason: &str) -> Self {
         Self::unavailable(

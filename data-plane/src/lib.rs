@@ -11,8 +11,10 @@ pub mod auth;
 pub mod client_addr;
 pub mod compiled;
 pub mod config;
+pub mod cp_addrs;
 pub mod egress;
 pub mod error;
+pub mod freshness;
 pub mod incident;
 pub mod ip_block;
 pub mod limits;
@@ -160,6 +162,7 @@ pub async fn run_on(
     state.trusted_proxies = config.trusted_proxies.clone();
     state.body_read_timeout = config.http_body_read_timeout;
     state.upstream_deadline = config.upstream_deadline;
+    state.freshness = freshness::Freshness::new(config.max_snapshot_age);
     state.failed_logins = proxy::failed_logins::FailedLogins::new(
         config.failed_login_limit,
         config.failed_login_window,
@@ -176,15 +179,20 @@ pub async fn run_on(
     // The key snapshot secrets are sealed to: new on every start, never written anywhere.
     let seal_keys = Arc::new(warden_core::seal::NodeKeyPair::generate()?);
     tracing::info!(node_key = %seal_keys.public_key().fingerprint(), "sealing key pair ready");
+    // The replica the Watch stream is attached to; the node's other calls follow it.
+    let (attached, replica) = tokio::sync::watch::channel(None);
     let link = tokio::spawn(sync::run(
         Arc::clone(&config),
         Arc::clone(&state),
         seal_keys,
+        attached,
         shutdown.clone(),
     ));
+    tokio::spawn(freshness::watch(Arc::clone(&state), shutdown.clone()));
     tokio::spawn(sync::publish_audit(
         Arc::clone(&config),
         audit_spool,
+        replica.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(proxy::request_audit::summarize_failed_logins(
@@ -194,6 +202,7 @@ pub async fn run_on(
     tokio::spawn(sync::report_rejections(
         Arc::clone(&config),
         rejections_rx,
+        replica,
         shutdown.clone(),
     ));
     let app = server::router(Arc::clone(&state), config.max_body_bytes);

@@ -59,3 +59,14 @@ pub const HTTP_TLS_RELOADS: &str = "warden_http_tls_reloads_total";
 /// Upstream attempts refused by the egress policy before anything connected (`reason`
 /// label: `not_allowed`, `link_local_or_metadata`, `private`, `loopback`, `not_http`).
 pub const EGRESS_DENIED: &str = "warden_egress_denied_total";
+/// 1 while the Watch stream to a control-plane replica is open, else 0.
+pub const CP_CONNECTED: &str = "warden_cp_connected";
+/// Position in `--cp-addr` of the replica the node is attached to (0-based), -1 while it
+/// is attached to none.
+pub const CP_REPLICA: &str = "warden_cp_replica_index";
+/// Seconds since the node last had its Watch stream to the control plane open (0 while it
+/// is open).
+pub const SNAPSHOT_AGE_SECONDS: &str = "warden_snapshot_age_seconds";
+/// 1 while the snapshot is older than `--max-snapshot-age` and client credentials are
+/// refused, else 0.
+pub const SNAPSHOT_STALE: &str = "warden_snapshot_stale";

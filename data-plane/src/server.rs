@@ -83,6 +83,22 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
+    if state.freshness.is_stale() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "ready": false,
+                "reason": format!(
+                    "snapshot stale: no control plane replica heard from for {}s (--max-snapshot-age {}s); client credentials are refused",
+                    state.freshness.age().as_secs(),
+                    state.freshness.bound().unwrap_or_default().as_secs()
+                ),
+                "control_plane_connected": connected,
+                "snapshot_age_seconds": state.freshness.age().as_secs(),
+            })),
+        )
+            .into_response();
+    }
     match state.snapshot() {
         Some(snapshot) => (
             StatusCode::OK,

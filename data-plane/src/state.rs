@@ -22,6 +22,9 @@ pub struct AppState {
     pub redis: Option<Arc<RedisLink>>,
     /// Whether the watch stream to the control plane is currently up.
     pub cp_connected: AtomicBool,
+    /// How long since the node last heard from the control plane, against
+    /// `--max-snapshot-age`.
+    pub freshness: crate::freshness::Freshness,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub audit: AuditSink,
     /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
@@ -54,6 +57,7 @@ impl AppState {
             limiter,
             redis,
             cp_connected: AtomicBool::new(false),
+            freshness: crate::freshness::Freshness::new(None),
             metrics,
             audit,
             audit_mask_client_ip: false,

@@ -1,7 +1,11 @@
 //! The node's link to the control plane: `Sync.Watch` with the node credential, apply each
-//! snapshot atomically, ACK it, and reconnect with jittered exponential backoff when the
-//! stream breaks. While the control plane is away the node keeps serving from the last
-//! snapshot it applied.
+//! snapshot atomically, ACK it, and reconnect when the stream breaks. With several replicas
+//! (`--cp-addr a,b,c`, or a name with several records) a connect round tries them in order,
+//! starting after the one that just failed, and the node stays with the first that answers;
+//! after a round where none answered it backs off (jittered, exponential). The node's other
+//! calls (`PublishAudit`, `ReportKeyRejected`) go to the replica the watch is attached to
+//! ([`Replica`]). While no replica answers the node keeps serving from the last snapshot it
+//! applied (up to `--max-snapshot-age`, see [`crate::freshness`]).
 //!
 //! The node's sealing key pair ([`NodeKeyPair`], made once at start-up, memory only) goes
 //! with every `Watch`: its public half in `NodeHello`, its private half opens the secrets
@@ -24,6 +28,7 @@ use warden_proto::sync::v1::sync_client::SyncClient;
 
 use crate::compiled::{Recipient, Snapshot};
 use crate::config::NodeConfig;
+use crate::cp_addrs::{self, Target};
 use crate::state::AppState;
 
 /// Errors on the link; all of them lead to a reconnect.
@@ -37,20 +42,46 @@ pub enum SyncError {
     Status(#[from] tonic::Status),
 }
 
-fn endpoint(config: &NodeConfig) -> Result<Endpoint, SyncError> {
-    if config.cp_addr_in_clear() && !config.allow_plaintext {
+/// The replica the Watch stream is attached to: its channel, and its position in
+/// `--cp-addr`. `None` while the node is attached to none.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    pub channel: Channel,
+    pub index: usize,
+}
+
+/// Where the link publishes the replica it is attached to.
+pub type Attached = tokio::sync::watch::Sender<Option<Replica>>;
+/// Where the node's other calls read it.
+pub type Follow = tokio::sync::watch::Receiver<Option<Replica>>;
+
+fn endpoint(config: &NodeConfig, target: &Target) -> Result<Endpoint, SyncError> {
+    if config.cp_addr_in_clear().is_some() && !config.allow_plaintext {
         return Err(SyncError::Endpoint(
             "an http:// control plane off loopback needs --allow-plaintext".into(),
         ));
     }
-    let mut ep = Endpoint::from_shared(config.cp_addr.clone())
+    let mut ep = Endpoint::from_shared(target.url.clone())
         .map_err(|e| SyncError::Endpoint(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(15))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    if config.cp_addr.starts_with("https://") {
+    if let Some(origin) = &target.origin {
+        // A resolved record: requests still name the configured host.
+        let origin = origin
+            .parse()
+            .map_err(|e: tonic::codegen::http::uri::InvalidUri| {
+                SyncError::Endpoint(e.to_string())
+            })?;
+        ep = ep.origin(origin);
+    }
+    if target.url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(name) = &target.name {
+            // The certificate is checked against the configured name, not the record.
+            tls = tls.domain_name(name.clone());
+        }
         if let Some(ca) = &config.cp_ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| SyncError::Endpoint(format!("{}: {e}", ca.display())))?;
@@ -83,27 +114,50 @@ fn with_credential<T>(config: &NodeConfig, message: T) -> Result<tonic::Request<
     Ok(request)
 }
 
-/// Runs the link until `shutdown`; snapshot secrets are sealed to `keys`.
+/// Runs the link until `shutdown`; snapshot secrets are sealed to `keys`; the replica the
+/// watch is attached to is published on `attached`.
 pub async fn run(
     config: Arc<NodeConfig>,
     state: Arc<AppState>,
     keys: Arc<NodeKeyPair>,
+    attached: Attached,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jittered();
+    let mut last: Option<Target> = None;
+    detach(&state, &attached);
     loop {
-        let session = watch_once(&config, &state, &keys, &shutdown);
-        let result = tokio::select! {
-            r = session => r,
-            () = shutdown.cancelled() => return,
-        };
-        state.cp_connected.store(false, Ordering::Relaxed);
-        match result {
-            Ok(true) => backoff.reset(),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "control plane link down; serving from the last snapshot")
+        let targets = cp_addrs::rotate(cp_addrs::resolve(&config.cp_addrs).await, last.as_ref());
+        let mut answered = false;
+        for target in targets {
+            let session = watch_once(&config, &state, &keys, &target, &attached, &shutdown);
+            let result = tokio::select! {
+                r = session => r,
+                () = shutdown.cancelled() => return,
+            };
+            let was_attached = state.cp_connected.load(Ordering::Relaxed);
+            detach(&state, &attached);
+            if was_attached {
+                // It answered, then went away (or ended the stream): start the next round
+                // after it, so that the other replicas are tried first.
+                answered = true;
+                last = Some(target);
+                if let Err(e) = result {
+                    tracing::warn!(cp = %target_label(&config, last.as_ref()), error = %e, "control plane link down; serving from the last snapshot");
+                }
+                break;
             }
+            if let Err(e) = result {
+                tracing::warn!(cp = %target.url, index = target.index, error = %e, "control plane replica did not answer; trying the next");
+            }
+        }
+        if answered {
+            backoff.reset();
+        } else {
+            tracing::warn!(
+                replicas = config.cp_addrs.len(),
+                "no control plane replica answered; serving from the last snapshot"
+            );
         }
         if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
             return;
@@ -111,15 +165,69 @@ pub async fn run(
     }
 }
 
-/// One watch session. Returns whether at least one snapshot arrived.
+/// The configured address of `target`, for logs.
+fn target_label(config: &NodeConfig, target: Option<&Target>) -> String {
+    target
+        .and_then(|t| config.cp_addrs.get(t.index))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The node is attached to no replica.
+fn detach(state: &AppState, attached: &Attached) {
+    state.cp_connected.store(false, Ordering::Relaxed);
+    state.freshness.link_down();
+    attached.send_replace(None);
+    metrics::gauge!(crate::metrics::CP_CONNECTED).set(0.0);
+    metrics::gauge!(crate::metrics::CP_REPLICA).set(-1.0);
+}
+
+/// The Watch stream to `replica` is open: the node is attached to it; a stale episode that
+/// ends here is audited once.
+fn attach(config: &NodeConfig, state: &AppState, attached: &Attached, replica: Replica) {
+    let index = replica.index;
+    state.cp_connected.store(true, Ordering::Relaxed);
+    attached.send_replace(Some(replica));
+    metrics::gauge!(crate::metrics::CP_CONNECTED).set(1.0);
+    #[expect(clippy::cast_precision_loss, reason = "an index below 16")]
+    metrics::gauge!(crate::metrics::CP_REPLICA).set(index as f64);
+    let cp = config.cp_addrs.get(index).cloned().unwrap_or_default();
+    tracing::info!(cp = %cp, index, "connected to the control plane");
+    if let Some(episode) = state.freshness.link_up() {
+        tracing::warn!(
+            cp = %cp,
+            offline_seconds = episode.offline.as_secs(),
+            stale_seconds = episode.stale.as_secs(),
+            requests_refused = episode.refused,
+            "control plane reachable again: client credentials are served again"
+        );
+        state.audit.emit(
+            "node.snapshot_stale",
+            format!("node:{}", config.node_id),
+            config.node_id.clone(),
+            "reconnected".to_owned(),
+            warden_core::audit_detail::Detail::new()
+                .with("seconds_stale", episode.stale.as_secs())
+                .with("seconds_offline", episode.offline.as_secs())
+                .with("max_snapshot_age_seconds", episode.bound.as_secs())
+                .with("requests_refused", episode.refused)
+                .with("replica_index", index)
+                .build(),
+        );
+    }
+}
+
+/// One watch session with `target`. Returns whether at least one snapshot arrived.
 async fn watch_once(
     config: &NodeConfig,
     state: &AppState,
     keys: &Arc<NodeKeyPair>,
+    target: &Target,
+    attached: &Attached,
     shutdown: &CancellationToken,
 ) -> Result<bool, SyncError> {
-    let channel: Channel = endpoint(config)?.connect().await?;
-    let mut client = SyncClient::new(channel)
+    let channel: Channel = endpoint(config, target)?.connect().await?;
+    let mut client = SyncClient::new(channel.clone())
         .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
         .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES);
     let have_version = state.snapshot().map_or(0, |r| r.version);
@@ -133,8 +241,15 @@ async fn watch_once(
         .watch(with_credential(config, hello)?)
         .await?
         .into_inner();
-    state.cp_connected.store(true, Ordering::Relaxed);
-    tracing::info!(cp = %config.cp_addr, "connected to the control plane");
+    attach(
+        config,
+        state,
+        attached,
+        Replica {
+            channel,
+            index: target.index,
+        },
+    );
     let mut received = false;
     loop {
         let message = tokio::select! {
@@ -196,14 +311,9 @@ async fn watch_once(
 pub async fn report_rejections(
     config: Arc<NodeConfig>,
     mut rx: tokio::sync::mpsc::Receiver<crate::upstream::KeyRejection>,
+    mut replica: Follow,
     shutdown: CancellationToken,
 ) {
-    let Ok(endpoint) = endpoint(&config) else {
-        return;
-    };
-    let mut client = SyncClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
-        .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES);
     loop {
         let rejection = tokio::select! {
             r = rx.recv() => match r { Some(r) => r, None => return },
@@ -216,6 +326,9 @@ pub async fn report_rejections(
             fingerprint: rejection.fingerprint,
             status: u32::from(rejection.status),
             reason: rejection.reason,
+        };
+        let Some(mut client) = attached_client(&mut replica, &shutdown).await else {
+            return;
         };
         match with_credential(&config, report) {
             Ok(request) => {
@@ -245,14 +358,9 @@ const AUDIT_LINGER: Duration = Duration::from_millis(200);
 pub async fn publish_audit(
     config: Arc<NodeConfig>,
     mut spool: crate::audit::spool::Reader,
+    mut replica: Follow,
     shutdown: CancellationToken,
 ) {
-    let Ok(endpoint) = endpoint(&config) else {
-        return;
-    };
-    let mut client = SyncClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
-        .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES);
     loop {
         let mut batch = tokio::select! {
             b = spool.next_batch(AUDIT_BATCH, AUDIT_LINGER) => match b { Some(b) => b, None => return },
@@ -262,7 +370,8 @@ pub async fn publish_audit(
         let mut pending: VecDeque<Vec<pb::AuditEvent>> =
             split_by_size(records.iter().map(to_wire).collect(), AUDIT_BATCH_MAX_BYTES);
         while let Some(mut part) = pending.pop_front() {
-            let refused = match deliver(&config, &mut client, &batch.node, &part, &shutdown).await {
+            let refused = match deliver(&config, &mut replica, &batch.node, &part, &shutdown).await
+            {
                 None => return,
                 Some(Ok(())) => continue,
                 Some(Err(status)) => status,
@@ -278,7 +387,7 @@ pub async fn publish_audit(
                 continue;
             };
             let report = quarantine(spool.dir(), record, &event, &refused).await;
-            match deliver(&config, &mut client, &batch.node, &[report], &shutdown).await {
+            match deliver(&config, &mut replica, &batch.node, &[report], &shutdown).await {
                 // Not acknowledged: the next start quarantines and reports it again.
                 None => return,
                 Some(Ok(())) => {}
@@ -291,13 +400,30 @@ pub async fn publish_audit(
     }
 }
 
+/// A Sync client on the replica the watch is attached to, waiting until there is one;
+/// `None` at `shutdown`.
+async fn attached_client(
+    replica: &mut Follow,
+    shutdown: &CancellationToken,
+) -> Option<SyncClient<Channel>> {
+    let current = tokio::select! {
+        r = replica.wait_for(Option::is_some) => r.ok()?.clone()?,
+        () = shutdown.cancelled() => return None,
+    };
+    Some(
+        SyncClient::new(current.channel)
+            .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
+            .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES),
+    )
+}
+
 /// Sends `events` until the control plane acknowledges them (`Some(Ok)`), refuses them as
 /// malformed or too large (`Some(Err)`: retrying cannot help), or `shutdown` (`None`).
 /// Other failures (control plane away, overloaded, node not yet authorised) are retried
-/// with backoff.
+/// with backoff, each try on the replica the watch is attached to at the time.
 async fn deliver(
     config: &NodeConfig,
-    client: &mut SyncClient<Channel>,
+    replica: &mut Follow,
     node: &str,
     events: &[pb::AuditEvent],
     shutdown: &CancellationToken,
@@ -308,6 +434,7 @@ async fn deliver(
     };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
+        let mut client = attached_client(replica, shutdown).await?;
         let sent = match with_credential(config, message.clone()) {
             Ok(request) => client.publish_audit(request).await.map(|_| ()),
             Err(e) => Err(tonic::Status::internal(e.to_string())),

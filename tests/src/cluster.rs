@@ -152,6 +152,8 @@ pub struct Options {
     pub cp_tls: Option<CpTls>,
     /// The host nodes serve their API on (`[::1]` for IPv6 tests) [default: 127.0.0.1].
     pub node_http_host: Option<String>,
+    /// The `--cp-addr` nodes get (e.g. a list of replicas) instead of [`TestCluster::cp_addr`].
+    pub node_cp_addr: Option<String>,
 }
 
 /// How `wardenctl` reaches a control plane that serves TLS.
@@ -444,7 +446,12 @@ impl TestCluster {
             .arg("--ops-addr")
             .arg(format!("127.0.0.1:{ops_port}"))
             .arg("--cp-addr")
-            .arg(self.cp_addr())
+            .arg(
+                self.options
+                    .node_cp_addr
+                    .clone()
+                    .unwrap_or_else(|| self.cp_addr()),
+            )
             .arg("--node-id")
             .arg(id)
             .arg("--audit-spool-dir")

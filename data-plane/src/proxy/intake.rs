@@ -131,6 +131,15 @@ pub fn refuse_if_suspended(principal: &Principal) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// 503 `control_plane_unreachable` while the node is past `--max-snapshot-age` without the
+/// control plane: every client credential is revocable, and none can be confirmed now.
+pub fn refuse_if_stale(state: &AppState) -> Result<(), ApiError> {
+    if state.freshness.refuse() {
+        return Err(ApiError::control_plane_unreachable());
+    }
+    Ok(())
+}
+
 /// The body of `request`, read within the router's size cap (413 past it) and the node's
 /// body-read timeout (408).
 pub async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {

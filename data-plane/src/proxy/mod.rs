@@ -111,6 +111,7 @@ pub async fn count_tokens(State(state): State<Arc<AppState>>, request: Request) 
         intake::admit_address(&snapshot, peer)?;
         let principal = intake::authenticate(&state, &snapshot, peer, &headers, PATH, &request_id)?;
         intake::refuse_if_suspended(&principal)?;
+        intake::refuse_if_stale(&state)?;
         intake::admit_principal(&principal, peer, &headers)?;
         principal.require(Scope::Read)?;
         let body = intake::read_body(&state, request).await?;
@@ -381,6 +382,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     .map_err(|e| Rejection::at(Stage::Login, e, "-"))?;
     let pid = principal.id.as_str();
     intake::refuse_if_suspended(&principal).map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
+    intake::refuse_if_stale(state).map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
     intake::admit_principal(&principal, call.peer, headers)
         .map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
     principal
@@ -498,6 +500,7 @@ pub async fn list_models(State(state): State<Arc<AppState>>, request: Request) -
             let p =
                 intake::authenticate(&state, &snapshot, peer, &headers, "/v1/models", &request_id)?;
             intake::refuse_if_suspended(&p)?;
+            intake::refuse_if_stale(&state)?;
             intake::admit_principal(&p, peer, &headers)?;
             Ok(p)
         });

@@ -25,6 +25,7 @@ mod certs;
 mod cli;
 mod client_access;
 mod control_chars;
+mod cp_failover;
 mod cp_listener;
 mod cp_logins;
 mod cp_store_trust;
