@@ -279,6 +279,13 @@ fn describe(status: &Status, addr: &str) -> String {
             "the control plane does not support this call (is it an older version?)",
             status.message(),
         ),
+        // Raised here after the call was sent (the connection broke): it is not sent again.
+        _ if local => with_detail(
+            &format!(
+                "the call to the control plane at {addr} failed after it was sent; it was not repeated (check whether it took effect)"
+            ),
+            &chain(status),
+        ),
         code if status.message().is_empty() => code.description().to_owned(),
         _ => status.message().to_owned(),
     }

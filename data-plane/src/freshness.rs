@@ -99,6 +99,8 @@ impl Freshness {
             .take();
         self.ever_up.store(true, Ordering::Relaxed);
         self.stale.store(false, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::SNAPSHOT_STALE).set(0.0);
+        metrics::gauge!(crate::metrics::SNAPSHOT_AGE_SECONDS).set(0.0);
         let refused = self.refused.swap(0, Ordering::Relaxed);
         let (bound, since) = (self.bound?, since?);
         if !was_stale {
@@ -137,12 +139,11 @@ impl Freshness {
 
     /// Updates the metrics and logs a change of state once; run every second.
     pub fn tick(&self) {
-        let stale = self.is_stale();
-        metrics::gauge!(crate::metrics::SNAPSHOT_AGE_SECONDS).set(self.age().as_secs_f64());
-        self.note_stale(stale);
+        self.note_stale(self.is_stale());
     }
 
     fn note_stale(&self, stale: bool) {
+        metrics::gauge!(crate::metrics::SNAPSHOT_AGE_SECONDS).set(self.age().as_secs_f64());
         metrics::gauge!(crate::metrics::SNAPSHOT_STALE).set(if stale { 1.0 } else { 0.0 });
         if self.stale.swap(stale, Ordering::Relaxed) != stale && stale {
             tracing::error!(

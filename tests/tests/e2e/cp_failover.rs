@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use warden_tests::cluster::{CLAUDE_MODEL, MODEL, TestCluster, eventually, free_port};
 
 /// Audit rows of `action`, newest first.
@@ -50,8 +50,8 @@ async fn a_node_skips_a_dead_address_and_fails_over_to_a_replica_on_another_port
     ));
     c.add_node().await.unwrap();
     let token = c.issue_token("failover", "*").unwrap();
-    let first = c.chat(0, &token, &TestCluster::chat_body(MODEL, "hi", false));
-    assert_eq!(first.await.unwrap().status(), 200);
+    let hi = TestCluster::chat_body(MODEL, "hi", false);
+    assert_eq!(c.chat(0, &token, &hi).await.unwrap().status(), 200);
     assert_eq!(gauge(&c, 0, "warden_cp_connected").await, Some(1.0));
     assert_eq!(gauge(&c, 0, "warden_cp_replica_index").await, Some(1.0));
 
@@ -117,39 +117,56 @@ async fn a_node_skips_a_dead_address_and_fails_over_to_a_replica_on_another_port
     );
 }
 
-/// A TCP front for the control plane that forwards everything a client sends and nothing
-/// back, then drops the connection: the call arrives and is carried out, the client sees it
-/// fail after it was sent (not a connection failure).
-async fn black_hole_front(cp_port: u16) -> u16 {
+/// A TCP front for the control plane that forwards everything a client sends, and back
+/// only the HTTP/2 frames of the connection itself (stream 0: settings, pings); at the
+/// first frame of an answer it drops the connection. So the call arrives and is carried out,
+/// and the client sees it fail after it was sent (not a connection failure).
+async fn answer_dropping_front(cp_port: u16) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let Ok((mut client, _)) = listener.accept().await else {
+            let Ok((client, _)) = listener.accept().await else {
                 return;
             };
             tokio::spawn(async move {
-                let Ok(mut cp) = tokio::net::TcpStream::connect(("127.0.0.1", cp_port)).await
-                else {
+                let Ok(cp) = tokio::net::TcpStream::connect(("127.0.0.1", cp_port)).await else {
                     return;
                 };
-                let (mut cp_read, mut cp_write) = cp.split();
-                let forward = tokio::io::copy(&mut client, &mut cp_write);
-                let swallow = async {
-                    let mut sink = vec![0u8; 16 * 1024];
-                    while cp_read.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(3), async {
-                    tokio::join!(forward, swallow)
-                })
-                .await;
+                let (mut cp_read, mut cp_write) = cp.into_split();
+                let (mut client_read, mut client_write) = client.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut cp_write).await;
+                });
+                loop {
+                    let mut head = [0u8; 9];
+                    if cp_read.read_exact(&mut head).await.is_err() {
+                        break;
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+                    let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+                    if cp_read.read_exact(&mut payload).await.is_err() {
+                        break;
+                    }
+                    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                    if stream & 0x7fff_ffff != 0 {
+                        break;
+                    }
+                    if client_write.write_all(&head).await.is_err()
+                        || client_write.write_all(&payload).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                up.abort();
             });
         }
     });
     port
 }
 
-#[tokio::test]
+// Multi-threaded: the front runs on the runtime while `wardenctl` blocks the test's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wardenctl_skips_an_address_it_cannot_connect_to_and_never_sends_a_call_twice() {
     let c = TestCluster::start(0).await.unwrap();
     let dead = free_port().unwrap();
@@ -196,15 +213,20 @@ async fn wardenctl_skips_an_address_it_cannot_connect_to_and_never_sends_a_call_
 
     // The first address connects, the call reaches the control plane, and its answer never
     // comes back: wardenctl fails and does not send it again to the second address.
-    let front = black_hole_front(c.cp_port).await;
+    let front = answer_dropping_front(c.cp_port).await;
     let started = Instant::now();
     let out = ctl(
         &["model", "add", "sent-once", "--provider", "mock"],
         &format!("http://127.0.0.1:{front},{}", c.cp_addr()),
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the answer was swallowed: {err}");
+    assert!(!out.status.success(), "the answer was dropped: {err}");
     assert!(started.elapsed() < Duration::from_secs(25), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{front}")) && err.contains("not repeated"),
+        "{err}"
+    );
+    assert!(!err.contains(&c.cp_addr()), "{err}");
     let rows = eventually(Duration::from_secs(10), "the model.add row", || async {
         let rows: Vec<Value> = audit_rows(&c, "model.add")
             .into_iter()
