@@ -155,16 +155,13 @@ impl Freshness {
     }
 }
 
-/// Runs [`Freshness::tick`] every second until `shutdown`.
-pub async fn watch(
-    state: std::sync::Arc<crate::state::AppState>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
+/// Runs `tick` (the node's [`Freshness::tick`]) every second until `shutdown`.
+pub async fn every_second(tick: impl Fn(), shutdown: tokio_util::sync::CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = every.tick() => state.freshness.tick(),
+            _ = every.tick() => tick(),
             () = shutdown.cancelled() => return,
         }
     }

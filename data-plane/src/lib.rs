@@ -188,7 +188,11 @@ pub async fn run_on(
         attached,
         shutdown.clone(),
     ));
-    tokio::spawn(freshness::watch(Arc::clone(&state), shutdown.clone()));
+    let ticking = Arc::clone(&state);
+    tokio::spawn(freshness::every_second(
+        move || ticking.freshness.tick(),
+        shutdown.clone(),
+    ));
     tokio::spawn(sync::publish_audit(
         Arc::clone(&config),
         audit_spool,
