@@ -45,7 +45,7 @@ async fn a_node_skips_a_dead_address_and_fails_over_to_a_replica_on_another_port
     let dead = free_port().unwrap();
     let next = free_port().unwrap();
     c.options.node_cp_addr = Some(format!(
-        "http://127.0.0.1:{dead},{},http://127.0.0.1:{next}",
+        "http://127.0.0.1:{dead},{},http://localhost:{next}",
         c.cp_addr()
     ));
     c.add_node().await.unwrap();
@@ -55,7 +55,8 @@ async fn a_node_skips_a_dead_address_and_fails_over_to_a_replica_on_another_port
     assert_eq!(gauge(&c, 0, "warden_cp_connected").await, Some(1.0));
     assert_eq!(gauge(&c, 0, "warden_cp_replica_index").await, Some(1.0));
 
-    // Requests all along, while the control plane moves to another port.
+    // Requests all along, while the control plane moves to another port (the node knows it
+    // by a name, resolved at each round).
     let stop = Arc::new(AtomicBool::new(false));
     let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load = {
