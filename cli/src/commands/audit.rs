@@ -11,6 +11,7 @@ use warden_proto::admin::v1 as pb;
 use warden_proto::audit::v1 as audit_pb;
 
 use crate::output::{self, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -161,12 +162,13 @@ async fn list(
     limit: Option<u32>,
     action: Option<String>,
 ) -> anyhow::Result<()> {
+    // `limit` bounds the whole listing; the control plane ends the pages there.
     let request = pb::ListAuditRequest {
         limit: limit.unwrap_or(0),
         action: action.unwrap_or_default(),
+        ..Default::default()
     };
-    let mut client = session.client.clone();
-    let response = session.call(client.list_audit(request)).await?;
+    let response = list_all!(session, list_audit, request).await?;
     let mut rows = Rows::new(&["TIME", "ACTION", "ACTOR", "SUBJECT", "RESULT", "DETAIL"]);
     for r in &response.records {
         rows.push(vec![
