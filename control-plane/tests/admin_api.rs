@@ -1094,6 +1094,24 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         })),
     )
     .await;
+    s.step(
+        "list_audit of one action, one per page",
+        admin.list_audit(s.request(pb::ListAuditRequest {
+            limit: 2,
+            action: "token.revoke".into(),
+            page_size: 1,
+            ..Default::default()
+        })),
+    )
+    .await;
+    s.step(
+        "list_audit malformed page_token",
+        admin.list_audit(s.request(pb::ListAuditRequest {
+            page_token: "bm90LWEtdG9rZW4".into(),
+            ..Default::default()
+        })),
+    )
+    .await;
 
     // A replaced admin credential no longer authenticates.
     cp.replace_credential(CredentialTable::Admin, "bootstrap")
