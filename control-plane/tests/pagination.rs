@@ -4,7 +4,8 @@
 //! an unreachable server fails the test): 2,500 virtual keys seeded by SQL (with many equal
 //! creation times, so the id breaks ties) read in pages of 1,000 — every id once, in
 //! order, 3 pages, the last token empty; malformed and foreign tokens refused naming
-//! `page_token`; audit rows paged under an action filter and a `limit`.
+//! `page_token`; audit rows paged under an action filter and a `limit`; tokens, node and
+//! admin credentials and nodes paged in their stored order.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,8 +19,10 @@ use std::path::Path;
 
 use warden_control_plane::ControlPlane;
 use warden_control_plane::config::{Config, RawConfig};
+use warden_control_plane::domain::CredentialTable;
 use warden_control_plane::error::ServiceError;
 use warden_control_plane::secrets::cipher::MasterKey;
+use warden_control_plane::service::Actor;
 
 const KEYS: usize = 2500;
 
@@ -234,6 +237,115 @@ async fn audit_pages_under_a_filter(cp: &ControlPlane) {
     );
 }
 
+/// Every item of a paged listing with `page_size`, and how many pages it took.
+async fn all_pages<T, F, Fut>(page_size: u32, mut page: F) -> (Vec<T>, usize)
+where
+    F: FnMut(u32, String) -> Fut,
+    Fut: std::future::Future<Output = Result<warden_control_plane::page::Page<T>, ServiceError>>,
+{
+    let mut items = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let p = page(page_size, token).await.unwrap();
+        pages += 1;
+        assert!(p.items.len() <= page_size as usize);
+        items.extend(p.items);
+        if p.next_token.is_empty() {
+            return (items, pages);
+        }
+        assert!(pages < 100, "paging does not end");
+        token = p.next_token;
+    }
+}
+
+/// Tokens, both credential tables and nodes page in their stored order.
+async fn other_big_listings_page(cp: &ControlPlane) {
+    let actor = Actor("admin:test".into());
+    let mut jtis = Vec::new();
+    for i in 0..5 {
+        let (_, t) = cp
+            .issue_token(
+                &actor,
+                &format!("svc-{i}"),
+                &["read".into()],
+                &[],
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        jtis.push(t.jti);
+    }
+    let (tokens, pages) = all_pages(2, |n, t| async move { cp.tokens_page(n, &t).await }).await;
+    assert_eq!(pages, 3);
+    let listed: Vec<String> = tokens.into_iter().map(|t| t.jti).collect();
+    let mut want = cp.list_tokens().await.unwrap();
+    want.sort_by(|a, b| (a.issued_at, &a.jti).cmp(&(b.issued_at, &b.jti)));
+    assert_eq!(listed, want.into_iter().map(|t| t.jti).collect::<Vec<_>>());
+    assert!(jtis.iter().all(|j| listed.contains(j)));
+
+    let mut node_ids = Vec::new();
+    for i in 0..5 {
+        let (_, id) = cp
+            .issue_node_credential(&actor, &format!("edge-{i}"), None)
+            .await
+            .unwrap();
+        cp.node_acked(&format!("node-{i}"), &id, 1).await.unwrap();
+        node_ids.push(id);
+    }
+    let (creds, pages) = all_pages(2, |n, t| async move {
+        cp.credentials_page(CredentialTable::Node, n, &t).await
+    })
+    .await;
+    assert_eq!(pages, 3);
+    let listed: Vec<String> = creds.iter().map(|(c, _)| c.id.clone()).collect();
+    let want: Vec<String> = cp
+        .list_credentials(CredentialTable::Node)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(c, _)| c.id)
+        .collect();
+    assert_eq!(listed, want);
+    assert!(
+        creds.iter().all(|(_, last_used)| last_used.is_some()),
+        "last use shown"
+    );
+    // A node-credential token is no admin-credential token.
+    let first = cp
+        .credentials_page(CredentialTable::Node, 2, "")
+        .await
+        .unwrap();
+    assert_page_token_refused(
+        cp.credentials_page(CredentialTable::Admin, 2, &first.next_token)
+            .await,
+        "other credential table",
+    );
+    cp.issue_admin_credential(&actor, "ops", "operator", None, None)
+        .await
+        .unwrap();
+    let (admins, _) = all_pages(1, |n, t| async move {
+        cp.credentials_page(CredentialTable::Admin, n, &t).await
+    })
+    .await;
+    assert_eq!(
+        admins.len(),
+        cp.list_credentials(CredentialTable::Admin)
+            .await
+            .unwrap()
+            .len()
+    );
+
+    let (nodes, pages) = all_pages(2, |n, t| async move { cp.nodes_page(n, &t).await }).await;
+    assert_eq!(pages, 3);
+    let names: Vec<String> = nodes.into_iter().map(|n| n.record.node_id).collect();
+    assert_eq!(
+        names,
+        (0..5).map(|i| format!("node-{i}")).collect::<Vec<_>>()
+    );
+}
+
 async fn run(database: Option<(&str, &str)>) {
     warden_core::install_crypto_providers();
     let dir = tempfile::tempdir().unwrap();
@@ -242,6 +354,7 @@ async fn run(database: Option<(&str, &str)>) {
     seed_virtual_keys(&config, &seeded()).await;
     virtual_keys_page_through(&cp).await;
     audit_pages_under_a_filter(&cp).await;
+    other_big_listings_page(&cp).await;
 }
 
 #[tokio::test]
