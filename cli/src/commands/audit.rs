@@ -19,7 +19,8 @@ pub enum AuditCommand {
     /// List audit records, newest first.
     #[command(visible_alias = "ls")]
     List {
-        /// At most this many records [default: the control plane's default].
+        /// At most this many records in all (read in pages of --page-size) [default: the
+        /// control plane's default, 100].
         #[arg(long)]
         limit: Option<u32>,
         /// Only records with this action.
