@@ -7,6 +7,7 @@ mod commands;
 mod dev;
 mod flags;
 mod output;
+mod paging;
 mod session;
 
 use std::process::ExitCode;

@@ -82,6 +82,11 @@ pub struct ConnectArgs {
         requires = "client_cert"
     )]
     pub client_key: Option<PathBuf>,
+
+    /// Items per call when listing [default: the control plane's, 500]; every page is
+    /// read and shown.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: Option<u32>,
 }
 
 /// The `warden.admin.v1.Admin` client, carrying the admin credential.
@@ -94,6 +99,8 @@ pub struct Session {
     pub client: Client,
     pub audit: AuditClient,
     addr: String,
+    /// `--page-size` (0 = the control plane's default).
+    pub(crate) page_size: u32,
 }
 
 impl Session {
@@ -181,6 +188,7 @@ impl Session {
                 .max_decoding_message_size(warden_proto::GRPC_RESPONSE_MAX_BYTES)
                 .max_encoding_message_size(warden_proto::GRPC_REQUEST_MAX_BYTES),
             addr,
+            page_size: args.page_size.unwrap_or(0),
         })
     }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod ops;
+pub mod page;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;

@@ -231,13 +231,13 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     // ---- authentication
     s.step(
         "list_providers without a credential",
-        admin.list_providers(Request::new(pb::ListProvidersRequest {})),
+        admin.list_providers(Request::new(pb::ListProvidersRequest::default())),
     )
     .await;
     s.step(
         "list_providers with an unknown credential",
         admin.list_providers(Script::with_credential(
-            pb::ListProvidersRequest {},
+            pb::ListProvidersRequest::default(),
             "wa_notacredentialatall",
         )),
     )
@@ -406,7 +406,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         .unwrap();
     s.step(
         "list_providers",
-        admin.list_providers(s.request(pb::ListProvidersRequest {})),
+        admin.list_providers(s.request(pb::ListProvidersRequest::default())),
     )
     .await;
     s.step(
@@ -503,7 +503,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     .await;
     s.step(
         "list_models",
-        admin.list_models(s.request(pb::ListModelsRequest {})),
+        admin.list_models(s.request(pb::ListModelsRequest::default())),
     )
     .await;
     let remove_deployment = pb::RemoveDeploymentRequest {
@@ -577,7 +577,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         })),
     )
     .await;
-    let request = s.request(pb::ListTokensRequest {});
+    let request = s.request(pb::ListTokensRequest::default());
     s.step(
         "list_tokens",
         // Sorted here: the store's order of rows created in the same second is not pinned.
@@ -622,7 +622,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     s.step(
         "list_providers with a token without the admin scope",
         admin.list_providers(Script::with_credential(
-            pb::ListProvidersRequest {},
+            pb::ListProvidersRequest::default(),
             &reader.token,
         )),
     )
@@ -630,7 +630,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     s.step(
         "list_providers with a revoked token",
         admin.list_providers(Script::with_credential(
-            pb::ListProvidersRequest {},
+            pb::ListProvidersRequest::default(),
             &issued.token,
         )),
     )
@@ -680,7 +680,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         })),
     )
     .await;
-    let request = s.request(pb::ListVirtualKeysRequest {});
+    let request = s.request(pb::ListVirtualKeysRequest::default());
     s.step("list_virtual_keys", async {
         let r = admin.list_virtual_keys(request).await;
         r.map(|r| {
@@ -870,7 +870,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         admin.rotate_signing_key(s.request(pb::RotateSigningKeyRequest {})),
     )
     .await;
-    let request = s.request(pb::ListSigningKeysRequest {});
+    let request = s.request(pb::ListSigningKeysRequest::default());
     s.step("list_signing_keys", async {
         let r = admin.list_signing_keys(request).await;
         r.map(|r| {
@@ -909,10 +909,10 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     .await;
     s.step(
         "list_nodes",
-        admin.list_nodes(s.request(pb::ListNodesRequest {})),
+        admin.list_nodes(s.request(pb::ListNodesRequest::default())),
     )
     .await;
-    let request = s.request(pb::ListCredentialsRequest {});
+    let request = s.request(pb::ListCredentialsRequest::default());
     s.step("list_node_credentials", async {
         let r = admin.list_node_credentials(request).await;
         r.map(|r| {
@@ -969,7 +969,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     s.step(
         "list_providers as operator",
         admin.list_providers(Script::with_credential(
-            pb::ListProvidersRequest {},
+            pb::ListProvidersRequest::default(),
             &operator.credential,
         )),
     )
@@ -977,12 +977,12 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     s.step(
         "list_models as operator",
         admin.list_models(Script::with_credential(
-            pb::ListModelsRequest {},
+            pb::ListModelsRequest::default(),
             &operator.credential,
         )),
     )
     .await;
-    let request = s.request(pb::ListCredentialsRequest {});
+    let request = s.request(pb::ListCredentialsRequest::default());
     s.step("list_admin_credentials", async {
         let r = admin.list_admin_credentials(request).await;
         r.map(|r| {
@@ -1061,7 +1061,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
     .await;
     s.step(
         "list_ip_blocks",
-        admin.list_ip_blocks(s.request(pb::ListIpBlocksRequest {})),
+        admin.list_ip_blocks(s.request(pb::ListIpBlocksRequest::default())),
     )
     .await;
     s.step(
@@ -1090,6 +1090,25 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         admin.list_audit(s.request(pb::ListAuditRequest {
             limit: 0,
             action: "token.revoke".into(),
+            ..Default::default()
+        })),
+    )
+    .await;
+    s.step(
+        "list_audit of one action, one per page",
+        admin.list_audit(s.request(pb::ListAuditRequest {
+            limit: 2,
+            action: "token.revoke".into(),
+            page_size: 1,
+            ..Default::default()
+        })),
+    )
+    .await;
+    s.step(
+        "list_audit malformed page_token",
+        admin.list_audit(s.request(pb::ListAuditRequest {
+            page_token: "bm90LWEtdG9rZW4".into(),
+            ..Default::default()
         })),
     )
     .await;
@@ -1100,7 +1119,7 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         .unwrap();
     s.step(
         "list_providers with a replaced admin credential",
-        admin.list_providers(s.request(pb::ListProvidersRequest {})),
+        admin.list_providers(s.request(pb::ListProvidersRequest::default())),
     )
     .await;
 

@@ -60,7 +60,7 @@ async fn starts_in_process_serves_the_admin_api_and_stops_on_shutdown() {
         .await
         .unwrap();
     let mut client = pb::admin_client::AdminClient::new(channel);
-    let mut request = tonic::Request::new(pb::ListModelsRequest {});
+    let mut request = tonic::Request::new(pb::ListModelsRequest::default());
     request.metadata_mut().insert(
         warden_proto::AUTHORIZATION,
         format!("Bearer {}", admin.expose_secret()).parse().unwrap(),
@@ -74,7 +74,7 @@ async fn starts_in_process_serves_the_admin_api_and_stops_on_shutdown() {
         "{models:?}"
     );
     let refused = client
-        .list_models(pb::ListModelsRequest {})
+        .list_models(pb::ListModelsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);

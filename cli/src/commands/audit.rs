@@ -11,6 +11,7 @@ use warden_proto::admin::v1 as pb;
 use warden_proto::audit::v1 as audit_pb;
 
 use crate::output::{self, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -18,7 +19,8 @@ pub enum AuditCommand {
     /// List audit records, newest first.
     #[command(visible_alias = "ls")]
     List {
-        /// At most this many records [default: the control plane's default].
+        /// At most this many records in all (read in pages of --page-size) [default: the
+        /// control plane's default, 100].
         #[arg(long)]
         limit: Option<u32>,
         /// Only records with this action.
@@ -161,12 +163,13 @@ async fn list(
     limit: Option<u32>,
     action: Option<String>,
 ) -> anyhow::Result<()> {
+    // `limit` bounds the whole listing; the control plane ends the pages there.
     let request = pb::ListAuditRequest {
         limit: limit.unwrap_or(0),
         action: action.unwrap_or_default(),
+        ..Default::default()
     };
-    let mut client = session.client.clone();
-    let response = session.call(client.list_audit(request)).await?;
+    let response = list_all!(session, list_audit, request).await?;
     let mut rows = Rows::new(&["TIME", "ACTION", "ACTOR", "SUBJECT", "RESULT", "DETAIL"]);
     for r in &response.records {
         rows.push(vec![

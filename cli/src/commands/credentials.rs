@@ -12,6 +12,7 @@ use warden_proto::admin::v1 as pb;
 
 use crate::commands::grants::parse_ttl;
 use crate::output::{self, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -109,9 +110,12 @@ pub async fn run(session: &Session, out: Printer, command: NodeCommand) -> anyho
             out.secret(&response.credential, &[("id", response.id.clone())], &json)?;
         }
         NodeCredentialCommand::List => {
-            let response = session
-                .call(client.list_node_credentials(pb::ListCredentialsRequest {}))
-                .await?;
+            let response = list_all!(
+                session,
+                list_node_credentials,
+                pb::ListCredentialsRequest::default()
+            )
+            .await?;
             show(&out, &response.credentials, true)?;
         }
         NodeCredentialCommand::Revoke(args) => {
@@ -155,9 +159,12 @@ pub async fn run_admin(
             )?;
         }
         AdminCredentialSubcommand::List => {
-            let response = session
-                .call(client.list_admin_credentials(pb::ListCredentialsRequest {}))
-                .await?;
+            let response = list_all!(
+                session,
+                list_admin_credentials,
+                pb::ListCredentialsRequest::default()
+            )
+            .await?;
             show(&out, &response.credentials, false)?;
         }
         AdminCredentialSubcommand::Revoke(args) => {

@@ -7,6 +7,7 @@ use warden_proto::admin::v1 as pb;
 use warden_proto::admin::v1::dlp_scope::Target;
 
 use crate::output::{Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 /// The built-in detectors, each added by `enable-builtin` as a rule of the same name.
@@ -162,9 +163,8 @@ pub async fn run(session: &Session, out: Printer, command: DlpCommand) -> anyhow
             )?;
         }
         DlpCommand::List => {
-            let response = session
-                .call(client.list_dlp_rules(pb::ListDlpRulesRequest {}))
-                .await?;
+            let response =
+                list_all!(session, list_dlp_rules, pb::ListDlpRulesRequest::default()).await?;
             let mut rows = Rows::new(&["NAME", "DETECTOR", "ACTION", "SCOPE", "SOURCE", "PATTERN"]);
             for r in &response.rules {
                 rows.push(vec![

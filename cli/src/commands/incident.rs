@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use warden_proto::admin::v1 as pb;
 
 use crate::output::{self, Fields, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -120,10 +121,13 @@ pub async fn run_credentials(
             )?;
         }
         CredentialsCommand::Suspensions => {
-            let list = session
-                .call(client.list_suspensions(pb::ListSuspensionsRequest {}))
-                .await?
-                .suspensions;
+            let list = list_all!(
+                session,
+                list_suspensions,
+                pb::ListSuspensionsRequest::default()
+            )
+            .await?
+            .suspensions;
             let mut rows = Rows::new(&["KIND", "VALUE", "SINCE", "BY", "REASON"]);
             for s in &list {
                 rows.push(vec![

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use warden_proto::admin::v1 as pb;
 
 use crate::output::{self, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -95,9 +96,7 @@ pub async fn run(session: &Session, out: Printer, command: IpCommand) -> anyhow:
             )?;
         }
         IpCommand::Blocks => {
-            let l = session
-                .call(client.list_ip_blocks(pb::ListIpBlocksRequest {}))
-                .await?;
+            let l = list_all!(session, list_ip_blocks, pb::ListIpBlocksRequest::default()).await?;
             let mut rows = Rows::new(&["NETWORK", "KIND", "EXPIRES", "REASON", "BY"]);
             for b in &l.manual {
                 rows.push(vec![

@@ -7,6 +7,7 @@ use warden_proto::admin::v1 as pb;
 
 use crate::flags::{list_item, parse_usd};
 use crate::output::{self, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -109,9 +110,8 @@ pub async fn run(session: &Session, out: Printer, command: ModelCommand) -> anyh
             out.table(&model_rows(std::slice::from_ref(&info)), &model_json(&info))?;
         }
         ModelCommand::List => {
-            let response = session
-                .call(client.list_models(pb::ListModelsRequest {}))
-                .await?;
+            let response =
+                list_all!(session, list_models, pb::ListModelsRequest::default()).await?;
             let json = response.models.iter().map(model_json).collect();
             out.table(&model_rows(&response.models), &Value::Array(json))?;
         }

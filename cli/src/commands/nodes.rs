@@ -4,14 +4,12 @@ use serde_json::{Value, json};
 use warden_proto::admin::v1 as pb;
 
 use crate::output::{self, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 /// Lists the nodes.
 pub async fn run(session: &Session, out: Printer) -> anyhow::Result<()> {
-    let mut client = session.client.clone();
-    let response = session
-        .call(client.list_nodes(pb::ListNodesRequest {}))
-        .await?;
+    let response = list_all!(session, list_nodes, pb::ListNodesRequest::default()).await?;
     let now = warden_core::unix_now();
     let mut rows = Rows::new(&[
         "NODE",

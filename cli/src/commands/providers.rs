@@ -12,6 +12,7 @@ use warden_proto::admin::v1 as pb;
 
 use crate::flags::list_item;
 use crate::output::{self, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -160,9 +161,8 @@ pub async fn run(
             )?;
         }
         ProviderCommand::List => {
-            let response = session
-                .call(client.list_providers(pb::ListProvidersRequest {}))
-                .await?;
+            let response =
+                list_all!(session, list_providers, pb::ListProvidersRequest::default()).await?;
             let json = response.providers.iter().map(provider_json).collect();
             out.table(&provider_rows(&response.providers), &Value::Array(json))?;
         }
@@ -266,10 +266,7 @@ async fn key_command(
 
 /// The id of `provider`'s only key (`provider key rotate` without `--key`).
 async fn only_key(session: &Session, provider: &str) -> anyhow::Result<String> {
-    let mut client = session.client.clone();
-    let response = session
-        .call(client.list_providers(pb::ListProvidersRequest {}))
-        .await?;
+    let response = list_all!(session, list_providers, pb::ListProvidersRequest::default()).await?;
     let p = response
         .providers
         .iter()

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use warden_proto::admin::v1 as pb;
 
 use crate::output::{self, Printer, Rows};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -33,10 +34,13 @@ pub async fn run(
             ]
         }
         SigningKeyCommand::List => {
-            session
-                .call(client.list_signing_keys(pb::ListSigningKeysRequest {}))
-                .await?
-                .keys
+            list_all!(
+                session,
+                list_signing_keys,
+                pb::ListSigningKeysRequest::default()
+            )
+            .await?
+            .keys
         }
     };
     let mut rows = Rows::new(&["KID", "ALGORITHM", "CREATED", "ACTIVE", "NEEDED UNTIL"]);

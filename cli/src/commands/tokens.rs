@@ -10,6 +10,7 @@ use warden_proto::admin::v1 as pb;
 use crate::commands::grants::{self, Grant, GrantArgs, parse_ttl};
 use crate::commands::policies::PolicyArgs;
 use crate::output::{self, Printer};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -124,10 +125,7 @@ pub async fn run(session: &Session, out: Printer, command: TokenCommand) -> anyh
 }
 
 async fn list(session: &Session) -> anyhow::Result<Vec<pb::TokenInfo>> {
-    let mut client = session.client.clone();
-    let response = session
-        .call(client.list_tokens(pb::ListTokensRequest {}))
-        .await?;
+    let response = list_all!(session, list_tokens, pb::ListTokensRequest::default()).await?;
     Ok(response.tokens)
 }
 

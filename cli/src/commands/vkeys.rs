@@ -11,6 +11,7 @@ use warden_proto::admin::v1 as pb;
 use crate::commands::grants::{self, Grant, GrantArgs, parse_ttl};
 use crate::commands::policies::PolicyArgs;
 use crate::output::{self, Printer};
+use crate::paging::list_all;
 use crate::session::Session;
 
 #[derive(Debug, Subcommand)]
@@ -173,10 +174,12 @@ pub async fn run(session: &Session, out: Printer, command: VkeyCommand) -> anyho
 }
 
 async fn list(session: &Session) -> anyhow::Result<Vec<pb::VirtualKeyInfo>> {
-    let mut client = session.client.clone();
-    let response = session
-        .call(client.list_virtual_keys(pb::ListVirtualKeysRequest {}))
-        .await?;
+    let response = list_all!(
+        session,
+        list_virtual_keys,
+        pb::ListVirtualKeysRequest::default()
+    )
+    .await?;
     Ok(response.keys)
 }
 

@@ -637,6 +637,15 @@ impl ControlPlane {
         table: CredentialTable,
     ) -> Result<Vec<(CredentialRecord, Option<i64>)>, ServiceError> {
         let records = self.store.list_credentials(table).await?;
+        self.with_last_used(table, records).await
+    }
+
+    /// `records` of `table` with when each was last used (see [`Self::list_credentials`]).
+    pub(super) async fn with_last_used(
+        &self,
+        table: CredentialTable,
+        records: Vec<CredentialRecord>,
+    ) -> Result<Vec<(CredentialRecord, Option<i64>)>, ServiceError> {
         let nodes = match table {
             CredentialTable::Node => self.store.list_nodes().await?,
             CredentialTable::Admin => Vec::new(),

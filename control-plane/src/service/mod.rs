@@ -20,6 +20,7 @@ mod live;
 pub mod login_guard;
 mod models;
 mod nodes;
+mod pages;
 mod policies;
 mod prices;
 mod providers;
@@ -50,6 +51,7 @@ use crate::store::StateStore;
 pub use incident::RevokeAllOutcome;
 pub use ip_blocks::{IpBlockList, Unblocked, parse_network};
 pub use nodes::NodeStatus;
+pub use pages::DEFAULT_AUDIT_LIMIT;
 pub use providers::{KeySource, ProviderOptions};
 pub use signing_keys::SigningKeyStatus;
 

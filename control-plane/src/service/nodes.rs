@@ -93,21 +93,23 @@ impl ControlPlane {
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<NodeStatus>, ServiceError> {
+        Ok(self.node_statuses(self.store.list_nodes().await?))
+    }
+
+    /// `records` with whether each node is connected to this replica now.
+    pub(super) fn node_statuses(&self, records: Vec<NodeRecord>) -> Vec<NodeStatus> {
         let connected: HashSet<String> = self
             .connections
             .lock()
             .map(|c| c.keys().cloned().collect())
             .unwrap_or_default();
-        Ok(self
-            .store
-            .list_nodes()
-            .await?
+        records
             .into_iter()
             .map(|record| NodeStatus {
                 connected: connected.contains(&record.node_id),
                 record,
             })
-            .collect())
+            .collect()
     }
 
     /// Waits until every connected node has acknowledged `version`; false on timeout.

@@ -13,6 +13,7 @@
 
 mod client_controls;
 mod incident;
+mod page;
 pub mod postgres;
 mod rows;
 mod sql;
@@ -20,6 +21,7 @@ pub mod sqlite;
 
 pub use client_controls::ClientControlStore;
 pub use incident::{IncidentStore, RevokedAll};
+pub use page::PageStore;
 pub use sql::{Pool, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
@@ -51,7 +53,7 @@ impl From<crate::audit::chain::MalformedHash> for StoreError {
 /// Everything the control plane persists: no secret in plaintext (Warden's own secrets only
 /// as `enc:v1:` ciphertexts, provider keys by reference, credentials as HMACs).
 #[async_trait::async_trait]
-pub trait StateStore: IncidentStore + ClientControlStore + Send + Sync {
+pub trait StateStore: IncidentStore + ClientControlStore + PageStore + Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
 

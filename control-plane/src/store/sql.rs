@@ -63,6 +63,7 @@ macro_rules! execute {
 mod chain;
 mod client_controls;
 mod incident;
+mod page;
 
 use chain::Batch;
 pub(in crate::store) use chain::{Dialect, SELECT_HEAD};

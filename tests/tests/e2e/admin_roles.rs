@@ -74,6 +74,7 @@ async fn an_operator_manages_models_and_tokens_but_not_keys_credentials_or_the_a
     let list_audit = || pb::ListAuditRequest {
         limit: 10,
         action: String::new(),
+        ..Default::default()
     };
     assert_eq!(
         code(admin.list_audit(bearer(list_audit(), &operator)).await),
@@ -212,7 +213,7 @@ async fn an_operator_manages_models_and_tokens_but_not_keys_credentials_or_the_a
     assert_eq!(
         code(
             admin
-                .list_models(bearer(pb::ListModelsRequest {}, &brief))
+                .list_models(bearer(pb::ListModelsRequest::default(), &brief))
                 .await
         ),
         Code::Unauthenticated

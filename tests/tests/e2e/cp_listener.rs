@@ -165,7 +165,7 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
             .connect()
             .await?;
         AdminClient::new(channel)
-            .list_providers(bearer(pb::ListProvidersRequest {}, &c.admin_token))
+            .list_providers(bearer(pb::ListProvidersRequest::default(), &c.admin_token))
             .await
             .map_err(anyhow::Error::from)
             .map(|_| ())
@@ -199,7 +199,7 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
         .await
         .unwrap();
     AdminClient::new(channel)
-        .list_providers(bearer(pb::ListProvidersRequest {}, &c.admin_token))
+        .list_providers(bearer(pb::ListProvidersRequest::default(), &c.admin_token))
         .await
         .unwrap();
 }
@@ -234,7 +234,7 @@ async fn the_ops_listener_serves_health_and_metrics() {
     // One failed login, then the counters.
     let mut admin = AdminClient::connect(c.cp_addr()).await.unwrap();
     let _ = admin
-        .list_providers(bearer(pb::ListProvidersRequest {}, "wa_wrong"))
+        .list_providers(bearer(pb::ListProvidersRequest::default(), "wa_wrong"))
         .await
         .unwrap_err();
     let text = c

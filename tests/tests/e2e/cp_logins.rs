@@ -63,7 +63,7 @@ async fn failed_logins_from_one_address_are_throttled_and_audited_once_a_minute(
     let mut last = None;
     for _ in 0..25 {
         match attacker
-            .list_providers(bearer(pb::ListProvidersRequest {}, bogus))
+            .list_providers(bearer(pb::ListProvidersRequest::default(), bogus))
             .await
         {
             Ok(_) => codes.push(Code::Ok),
@@ -86,14 +86,14 @@ async fn failed_logins_from_one_address_are_throttled_and_audited_once_a_minute(
 
     // Before any lookup: the real admin credential from that address is refused too...
     let refused = attacker
-        .list_providers(bearer(pb::ListProvidersRequest {}, &c.admin_token))
+        .list_providers(bearer(pb::ListProvidersRequest::default(), &c.admin_token))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
     // ...while another address is not affected.
     let mut admin = AdminClient::new(channel_from(&c, "127.0.0.1").await);
     admin
-        .list_providers(bearer(pb::ListProvidersRequest {}, &c.admin_token))
+        .list_providers(bearer(pb::ListProvidersRequest::default(), &c.admin_token))
         .await
         .unwrap();
 
@@ -154,7 +154,7 @@ async fn failed_logins_from_one_address_are_throttled_and_audited_once_a_minute(
         )
         .unwrap();
     admin
-        .list_providers(bearer(pb::ListProvidersRequest {}, &eddsa_admin))
+        .list_providers(bearer(pb::ListProvidersRequest::default(), &eddsa_admin))
         .await
         .expect("an EdDSA admin JWT is accepted");
 }
@@ -237,7 +237,7 @@ async fn hs256_tokens_are_refused_by_the_admin_and_audit_apis_but_serve_on_nodes
     let mut admin = AdminClient::new(channel.clone());
     for token in [&minted_admin, &issued_admin] {
         let status = admin
-            .list_providers(bearer(pb::ListProvidersRequest {}, token))
+            .list_providers(bearer(pb::ListProvidersRequest::default(), token))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");

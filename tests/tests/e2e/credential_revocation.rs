@@ -226,7 +226,10 @@ async fn revoked_credentials_lose_their_live_streams_and_their_next_call() {
     assert_eq!(ended, Some(Code::Unauthenticated));
     let mut admin = AdminClient::new(channel);
     let next = admin
-        .list_nodes(bearer(admin_pb::ListNodesRequest {}, &c.admin_token))
+        .list_nodes(bearer(
+            admin_pb::ListNodesRequest::default(),
+            &c.admin_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(next.code(), Code::Unauthenticated);

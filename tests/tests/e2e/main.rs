@@ -46,6 +46,7 @@ mod master_key;
 mod mtls;
 mod node_findings;
 mod node_ingest;
+mod paging;
 mod plaintext;
 mod provider_ca;
 mod readme;

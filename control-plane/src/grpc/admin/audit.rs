@@ -44,11 +44,12 @@ pub(super) async fn list(
     actor: Actor,
     r: pb::ListAuditRequest,
 ) -> Result<pb::ListAuditResponse, Status> {
-    let limit = if r.limit == 0 { 100 } else { r.limit };
     let action = (!r.action.is_empty()).then_some(r.action.as_str());
-    let records = cp
-        .list_audit(limit, action)
-        .await?
+    let page = cp
+        .audit_page(r.limit, action, r.page_size, &r.page_token)
+        .await?;
+    let records = page
+        .items
         .into_iter()
         .map(|a| pb::AuditRecord {
             id: a.id,
@@ -61,5 +62,8 @@ pub(super) async fn list(
         })
         .collect();
     cp.audit("audit.list", &actor.0, "", "ok", "").await;
-    Ok(pb::ListAuditResponse { records })
+    Ok(pb::ListAuditResponse {
+        records,
+        next_page_token: page.next_token,
+    })
 }

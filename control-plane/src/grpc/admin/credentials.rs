@@ -37,10 +37,14 @@ fn to_info((r, last_used): (CredentialRecord, Option<i64>)) -> pb::CredentialInf
 async fn list(
     cp: &ControlPlane,
     table: CredentialTable,
+    r: &pb::ListCredentialsRequest,
 ) -> Result<pb::ListCredentialsResponse, Status> {
-    let credentials = cp.list_credentials(table).await?;
+    let page = cp
+        .credentials_page(table, r.page_size, &r.page_token)
+        .await?;
     Ok(pb::ListCredentialsResponse {
-        credentials: credentials.into_iter().map(to_info).collect(),
+        credentials: page.items.into_iter().map(to_info).collect(),
+        next_page_token: page.next_token,
     })
 }
 
@@ -57,9 +61,9 @@ async fn revoke(
 pub(super) async fn list_node(
     cp: &ControlPlane,
     _actor: Actor,
-    _r: pb::ListCredentialsRequest,
+    r: pb::ListCredentialsRequest,
 ) -> Result<pb::ListCredentialsResponse, Status> {
-    list(cp, CredentialTable::Node).await
+    list(cp, CredentialTable::Node, &r).await
 }
 
 pub(super) async fn revoke_node(
@@ -73,9 +77,9 @@ pub(super) async fn revoke_node(
 pub(super) async fn list_admin(
     cp: &ControlPlane,
     _actor: Actor,
-    _r: pb::ListCredentialsRequest,
+    r: pb::ListCredentialsRequest,
 ) -> Result<pb::ListCredentialsResponse, Status> {
-    list(cp, CredentialTable::Admin).await
+    list(cp, CredentialTable::Admin, &r).await
 }
 
 pub(super) async fn revoke_admin(

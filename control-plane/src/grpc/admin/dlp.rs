@@ -6,6 +6,7 @@ use warden_proto::admin::v1 as pb;
 use warden_proto::admin::v1::dlp_scope::Target;
 
 use crate::domain::{DlpRuleRecord, Source};
+use crate::page::{PageKey, page_whole};
 use crate::service::{Actor, ControlPlane};
 
 pub(super) async fn add(
@@ -49,11 +50,18 @@ pub(super) async fn remove(
 pub(super) async fn list(
     cp: &ControlPlane,
     _actor: Actor,
-    _r: pb::ListDlpRulesRequest,
+    r: pb::ListDlpRulesRequest,
 ) -> Result<pb::ListDlpRulesResponse, Status> {
-    let rules = cp.list_dlp_rules().await?;
+    let page = page_whole(
+        "dlp_rules",
+        r.page_size,
+        &r.page_token,
+        cp.list_dlp_rules().await?,
+        |rule| PageKey::name(rule.spec.name.clone()),
+    )?;
     Ok(pb::ListDlpRulesResponse {
-        rules: rules.iter().map(info).collect(),
+        rules: page.items.iter().map(info).collect(),
+        next_page_token: page.next_token,
     })
 }
 

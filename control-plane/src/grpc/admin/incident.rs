@@ -4,6 +4,7 @@ use tonic::Status;
 use warden_proto::admin::v1 as pb;
 
 use crate::domain::{Lockdown, Suspension, SuspensionTarget};
+use crate::page::{PageKey, page_whole};
 use crate::service::{Actor, ControlPlane};
 
 /// Exactly one of `subject` and `prefix`.
@@ -60,15 +61,25 @@ pub(super) async fn resume(
 pub(super) async fn list(
     cp: &ControlPlane,
     _: Actor,
-    _: pb::ListSuspensionsRequest,
+    r: pb::ListSuspensionsRequest,
 ) -> Result<pb::ListSuspensionsResponse, Status> {
-    let suspensions = cp
-        .list_suspensions()
-        .await?
-        .into_iter()
-        .map(suspension_info)
-        .collect();
-    Ok(pb::ListSuspensionsResponse { suspensions })
+    // Ordered like the store: by creation, then kind and value (`\0` sorts first).
+    let page = page_whole(
+        "suspensions",
+        r.page_size,
+        &r.page_token,
+        cp.list_suspensions().await?,
+        |s| {
+            PageKey::new(
+                s.created_at,
+                format!("{}\0{}", s.target.kind(), s.target.value()),
+            )
+        },
+    )?;
+    Ok(pb::ListSuspensionsResponse {
+        suspensions: page.items.into_iter().map(suspension_info).collect(),
+        next_page_token: page.next_token,
+    })
 }
 
 pub(super) async fn lockdown(

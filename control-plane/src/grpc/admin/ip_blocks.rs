@@ -4,6 +4,7 @@ use tonic::Status;
 use warden_proto::admin::v1 as pb;
 
 use crate::domain::IpBlockRecord;
+use crate::page::{PageKey, page_whole};
 use crate::service::{Actor, ControlPlane};
 
 pub(super) async fn block(
@@ -33,10 +34,16 @@ pub(super) async fn unblock(
 pub(super) async fn list(
     cp: &ControlPlane,
     _: Actor,
-    _: pb::ListIpBlocksRequest,
+    r: pb::ListIpBlocksRequest,
 ) -> Result<pb::ListIpBlocksResponse, Status> {
     let l = cp.ip_blocks().await?;
+    let first = r.page_token.is_empty();
+    let page = page_whole("ip_blocks", r.page_size, &r.page_token, l.manual, |b| {
+        PageKey::name(b.cidr.clone())
+    })?;
+    // Automatic blocks (from Redis) come whole, on the first page only.
     let (automatic, automatic_unavailable) = match l.automatic {
+        Ok(_) if !first => (Vec::new(), String::new()),
         Ok(blocks) => (
             blocks
                 .into_iter()
@@ -50,9 +57,10 @@ pub(super) async fn list(
         Err(why) => (Vec::new(), why),
     };
     Ok(pb::ListIpBlocksResponse {
-        manual: l.manual.into_iter().map(info).collect(),
+        manual: page.items.into_iter().map(info).collect(),
         automatic,
         automatic_unavailable,
+        next_page_token: page.next_token,
     })
 }
 

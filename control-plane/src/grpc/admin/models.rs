@@ -4,6 +4,7 @@ use tonic::Status;
 use warden_proto::admin::v1 as pb;
 
 use crate::domain::{Price, Source};
+use crate::page::{PageKey, page_whole};
 use crate::service::{Actor, ControlPlane};
 
 pub(super) async fn add(
@@ -37,13 +38,19 @@ pub(super) async fn add(
 pub(super) async fn list(
     cp: &ControlPlane,
     _: Actor,
-    _: pb::ListModelsRequest,
+    r: pb::ListModelsRequest,
 ) -> Result<pb::ListModelsResponse, Status> {
     let prices = cp.list_prices().await?;
     let deployments = cp.list_deployments().await?;
-    let models = cp
-        .list_models()
-        .await?
+    let page = page_whole(
+        "models",
+        r.page_size,
+        &r.page_token,
+        cp.list_models().await?,
+        |m| PageKey::name(m.alias.clone()),
+    )?;
+    let models = page
+        .items
         .into_iter()
         .map(|m| {
             let price = prices
@@ -72,7 +79,10 @@ pub(super) async fn list(
             }
         })
         .collect();
-    Ok(pb::ListModelsResponse { models })
+    Ok(pb::ListModelsResponse {
+        models,
+        next_page_token: page.next_token,
+    })
 }
 
 pub(super) async fn remove(

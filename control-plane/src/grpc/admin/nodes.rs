@@ -8,11 +8,11 @@ use crate::service::{Actor, ControlPlane};
 pub(super) async fn list(
     cp: &ControlPlane,
     _: Actor,
-    _: pb::ListNodesRequest,
+    r: pb::ListNodesRequest,
 ) -> Result<pb::ListNodesResponse, Status> {
-    let nodes = cp
-        .list_nodes()
-        .await?
+    let page = cp.nodes_page(r.page_size, &r.page_token).await?;
+    let nodes = page
+        .items
         .into_iter()
         .map(|n| pb::NodeInfo {
             node_id: n.record.node_id,
@@ -26,5 +26,6 @@ pub(super) async fn list(
     Ok(pb::ListNodesResponse {
         nodes,
         current_version: cp.current_version(),
+        next_page_token: page.next_token,
     })
 }

@@ -5,6 +5,7 @@ use tonic::Status;
 use warden_proto::admin::v1 as pb;
 
 use crate::domain::{ApiFormat, ProviderKey, Source};
+use crate::page::{PageKey, page_whole};
 use crate::service::{Actor, ControlPlane, KeySource, ProviderOptions};
 
 pub(super) async fn add(
@@ -67,10 +68,14 @@ fn ca_info(ca_pem: Option<&str>) -> Vec<pb::CaCertificateInfo> {
 pub(super) async fn list(
     cp: &ControlPlane,
     _: Actor,
-    _: pb::ListProvidersRequest,
+    r: pb::ListProvidersRequest,
 ) -> Result<pb::ListProvidersResponse, Status> {
     let (providers, keys) = cp.list_providers().await?;
-    let providers = providers
+    let page = page_whole("providers", r.page_size, &r.page_token, providers, |p| {
+        PageKey::name(p.name.clone())
+    })?;
+    let providers = page
+        .items
         .into_iter()
         .map(|p| pb::ProviderInfo {
             keys: keys
@@ -87,7 +92,10 @@ pub(super) async fn list(
             base_url: p.base_url,
         })
         .collect();
-    Ok(pb::ListProvidersResponse { providers })
+    Ok(pb::ListProvidersResponse {
+        providers,
+        next_page_token: page.next_token,
+    })
 }
 
 pub(super) async fn remove(

@@ -3,6 +3,7 @@
 use tonic::Status;
 use warden_proto::admin::v1 as pb;
 
+use crate::page::{PageKey, page_whole};
 use crate::service::{Actor, ControlPlane, SigningKeyStatus};
 
 pub(super) async fn rotate(
@@ -16,15 +17,19 @@ pub(super) async fn rotate(
 pub(super) async fn list(
     cp: &ControlPlane,
     _: Actor,
-    _: pb::ListSigningKeysRequest,
+    r: pb::ListSigningKeysRequest,
 ) -> Result<pb::ListSigningKeysResponse, Status> {
-    let keys = cp
-        .signing_keys()
-        .await?
-        .into_iter()
-        .map(signing_key_info)
-        .collect();
-    Ok(pb::ListSigningKeysResponse { keys })
+    let page = page_whole(
+        "signing_keys",
+        r.page_size,
+        &r.page_token,
+        cp.signing_keys().await?,
+        |k| PageKey::new(k.record.created_at, k.record.kid.clone()),
+    )?;
+    Ok(pb::ListSigningKeysResponse {
+        keys: page.items.into_iter().map(signing_key_info).collect(),
+        next_page_token: page.next_token,
+    })
 }
 
 fn signing_key_info(k: SigningKeyStatus) -> pb::SigningKeyInfo {

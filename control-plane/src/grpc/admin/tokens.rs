@@ -42,11 +42,11 @@ pub(super) async fn revoke(
 pub(super) async fn list(
     cp: &ControlPlane,
     _: Actor,
-    _: pb::ListTokensRequest,
+    r: pb::ListTokensRequest,
 ) -> Result<pb::ListTokensResponse, Status> {
-    let tokens = cp
-        .list_tokens()
-        .await?
+    let page = cp.tokens_page(r.page_size, &r.page_token).await?;
+    let tokens = page
+        .items
         .into_iter()
         .map(|t| pb::TokenInfo {
             jti: t.jti,
@@ -59,5 +59,8 @@ pub(super) async fn list(
             kid: t.kid,
         })
         .collect();
-    Ok(pb::ListTokensResponse { tokens })
+    Ok(pb::ListTokensResponse {
+        tokens,
+        next_page_token: page.next_token,
+    })
 }

@@ -41,15 +41,13 @@ pub(super) async fn create(
 pub(super) async fn list(
     cp: &ControlPlane,
     _: Actor,
-    _: pb::ListVirtualKeysRequest,
+    r: pb::ListVirtualKeysRequest,
 ) -> Result<pb::ListVirtualKeysResponse, Status> {
-    let keys = cp
-        .list_virtual_keys()
-        .await?
-        .into_iter()
-        .map(vkey_info)
-        .collect();
-    Ok(pb::ListVirtualKeysResponse { keys })
+    let page = cp.virtual_keys_page(r.page_size, &r.page_token).await?;
+    Ok(pb::ListVirtualKeysResponse {
+        keys: page.items.into_iter().map(vkey_info).collect(),
+        next_page_token: page.next_token,
+    })
 }
 
 pub(super) async fn revoke(
