@@ -27,6 +27,7 @@ mod client_access;
 mod control_chars;
 mod cp_listener;
 mod cp_logins;
+mod cp_replicas;
 mod cp_store_trust;
 mod credential_revocation;
 mod deploy_config;
