@@ -4,7 +4,8 @@
 //!
 //! Needs the PostgreSQL named by `WARDEN_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); each test works in a fresh schema, with at
-//! most 3 connections per replica.
+//! most 3 connections per replica. The in-process replicas keep provider keys in the Vault
+//! named by `WARDEN_TEST_VAULT_ADDR`/`WARDEN_TEST_VAULT_TOKEN`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -25,6 +26,13 @@ const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 fn database_url() -> String {
     std::env::var("WARDEN_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+fn require_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!("{name} is not set: run scripts/test.sh (it starts the test backends)"),
+    }
 }
 
 fn fresh_schema() -> String {
@@ -192,12 +200,17 @@ async fn start_replica(
         ("WARDEN_DATA_DIR", dir.display().to_string()),
         ("WARDEN_DATABASE_URL", database_url()),
         ("WARDEN_DATABASE_SCHEMA", schema.to_owned()),
+        ("E2E_VAULT_TOKEN", require_env("WARDEN_TEST_VAULT_TOKEN")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    // Provider keys in Vault: a `file` store is refused beside another replica.
     let toml = format!(
-        "[store]\nmax_connections = 3\n\n[cluster]\nlease_ttl = \"2s\"\npoll_interval = \"500ms\"\nreplica_id = \"{id}\"\n"
+        "[store]\nmax_connections = 3\n\n[cluster]\nlease_ttl = \"2s\"\npoll_interval = \"500ms\"\nreplica_id = \"{id}\"\n\n\
+         [secrets]\nstore = \"vault\"\n[[secrets.backends]]\ntype = \"vault\"\naddress = \"{addr}\"\n\
+         auth = {{ type = \"token\", token_env = \"E2E_VAULT_TOKEN\" }}\n",
+        addr = require_env("WARDEN_TEST_VAULT_ADDR"),
     );
     let config = RawConfig::from_toml("cluster.toml", &toml)
         .unwrap()
