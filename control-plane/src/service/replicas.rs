@@ -57,10 +57,24 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Re-reads every provider-key reference whose recorded fingerprint (the leader's
+    /// Reads every provider key this replica has not cached yet (added through another
+    /// replica), and re-reads every reference whose recorded fingerprint (the leader's
     /// rotation poll, `secret_versions`) differs from this replica's cache, so no replica
     /// keeps sending an old key. A failed read keeps the old value and is logged.
     pub(super) async fn sync_secret_versions(&self) -> Result<(), ServiceError> {
+        // A key added through another replica is not in this replica's cache yet.
+        for k in self.store.list_provider_keys().await? {
+            let reference = crate::secrets::manager::canonical(&k.secret_name);
+            if self.keys.value(&reference).is_some() {
+                continue;
+            }
+            let Ok(parsed) = k.parsed_reference() else {
+                continue;
+            };
+            if let Err(e) = self.keys.refresh(&parsed).await {
+                tracing::warn!(provider = %k.provider, key = %k.id, reference = %reference, error = %e, "cannot read a provider key added through another replica yet");
+            }
+        }
         for (reference, fingerprint) in self.store.list_secret_versions().await? {
             if self.keys.fingerprint(&reference).as_deref() == Some(fingerprint.as_str()) {
                 continue;

@@ -270,14 +270,20 @@ async fn a_file_secret_store_is_refused_beside_another_replica() {
     let other = tempfile::tempdir().unwrap();
     let data = other.path().join("data");
     let env = vec![
+        ("E2E_VAULT_TOKEN".to_owned(), require_env("WARDEN_TEST_VAULT_TOKEN")),
         ("WARDEN_MASTER_KEY".to_owned(), c.master_key.clone()),
         ("WARDEN_DATABASE_URL".to_owned(), c.options.database_url.clone().unwrap()),
         ("WARDEN_DATABASE_SCHEMA".to_owned(), c.database_schema()),
     ];
-    // The default `[secrets] store` is `file`.
-    let config = "[store]\nmax_connections = 2\n[cluster]\nreplica_id = \"file-replica\"\n";
+    // It reads the keys in Vault, but new keys would go to `file`, the default store.
+    let config = format!(
+        "[store]\nmax_connections = 2\n[cluster]\nreplica_id = \"file-replica\"\n\
+         [[secrets.backends]]\ntype = \"vault\"\naddress = \"{addr}\"\n\
+         auth = {{ type = \"token\", token_env = \"E2E_VAULT_TOKEN\" }}\n",
+        addr = require_env("WARDEN_TEST_VAULT_ADDR"),
+    );
     let (refused, stderr) =
-        tokio::task::spawn_blocking(move || refused_start(&data, Some(config), &env))
+        tokio::task::spawn_blocking(move || refused_start(&data, Some(&config), &env))
             .await
             .unwrap();
     assert!(refused, "a file-store replica started beside live ones: {stderr}");
