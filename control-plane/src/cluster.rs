@@ -160,8 +160,7 @@ pub async fn start(
     if matches!(store.pool(), Pool::Sqlite(_)) {
         cp.set_leader(true);
         let store: Arc<dyn StateStore> = Arc::new(store.clone());
-        let running =
-            crate::start_leader_work(cp, store, &jobs.audit, shutdown.clone()).await?;
+        let running = crate::start_leader_work(cp, store, &jobs.audit, shutdown.clone()).await?;
         let task = tokio::spawn(async move {
             shutdown.cancelled().await;
             running.join().await;
@@ -345,7 +344,8 @@ impl Lease {
                 }
                 Ok(Ok(None)) => {
                     if let Some(old) = term.take() {
-                        self.end(old, "another replica holds the lease", false).await;
+                        self.end(old, "another replica holds the lease", false)
+                            .await;
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "leader lease renewal failed"),
@@ -457,8 +457,7 @@ impl Lease {
         if !self.file_backend || *audited {
             return;
         }
-        let others = match other_replicas(&self.store, &self.replica, self.config.lease_ttl).await
-        {
+        let others = match other_replicas(&self.store, &self.replica, self.config.lease_ttl).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list the live replicas");

@@ -142,7 +142,9 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
 
 /// [`open`], and the state store the control plane runs on (the cluster's leader work
 /// writes through a fenced copy of it).
-async fn open_with_store(config: &Config) -> Result<(Arc<ControlPlane>, store::SqlStore), RunError> {
+async fn open_with_store(
+    config: &Config,
+) -> Result<(Arc<ControlPlane>, store::SqlStore), RunError> {
     tokio::fs::create_dir_all(&config.data_dir)
         .await
         .map_err(|source| RunError::DataDir {
@@ -644,14 +646,9 @@ pub(crate) async fn start_leader_work(
         syslog
             .validate()
             .map_err(|e| RunError::Audit(e.to_string()))?;
-        audit::syslog::spawn(
-            syslog.clone(),
-            store,
-            Some(cp.audit_wake()),
-            shutdown,
-        )
-        .await
-        .map_err(|e| RunError::Audit(e.to_string()))?;
+        audit::syslog::spawn(syslog.clone(), store, Some(cp.audit_wake()), shutdown)
+            .await
+            .map_err(|e| RunError::Audit(e.to_string()))?;
         tracing::info!(address = %syslog.address, "forwarding the audit log to syslog");
     }
     Ok(jobs)

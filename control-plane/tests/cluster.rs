@@ -108,16 +108,26 @@ async fn one_leader_and_a_stale_fencing_token_is_refused() {
         "a renewal keeps the fencing token"
     );
     let renewed = Instant::now();
-    a.fenced(t1).insert_checkpoint(&checkpoint(1)).await.unwrap();
+    a.fenced(t1)
+        .insert_checkpoint(&checkpoint(1))
+        .await
+        .unwrap();
 
     // a stops renewing: b cannot take the lease before it expires by the database clock.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(b.acquire_lease("b", ttl).await.unwrap(), None, "not expired yet");
+    assert_eq!(
+        b.acquire_lease("b", ttl).await.unwrap(),
+        None,
+        "not expired yet"
+    );
     let t2 = loop {
         if let Some(t) = b.acquire_lease("b", ttl).await.unwrap() {
             break t;
         }
-        assert!(renewed.elapsed() < Duration::from_secs(5), "b never took over");
+        assert!(
+            renewed.elapsed() < Duration::from_secs(5),
+            "b never took over"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
@@ -144,8 +154,14 @@ async fn one_leader_and_a_stale_fencing_token_is_refused() {
         Err(StoreError::Fenced(_))
     ));
     assert_eq!(a.get_meta("audit.jsonl.cursor").await.unwrap(), None);
-    b.fenced(t2).insert_checkpoint(&checkpoint(2)).await.unwrap();
-    b.fenced(t2).set_meta("audit.jsonl.cursor", "7").await.unwrap();
+    b.fenced(t2)
+        .insert_checkpoint(&checkpoint(2))
+        .await
+        .unwrap();
+    b.fenced(t2)
+        .set_meta("audit.jsonl.cursor", "7")
+        .await
+        .unwrap();
     let seqs: Vec<u64> = a
         .list_checkpoints(0)
         .await
@@ -158,7 +174,11 @@ async fn one_leader_and_a_stale_fencing_token_is_refused() {
 
     // Giving the lease back lets the other take it at once, under a new token.
     assert!(b.release_lease("b", t2).await.unwrap());
-    let t3 = a.acquire_lease("a", ttl).await.unwrap().expect("free again");
+    let t3 = a
+        .acquire_lease("a", ttl)
+        .await
+        .unwrap()
+        .expect("free again");
     assert!(t3 > t2);
     drop_schema(&schema).await;
 }
@@ -178,7 +198,10 @@ async fn snapshot_versions_are_unique_and_monotonic_across_replicas() {
     };
     let (va, vb) = tokio::join!(take(a.clone()), take(b.clone()));
     for v in [&va, &vb] {
-        assert!(v.windows(2).all(|w| w[0] < w[1]), "monotonic per replica: {v:?}");
+        assert!(
+            v.windows(2).all(|w| w[0] < w[1]),
+            "monotonic per replica: {v:?}"
+        );
     }
     let all: HashSet<u64> = va.iter().chain(&vb).copied().collect();
     assert_eq!(all.len(), 50, "no version handed out twice");
@@ -233,10 +256,7 @@ async fn two_replicas_share_snapshots_the_signer_and_the_leadership() {
         start_replica(&schema, &key, "replica-a", dir_a.path(), stop_a.clone()),
         start_replica(&schema, &key, "replica-b", dir_b.path(), stop_b.clone()),
     );
-    let (cp_a, cp_b) = (
-        Arc::clone(a.control_plane()),
-        Arc::clone(b.control_plane()),
-    );
+    let (cp_a, cp_b) = (Arc::clone(a.control_plane()), Arc::clone(b.control_plane()));
     let store = replica_store(&schema).await;
     assert_eq!(store.list_signing_keys().await.unwrap().len(), 1);
 

@@ -254,7 +254,11 @@ impl TestCluster {
             for i in 0..cluster.options.cp_replicas {
                 cluster.replicas.push(CpReplica {
                     child: None,
-                    port: if i == 0 { cluster.cp_port } else { free_port()? },
+                    port: if i == 0 {
+                        cluster.cp_port
+                    } else {
+                        free_port()?
+                    },
                     ops_port: free_port()?,
                 });
             }

@@ -123,8 +123,7 @@ impl ControlPlane {
     /// Records whether this replica does the leader's work now (the rotation poll reads it;
     /// `warden_cp_leader` shows it).
     pub fn set_leader(&self, on: bool) {
-        self.leader
-            .store(on, std::sync::atomic::Ordering::SeqCst);
+        self.leader.store(on, std::sync::atomic::Ordering::SeqCst);
         self.metrics.leader(on);
     }
 

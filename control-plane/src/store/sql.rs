@@ -803,7 +803,9 @@ impl StateStore for SqlStore {
                  (SELECT MIN(seq) FROM audit WHERE timestamp_ms >= $1),
                  9223372036854775807))";
         if let Some(token) = self.fence {
-            return self.fenced_execute(token, sqlx::query(SQL).bind(ts_ms)).await;
+            return self
+                .fenced_execute(token, sqlx::query(SQL).bind(ts_ms))
+                .await;
         }
         Ok(execute!(self, sqlx::query(SQL).bind(ts_ms)))
     }

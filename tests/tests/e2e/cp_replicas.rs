@@ -88,16 +88,27 @@ async fn sql_pool(c: &TestCluster) -> sqlx::PgPool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_changes_leadership_checkpoints_and_the_audit_chain() {
-    let mut c = TestCluster::start_with(0, replicas_options(3)).await.unwrap();
+    let mut c = TestCluster::start_with(0, replicas_options(3))
+        .await
+        .unwrap();
     // The node is attached to replica 2; changes go through replica 1.
     c.add_node_on(2).await.unwrap();
-    let token = ctl_on(&c, 1, &["token", "issue", "--subject", "ha", "--models", "*"]).unwrap();
+    let token = ctl_on(
+        &c,
+        1,
+        &["token", "issue", "--subject", "ha", "--models", "*"],
+    )
+    .unwrap();
     let first = c.node_version(0).await.unwrap();
     let body = TestCluster::chat_body(MODEL, "hello", false);
-    let ok = eventually(Duration::from_secs(5), "the token to work on the node", || async {
-        let r = c.chat(0, &token, &body).await.ok()?;
-        (r.status() == 200).then_some(())
-    })
+    let ok = eventually(
+        Duration::from_secs(5),
+        "the token to work on the node",
+        || async {
+            let r = c.chat(0, &token, &body).await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
     .await;
     assert!(ok.is_ok(), "{}", c.logs());
 
@@ -145,7 +156,11 @@ async fn three_replicas_share_changes_leadership_checkpoints_and_the_audit_chain
                         .stdin(Stdio::null())
                         .output()
                         .unwrap();
-                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
             })
         })
@@ -172,44 +187,68 @@ async fn three_replicas_share_changes_leadership_checkpoints_and_the_audit_chain
     })
     .await
     .unwrap();
-    println!("leader {leader} killed; replica {next} leads after {:?}", killed_at.elapsed());
+    println!(
+        "leader {leader} killed; replica {next} leads after {:?}",
+        killed_at.elapsed()
+    );
     let token_after: i64 = sqlx::query_scalar("SELECT fencing_token FROM cp_lease")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(token_after > token_before, "{token_before} -> {token_after}");
+    assert!(
+        token_after > token_before,
+        "{token_before} -> {token_after}"
+    );
     let survivor = (0..3).find(|i| *i != leader).unwrap();
-    ctl_on(&c, survivor, &["vkey", "create", "--name", "after-failover"]).unwrap();
+    ctl_on(
+        &c,
+        survivor,
+        &["vkey", "create", "--name", "after-failover"],
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // One checkpoint per interval across replicas: never two signed within half an
     // interval of each other, and none twice for one head.
-    let made: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT seq_upto, created_at_ms FROM audit_checkpoints ORDER BY created_at_ms")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let made: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT seq_upto, created_at_ms FROM audit_checkpoints ORDER BY created_at_ms",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert!(made.len() >= 2, "checkpoints were signed: {made:?}");
     for w in made.windows(2) {
-        assert!(w[1].1 - w[0].1 >= 500, "two checkpoints within one interval: {made:?}");
+        assert!(
+            w[1].1 - w[0].1 >= 500,
+            "two checkpoints within one interval: {made:?}"
+        );
         assert!(w[1].0 > w[0].0, "one head signed twice: {made:?}");
     }
-    let verify: Value = serde_json::from_str(
-        &ctl_on(&c, survivor, &["-o", "json", "audit", "verify"]).unwrap(),
-    )
-    .unwrap();
+    let verify: Value =
+        serde_json::from_str(&ctl_on(&c, survivor, &["-o", "json", "audit", "verify"]).unwrap())
+            .unwrap();
     assert_eq!(verify["valid"], true, "{verify}");
     let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit ORDER BY seq")
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert!(actions.iter().filter(|a| *a == "cp.leader_acquired").count() >= 2);
+    assert!(
+        actions
+            .iter()
+            .filter(|a| *a == "cp.leader_acquired")
+            .count()
+            >= 2
+    );
     pool.close().await;
 }
 
 /// Starts `warden-cp` on `data_dir` with `env` and waits (at most 30 s) for it to exit;
 /// returns whether it failed and its stderr.
-fn refused_start(data_dir: &std::path::Path, config: Option<&str>, env: &[(String, String)]) -> (bool, String) {
+fn refused_start(
+    data_dir: &std::path::Path,
+    config: Option<&str>,
+    env: &[(String, String)],
+) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin("warden-cp").unwrap());
     if let Some(text) = config {
@@ -249,10 +288,9 @@ async fn a_second_process_on_one_sqlite_data_dir_is_refused() {
     let c = TestCluster::start(0).await.unwrap();
     let data = c.dir.path().join("cp-data");
     let env = vec![("WARDEN_MASTER_KEY".to_owned(), c.master_key.clone())];
-    let (refused, stderr) =
-        tokio::task::spawn_blocking(move || refused_start(&data, None, &env))
-            .await
-            .unwrap();
+    let (refused, stderr) = tokio::task::spawn_blocking(move || refused_start(&data, None, &env))
+        .await
+        .unwrap();
     let pid = c.cp.as_ref().unwrap().id();
     assert!(refused, "a second warden-cp started: {stderr}");
     assert!(
@@ -266,13 +304,21 @@ async fn a_second_process_on_one_sqlite_data_dir_is_refused() {
 
 #[tokio::test]
 async fn a_file_secret_store_is_refused_beside_another_replica() {
-    let c = TestCluster::start_with(0, replicas_options(2)).await.unwrap();
+    let c = TestCluster::start_with(0, replicas_options(2))
+        .await
+        .unwrap();
     let other = tempfile::tempdir().unwrap();
     let data = other.path().join("data");
     let env = vec![
-        ("E2E_VAULT_TOKEN".to_owned(), require_env("WARDEN_TEST_VAULT_TOKEN")),
+        (
+            "E2E_VAULT_TOKEN".to_owned(),
+            require_env("WARDEN_TEST_VAULT_TOKEN"),
+        ),
         ("WARDEN_MASTER_KEY".to_owned(), c.master_key.clone()),
-        ("WARDEN_DATABASE_URL".to_owned(), c.options.database_url.clone().unwrap()),
+        (
+            "WARDEN_DATABASE_URL".to_owned(),
+            c.options.database_url.clone().unwrap(),
+        ),
         ("WARDEN_DATABASE_SCHEMA".to_owned(), c.database_schema()),
     ];
     // It reads the keys in Vault, but new keys would go to `file`, the default store.
@@ -286,16 +332,24 @@ async fn a_file_secret_store_is_refused_beside_another_replica() {
         tokio::task::spawn_blocking(move || refused_start(&data, Some(&config), &env))
             .await
             .unwrap();
-    assert!(refused, "a file-store replica started beside live ones: {stderr}");
+    assert!(
+        refused,
+        "a file-store replica started beside live ones: {stderr}"
+    );
     assert!(
         stderr.contains("store = \"file\"") && stderr.contains("replica-"),
         "{stderr}"
     );
     let pool = sql_pool(&c).await;
-    let ids: Vec<String> = sqlx::query_scalar("SELECT replica_id FROM cp_replicas ORDER BY replica_id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(ids, vec!["replica-0", "replica-1"], "the refused replica left no row");
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT replica_id FROM cp_replicas ORDER BY replica_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        ids,
+        vec!["replica-0", "replica-1"],
+        "the refused replica left no row"
+    );
     pool.close().await;
 }

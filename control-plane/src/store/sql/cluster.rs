@@ -261,7 +261,9 @@ impl SqlStore {
     }
 
     /// Every reference the rotation poll recorded, with its fingerprint.
-    pub(super) async fn list_secret_versions_pg(&self) -> Result<Vec<(String, String)>, StoreError> {
+    pub(super) async fn list_secret_versions_pg(
+        &self,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let p = self.pg("secret versions")?;
         let rows = sqlx::query("SELECT reference, fingerprint FROM secret_versions")
             .fetch_all(p)
