@@ -172,15 +172,12 @@ pub async fn start(
     store
         .replica_heartbeat(&replica, file_backend, cp.current_version())
         .await?;
-    if file_backend {
-        let others = other_replicas(store, &replica, config.lease_ttl).await?;
-        if let Some(other) = others.first() {
-            let _ = store.replica_leave(&replica).await;
-            return Err(RunError::Cluster(format!(
-                "[secrets] store = \"file\" keeps provider keys in a local file that other replicas cannot read, \
-                 and replica {other} is live on this database: store provider keys in vault, aws or azure to run several replicas"
-            )));
-        }
+    if file_backend && let Some(other) = live_beside(store, &replica, config.lease_ttl).await? {
+        let _ = store.replica_leave(&replica).await;
+        return Err(RunError::Cluster(format!(
+            "[secrets] store = \"file\" keeps provider keys in a local file that other replicas cannot read, \
+             and replica {other} is live on this database: store provider keys in vault, aws or azure to run several replicas"
+        )));
     }
     tracing::info!(replica = %replica, lease_ttl = ?config.lease_ttl, "control-plane replica on PostgreSQL");
     spawn_listener(cp, store, shutdown.clone());
@@ -197,18 +194,30 @@ pub async fn start(
     Ok(Cluster { task })
 }
 
-async fn other_replicas(
+/// Another replica that is alive beside `replica`: one whose heartbeat moves within a
+/// renewal period. A predecessor killed moments ago (a restart) has a young heartbeat too,
+/// but it does not move.
+async fn live_beside(
     store: &SqlStore,
     replica: &str,
-    within: Duration,
-) -> Result<Vec<String>, crate::store::StoreError> {
-    Ok(store
-        .live_replicas(within)
-        .await?
+    ttl: Duration,
+) -> Result<Option<String>, crate::store::StoreError> {
+    let before = store.live_replicas(ttl).await?;
+    if !before.iter().any(|r| r.replica_id != replica) {
+        return Ok(None);
+    }
+    tokio::time::sleep(ttl / 3 + Duration::from_millis(300)).await;
+    let after = store.live_replicas(ttl).await?;
+    Ok(after
         .into_iter()
-        .map(|r| r.replica_id)
-        .filter(|id| id != replica)
-        .collect())
+        .filter(|r| r.replica_id != replica)
+        .find(|r| {
+            before
+                .iter()
+                .find(|b| b.replica_id == r.replica_id)
+                .is_none_or(|b| b.heartbeat_at_ms < r.heartbeat_at_ms)
+        })
+        .map(|r| r.replica_id))
 }
 
 /// `LISTEN`s on the replicas' channels until `shutdown`; the listener reconnects by
@@ -324,6 +333,7 @@ impl Lease {
         let period = ttl / 3;
         let mut term: Option<Term> = None;
         let mut misconfigured_audited = false;
+        let mut seen = std::collections::HashMap::new();
         loop {
             let sent = Instant::now();
             let renewal =
@@ -351,7 +361,8 @@ impl Lease {
                 Ok(Err(e)) => tracing::warn!(error = %e, "leader lease renewal failed"),
                 Err(_) => tracing::warn!("leader lease renewal timed out"),
             }
-            self.heartbeat(&mut misconfigured_audited).await;
+            self.heartbeat(&mut misconfigured_audited, &mut seen, term.is_some())
+                .await;
             let next = sent + period;
             let wake = term.as_ref().map_or(next, |t| next.min(t.deadline));
             tokio::select! {
@@ -443,9 +454,15 @@ impl Lease {
             .await;
     }
 
-    /// Records this replica alive; a `file`-backend replica that finds another live one
-    /// logs an error and audits `cp.ha_misconfigured` once.
-    async fn heartbeat(&self, audited: &mut bool) {
+    /// Records this replica alive (the leader also forgets replicas silent for ten
+    /// leases); a `file`-backend replica that sees another replica's heartbeat move logs an
+    /// error and audits `cp.ha_misconfigured` once.
+    async fn heartbeat(
+        &self,
+        audited: &mut bool,
+        seen: &mut std::collections::HashMap<String, i64>,
+        leader: bool,
+    ) {
         if let Err(e) = self
             .store
             .replica_heartbeat(&self.replica, self.file_backend, self.cp.current_version())
@@ -454,17 +471,29 @@ impl Lease {
             tracing::warn!(error = %e, "replica heartbeat failed");
             return;
         }
+        if leader && let Err(e) = self.store.prune_replicas(self.config.lease_ttl * 10).await {
+            tracing::warn!(error = %e, "could not prune silent replicas");
+        }
         if !self.file_backend || *audited {
             return;
         }
-        let others = match other_replicas(&self.store, &self.replica, self.config.lease_ttl).await {
-            Ok(o) => o,
+        let rows = match self.store.live_replicas(self.config.lease_ttl).await {
+            Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list the live replicas");
                 return;
             }
         };
-        if let Some(other) = others.first() {
+        let mut other = None;
+        for r in rows.into_iter().filter(|r| r.replica_id != self.replica) {
+            let moved = seen
+                .insert(r.replica_id.clone(), r.heartbeat_at_ms)
+                .is_some_and(|before| before < r.heartbeat_at_ms);
+            if moved {
+                other = Some(r.replica_id);
+            }
+        }
+        if let Some(other) = other {
             *audited = true;
             tracing::error!(replica = %self.replica, other = %other, "another replica runs beside this one, whose provider keys are in the `file` secret backend that it cannot read");
             self.cp
@@ -475,7 +504,7 @@ impl Lease {
                     "file_backend",
                     &Detail::new()
                         .with("replica_id", &self.replica)
-                        .with("other_replica", other)
+                        .with("other_replica", &other)
                         .build(),
                 )
                 .await;

@@ -486,7 +486,12 @@ impl TestCluster {
             text = Some(t);
         }
         if let Some(text) = &text {
-            let path = self.dir.path().join(format!("cp-{i}.toml"));
+            let name = if i == 0 {
+                "cp.toml".to_owned()
+            } else {
+                format!("cp-{i}.toml")
+            };
+            let path = self.dir.path().join(name);
             std::fs::write(&path, text)?;
             command.arg("--config").arg(path);
         }

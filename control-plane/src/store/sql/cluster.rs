@@ -204,6 +204,19 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Forgets replicas whose heartbeat is older than `silent` (killed, never back).
+    pub async fn prune_replicas(&self, silent: std::time::Duration) -> Result<u64, StoreError> {
+        let p = self.pg("the replica registry")?;
+        Ok(sqlx::query(
+            "DELETE FROM cp_replicas
+             WHERE heartbeat_at < clock_timestamp() - make_interval(secs => $1)",
+        )
+        .bind(silent.as_secs_f64())
+        .execute(p)
+        .await?
+        .rows_affected())
+    }
+
     /// The replicas whose heartbeat is younger than `within`.
     pub async fn live_replicas(
         &self,
