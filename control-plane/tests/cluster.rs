@@ -306,6 +306,37 @@ async fn two_replicas_share_snapshots_the_signer_and_the_leadership() {
             .any(|k| k.kid == rotated.record.kid)
     );
 
+    // A node credential revoked through one replica ends its streams on the other.
+    let (_, node_id) = follower
+        .issue_node_credential(&Actor("admin:test".into()), "n1", None)
+        .await
+        .unwrap();
+    let stream = leader.open_credential_stream(&node_id).unwrap();
+    follower
+        .revoke_credentials(
+            &Actor("admin:test".into()),
+            warden_control_plane::domain::CredentialTable::Node,
+            &node_id,
+            "",
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), stream.cancelled())
+        .await
+        .expect("the other replica ended the revoked credential's stream within 1 s");
+    assert!(leader.credential_revoked(&node_id));
+
+    // Audit appends through one replica wake the other's followers.
+    let mut follows = leader.audit_appends();
+    follows.borrow_and_update();
+    follower
+        .audit("test.append", "admin:test", "x", "ok", "")
+        .await;
+    tokio::time::timeout(Duration::from_secs(1), follows.changed())
+        .await
+        .expect("woken within 1 s")
+        .unwrap();
+
     // The leader stops: the other takes over under a higher fencing token.
     stop_leader.cancel();
     running_leader.wait().await.unwrap();

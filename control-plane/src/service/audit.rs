@@ -64,7 +64,8 @@ impl ControlPlane {
         self.audit_wake.notify_waiters();
     }
 
-    /// Follows appends to the audit log: the newest `seq` appended by this process.
+    /// Follows appends to the audit log: the newest `seq` appended (by this replica, or by
+    /// another one on the same PostgreSQL: `cluster`).
     pub fn audit_appends(&self) -> watch::Receiver<u64> {
         self.audit_seq.subscribe()
     }

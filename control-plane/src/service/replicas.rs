@@ -37,21 +37,18 @@ impl ControlPlane {
         Ok(stored)
     }
 
-    /// Makes the newest signing key of the configured algorithm the signer when another
-    /// replica rotated it.
+    /// Makes the active signing key (recorded by whichever replica made it) the signer
+    /// when another replica rotated it.
     pub(super) async fn reload_signer(&self) -> Result<(), ServiceError> {
-        let keys = self.store.list_signing_keys().await?;
-        let Some(newest) = keys
-            .iter()
-            .rev()
-            .find(|k| k.algorithm == self.auth.algorithm.as_str())
+        let Some(active) =
+            Self::active_signing_key(self.store.as_ref(), self.auth.algorithm).await?
         else {
             return Ok(());
         };
-        if newest.kid == self.signing_key().kid {
+        if active.kid == self.signing_key().kid {
             return Ok(());
         }
-        let material = Self::load_key(self.secrets.as_ref(), newest).await?;
+        let material = Self::load_key(self.secrets.as_ref(), &active).await?;
         tracing::info!(kid = %material.kid, "signing key rotated by another replica");
         *self.signer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(material);
         Ok(())
