@@ -227,7 +227,18 @@ fn spawn_listener(cp: &Arc<ControlPlane>, store: &SqlStore, shutdown: Cancellati
         return;
     };
     let weak = Arc::downgrade(cp);
+    let store = store.clone();
     tokio::spawn(async move {
+        let schema = loop {
+            match store.schema().await {
+                Ok(s) => break s,
+                Err(e) => tracing::warn!(error = %e, "cannot read the schema; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
         let mut listener = loop {
             match sqlx::postgres::PgListener::connect_with(&pool).await {
                 Ok(mut l) => {
@@ -258,18 +269,23 @@ fn spawn_listener(cp: &Arc<ControlPlane>, store: &SqlStore, shutdown: Cancellati
             };
             let Some(cp) = weak.upgrade() else { return };
             match received {
-                Ok(n) => match n.channel() {
-                    AUDIT_CHANNEL => {
-                        if let Ok(seq) = n.payload().parse() {
-                            cp.audit_appended_elsewhere(seq);
+                Ok(n) => match n.payload().split_once(':') {
+                    // Another deployment on another schema of this database.
+                    Some((from, _)) if from != schema => {}
+                    None => {}
+                    Some((_, payload)) => match n.channel() {
+                        AUDIT_CHANNEL => {
+                            if let Ok(seq) = payload.parse() {
+                                cp.audit_appended_elsewhere(seq);
+                            }
                         }
-                    }
-                    CREDENTIALS_CHANNEL => cp.credential_revoked_elsewhere(n.payload()),
-                    _ => {
-                        if let Err(e) = cp.refresh().await {
-                            tracing::warn!(error = %e, "could not catch up with another replica's snapshot");
+                        CREDENTIALS_CHANNEL => cp.credential_revoked_elsewhere(payload),
+                        _ => {
+                            if let Err(e) = cp.refresh().await {
+                                tracing::warn!(error = %e, "could not catch up with another replica's snapshot");
+                            }
                         }
-                    }
+                    },
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection lost; the version poll covers the gap");

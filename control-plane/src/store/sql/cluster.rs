@@ -73,10 +73,12 @@ impl SqlStore {
         Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
-    /// `NOTIFY channel, 'payload'` on PostgreSQL; nothing on SQLite (one replica).
+    /// `NOTIFY channel, '<schema>:payload'` on PostgreSQL; nothing on SQLite (one
+    /// replica). Channels are database-wide: the schema tells deployments (and tests) on
+    /// other schemas of the same database to ignore it ([`SqlStore::schema`]).
     pub(super) async fn send_notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
         if let Pool::Postgres(p) = &self.pool {
-            sqlx::query("SELECT pg_notify($1, $2)")
+            sqlx::query("SELECT pg_notify($1, current_schema() || ':' || $2)")
                 .bind(channel)
                 .bind(payload)
                 .execute(p)
@@ -107,6 +109,14 @@ impl SqlStore {
         let n = write.execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// The schema this store works in (`current_schema()`), as notifications carry it.
+    pub async fn schema(&self) -> Result<String, StoreError> {
+        let p = self.pg("the schema")?;
+        Ok(sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(p)
+            .await?)
     }
 
     fn pg(&self, what: &str) -> Result<&sqlx::PgPool, StoreError> {
