@@ -87,6 +87,9 @@ pub struct RawConfig {
     /// `[dlp]`: data loss prevention rules on request content.
     #[serde(default)]
     pub dlp: RawDlp,
+    /// `[cluster]`: replicas on one PostgreSQL (leader lease, version poll).
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// The state store: embedded SQLite unless `WARDEN_DATABASE_URL` names a PostgreSQL
@@ -99,6 +102,8 @@ pub struct RawStore {
     /// Connect to a non-loopback PostgreSQL without `sslmode=verify-full`/`verify-ca`
     /// (a dangerous setting: warned about and audited).
     pub allow_unverified_tls: Option<bool>,
+    /// Upper bound of the PostgreSQL pool's connections (default 10).
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,6 +338,10 @@ pub struct Config {
     pub allow_unverified_db_tls: bool,
     /// `[dlp]`: the rules the file declares (stored with source `config` at start).
     pub dlp_rules: Vec<warden_core::dlp::RuleSpec>,
+    /// `[store] max_connections`: the PostgreSQL pool's bound (`None`: the default).
+    pub database_max_connections: Option<u32>,
+    /// `[cluster]`: the leader lease, the replica id and the version poll.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// Secret backends and how provider keys are read.
@@ -684,6 +693,13 @@ impl RawConfig {
             }
             None => None,
         };
+        let database_max_connections = self.store.max_connections;
+        if database_max_connections == Some(0) {
+            return Err(invalid("store.max_connections", "must be at least 1"));
+        }
+        self.cluster
+            .validate()
+            .map_err(|(field, message)| invalid(field, message))?;
         let database_schema = env
             .get("WARDEN_DATABASE_SCHEMA")
             .cloned()
@@ -797,6 +813,8 @@ impl RawConfig {
             ops_addr,
             allow_unverified_db_tls,
             dlp_rules,
+            database_max_connections,
+            cluster: self.cluster,
         })
     }
 }

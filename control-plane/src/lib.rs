@@ -7,6 +7,7 @@
 //! in [`grpc`].
 
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod page;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;
+mod startup_lock;
 pub mod store;
 pub mod tls;
 pub mod usage;
@@ -66,6 +68,8 @@ pub enum RunError {
     Listener(std::io::Error),
     #[error("grpc server task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Name of the built-in offline provider and model of dev mode.
@@ -134,6 +138,14 @@ async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// ([`ControlPlane::bootstrap_admin`] for `warden-cp`, a fresh one per start for
 /// `wardenctl dev`).
 pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
+    Ok(open_with_store(config).await?.0)
+}
+
+/// [`open`], and the state store the control plane runs on (the cluster's leader work
+/// writes through a fenced copy of it).
+async fn open_with_store(
+    config: &Config,
+) -> Result<(Arc<ControlPlane>, store::SqlStore), RunError> {
     tokio::fs::create_dir_all(&config.data_dir)
         .await
         .map_err(|source| RunError::DataDir {
@@ -176,7 +188,14 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
         secrets::manager::SecretManager::new(resolver, config.secrets.store, startup_cache)?
             .with_allowed_prefixes(config.secrets.allowed_ref_prefixes.clone()),
     );
-    let (store, unverified_db_tls) = open_state_store(config).await?;
+    // With SQLite the control plane is one process: a second one on the same data
+    // directory is refused before it touches the database.
+    let data_dir_lock = match config.database_url {
+        None => Some(startup_lock::lock_data_dir(&config.data_dir)?),
+        Some(_) => None,
+    };
+    let (sql_store, unverified_db_tls) = open_state_store(config).await?;
+    let store: Arc<dyn store::StateStore> = Arc::new(sql_store.clone());
     let redis_ca = match &config.redis_ca_file {
         Some(path) => Some(
             warden_core::ca_bundle::read("redis.ca_file", path)
@@ -202,7 +221,13 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
     let own = secrets::own::OwnSecrets::new(Arc::clone(&store), Arc::clone(&master));
     let import = own.import_from_file(&legacy).await?;
     let secrets: Arc<dyn secrets::SecretStore> = Arc::new(own);
+    // Replicas starting together on an empty database create one pepper, one signer and
+    // apply the declarations one at a time: under a PostgreSQL advisory lock.
+    let init_lock = startup_lock::InitLock::take(&sql_store).await?;
     let cp = Arc::new(ControlPlane::open(store, secrets, keys, config.auth.clone(), usage).await?);
+    if let Some(lock) = data_dir_lock {
+        cp.hold_lock(lock);
+    }
     finish_own_secret_move(&cp, &legacy, &import).await?;
     cp.set_node_ingest_quota(
         config.audit.node_ingest_rate,
@@ -211,6 +236,7 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
     .map_err(|e| RunError::Audit(e.to_string()))?;
     cp.load_provider_keys(config.dev).await?;
     apply_declarations(&cp, config).await?;
+    init_lock.release().await;
     spawn_secret_poll(&cp, config.secrets.poll_interval);
     cp.set_failed_login_limit(config.max_failed_logins_per_minute);
     spawn_failed_login_flush(&cp);
@@ -220,7 +246,7 @@ pub async fn open(config: &Config) -> Result<Arc<ControlPlane>, RunError> {
         );
     }
     record_dangerous_settings(&cp, config, unverified_db_tls).await;
-    Ok(cp)
+    Ok((cp, sql_store))
 }
 
 /// Records the move of Warden's own secrets out of `legacy` into the state store (a log
@@ -463,6 +489,7 @@ pub async fn rotate_master_key(
     let new = load_master_key(&MasterKeySource::File(new_key_file.to_path_buf())).await?;
     let ring = Arc::new(new.with_previous([old]));
     let (store, _) = open_state_store(config).await?;
+    let store: Arc<dyn store::StateStore> = Arc::new(store);
     let files = secret_files_under(config, &ring);
     let own = secrets::own::OwnSecrets::new(Arc::clone(&store), Arc::clone(&ring));
     let rotation = secrets::rotation::rotate(&files, &own, &config.env.0, &ring).await?;
@@ -487,15 +514,19 @@ pub async fn rotate_master_key(
 /// [`store::postgres::TlsVerdict`]) or the embedded SQLite under the data dir. The flag is
 /// true when PostgreSQL is reached off loopback without certificate verification (allowed
 /// only with `allow_unverified_tls`, a dangerous setting).
-async fn open_state_store(config: &Config) -> Result<(Arc<dyn store::StateStore>, bool), RunError> {
+async fn open_state_store(config: &Config) -> Result<(store::SqlStore, bool), RunError> {
     let Some(url) = &config.database_url else {
         let sqlite = store::sqlite::SqliteStore::open(&config.data_dir.join("state.db")).await?;
-        return Ok((Arc::new(sqlite), false));
+        return Ok((sqlite, false));
     };
+    let defaults = store::postgres::PostgresSettings::default();
     let settings = store::postgres::PostgresSettings {
         schema: config.database_schema.clone(),
         allow_unverified_tls: config.allow_unverified_db_tls,
-        ..store::postgres::PostgresSettings::default()
+        max_connections: config
+            .database_max_connections
+            .unwrap_or(defaults.max_connections),
+        ..defaults
     };
     let url = SecretString::from(secrecy::ExposeSecret::expose_secret(url).to_owned());
     let unverified = matches!(
@@ -504,7 +535,7 @@ async fn open_state_store(config: &Config) -> Result<(Arc<dyn store::StateStore>
     );
     tracing::info!("state store: PostgreSQL");
     let postgres = store::postgres::PostgresStore::connect(&url, &settings).await?;
-    Ok((Arc::new(postgres), unverified))
+    Ok((postgres, unverified))
 }
 
 /// One environment variable moved into a backend by [`migrate_env`].
@@ -582,27 +613,29 @@ pub async fn migrate_env(
     Ok(out)
 }
 
-/// Starts the audit log's background work until `shutdown`: checkpoint signing and
+/// Starts the leader's audit work on `store` until `shutdown`: checkpoint signing and
 /// retention (`[audit]`), and the syslog and JSONL exports (`[audit.syslog]`,
 /// `[audit.jsonl]`). A bad setting or TLS file fails here, naming the field. Returns the
-/// jobs, whose `join` waits for the checkpoint signed at shutdown.
-async fn spawn_audit_exports(
+/// jobs, whose `join` waits for the checkpoint signed at shutdown. With several replicas
+/// only the leader runs this, on a store fenced with its lease ([`cluster`]).
+pub(crate) async fn start_leader_work(
     cp: &Arc<ControlPlane>,
-    config: &Config,
+    store: Arc<dyn store::StateStore>,
+    audit_config: &audit::jobs::AuditConfig,
     shutdown: CancellationToken,
 ) -> Result<audit::jobs::AuditJobs, RunError> {
     let jobs = audit::jobs::spawn_jobs(
-        config.audit.jobs(),
-        cp.state_store(),
+        audit_config.jobs(),
+        Arc::clone(&store),
         cp.own_secrets(),
         shutdown.clone(),
     )
     .await
     .map_err(|e| RunError::Audit(e.to_string()))?;
-    if let Some(jsonl) = &config.audit.jsonl {
+    if let Some(jsonl) = &audit_config.jsonl {
         audit::jsonl::spawn(
             jsonl.clone(),
-            cp.state_store(),
+            Arc::clone(&store),
             Some(cp.audit_wake()),
             shutdown.clone(),
         )
@@ -610,18 +643,13 @@ async fn spawn_audit_exports(
         .map_err(|e| RunError::Audit(e.to_string()))?;
         tracing::info!(path = %jsonl.path.display(), "writing the audit log to a JSONL file");
     }
-    if let Some(syslog) = &config.audit.syslog {
+    if let Some(syslog) = &audit_config.syslog {
         syslog
             .validate()
             .map_err(|e| RunError::Audit(e.to_string()))?;
-        audit::syslog::spawn(
-            syslog.clone(),
-            cp.state_store(),
-            Some(cp.audit_wake()),
-            shutdown,
-        )
-        .await
-        .map_err(|e| RunError::Audit(e.to_string()))?;
+        audit::syslog::spawn(syslog.clone(), store, Some(cp.audit_wake()), shutdown)
+            .await
+            .map_err(|e| RunError::Audit(e.to_string()))?;
         tracing::info!(address = %syslog.address, "forwarding the audit log to syslog");
     }
     Ok(jobs)
@@ -637,6 +665,10 @@ fn spawn_secret_poll(cp: &Arc<ControlPlane>, interval: std::time::Duration) {
         loop {
             tick.tick().await;
             let Some(cp) = weak.upgrade() else { return };
+            // Once for the whole cluster: the leader polls and records what it read.
+            if !cp.is_leader() {
+                continue;
+            }
             match cp.poll_provider_keys().await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -733,7 +765,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Running, RunError> {
     let addr = listener.local_addr().map_err(RunError::Listener)?;
-    let cp = open(config).await?;
+    let (cp, sql_store) = open_with_store(config).await?;
     let tls = match tls_settings(config) {
         Some(settings) => {
             let tls = tls::ServerTls::load(settings)
@@ -748,7 +780,19 @@ pub async fn start(
         .as_ref()
         .map_or(tls::ClientCertMode::Off, |t| t.client_cert_mode());
     let router = router(&cp, client_certs, &config.limits, &shutdown);
-    let audit_jobs = spawn_audit_exports(&cp, config, shutdown.clone()).await?;
+    // New provider keys go into a local file that other replicas cannot read.
+    let file_backend = config.secrets.store == secrets::reference::Scheme::File;
+    let cluster = cluster::start(
+        &cp,
+        &sql_store,
+        &config.cluster,
+        file_backend,
+        cluster::LeaderJobs {
+            audit: config.audit.clone(),
+        },
+        shutdown.clone(),
+    )
+    .await?;
     let ops_addr = match config.ops_addr {
         Some(at) => Some(ops::serve(&cp, at, shutdown.clone()).await?),
         None => None,
@@ -767,7 +811,8 @@ pub async fn start(
         ops_addr,
         tls: config.tls.is_some(),
         server,
-        audit_jobs,
+        cluster,
+        store: sql_store,
     })
 }
 
@@ -778,7 +823,9 @@ pub struct Running {
     ops_addr: Option<std::net::SocketAddr>,
     tls: bool,
     server: tokio::task::JoinHandle<Result<(), RunError>>,
-    audit_jobs: audit::jobs::AuditJobs,
+    /// The leader work (always, with SQLite) and, with PostgreSQL, the replica's lease.
+    cluster: cluster::Cluster,
+    store: store::SqlStore,
 }
 
 impl std::fmt::Debug for Running {
@@ -795,6 +842,15 @@ impl Running {
     /// first admin credential, say).
     pub fn control_plane(&self) -> &Arc<ControlPlane> {
         &self.cp
+    }
+
+    /// [`ControlPlane::bootstrap_admin`] under the start-up lock, so replicas started
+    /// together on an empty PostgreSQL create one first admin credential, not several.
+    pub async fn bootstrap_admin(&self) -> Result<Option<SecretString>, RunError> {
+        let lock = startup_lock::InitLock::take(&self.store).await?;
+        let admin = self.cp.bootstrap_admin().await;
+        lock.release().await;
+        Ok(admin?)
     }
 
     /// The address the gRPC API listens on (the real port when bound to port 0).
@@ -818,7 +874,7 @@ impl Running {
     /// that fails returns its error at once.
     pub async fn wait(self) -> Result<(), RunError> {
         self.server.await??;
-        self.audit_jobs.join().await;
+        self.cluster.wait().await;
         Ok(())
     }
 }

@@ -251,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
     let running = warden_control_plane::start(&config, listener, shutdown).await?;
-    if let Some(admin) = running.control_plane().bootstrap_admin().await? {
+    if let Some(admin) = running.bootstrap_admin().await? {
         show_admin(&admin, args.bootstrap_token_out.as_deref())?;
     }
     if let Some(ops) = running.ops_addr() {

@@ -15,6 +15,8 @@ pub const RPCS: &str = "warden_cp_rpcs_total";
 pub const FAILED_LOGINS: &str = "warden_cp_failed_logins_total";
 /// The version of the newest published snapshot.
 pub const SNAPSHOT_VERSION: &str = "warden_cp_snapshot_version";
+/// 1 while this replica holds the leader lease (always, with SQLite), else 0.
+pub const LEADER: &str = "warden_cp_leader";
 /// gRPC connections open now.
 pub const GRPC_CONNECTIONS: &str = "warden_cp_grpc_connections";
 
@@ -77,6 +79,11 @@ impl CpMetrics {
     /// The newest published snapshot's version.
     pub fn snapshot_version(&self, version: u64) {
         self.record(|| metrics::gauge!(SNAPSHOT_VERSION).set(version as f64));
+    }
+
+    /// Whether this replica is the leader now.
+    pub fn leader(&self, on: bool) {
+        self.record(|| metrics::gauge!(LEADER).set(if on { 1.0 } else { 0.0 }));
     }
 
     /// A gRPC connection opened (`1.0`) or closed (`-1.0`).

@@ -154,6 +154,18 @@ pub struct Options {
     pub node_http_host: Option<String>,
     /// The `--cp-addr` nodes get (e.g. a list of replicas) instead of [`TestCluster::cp_addr`].
     pub node_cp_addr: Option<String>,
+    /// Control-plane replicas on `database_url` (0 and 1: one control plane, as before).
+    /// Each replica has its own data dir, ops listener and `[cluster]` settings (a 2 s
+    /// lease, a 500 ms version poll, 3 database connections); replica 0 is `cp`.
+    pub cp_replicas: usize,
+}
+
+/// A control-plane replica beyond the first ([`Options::cp_replicas`]).
+#[derive(Debug)]
+pub struct CpReplica {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub ops_port: u16,
 }
 
 /// How `wardenctl` reaches a control plane that serves TLS.
@@ -180,6 +192,11 @@ pub struct TestCluster {
     pub options: Options,
     /// The Redis key prefix of this cluster.
     pub redis_prefix: String,
+    /// Every control-plane replica's ports (index 0 is `cp`, `cp_port`) when
+    /// [`Options::cp_replicas`] > 1; the processes of replicas 1.. are here too.
+    pub replicas: Vec<CpReplica>,
+    /// The replica new nodes are started against ([`TestCluster::add_node_on`]).
+    node_replica: usize,
     log_seq: usize,
 }
 
@@ -188,6 +205,12 @@ impl Drop for TestCluster {
         if let Some(cp) = self.cp.as_mut() {
             let _ = cp.kill();
             let _ = cp.wait();
+        }
+        for r in &mut self.replicas {
+            if let Some(c) = r.child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
         for n in &mut self.nodes {
             let _ = n.child.kill();
@@ -225,9 +248,27 @@ impl TestCluster {
                 .build()?,
             options,
             redis_prefix: format!("wt-{}", uuid::Uuid::new_v4().simple()),
+            replicas: Vec::new(),
+            node_replica: 0,
             log_seq: 0,
         };
+        if cluster.options.cp_replicas > 1 {
+            for i in 0..cluster.options.cp_replicas {
+                cluster.replicas.push(CpReplica {
+                    child: None,
+                    port: if i == 0 {
+                        cluster.cp_port
+                    } else {
+                        free_port()?
+                    },
+                    ops_port: free_port()?,
+                });
+            }
+        }
         let admin = cluster.start_cp().await?;
+        for i in 1..cluster.replicas.len() {
+            cluster.start_cp_replica(i).await?;
+        }
         cluster.admin_token = admin.context("first start printed no admin credential")?;
         let base = cluster.mock.base_url();
         cluster.ctl_ok(
@@ -351,23 +392,129 @@ impl TestCluster {
     /// Starts (or restarts) the control plane on its port and data dir; returns the admin
     /// credential it printed, if any (first start only).
     pub async fn start_cp(&mut self) -> anyhow::Result<Option<String>> {
+        let (child, text) = self.spawn_cp(0).await?;
+        self.cp = Some(child);
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("WARDEN_ADMIN_TOKEN="))
+            .map(str::to_owned))
+    }
+
+    /// Starts (or restarts) control-plane replica `i` ([`Options::cp_replicas`]); 0 is
+    /// [`TestCluster::start_cp`].
+    pub async fn start_cp_replica(&mut self, i: usize) -> anyhow::Result<()> {
+        if i == 0 {
+            self.start_cp().await?;
+            return Ok(());
+        }
+        let (child, _) = self.spawn_cp(i).await?;
+        self.replicas[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Kills control-plane replica `i` (SIGKILL) and waits for it to exit.
+    pub fn kill_cp_replica(&mut self, i: usize) -> anyhow::Result<()> {
+        if i == 0 {
+            return self.kill_cp();
+        }
+        if let Some(mut c) = self.replicas[i].child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Every replica's gRPC address (just [`TestCluster::cp_addr`] with one control plane).
+    pub fn cp_addrs(&self) -> Vec<String> {
+        if self.replicas.is_empty() {
+            return vec![self.cp_addr()];
+        }
+        self.replicas
+            .iter()
+            .map(|r| format!("http://127.0.0.1:{}", r.port))
+            .collect()
+    }
+
+    /// `path` on replica `i`'s ops listener (only with several replicas).
+    pub fn cp_ops_url(&self, i: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.replicas[i].ops_port)
+    }
+
+    /// The replica whose `warden_cp_leader` metric is 1, if any answers so.
+    pub async fn leader(&self) -> Option<usize> {
+        for i in 0..self.replicas.len() {
+            let Ok(r) = self.http.get(self.cp_ops_url(i, "/metrics")).send().await else {
+                continue;
+            };
+            let text = r.text().await.unwrap_or_default();
+            if text
+                .lines()
+                .any(|l| l.starts_with("warden_cp_leader ") && l.trim_end().ends_with(" 1"))
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Starts one more node against replica `replica`'s address.
+    pub async fn add_node_on(&mut self, replica: usize) -> anyhow::Result<usize> {
+        self.node_replica = replica;
+        let added = self.add_node().await;
+        self.node_replica = 0;
+        added
+    }
+
+    /// Spawns control-plane replica `i` and waits until it prints its address; returns the
+    /// process and what it printed.
+    async fn spawn_cp(&mut self, i: usize) -> anyhow::Result<(Child, String)> {
         let stdout_path = self
             .dir
             .path()
             .join("logs")
             .join(format!("cp-stdout-{}.log", self.log_seq + 1));
-        let stderr = self.log_file("cp")?;
+        let stderr = self.log_file(&format!("cp{i}"))?;
         let mut command = Command::new(bin("warden-cp")?);
-        if let Some(text) = &self.options.cp_config {
-            let path = self.dir.path().join("cp.toml");
+        let several = self.replicas.len() > 1;
+        let mut text = self.options.cp_config.clone();
+        if several {
+            let mut t = text.unwrap_or_default();
+            t.push_str(&format!(
+                "\n[cluster]\nlease_ttl = \"2s\"\npoll_interval = \"500ms\"\nreplica_id = \"replica-{i}\"\n"
+            ));
+            if !t.contains("[store]") {
+                t.push_str("\n[store]\nmax_connections = 3\n");
+            }
+            text = Some(t);
+        }
+        if let Some(text) = &text {
+            let name = if i == 0 {
+                "cp.toml".to_owned()
+            } else {
+                format!("cp-{i}.toml")
+            };
+            let path = self.dir.path().join(name);
             std::fs::write(&path, text)?;
             command.arg("--config").arg(path);
         }
+        let (port, data_dir) = if i == 0 {
+            (self.cp_port, self.dir.path().join("cp-data"))
+        } else {
+            (
+                self.replicas[i].port,
+                self.dir.path().join(format!("cp-data-{i}")),
+            )
+        };
+        if several {
+            command
+                .arg("--ops-addr")
+                .arg(format!("127.0.0.1:{}", self.replicas[i].ops_port));
+        }
         let child = command
             .arg("--grpc-addr")
-            .arg(format!("127.0.0.1:{}", self.cp_port))
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(self.dir.path().join("cp-data"))
+            .arg(data_dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("WARDEN_MASTER_KEY", &self.master_key)
@@ -392,8 +539,7 @@ impl TestCluster {
             .stderr(stderr)
             .spawn()
             .context("spawning warden-cp")?;
-        self.cp = Some(child);
-        let text = eventually(Duration::from_secs(20), "warden-cp to be ready", || {
+        let text = eventually(Duration::from_secs(30), "warden-cp to be ready", || {
             let path = stdout_path.clone();
             async move {
                 let t = std::fs::read_to_string(&path).ok()?;
@@ -401,10 +547,7 @@ impl TestCluster {
             }
         })
         .await?;
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix("WARDEN_ADMIN_TOKEN="))
-            .map(str::to_owned))
+        Ok((child, text))
     }
 
     /// Kills the control plane (SIGKILL) and waits for it to exit.
@@ -450,6 +593,7 @@ impl TestCluster {
                 self.options
                     .node_cp_addr
                     .clone()
+                    .or_else(|| self.cp_addrs().get(self.node_replica).cloned())
                     .unwrap_or_else(|| self.cp_addr()),
             )
             .arg("--node-id")

@@ -358,6 +358,14 @@ impl Sync for SyncService {
             "node connected"
         );
 
+        // A node that failed over from another replica may hold a newer version than this
+        // replica sends yet: catch up with the database first, so it is never sent an older
+        // one.
+        if hello.have_version > self.cp.current_version()
+            && let Err(e) = self.cp.refresh().await
+        {
+            tracing::warn!(node = %hello.node_id, error = %e, "could not catch up with the database before serving a node");
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut snapshots = self.cp.subscribe();
         let cp = Arc::clone(&self.cp);

@@ -44,12 +44,16 @@ impl ControlPlane {
             detail: warden_core::redact::redact(detail).into_owned(),
         };
         match self.store.append_audit(&record).await {
-            Ok(link) => self.audit_appended(link.seq),
+            Ok(link) => {
+                self.audit_appended(link.seq);
+                self.tell_replicas(super::replicas::AUDIT_CHANNEL, &link.seq.to_string())
+                    .await;
+            }
             Err(e) => tracing::error!(error = %e, action, "could not write audit row"),
         }
     }
 
-    fn audit_appended(&self, seq: u64) {
+    pub(super) fn audit_appended(&self, seq: u64) {
         self.audit_seq.send_if_modified(|current| {
             let newer = seq > *current;
             if newer {
@@ -60,7 +64,8 @@ impl ControlPlane {
         self.audit_wake.notify_waiters();
     }
 
-    /// Follows appends to the audit log: the newest `seq` appended by this process.
+    /// Follows appends to the audit log: the newest `seq` appended (by this replica, or by
+    /// another one on the same PostgreSQL: `cluster`).
     pub fn audit_appends(&self) -> watch::Receiver<u64> {
         self.audit_seq.subscribe()
     }

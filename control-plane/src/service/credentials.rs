@@ -708,6 +708,8 @@ impl ControlPlane {
                 }
                 // Streams of a credential already revoked (by another replica) end too.
                 self.live.revoke(&target);
+                self.tell_replicas(super::replicas::CREDENTIALS_CHANNEL, &target)
+                    .await;
             }
             if revoked.is_empty() {
                 return Err(ServiceError::NotFound(format!(

@@ -25,6 +25,7 @@ mod policies;
 mod prices;
 mod providers;
 mod publish;
+pub mod replicas;
 mod secrets;
 mod signing_keys;
 mod tokens;
@@ -91,6 +92,10 @@ pub struct ControlPlane {
     logins: login_guard::LoginGuard,
     /// The control plane's own metrics (`/metrics` on the ops listener).
     metrics: crate::metrics::CpMetrics,
+    /// With SQLite, the data directory's lock file, held while the control plane lives.
+    data_dir_lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// Whether this replica does the leader's work (`cluster`); true until told otherwise.
+    leader: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -162,6 +167,8 @@ impl ControlPlane {
             live: live::LiveCredentials::default(),
             logins: login_guard::LoginGuard::default(),
             metrics: crate::metrics::CpMetrics::new(),
+            data_dir_lock: std::sync::Mutex::new(None),
+            leader: std::sync::atomic::AtomicBool::new(true),
         };
         Ok(cp)
     }

@@ -18,8 +18,6 @@ use crate::snapshot::{
     SnapshotVirtualKey,
 };
 
-const META_VERSION: &str = "snapshot_version";
-
 /// How long an admin change waits for connected nodes to apply it before returning.
 const PROPAGATION_WAIT: Duration = Duration::from_secs(2);
 
@@ -124,21 +122,22 @@ impl ControlPlane {
     pub async fn publish(&self) -> Result<u64, ServiceError> {
         let version = {
             let _guard = self.publish_lock.lock().await;
-            let previous: u64 = self
-                .store
-                .get_meta(META_VERSION)
-                .await?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let version = previous + 1;
+            // Provider keys the leader saw rotate are re-read first, so this replica never
+            // publishes an old key.
+            self.sync_secret_versions().await?;
+            // Allocated in the database (monotonic across replicas) after the change was
+            // committed: any snapshot under a higher version is built after it.
+            let version = self.store.next_snapshot_version().await?;
             let data = self.build_snapshot(version).await?;
-            self.store
-                .set_meta(META_VERSION, &version.to_string())
-                .await?;
-            self.snapshot_tx.send_replace(Arc::new(data));
-            self.metrics.snapshot_version(version);
+            // A refresh may already have sent a newer version (another replica's).
+            if version > self.current_version() {
+                self.snapshot_tx.send_replace(Arc::new(data));
+                self.metrics.snapshot_version(version);
+            }
             version
         };
+        self.tell_replicas(super::replicas::SNAPSHOT_CHANNEL, &version.to_string())
+            .await;
         tracing::info!(version, "published snapshot");
         if !self.await_propagation(version, PROPAGATION_WAIT).await {
             tracing::warn!(
@@ -149,7 +148,7 @@ impl ControlPlane {
         Ok(version)
     }
 
-    async fn build_snapshot(&self, version: u64) -> Result<SnapshotData, ServiceError> {
+    pub(super) async fn build_snapshot(&self, version: u64) -> Result<SnapshotData, ServiceError> {
         let now = unix_now();
         let policies = self.store.list_policies().await?;
         let policy_of = |target: &PolicyTarget| {

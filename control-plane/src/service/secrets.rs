@@ -145,6 +145,11 @@ impl ControlPlane {
                     {
                         changed += 1;
                     }
+                    // Recorded for the other replicas, which re-read it before publishing.
+                    let text = reference.to_string();
+                    if let Some(fp) = self.keys.fingerprint(&text) {
+                        self.store.record_secret_version(&text, &fp).await?;
+                    }
                 }
                 Err(e) => {
                     if self.keys.mark_failing(&reference.to_string()) {
@@ -156,6 +161,8 @@ impl ControlPlane {
             }
         }
         if changed > 0 {
+            self.tell_replicas(super::replicas::SECRETS_CHANNEL, &changed.to_string())
+                .await;
             self.publish().await?;
         }
         Ok(changed)

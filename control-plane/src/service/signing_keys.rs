@@ -24,21 +24,35 @@ pub struct SigningKeyStatus {
     pub needed_until: i64,
 }
 
+/// `meta` key of the signing key that signs new tokens (every new key becomes it).
+const ACTIVE_KID: &str = "signing_kid";
+
 impl ControlPlane {
     pub(super) async fn load_or_create_signer(
         store: &dyn StateStore,
         secrets: &dyn SecretStore,
         auth: &AuthConfig,
     ) -> Result<KeyMaterial, ServiceError> {
-        let keys = store.list_signing_keys().await?;
-        if let Some(k) = keys
-            .iter()
-            .rev()
-            .find(|k| k.algorithm == auth.algorithm.as_str())
-        {
-            return Self::load_key(secrets, k).await;
+        if let Some(k) = Self::active_signing_key(store, auth.algorithm).await? {
+            return Self::load_key(secrets, &k).await;
         }
         Self::create_signing_key(store, secrets, auth.algorithm).await
+    }
+
+    /// The key that signs: the one recorded under [`ACTIVE_KID`] when it has `algorithm`,
+    /// else the newest of that algorithm. (Keys made within one second have the same
+    /// `created_at`, so the record decides; every replica reads the same one.)
+    pub(super) async fn active_signing_key(
+        store: &dyn StateStore,
+        algorithm: SigningAlgorithm,
+    ) -> Result<Option<SigningKey>, ServiceError> {
+        let keys = store.list_signing_keys().await?;
+        let active = store.get_meta(ACTIVE_KID).await?;
+        let of_algorithm = |k: &&SigningKey| k.algorithm == algorithm.as_str();
+        Ok(active
+            .and_then(|kid| keys.iter().filter(of_algorithm).find(|k| k.kid == kid))
+            .or_else(|| keys.iter().rev().find(of_algorithm))
+            .cloned())
     }
 
     pub(super) async fn create_signing_key(
@@ -60,6 +74,7 @@ impl ControlPlane {
                 created_at: unix_now(),
             })
             .await?;
+        store.set_meta(ACTIVE_KID, &material.kid).await?;
         Ok(material)
     }
 

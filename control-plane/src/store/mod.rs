@@ -22,7 +22,7 @@ pub mod sqlite;
 pub use client_controls::ClientControlStore;
 pub use incident::{IncidentStore, RevokedAll};
 pub use page::PageStore;
-pub use sql::{Pool, SqlStore};
+pub use sql::{LeaseRow, Pool, ReplicaRow, SqlStore};
 
 use crate::audit::chain::{AuditCheckpoint, AuditLink, ChainHead, ChainedAudit};
 use crate::domain::{
@@ -42,6 +42,9 @@ pub enum StoreError {
     Malformed(String),
     #[error("store configuration: {0}")]
     Config(String),
+    /// A leader-only write under a fencing token that no longer holds the lease.
+    #[error("refused: fencing token {0} no longer holds the leader lease")]
+    Fenced(i64),
 }
 
 impl From<crate::audit::chain::MalformedHash> for StoreError {
@@ -56,6 +59,23 @@ impl From<crate::audit::chain::MalformedHash> for StoreError {
 pub trait StateStore: IncidentStore + ClientControlStore + PageStore + Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Allocates the next snapshot version: atomic, monotonic across every replica.
+    async fn next_snapshot_version(&self) -> Result<u64, StoreError>;
+    /// The newest allocated snapshot version.
+    async fn snapshot_version(&self) -> Result<u64, StoreError>;
+    /// `NOTIFY channel, 'payload'` to the other replicas (PostgreSQL); nothing on SQLite.
+    async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError>;
+    /// Records the fingerprint the rotation poll read for a provider-key reference; returns
+    /// its version, which grows when the fingerprint changes (PostgreSQL; 0 on SQLite,
+    /// whose one replica needs no record).
+    async fn record_secret_version(
+        &self,
+        reference: &str,
+        fingerprint: &str,
+    ) -> Result<u64, StoreError>;
+    /// Every recorded reference with its fingerprint (empty on SQLite).
+    async fn list_secret_versions(&self) -> Result<Vec<(String, String)>, StoreError>;
 
     async fn upsert_provider(&self, p: &Provider) -> Result<(), StoreError>;
     async fn list_providers(&self) -> Result<Vec<Provider>, StoreError>;

@@ -168,11 +168,19 @@ impl PostgresStore {
             .await?;
         if let Some(schema) = &settings.schema {
             // Checked above: a plain identifier, so quoting it is enough.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            // Replicas starting together race on IF NOT EXISTS: the loser's unique
+            // violation means the schema is there.
+            let created = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
             )))
             .execute(&pool)
-            .await?;
+            .await;
+            match created {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("23505" | "42P06")) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         SqlStore::open(Pool::Postgres(pool), &DIALECT).await
     }

@@ -62,8 +62,11 @@ macro_rules! execute {
 
 mod chain;
 mod client_controls;
+mod cluster;
 mod incident;
 mod page;
+
+pub use cluster::{LeaseRow, ReplicaRow};
 
 use chain::Batch;
 pub(in crate::store) use chain::{Dialect, SELECT_HEAD};
@@ -78,6 +81,10 @@ pub struct SqlStore {
     /// of spinning on SQLite's busy handler; PostgreSQL appends queue on the chain head's
     /// row lock alone.
     append_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The leader's fencing token when this copy does leader-only work
+    /// ([`SqlStore::fenced`]): its checkpoint, retention and cursor writes are refused
+    /// once the token no longer holds the lease.
+    fence: Option<i64>,
 }
 
 impl SqlStore {
@@ -89,6 +96,7 @@ impl SqlStore {
             pool,
             dialect,
             append_lock: Arc::new(tokio::sync::Mutex::new(())),
+            fence: None,
         };
         store.chain_legacy_audit().await?;
         Ok(store)
@@ -120,6 +128,15 @@ impl StateStore for SqlStore {
     }
 
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        if let Some(token) = self.fence {
+            let write = sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            );
+            self.fenced_execute(token, write.bind(key).bind(value))
+                .await?;
+            return Ok(());
+        }
         execute!(
             self,
             sqlx::query(
@@ -130,6 +147,36 @@ impl StateStore for SqlStore {
             .bind(value)
         );
         Ok(())
+    }
+
+    async fn next_snapshot_version(&self) -> Result<u64, StoreError> {
+        self.allocate_snapshot_version().await
+    }
+
+    async fn snapshot_version(&self) -> Result<u64, StoreError> {
+        self.read_snapshot_version().await
+    }
+
+    async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        self.send_notify(channel, payload).await
+    }
+
+    async fn record_secret_version(
+        &self,
+        reference: &str,
+        fingerprint: &str,
+    ) -> Result<u64, StoreError> {
+        match self.pool {
+            Pool::Postgres(_) => self.record_secret_version_pg(reference, fingerprint).await,
+            Pool::Sqlite(_) => Ok(0),
+        }
+    }
+
+    async fn list_secret_versions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        match self.pool {
+            Pool::Postgres(_) => self.list_secret_versions_pg().await,
+            Pool::Sqlite(_) => Ok(Vec::new()),
+        }
     }
 
     async fn upsert_provider(&self, v: &Provider) -> Result<(), StoreError> {
@@ -719,18 +766,23 @@ impl StateStore for SqlStore {
     }
 
     async fn insert_checkpoint(&self, c: &AuditCheckpoint) -> Result<(), StoreError> {
-        execute!(
-            self,
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (seq_upto, hash, signature, key_id, created_at_ms)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(bigint(c.seq_upto))
-            .bind(&c.hash)
-            .bind(&c.signature)
-            .bind(&c.key_id)
-            .bind(c.created_at_ms)
-        );
+        const SQL: &str =
+            "INSERT INTO audit_checkpoints (seq_upto, hash, signature, key_id, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5)";
+        macro_rules! bound {
+            ($q:expr) => {
+                $q.bind(bigint(c.seq_upto))
+                    .bind(&c.hash)
+                    .bind(&c.signature)
+                    .bind(&c.key_id)
+                    .bind(c.created_at_ms)
+            };
+        }
+        if let Some(token) = self.fence {
+            self.fenced_execute(token, bound!(sqlx::query(SQL))).await?;
+            return Ok(());
+        }
+        execute!(self, bound!(sqlx::query(SQL)));
         Ok(())
     }
 
@@ -747,16 +799,16 @@ impl StateStore for SqlStore {
     async fn delete_audit_older_than(&self, ts_ms: i64) -> Result<u64, StoreError> {
         // One statement: the prefix ends at the latest checkpoint before the first row that
         // is too young to delete (no checkpoint there → nothing is deleted).
-        Ok(execute!(
-            self,
-            sqlx::query(
-                "DELETE FROM audit WHERE seq <= (
-                     SELECT MAX(seq_upto) FROM audit_checkpoints WHERE seq_upto < COALESCE(
-                         (SELECT MIN(seq) FROM audit WHERE timestamp_ms >= $1),
-                         9223372036854775807))",
-            )
-            .bind(ts_ms)
-        ))
+        const SQL: &str = "DELETE FROM audit WHERE seq <= (
+             SELECT MAX(seq_upto) FROM audit_checkpoints WHERE seq_upto < COALESCE(
+                 (SELECT MIN(seq) FROM audit WHERE timestamp_ms >= $1),
+                 9223372036854775807))";
+        if let Some(token) = self.fence {
+            return self
+                .fenced_execute(token, sqlx::query(SQL).bind(ts_ms))
+                .await;
+        }
+        Ok(execute!(self, sqlx::query(SQL).bind(ts_ms)))
     }
 
     async fn get_warden_secret(&self, name: &str) -> Result<Option<String>, StoreError> {

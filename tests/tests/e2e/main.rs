@@ -28,6 +28,7 @@ mod control_chars;
 mod cp_failover;
 mod cp_listener;
 mod cp_logins;
+mod cp_replicas;
 mod cp_store_trust;
 mod credential_revocation;
 mod deploy_config;
