@@ -15,6 +15,11 @@ pub const RPCS: &str = "warden_cp_rpcs_total";
 pub const FAILED_LOGINS: &str = "warden_cp_failed_logins_total";
 /// The version of the newest published snapshot.
 pub const SNAPSHOT_VERSION: &str = "warden_cp_snapshot_version";
+/// Seconds to build one snapshot from the state store (histogram).
+pub const SNAPSHOT_BUILD_SECONDS: &str = "warden_cp_snapshot_build_seconds";
+/// Seconds to prepare one delivery for one Watch stream: the shared wire state and delta
+/// (made once per version) and this node's sealing (histogram).
+pub const SNAPSHOT_SEAL_SECONDS: &str = "warden_cp_snapshot_seal_seconds";
 /// gRPC connections open now.
 pub const GRPC_CONNECTIONS: &str = "warden_cp_grpc_connections";
 
@@ -77,6 +82,16 @@ impl CpMetrics {
     /// The newest published snapshot's version.
     pub fn snapshot_version(&self, version: u64) {
         self.record(|| metrics::gauge!(SNAPSHOT_VERSION).set(version as f64));
+    }
+
+    /// One snapshot built in `took`.
+    pub fn snapshot_built(&self, took: std::time::Duration) {
+        self.record(|| metrics::histogram!(SNAPSHOT_BUILD_SECONDS).record(took.as_secs_f64()));
+    }
+
+    /// One delivery prepared (and sealed) for one stream in `took`.
+    pub fn snapshot_sealed(&self, took: std::time::Duration) {
+        self.record(|| metrics::histogram!(SNAPSHOT_SEAL_SECONDS).record(took.as_secs_f64()));
     }
 
     /// A gRPC connection opened (`1.0`) or closed (`-1.0`).

@@ -13,6 +13,7 @@ pub mod compiled;
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod held;
 pub mod incident;
 pub mod ip_block;
 pub mod limits;

@@ -59,3 +59,9 @@ pub const HTTP_TLS_RELOADS: &str = "warden_http_tls_reloads_total";
 /// Upstream attempts refused by the egress policy before anything connected (`reason`
 /// label: `not_allowed`, `link_local_or_metadata`, `private`, `loopback`, `not_http`).
 pub const EGRESS_DENIED: &str = "warden_egress_denied_total";
+/// Deltas the node could not apply (another base version, a value it does not hold, a bad
+/// seal): each one drops the watch stream and asks for a full snapshot.
+pub const SNAPSHOT_RESYNCS: &str = "warden_snapshot_resyncs_total";
+/// Seconds to apply one snapshot or delta: open its secrets, merge and compile (histogram;
+/// `kind` label: `full` or `delta`).
+pub const SNAPSHOT_APPLY_SECONDS: &str = "warden_snapshot_apply_seconds";

@@ -22,8 +22,9 @@ use warden_core::shutdown::sleep_or_cancel;
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_client::SyncClient;
 
-use crate::compiled::{Recipient, Snapshot};
+use crate::compiled::Recipient;
 use crate::config::NodeConfig;
+use crate::held::Held;
 use crate::state::AppState;
 
 /// Errors on the link; all of them lead to a reconnect.
@@ -35,6 +36,8 @@ pub enum SyncError {
     Connect(#[from] tonic::transport::Error),
     #[error("watch: {0}")]
     Status(#[from] tonic::Status),
+    #[error("resync: {0}")]
+    Resync(String),
 }
 
 fn endpoint(config: &NodeConfig) -> Result<Endpoint, SyncError> {
@@ -91,8 +94,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jittered();
+    // The last applied snapshot as state and secrets, the base of the next delta (memory
+    // only; a resync starts the next session with a full snapshot anyway).
+    let mut held: Option<Held> = None;
     loop {
-        let session = watch_once(&config, &state, &keys, &shutdown);
+        let session = watch_once(&config, &state, &keys, &shutdown, &mut held);
         let result = tokio::select! {
             r = session => r,
             () = shutdown.cancelled() => return,
@@ -101,6 +107,11 @@ pub async fn run(
         match result {
             Ok(true) => backoff.reset(),
             Ok(false) => {}
+            Err(SyncError::Resync(reason)) => {
+                metrics::counter!(crate::metrics::SNAPSHOT_RESYNCS).increment(1);
+                tracing::warn!(%reason, "delta did not apply; watching again for a full snapshot (resync)");
+                backoff.reset();
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "control plane link down; serving from the last snapshot")
             }
@@ -117,6 +128,7 @@ async fn watch_once(
     state: &AppState,
     keys: &Arc<NodeKeyPair>,
     shutdown: &CancellationToken,
+    held: &mut Option<Held>,
 ) -> Result<bool, SyncError> {
     let channel: Channel = endpoint(config)?.connect().await?;
     let mut client = SyncClient::new(channel)
@@ -128,6 +140,7 @@ async fn watch_once(
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
         have_version,
         seal_public_key: keys.public_key().to_bytes().to_vec(),
+        accepts_deltas: true,
     };
     let mut stream = client
         .watch(with_credential(config, hello)?)
@@ -148,19 +161,52 @@ async fn watch_once(
         received = true;
         let version = snapshot.version;
         let hash = snapshot.content_hash.clone();
-        // Opening a sealed secret costs about 0.1 ms: compile off the async workers.
+        let base_version = snapshot.base_version;
+        let delta = base_version > 0;
+        if delta && held.as_ref().map(Held::version) != Some(base_version) {
+            return Err(SyncError::Resync(format!(
+                "delta {version} is based on version {base_version}, which this node does not hold"
+            )));
+        }
+        // Opening a sealed secret costs about 0.1 ms, and compiling 100,000 keys far more:
+        // off the async workers.
+        let started = std::time::Instant::now();
         let compiled = {
             let (keys, node_id) = (Arc::clone(keys), config.node_id.clone());
             let clients = Arc::clone(state.upstream.clients());
+            let base = if delta { held.take() } else { None };
             tokio::task::spawn_blocking(move || {
                 let to = Recipient {
                     node_id: &node_id,
                     keys: &keys,
                 };
-                Snapshot::compile(snapshot, to, &clients).map_err(|e| e.to_string())
+                let next = match &base {
+                    Some(base) => base.apply(&snapshot, to),
+                    None => Held::from_full(&snapshot, to),
+                };
+                let compiled = next.and_then(|next| Ok((next.compile(&clients)?, next)));
+                (compiled.map_err(|e| e.to_string()), base)
             })
             .await
-            .unwrap_or_else(|e| Err(format!("snapshot compilation failed: {e}")))
+            .unwrap_or_else(|e| (Err(format!("snapshot compilation failed: {e}")), None))
+        };
+        let (compiled, base) = compiled;
+        let took = started.elapsed();
+        let kind = if delta { "delta" } else { "full" };
+        metrics::histogram!(crate::metrics::SNAPSHOT_APPLY_SECONDS, "kind" => kind)
+            .record(took.as_secs_f64());
+        let compiled = match compiled {
+            Ok((compiled, next)) => {
+                *held = Some(next);
+                Ok(compiled)
+            }
+            Err(e) if delta => {
+                // The state the delta was based on is kept for nothing: the resync brings
+                // a full snapshot.
+                drop(base);
+                return Err(SyncError::Resync(format!("delta {version}: {e}")));
+            }
+            Err(e) => Err(e),
         };
         match compiled {
             Ok(compiled) => {
@@ -174,7 +220,13 @@ async fn watch_once(
                     );
                 }
                 state.install(compiled);
-                tracing::info!(version, content_hash = %hash, "applied snapshot");
+                tracing::info!(
+                    version,
+                    base_version,
+                    content_hash = %hash,
+                    apply_ms = took.as_secs_f64() * 1000.0,
+                    "applied snapshot"
+                );
                 let ack = pb::SnapshotAck {
                     node_id: config.node_id.clone(),
                     version,

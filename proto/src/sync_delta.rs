@@ -155,8 +155,7 @@ impl SnapshotState {
         let (providers, removed_providers) = changes(&self.providers, &new.providers);
         let (models, removed_models) = changes(&self.models, &new.models);
         let (virtual_keys, removed_vkeys) = changes(&self.virtual_keys, &new.virtual_keys);
-        let (revoked_tokens, removed_revoked) =
-            changes(&self.revoked_tokens, &new.revoked_tokens);
+        let (revoked_tokens, removed_revoked) = changes(&self.revoked_tokens, &new.revoked_tokens);
         let (subject_policies, removed_subjects) =
             changes(&self.subject_policies, &new.subject_policies);
         let (ip_blocks, removed_blocks) = changes(&self.ip_blocks, &new.ip_blocks);
@@ -204,7 +203,11 @@ impl SnapshotState {
             });
         }
         if let Some(r) = &d.removed {
-            remove(&mut self.providers, r.providers.iter().cloned(), "providers")?;
+            remove(
+                &mut self.providers,
+                r.providers.iter().cloned(),
+                "providers",
+            )?;
             remove(&mut self.models, r.models.iter().cloned(), "models")?;
             remove(
                 &mut self.virtual_keys,
@@ -221,8 +224,16 @@ impl SnapshotState {
                 r.subject_policies.iter().cloned(),
                 "subject_policies",
             )?;
-            remove(&mut self.ip_blocks, r.ip_blocks.iter().cloned(), "ip_blocks")?;
-            remove(&mut self.dlp_rules, r.dlp_rules.iter().cloned(), "dlp_rules")?;
+            remove(
+                &mut self.ip_blocks,
+                r.ip_blocks.iter().cloned(),
+                "ip_blocks",
+            )?;
+            remove(
+                &mut self.dlp_rules,
+                r.dlp_rules.iter().cloned(),
+                "dlp_rules",
+            )?;
             remove(
                 &mut self.suspensions,
                 r.suspensions.iter().map(suspension_key),
@@ -385,7 +396,10 @@ mod tests {
         assert_eq!(d.base_version, 1);
         assert_eq!(d.virtual_keys.len(), 1);
         assert!(d.providers.is_empty() && d.models.is_empty());
-        assert_eq!(d.removed.unwrap_or_default(), pb::SnapshotRemovals::default());
+        assert_eq!(
+            d.removed.unwrap_or_default(),
+            pb::SnapshotRemovals::default()
+        );
     }
 
     #[test]

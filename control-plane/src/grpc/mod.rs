@@ -3,5 +3,6 @@
 
 pub mod admin;
 pub mod audit;
+pub mod delivery;
 pub mod limits;
 pub mod sync;

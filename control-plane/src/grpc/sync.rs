@@ -19,13 +19,16 @@ use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_server::Sync;
 
 use warden_core::jwt::SigningAlgorithm;
-use warden_core::seal::{Binding, Field, NodePublicKey, SealError};
+use warden_core::seal::NodePublicKey;
 
 use crate::domain::{ApiFormat, SuspensionTarget};
+use crate::grpc::delivery::Deliveries;
+use crate::grpc::delivery::seal;
 use crate::grpc::limits::client_certificate;
 use crate::service::{ClientKey, ControlPlane};
 use crate::snapshot::SnapshotData;
 use crate::tls::ClientCertMode;
+use warden_proto::sync_delta::SnapshotState;
 
 /// The Sync service.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct SyncService {
     cp: Arc<ControlPlane>,
     shutdown: CancellationToken,
     client_certs: ClientCertMode,
+    /// Wire states and deltas shared by every stream.
+    deliveries: Arc<Deliveries>,
 }
 
 impl SyncService {
@@ -41,6 +46,7 @@ impl SyncService {
             cp,
             shutdown,
             client_certs: ClientCertMode::Off,
+            deliveries: Arc::new(Deliveries::default()),
         }
     }
 
@@ -91,37 +97,28 @@ pub struct Recipient<'a> {
 
 /// Converts a snapshot to its wire form for one node, every secret sealed to the node's key,
 /// with its content hash (which therefore covers the sealed bytes of this delivery).
-pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, SealError> {
+pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, String> {
+    let state = warden_proto::sync_delta::SnapshotState::from_full(&unsealed(s));
+    super::delivery::seal(state.to_full(), None, s, to).map(|(wire, _)| wire)
+}
+
+/// A snapshot's wire form with no secret in it: every `sealed_*` field is absent (they are
+/// filled per node by [`super::delivery::seal`]). The same for every node, so it is made
+/// once per version.
+pub fn unsealed(s: &SnapshotData) -> pb::Snapshot {
     let format = |f: ApiFormat| match f {
         ApiFormat::OpenAi => pb::ApiFormat::Openai as i32,
         ApiFormat::Anthropic => pb::ApiFormat::Anthropic as i32,
         ApiFormat::Echo => pb::ApiFormat::Echo as i32,
     };
-    let seal = |field: Field<'_>, plaintext: &[u8]| {
-        let binding = Binding {
-            node_id: to.node_id,
-            version: s.version,
-            field,
-        };
-        to.key
-            .seal(&binding, plaintext)
-            .map(|sealed| pb::SealedSecret {
-                encapped_key: sealed.encapped_key,
-                ciphertext: sealed.ciphertext,
-            })
-    };
     let mut providers = Vec::with_capacity(s.providers.len());
     for p in &s.providers {
         let mut keys = Vec::with_capacity(p.keys.len());
         for k in &p.keys {
-            let field = Field::UpstreamKey {
-                provider: &p.name,
-                key_id: &k.id,
-            };
             keys.push(pb::UpstreamKey {
                 id: k.id.clone(),
                 fingerprint: k.fingerprint.clone(),
-                sealed_secret: Some(seal(field, k.secret.expose_secret().as_bytes())?),
+                sealed_secret: None,
                 disabled_reason: k.disabled_reason.clone(),
                 health_epoch: k.health_epoch,
             });
@@ -139,23 +136,20 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
     let mut jwt_keys = Vec::with_capacity(s.jwt_keys.len());
     for k in &s.jwt_keys {
         // An EdDSA key is a public key and travels as it is; anything else is a shared
-        // secret (HS256) and is sealed.
-        let (key, sealed_key) = match SigningAlgorithm::parse(&k.algorithm) {
-            Some(SigningAlgorithm::EdDSA) => (k.key.expose_secret().clone(), None),
-            _ => (
-                Vec::new(),
-                Some(seal(Field::Jwt { kid: &k.kid }, k.key.expose_secret())?),
-            ),
+        // secret (HS256), sealed per node.
+        let key = match SigningAlgorithm::parse(&k.algorithm) {
+            Some(SigningAlgorithm::EdDSA) => k.key.expose_secret().clone(),
+            _ => Vec::new(),
         };
         jwt_keys.push(pb::JwtVerificationKey {
             kid: k.kid.clone(),
             algorithm: k.algorithm.clone(),
             key,
-            sealed_key,
+            sealed_key: None,
         });
     }
-    let mut snapshot = pb::Snapshot {
-        version: 0,
+    pb::Snapshot {
+        version: s.version,
         content_hash: String::new(),
         providers,
         models: s
@@ -215,7 +209,7 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
                 expires_at: *exp,
             })
             .collect(),
-        sealed_vkey_pepper: Some(seal(Field::VkeyPepper, s.vkey_pepper.expose_secret())?),
+        sealed_vkey_pepper: None,
         global_policy: Some(policy(&s.global_policy)),
         subject_policies: s
             .subject_policies
@@ -252,11 +246,9 @@ pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, Sea
             .collect(),
         dlp_rules: s.dlp_rules.iter().map(dlp_rule).collect(),
         client_policy: client_policy(&s.client_access),
-    };
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
-    snapshot.content_hash = hex::encode(digest.as_ref());
-    snapshot.version = s.version;
-    Ok(snapshot)
+        base_version: 0,
+        removed: None,
+    }
 }
 
 /// A DLP rule on the wire.
@@ -270,41 +262,6 @@ fn dlp_rule(r: &warden_core::dlp::RuleSpec) -> pb::DlpRule {
         scope_kind: kind.to_owned(),
         scope_id: id.to_owned(),
     }
-}
-
-/// The `secret.release` audit subject of one delivery: the version and every provider key
-/// it carries, by fingerprint (`v12 keys=openai/key_1:0123456789ab,…`). Never a value.
-fn release_subject(s: &SnapshotData) -> String {
-    let keys: Vec<String> = s
-        .providers
-        .iter()
-        .flat_map(|p| {
-            p.keys
-                .iter()
-                .map(move |k| format!("{}/{}:{}", p.name, k.id, k.fingerprint))
-        })
-        .collect();
-    let keys = if keys.is_empty() {
-        "-".to_owned()
-    } else {
-        keys.join(",")
-    };
-    format!("v{} keys={keys}", s.version)
-}
-
-/// The `secret.release` audit detail: which node key the secrets were sealed to and how
-/// many of each kind were released.
-fn release_detail(s: &SnapshotData, key: &NodePublicKey) -> String {
-    let upstream_keys: usize = s.providers.iter().map(|p| p.keys.len()).sum();
-    let jwt_secrets = s
-        .jwt_keys
-        .iter()
-        .filter(|k| SigningAlgorithm::parse(&k.algorithm) != Some(SigningAlgorithm::EdDSA))
-        .count();
-    format!(
-        "node_key={} upstream_keys={upstream_keys} vkey_pepper=1 jwt_secrets={jwt_secrets}",
-        key.fingerprint()
-    )
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Snapshot, Status>> + Send>>;
@@ -364,31 +321,50 @@ impl Sync for SyncService {
         let shutdown = self.shutdown.clone();
         let node_id = hello.node_id;
         let credential_id = credential.id.clone();
+        let deliveries = Arc::clone(&self.deliveries);
+        let accepts_deltas = hello.accepts_deltas;
         tokio::spawn(async move {
+            // What this stream last sent: the next message is a delta against it (when the
+            // node accepts deltas), else a full snapshot.
+            let mut last: Option<(Arc<SnapshotData>, Arc<SnapshotState>)> = None;
             loop {
                 if !cp.node_credential_live(&credential).await {
                     break;
                 }
                 let current = snapshots.borrow_and_update().clone();
+                let base = last
+                    .as_ref()
+                    .filter(|(s, _)| accepts_deltas && s.version > 0)
+                    .cloned();
                 let sealed = {
-                    let (current, node_id, key) =
-                        (Arc::clone(&current), node_id.clone(), key.clone());
-                    // One HPKE encapsulation per secret: off the async workers.
+                    let (current, node_id, key, deliveries) = (
+                        Arc::clone(&current),
+                        node_id.clone(),
+                        key.clone(),
+                        Arc::clone(&deliveries),
+                    );
+                    // One HPKE encapsulation per secret sent: off the async workers.
                     tokio::task::spawn_blocking(move || {
-                        to_proto(
-                            &current,
-                            Recipient {
-                                node_id: &node_id,
-                                key: &key,
-                            },
-                        )
-                        .map_err(|e| e.to_string())
+                        let started = std::time::Instant::now();
+                        let to = Recipient {
+                            node_id: &node_id,
+                            key: &key,
+                        };
+                        let state = deliveries.state(&current);
+                        let (wire, released) = match &base {
+                            Some((old, old_state)) => {
+                                let delta = deliveries.delta((old, old_state), (&current, &state));
+                                seal((*delta).clone(), Some(old), &current, to)?
+                            }
+                            None => seal(state.to_full(), None, &current, to)?,
+                        };
+                        Ok::<_, String>((wire, released, state, started.elapsed()))
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()))
                 };
-                let snapshot = match sealed {
-                    Ok(snapshot) => snapshot,
+                let (snapshot, released, state, took) = match sealed {
+                    Ok(sealed) => sealed,
                     Err(error) => {
                         tracing::error!(node = %node_id, version = current.version, %error, "could not seal the snapshot");
                         let _ = tx
@@ -400,15 +376,29 @@ impl Sync for SyncService {
                 if cp.credential_revoked(&credential_id) {
                     break;
                 }
-                // Audited before it leaves, so no release goes unrecorded.
-                cp.audit(
-                    "secret.release",
-                    &format!("node:{node_id}"),
-                    &release_subject(&current),
-                    "ok",
-                    &release_detail(&current, &key),
-                )
-                .await;
+                cp.metrics().snapshot_sealed(took);
+                tracing::info!(
+                    node = %node_id,
+                    version = current.version,
+                    base_version = snapshot.base_version,
+                    bytes = snapshot.encoded_len(),
+                    secrets_sealed = released.upstream_keys.len() + usize::from(released.vkey_pepper) + released.jwt_secrets,
+                    seal_ms = took.as_secs_f64() * 1000.0,
+                    "sending snapshot"
+                );
+                // Audited before it leaves, so no release goes unrecorded; a delta that
+                // releases no secret has no `secret.release` row.
+                if !released.is_empty() {
+                    cp.audit(
+                        "secret.release",
+                        &format!("node:{node_id}"),
+                        &released.subject(current.version),
+                        "ok",
+                        &released.detail(&key, snapshot.base_version),
+                    )
+                    .await;
+                }
+                last = Some((Arc::clone(&current), state));
                 if tx.send(Ok(snapshot)).await.is_err() {
                     break;
                 }
@@ -556,9 +546,9 @@ fn client_policy(a: &crate::domain::AccessPolicy) -> Option<pb::ClientPolicy> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use secrecy::{SecretBox, SecretString};
-    use warden_core::seal::{NodeKeyPair, Sealed};
+    use warden_core::seal::{Binding, Field, NodeKeyPair, Sealed};
 
     use super::*;
     use crate::domain::{Limits, Price};
@@ -568,7 +558,7 @@ mod tests {
     const PEPPER: &[u8] = b"pepper-canary-0123456789abcdef01";
     const HS_SECRET: &[u8] = b"hs256-canary-secret-abcdefghijkl";
 
-    fn snapshot() -> SnapshotData {
+    pub(crate) fn snapshot() -> SnapshotData {
         SnapshotData {
             version: 12,
             providers: vec![SnapshotProvider {
@@ -721,14 +711,20 @@ mod tests {
     fn release_audit_names_fingerprints_never_values() {
         let s = snapshot();
         let node = NodeKeyPair::generate().unwrap();
-        let subject = release_subject(&s);
-        let detail = release_detail(&s, node.public_key());
+        let to = Recipient {
+            node_id: "node-1",
+            key: node.public_key(),
+        };
+        let state = warden_proto::sync_delta::SnapshotState::from_full(&unsealed(&s));
+        let (_, released) = seal(state.to_full(), None, &s, to).unwrap();
+        let subject = released.subject(s.version);
+        let detail = released.detail(node.public_key(), 0);
         let fp = warden_core::fingerprint::of(CANARY.as_bytes());
         assert_eq!(subject, format!("v12 keys=openai/key_1:{fp}"));
         assert_eq!(
             detail,
             format!(
-                "node_key={} upstream_keys=1 vkey_pepper=1 jwt_secrets=1",
+                "node_key={} upstream_keys=1 vkey_pepper=1 jwt_secrets=1 base_version=0",
                 node.public_key().fingerprint()
             )
         );

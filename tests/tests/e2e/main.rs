@@ -53,4 +53,5 @@ mod sdk;
 mod sealing;
 mod secret_refs;
 mod secrets;
+mod snapshot_scale;
 mod store_tls;
