@@ -180,17 +180,16 @@ async fn watch_once(
                     node_id: &node_id,
                     keys: &keys,
                 };
-                let next = match &base {
+                let next = match base {
                     Some(base) => base.apply(&snapshot, to),
                     None => Held::from_full(&snapshot, to),
                 };
-                let compiled = next.and_then(|next| Ok((next.compile(&clients)?, next)));
-                (compiled.map_err(|e| e.to_string()), base)
+                next.and_then(|next| Ok((next.compile(&clients)?, next)))
+                    .map_err(|e| e.to_string())
             })
             .await
-            .unwrap_or_else(|e| (Err(format!("snapshot compilation failed: {e}")), None))
+            .unwrap_or_else(|e| Err(format!("snapshot compilation failed: {e}")))
         };
-        let (compiled, base) = compiled;
         let took = started.elapsed();
         let kind = if delta { "delta" } else { "full" };
         metrics::histogram!(crate::metrics::SNAPSHOT_APPLY_SECONDS, "kind" => kind)
@@ -200,12 +199,8 @@ async fn watch_once(
                 *held = Some(next);
                 Ok(compiled)
             }
-            Err(e) if delta => {
-                // The state the delta was based on is kept for nothing: the resync brings
-                // a full snapshot.
-                drop(base);
-                return Err(SyncError::Resync(format!("delta {version}: {e}")));
-            }
+            // The state the delta was based on is gone: the resync brings a full snapshot.
+            Err(e) if delta => return Err(SyncError::Resync(format!("delta {version}: {e}"))),
             Err(e) => Err(e),
         };
         match compiled {

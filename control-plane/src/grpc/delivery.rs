@@ -19,7 +19,7 @@ use warden_core::seal::{Binding, Field, NodePublicKey};
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync_delta::SnapshotState;
 
-use super::sync::{Recipient, unsealed};
+use super::snapshot_wire::{Recipient, unsealed};
 use crate::snapshot::SnapshotData;
 
 /// Wire states kept (the current version and the few before it).
@@ -241,6 +241,13 @@ pub fn seal(
     Ok((wire, released))
 }
 
+/// Converts a snapshot to its wire form for one node, every secret sealed to the node's key,
+/// with its content hash (which therefore covers the sealed bytes of this delivery).
+pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, String> {
+    let state = warden_proto::sync_delta::SnapshotState::from_full(&unsealed(s));
+    seal(state.to_full(), None, s, to).map(|(wire, _)| wire)
+}
+
 #[cfg(test)]
 mod tests {
     use secrecy::{SecretBox, SecretString};
@@ -281,11 +288,11 @@ mod tests {
             node_id: "node-1",
             key: node.public_key(),
         };
-        let mut v1 = super::super::sync::tests::snapshot();
+        let mut v1 = super::wire_tests::snapshot();
         v1.version = 1;
         v1.virtual_keys = vec![vkey("vk_a"), vkey("vk_b")];
         let v1 = Arc::new(v1);
-        let mut v2 = super::super::sync::tests::snapshot();
+        let mut v2 = super::wire_tests::snapshot();
         v2.version = 2;
         v2.virtual_keys = vec![vkey("vk_a")];
         v2.providers[0].keys.push(key("key_2", "sk-second-canary"));
@@ -317,7 +324,7 @@ mod tests {
         assert!(!released.vkey_pepper);
         assert_eq!(released.jwt_secrets, 0);
         // A changed pepper is sealed again.
-        let mut v3 = super::super::sync::tests::snapshot();
+        let mut v3 = super::wire_tests::snapshot();
         v3.version = 3;
         v3.vkey_pepper = SecretBox::new(Box::new(vec![9; 32]));
         let v3 = Arc::new(v3);
@@ -326,5 +333,194 @@ mod tests {
         let (wire, released) = seal((*delta).clone(), Some(&v2), &v3, to).unwrap();
         assert!(wire.sealed_vkey_pepper.is_some() && released.vkey_pepper);
         assert!(released.upstream_keys.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use secrecy::{SecretBox, SecretString};
+    use warden_core::seal::{Binding, Field, NodeKeyPair, Sealed};
+
+    use super::*;
+    use crate::domain::{ApiFormat, Limits, Price};
+    use crate::snapshot::{SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider};
+
+    const CANARY: &str = "sk-canary-to-proto-91b2c3d4e5f6";
+    const PEPPER: &[u8] = b"pepper-canary-0123456789abcdef01";
+    const HS_SECRET: &[u8] = b"hs256-canary-secret-abcdefghijkl";
+
+    pub(super) fn snapshot() -> SnapshotData {
+        SnapshotData {
+            version: 12,
+            providers: vec![SnapshotProvider {
+                name: "openai".into(),
+                format: ApiFormat::OpenAi,
+                base_url: "https://api.openai.com/v1".into(),
+                passthrough: false,
+                drop_params: Vec::new(),
+                ca_pem: None,
+                keys: vec![SnapshotKey {
+                    id: "key_1".into(),
+                    fingerprint: warden_core::fingerprint::of(CANARY.as_bytes()),
+                    secret: SecretString::from(CANARY),
+                    disabled_reason: String::new(),
+                    health_epoch: 0,
+                }],
+            }],
+            models: vec![SnapshotModel {
+                alias: "gpt".into(),
+                provider: "openai".into(),
+                upstream_model: "gpt-4o".into(),
+                fallbacks: Vec::new(),
+                policy: Limits::default(),
+                price: Price::default(),
+                weight: 1,
+                deployments: Vec::new(),
+            }],
+            jwt_issuer: "warden".into(),
+            jwt_audience: "warden".into(),
+            jwt_leeway_seconds: 30,
+            jwt_keys: vec![
+                SnapshotJwtKey {
+                    kid: "ed".into(),
+                    algorithm: "EdDSA".into(),
+                    key: SecretBox::new(Box::new(vec![7; 32])),
+                },
+                SnapshotJwtKey {
+                    kid: "hs".into(),
+                    algorithm: "HS256".into(),
+                    key: SecretBox::new(Box::new(HS_SECRET.to_vec())),
+                },
+            ],
+            virtual_keys: Vec::new(),
+            revoked_tokens: Vec::new(),
+            vkey_pepper: SecretBox::new(Box::new(PEPPER.to_vec())),
+            global_policy: Limits::default(),
+            subject_policies: Vec::new(),
+            lockdown: false,
+            suspensions: Vec::new(),
+            ip_blocks: Vec::new(),
+            dlp_rules: Vec::new(),
+            client_access: crate::domain::AccessPolicy::default(),
+        }
+    }
+
+    fn sealed(s: Option<&pb::SealedSecret>) -> Sealed {
+        let s = s.expect("sealed value missing");
+        Sealed {
+            encapped_key: s.encapped_key.clone(),
+            ciphertext: s.ciphertext.clone(),
+        }
+    }
+
+    #[test]
+    fn secrets_leave_only_sealed_to_the_node() {
+        let node = NodeKeyPair::generate().unwrap();
+        let to = Recipient {
+            node_id: "node-1",
+            key: node.public_key(),
+        };
+        let wire = to_proto(&snapshot(), to).unwrap();
+        let bytes = wire.encode_to_vec();
+        for secret in [CANARY.as_bytes(), PEPPER, HS_SECRET] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "a secret is in the clear on the wire"
+            );
+        }
+        // The node opens each value under its own binding.
+        let binding = |field| Binding {
+            node_id: "node-1",
+            version: 12,
+            field,
+        };
+        let key = &wire.providers[0].keys[0];
+        let opened = node
+            .open(
+                &binding(Field::UpstreamKey {
+                    provider: "openai",
+                    key_id: "key_1",
+                }),
+                &sealed(key.sealed_secret.as_ref()),
+            )
+            .unwrap();
+        assert_eq!(opened.expose_secret().as_slice(), CANARY.as_bytes());
+        let pepper = node
+            .open(
+                &binding(Field::VkeyPepper),
+                &sealed(wire.sealed_vkey_pepper.as_ref()),
+            )
+            .unwrap();
+        assert_eq!(pepper.expose_secret().as_slice(), PEPPER);
+        // EdDSA: a public key, in the clear; HS256: sealed, `key` empty.
+        let jwt = wire.jwt.as_ref().unwrap();
+        assert_eq!(jwt.keys[0].key, vec![7; 32]);
+        assert!(jwt.keys[0].sealed_key.is_none());
+        assert!(jwt.keys[1].key.is_empty());
+        let hs = node
+            .open(
+                &binding(Field::Jwt { kid: "hs" }),
+                &sealed(jwt.keys[1].sealed_key.as_ref()),
+            )
+            .unwrap();
+        assert_eq!(hs.expose_secret().as_slice(), HS_SECRET);
+        // Another node's key opens nothing.
+        let other = NodeKeyPair::generate().unwrap();
+        assert!(
+            other
+                .open(
+                    &binding(Field::VkeyPepper),
+                    &sealed(wire.sealed_vkey_pepper.as_ref())
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn content_hash_covers_the_delivery_without_version_and_hash() {
+        let node = NodeKeyPair::generate().unwrap();
+        let to = Recipient {
+            node_id: "node-1",
+            key: node.public_key(),
+        };
+        let wire = to_proto(&snapshot(), to).unwrap();
+        let mut unhashed = wire.clone();
+        unhashed.version = 0;
+        unhashed.content_hash.clear();
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &unhashed.encode_to_vec());
+        assert_eq!(wire.content_hash, hex::encode(digest.as_ref()));
+        assert_eq!(wire.version, 12);
+        // HPKE is randomised: every delivery seals afresh, so its hash differs.
+        assert_ne!(
+            to_proto(&snapshot(), to).unwrap().content_hash,
+            wire.content_hash
+        );
+    }
+
+    #[test]
+    fn release_audit_names_fingerprints_never_values() {
+        let s = snapshot();
+        let node = NodeKeyPair::generate().unwrap();
+        let to = Recipient {
+            node_id: "node-1",
+            key: node.public_key(),
+        };
+        let state = warden_proto::sync_delta::SnapshotState::from_full(&unsealed(&s));
+        let (_, released) = seal(state.to_full(), None, &s, to).unwrap();
+        let subject = released.subject(s.version);
+        let detail = released.detail(node.public_key(), 0);
+        let fp = warden_core::fingerprint::of(CANARY.as_bytes());
+        assert_eq!(subject, format!("v12 keys=openai/key_1:{fp}"));
+        assert_eq!(
+            detail,
+            format!(
+                "node_key={} upstream_keys=1 vkey_pepper=1 jwt_secrets=1 base_version=0",
+                node.public_key().fingerprint()
+            )
+        );
+        for text in [&subject, &detail] {
+            assert!(!text.contains(CANARY));
+        }
     }
 }

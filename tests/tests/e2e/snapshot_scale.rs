@@ -202,8 +202,7 @@ async fn a_hundred_thousand_keys_reach_ten_nodes_and_one_revocation_travels_as_a
     let logs = c.logs();
     let build = logs
         .lines()
-        .filter(|l| l.contains("built snapshot"))
-        .last()
+        .rfind(|l| l.contains("built snapshot"))
         .unwrap()
         .to_owned();
     let revoked_version = field(&build, "version").unwrap() as u64;
