@@ -6,6 +6,11 @@
 //! The node's sealing key pair ([`NodeKeyPair`], made once at start-up, memory only) goes
 //! with every `Watch`: its public half in `NodeHello`, its private half opens the secrets
 //! of each snapshot. A snapshot whose secrets do not open is not applied and not ACKed.
+//!
+//! The node says `accepts_deltas` and keeps its last applied state in memory
+//! ([`crate::held::Held`]); a delta that is not based on that state's version, or does not
+//! apply to it, drops the stream and watches again: a resync, whose first message is a full
+//! snapshot (logged, counted in `warden_snapshot_resyncs_total`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

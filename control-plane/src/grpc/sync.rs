@@ -3,9 +3,12 @@
 //! applied. Streams end cleanly on shutdown, and at once when their credential is revoked
 //! (checked again before every snapshot is sent).
 //!
-//! Every secret in a snapshot is sealed to the public key the node sent in its `NodeHello`
-//! ([`warden_core::seal`]); each delivery is audited as `secret.release` with the
-//! fingerprints of the provider keys it carries.
+//! The first message of a stream is a full snapshot; after it, a node that said
+//! `accepts_deltas` gets deltas from what this stream last sent ([`super::delivery`]).
+//! Every secret sent is sealed to the public key the node sent in its `NodeHello`
+//! ([`warden_core::seal`]); each delivery that releases a secret is audited as
+//! `secret.release` with the fingerprints of the provider keys it carries (a delta that
+//! releases none has no row).
 
 use std::pin::Pin;
 use std::sync::Arc;

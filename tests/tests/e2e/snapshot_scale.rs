@@ -11,6 +11,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use warden_proto::sync::v1 as pb;
+use warden_proto::sync::v1::sync_client::SyncClient;
 use warden_tests::cluster::{MODEL, TestCluster, eventually};
 
 fn count(var: &str, default: usize) -> usize {
@@ -235,4 +237,85 @@ async fn a_hundred_thousand_keys_reach_ten_nodes_and_one_revocation_travels_as_a
         .arg(&url)
         .args(["-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
         .output();
+}
+
+fn hello(
+    node_id: &str,
+    keys: &warden_core::seal::NodeKeyPair,
+    credential: &str,
+    deltas: bool,
+) -> tonic::Request<pb::NodeHello> {
+    let mut request = tonic::Request::new(pb::NodeHello {
+        node_id: node_id.to_owned(),
+        software_version: "e2e".to_owned(),
+        have_version: 0,
+        seal_public_key: keys.public_key().to_bytes().to_vec(),
+        accepts_deltas: deltas,
+    });
+    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {credential}").parse().unwrap();
+    request
+        .metadata_mut()
+        .insert(warden_proto::AUTHORIZATION, value);
+    request
+}
+
+#[tokio::test]
+async fn a_node_that_accepts_deltas_gets_a_full_snapshot_then_deltas_and_an_older_node_only_full_ones()
+ {
+    let c = TestCluster::start(0).await.unwrap();
+    let keys = warden_core::seal::NodeKeyPair::generate().unwrap();
+    let client = SyncClient::connect(c.cp_addr()).await.unwrap();
+    let watch = |id: &'static str, deltas: bool| {
+        let request = hello(id, &keys, &c.node_token, deltas);
+        let mut client = client.clone();
+        async move { client.watch(request).await.unwrap().into_inner() }
+    };
+    let mut new_node = watch("delta-node", true).await;
+    let mut old_node = watch("old-node", false).await;
+    let first = next(&mut new_node).await;
+    assert_eq!(
+        first.base_version, 0,
+        "the first message is a full snapshot"
+    );
+    assert!(first.sealed_vkey_pepper.is_some());
+    assert_eq!(next(&mut old_node).await.base_version, 0);
+    c.ctl_ok(&["vkey", "create", "--name", "delta-probe"], None)
+        .unwrap();
+    let delta = next(&mut new_node).await;
+    assert_eq!(delta.base_version, first.version);
+    assert!(delta.version > first.version);
+    assert_eq!(delta.virtual_keys.len(), 1, "only the new key travels");
+    assert!(delta.providers.is_empty() && delta.models.is_empty());
+    assert!(
+        delta.sealed_vkey_pepper.is_none(),
+        "an unchanged pepper is not sealed again"
+    );
+    let full = next(&mut old_node).await;
+    assert_eq!(full.base_version, 0, "an older node never gets a delta");
+    assert!(full.sealed_vkey_pepper.is_some() && !full.providers.is_empty());
+    // The delta released no secret: no `secret.release` row for it.
+    let rows: Value = serde_json::from_str(
+        &c.ctl_ok(
+            &["audit", "list", "--action", "secret.release", "-o", "json"],
+            None,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let of_delta_node = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["actor"] == "node:delta-node")
+        .count();
+    assert_eq!(of_delta_node, 1, "{rows}");
+}
+
+/// The next message of a watch stream.
+async fn next(s: &mut tonic::Streaming<pb::Snapshot>) -> pb::Snapshot {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("no snapshot within 10 s")
+        .unwrap()
+        .expect("stream ended")
 }
