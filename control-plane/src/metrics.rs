@@ -17,6 +17,11 @@ pub const FAILED_LOGINS: &str = "warden_cp_failed_logins_total";
 pub const SNAPSHOT_VERSION: &str = "warden_cp_snapshot_version";
 /// 1 while this replica holds the leader lease (always, with SQLite), else 0.
 pub const LEADER: &str = "warden_cp_leader";
+/// Seconds to build one snapshot from the state store (histogram).
+pub const SNAPSHOT_BUILD_SECONDS: &str = "warden_cp_snapshot_build_seconds";
+/// Seconds to prepare one delivery for one Watch stream: the shared wire state and delta
+/// (made once per version) and this node's sealing (histogram).
+pub const SNAPSHOT_SEAL_SECONDS: &str = "warden_cp_snapshot_seal_seconds";
 /// gRPC connections open now.
 pub const GRPC_CONNECTIONS: &str = "warden_cp_grpc_connections";
 
@@ -84,6 +89,16 @@ impl CpMetrics {
     /// Whether this replica is the leader now.
     pub fn leader(&self, on: bool) {
         self.record(|| metrics::gauge!(LEADER).set(if on { 1.0 } else { 0.0 }));
+    }
+
+    /// One snapshot built in `took`.
+    pub fn snapshot_built(&self, took: std::time::Duration) {
+        self.record(|| metrics::histogram!(SNAPSHOT_BUILD_SECONDS).record(took.as_secs_f64()));
+    }
+
+    /// One delivery prepared (and sealed) for one stream in `took`.
+    pub fn snapshot_sealed(&self, took: std::time::Duration) {
+        self.record(|| metrics::histogram!(SNAPSHOT_SEAL_SECONDS).record(took.as_secs_f64()));
     }
 
     /// A gRPC connection opened (`1.0`) or closed (`-1.0`).

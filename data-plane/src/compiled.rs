@@ -297,6 +297,8 @@ pub enum SnapshotError {
     Sealed(#[from] SealError),
     #[error("DLP rules: {0}")]
     Dlp(String),
+    #[error("delta: {0}")]
+    Delta(String),
 }
 
 /// The snapshot's DLP rules, compiled; an unknown detector, action or scope, or a rule
@@ -327,7 +329,20 @@ pub struct Recipient<'a> {
     pub keys: &'a NodeKeyPair,
 }
 
-impl Recipient<'_> {
+/// Where the secrets of a snapshot being compiled come from: its sealed values, opened
+/// with this node's key ([`Recipient`]), or the values the node already holds
+/// ([`crate::held::Held`], for a state built from deltas).
+pub trait SecretSource {
+    /// The value of `field` in snapshot `version`; `sealed` is the value as delivered.
+    fn open(
+        &self,
+        version: u64,
+        field: Field<'_>,
+        sealed: Option<pb::SealedSecret>,
+    ) -> Result<SecretBox<Vec<u8>>, SnapshotError>;
+}
+
+impl SecretSource for Recipient<'_> {
     /// Opens the sealed value of `field` in snapshot `version`.
     fn open(
         &self,
@@ -356,6 +371,15 @@ impl Snapshot {
     pub fn compile(
         s: pb::Snapshot,
         to: Recipient<'_>,
+        clients: &UpstreamClients,
+    ) -> Result<Self, SnapshotError> {
+        Self::compile_with(s, &to, clients)
+    }
+
+    /// [`Snapshot::compile`] with the secrets from `to`.
+    pub fn compile_with(
+        s: pb::Snapshot,
+        to: &dyn SecretSource,
         clients: &UpstreamClients,
     ) -> Result<Self, SnapshotError> {
         let version = s.version;

@@ -70,3 +70,9 @@ pub const SNAPSHOT_AGE_SECONDS: &str = "warden_snapshot_age_seconds";
 /// 1 while the snapshot is older than `--max-snapshot-age` and client credentials are
 /// refused, else 0.
 pub const SNAPSHOT_STALE: &str = "warden_snapshot_stale";
+/// Deltas the node could not apply (another base version, a value it does not hold, a bad
+/// seal): each one drops the watch stream and asks for a full snapshot.
+pub const SNAPSHOT_RESYNCS: &str = "warden_snapshot_resyncs_total";
+/// Seconds to apply one snapshot or delta: open its secrets, merge and compile (histogram;
+/// `kind` label: `full` or `delta`).
+pub const SNAPSHOT_APPLY_SECONDS: &str = "warden_snapshot_apply_seconds";

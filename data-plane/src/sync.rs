@@ -10,6 +10,11 @@
 //! The node's sealing key pair ([`NodeKeyPair`], made once at start-up, memory only) goes
 //! with every `Watch`: its public half in `NodeHello`, its private half opens the secrets
 //! of each snapshot. A snapshot whose secrets do not open is not applied and not ACKed.
+//!
+//! The node says `accepts_deltas` and keeps its last applied state in memory
+//! ([`crate::held::Held`]); a delta that is not based on that state's version, or does not
+//! apply to it, drops the stream and watches again: a resync, whose first message is a full
+//! snapshot (logged, counted in `warden_snapshot_resyncs_total`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,9 +31,10 @@ use warden_core::shutdown::sleep_or_cancel;
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_client::SyncClient;
 
-use crate::compiled::{Recipient, Snapshot};
+use crate::compiled::Recipient;
 use crate::config::NodeConfig;
 use crate::cp_addrs::{self, Target};
+use crate::held::Held;
 use crate::state::AppState;
 
 /// Errors on the link; all of them lead to a reconnect.
@@ -40,6 +46,8 @@ pub enum SyncError {
     Connect(#[from] tonic::transport::Error),
     #[error("watch: {0}")]
     Status(#[from] tonic::Status),
+    #[error("resync: {0}")]
+    Resync(String),
 }
 
 /// The replica the Watch stream is attached to: its channel, and its position in
@@ -125,12 +133,17 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).jittered();
     let mut last: Option<Target> = None;
+    // The last applied snapshot as state and secrets, the base of the next delta (memory
+    // only; a resync starts the next session with a full snapshot anyway).
+    let mut held: Option<Held> = None;
     detach(&state, &attached);
     loop {
         let targets = cp_addrs::rotate(cp_addrs::resolve(&config.cp_addrs).await, last.as_ref());
         let mut answered = false;
         for target in targets {
-            let session = watch_once(&config, &state, &keys, &target, &attached, &shutdown);
+            let session = watch_once(
+                &config, &state, &keys, &target, &attached, &shutdown, &mut held,
+            );
             let result = tokio::select! {
                 r = session => r,
                 () = shutdown.cancelled() => return,
@@ -142,7 +155,10 @@ pub async fn run(
                 // after it, so that the other replicas are tried first.
                 answered = true;
                 last = Some(target);
-                if let Err(e) = result {
+                if let Err(SyncError::Resync(reason)) = &result {
+                    metrics::counter!(crate::metrics::SNAPSHOT_RESYNCS).increment(1);
+                    tracing::warn!(%reason, "delta did not apply; watching again for a full snapshot (resync)");
+                } else if let Err(e) = result {
                     tracing::warn!(cp = %target_label(&config, last.as_ref()), error = %e, "control plane link down; serving from the last snapshot");
                 }
                 break;
@@ -225,6 +241,7 @@ async fn watch_once(
     target: &Target,
     attached: &Attached,
     shutdown: &CancellationToken,
+    held: &mut Option<Held>,
 ) -> Result<bool, SyncError> {
     let channel: Channel = endpoint(config, target)?.connect().await?;
     let mut client = SyncClient::new(channel.clone())
@@ -236,6 +253,7 @@ async fn watch_once(
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
         have_version,
         seal_public_key: keys.public_key().to_bytes().to_vec(),
+        accepts_deltas: true,
     };
     let mut stream = client
         .watch(with_credential(config, hello)?)
@@ -263,19 +281,47 @@ async fn watch_once(
         received = true;
         let version = snapshot.version;
         let hash = snapshot.content_hash.clone();
-        // Opening a sealed secret costs about 0.1 ms: compile off the async workers.
+        let base_version = snapshot.base_version;
+        let delta = base_version > 0;
+        if delta && held.as_ref().map(Held::version) != Some(base_version) {
+            return Err(SyncError::Resync(format!(
+                "delta {version} is based on version {base_version}, which this node does not hold"
+            )));
+        }
+        // Opening a sealed secret costs about 0.1 ms, and compiling 100,000 keys far more:
+        // off the async workers.
+        let started = std::time::Instant::now();
         let compiled = {
             let (keys, node_id) = (Arc::clone(keys), config.node_id.clone());
             let clients = Arc::clone(state.upstream.clients());
+            let base = if delta { held.take() } else { None };
             tokio::task::spawn_blocking(move || {
                 let to = Recipient {
                     node_id: &node_id,
                     keys: &keys,
                 };
-                Snapshot::compile(snapshot, to, &clients).map_err(|e| e.to_string())
+                let next = match base {
+                    Some(base) => base.apply(&snapshot, to),
+                    None => Held::from_full(&snapshot, to),
+                };
+                next.and_then(|next| Ok((next.compile(&clients)?, next)))
+                    .map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(format!("snapshot compilation failed: {e}")))
+        };
+        let took = started.elapsed();
+        let kind = if delta { "delta" } else { "full" };
+        metrics::histogram!(crate::metrics::SNAPSHOT_APPLY_SECONDS, "kind" => kind)
+            .record(took.as_secs_f64());
+        let compiled = match compiled {
+            Ok((compiled, next)) => {
+                *held = Some(next);
+                Ok(compiled)
+            }
+            // The state the delta was based on is gone: the resync brings a full snapshot.
+            Err(e) if delta => return Err(SyncError::Resync(format!("delta {version}: {e}"))),
+            Err(e) => Err(e),
         };
         match compiled {
             Ok(compiled) => {
@@ -289,7 +335,13 @@ async fn watch_once(
                     );
                 }
                 state.install(compiled);
-                tracing::info!(version, content_hash = %hash, "applied snapshot");
+                tracing::info!(
+                    version,
+                    base_version,
+                    content_hash = %hash,
+                    apply_ms = took.as_secs_f64() * 1000.0,
+                    "applied snapshot"
+                );
                 let ack = pb::SnapshotAck {
                     node_id: config.node_id.clone(),
                     version,

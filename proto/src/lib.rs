@@ -27,6 +27,7 @@ pub mod audit {
 }
 
 mod error_code;
+pub mod sync_delta;
 pub use error_code::ErrorCode;
 
 /// Largest gRPC message the control plane accepts and its clients send: admin requests and

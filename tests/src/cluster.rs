@@ -27,8 +27,12 @@ pub const CANARY_ANTHROPIC_KEY: &str = "sk-ant-canary-UPSTREAM-8e7d6c5b4a39";
 /// An alias served by the Anthropic-format provider.
 pub const CLAUDE_MODEL: &str = "claude-mock";
 
-/// Directory holding the workspace's binaries (`target/debug`), next to the test binary.
+/// Directory holding the workspace's binaries (`target/debug`), next to the test binary;
+/// `WARDEN_BIN_DIR` overrides it (e.g. `target/release` to measure release binaries).
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WARDEN_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().unwrap_or_default();
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     if dir.ends_with("deps") {
@@ -567,6 +571,15 @@ impl TestCluster {
         let index = self.nodes.len() - 1;
         self.wait_node_ready(index).await?;
         Ok(index)
+    }
+
+    /// Starts one more data-plane node without waiting for it (several start at once);
+    /// see [`TestCluster::wait_node_ready`].
+    pub fn spawn_node_unready(&mut self) -> anyhow::Result<usize> {
+        let id = format!("node-{}", self.nodes.len() + 1);
+        let node = self.spawn_node(&id)?;
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
     }
 
     /// The audit spool directory of the node with id `id`.

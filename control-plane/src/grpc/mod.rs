@@ -3,5 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod delivery;
 pub mod limits;
+pub mod snapshot_wire;
 pub mod sync;

@@ -3,29 +3,32 @@
 //! applied. Streams end cleanly on shutdown, and at once when their credential is revoked
 //! (checked again before every snapshot is sent).
 //!
-//! Every secret in a snapshot is sealed to the public key the node sent in its `NodeHello`
-//! ([`warden_core::seal`]); each delivery is audited as `secret.release` with the
-//! fingerprints of the provider keys it carries.
+//! The first message of a stream is a full snapshot; after it, a node that said
+//! `accepts_deltas` gets deltas from what this stream last sent ([`super::delivery`]).
+//! Every secret sent is sealed to the public key the node sent in its `NodeHello`
+//! ([`warden_core::seal`]); each delivery that releases a secret is audited as
+//! `secret.release` with the fingerprints of the provider keys it carries (a delta that
+//! releases none has no row).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
 use prost::Message as _;
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use warden_proto::sync::v1 as pb;
 use warden_proto::sync::v1::sync_server::Sync;
 
-use warden_core::jwt::SigningAlgorithm;
-use warden_core::seal::{Binding, Field, NodePublicKey, SealError};
+use warden_core::seal::NodePublicKey;
 
-use crate::domain::{ApiFormat, SuspensionTarget};
+use crate::grpc::delivery::{Deliveries, seal};
 use crate::grpc::limits::client_certificate;
+use crate::grpc::snapshot_wire::Recipient;
 use crate::service::{ClientKey, ControlPlane};
 use crate::snapshot::SnapshotData;
 use crate::tls::ClientCertMode;
+use warden_proto::sync_delta::SnapshotState;
 
 /// The Sync service.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct SyncService {
     cp: Arc<ControlPlane>,
     shutdown: CancellationToken,
     client_certs: ClientCertMode,
+    /// Wire states and deltas shared by every stream.
+    deliveries: Arc<Deliveries>,
 }
 
 impl SyncService {
@@ -41,6 +46,7 @@ impl SyncService {
             cp,
             shutdown,
             client_certs: ClientCertMode::Off,
+            deliveries: Arc::new(Deliveries::default()),
         }
     }
 
@@ -68,243 +74,6 @@ fn valid_node_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
-}
-
-fn policy(l: &crate::domain::Limits) -> pb::Policy {
-    pb::Policy {
-        rpm: l.rpm,
-        tpm: l.tpm,
-        max_parallel: l.max_parallel,
-        max_budget_micros: l.max_budget_micros,
-        budget_period_seconds: l.budget_period_secs,
-        max_tokens: l.max_tokens,
-    }
-}
-
-/// The node a snapshot is converted for: its secrets are sealed to `key`, bound to
-/// `node_id`.
-#[derive(Debug, Clone, Copy)]
-pub struct Recipient<'a> {
-    pub node_id: &'a str,
-    pub key: &'a NodePublicKey,
-}
-
-/// Converts a snapshot to its wire form for one node, every secret sealed to the node's key,
-/// with its content hash (which therefore covers the sealed bytes of this delivery).
-pub fn to_proto(s: &SnapshotData, to: Recipient<'_>) -> Result<pb::Snapshot, SealError> {
-    let format = |f: ApiFormat| match f {
-        ApiFormat::OpenAi => pb::ApiFormat::Openai as i32,
-        ApiFormat::Anthropic => pb::ApiFormat::Anthropic as i32,
-        ApiFormat::Echo => pb::ApiFormat::Echo as i32,
-    };
-    let seal = |field: Field<'_>, plaintext: &[u8]| {
-        let binding = Binding {
-            node_id: to.node_id,
-            version: s.version,
-            field,
-        };
-        to.key
-            .seal(&binding, plaintext)
-            .map(|sealed| pb::SealedSecret {
-                encapped_key: sealed.encapped_key,
-                ciphertext: sealed.ciphertext,
-            })
-    };
-    let mut providers = Vec::with_capacity(s.providers.len());
-    for p in &s.providers {
-        let mut keys = Vec::with_capacity(p.keys.len());
-        for k in &p.keys {
-            let field = Field::UpstreamKey {
-                provider: &p.name,
-                key_id: &k.id,
-            };
-            keys.push(pb::UpstreamKey {
-                id: k.id.clone(),
-                fingerprint: k.fingerprint.clone(),
-                sealed_secret: Some(seal(field, k.secret.expose_secret().as_bytes())?),
-                disabled_reason: k.disabled_reason.clone(),
-                health_epoch: k.health_epoch,
-            });
-        }
-        providers.push(pb::Provider {
-            name: p.name.clone(),
-            format: format(p.format),
-            base_url: p.base_url.clone(),
-            passthrough: p.passthrough,
-            drop_params: p.drop_params.clone(),
-            ca_pem: p.ca_pem.clone().unwrap_or_default(),
-            keys,
-        });
-    }
-    let mut jwt_keys = Vec::with_capacity(s.jwt_keys.len());
-    for k in &s.jwt_keys {
-        // An EdDSA key is a public key and travels as it is; anything else is a shared
-        // secret (HS256) and is sealed.
-        let (key, sealed_key) = match SigningAlgorithm::parse(&k.algorithm) {
-            Some(SigningAlgorithm::EdDSA) => (k.key.expose_secret().clone(), None),
-            _ => (
-                Vec::new(),
-                Some(seal(Field::Jwt { kid: &k.kid }, k.key.expose_secret())?),
-            ),
-        };
-        jwt_keys.push(pb::JwtVerificationKey {
-            kid: k.kid.clone(),
-            algorithm: k.algorithm.clone(),
-            key,
-            sealed_key,
-        });
-    }
-    let mut snapshot = pb::Snapshot {
-        version: 0,
-        content_hash: String::new(),
-        providers,
-        models: s
-            .models
-            .iter()
-            .map(|m| pb::Model {
-                alias: m.alias.clone(),
-                provider: m.provider.clone(),
-                upstream_model: m.upstream_model.clone(),
-                weight: m.weight,
-                deployments: m
-                    .deployments
-                    .iter()
-                    .map(|(provider, upstream_model, weight)| pb::Deployment {
-                        provider: provider.clone(),
-                        upstream_model: upstream_model.clone(),
-                        weight: *weight,
-                    })
-                    .collect(),
-                fallbacks: m.fallbacks.clone(),
-                policy: Some(policy(&m.policy)),
-                price: Some(pb::Price {
-                    input_per_mtok: m.price.input_per_mtok,
-                    output_per_mtok: m.price.output_per_mtok,
-                }),
-            })
-            .collect(),
-        jwt: Some(pb::JwtSettings {
-            issuer: s.jwt_issuer.clone(),
-            audience: s.jwt_audience.clone(),
-            keys: jwt_keys,
-            leeway_seconds: s.jwt_leeway_seconds,
-        }),
-        virtual_keys: s
-            .virtual_keys
-            .iter()
-            .map(|k| pb::VirtualKey {
-                id: k.id.clone(),
-                hash: k.hash.clone(),
-                name: k.name.clone(),
-                owner: k.owner.clone(),
-                models: k.models.clone(),
-                scopes: k.scopes.clone(),
-                expires_at: k.expires_at,
-                policy: Some(policy(&k.policy)),
-                previous_hash: k.previous.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
-                previous_expires_at: k.previous.as_ref().map_or(0, |p| p.1),
-                allowed_ips: k.access.allowed_ips.clone(),
-                allowed_origins: k.access.allowed_origins.clone(),
-            })
-            .collect(),
-        revoked_tokens: s
-            .revoked_tokens
-            .iter()
-            .map(|(jti, exp)| pb::RevokedToken {
-                jti: jti.clone(),
-                expires_at: *exp,
-            })
-            .collect(),
-        sealed_vkey_pepper: Some(seal(Field::VkeyPepper, s.vkey_pepper.expose_secret())?),
-        global_policy: Some(policy(&s.global_policy)),
-        subject_policies: s
-            .subject_policies
-            .iter()
-            .map(|s| pb::SubjectPolicy {
-                subject: s.subject.clone(),
-                policy: s.limits.as_ref().map(policy),
-                allowed_ips: s.access.allowed_ips.clone(),
-                allowed_origins: s.access.allowed_origins.clone(),
-            })
-            .collect(),
-        lockdown: s.lockdown,
-        suspensions: s
-            .suspensions
-            .iter()
-            .map(|t| match t {
-                SuspensionTarget::Subject(v) => pb::Suspension {
-                    subject: v.clone(),
-                    prefix: String::new(),
-                },
-                SuspensionTarget::Prefix(v) => pb::Suspension {
-                    subject: String::new(),
-                    prefix: v.clone(),
-                },
-            })
-            .collect(),
-        ip_blocks: s
-            .ip_blocks
-            .iter()
-            .map(|(cidr, expires_at)| pb::IpBlock {
-                cidr: cidr.clone(),
-                expires_at: expires_at.unwrap_or(0),
-            })
-            .collect(),
-        dlp_rules: s.dlp_rules.iter().map(dlp_rule).collect(),
-        client_policy: client_policy(&s.client_access),
-    };
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &snapshot.encode_to_vec());
-    snapshot.content_hash = hex::encode(digest.as_ref());
-    snapshot.version = s.version;
-    Ok(snapshot)
-}
-
-/// A DLP rule on the wire.
-fn dlp_rule(r: &warden_core::dlp::RuleSpec) -> pb::DlpRule {
-    let (kind, id) = r.scope.parts();
-    pb::DlpRule {
-        name: r.name.clone(),
-        detector: r.detector.as_str().to_owned(),
-        pattern: r.pattern.clone(),
-        action: r.action.as_str().to_owned(),
-        scope_kind: kind.to_owned(),
-        scope_id: id.to_owned(),
-    }
-}
-
-/// The `secret.release` audit subject of one delivery: the version and every provider key
-/// it carries, by fingerprint (`v12 keys=openai/key_1:0123456789ab,…`). Never a value.
-fn release_subject(s: &SnapshotData) -> String {
-    let keys: Vec<String> = s
-        .providers
-        .iter()
-        .flat_map(|p| {
-            p.keys
-                .iter()
-                .map(move |k| format!("{}/{}:{}", p.name, k.id, k.fingerprint))
-        })
-        .collect();
-    let keys = if keys.is_empty() {
-        "-".to_owned()
-    } else {
-        keys.join(",")
-    };
-    format!("v{} keys={keys}", s.version)
-}
-
-/// The `secret.release` audit detail: which node key the secrets were sealed to and how
-/// many of each kind were released.
-fn release_detail(s: &SnapshotData, key: &NodePublicKey) -> String {
-    let upstream_keys: usize = s.providers.iter().map(|p| p.keys.len()).sum();
-    let jwt_secrets = s
-        .jwt_keys
-        .iter()
-        .filter(|k| SigningAlgorithm::parse(&k.algorithm) != Some(SigningAlgorithm::EdDSA))
-        .count();
-    format!(
-        "node_key={} upstream_keys={upstream_keys} vkey_pepper=1 jwt_secrets={jwt_secrets}",
-        key.fingerprint()
-    )
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Snapshot, Status>> + Send>>;
@@ -372,31 +141,50 @@ impl Sync for SyncService {
         let shutdown = self.shutdown.clone();
         let node_id = hello.node_id;
         let credential_id = credential.id.clone();
+        let deliveries = Arc::clone(&self.deliveries);
+        let accepts_deltas = hello.accepts_deltas;
         tokio::spawn(async move {
+            // What this stream last sent: the next message is a delta against it (when the
+            // node accepts deltas), else a full snapshot.
+            let mut last: Option<(Arc<SnapshotData>, Arc<SnapshotState>)> = None;
             loop {
                 if !cp.node_credential_live(&credential).await {
                     break;
                 }
                 let current = snapshots.borrow_and_update().clone();
+                let base = last
+                    .as_ref()
+                    .filter(|(s, _)| accepts_deltas && s.version > 0)
+                    .cloned();
                 let sealed = {
-                    let (current, node_id, key) =
-                        (Arc::clone(&current), node_id.clone(), key.clone());
-                    // One HPKE encapsulation per secret: off the async workers.
+                    let (current, node_id, key, deliveries) = (
+                        Arc::clone(&current),
+                        node_id.clone(),
+                        key.clone(),
+                        Arc::clone(&deliveries),
+                    );
+                    // One HPKE encapsulation per secret sent: off the async workers.
                     tokio::task::spawn_blocking(move || {
-                        to_proto(
-                            &current,
-                            Recipient {
-                                node_id: &node_id,
-                                key: &key,
-                            },
-                        )
-                        .map_err(|e| e.to_string())
+                        let started = std::time::Instant::now();
+                        let to = Recipient {
+                            node_id: &node_id,
+                            key: &key,
+                        };
+                        let state = deliveries.state(&current);
+                        let (wire, released) = match &base {
+                            Some((old, old_state)) => {
+                                let delta = deliveries.delta((old, old_state), (&current, &state));
+                                seal((*delta).clone(), Some(old), &current, to)?
+                            }
+                            None => seal(state.to_full(), None, &current, to)?,
+                        };
+                        Ok::<_, String>((wire, released, state, started.elapsed()))
                     })
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()))
                 };
-                let snapshot = match sealed {
-                    Ok(snapshot) => snapshot,
+                let (snapshot, released, state, took) = match sealed {
+                    Ok(sealed) => sealed,
                     Err(error) => {
                         tracing::error!(node = %node_id, version = current.version, %error, "could not seal the snapshot");
                         let _ = tx
@@ -408,15 +196,29 @@ impl Sync for SyncService {
                 if cp.credential_revoked(&credential_id) {
                     break;
                 }
-                // Audited before it leaves, so no release goes unrecorded.
-                cp.audit(
-                    "secret.release",
-                    &format!("node:{node_id}"),
-                    &release_subject(&current),
-                    "ok",
-                    &release_detail(&current, &key),
-                )
-                .await;
+                cp.metrics().snapshot_sealed(took);
+                tracing::info!(
+                    node = %node_id,
+                    version = current.version,
+                    base_version = snapshot.base_version,
+                    bytes = snapshot.encoded_len(),
+                    secrets_sealed = released.upstream_keys.len() + usize::from(released.vkey_pepper) + released.jwt_secrets,
+                    seal_ms = took.as_secs_f64() * 1000.0,
+                    "sending snapshot"
+                );
+                // Audited before it leaves, so no release goes unrecorded; a delta that
+                // releases no secret has no `secret.release` row.
+                if !released.is_empty() {
+                    cp.audit(
+                        "secret.release",
+                        &format!("node:{node_id}"),
+                        &released.subject(current.version),
+                        "ok",
+                        &released.detail(&key, snapshot.base_version),
+                    )
+                    .await;
+                }
+                last = Some((Arc::clone(&current), state));
                 if tx.send(Ok(snapshot)).await.is_err() {
                     break;
                 }
@@ -542,206 +344,5 @@ impl Sync for SyncService {
             .node_acked(&ack.node_id, &credential.id, ack.version)
             .await?;
         Ok(Response::new(pb::AckResponse {}))
-    }
-}
-
-/// The gateway's IP allow-list and CORS on the wire; `None` when nothing is set.
-fn client_policy(a: &crate::domain::AccessPolicy) -> Option<pb::ClientPolicy> {
-    if a.is_empty() {
-        return None;
-    }
-    Some(pb::ClientPolicy {
-        allowed_ips: a.allowed_ips.clone(),
-        cors: (!a.allowed_origins.is_empty()).then(|| pb::Cors {
-            origins: a.allowed_origins.clone(),
-            methods: a.cors_methods.clone(),
-            headers: a.cors_headers.clone(),
-            expose_headers: a.cors_expose_headers.clone(),
-            max_age_seconds: a.cors_max_age_seconds,
-            allow_credentials: a.cors_allow_credentials,
-        }),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use secrecy::{SecretBox, SecretString};
-    use warden_core::seal::{NodeKeyPair, Sealed};
-
-    use super::*;
-    use crate::domain::{Limits, Price};
-    use crate::snapshot::{SnapshotJwtKey, SnapshotKey, SnapshotModel, SnapshotProvider};
-
-    const CANARY: &str = "sk-canary-to-proto-91b2c3d4e5f6";
-    const PEPPER: &[u8] = b"pepper-canary-0123456789abcdef01";
-    const HS_SECRET: &[u8] = b"hs256-canary-secret-abcdefghijkl";
-
-    fn snapshot() -> SnapshotData {
-        SnapshotData {
-            version: 12,
-            providers: vec![SnapshotProvider {
-                name: "openai".into(),
-                format: ApiFormat::OpenAi,
-                base_url: "https://api.openai.com/v1".into(),
-                passthrough: false,
-                drop_params: Vec::new(),
-                ca_pem: None,
-                keys: vec![SnapshotKey {
-                    id: "key_1".into(),
-                    fingerprint: warden_core::fingerprint::of(CANARY.as_bytes()),
-                    secret: SecretString::from(CANARY),
-                    disabled_reason: String::new(),
-                    health_epoch: 0,
-                }],
-            }],
-            models: vec![SnapshotModel {
-                alias: "gpt".into(),
-                provider: "openai".into(),
-                upstream_model: "gpt-4o".into(),
-                fallbacks: Vec::new(),
-                policy: Limits::default(),
-                price: Price::default(),
-                weight: 1,
-                deployments: Vec::new(),
-            }],
-            jwt_issuer: "warden".into(),
-            jwt_audience: "warden".into(),
-            jwt_leeway_seconds: 30,
-            jwt_keys: vec![
-                SnapshotJwtKey {
-                    kid: "ed".into(),
-                    algorithm: "EdDSA".into(),
-                    key: SecretBox::new(Box::new(vec![7; 32])),
-                },
-                SnapshotJwtKey {
-                    kid: "hs".into(),
-                    algorithm: "HS256".into(),
-                    key: SecretBox::new(Box::new(HS_SECRET.to_vec())),
-                },
-            ],
-            virtual_keys: Vec::new(),
-            revoked_tokens: Vec::new(),
-            vkey_pepper: SecretBox::new(Box::new(PEPPER.to_vec())),
-            global_policy: Limits::default(),
-            subject_policies: Vec::new(),
-            lockdown: false,
-            suspensions: Vec::new(),
-            ip_blocks: Vec::new(),
-            dlp_rules: Vec::new(),
-            client_access: crate::domain::AccessPolicy::default(),
-        }
-    }
-
-    fn sealed(s: Option<&pb::SealedSecret>) -> Sealed {
-        let s = s.expect("sealed value missing");
-        Sealed {
-            encapped_key: s.encapped_key.clone(),
-            ciphertext: s.ciphertext.clone(),
-        }
-    }
-
-    #[test]
-    fn secrets_leave_only_sealed_to_the_node() {
-        let node = NodeKeyPair::generate().unwrap();
-        let to = Recipient {
-            node_id: "node-1",
-            key: node.public_key(),
-        };
-        let wire = to_proto(&snapshot(), to).unwrap();
-        let bytes = wire.encode_to_vec();
-        for secret in [CANARY.as_bytes(), PEPPER, HS_SECRET] {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret),
-                "a secret is in the clear on the wire"
-            );
-        }
-        // The node opens each value under its own binding.
-        let binding = |field| Binding {
-            node_id: "node-1",
-            version: 12,
-            field,
-        };
-        let key = &wire.providers[0].keys[0];
-        let opened = node
-            .open(
-                &binding(Field::UpstreamKey {
-                    provider: "openai",
-                    key_id: "key_1",
-                }),
-                &sealed(key.sealed_secret.as_ref()),
-            )
-            .unwrap();
-        assert_eq!(opened.expose_secret().as_slice(), CANARY.as_bytes());
-        let pepper = node
-            .open(
-                &binding(Field::VkeyPepper),
-                &sealed(wire.sealed_vkey_pepper.as_ref()),
-            )
-            .unwrap();
-        assert_eq!(pepper.expose_secret().as_slice(), PEPPER);
-        // EdDSA: a public key, in the clear; HS256: sealed, `key` empty.
-        let jwt = wire.jwt.as_ref().unwrap();
-        assert_eq!(jwt.keys[0].key, vec![7; 32]);
-        assert!(jwt.keys[0].sealed_key.is_none());
-        assert!(jwt.keys[1].key.is_empty());
-        let hs = node
-            .open(
-                &binding(Field::Jwt { kid: "hs" }),
-                &sealed(jwt.keys[1].sealed_key.as_ref()),
-            )
-            .unwrap();
-        assert_eq!(hs.expose_secret().as_slice(), HS_SECRET);
-        // Another node's key opens nothing.
-        let other = NodeKeyPair::generate().unwrap();
-        assert!(
-            other
-                .open(
-                    &binding(Field::VkeyPepper),
-                    &sealed(wire.sealed_vkey_pepper.as_ref())
-                )
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn content_hash_covers_the_delivery_without_version_and_hash() {
-        let node = NodeKeyPair::generate().unwrap();
-        let to = Recipient {
-            node_id: "node-1",
-            key: node.public_key(),
-        };
-        let wire = to_proto(&snapshot(), to).unwrap();
-        let mut unhashed = wire.clone();
-        unhashed.version = 0;
-        unhashed.content_hash.clear();
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &unhashed.encode_to_vec());
-        assert_eq!(wire.content_hash, hex::encode(digest.as_ref()));
-        assert_eq!(wire.version, 12);
-        // HPKE is randomised: every delivery seals afresh, so its hash differs.
-        assert_ne!(
-            to_proto(&snapshot(), to).unwrap().content_hash,
-            wire.content_hash
-        );
-    }
-
-    #[test]
-    fn release_audit_names_fingerprints_never_values() {
-        let s = snapshot();
-        let node = NodeKeyPair::generate().unwrap();
-        let subject = release_subject(&s);
-        let detail = release_detail(&s, node.public_key());
-        let fp = warden_core::fingerprint::of(CANARY.as_bytes());
-        assert_eq!(subject, format!("v12 keys=openai/key_1:{fp}"));
-        assert_eq!(
-            detail,
-            format!(
-                "node_key={} upstream_keys=1 vkey_pepper=1 jwt_secrets=1",
-                node.public_key().fingerprint()
-            )
-        );
-        for text in [&subject, &detail] {
-            assert!(!text.contains(CANARY));
-        }
     }
 }

@@ -148,25 +148,54 @@ impl ControlPlane {
         Ok(version)
     }
 
+    /// Builds the snapshot of `version` from the store, timed
+    /// ([`crate::metrics::SNAPSHOT_BUILD_SECONDS`] and a log line).
     pub(super) async fn build_snapshot(&self, version: u64) -> Result<SnapshotData, ServiceError> {
+        let started = std::time::Instant::now();
+        let data = self.build_snapshot_data(version).await?;
+        let took = started.elapsed();
+        self.metrics.snapshot_built(took);
+        tracing::info!(
+            version,
+            virtual_keys = data.virtual_keys.len(),
+            models = data.models.len(),
+            build_ms = took.as_secs_f64() * 1000.0,
+            "built snapshot"
+        );
+        Ok(data)
+    }
+
+    /// Every lookup by key goes through a map, so that the build is linear in the rows
+    /// (100,000 virtual keys against thousands of policies).
+    async fn build_snapshot_data(&self, version: u64) -> Result<SnapshotData, ServiceError> {
+        use std::collections::{HashMap, HashSet};
         let now = unix_now();
         let policies = self.store.list_policies().await?;
-        let policy_of = |target: &PolicyTarget| {
-            policies
-                .iter()
-                .find(|p| &p.target == target)
-                .map_or_else(Limits::default, |p| p.limits)
-        };
+        let mut policy_map: HashMap<&PolicyTarget, Limits> = HashMap::new();
+        for p in &policies {
+            // The first row for a target wins, as the linear search did.
+            policy_map.entry(&p.target).or_insert(p.limits);
+        }
+        let policy_of = |target: &PolicyTarget| policy_map.get(target).copied().unwrap_or_default();
         let access = self.store.list_access_policies().await?;
+        let mut access_map: HashMap<&PolicyTarget, &crate::domain::AccessPolicy> = HashMap::new();
+        for a in &access {
+            access_map.entry(&a.target).or_insert(&a.access);
+        }
         let access_of = |target: &PolicyTarget| {
-            access
-                .iter()
-                .find(|a| &a.target == target)
-                .map(|a| a.access.clone())
+            access_map
+                .get(target)
+                .map(|a| (*a).clone())
                 .unwrap_or_default()
         };
-        let prices = self.store.list_prices().await?;
-        let deployments = self.store.list_deployments().await?;
+        let mut prices: HashMap<String, Price> = HashMap::new();
+        for (alias, price) in self.store.list_prices().await? {
+            prices.entry(alias).or_insert(price);
+        }
+        let mut deployments: HashMap<String, Vec<crate::domain::Deployment>> = HashMap::new();
+        for d in self.store.list_deployments().await? {
+            deployments.entry(d.alias.clone()).or_default().push(d);
+        }
         // In a lockdown no provider key leaves the control plane: nodes hold none to use.
         let lockdown = self.store.get_lockdown().await?.is_some();
         let keys = if lockdown {
@@ -217,22 +246,21 @@ impl ControlPlane {
         // model names an unknown provider), and so do deployments and fallbacks on it.
         let mut stored_models = self.store.list_models().await?;
         stored_models.retain(|m| !refused.contains(&m.provider));
-        let kept: Vec<String> = stored_models.iter().map(|m| m.alias.clone()).collect();
+        let kept: HashSet<String> = stored_models.iter().map(|m| m.alias.clone()).collect();
         let models = stored_models
             .into_iter()
             .map(|m| SnapshotModel {
                 policy: policy_of(&PolicyTarget::Model(m.alias.clone())),
-                price: prices
-                    .iter()
-                    .find(|(alias, _)| alias == &m.alias)
-                    .map_or_else(Price::default, |(_, p)| *p),
+                price: prices.get(&m.alias).copied().unwrap_or_default(),
                 alias: m.alias.clone(),
                 provider: m.provider,
                 upstream_model: m.upstream_model,
                 weight: m.weight,
                 deployments: deployments
-                    .iter()
-                    .filter(|d| d.alias == m.alias && !refused.contains(&d.provider))
+                    .get(&m.alias)
+                    .into_iter()
+                    .flatten()
+                    .filter(|d| !refused.contains(&d.provider))
                     .map(|d| (d.provider.clone(), d.upstream_model.clone(), d.weight))
                     .collect(),
                 fallbacks: m

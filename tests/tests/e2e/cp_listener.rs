@@ -51,6 +51,7 @@ async fn a_slow_upload_is_cut_by_the_request_timeout_but_streams_outlive_it() {
         software_version: "e2e".into(),
         have_version: 0,
         seal_public_key: keys.public_key().to_bytes().to_vec(),
+        accepts_deltas: false,
     };
     let mut watch = SyncClient::new(channel.clone())
         .watch(bearer(hello, &c.node_token))

@@ -37,6 +37,7 @@ fn hello(node_id: &str, credential: &str) -> tonic::Request<pb::NodeHello> {
             software_version: "e2e".to_owned(),
             have_version: 0,
             seal_public_key: keys.public_key().to_bytes().to_vec(),
+            accepts_deltas: false,
         },
         credential,
     )

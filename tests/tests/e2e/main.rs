@@ -56,4 +56,5 @@ mod sdk;
 mod sealing;
 mod secret_refs;
 mod secrets;
+mod snapshot_scale;
 mod store_tls;

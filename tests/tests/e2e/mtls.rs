@@ -173,6 +173,7 @@ async fn watch(
         software_version: "e2e".into(),
         have_version: 0,
         seal_public_key: keys.public_key().to_bytes().to_vec(),
+        accepts_deltas: false,
     });
     let value: MetadataValue<_> = format!("Bearer {credential}").parse().unwrap();
     request

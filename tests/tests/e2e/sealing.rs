@@ -25,6 +25,7 @@ fn hello(node_id: &str, key: Vec<u8>, credential: &str) -> tonic::Request<pb::No
         software_version: "e2e".to_owned(),
         have_version: 0,
         seal_public_key: key,
+        accepts_deltas: false,
     });
     let value: MetadataValue<_> = format!("Bearer {credential}").parse().unwrap();
     request
