@@ -331,4 +331,10 @@ step "build binaries" cargo build --workspace --bins --locked
 step "tls backends" start_tls_backends
 step "tests" run_tests
 step "dependency checks" check_dependencies
+# Deployment checks (deploy/): each scripts/deploy-checks/NAME.sh installs what it needs
+# (into .venv or the cargo target dir, cached) and fails loudly; run in name order.
+for check in scripts/deploy-checks/*.sh; do
+    [[ -e $check ]] || continue
+    step "deploy: $(basename "$check" .sh)" bash "$check"
+done
 printf '\nall checks passed in %ds\n' $((SECONDS - total))
