@@ -3,7 +3,7 @@
 #  1. `systemd-analyze verify` of each unit, its ExecStart= pointed at the built binary (a
 #     sed'ed copy in a temp dir): any line it prints about a unit fails the check (unknown
 #     keys, bad values and a missing executable are only printed, not all of them in the
-#     exit status).
+#     exit status); the ExecStart= arguments are parsed by the binary itself (with --help).
 #  2. the hardening the units promise is written in them, line by line (DynamicUser= and
 #     friends imply several, so the score alone would not notice one going).
 #  3. `systemd-analyze security --offline=yes`: the exposure score, failing above
@@ -58,6 +58,11 @@ for unit in "${UNITS[@]}"; do
         fail "systemd-analyze verify $unit.service: exit $status or a warning about the unit"
     fi
     [[ -z $out ]] || printf '(about other units) %s\n' "$out"
+    # verify does not run the binary: its arguments are checked by the binary's own parser.
+    line=$(grep "^ExecStart=/usr/local/bin/$unit" "$DIR/$unit.service")
+    read -ra args <<<"${line#ExecStart=/usr/local/bin/"$unit"}"
+    "$BIN/$unit" "${args[@]}" --help >/dev/null ||
+        fail "$unit.service: $unit refuses the ExecStart= arguments '${args[*]}'"
     echo "verify $unit.service: clean"
 done
 
@@ -103,13 +108,12 @@ for unit in "${UNITS[@]}"; do
     [[ -f $example ]] || fail "$example is missing"
     grep -q "^EnvironmentFile=/etc/warden/$unit.env$" "$DIR/$unit.service" ||
         fail "$unit.service does not read /etc/warden/$unit.env"
+    names=$({ env_lines "$example" || true; commented_lines "$example" || true; } | cut -d= -f1)
     # Names the unit sets itself: an EnvironmentFile= line would override them.
     for owned in $(grep -oE '^Environment=[A-Z_]+' "$DIR/$unit.service" | cut -d= -f2); do
-        if { env_lines "$example"; commented_lines "$example"; } | grep -q "^$owned="; then
-            fail "$example sets $owned, which $unit.service sets"
-        fi
+        ! grep -qx "$owned" <<<"$names" || fail "$example sets $owned, which $unit.service sets"
     done
-    for name in $({ env_lines "$example"; commented_lines "$example"; } | cut -d= -f1 | grep '^WARDEN_'); do
+    for name in $(grep '^WARDEN_' <<<"$names"); do
         grep -aqF "$name" "$BIN/$unit" || fail "$example: $name is not read by $unit"
     done
 done
