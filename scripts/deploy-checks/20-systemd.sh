@@ -67,6 +67,7 @@ for unit in "${UNITS[@]}"; do
 done
 
 # 2. the hardening, written out.
+# shellcheck disable=SC2016 # $MAINPID is the unit's text, not to expand here
 REQUIRED=(
     'Type=exec' 'DynamicUser=yes' 'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes'
     'NoNewPrivileges=yes' 'CapabilityBoundingSet=' 'AmbientCapabilities='
@@ -110,9 +111,11 @@ for unit in "${UNITS[@]}"; do
         fail "$unit.service does not read /etc/warden/$unit.env"
     names=$({ env_lines "$example" || true; commented_lines "$example" || true; } | cut -d= -f1)
     # Names the unit sets itself: an EnvironmentFile= line would override them.
+    # shellcheck disable=SC2013 # variable names: one word a line
     for owned in $(grep -oE '^Environment=[A-Z_]+' "$DIR/$unit.service" | cut -d= -f2); do
         ! grep -qx "$owned" <<<"$names" || fail "$example sets $owned, which $unit.service sets"
     done
+    # shellcheck disable=SC2013
     for name in $(grep '^WARDEN_' <<<"$names"); do
         grep -aqF "$name" "$BIN/$unit" || fail "$example: $name is not read by $unit"
     done
