@@ -7,7 +7,8 @@ usage: check-rendered.py RENDERED.yaml OUT_DIR SERVICEMONITOR_SCHEMA.json BIN_DI
   kubernetes-validate) and validates each ServiceMonitor against the checked-in schema;
 - every pod (Deployments, Jobs) runs non-root with a numeric user, a read-only root
   filesystem, no privilege escalation, no capability and the RuntimeDefault seccomp profile;
-- every `--flag` and subcommand the chart passes exists in `BIN_DIR/<binary> --help`;
+- every `--flag` and subcommand the chart passes exists in `BIN_DIR/<binary> --help`, and
+  warden-dp accepts the nodes' rendered arguments (it runs until it opens the audit spool);
 - the control plane's rendered warden-cp.toml passes `warden-cp --config … validate`
   (with throwaway values for the variables the chart sets from Secrets);
 - the nodes point --cp-addr at the headless control-plane Service, and their
@@ -173,6 +174,49 @@ if node is not None:
         sleep = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         if spec["terminationGracePeriodSeconds"] <= sleep + int(m.group(1)):
             err("node terminationGracePeriodSeconds does not exceed preStop + --upstream-deadline")
+    # The values parse: warden-dp run with the rendered args (listeners moved to loopback
+    # port 0, a throwaway credential) gets through its whole configuration and stops where
+    # it opens the audit spool, pointed here at a file.
+    with tempfile.TemporaryDirectory() as tmp:
+        blocker = os.path.join(tmp, "not-a-directory")
+        open(blocker, "w").write("wn_helmcheck\n")
+        # Certificates the pods get from Secrets: throwaway ones from `wardenctl certs dev`.
+        certs = os.path.join(tmp, "certs")
+        subprocess.run(
+            [os.path.join(bin_dir, "wardenctl"), "certs", "dev", "--out", certs],
+            capture_output=True,
+            check=True,
+        )
+        stand_in = {"ca.crt": "ca.pem", "tls.crt": "server.pem", "tls.key": "server.key"}
+        run_args = []
+        for a in c["args"]:
+            a = re.sub(r"=0\.0\.0\.0:\d+$", "=127.0.0.1:0", a).replace("$(POD_NAME)", "helm-check")
+            flag, _, value = a.partition("=")
+            if flag in ("--node-token-file", "--audit-spool-dir"):
+                a = f"{flag}={blocker}"
+            elif flag.endswith("-file") and os.path.basename(value) in stand_in:
+                a = f"{flag}={os.path.join(certs, stand_in[os.path.basename(value)])}"
+            run_args.append(a)
+        env = {"PATH": os.environ.get("PATH", ""), "RUST_BACKTRACE": "0"}
+        for e in c.get("env") or []:
+            if e["name"] == "WARDEN_REDIS_URL":
+                tls = "redis-ca-file" in args
+                env[e["name"]] = ("rediss" if tls else "redis") + "://127.0.0.1:6379/0"
+            elif "value" in e:
+                env[e["name"]] = e["value"]
+        try:
+            r = subprocess.run(
+                [os.path.join(bin_dir, "warden-dp"), *run_args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if f"audit spool {blocker}" not in r.stderr:
+                last = [ln for ln in r.stderr.splitlines() if ln.startswith("Error")]
+                err(f"warden-dp refuses the rendered args: {last or r.stderr[-300:]}")
+        except subprocess.TimeoutExpired:
+            err("warden-dp with the rendered args kept running (expected to stop at the audit spool)")
     probes = (c.get("readinessProbe", {}).get("httpGet", {}), c.get("livenessProbe", {}).get("httpGet", {}))
     if probes[0].get("path") != "/readyz" or probes[1].get("path") != "/healthz":
         err("node probes are not /readyz (readiness) and /healthz (liveness)")

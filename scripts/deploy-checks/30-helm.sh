@@ -2,9 +2,11 @@
 # The Helm chart in deploy/helm/warden: `helm lint --strict` and `helm template` with each
 # values file in deploy/helm/warden/ci/, the rendered manifests validated against the
 # Kubernetes 1.33 schemas (kubernetes-validate --strict) and the ServiceMonitor against
-# deploy/helm/schemas/servicemonitor.json; every warden-dp / warden-cp flag the chart passes
-# exists in the built binaries' --help; and the control plane with several replicas and no
-# database refuses to render.
+# deploy/helm/schemas/servicemonitor.json; the pods' security settings; the chart's flags
+# against the built binaries (`--help`, and warden-dp run with the nodes' rendered args up to
+# its audit spool); the rendered warden-cp.toml through `warden-cp validate` (all in
+# deploy/helm/check-rendered.py); and values that must not render (several replicas without
+# PostgreSQL, a grace period shorter than the node's drain, …) failing with their message.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
