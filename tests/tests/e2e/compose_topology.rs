@@ -10,10 +10,12 @@
 //! a provider (the mock upstream, its key stored in OpenBao), a model, a token, and a chat
 //! through each node.
 //!
-//! What is rewritten, and why: every address a container binds or dials by service name
-//! (`WARDEN_GRPC_ADDR`, `WARDEN_OPS_ADDR`, `WARDEN_HTTP_ADDR`, `http://warden-cp-N:50051` in
-//! `--cp-addr`) becomes a free loopback port, since the processes share one network
-//! namespace; the backends' URLs (`WARDEN_REDIS_URL`, the env file's
+//! What is rewritten, and why: the processes share one network namespace, so every port a
+//! container binds (`WARDEN_GRPC_ADDR` from the toml's `grpc_addr`, `WARDEN_OPS_ADDR`,
+//! `WARDEN_HTTP_ADDR`) becomes a free port on the SAME host (`0.0.0.0`: the listeners'
+//! off-loopback rules, e.g. the toml's `allow_plaintext`, still apply), and every service
+//! name dialled (`http://warden-cp-N:50051` in `--cp-addr`) becomes 127.0.0.1 with that
+//! replica's port; the backends' URLs (`WARDEN_REDIS_URL`, the env file's
 //! `WARDEN_DATABASE_URL`, and in `warden-cp.toml`, which has no environment override for
 //! them, the lines `address = "https://openbao:8200"` and `ca_file = "…"`) point at the test
 //! backends (`-dev-listen-address` of OpenBao too); OpenBao's root token is a fresh random
@@ -160,6 +162,12 @@ impl Mounts {
             })
             .collect()
     }
+}
+
+/// `host:port` with another port (the host kept).
+fn with_port(addr: &str, port: u16) -> String {
+    let (host, _) = addr.rsplit_once(':').expect("host:port");
+    format!("{host}:{port}")
 }
 
 /// Processes killed when the test ends, however it ends.
@@ -382,6 +390,17 @@ async fn the_compose_topology_runs_as_processes_and_serves_a_first_token_through
 
     // The control plane's environment: compose `environment:` + what secrets/warden-cp.env
     // holds in Compose (the database URL, the OpenBao token) + the rewrites above.
+    let toml_grpc_addr = std::fs::read_to_string(&configs["warden-cp-toml"])
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("grpc_addr = \""))
+        .and_then(|l| l.split('"').next())
+        .expect("warden-cp.toml: grpc_addr")
+        .to_owned();
+    assert_eq!(
+        with_port(&toml_grpc_addr, CP_CONTAINER_PORT),
+        toml_grpc_addr
+    );
     let cp_env = |svc: &Value, mounts: &Mounts, grpc: u16, ops: Option<u16>| {
         let mut env = environment(svc);
         for file in strings(&svc["env_file"]) {
@@ -400,11 +419,11 @@ async fn the_compose_topology_runs_as_processes_and_serves_a_first_token_through
             "WARDEN_DATA_DIR".into(),
             mounts.map("/var/lib/warden").expect("a data volume"),
         );
-        env.insert("WARDEN_GRPC_ADDR".into(), format!("127.0.0.1:{grpc}"));
+        env.insert("WARDEN_GRPC_ADDR".into(), with_port(&toml_grpc_addr, grpc));
         match ops {
             Some(p) => {
-                assert!(env.contains_key("WARDEN_OPS_ADDR"));
-                env.insert("WARDEN_OPS_ADDR".into(), format!("127.0.0.1:{p}"));
+                let addr = with_port(&env["WARDEN_OPS_ADDR"], p);
+                env.insert("WARDEN_OPS_ADDR".into(), addr);
             }
             None => assert!(!env.contains_key("WARDEN_OPS_ADDR")),
         }
@@ -524,8 +543,11 @@ async fn the_compose_topology_runs_as_processes_and_serves_a_first_token_through
         env.extend(environment(svc));
         let (port, ops) = (free_port().unwrap(), free_port().unwrap());
         for (key, value) in [
-            ("WARDEN_HTTP_ADDR", format!("127.0.0.1:{port}")),
-            ("WARDEN_OPS_ADDR", format!("127.0.0.1:{ops}")),
+            (
+                "WARDEN_HTTP_ADDR",
+                with_port(&env["WARDEN_HTTP_ADDR"], port),
+            ),
+            ("WARDEN_OPS_ADDR", with_port(&env["WARDEN_OPS_ADDR"], ops)),
             ("WARDEN_REDIS_URL", redis_url.clone()),
             ("WARDEN_REDIS_PREFIX", redis_prefix.clone()),
             ("WARDEN_EGRESS_ALLOW", "127.0.0.1".to_owned()),
