@@ -436,17 +436,20 @@ async fn the_compose_topology_runs_as_processes_and_serves_a_first_token_through
     let args = mounts.map_all(&strings(&boot["command"]));
     assert!(args.iter().any(|a| a == "bootstrap-admin"), "{args:?}");
     let env = cp_env(boot, &mounts, free_port().unwrap(), None);
-    let out = Command::new(bin("warden-cp").unwrap())
-        .args(&args)
-        .env_clear()
-        .envs(&env)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "warden-bootstrap failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run_bootstrap = || {
+        let out = Command::new(bin("warden-cp").unwrap())
+            .args(&args)
+            .env_clear()
+            .envs(&env)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "warden-bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run_bootstrap();
     let token_file = mounts.map("/var/lib/warden-bootstrap/admin.token").unwrap();
     let admin = std::fs::read_to_string(&token_file).unwrap();
     let admin = admin.trim();
@@ -482,6 +485,10 @@ async fn the_compose_topology_runs_as_processes_and_serves_a_first_token_through
         .await;
         cp_ports.insert(name, grpc);
     }
+    // A second `docker compose up` runs the job again beside the live replicas: it must
+    // succeed (the replicas wait for it) and issue nothing.
+    run_bootstrap();
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), admin);
     let cp1 = format!("http://127.0.0.1:{}", cp_ports["warden-cp-1"]);
     let cp2 = format!("http://127.0.0.1:{}", cp_ports["warden-cp-2"]);
 
