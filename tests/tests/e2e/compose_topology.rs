@@ -18,7 +18,7 @@
 //! replica's port; the backends' URLs (`WARDEN_REDIS_URL`, the env file's
 //! `WARDEN_DATABASE_URL`, and in `warden-cp.toml`, which has no environment override for
 //! them, the lines `address = "https://openbao:8200"` and `ca_file = "…"`) point at the test
-//! backends (`-dev-listen-address` of OpenBao too); OpenBao's root token is a fresh random
+//! backends (OpenBao's `-dev-listen-address` and `HOME` too); OpenBao's root token is a fresh random
 //! one in `BAO_DEV_ROOT_TOKEN_ID` and the replicas' `BAO_TOKEN`, as `secrets/*.env` hold it;
 //! `WARDEN_DATABASE_SCHEMA` and `WARDEN_REDIS_PREFIX` are fresh, so parallel tests share
 //! nothing; container paths under a mounted secret, config or volume map to files in the
@@ -327,6 +327,8 @@ async fn the_compose_topology_runs_as_processes_and_serves_a_first_token_through
             *value = m;
         }
     }
+    // HOME (a tmpfs in the container) is this test's directory, not the machine's /tmp.
+    bao_env.insert("HOME".into(), dir.display().to_string());
     let addr = bao_env.get_mut("BAO_ADDR").unwrap();
     assert_eq!(addr.as_str(), "https://127.0.0.1:8200");
     *addr = format!("https://127.0.0.1:{bao_port}");
@@ -343,12 +345,11 @@ async fn the_compose_topology_runs_as_processes_and_serves_a_first_token_through
     let check = strings(&bao_svc["healthcheck"]["test"]);
     assert_eq!(check[..2], ["CMD".to_owned(), "bao".to_owned()]);
     eventually(Duration::from_secs(20), "openbao's healthcheck", || {
-        // PATH and HOME as the image has them (the CLI looks for its token helper).
+        // PATH as the image has it (the CLI looks for its token helper).
         let ok = Command::new(&bao)
             .args(&check[2..])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir)
             .envs(&bao_env)
             .output()
             .is_ok_and(|o| o.status.success());
