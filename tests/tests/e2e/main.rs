@@ -24,6 +24,7 @@ mod bypass;
 mod certs;
 mod cli;
 mod client_access;
+mod compose_topology;
 mod control_chars;
 mod cp_failover;
 mod cp_listener;
