@@ -756,8 +756,8 @@ fn tls_settings(config: &Config) -> Option<tls::TlsSettings> {
 }
 
 /// Opens the control plane for `config` ([`open`]), starts the audit log's background work
-/// and serves the Admin, Sync, AuditStream and grpc.health.v1 APIs on `listener` until `shutdown` is
-/// cancelled. Returns once it is serving. Admin credentials are the caller's business
+/// and serves the Admin, Sync, AuditStream and grpc.health.v1 APIs on `listener` until
+/// `shutdown` is cancelled. Returns once it is serving. Admin credentials are the caller's business
 /// ([`ControlPlane::bootstrap_admin`] for `warden-cp`, a fresh one per start for
 /// `wardenctl dev`).
 pub async fn start(

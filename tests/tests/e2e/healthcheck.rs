@@ -1,10 +1,10 @@
 //! grpc.health.v1 on a real `warden-cp` and the `healthcheck` subcommands of both binaries
 //! (#15: every replica serves the health service; #16: container HEALTHCHECKs). A tonic
 //! health client gets SERVING for the server and each API without a credential, NOT_FOUND
-//! for an unknown service, and a Watch stream NOT_SERVING on SIGTERM; `warden-cp healthcheck` and `warden-dp healthcheck [--live]`
-//! exit 0 against running planes and 1, with one line on stderr, against a stopped control
-//! plane, a node that is up but not ready, and a stopped node. Under mTLS the probe needs
-//! the CA and a client certificate.
+//! for an unknown service, and a Watch stream NOT_SERVING on SIGTERM; `warden-cp
+//! healthcheck` and `warden-dp healthcheck [--live]` exit 0 against running planes and 1,
+//! with one line on stderr, against a stopped control plane, a node that is up but not
+//! ready, and a stopped node. Under mTLS the probe needs the CA and a client certificate.
 
 use std::path::Path;
 use std::process::Output;
