@@ -101,6 +101,14 @@ async fn health_service_and_healthcheck_subcommands_follow_both_planes() {
         .output()
         .unwrap();
     assert_exit(&out, 0, "");
+    // And from the config file's server.grpc_addr (no master key needed).
+    let config = c.dir.path().join("healthcheck.toml");
+    std::fs::write(&config, format!("[server]\ngrpc_addr = \"{grpc}\"\n")).unwrap();
+    assert_exit(
+        &run("warden-cp", &["--config", &s(&config), "healthcheck"]),
+        0,
+        "",
+    );
     let ops = format!("127.0.0.1:{}", c.nodes[0].ops_port);
     assert_exit(
         &run("warden-dp", &["healthcheck", "--ops-addr", &ops]),
