@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod healthcheck;
 pub mod metrics;
 pub mod ops;
 pub mod page;
@@ -755,8 +756,8 @@ fn tls_settings(config: &Config) -> Option<tls::TlsSettings> {
 }
 
 /// Opens the control plane for `config` ([`open`]), starts the audit log's background work
-/// and serves the Admin, Sync and AuditStream APIs on `listener` until `shutdown` is
-/// cancelled. Returns once it is serving. Admin credentials are the caller's business
+/// and serves the Admin, Sync, AuditStream and grpc.health.v1 APIs on `listener` until
+/// `shutdown` is cancelled. Returns once it is serving. Admin credentials are the caller's business
 /// ([`ControlPlane::bootstrap_admin`] for `warden-cp`, a fresh one per start for
 /// `wardenctl dev`).
 pub async fn start(
@@ -779,7 +780,8 @@ pub async fn start(
     let client_certs = tls
         .as_ref()
         .map_or(tls::ClientCertMode::Off, |t| t.client_cert_mode());
-    let router = router(&cp, client_certs, &config.limits, &shutdown);
+    let router = router(&cp, client_certs, &config.limits, &shutdown)
+        .add_service(grpc::health::service(&shutdown).await);
     // New provider keys go into a local file that other replicas cannot read.
     let file_backend = config.secrets.store == secrets::reference::Scheme::File;
     let cluster = cluster::start(

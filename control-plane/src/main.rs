@@ -150,6 +150,10 @@ impl ListenerArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Ask the gRPC listener's grpc.health.v1 service (at --grpc-addr, WARDEN_GRPC_ADDR or
+    /// the config's server.grpc_addr) whether it is SERVING, within 3 s: exit 0 if so,
+    /// else 1 with one line on stderr. Needs no master key and no credential.
+    Healthcheck(HealthcheckArgs),
     /// Check the config file and environment, then exit.
     Validate,
     /// Data migrations.
@@ -166,6 +170,70 @@ enum Command {
         #[arg(long, value_name = "VAR")]
         name: String,
     },
+}
+
+/// TLS settings of `warden-cp healthcheck`, as the listener needs them.
+#[derive(Debug, clap::Args)]
+struct HealthcheckArgs {
+    /// CA file that signed the listener's certificate; required when it serves TLS.
+    #[arg(long, env = "WARDEN_HEALTHCHECK_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Client certificate, for a listener that requires one (with --client-key).
+    #[arg(
+        long,
+        env = "WARDEN_HEALTHCHECK_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// Key of --client-cert.
+    #[arg(
+        long,
+        env = "WARDEN_HEALTHCHECK_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
+    /// Name the listener's certificate is checked against (default: the address).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// Service asked about (default: the whole server).
+    #[arg(long, default_value = "")]
+    service: String,
+}
+
+/// `warden-cp healthcheck`: exits 0 when the listener answers SERVING, else 1.
+async fn healthcheck(
+    args: &HealthcheckArgs,
+    config: Option<&std::path::Path>,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<()> {
+    let server = match config {
+        Some(path) => RawConfig::from_file(path)?.server,
+        None => warden_control_plane::config::RawServer::default(),
+    };
+    let addr_text = env
+        .get("WARDEN_GRPC_ADDR")
+        .cloned()
+        .or(server.grpc_addr)
+        .unwrap_or_else(|| warden_control_plane::config::DEFAULT_GRPC_ADDR.to_owned());
+    let addr = addr_text
+        .parse()
+        .with_context(|| format!("gRPC address `{addr_text}` is not host:port"))?;
+    let tls = env.contains_key("WARDEN_TLS_CERT_FILE") || server.tls_cert_file.is_some();
+    if tls && args.ca_file.is_none() {
+        anyhow::bail!("the listener serves TLS: give --ca-file (WARDEN_HEALTHCHECK_CA_FILE)");
+    }
+    let probe = warden_control_plane::healthcheck::Probe {
+        addr: Some(addr),
+        ca_file: args.ca_file.clone(),
+        server_name: args.tls_server_name.clone(),
+        client_cert: args.client_cert.clone().zip(args.client_key.clone()),
+        service: args.service.clone(),
+    };
+    warden_control_plane::healthcheck::check(&probe)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -211,6 +279,13 @@ async fn main() -> anyhow::Result<()> {
             "WARDEN_PREVIOUS_MASTER_KEY_FILES".into(),
             list.to_string_lossy().into_owned(),
         );
+    }
+    if let Some(Command::Healthcheck(check)) = &args.command {
+        if let Err(e) = healthcheck(check, args.config.as_deref(), &env).await {
+            eprintln!("unhealthy: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     if let Some(Command::EncryptValue { name }) = &args.command {
         // The variable being made need not be set yet, though the config may name it.

@@ -15,6 +15,7 @@ pub mod cp_addrs;
 pub mod egress;
 pub mod error;
 pub mod freshness;
+pub mod healthcheck;
 pub mod held;
 pub mod incident;
 pub mod ip_block;

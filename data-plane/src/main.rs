@@ -1,5 +1,7 @@
 //! `warden-dp`: the data-plane node binary. Parses flags and environment, sets up logging,
-//! binds the API and ops listeners, then runs [`warden_data_plane::run_on`].
+//! binds the API and ops listeners, then runs [`warden_data_plane::run_on`]. `warden-dp
+//! healthcheck [--live]` asks a running node's ops listener instead
+//! ([`warden_data_plane::healthcheck`]).
 
 use std::collections::HashMap;
 
@@ -7,12 +9,27 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use warden_data_plane::config::Flags;
+use warden_data_plane::healthcheck::HealthcheckArgs;
 use warden_data_plane::{Listeners, NodeConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     warden_core::install_crypto_providers();
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "healthcheck")
+    {
+        let args = HealthcheckArgs::parse_from(std::env::args_os().skip(1));
+        if let Err(why) = warden_data_plane::healthcheck::check(&args).await {
+            #[allow(clippy::print_stderr, reason = "the healthcheck's one line on stderr")]
+            {
+                eprintln!("unhealthy: {why}");
+            }
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let flags = Flags::parse();
     warden_core::telemetry::init(flags.log_format()?);
     let env: HashMap<String, String> = std::env::vars().collect();

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod delivery;
+pub mod health;
 pub mod limits;
 pub mod snapshot_wire;
 pub mod sync;

@@ -29,13 +29,13 @@ use warden_proto::sync::v1::sync_client::SyncClient;
 use warden_tests::cluster::{CpTls, Options, TestCluster, eventually};
 
 /// A throwaway CA and the files of the certificates it signed, in a temporary directory.
-struct Pki {
+pub(super) struct Pki {
     dir: tempfile::TempDir,
     ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -48,11 +48,11 @@ impl Pki {
         pki
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(super) fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub(super) fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
     }
 
@@ -78,7 +78,7 @@ impl Pki {
         cert.der().to_vec()
     }
 
-    fn server(&self) -> Vec<u8> {
+    pub(super) fn server(&self) -> Vec<u8> {
         self.issue(
             "server",
             &["127.0.0.1", "localhost"],
@@ -86,11 +86,11 @@ impl Pki {
         )
     }
 
-    fn client(&self, name: &str) {
+    pub(super) fn client(&self, name: &str) {
         self.issue(name, &[], ExtendedKeyUsagePurpose::ClientAuth);
     }
 
-    fn identity(&self, name: &str) -> (PathBuf, PathBuf) {
+    pub(super) fn identity(&self, name: &str) -> (PathBuf, PathBuf) {
         (
             self.path(&format!("{name}.pem")),
             self.path(&format!("{name}.key")),
@@ -98,14 +98,14 @@ impl Pki {
     }
 }
 
-fn s(path: &Path) -> String {
+pub(super) fn s(path: &Path) -> String {
     path.display().to_string()
 }
 
 /// A cluster whose control plane serves TLS with `pki`'s server certificate, checks client
 /// certificates against its CA when `client_ca` says so (`Some(required)`), and re-reads
 /// its files every second; `wardenctl` presents the `admin` certificate.
-async fn cluster(pki: &Pki, client_ca: Option<bool>) -> TestCluster {
+pub(super) async fn cluster(pki: &Pki, client_ca: Option<bool>) -> TestCluster {
     let mut cp_env = vec![
         (
             "WARDEN_TLS_CERT_FILE".to_owned(),
