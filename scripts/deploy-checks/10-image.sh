@@ -74,7 +74,7 @@ user = config.get("User", "")
 uid = user.split(":")[0]
 if not uid.isdigit() or int(uid) == 0:
     errors.append(f"user {user!r} is not a numeric non-root user")
-if config.get("Entrypoint") != [f"/{target}"]:
+if config.get("Entrypoint") != [f"/usr/local/bin/{target}"]:
     errors.append(f"entrypoint {config.get('Entrypoint')!r}")
 labels = config.get("Labels") or {}
 for key in ("org.opencontainers.image.title", "org.opencontainers.image.source",
@@ -84,14 +84,14 @@ for key in ("org.opencontainers.image.title", "org.opencontainers.image.source",
 if labels.get("org.opencontainers.image.title") != target:
     errors.append(f"title label {labels.get('org.opencontainers.image.title')!r}")
 health = (image.get("Healthcheck") or config.get("Healthcheck") or {}).get("Test")
-if health != ["CMD", f"/{target}", "healthcheck"]:
+if health != ["CMD", f"/usr/local/bin/{target}", "healthcheck"]:
     errors.append(f"healthcheck {health!r}")
 if f"{port}/tcp" not in (config.get("ExposedPorts") or {}):
     errors.append(f"port {port} not exposed")
 if errors:
     print(f"10-image: {target}: " + "; ".join(errors), file=sys.stderr)
     sys.exit(1)
-print(f"10-image: {target}: user {user}, entrypoint /{target}, healthcheck, labels ok")
+print(f"10-image: {target}: user {user}, entrypoint /usr/local/bin/{target}, healthcheck, labels ok")
 PY
 }
 check warden-cp "localhost/$tag-cp:check" 50051
