@@ -169,6 +169,11 @@ pub async fn start(
     }
     cp.set_leader(false);
     let replica = config.replica_id();
+    cp.join_cluster(crate::service::replicas::ClusterView {
+        store: store.clone(),
+        replica_id: replica.clone(),
+        live_within: config.lease_ttl,
+    });
     store
         .replica_heartbeat(&replica, file_backend, cp.current_version())
         .await?;

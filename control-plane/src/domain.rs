@@ -507,6 +507,8 @@ pub struct NodeRecord {
     pub acked_version: u64,
     pub last_seen: i64,
     pub software_version: String,
+    /// The control-plane replica its watch stream is attached to ('' when none).
+    pub replica_id: String,
 }
 
 /// One audit row. Never holds a secret or a body.

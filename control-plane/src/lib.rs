@@ -625,6 +625,7 @@ pub(crate) async fn start_leader_work(
     audit_config: &audit::jobs::AuditConfig,
     shutdown: CancellationToken,
 ) -> Result<audit::jobs::AuditJobs, RunError> {
+    cp.set_leader_store(Arc::clone(&store));
     let jobs = audit::jobs::spawn_jobs(
         audit_config.jobs(),
         Arc::clone(&store),

@@ -912,6 +912,11 @@ async fn every_admin_rpc_answers_publishes_and_audits_as_pinned() {
         admin.list_nodes(s.request(pb::ListNodesRequest::default())),
     )
     .await;
+    s.step(
+        "list_replicas",
+        admin.list_replicas(s.request(pb::ListReplicasRequest {})),
+    )
+    .await;
     let request = s.request(pb::ListCredentialsRequest::default());
     s.step("list_node_credentials", async {
         let r = admin.list_node_credentials(request).await;

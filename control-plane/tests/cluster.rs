@@ -154,6 +154,23 @@ async fn one_leader_and_a_stale_fencing_token_is_refused() {
         Err(StoreError::Fenced(_))
     ));
     assert_eq!(a.get_meta("audit.jsonl.cursor").await.unwrap(), None);
+    // The rotation poll's record of a provider key's version is fenced the same way.
+    assert!(matches!(
+        stale.record_secret_version("vault://kv/openai#key", "fp-old").await,
+        Err(StoreError::Fenced(t)) if t == t1
+    ));
+    assert!(a.list_secret_versions().await.unwrap().is_empty());
+    assert_eq!(
+        b.fenced(t2)
+            .record_secret_version("vault://kv/openai#key", "fp-new")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        a.list_secret_versions().await.unwrap(),
+        vec![("vault://kv/openai#key".to_owned(), "fp-new".to_owned())]
+    );
     b.fenced(t2)
         .insert_checkpoint(&checkpoint(2))
         .await
@@ -364,5 +381,137 @@ async fn two_replicas_share_snapshots_the_signer_and_the_leadership() {
     stop_a.cancel();
     stop_b.cancel();
     running_follower.wait().await.unwrap();
+    drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_waits_for_the_nodes_attached_to_other_live_replicas() {
+    let schema = fresh_schema();
+    let key = MasterKey::generate_base64().to_string();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let (a, b) = tokio::join!(
+        start_replica(&schema, &key, "replica-a", dir_a.path(), stop_a.clone()),
+        start_replica(&schema, &key, "replica-b", dir_b.path(), stop_b.clone()),
+    );
+    let (cp_a, cp_b) = (Arc::clone(a.control_plane()), Arc::clone(b.control_plane()));
+    let store = replica_store(&schema).await;
+    assert_eq!(cp_b.replica_id(), "replica-b");
+
+    // A node on replica b, which has not applied anything yet.
+    cp_b.node_connected("node-b", "cred-b", "1.0", 0)
+        .await
+        .unwrap();
+    let row = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_nodes()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|n| n.node_id == id)
+                .unwrap()
+        }
+    };
+    assert_eq!(row("node-b").await.replica_id, "replica-b");
+    // A node attached to a replica that is not live (no heartbeat) holds nothing up.
+    let mut ghost = row("node-b").await;
+    ghost.node_id = "node-ghost".into();
+    ghost.replica_id = "replica-gone".into();
+    store.upsert_node(&ghost).await.unwrap();
+
+    // `wardenctl cluster status`: both replicas, one leader under the lease's token, and
+    // node-b on replica b (the ghost's replica is not live, so not listed).
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            cp_a.is_leader() != cp_b.is_leader()
+        })
+        .await
+    );
+    let token = store.lease().await.unwrap().fencing_token;
+    let replicas = cp_a.list_replicas().await.unwrap();
+    let ids: Vec<&str> = replicas.iter().map(|r| r.replica_id.as_str()).collect();
+    assert_eq!(ids, vec!["replica-a", "replica-b"]);
+    let leaders: Vec<_> = replicas.iter().filter(|r| r.leader).collect();
+    assert_eq!(leaders.len(), 1);
+    assert_eq!(leaders[0].fencing_token, token);
+    assert_eq!(leaders[0].replica_id == "replica-a", cp_a.is_leader());
+    assert!(
+        replicas
+            .iter()
+            .filter(|r| !r.leader)
+            .all(|r| r.fencing_token == 0)
+    );
+    let attached: Vec<u64> = replicas.iter().map(|r| r.nodes_attached).collect();
+    assert_eq!(attached, vec![0, 1]);
+    assert!(
+        replicas
+            .iter()
+            .all(|r| r.heartbeat_at_ms >= r.started_at_ms && r.started_at_ms > 0)
+    );
+    let from_b: Vec<(String, bool)> = cp_b
+        .list_replicas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.replica_id, r.leader))
+        .collect();
+    let from_a: Vec<(String, bool)> = replicas
+        .iter()
+        .map(|r| (r.replica_id.clone(), r.leader))
+        .collect();
+    assert_eq!(from_b, from_a, "every replica shows the same cluster");
+
+    // A change through replica a waits for node-b, attached to replica b.
+    let version = cp_a.current_version() + 1;
+    let started = Instant::now();
+    assert!(
+        !cp_a
+            .await_propagation(version, Duration::from_millis(400))
+            .await,
+        "node-b has not acknowledged {version}: the wait times out"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // It acknowledges on replica b 300 ms later: replica a's wait ends soon after.
+    let acker = Arc::clone(&cp_b);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        acker.node_acked("node-b", "cred-b", version).await.unwrap();
+    });
+    let started = Instant::now();
+    assert!(
+        cp_a.await_propagation(version, Duration::from_secs(2))
+            .await,
+        "replica a saw node-b acknowledge through the nodes table"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1000),
+        "waited {waited:?}"
+    );
+    assert_eq!(row("node-b").await.acked_version, version);
+
+    // Once node-b left replica b, nobody waits for it.
+    cp_b.node_disconnected("node-b");
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            row("node-b").await.replica_id.is_empty()
+        })
+        .await,
+        "node-b detached from replica b"
+    );
+    let started = Instant::now();
+    assert!(
+        cp_a.await_propagation(version + 1, Duration::from_secs(2))
+            .await
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    stop_a.cancel();
+    stop_b.cancel();
+    a.wait().await.unwrap();
+    b.wait().await.unwrap();
     drop_schema(&schema).await;
 }

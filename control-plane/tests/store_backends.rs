@@ -1124,6 +1124,7 @@ mod bodies {
             acked_version: 3,
             last_seen: 100,
             software_version: "0.1.0".into(),
+            replica_id: "cp-1".into(),
         };
         s.upsert_node(&n).await.unwrap();
         s.upsert_node(&NodeRecord {
@@ -1135,6 +1136,7 @@ mod bodies {
         n.acked_version = u64::from(u32::MAX) + 7;
         n.last_seen = 200;
         n.software_version = "0.2.0".into();
+        n.replica_id = "cp-2".into();
         s.upsert_node(&n).await.unwrap();
         let nodes = s.list_nodes().await.unwrap();
         assert_eq!(
@@ -1144,7 +1146,12 @@ mod bodies {
         assert_eq!(nodes[1].acked_version, u64::from(u32::MAX) + 7);
         assert_eq!(nodes[1].last_seen, 200);
         assert_eq!(nodes[1].software_version, "0.2.0");
+        assert_eq!(
+            nodes[1].replica_id, "cp-2",
+            "a node moves to another replica"
+        );
         assert_eq!(nodes[0].acked_version, 3);
+        assert_eq!(nodes[0].replica_id, "cp-1");
     }
 
     pub async fn audit_append_list_and_verify(b: &Backend) {

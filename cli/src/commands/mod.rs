@@ -57,6 +57,9 @@ pub enum AdminCommand {
     Admin(credentials::AdminCredentialCommand),
     /// List data-plane nodes and the snapshot version each has acknowledged.
     Nodes,
+    /// The control-plane replicas (`status`): leader, snapshot version, nodes attached.
+    #[command(subcommand)]
+    Cluster(nodes::ClusterCommand),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -105,6 +108,7 @@ pub async fn run(
         AdminCommand::Node(command) => credentials::run(&session, out, command).await,
         AdminCommand::Admin(command) => credentials::run_admin(&session, out, command).await,
         AdminCommand::Nodes => nodes::run(&session, out).await,
+        AdminCommand::Cluster(command) => nodes::run_cluster(&session, out, command).await,
         AdminCommand::Audit(command) => audit::run(&session, out, command).await,
         AdminCommand::Policy(command) => policies::run(&session, out, command).await,
         AdminCommand::SigningKey(command) => signing_keys::run(&session, out, command).await,

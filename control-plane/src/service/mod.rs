@@ -96,6 +96,11 @@ pub struct ControlPlane {
     data_dir_lock: std::sync::Mutex<Option<std::fs::File>>,
     /// Whether this replica does the leader's work (`cluster`); true until told otherwise.
     leader: std::sync::atomic::AtomicBool,
+    /// The store the leader's work writes through (fenced with its lease on PostgreSQL)
+    /// while this replica leads: the rotation poll records secret versions through it.
+    leader_store: std::sync::RwLock<Option<Arc<dyn StateStore>>>,
+    /// This replica's place among several on PostgreSQL (`cluster`); unset with SQLite.
+    cluster: std::sync::OnceLock<replicas::ClusterView>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -169,6 +174,8 @@ impl ControlPlane {
             metrics: crate::metrics::CpMetrics::new(),
             data_dir_lock: std::sync::Mutex::new(None),
             leader: std::sync::atomic::AtomicBool::new(true),
+            leader_store: std::sync::RwLock::new(None),
+            cluster: std::sync::OnceLock::new(),
         };
         Ok(cp)
     }

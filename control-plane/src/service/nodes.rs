@@ -1,5 +1,6 @@
 //! Data-plane nodes: their connections, the snapshot version each acknowledged (which an
-//! admin change waits on), and their listing for `wardenctl nodes`.
+//! admin change waits on, here and, through the `nodes` table, on the other live
+//! replicas), and their listing for `wardenctl nodes`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -9,6 +10,10 @@ use warden_core::unix_now;
 use super::ControlPlane;
 use crate::domain::NodeRecord;
 use crate::error::ServiceError;
+
+/// How often a propagation wait reads the acknowledgements of nodes attached to other
+/// replicas (only while it waits).
+const REMOTE_POLL: Duration = Duration::from_millis(50);
 
 /// A node's live connection state, for `wardenctl nodes`.
 #[derive(Debug, Clone)]
@@ -36,6 +41,7 @@ impl ControlPlane {
                 acked_version: have_version,
                 last_seen: unix_now(),
                 software_version: software_version.to_owned(),
+                replica_id: self.replica_id().to_owned(),
             })
             .await?;
         self.audit(
@@ -51,13 +57,24 @@ impl ControlPlane {
 
     /// Records that a node's watch stream ended.
     pub fn node_disconnected(&self, node_id: &str) {
+        let mut gone = false;
         if let Ok(mut c) = self.connections.lock()
             && let Some(n) = c.get_mut(node_id)
         {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 c.remove(node_id);
+                gone = true;
             }
+        }
+        // The other replicas stop waiting for it too.
+        if gone && let Some(view) = self.cluster_view() {
+            let (view, node_id) = (view.clone(), node_id.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = view.store.detach_node(&node_id, &view.replica_id).await {
+                    tracing::warn!(node = %node_id, error = %e, "could not record that a node left this replica");
+                }
+            });
         }
         // Wake propagation waits: a node that left no longer holds them up.
         self.acked.send_modify(|_| {});
@@ -87,6 +104,7 @@ impl ControlPlane {
                 acked_version: version,
                 last_seen: unix_now(),
                 software_version,
+                replica_id: self.replica_id().to_owned(),
             })
             .await?;
         Ok(())
@@ -112,7 +130,9 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Waits until every connected node has acknowledged `version`; false on timeout.
+    /// Waits until every node connected here has acknowledged `version`, then (several
+    /// replicas) until every node attached to another live replica has, polling the
+    /// `nodes` table every 50 ms while it waits; false on timeout.
     pub async fn await_propagation(&self, version: u64, timeout: Duration) -> bool {
         let mut acks = self.acked.subscribe();
         let all_acked = |acks: &HashMap<String, u64>| {
@@ -126,12 +146,27 @@ impl ControlPlane {
         };
         tokio::time::timeout(timeout, async {
             loop {
-                if all_acked(&acks.borrow_and_update()) {
-                    return;
+                if all_acked(&acks.borrow_and_update()) || acks.changed().await.is_err() {
+                    break;
                 }
-                if acks.changed().await.is_err() {
-                    return;
+            }
+            let Some(view) = self.cluster_view() else {
+                return;
+            };
+            loop {
+                match view
+                    .store
+                    .nodes_behind_elsewhere(version, &view.replica_id, view.live_within)
+                    .await
+                {
+                    Ok(behind) if behind.is_empty() => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the other replicas' nodes; not waiting for them");
+                        return;
+                    }
                 }
+                tokio::time::sleep(REMOTE_POLL).await;
             }
         })
         .await

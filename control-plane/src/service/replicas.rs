@@ -4,10 +4,21 @@
 //! appends made elsewhere, and ending streams of credentials revoked elsewhere.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::ControlPlane;
 use crate::error::ServiceError;
 use crate::secrets::reference::SecretReference;
+use crate::store::{SqlStore, StateStore};
+
+/// This replica among several on PostgreSQL: its id, the store's cluster tables, and how
+/// young a heartbeat must be for a replica to count as live (the lease's length).
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub store: SqlStore,
+    pub replica_id: String,
+    pub live_within: Duration,
+}
 
 /// `NOTIFY` channels (payloads are hints: a receiver always re-reads the store).
 pub const SNAPSHOT_CHANNEL: &str = "warden_snapshot";
@@ -15,7 +26,56 @@ pub const AUDIT_CHANNEL: &str = "warden_audit";
 pub const SECRETS_CHANNEL: &str = "warden_secrets";
 pub const CREDENTIALS_CHANNEL: &str = "warden_credentials";
 
+/// A control-plane replica as `wardenctl cluster status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub replica_id: String,
+    pub started_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+    pub leader: bool,
+    pub fencing_token: i64,
+    pub snapshot_version: u64,
+    pub nodes_attached: u64,
+}
+
 impl ControlPlane {
+    /// The live replicas (heartbeat within the lease's length) with the leader and the
+    /// nodes attached to each; with SQLite, this one replica.
+    pub async fn list_replicas(&self) -> Result<Vec<ReplicaStatus>, ServiceError> {
+        let Some(view) = self.cluster_view() else {
+            let attached = self.connections.lock().map(|c| c.len()).unwrap_or(0);
+            return Ok(vec![ReplicaStatus {
+                replica_id: String::new(),
+                started_at_ms: 0,
+                heartbeat_at_ms: 0,
+                leader: self.is_leader(),
+                fencing_token: 0,
+                snapshot_version: self.current_version(),
+                nodes_attached: u64::try_from(attached).unwrap_or(u64::MAX),
+            }]);
+        };
+        let lease = view.store.lease().await?;
+        let attached = view.store.nodes_per_replica(view.live_within).await?;
+        Ok(view
+            .store
+            .live_replicas(view.live_within)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let leader = lease.live && lease.holder == r.replica_id;
+                ReplicaStatus {
+                    nodes_attached: attached.get(&r.replica_id).copied().unwrap_or(0),
+                    leader,
+                    fencing_token: if leader { lease.fencing_token } else { 0 },
+                    replica_id: r.replica_id,
+                    started_at_ms: r.started_at_ms,
+                    heartbeat_at_ms: r.heartbeat_at_ms,
+                    snapshot_version: r.snapshot_version,
+                }
+            })
+            .collect())
+    }
+
     /// Catches up with the database: when another replica allocated a newer snapshot
     /// version than this one sends, re-reads the signer and any provider key the rotation
     /// poll saw change, rebuilds the snapshot from the store under that version and sends
@@ -118,10 +178,41 @@ impl ControlPlane {
 
 impl ControlPlane {
     /// Records whether this replica does the leader's work now (the rotation poll reads it;
-    /// `warden_cp_leader` shows it).
+    /// `warden_cp_leader` shows it). Leaving the lead forgets the leader's store.
     pub fn set_leader(&self, on: bool) {
         self.leader.store(on, std::sync::atomic::Ordering::SeqCst);
         self.metrics.leader(on);
+        if !on {
+            *self.leader_store.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// The store the leader's work writes through from now on (fenced with its lease).
+    pub(crate) fn set_leader_store(&self, store: Arc<dyn StateStore>) {
+        *self.leader_store.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
+    }
+
+    /// The leader's (fenced) store while this replica leads.
+    pub(super) fn leader_store(&self) -> Option<Arc<dyn StateStore>> {
+        self.leader_store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records this replica's place among several on PostgreSQL (once, at start).
+    pub fn join_cluster(&self, view: ClusterView) {
+        let _ = self.cluster.set(view);
+    }
+
+    /// This replica's place among several; `None` with SQLite.
+    pub fn cluster_view(&self) -> Option<&ClusterView> {
+        self.cluster.get()
+    }
+
+    /// This replica's id ('' with SQLite, one replica).
+    pub fn replica_id(&self) -> &str {
+        self.cluster.get().map_or("", |c| c.replica_id.as_str())
     }
 
     /// Whether this replica is the leader (always, with SQLite).

@@ -145,10 +145,13 @@ impl ControlPlane {
                     {
                         changed += 1;
                     }
-                    // Recorded for the other replicas, which re-read it before publishing.
+                    // Recorded for the other replicas, which re-read it before publishing,
+                    // through the leader's store: fenced, so a deposed leader cannot.
                     let text = reference.to_string();
-                    if let Some(fp) = self.keys.fingerprint(&text) {
-                        self.store.record_secret_version(&text, &fp).await?;
+                    if let (Some(fp), Some(store)) =
+                        (self.keys.fingerprint(&text), self.leader_store())
+                    {
+                        store.record_secret_version(&text, &fp).await?;
                     }
                 }
                 Err(e) => {

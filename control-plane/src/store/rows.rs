@@ -188,7 +188,7 @@ from_stored!(CredentialRecord, |row| {
 });
 
 from_stored!(NodeRecord, |row| {
-    node_id, credential_id, last_seen, software_version;
+    node_id, credential_id, last_seen, software_version, replica_id;
     acked_version: unsigned(row.try_get("acked_version")?),
 });
 

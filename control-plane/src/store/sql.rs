@@ -682,17 +682,18 @@ impl StateStore for SqlStore {
         execute!(
             self,
             sqlx::query(
-                "INSERT INTO nodes (node_id, credential_id, acked_version, last_seen, software_version)
-                 VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO nodes (node_id, credential_id, acked_version, last_seen, software_version, replica_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (node_id) DO UPDATE SET credential_id = EXCLUDED.credential_id,
                  acked_version = EXCLUDED.acked_version, last_seen = EXCLUDED.last_seen,
-                 software_version = EXCLUDED.software_version",
+                 software_version = EXCLUDED.software_version, replica_id = EXCLUDED.replica_id",
             )
             .bind(&n.node_id)
             .bind(&n.credential_id)
             .bind(bigint(n.acked_version))
             .bind(n.last_seen)
             .bind(&n.software_version)
+            .bind(&n.replica_id)
         );
         Ok(())
     }

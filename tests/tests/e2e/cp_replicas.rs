@@ -127,8 +127,10 @@ async fn three_replicas_share_changes_leadership_checkpoints_and_the_audit_chain
     ctl_on(&c, 1, &["token", "revoke", &jti]).unwrap();
     let revoked_at = Instant::now();
     let mut refused_after = None;
+    let mut tries = 0;
     while revoked_at.elapsed() < Duration::from_secs(3) {
         let r = c.chat(0, &token, &body).await.unwrap();
+        tries += 1;
         if r.status() == 401 {
             refused_after = Some(revoked_at.elapsed());
             break;
@@ -138,6 +140,34 @@ async fn three_replicas_share_changes_leadership_checkpoints_and_the_audit_chain
     let refused_after = refused_after.expect("the node on replica 2 still accepts the token");
     println!("revocation through replica 1 refused on replica 2's node after {refused_after:?}");
     assert!(refused_after <= Duration::from_secs(1), "{refused_after:?}");
+    // The call through replica 1 returned once the node on replica 2 had acknowledged the
+    // change (through the nodes table): the first request after it is refused.
+    assert_eq!(tries, 1, "refused only after {tries} tries");
+
+    // `wardenctl cluster status`: three live replicas, one leader, the node on replica 2.
+    let status: Value =
+        serde_json::from_str(&ctl_on(&c, 1, &["cluster", "status", "-o", "json"]).unwrap())
+            .unwrap();
+    let replicas = status["replicas"].as_array().unwrap();
+    let ids: Vec<&str> = replicas
+        .iter()
+        .map(|r| r["replica_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["replica-0", "replica-1", "replica-2"], "{status}");
+    let leaders: Vec<&Value> = replicas.iter().filter(|r| r["leader"] == true).collect();
+    assert_eq!(leaders.len(), 1, "{status}");
+    assert!(
+        leaders[0]["fencing_token"].as_i64().unwrap() > 0,
+        "{status}"
+    );
+    let attached: Vec<u64> = replicas
+        .iter()
+        .map(|r| r["nodes_attached"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attached, [0, 0, 1], "{status}");
+    let nodes: Value =
+        serde_json::from_str(&ctl_on(&c, 0, &["nodes", "-o", "json"]).unwrap()).unwrap();
+    assert_eq!(nodes["nodes"][0]["replica_id"], "replica-2", "{nodes}");
     let second = c.node_version(0).await.unwrap();
     assert!(second > first, "versions only grow: {first} -> {second}");
 

@@ -289,6 +289,8 @@ admin_rpcs! {
         = Change Admin("node_credential.create", credentials::issue_node);
     list_nodes(ListNodesRequest) -> ListNodesResponse
         = Read Operator("node.list", nodes::list);
+    list_replicas(ListReplicasRequest) -> ListReplicasResponse
+        = Read Admin("cluster.replica_list", nodes::list_replicas);
     list_node_credentials(ListCredentialsRequest) -> ListCredentialsResponse
         = Read Admin("node_credential.list", credentials::list_node);
     revoke_node_credential(RevokeCredentialRequest) -> RevokeCredentialResponse

@@ -1,4 +1,4 @@
-//! Data-plane nodes over the Admin API.
+//! Data-plane nodes and control-plane replicas over the Admin API.
 
 use tonic::Status;
 use warden_proto::admin::v1 as pb;
@@ -21,6 +21,7 @@ pub(super) async fn list(
             last_seen: n.record.last_seen,
             connected: n.connected,
             software_version: n.record.software_version,
+            replica_id: n.record.replica_id,
         })
         .collect();
     Ok(pb::ListNodesResponse {
@@ -28,4 +29,26 @@ pub(super) async fn list(
         current_version: cp.current_version(),
         next_page_token: page.next_token,
     })
+}
+
+pub(super) async fn list_replicas(
+    cp: &ControlPlane,
+    _: Actor,
+    _: pb::ListReplicasRequest,
+) -> Result<pb::ListReplicasResponse, Status> {
+    let replicas = cp
+        .list_replicas()
+        .await?
+        .into_iter()
+        .map(|r| pb::ReplicaInfo {
+            replica_id: r.replica_id,
+            started_at: r.started_at_ms / 1000,
+            heartbeat_at: r.heartbeat_at_ms / 1000,
+            leader: r.leader,
+            fencing_token: r.fencing_token,
+            snapshot_version: r.snapshot_version,
+            nodes_attached: r.nodes_attached,
+        })
+        .collect();
+    Ok(pb::ListReplicasResponse { replicas })
 }

@@ -267,7 +267,7 @@ impl SqlStore {
         fingerprint: &str,
     ) -> Result<u64, StoreError> {
         let p = self.pg("secret versions")?;
-        let version: i64 = sqlx::query_scalar(
+        let write = sqlx::query_scalar(
             "INSERT INTO secret_versions (reference, fingerprint, version) VALUES ($1, $2, 1)
              ON CONFLICT (reference) DO UPDATE SET
                  version = CASE WHEN secret_versions.fingerprint = EXCLUDED.fingerprint
@@ -277,9 +277,27 @@ impl SqlStore {
              RETURNING version",
         )
         .bind(reference)
-        .bind(fingerprint)
-        .fetch_one(p)
-        .await?;
+        .bind(fingerprint);
+        // The leader's rotation poll writes through a fenced copy: a deposed leader's late
+        // record is refused in the same transaction, like its checkpoints.
+        let version: i64 = match self.fence {
+            None => write.fetch_one(p).await?,
+            Some(token) => {
+                let mut tx = p.begin().await?;
+                if sqlx::query(FENCE_CHECK)
+                    .bind(token)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
+                {
+                    tx.rollback().await?;
+                    return Err(StoreError::Fenced(token));
+                }
+                let version = write.fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                version
+            }
+        };
         Ok(u64::try_from(version).unwrap_or(0))
     }
 
@@ -293,6 +311,68 @@ impl SqlStore {
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("reference")?, r.try_get("fingerprint")?)))
+            .collect()
+    }
+}
+
+impl SqlStore {
+    /// Detaches `node_id` from `from` (its watch stream there ended); a node that already
+    /// moved to another replica stays attached to it.
+    pub async fn detach_node(&self, node_id: &str, from: &str) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => {
+            sqlx::query("UPDATE nodes SET replica_id = '' WHERE node_id = $1 AND replica_id = $2")
+                .bind(node_id)
+                .bind(from)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The nodes attached to a live replica other than `except` (heartbeat younger than
+    /// `within`) that have not acknowledged `version` yet. Empty with SQLite (one replica).
+    pub async fn nodes_behind_elsewhere(
+        &self,
+        version: u64,
+        except: &str,
+        within: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        Ok(sqlx::query_scalar(
+            "SELECT n.node_id FROM nodes n JOIN cp_replicas r ON r.replica_id = n.replica_id
+             WHERE n.replica_id <> '' AND n.replica_id <> $1 AND n.acked_version < $2
+               AND r.heartbeat_at > clock_timestamp() - make_interval(secs => $3)
+             ORDER BY n.node_id",
+        )
+        .bind(except)
+        .bind(bigint(version))
+        .bind(within.as_secs_f64())
+        .fetch_all(p)
+        .await?)
+    }
+
+    /// How many nodes are attached to each live replica (heartbeat younger than `within`).
+    pub async fn nodes_per_replica(
+        &self,
+        within: std::time::Duration,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let p = self.pg("the replica registry")?;
+        let rows = sqlx::query(
+            "SELECT r.replica_id, COUNT(n.node_id) AS attached
+             FROM cp_replicas r LEFT JOIN nodes n ON n.replica_id = r.replica_id
+             WHERE r.heartbeat_at > clock_timestamp() - make_interval(secs => $1)
+             GROUP BY r.replica_id",
+        )
+        .bind(within.as_secs_f64())
+        .fetch_all(p)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("attached")?;
+                Ok((r.try_get("replica_id")?, u64::try_from(n).unwrap_or(0)))
+            })
             .collect()
     }
 }
