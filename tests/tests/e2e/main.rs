@@ -36,6 +36,7 @@ mod dev;
 mod dlp;
 mod egress;
 mod failed_logins;
+mod graceful;
 mod gateway;
 mod https;
 mod incident;
