@@ -317,7 +317,10 @@ async fn flush_audit(state: &state::AppState) {
     let spool = state.audit.spool();
     while !spool.all_delivered() {
         let now = tokio::time::Instant::now();
-        if state.cp_connected.load(std::sync::atomic::Ordering::Relaxed) {
+        if state
+            .cp_connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             linked_at = now;
         }
         if now >= deadline || now.duration_since(linked_at) > std::time::Duration::from_secs(2) {

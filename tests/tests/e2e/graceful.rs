@@ -62,11 +62,18 @@ async fn open_streams(
         );
         tasks.push(tokio::spawn(async move {
             let body = TestCluster::chat_body(MODEL, &format!("stream number {i}"), true);
-            let r = http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap();
+            let r = http
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             let id = request_id(&r);
             let mut stream = r.bytes_stream();
-            let mut text = String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()).to_string();
+            let mut text =
+                String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()).to_string();
             first_tx.send(()).await.unwrap();
             while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), stream.next())
                 .await
@@ -97,14 +104,23 @@ fn content(text: &str) -> String {
     text.split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 
 /// The audit rows of `action` (newest first), as JSON.
 fn audit_rows(c: &TestCluster, action: &str) -> Vec<Value> {
     let out = c
-        .ctl_ok(&["audit", "list", "--action", action, "--limit", "1000", "-o", "json"], None)
+        .ctl_ok(
+            &[
+                "audit", "list", "--action", action, "--limit", "1000", "-o", "json",
+            ],
+            None,
+        )
         .unwrap();
     serde_json::from_str::<Value>(&out)
         .unwrap()
@@ -129,7 +145,11 @@ async fn sigterm_under_streaming_load_answers_every_started_stream_and_audits_ea
     let mut ids = Vec::new();
     for i in 0..5 {
         let r = c
-            .chat(0, &token, &TestCluster::chat_body(MODEL, &format!("before {i}"), false))
+            .chat(
+                0,
+                &token,
+                &TestCluster::chat_body(MODEL, &format!("before {i}"), false),
+            )
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
@@ -149,12 +169,22 @@ async fn sigterm_under_streaming_load_answers_every_started_stream_and_audits_ea
         .unwrap();
     assert_eq!(ready.status(), 503);
     let why: Value = ready.json().await.unwrap();
-    assert!(why["reason"].as_str().unwrap().contains("draining"), "{why}");
+    assert!(
+        why["reason"].as_str().unwrap().contains("draining"),
+        "{why}"
+    );
     // No new connection is accepted.
     let api = format!("127.0.0.1:{}", c.nodes[0].port);
-    eventually(Duration::from_secs(2), "new connections to be refused", || async {
-        tokio::net::TcpStream::connect(&api).await.is_err().then_some(())
-    })
+    eventually(
+        Duration::from_secs(2),
+        "new connections to be refused",
+        || async {
+            tokio::net::TcpStream::connect(&api)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
     .await
     .unwrap();
     // On a new connection (the harness's client may hold a keep-alive one).
@@ -168,24 +198,36 @@ async fn sigterm_under_streaming_load_answers_every_started_stream_and_audits_ea
         .json(&TestCluster::chat_body(MODEL, "after the signal", false))
         .send()
         .await;
-    assert!(refused.is_err(), "a request on a new connection after SIGTERM was served");
+    assert!(
+        refused.is_err(),
+        "a request on a new connection after SIGTERM was served"
+    );
 
     // The streams that had started run to their end.
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.mock.release_stream();
     for (i, task) in streams.into_iter().enumerate() {
         let (id, text) = task.await.unwrap();
-        assert!(text.trim_end().ends_with("data: [DONE]"), "stream {i}: {text}");
+        assert!(
+            text.trim_end().ends_with("data: [DONE]"),
+            "stream {i}: {text}"
+        );
         assert_eq!(content(&text), format!("mock: stream number {i}"));
         ids.push(id);
     }
     let (status, _) = wait_exit(&mut c.nodes[0].child, Duration::from_secs(15)).await;
     let took = signalled.elapsed();
     assert!(status.success(), "the node exited with {status}");
-    assert!(took < Duration::from_secs(8), "the drain took {took:?}: past its deadline");
+    assert!(
+        took < Duration::from_secs(8),
+        "the drain took {took:?}: past its deadline"
+    );
     println!("node drained and exited 0 {took:?} after SIGTERM");
     let log = c.logs();
-    assert!(log.contains("audit spool delivered to the control plane"), "{log}");
+    assert!(
+        log.contains("audit spool delivered to the control plane"),
+        "{log}"
+    );
 
     // Delivered before the exit: the node is gone, nothing else could send them.
     assert_each_audited_once(&c, &ids).await;
@@ -219,7 +261,10 @@ async fn a_stream_past_the_drain_deadline_is_cut_with_an_error_event_and_audited
     let mut ids = Vec::new();
     for task in streams {
         let (id, text) = task.await.unwrap();
-        assert!(text.contains("shutting_down"), "the stream did not end with the error event: {text}");
+        assert!(
+            text.contains("shutting_down"),
+            "the stream did not end with the error event: {text}"
+        );
         ids.push(id);
     }
     let (status, _) = wait_exit(&mut c.nodes[0].child, Duration::from_secs(15)).await;
@@ -254,9 +299,11 @@ async fn sighup_serves_the_new_certificate_at_once_and_audits_config_reload() {
     assert_eq!(n.served().await, first, "swapped before the signal");
     let pid = n.cluster.nodes[0].child.id();
     signal(pid, "HUP");
-    eventually(Duration::from_secs(3), "the new certificate after SIGHUP", || async {
-        (n.served().await == second.der).then_some(())
-    })
+    eventually(
+        Duration::from_secs(3),
+        "the new certificate after SIGHUP",
+        || async { (n.served().await == second.der).then_some(()) },
+    )
     .await
     .unwrap();
     let row = eventually(Duration::from_secs(15), "a config.reload row", || async {
@@ -265,7 +312,11 @@ async fn sighup_serves_the_new_certificate_at_once_and_audits_config_reload() {
     .await
     .unwrap();
     assert_eq!(row["result"], "ok", "{row}");
-    assert_eq!(row["actor"], format!("node:{}", n.cluster.nodes[0].id), "{row}");
+    assert_eq!(
+        row["actor"],
+        format!("node:{}", n.cluster.nodes[0].id),
+        "{row}"
+    );
     let detail = warden_core::audit_detail::parse(row["detail"].as_str().unwrap());
     assert_eq!(detail["tls"], "ok", "{row}");
     assert_eq!(detail["log_level"], "fixed", "{row}");
@@ -274,11 +325,15 @@ async fn sighup_serves_the_new_certificate_at_once_and_audits_config_reload() {
     // A bad pair on SIGHUP: refused, audited as failed, the previous certificate stays.
     std::fs::write(&n.cert_file, "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
     signal(pid, "HUP");
-    let failed = eventually(Duration::from_secs(15), "a failed config.reload row", || async {
-        audit_rows(&n.cluster, "config.reload")
-            .into_iter()
-            .find(|r| r["result"] == "failure")
-    })
+    let failed = eventually(
+        Duration::from_secs(15),
+        "a failed config.reload row",
+        || async {
+            audit_rows(&n.cluster, "config.reload")
+                .into_iter()
+                .find(|r| r["result"] == "failure")
+        },
+    )
     .await
     .unwrap();
     let detail = warden_core::audit_detail::parse(failed["detail"].as_str().unwrap());
@@ -304,11 +359,15 @@ async fn a_leader_given_sigterm_gives_its_lease_back_and_another_replica_leads_a
         c.replicas[leader].child.as_ref().unwrap().id()
     };
     signal(pid, "HUP");
-    let row = eventually(Duration::from_secs(15), "the replica's config.reload row", || async {
-        audit_rows(&c, "config.reload")
-            .into_iter()
-            .find(|r| r["actor"] == "system:signal")
-    })
+    let row = eventually(
+        Duration::from_secs(15),
+        "the replica's config.reload row",
+        || async {
+            audit_rows(&c, "config.reload")
+                .into_iter()
+                .find(|r| r["actor"] == "system:signal")
+        },
+    )
     .await
     .unwrap();
     assert_eq!(row["result"], "ok", "{row}");
@@ -338,15 +397,22 @@ async fn a_leader_given_sigterm_gives_its_lease_back_and_another_replica_leads_a
     .unwrap();
     let took = signalled.elapsed();
     println!("replica {leader} stopped; replica {next} leads {took:?} after SIGTERM");
-    assert!(took < Duration::from_secs(15), "{took:?}: the lease was waited out");
+    assert!(
+        took < Duration::from_secs(15),
+        "{took:?}: the lease was waited out"
+    );
     // The node follows the survivor and serves.
-    eventually(Duration::from_secs(20), "the node to serve after the hand-over", || async {
-        let r = c
-            .chat(0, &token, &TestCluster::chat_body(MODEL, "after", false))
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the node to serve after the hand-over",
+        || async {
+            let r = c
+                .chat(0, &token, &TestCluster::chat_body(MODEL, "after", false))
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
     .await
     .unwrap();
 }
