@@ -987,6 +987,37 @@ mod tests {
             .collect()
     }
 
+    #[tokio::test]
+    async fn all_delivered_only_once_every_durable_record_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start(&config(dir.path(), 1 << 20, OnFull::Drop));
+        assert!(
+            s.shared.all_delivered(),
+            "an empty spool has nothing to send"
+        );
+        s.send((0..5).map(event)).await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while s.shared.handled() < 5 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!s.shared.all_delivered(), "written, not acknowledged");
+        let Running {
+            shared,
+            tx,
+            writer,
+            mut reader,
+        } = s;
+        read(&mut reader, 5, false).await;
+        assert!(!shared.all_delivered(), "read, not acknowledged");
+        read(&mut reader, 5, true).await;
+        assert!(shared.all_delivered());
+        drop(tx);
+        writer.join().unwrap();
+    }
+
     #[test]
     fn records_round_trip_and_damage_is_detected() {
         let line = encode(&event(7), "node-a").unwrap();
