@@ -416,3 +416,36 @@ async fn a_leader_given_sigterm_gives_its_lease_back_and_another_replica_leads_a
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_second_sigterm_exits_at_once_without_waiting_for_the_drain() {
+    let mut c = TestCluster::start_with(
+        1,
+        Options {
+            node_args: vec!["--drain-timeout".to_owned(), "60s".to_owned()],
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let token = c.issue_token("svc-twice", "*").unwrap();
+    c.mock.set_behavior(Behavior::GatedStream);
+    let streams = open_streams(&c, &token, 1).await;
+    let pid = c.nodes[0].child.id();
+    signal(pid, "TERM");
+    // Draining: the stream holds the node up (60 s deadline, 10 s gate).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        c.nodes[0].child.try_wait().unwrap().is_none(),
+        "exited before the drain ended"
+    );
+    signal(pid, "TERM");
+    let (status, took) = wait_exit(&mut c.nodes[0].child, Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let (_, text) = streams.into_iter().next().unwrap().await.unwrap();
+    assert!(
+        !text.contains("[DONE]"),
+        "the stream cannot have completed: {text}"
+    );
+}
