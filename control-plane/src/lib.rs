@@ -16,6 +16,7 @@ pub mod healthcheck;
 pub mod metrics;
 pub mod ops;
 pub mod page;
+pub mod reload;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;
@@ -778,6 +779,7 @@ pub async fn start(
         }
         None => None,
     };
+    reload::spawn(Arc::clone(&cp), tls.clone(), shutdown.clone());
     let client_certs = tls
         .as_ref()
         .map_or(tls::ClientCertMode::Off, |t| t.client_cert_mode());

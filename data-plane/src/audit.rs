@@ -51,6 +51,19 @@ pub struct AuditSink {
     spool: Arc<spool::Shared>,
     /// Events handed to the writer.
     queued: AtomicU64,
+    /// Events promised but not yet emitted (answers whose body is still going out).
+    pending: Arc<AtomicU64>,
+}
+
+/// An event that will be emitted (a streaming answer's, when its body ends): while one is
+/// held, [`AuditSink::drain`] waits for it.
+#[derive(Debug)]
+pub struct PendingEvent(Arc<AtomicU64>);
+
+impl Drop for PendingEvent {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl AuditSink {
@@ -74,6 +87,7 @@ impl AuditSink {
                 tx,
                 spool: shared,
                 queued: AtomicU64::new(0),
+                pending: Arc::new(AtomicU64::new(0)),
             },
             reader,
         ))
@@ -135,12 +149,20 @@ impl AuditSink {
         &self.spool
     }
 
-    /// Waits until every queued event is on disk (or dropped), at most `timeout`; for a
-    /// clean shutdown.
+    /// Holds a place for an event to be emitted later; drop it after emitting.
+    pub fn pending_event(&self) -> PendingEvent {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        PendingEvent(Arc::clone(&self.pending))
+    }
+
+    /// Waits until every pending event is emitted and every queued one is on disk (or
+    /// dropped), at most `timeout`; for a clean shutdown.
     pub async fn drain(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.spool.handled() >= self.queued.load(Ordering::Relaxed) {
+            if self.pending.load(Ordering::Relaxed) == 0
+                && self.spool.handled() >= self.queued.load(Ordering::Relaxed)
+            {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -167,6 +167,9 @@ pub struct Flags {
     /// is served to new connections (open ones keep theirs).
     #[arg(long, env = "WARDEN_HTTP_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub http_tls_reload_interval: Duration,
+    /// On SIGTERM: how long in-flight requests and streams may run before streams are cut.
+    #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     /// `Strict-Transport-Security` max-age on every HTTPS answer: `off`, or a duration such
     /// as `365d`. Needs --http-tls-cert-file.
     #[arg(long, env = "WARDEN_HTTP_HSTS_MAX_AGE", default_value = DEFAULT_HTTP_HSTS_MAX_AGE)]
@@ -352,6 +355,8 @@ pub struct NodeConfig {
     pub http_body_read_timeout: Duration,
     /// Longest a whole upstream exchange may take; `None`: no deadline.
     pub upstream_deadline: Option<Duration>,
+    /// After the stop signal: how long requests may run before streams are cut.
+    pub drain_timeout: Duration,
     /// Where `/metrics`, `/readyz` and `/healthz` are served; `None`: nowhere.
     pub ops_addr: Option<SocketAddr>,
     /// `--allow-plaintext`: an `http://` control plane off loopback is used (else refused).
@@ -398,6 +403,7 @@ impl NodeConfig {
             http_limits: crate::listener::Limits::default(),
             http_body_read_timeout: DEFAULT_HTTP_BODY_READ_TIMEOUT,
             upstream_deadline: None,
+            drain_timeout: Duration::from_secs(30),
             ops_addr: DEFAULT_OPS_ADDR.parse().ok(),
             allow_plaintext: false,
             failed_login_limit: crate::proxy::failed_logins::DEFAULT_LIMIT,
@@ -509,6 +515,7 @@ impl NodeConfig {
             )?,
         };
         config.http_body_read_timeout = flags.http_body_read_timeout;
+        config.drain_timeout = flags.drain_timeout;
         config.upstream_deadline = parse_optional_duration(&flags.upstream_deadline)
             .map_err(ConfigError::UpstreamDeadline)?;
         config.ops_addr = match flags.ops_addr.trim() {

@@ -477,6 +477,15 @@ impl ApiError {
         .with_retry_after(Some("1".to_owned()))
     }
 
+    /// The node stopped (SIGTERM) and its drain deadline passed while this answer streamed.
+    pub fn shutting_down() -> Self {
+        Self::unavailable(
+            "shutting_down",
+            "This gateway node is shutting down and ended the answer at its drain deadline; retry the request.",
+        )
+        .with_retry_after(Some("1".to_owned()))
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             Parts {

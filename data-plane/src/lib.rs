@@ -24,6 +24,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod redis_state;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod sync;
@@ -129,12 +130,26 @@ pub async fn run(
     run_on(config, Listeners { api: listener, ops }, shutdown).await
 }
 
-/// Serves on `listeners` and keeps the link to the control plane until `shutdown`.
+/// How long, after the last request, the node waits for the control plane to acknowledge
+/// the audit spool before it exits; what is left stays on disk for the next start.
+pub const AUDIT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// After the drain deadline cut the streams: how long their connections get to close.
+const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves on `listeners` until `shutdown` (the stop signal), then drains: `/readyz`
+/// answers 503 and no new connection is accepted; in-flight requests and streams run up to
+/// `config.drain_timeout`, then streams still running are cut (with an error event, audited
+/// `cut_at_shutdown`); the audit spool is flushed to the control plane (up to
+/// [`AUDIT_FLUSH_TIMEOUT`]); then the link to the control plane ends.
 pub async fn run_on(
     config: NodeConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let stop = shutdown;
+    // Everything but the API listener runs until the drain is over; cancelled on any exit.
+    let shutdown = CancellationToken::new();
+    let _background = shutdown.clone().drop_guard();
     // A bad certificate stops the start before anything else begins.
     let https = match &config.http_tls {
         Some(settings) => Some(listener::tls::Https::start(settings, shutdown.clone())?),
@@ -211,6 +226,12 @@ pub async fn run_on(
         replica,
         shutdown.clone(),
     ));
+    reload::spawn(
+        Arc::clone(&state),
+        https.clone(),
+        config.node_id.clone(),
+        shutdown.clone(),
+    );
     let app = server::router(Arc::clone(&state), config.max_body_bytes);
     let Listeners { api, ops } = listeners;
     let scheme = if https.is_some() { "https" } else { "http" };
@@ -232,10 +253,17 @@ pub async fn run_on(
             None
         }
     };
-    listener::serve(api, app, config.http_limits, https, "api", shutdown.clone()).await;
-    if let Some(task) = ops_task {
-        let _ = task.await;
-    }
+    let draining = Arc::clone(&state);
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        stopped.cancelled().await;
+        draining
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("stop signal: not accepting new connections; draining in-flight requests");
+    });
+    let serving = listener::serve(api, app, config.http_limits, https, "api", stop.clone());
+    drain(serving, &stop, &state, config.drain_timeout).await;
     // Events of the last requests go to disk before the process ends, the counts of open
     // failed-login windows with them; the next start sends whatever the control plane has
     // not acknowledged.
@@ -243,7 +271,67 @@ pub async fn run_on(
     if !state.audit.drain(std::time::Duration::from_secs(2)).await {
         tracing::warn!("audit events still queued at shutdown were not written to the spool");
     }
+    flush_audit(&state).await;
     shutdown.cancel();
+    if let Some(task) = ops_task {
+        let _ = task.await;
+    }
     let _ = link.await;
     Ok(())
+}
+
+/// Runs `serving` (the API listener) to its end; once `stop` fired, for at most
+/// `drain_timeout`, then cuts the streams still running and gives their connections
+/// [`CUT_GRACE`] to close.
+async fn drain(
+    serving: impl std::future::Future<Output = ()>,
+    stop: &CancellationToken,
+    state: &state::AppState,
+    drain_timeout: std::time::Duration,
+) {
+    tokio::pin!(serving);
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        biased;
+        () = &mut serving => return,
+        () = deadline => {}
+    }
+    tracing::warn!(
+        drain_timeout = ?drain_timeout,
+        "drain deadline passed; cutting the streams still running"
+    );
+    state.drain_cut.cancel();
+    if tokio::time::timeout(CUT_GRACE, serving).await.is_err() {
+        tracing::warn!("connections still open after the streams were cut; closing them");
+    }
+}
+
+/// Waits until the control plane has acknowledged every event in the spool, at most
+/// [`AUDIT_FLUSH_TIMEOUT`] (and not past 2 s without a control-plane link); the rest stays
+/// in the spool on disk for the next start.
+async fn flush_audit(state: &state::AppState) {
+    let deadline = tokio::time::Instant::now() + AUDIT_FLUSH_TIMEOUT;
+    let mut linked_at = tokio::time::Instant::now();
+    let spool = state.audit.spool();
+    while !spool.all_delivered() {
+        let now = tokio::time::Instant::now();
+        if state
+            .cp_connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            linked_at = now;
+        }
+        if now >= deadline || now.duration_since(linked_at) > std::time::Duration::from_secs(2) {
+            tracing::warn!(
+                spool_bytes = spool.used_bytes(),
+                "audit events not yet acknowledged by the control plane stay in the spool; the next start sends them"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::info!("audit spool delivered to the control plane");
 }

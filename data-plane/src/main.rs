@@ -47,7 +47,23 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = CancellationToken::new();
-    warden_core::shutdown::cancel_on_signal(&shutdown);
+    stop_on_signal_exit_on_second(&shutdown);
     warden_data_plane::run_on(config, Listeners { api, ops }, shutdown).await?;
     Ok(())
+}
+
+/// Cancels `stop` on the first SIGINT or SIGTERM (the node then drains); on a second one,
+/// exits at once with status 1 (the audit spool is durable: the next start sends the rest).
+fn stop_on_signal_exit_on_second(stop: &CancellationToken) {
+    let first = warden_core::shutdown::signal();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        first.await;
+        tracing::info!("stop signal received; draining (a second SIGTERM or SIGINT exits at once)");
+        let second = warden_core::shutdown::signal();
+        stop.cancel();
+        second.await;
+        tracing::warn!("second stop signal: exiting now without draining");
+        std::process::exit(1);
+    });
 }

@@ -71,6 +71,17 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let connected = state.cp_connected.load(Ordering::Relaxed);
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "ready": false,
+                "reason": "draining: the node is shutting down (SIGTERM) and accepts no new connections",
+                "control_plane_connected": connected,
+            })),
+        )
+            .into_response();
+    }
     if let Some(reason) = state.audit.unavailable() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -41,6 +41,10 @@ pub struct AppState {
     pub failed_logins: crate::proxy::failed_logins::FailedLogins,
     /// Blocked client addresses and the failure counts that block them.
     pub ip_blocks: Arc<crate::ip_block::IpBlocks>,
+    /// Set on the stop signal (SIGTERM): `/readyz` answers 503 so load balancers move on.
+    pub draining: AtomicBool,
+    /// Cancelled at the drain deadline: streams still running end with an error event.
+    pub drain_cut: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -68,6 +72,8 @@ impl AppState {
             ip_blocks: Arc::new(crate::ip_block::IpBlocks::local(
                 crate::ip_block::Settings::default(),
             )),
+            draining: AtomicBool::new(false),
+            drain_cut: tokio_util::sync::CancellationToken::new(),
         }
     }
 

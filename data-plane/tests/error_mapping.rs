@@ -360,6 +360,21 @@ async fn every_error_renders_as_pinned() {
             ),
         ),
         (
+            "shutting down (a stream cut at the drain deadline)",
+            ApiError::shutting_down(),
+            pin(
+                503,
+                "api_error",
+                Some("shutting_down"),
+                "This gateway node is shutting down and ended the answer at its drain deadline; retry the request.",
+                Internal,
+                true,
+                &[("retry-after", "1")],
+                "overloaded_error",
+                &[("retry-after", "1")],
+            ),
+        ),
+        (
             "budget spent",
             limit(LimitKind::Budget, 5_000_000, Duration::from_secs(90)),
             pin(

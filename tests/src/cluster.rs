@@ -162,6 +162,8 @@ pub struct Options {
     /// Each replica has its own data dir, ops listener and `[cluster]` settings (a 2 s
     /// lease, a 500 ms version poll, 3 database connections); replica 0 is `cp`.
     pub cp_replicas: usize,
+    /// The replicas' `[cluster] lease_ttl` (default `2s`).
+    pub cp_lease_ttl: Option<String>,
 }
 
 /// A control-plane replica beyond the first ([`Options::cp_replicas`]).
@@ -483,8 +485,9 @@ impl TestCluster {
         let mut text = self.options.cp_config.clone();
         if several {
             let mut t = text.unwrap_or_default();
+            let ttl = self.options.cp_lease_ttl.as_deref().unwrap_or("2s");
             t.push_str(&format!(
-                "\n[cluster]\nlease_ttl = \"2s\"\npoll_interval = \"500ms\"\nreplica_id = \"replica-{i}\"\n"
+                "\n[cluster]\nlease_ttl = \"{ttl}\"\npoll_interval = \"500ms\"\nreplica_id = \"replica-{i}\"\n"
             ));
             if !t.contains("[store]") {
                 t.push_str("\n[store]\nmax_connections = 3\n");

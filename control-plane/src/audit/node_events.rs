@@ -12,6 +12,7 @@
 //! | `auth.client` | `fp:<fingerprint>` of what was presented, `-` (nothing presented, or a window's count of failures from one address) |
 //! | `edge.*` (blocks, DLP: later issues add them) | the client credential kinds, `fp:…`, `-` |
 //! | `node.*` (the node's own events: `node.audit_quarantine`, `node.dangerous_settings`, staleness) | `node:<id>`, `-` |
+//! | `config.reload` (the node's SIGHUP reload) | `node:<id>`, `-` |
 //!
 //! except the `node.*` actions the control plane writes itself ([`RESERVED`]). An event
 //! outside the rules refuses its whole batch with `InvalidArgument` naming the event id, so
@@ -88,6 +89,7 @@ fn actor_kinds(action: &str) -> Result<&'static [&'static str], Refusal> {
     match action {
         "request" => Ok(CLIENT),
         "auth.client" => Ok(PRESENTED),
+        "config.reload" => Ok(NODE),
         a if RESERVED.contains(&a) => Err(Refusal::Action(a.to_owned())),
         _ if family("node.") => Ok(NODE),
         _ if family("edge.") => Ok(CLIENT_OR_PRESENTED),
@@ -245,6 +247,7 @@ mod tests {
             ("node.audit_quarantine", "node:node-a"),
             ("node.dangerous_settings", "-"),
             ("node.stale", "node:n1"),
+            ("config.reload", "node:n1"),
             ("edge.block", "vkey:vk_1234****cdef"),
             ("edge.dlp.redacted", "jwt:svc"),
         ] {

@@ -171,6 +171,8 @@ pub struct Shared {
     handled: AtomicU64,
     /// The durable end of the spool, as the writer last synced it.
     durable: watch::Sender<Position>,
+    /// Where the reader is: everything before it was acknowledged by the control plane.
+    delivered: std::sync::Mutex<Position>,
     /// Held for the life of the spool: one node process per directory.
     _lock: File,
 }
@@ -202,6 +204,22 @@ impl Shared {
 
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the control plane has acknowledged everything written durably so far.
+    pub fn all_delivered(&self) -> bool {
+        let delivered = *self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        delivered >= *self.durable.borrow()
+    }
+
+    fn set_delivered(&self, at: Position) {
+        *self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
     }
 
     /// Events the writer has written durably or dropped.
@@ -289,6 +307,10 @@ pub fn open(config: &SpoolConfig) -> Result<(Arc<Shared>, Writer, Reader), Spool
         offset: 0,
     };
     let (durable_tx, durable_rx) = watch::channel(durable);
+    let start = Position {
+        segment: first.unwrap_or(live),
+        offset: 0,
+    };
     let shared = Arc::new(Shared {
         dir: dir.clone(),
         max_bytes: config.max_bytes,
@@ -299,6 +321,7 @@ pub fn open(config: &SpoolConfig) -> Result<(Arc<Shared>, Writer, Reader), Spool
         dropped: AtomicU64::new(0),
         handled: AtomicU64::new(0),
         durable: durable_tx,
+        delivered: std::sync::Mutex::new(start),
         _lock: lock,
     });
     shared.refresh_gauges();
@@ -315,10 +338,7 @@ pub fn open(config: &SpoolConfig) -> Result<(Arc<Shared>, Writer, Reader), Spool
     let reader = Reader {
         shared: Arc::clone(&shared),
         durable: durable_rx,
-        cursor: Position {
-            segment: first.unwrap_or(live),
-            offset: 0,
-        },
+        cursor: start,
     };
     Ok((shared, writer, reader))
 }
@@ -681,6 +701,7 @@ impl Reader {
                     }
                     // Only damaged lines: skip them.
                     self.cursor = end;
+                    self.shared.set_delivered(end);
                     continue;
                 }
                 tokio::select! {
@@ -702,6 +723,7 @@ impl Reader {
             self.finish_segment(durable).await;
         } else {
             self.cursor = batch.end;
+            self.shared.set_delivered(batch.end);
         }
     }
 
@@ -732,6 +754,7 @@ impl Reader {
                 .unwrap_or(durable.segment),
             offset: 0,
         };
+        self.shared.set_delivered(self.cursor);
     }
 }
 
@@ -962,6 +985,37 @@ mod tests {
             .into_iter()
             .map(|(id, _)| id)
             .collect()
+    }
+
+    #[tokio::test]
+    async fn all_delivered_only_once_every_durable_record_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start(&config(dir.path(), 1 << 20, OnFull::Drop));
+        assert!(
+            s.shared.all_delivered(),
+            "an empty spool has nothing to send"
+        );
+        s.send((0..5).map(event)).await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while s.shared.handled() < 5 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!s.shared.all_delivered(), "written, not acknowledged");
+        let Running {
+            shared,
+            tx,
+            writer,
+            mut reader,
+        } = s;
+        read(&mut reader, 5, false).await;
+        assert!(!shared.all_delivered(), "read, not acknowledged");
+        read(&mut reader, 5, true).await;
+        assert!(shared.all_delivered());
+        drop(tx);
+        writer.join().unwrap();
     }
 
     #[test]

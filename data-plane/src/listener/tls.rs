@@ -84,6 +84,8 @@ pub struct Https {
     pub(super) acceptor: TlsAcceptor,
     /// The `Strict-Transport-Security` value, when HSTS is on.
     pub(super) hsts: Option<HeaderValue>,
+    resolver: Arc<Resolver>,
+    settings: TlsSettings,
 }
 
 impl std::fmt::Debug for Https {
@@ -109,7 +111,12 @@ impl Https {
             current: ArcSwap::from_pointee(key),
         });
         let config = server_config(Arc::clone(&resolver))?;
-        tokio::spawn(watch(settings.clone(), files, resolver, shutdown));
+        tokio::spawn(watch(
+            settings.clone(),
+            files,
+            Arc::clone(&resolver),
+            shutdown,
+        ));
         let hsts = settings
             .hsts_max_age
             .map(|age| HeaderValue::from_str(&format!("max-age={}", age.as_secs())))
@@ -119,7 +126,35 @@ impl Https {
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             hsts,
+            resolver,
+            settings: settings.clone(),
         })
+    }
+
+    /// Reads the certificate and key files now (SIGHUP) and serves a good pair to new
+    /// connections; returns its fingerprint. A bad pair is refused and the served one stays.
+    pub async fn reload_now(&self) -> Result<String, TlsError> {
+        let (cert_file, key_file) = (
+            self.settings.cert_file.clone(),
+            self.settings.key_file.clone(),
+        );
+        let key = tokio::task::spawn_blocking(move || {
+            Files::read(&cert_file, &key_file)?.certified_key(&cert_file, &key_file)
+        })
+        .await
+        .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+        let key = match key {
+            Ok(key) => key,
+            Err(e) => {
+                metrics::counter!(crate::metrics::HTTP_TLS_RELOADS, "result" => "refused")
+                    .increment(1);
+                return Err(e);
+            }
+        };
+        let served = fingerprint(&key);
+        self.resolver.current.store(Arc::new(key));
+        metrics::counter!(crate::metrics::HTTP_TLS_RELOADS, "result" => "ok").increment(1);
+        Ok(served)
     }
 }
 

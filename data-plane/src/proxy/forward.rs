@@ -141,6 +141,7 @@ pub async fn forward(
                 ApiError::upstream_deadline(&served.route.provider.name, after),
             )
         }),
+        cut: state.drain_cut.clone(),
     };
     let provider = served.route.provider.name.clone();
     let key_fingerprint = served.key_fingerprint.clone();

@@ -182,7 +182,7 @@ pub struct Settled {
     pub completion_tokens: u64,
     /// Micro-USD at the route's price.
     pub cost_micros: u64,
-    /// `completed`, `client_disconnected`, `upstream_error`, `limit_exceeded` or
+    /// `completed`, `client_disconnected`, `upstream_error`, `limit_exceeded`, `cut_at_shutdown` or
     /// `upstream_deadline`.
     pub outcome: &'static str,
     /// What the DLP rules flagged in the answer (`None`: no rule applied).
@@ -209,6 +209,9 @@ pub struct PumpPlan {
     /// `--upstream-deadline`: when the whole exchange must have ended, and the error that
     /// ends a stream still running then.
     pub deadline: Option<(tokio::time::Instant, ApiError)>,
+    /// Cancelled when the node's drain deadline passes: the stream ends with an error
+    /// event (outcome `cut_at_shutdown`).
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 enum Frames {
@@ -364,6 +367,16 @@ pub fn pump(
                             .await;
                     }
                     outcome = "upstream_deadline";
+                    break 'pump;
+                }
+                () = plan.cut.cancelled() => {
+                    tracing::info!(sse = plan.sse, "drain deadline passed at shutdown; ending the answer");
+                    if plan.sse {
+                        let _ = tx.send(Ok(error_event(plan.client, &ApiError::shutting_down()))).await;
+                    } else {
+                        let _ = tx.send(Err(std::io::Error::other("node shutting down"))).await;
+                    }
+                    outcome = "cut_at_shutdown";
                     break 'pump;
                 }
             };

@@ -132,6 +132,7 @@ impl RequestAudit {
             )
             .with("status", a.status.as_u16());
         AnsweredRequest {
+            _pending: self.state.audit.pending_event(),
             state: Arc::clone(&self.state),
             detail,
             started: self.started,
@@ -174,6 +175,8 @@ pub struct AnsweredRequest {
     model: String,
     /// Whether the answer's status is a success.
     ok: bool,
+    /// Keeps the shutdown's audit drain waiting until this event is written.
+    _pending: crate::audit::PendingEvent,
 }
 
 impl AnsweredRequest {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use warden_tests::cluster::{CLAUDE_MODEL, MODEL, Options, TestCluster, eventually};
 
 /// The `x-request-id` of a response.
-fn request_id(r: &reqwest::Response) -> String {
+pub(crate) fn request_id(r: &reqwest::Response) -> String {
     r.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -41,7 +41,7 @@ fn audited_request_ids(c: &TestCluster) -> Option<HashMap<String, usize>> {
 }
 
 /// Waits until every id in `ids` is audited, then asserts each exactly once.
-async fn assert_each_audited_once(c: &TestCluster, ids: &[String]) {
+pub(crate) async fn assert_each_audited_once(c: &TestCluster, ids: &[String]) {
     let seen = eventually(
         Duration::from_secs(30),
         "every answered request in the audit log",

@@ -20,7 +20,7 @@ fn require_env(name: &str) -> String {
 
 /// Provider keys in Vault (a local `file` store is refused with several replicas), and
 /// checkpoints every second.
-fn replicas_options(replicas: usize) -> Options {
+pub(crate) fn replicas_options(replicas: usize) -> Options {
     let config = format!(
         r#"
 [secrets]
@@ -67,7 +67,7 @@ fn ctl_on(c: &TestCluster, i: usize, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-async fn sql_pool(c: &TestCluster) -> sqlx::PgPool {
+pub(crate) async fn sql_pool(c: &TestCluster) -> sqlx::PgPool {
     let url = c.options.database_url.clone().unwrap();
     let schema = c.database_schema();
     sqlx::postgres::PgPoolOptions::new()

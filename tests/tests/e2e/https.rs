@@ -18,17 +18,17 @@ use warden_tests::mock::Behavior;
 use warden_tests::pki::{ServerCert, TestCa, handshake};
 
 /// A cluster with one node serving HTTPS with `cert`, started with `args` besides.
-struct HttpsNode {
-    cluster: TestCluster,
-    ca: TestCa,
+pub(crate) struct HttpsNode {
+    pub(crate) cluster: TestCluster,
+    pub(crate) ca: TestCa,
     ca_file: PathBuf,
-    cert_file: PathBuf,
-    key_file: PathBuf,
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     _certs: tempfile::TempDir,
 }
 
 impl HttpsNode {
-    async fn start(args: &[&str]) -> Self {
+    pub(crate) async fn start(args: &[&str]) -> Self {
         let certs = tempfile::tempdir().unwrap();
         let ca = TestCa::new().unwrap();
         let ca_file = ca.write(certs.path()).unwrap();
@@ -72,7 +72,7 @@ impl HttpsNode {
     }
 
     /// The certificate a new connection is served now.
-    async fn served(&self) -> rustls::pki_types::CertificateDer<'static> {
+    pub(crate) async fn served(&self) -> rustls::pki_types::CertificateDer<'static> {
         let config = self
             .ca
             .client_config(rustls::DEFAULT_VERSIONS, &[b"http/1.1".as_slice()])

@@ -38,6 +38,7 @@ mod dlp;
 mod egress;
 mod failed_logins;
 mod gateway;
+mod graceful;
 mod healthcheck;
 mod https;
 mod incident;
