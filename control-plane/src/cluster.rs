@@ -25,13 +25,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use warden_core::audit_detail::Detail;
 
 use crate::RunError;
-use crate::audit::jobs::{AuditConfig, AuditJobs};
+use crate::audit::jobs::{AuditConfig, AuditJobs, humantime_duration};
 use crate::service::ControlPlane;
 use crate::service::replicas::{
     AUDIT_CHANNEL, CREDENTIALS_CHANNEL, SECRETS_CHANNEL, SNAPSHOT_CHANNEL,
@@ -44,12 +44,6 @@ fn default_poll_interval() -> Duration {
 
 fn default_lease_ttl() -> Duration {
     Duration::from_secs(15)
-}
-
-fn humantime_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration: {e}")))
 }
 
 /// `[cluster]`: how replicas on one PostgreSQL share the work.

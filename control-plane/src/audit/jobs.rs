@@ -94,8 +94,8 @@ fn default_retention_interval() -> Duration {
     DEFAULT_RETENTION_INTERVAL
 }
 
-/// A humantime duration string (`"60s"`, `"1h"`).
-fn humantime_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// A humantime duration string (`"60s"`, `"1h"`); also `[cluster]`'s.
+pub(crate) fn humantime_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text)
         .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration: {e}")))
