@@ -19,6 +19,7 @@ mod audit_spool;
 #[path = "../../../control-plane/tests/support/azure_double.rs"]
 #[allow(dead_code, reason = "the e2e suite uses a part of the double")]
 mod azure_double;
+mod backup_restore;
 mod bootstrap;
 mod bypass;
 mod certs;
@@ -61,3 +62,4 @@ mod secret_refs;
 mod secrets;
 mod snapshot_scale;
 mod store_tls;
+mod wire_compat;
