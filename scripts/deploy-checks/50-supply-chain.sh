@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Supply chain. 1) `cargo deny check licenses bans sources` against deny.toml (licence
-# allow-list, no OpenSSL/ring, no `*` versions, crates.io only), then three mutated copies of
-# the policy (MIT not allowed, tokio banned, no registry allowed) that must each fail with
-# their own error: proof the checks bite. 2) One CycloneDX 1.5 SBOM per shipped binary
-# (warden-cp, warden-dp, wardenctl) from `cargo cyclonedx --describe binaries`, in
-# $TARGET/sbom/, checked by sbom.py (official schema, the exact crate set and Cargo.lock
-# hashes, no local path) after its own mutation self-test.
+# allow-list, no OpenSSL/ring, no `*` versions, crates.io only), then mutations that must
+# each fail with their own error, proof the checks bite: copies of the policy (MIT not
+# allowed, tokio banned, no registry allowed) and a `*` requirement in cargo's metadata.
+# 2) One CycloneDX 1.5 SBOM per shipped binary (warden-cp, warden-dp, wardenctl) from
+# `cargo cyclonedx --describe binaries`, in $TARGET/sbom/, checked by sbom.py (official
+# schema, the exact crate set and Cargo.lock hashes, no local path) after its own
+# mutation self-test.
 # cargo-deny and cargo-cyclonedx are built from crates.io (pinned, --locked) into
 # $TARGET/tools/ on the first run: no official prebuilt binary is reachable here (their
 # releases are on GitHub). `advisories` needs the RustSec database from GitHub, which these
@@ -64,13 +65,14 @@ start=$SECONDS
   || { cat "$tmp/deny.out" >&2; fail "cargo deny check licenses bans sources (policy: deny.toml)"; }
 echo "50-supply-chain: cargo deny: $(tail -n 1 "$tmp/deny.out"); $(grep -c '^warning\[duplicate\]' "$tmp/deny.out" || true) crates in more than one version (warn)"
 
-# mutant NAME ERROR: the policy in $tmp/NAME.toml must fail with error[ERROR].
+# mutant NAME ERROR OPTION FILE: cargo deny with the mutated policy or metadata FILE must
+# fail with error[ERROR].
 mutant() {
-  local name=$1 want=$2
-  if "$DENY" --locked --config "$tmp/$name.toml" check licenses bans sources >"$tmp/$name.out" 2>&1; then
-    fail "cargo deny passed with the mutated policy $name: the check bites on nothing"
+  local name=$1 want=$2 option=$3 file=$4
+  if "$DENY" --locked "$option" "$file" check licenses bans sources >"$tmp/$name.out" 2>&1; then
+    fail "cargo deny passed with the mutation $name: the check bites on nothing"
   fi
-  grep -q "^error\[$want\]" "$tmp/$name.out" || { cat "$tmp/$name.out" >&2; fail "mutated policy $name did not fail with error[$want]"; }
+  grep -q "^error\[$want\]" "$tmp/$name.out" || { cat "$tmp/$name.out" >&2; fail "the mutation $name did not fail with error[$want]"; }
 }
 grep -v '^    "MIT",$' deny.toml >"$tmp/no-mit.toml"
 sed 's/^deny = \[$/deny = [\n    { crate = "tokio", reason = "self-test" },/' deny.toml >"$tmp/ban-tokio.toml"
@@ -78,10 +80,20 @@ sed 's#^allow-registry = .*#allow-registry = []#' deny.toml >"$tmp/no-registry.t
 for name in no-mit ban-tokio no-registry; do
   cmp -s deny.toml "$tmp/$name.toml" && fail "the mutation $name changed nothing in deny.toml"
 done
-mutant no-mit rejected
-mutant ban-tokio banned
-mutant no-registry source-not-allowed
-echo "50-supply-chain: mutated policies refused (licence, ban, source) in $((SECONDS - start)) s"
+mutant no-mit rejected --config "$tmp/no-mit.toml"
+mutant ban-tokio banned --config "$tmp/ban-tokio.toml"
+mutant no-registry source-not-allowed --config "$tmp/no-registry.toml"
+# A `*` requirement, put into cargo's metadata rather than into a Cargo.toml of the checkout.
+cargo metadata --format-version 1 --locked --all-features >"$tmp/metadata-all.json" || fail "cargo metadata"
+"$PYTOOLS/bin/python" - "$tmp/metadata-all.json" "$tmp/wildcard.json" <<'PY'
+import json, sys
+meta = json.load(open(sys.argv[1]))
+cli = next(p for p in meta["packages"] if p["name"] == "warden-cli")
+next(d for d in cli["dependencies"] if d["name"] == "anyhow")["req"] = "*"
+json.dump(meta, open(sys.argv[2], "w"))
+PY
+mutant wildcard wildcard --metadata-path "$tmp/wildcard.json"
+echo "50-supply-chain: mutations refused (licence, ban, source, wildcard) in $((SECONDS - start)) s"
 
 if [ "${WARDEN_DENY_ADVISORIES:-0}" = 1 ]; then
   "$DENY" --locked check advisories || fail "cargo deny check advisories"
