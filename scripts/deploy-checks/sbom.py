@@ -74,11 +74,13 @@ def lock_checksums(lock: dict) -> dict[tuple[str, str], str]:
 
 
 def leak_markers(root: str) -> list[str]:
+    """The checkout, and the home and cargo directories as path prefixes (`/root/`, so a
+    URL like `…/webpki-roots` is no match)."""
     markers = [os.path.realpath(root).rstrip("/")]
     for var in ("HOME", "CARGO_HOME"):
         value = os.environ.get(var, "").rstrip("/")
         if value:
-            markers.append(value)
+            markers.append(value + "/")
     return markers
 
 
