@@ -17,8 +17,9 @@ machine that built it and two checkouts of one commit give the same file.
   - has a dependency graph whose references all resolve;
   - holds no absolute path: not ROOT, $HOME, $CARGO_HOME, nor any `file:///` URL.
 
-`--self-test SBOM BIN=PACKAGE ...` (same options): mutated copies of a good SBOM (a crate
-left out, a hash changed, a home path, an unknown key, another spec version) must each fail.
+`self-test` (the options of `check`, one BIN=PACKAGE:FILE): mutated copies of that good SBOM
+(a crate left out, a hash changed, a home path, an unknown key, another spec version) must
+each fail with their own message.
 """
 
 from __future__ import annotations
