@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
-use http_body_util::BodyExt as _;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
 use serde_json::Value;
 use warden_core::jwt::Scope;
 
@@ -63,7 +63,12 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every model endpoint, in [`Endpoint::index`] order.
-    pub const ALL: [Self; 4] = [Self::Chat, Self::Messages, Self::Embeddings, Self::Responses];
+    pub const ALL: [Self; 4] = [
+        Self::Chat,
+        Self::Messages,
+        Self::Embeddings,
+        Self::Responses,
+    ];
 
     /// The position of the endpoint in [`Endpoint::ALL`].
     pub fn index(self) -> usize {

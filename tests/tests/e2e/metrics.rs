@@ -25,9 +25,14 @@ struct Sample {
 /// Parses the Prometheus text format (comments skipped; label values unescaped).
 fn parse(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let (head, value) = line.rsplit_once(' ').expect("a sample line has a value");
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
         let (name, labels) = match head.split_once('{') {
             None => (head.to_owned(), BTreeMap::new()),
             Some((name, rest)) => {
@@ -143,7 +148,8 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
 
     // Two answers (one streamed) that wait 1.5 s for the provider: their time to first
     // byte is long, their added latency is not.
-    c.mock.set_behavior(Behavior::Latency(Duration::from_millis(1500)));
+    c.mock
+        .set_behavior(Behavior::Latency(Duration::from_millis(1500)));
     let r = post(TestCluster::chat_body(MODEL, "hello", false)).await;
     assert_eq!(r.status(), 200);
     r.text().await.unwrap();
@@ -153,7 +159,12 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     c.mock.set_behavior(Behavior::Normal);
     // A DLP block (before the limiter), then the third admitted request within the
     // minute: refused by rpm = 2.
-    let r = post(TestCluster::chat_body(MODEL, &format!("key {AWS_KEY}"), false)).await;
+    let r = post(TestCluster::chat_body(
+        MODEL,
+        &format!("key {AWS_KEY}"),
+        false,
+    ))
+    .await;
     assert_eq!(r.status(), 400);
     let r = post(TestCluster::chat_body(MODEL, "hello", false)).await;
     assert_eq!(r.status(), 429);
@@ -162,7 +173,10 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     for i in 0..100 {
         let name = match i % 4 {
             0 => format!("model-{}", uuid::Uuid::new_v4().simple()),
-            1 => format!("x\"}} evil{{le=\"{i}\"}}\\{}", uuid::Uuid::new_v4().simple()),
+            1 => format!(
+                "x\"}} evil{{le=\"{i}\"}}\\{}",
+                uuid::Uuid::new_v4().simple()
+            ),
             2 => format!("{MODEL}-{}", uuid::Uuid::new_v4().simple()),
             _ => format!("mock:{}", uuid::Uuid::new_v4().simple()),
         };
@@ -181,7 +195,11 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     let text = eventually(Duration::from_secs(10), "every request timed", || async {
         let text = scrape(&c, &node_url).await;
         let s = parse(&text);
-        (sum(&s, "warden_request_ttfb_seconds_count", &[("endpoint", CHAT)]) >= total)
+        (sum(
+            &s,
+            "warden_request_ttfb_seconds_count",
+            &[("endpoint", CHAT)],
+        ) >= total)
             .then_some(text)
     })
     .await
@@ -197,7 +215,10 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
             [MODEL, "other", "none"].contains(&r.labels["alias"].as_str()),
             "{r:?}"
         );
-        assert!(["mock", "none"].contains(&r.labels["provider"].as_str()), "{r:?}");
+        assert!(
+            ["mock", "none"].contains(&r.labels["provider"].as_str()),
+            "{r:?}"
+        );
         assert_eq!(r.labels["endpoint"], CHAT, "{r:?}");
     }
     assert!(requests.len() <= 6, "series stay few: {requests:#?}");
@@ -218,7 +239,11 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     assert_eq!(sum(&s, "warden_limiter_decisions_total", &allowed), 2.0);
     let refused = [("limit", "rpm"), ("decision", "refused")];
     assert_eq!(sum(&s, "warden_limiter_decisions_total", &refused), 1.0);
-    let dlp = [("rule", "aws"), ("action", "block"), ("direction", "request")];
+    let dlp = [
+        ("rule", "aws"),
+        ("action", "block"),
+        ("direction", "request"),
+    ];
     assert_eq!(sum(&s, "warden_dlp_matches_total", &dlp), 1.0);
 
     // Histograms: every request counted, in buckets. The two slow answers waited 1.5 s for
@@ -244,10 +269,16 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     // Snapshot, keys, spool.
     let version = sum(&s, "warden_snapshot_version", &[]);
     assert!(version >= 1.0, "{version}");
-    assert_eq!(sum(&s, "warden_upstream_keys", &[("provider", "mock")]), 1.0);
+    assert_eq!(
+        sum(&s, "warden_upstream_keys", &[("provider", "mock")]),
+        1.0
+    );
     let out = [("provider", "mock")];
     assert_eq!(sum(&s, "warden_upstream_keys_out_of_service", &out), 0.0);
-    assert_eq!(select(&s, "warden_audit_delivery_lag_seconds", &[]).len(), 1);
+    assert_eq!(
+        select(&s, "warden_audit_delivery_lag_seconds", &[]).len(),
+        1
+    );
     assert_eq!(select(&s, "warden_ip_blocks_manual", &[]).len(), 1);
 
     // Nothing the client chose, and no secret, is in the text.
@@ -279,15 +310,22 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     assert_eq!(r.status(), 429);
     let cooling = [("provider", "mock"), ("state", "cooling_down")];
     let s = parse(&scrape(&c, &node_url).await);
-    assert_eq!(sum(&s, "warden_upstream_keys_out_of_service", &cooling), 1.0);
+    assert_eq!(
+        sum(&s, "warden_upstream_keys_out_of_service", &cooling),
+        1.0
+    );
     c.mock.set_behavior(Behavior::Normal);
 
     // The control plane: the node attached, its audit events appended with their lag.
-    let cp_text = eventually(Duration::from_secs(15), "node audit events appended", || async {
-        let text = scrape(&c, &cp_metrics).await;
-        let s = parse(&text);
-        (sum(&s, "warden_cp_audit_node_events_total", &[]) >= total).then_some(text)
-    })
+    let cp_text = eventually(
+        Duration::from_secs(15),
+        "node audit events appended",
+        || async {
+            let text = scrape(&c, &cp_metrics).await;
+            let s = parse(&text);
+            (sum(&s, "warden_cp_audit_node_events_total", &[]) >= total).then_some(text)
+        },
+    )
     .await
     .unwrap();
     let s = parse(&cp_text);
@@ -297,7 +335,10 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     assert_eq!(sum(&s, "warden_cp_ip_blocks", &[]), 0.0);
     assert!(sum(&s, "warden_cp_snapshot_version", &[]) >= version);
     for secret in secrets.into_iter().chain([token.as_str()]) {
-        assert!(!cp_text.contains(secret), "a secret in the control plane's metrics");
+        assert!(
+            !cp_text.contains(secret),
+            "a secret in the control plane's metrics"
+        );
     }
     for name in &chosen {
         assert!(!cp_text.contains(name.as_str()), "{name} in the metrics");
