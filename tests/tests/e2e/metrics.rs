@@ -343,4 +343,31 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     for name in &chosen {
         assert!(!cp_text.contains(name.as_str()), "{name} in the metrics");
     }
+
+    // With the control plane gone, the node's undelivered audit event ages.
+    let mut c = c;
+    c.kill_cp().unwrap();
+    let r = c
+        .http
+        .post(c.nodes[0].url(CHAT))
+        .bearer_auth(&token)
+        .json(&TestCluster::chat_body(MODEL, "hello", false))
+        .send()
+        .await
+        .unwrap();
+    // Its key is still cooling down: refused, and audited like any request.
+    assert_eq!(r.status(), 429);
+    r.text().await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the delivery lag growing",
+        || async {
+            let s = parse(&scrape(&c, &node_url).await);
+            (sum(&s, "warden_audit_delivery_lag_seconds", &[]) >= 1.0
+                && sum(&s, "warden_cp_connected", &[]) == 0.0)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
 }
