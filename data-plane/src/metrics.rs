@@ -26,9 +26,11 @@ pub const REDIS_FAILURES: &str = "warden_redis_failures_total";
 /// `other` for any other model string, `none` when no model was read; `provider`: the
 /// provider that answered, `none` when none did; `status`: the HTTP status code).
 pub const REQUESTS: &str = "warden_requests_total";
-/// Gateway time of a model request, in seconds: from arrival until the answer's head is
-/// ready, less the time spent waiting for providers (from sending a request upstream to
-/// its response head, every key and fallback tried). Histogram by `endpoint`.
+/// Gateway time of a model request, in seconds: from arrival (its head read) until the
+/// answer's head is ready, less the time spent waiting for providers (from sending a
+/// request upstream to its response head, every key and fallback tried). Reading the
+/// request body is in it; pumping a streamed answer after its head is not. Histogram by
+/// `endpoint`.
 pub const ADDED_LATENCY_SECONDS: &str = "warden_request_added_latency_seconds";
 /// Time to first byte as the client sees it, in seconds: from arrival until the first
 /// byte of the answer's body is handed to the connection. Histogram by `endpoint`.
@@ -271,13 +273,19 @@ pub fn limiter_refused(limit: &'static str, decision: &'static str) {
     metrics::counter!(LIMITER_DECISIONS, "limit" => limit, "decision" => decision).increment(1);
 }
 
-/// The matches of one request's (or answer's) DLP findings.
+/// The matches of one request's (`direction` `request`) or answer's (`response`) DLP
+/// findings. In an answer every rule only flags, whatever its action.
 pub fn dlp_matches(found: &warden_core::dlp::Findings, direction: &'static str) {
     for (rule, action, count) in &found.rules {
+        let action = if direction == "response" {
+            "flag"
+        } else {
+            action.as_str()
+        };
         metrics::counter!(
             DLP_MATCHES,
             "rule" => rule.clone(),
-            "action" => action.as_str(),
+            "action" => action,
             "direction" => direction
         )
         .increment(u64::from(*count));
