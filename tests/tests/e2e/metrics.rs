@@ -103,6 +103,7 @@ async fn scrape(c: &TestCluster, url: &str) -> String {
 
 const CHAT: &str = "/v1/chat/completions";
 const AWS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+const CARD: &str = "4111 1111 1111 1111";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
@@ -131,6 +132,20 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
         None,
     )
     .unwrap();
+    c.ctl_ok(
+        &[
+            "dlp",
+            "add",
+            "--name",
+            "card",
+            "--builtin",
+            "card",
+            "--action",
+            "flag",
+        ],
+        None,
+    )
+    .unwrap();
     let vkey = c
         .ctl_ok(&["vkey", "create", "--name", "metered", "--rpm", "2"], None)
         .unwrap();
@@ -153,7 +168,14 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     let r = post(TestCluster::chat_body(MODEL, "hello", false)).await;
     assert_eq!(r.status(), 200);
     r.text().await.unwrap();
-    let r = post(TestCluster::chat_body(MODEL, "hello", true)).await;
+    // The streamed one carries a card number, flagged in the request and in the answer
+    // (the mock echoes it).
+    let r = post(TestCluster::chat_body(
+        MODEL,
+        &format!("card {CARD} end"),
+        true,
+    ))
+    .await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("data:"));
     c.mock.set_behavior(Behavior::Normal);
@@ -195,11 +217,13 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
     let text = eventually(Duration::from_secs(10), "every request timed", || async {
         let text = scrape(&c, &node_url).await;
         let s = parse(&text);
+        let answer_flagged = [("rule", "card"), ("direction", "response")];
         (sum(
             &s,
             "warden_request_ttfb_seconds_count",
             &[("endpoint", CHAT)],
-        ) >= total)
+        ) >= total
+            && sum(&s, "warden_dlp_matches_total", &answer_flagged) >= 1.0)
             .then_some(text)
     })
     .await
@@ -245,6 +269,19 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
         ("direction", "request"),
     ];
     assert_eq!(sum(&s, "warden_dlp_matches_total", &dlp), 1.0);
+    let flagged = [
+        ("rule", "card"),
+        ("action", "flag"),
+        ("direction", "request"),
+    ];
+    assert_eq!(sum(&s, "warden_dlp_matches_total", &flagged), 1.0);
+    let answered_flag = [
+        ("rule", "card"),
+        ("action", "flag"),
+        ("direction", "response"),
+    ];
+    assert_eq!(sum(&s, "warden_dlp_matches_total", &answered_flag), 1.0);
+    assert_eq!(select(&s, "warden_dlp_matches_total", &[]).len(), 3);
 
     // Histograms: every request counted, in buckets. The two slow answers waited 1.5 s for
     // the provider, which their time to first byte shows and their added latency leaves out.
@@ -291,6 +328,7 @@ async fn node_and_control_plane_metrics_are_bounded_labelled_and_secret_free() {
         c.admin_token.as_str(),
         c.node_token.as_str(),
         AWS_KEY,
+        CARD,
     ];
     for secret in secrets {
         assert!(!text.contains(secret), "a secret in the node's metrics");
