@@ -1066,6 +1066,47 @@ mod tests {
         writer.join().unwrap();
     }
 
+    #[tokio::test]
+    async fn the_delivery_lag_is_the_age_of_the_oldest_unacknowledged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start(&config(dir.path(), 1 << 20, OnFull::Drop));
+        assert_eq!(s.shared.delivery_lag(), Duration::ZERO);
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        let aged = |i: usize, age_ms: i64| Event {
+            timestamp_ms: now - age_ms,
+            ..event(i)
+        };
+        s.send([aged(0, 60_000), aged(1, 30_000)]).await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while s.shared.handled() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let lag = s.shared.delivery_lag();
+        assert!(
+            lag >= Duration::from_secs(60) && lag < Duration::from_secs(70),
+            "{lag:?}"
+        );
+        let Running {
+            shared,
+            tx,
+            writer,
+            mut reader,
+        } = s;
+        read(&mut reader, 2, true).await;
+        assert_eq!(shared.delivery_lag(), Duration::ZERO, "all acknowledged");
+        drop(tx);
+        writer.join().unwrap();
+    }
+
     #[test]
     fn records_round_trip_and_damage_is_detected() {
         let line = encode(&event(7), "node-a").unwrap();
