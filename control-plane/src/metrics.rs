@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// gRPC requests received (`service` label: admin, sync, audit, other).
 pub const RPCS: &str = "warden_cp_rpcs_total";
@@ -24,6 +26,20 @@ pub const SNAPSHOT_BUILD_SECONDS: &str = "warden_cp_snapshot_build_seconds";
 pub const SNAPSHOT_SEAL_SECONDS: &str = "warden_cp_snapshot_seal_seconds";
 /// gRPC connections open now.
 pub const GRPC_CONNECTIONS: &str = "warden_cp_grpc_connections";
+/// Nodes with a Watch stream open to this replica (distinct node ids), set when scraped.
+pub const NODES_CONNECTED: &str = "warden_cp_nodes_connected";
+/// Audit events from nodes appended to the audit log (`PublishAudit`).
+pub const AUDIT_NODE_EVENTS: &str = "warden_cp_audit_node_events_total";
+/// Seconds from the oldest event of a node's audit batch being recorded on the node to
+/// the batch being appended here (histogram): how far audit delivery runs behind.
+pub const AUDIT_INGEST_LAG_SECONDS: &str = "warden_cp_audit_ingest_lag_seconds";
+/// Addresses and networks blocked by an operator in the newest snapshot, set when scraped.
+pub const IP_BLOCKS: &str = "warden_cp_ip_blocks";
+
+/// Buckets of [`AUDIT_INGEST_LAG_SECONDS`]: 50 ms to an hour.
+const INGEST_LAG_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 
 /// The control plane's recorder and the handle that renders it.
 #[derive(Clone)]
@@ -46,7 +62,16 @@ impl Default for CpMetrics {
 
 impl CpMetrics {
     pub fn new() -> Self {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(
+            Matcher::Full(AUDIT_INGEST_LAG_SECONDS.to_owned()),
+            INGEST_LAG_BUCKETS,
+        ) {
+            Ok(b) => b,
+            // Only an empty bucket list is refused; the constant is not empty.
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         Self {
             recorder: Arc::new(recorder),
@@ -104,6 +129,30 @@ impl CpMetrics {
     /// A gRPC connection opened (`1.0`) or closed (`-1.0`).
     pub fn connections(&self, delta: f64) {
         self.record(|| metrics::gauge!(GRPC_CONNECTIONS).increment(delta));
+    }
+
+    /// `events` audit events of a node appended, the oldest recorded at `oldest_ms` (ms since
+    /// the epoch) on the node.
+    pub fn audit_ingested(&self, events: u32, oldest_ms: Option<i64>) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.record(|| {
+            metrics::counter!(AUDIT_NODE_EVENTS).increment(u64::from(events));
+            if let Some(oldest) = oldest_ms {
+                // A node clock ahead of this one reads as no lag, not a negative one.
+                let lag_ms = now_ms.saturating_sub(oldest).max(0);
+                metrics::histogram!(AUDIT_INGEST_LAG_SECONDS).record(lag_ms as f64 / 1000.0);
+            }
+        });
+    }
+
+    /// The gauges read when scraped: nodes attached and the operator's address blocks.
+    pub fn scraped(&self, nodes_connected: usize, ip_blocks: usize) {
+        self.record(|| {
+            metrics::gauge!(NODES_CONNECTED).set(nodes_connected as f64);
+            metrics::gauge!(IP_BLOCKS).set(ip_blocks as f64);
+        });
     }
 
     /// Everything recorded, in the Prometheus text format.

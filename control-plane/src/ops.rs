@@ -47,6 +47,8 @@ pub async fn serve(
 }
 
 async fn metrics(State(cp): State<Arc<ControlPlane>>) -> Response {
+    let ip_blocks = cp.subscribe().borrow().ip_blocks.len();
+    cp.metrics().scraped(cp.connected_nodes(), ip_blocks);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         cp.metrics().render(),

@@ -128,6 +128,12 @@ impl AuditSink {
         }
     }
 
+    /// How long ago the oldest audit event not yet acknowledged by the control plane was
+    /// recorded ([`crate::metrics::AUDIT_DELIVERY_LAG_SECONDS`]).
+    pub fn delivery_lag(&self) -> std::time::Duration {
+        self.spool.delivery_lag()
+    }
+
     /// Why the node must refuse new requests now, if it must: `--audit-on-full closed` and
     /// the spool is (nearly) full or cannot be written, or the queue to it is full. Checked
     /// at admission, since a request's event is emitted only after its response.

@@ -238,6 +238,8 @@ pub struct Snapshot {
     pub subject_access: HashMap<String, Arc<crate::access::CredentialAccess>>,
     /// The global IP allow-list and CORS.
     pub client_policy: crate::access::ClientPolicy,
+    /// The `alias` and `provider` metric labels of the configured names.
+    pub metric_labels: crate::metrics::RouteLabels,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -577,6 +579,12 @@ impl Snapshot {
         let direct_terms = DirectTerms::by_served_model(&aliases, &routes);
         clients.retain(&bundles);
         let dlp = Arc::new(dlp_rules(s.dlp_rules)?);
+        let metric_labels = crate::metrics::RouteLabels::new(
+            routes.keys(),
+            providers
+                .keys()
+                .chain(routes.values().map(|r| &r.provider.name)),
+        );
         Ok(Self {
             version: s.version,
             content_hash: s.content_hash,
@@ -601,6 +609,7 @@ impl Snapshot {
             dlp,
             subject_access,
             client_policy,
+            metric_labels,
         })
     }
 

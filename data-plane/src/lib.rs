@@ -168,9 +168,7 @@ pub async fn run_on(
         upstream::keys::KeyPicker::new(redis.clone()),
         rejections_tx,
     )?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok();
+    let metrics = crate::metrics::install();
     let (audit, audit_spool) =
         audit::AuditSink::start(&config.audit_spool, &config.node_id, shutdown.clone())?;
     record_dangerous_settings(&config, &audit);

@@ -134,6 +134,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    crate::metrics::refresh(&state);
     match &state.metrics {
         Some(h) => (
             [(

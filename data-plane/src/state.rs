@@ -26,6 +26,8 @@ pub struct AppState {
     /// `--max-snapshot-age`.
     pub freshness: crate::freshness::Freshness,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The request path's metric handles.
+    pub request_metrics: crate::metrics::RequestMetrics,
     pub audit: AuditSink,
     /// Audit client addresses as their /24 (IPv4) or /48 (IPv6) network.
     pub audit_mask_client_ip: bool,
@@ -63,6 +65,7 @@ impl AppState {
             cp_connected: AtomicBool::new(false),
             freshness: crate::freshness::Freshness::new(None),
             metrics,
+            request_metrics: crate::metrics::RequestMetrics::new(),
             audit,
             audit_mask_client_ip: false,
             trusted_proxies: crate::client_addr::TrustedProxies::default(),
@@ -94,6 +97,7 @@ impl AppState {
     /// Atomically replaces the snapshot.
     pub fn install(&self, snapshot: Snapshot) {
         warden_core::redact::register(snapshot.secrets_for_redaction());
+        metrics::gauge!(crate::metrics::SNAPSHOT_VERSION).set(snapshot.version as f64);
         self.snapshot.store(Some(Arc::new(snapshot)));
     }
 }

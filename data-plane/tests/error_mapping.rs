@@ -644,6 +644,7 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
         dlp: Arc::default(),
         subject_access: HashMap::new(),
         client_policy: warden_data_plane::access::ClientPolicy::default(),
+        metric_labels: warden_data_plane::metrics::RouteLabels::default(),
     }
 }
 

@@ -300,6 +300,7 @@ impl Sync for SyncService {
                 &batch.node_id,
             )
             .await?;
+        let oldest_ms = batch.events.iter().map(|e| e.timestamp_ms).min();
         let events = batch
             .events
             .into_iter()
@@ -317,6 +318,7 @@ impl Sync for SyncService {
             .cp
             .ingest_node_events(&batch.node_id, &credential.id, events)
             .await?;
+        self.cp.metrics().audit_ingested(accepted, oldest_ms);
         Ok(Response::new(pb::AuditAck { accepted }))
     }
 

@@ -55,6 +55,11 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Nodes with a Watch stream open to this replica.
+    pub fn connected_nodes(&self) -> usize {
+        self.connections.lock().map_or(0, |c| c.len())
+    }
+
     /// Records that a node's watch stream ended.
     pub fn node_disconnected(&self, node_id: &str) {
         let mut gone = false;

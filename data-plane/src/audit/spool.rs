@@ -173,6 +173,11 @@ pub struct Shared {
     durable: watch::Sender<Position>,
     /// Where the reader is: everything before it was acknowledged by the control plane.
     delivered: std::sync::Mutex<Position>,
+    /// When the oldest record not yet acknowledged was recorded (ms since the epoch), as
+    /// far as known: set by the writer when it writes to a delivered spool and by the
+    /// reader as it hands out and acknowledges batches. Held while `durable` moves, so
+    /// the two cannot miss each other.
+    oldest_pending_ms: std::sync::Mutex<Option<i64>>,
     /// Held for the life of the spool: one node process per directory.
     _lock: File,
 }
@@ -220,6 +225,25 @@ impl Shared {
             .delivered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+
+    /// How long ago the oldest record not yet acknowledged was recorded (zero when all is
+    /// delivered).
+    pub fn delivery_lag(&self) -> std::time::Duration {
+        let oldest = *self.oldest_pending();
+        let Some(ts) = oldest else {
+            return std::time::Duration::ZERO;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        std::time::Duration::from_millis(u64::try_from(now.saturating_sub(ts)).unwrap_or(0))
+    }
+
+    fn oldest_pending(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        self.oldest_pending_ms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Events the writer has written durably or dropped.
@@ -322,6 +346,7 @@ pub fn open(config: &SpoolConfig) -> Result<(Arc<Shared>, Writer, Reader), Spool
         handled: AtomicU64::new(0),
         durable: durable_tx,
         delivered: std::sync::Mutex::new(start),
+        oldest_pending_ms: std::sync::Mutex::new(None),
         _lock: lock,
     });
     shared.refresh_gauges();
@@ -334,6 +359,7 @@ pub fn open(config: &SpoolConfig) -> Result<(Arc<Shared>, Writer, Reader), Spool
         target: (config.max_bytes / 64).clamp(1024, 4 * 1024 * 1024),
         buf: Vec::new(),
         buffered: 0,
+        buf_first_ms: None,
     };
     let reader = Reader {
         shared: Arc::clone(&shared),
@@ -438,9 +464,10 @@ pub struct Writer {
     first_write: Option<Instant>,
     /// Size at which the live segment is closed.
     target: u64,
-    /// Encoded records not yet written, and how many.
+    /// Encoded records not yet written, how many, and when the first was recorded.
     buf: Vec<u8>,
     buffered: u64,
+    buf_first_ms: Option<i64>,
 }
 
 impl Writer {
@@ -528,6 +555,7 @@ impl Writer {
         }
         self.buf.extend_from_slice(&line);
         self.buffered += 1;
+        self.buf_first_ms.get_or_insert(event.timestamp_ms);
     }
 
     fn handled(&self, n: u64) {
@@ -560,6 +588,7 @@ impl Writer {
                     if self.shared.on_full == OnFull::Drop || shutdown.is_cancelled() {
                         let n = self.buffered;
                         self.buf.clear();
+                        self.buf_first_ms = None;
                         self.buffered = 0;
                         self.handled(n);
                         self.shared.drop_events(n, "audit spool write failed");
@@ -599,6 +628,11 @@ impl Writer {
         self.handled(events);
         metrics::counter!(crate::metrics::AUDIT_SPOOLED).increment(events);
         self.shared.add_used(n);
+        let first = self.buf_first_ms.take();
+        let mut oldest = self.shared.oldest_pending();
+        if oldest.is_none() {
+            *oldest = first;
+        }
         self.publish();
         Ok(())
     }
@@ -672,6 +706,7 @@ impl Reader {
                     continue;
                 }
                 if let Some(batch) = read.into_batch() {
+                    self.handing_out(&batch);
                     return Some(batch);
                 }
                 // Could not read the segment: try again later.
@@ -694,6 +729,7 @@ impl Reader {
                     if let Some(mut batch) = read.into_batch() {
                         // The live segment is never deleted here; the writer closes it.
                         batch.closes_segment = false;
+                        self.handing_out(&batch);
                         return Some(batch);
                     }
                     if end == from {
@@ -725,6 +761,18 @@ impl Reader {
             self.cursor = batch.end;
             self.shared.set_delivered(batch.end);
         }
+        // What is left is no older than the batch's last record (exact once handed out).
+        let mut oldest = self.shared.oldest_pending();
+        *oldest = if self.shared.all_delivered() {
+            None
+        } else {
+            batch.records.last().map(|r| r.ts)
+        };
+    }
+
+    /// `batch` goes out: its first record is the oldest not acknowledged.
+    fn handing_out(&self, batch: &Batch) {
+        *self.shared.oldest_pending() = batch.records.first().map(|r| r.ts);
     }
 
     /// Deletes the (closed) segment under the cursor and moves to the next one.
@@ -1014,6 +1062,47 @@ mod tests {
         assert!(!shared.all_delivered(), "read, not acknowledged");
         read(&mut reader, 5, true).await;
         assert!(shared.all_delivered());
+        drop(tx);
+        writer.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_delivery_lag_is_the_age_of_the_oldest_unacknowledged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start(&config(dir.path(), 1 << 20, OnFull::Drop));
+        assert_eq!(s.shared.delivery_lag(), Duration::ZERO);
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        let aged = |i: usize, age_ms: i64| Event {
+            timestamp_ms: now - age_ms,
+            ..event(i)
+        };
+        s.send([aged(0, 60_000), aged(1, 30_000)]).await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while s.shared.handled() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let lag = s.shared.delivery_lag();
+        assert!(
+            lag >= Duration::from_secs(60) && lag < Duration::from_secs(70),
+            "{lag:?}"
+        );
+        let Running {
+            shared,
+            tx,
+            writer,
+            mut reader,
+        } = s;
+        read(&mut reader, 2, true).await;
+        assert_eq!(shared.delivery_lag(), Duration::ZERO, "all acknowledged");
         drop(tx);
         writer.join().unwrap();
     }

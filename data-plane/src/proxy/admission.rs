@@ -35,14 +35,26 @@ pub async fn admit(
         policy: snapshot.global_policy,
     });
     if !route.priced && scopes.iter().any(|s| s.policy.max_budget_micros > 0) {
+        crate::metrics::limiter_refused("unpriced", "refused");
         return Err(unpriced_under_budget(&route.alias));
     }
-    state.limiter.admit(scopes, reserve).await.map_err(|d| {
-        if let Denied::Limit { kind, .. } = &d {
-            metrics::counter!(crate::metrics::LIMITED, "limit" => kind.label()).increment(1);
+    match state.limiter.admit(scopes, reserve).await {
+        Ok(admission) => {
+            state.request_metrics.limiter_allowed();
+            Ok(admission)
         }
-        ApiError::from(&d)
-    })
+        Err(d) => {
+            match &d {
+                Denied::Limit { kind, .. } => {
+                    metrics::counter!(crate::metrics::LIMITED, "limit" => kind.label())
+                        .increment(1);
+                    crate::metrics::limiter_refused(kind.label(), "refused");
+                }
+                Denied::Unavailable => crate::metrics::limiter_refused("unavailable", "refused"),
+            }
+            Err(ApiError::from(&d))
+        }
+    }
 }
 
 /// The refusal of a request to an unpriced model when a budget applies to it.

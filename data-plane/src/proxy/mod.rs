@@ -32,16 +32,18 @@ pub mod request_audit;
 pub mod route;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
 use serde_json::Value;
 use warden_core::jwt::Scope;
 
 use crate::compiled::Format;
 use crate::error::ApiError;
+use crate::metrics as metric;
 use crate::state::AppState;
 use crate::translate::Wire;
 use admission::with_rate_headers;
@@ -60,6 +62,19 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every model endpoint, in [`Endpoint::index`] order.
+    pub const ALL: [Self; 4] = [
+        Self::Chat,
+        Self::Messages,
+        Self::Embeddings,
+        Self::Responses,
+    ];
+
+    /// The position of the endpoint in [`Endpoint::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The API shape of the endpoint (requests, answers and errors).
     pub fn api(self) -> Wire {
         match self {
@@ -68,7 +83,8 @@ impl Endpoint {
         }
     }
 
-    fn path(self) -> &'static str {
+    /// The route template (also the `endpoint` metric label).
+    pub fn path(self) -> &'static str {
         match self {
             Self::Chat => "/v1/chat/completions",
             Self::Messages => "/v1/messages",
@@ -160,10 +176,13 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
     // Fail closed: a request whose audit event could not be recorded is not served (and,
     // since the audit log is what is unavailable, not audited; counted instead).
     if let Some(reason) = state.audit.unavailable() {
-        metrics::counter!(crate::metrics::REQUESTS, "status" => "5xx").increment(1);
+        let e = ApiError::audit_unavailable(reason);
+        let m = &state.request_metrics;
+        m.request(endpoint, metric::NONE, metric::NONE, e.status());
+        m.added_latency(endpoint, started.elapsed());
         metrics::counter!(crate::metrics::AUDIT_REFUSED).increment(1);
         tracing::debug!(request_id = %request_id, reason, "request refused: audit log unavailable");
-        let mut r = ApiError::audit_unavailable(reason).render(endpoint.api());
+        let mut r = time_first_byte(e.render(endpoint.api()), m.ttfb(endpoint), started);
         set_request_id(&mut r, &request_id);
         intake::close_if(&mut r, unread);
         return r;
@@ -179,7 +198,19 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         request_id: &request_id,
         endpoint,
     };
-    let done = match handle(state, &call, request).await {
+    // Time spent waiting for providers, added up by the upstream calls.
+    let (handled, upstream_wait) = crate::upstream::UPSTREAM_WAIT
+        .scope(std::cell::Cell::new(Duration::ZERO), async {
+            let handled = handle(state, &call, request).await;
+            let wait = crate::upstream::UPSTREAM_WAIT.with(std::cell::Cell::get);
+            (handled, wait)
+        })
+        .await;
+    let m = &state.request_metrics;
+    m.added_latency(endpoint, started.elapsed().saturating_sub(upstream_wait));
+    let labels = state.snapshot();
+    let labels = labels.as_deref().map(|s| &s.metric_labels);
+    let done = match handled {
         Ok(done) => done,
         Err(Rejection {
             error: e,
@@ -200,18 +231,19 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
                 latency_ms = started.elapsed().as_millis() as u64,
                 "request rejected"
             );
-            metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(e.status()))
-                .increment(1);
+            let alias = labels.map_or(metric::NONE, |l| l.alias(&model));
+            m.request(endpoint, alias, metric::NONE, e.status());
             if stage == Stage::Login {
                 audit.to_failed_logins();
             } else {
                 let mut audit = audit;
                 if let Some(found) = dlp.filter(|f| !f.is_empty()) {
+                    metric::dlp_matches(&found, "request");
                     audit.note("dlp", found.summary());
                 }
                 audit.rejected(principal, model, &e);
             }
-            let mut r = e.render(endpoint.api());
+            let mut r = time_first_byte(e.render(endpoint.api()), m.ttfb(endpoint), started);
             set_request_id(&mut r, &request_id);
             intake::close_if(&mut r, unread && stage != Stage::Parsed);
             return r;
@@ -229,10 +261,17 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
     } = done;
     let mut audit = audit;
     if let Some(found) = dlp.filter(|f| !f.is_empty()) {
+        metric::dlp_matches(&found, "request");
         audit.note("dlp", found.summary());
     }
     let status = response.status();
-    metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(status)).increment(1);
+    m.request(
+        endpoint,
+        labels.map_or(metric::NONE, |l| l.alias(&model)),
+        labels.map_or(metric::NONE, |l| l.provider(&provider)),
+        status,
+    );
+    response = time_first_byte(response, m.ttfb(endpoint), started);
     let model_served = response
         .headers()
         .get("x-warden-model")
@@ -266,7 +305,12 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         Some(settled) => {
             tokio::spawn(async move {
                 answered.finish(match settled.await {
-                    Ok(s) => BodyEnd::Pumped(s),
+                    Ok(s) => {
+                        if let Some(found) = s.dlp.as_ref().filter(|f| !f.is_empty()) {
+                            metric::dlp_matches(found, "response");
+                        }
+                        BodyEnd::Pumped(s)
+                    }
                     Err(_) => BodyEnd::Unreported,
                 });
             });
@@ -277,12 +321,20 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
     response
 }
 
-fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        200..=299 => "2xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+/// `response` with its body timed: the first data frame handed to the connection records
+/// the time since `started` in `ttfb`.
+fn time_first_byte(response: Response, ttfb: metrics::Histogram, started: Instant) -> Response {
+    let (parts, body) = response.into_parts();
+    let mut pending = Some(ttfb);
+    let body = body.map_frame(move |frame| {
+        if frame.is_data()
+            && let Some(ttfb) = pending.take()
+        {
+            ttfb.record(started.elapsed().as_secs_f64());
+        }
+        frame
+    });
+    Response::from_parts(parts, axum::body::Body::new(body))
 }
 
 fn set_request_id(response: &mut Response, id: &str) {

@@ -458,6 +458,7 @@ pub fn pump(
                             );
                             metrics::counter!(crate::metrics::LIMITED, "limit" => kind.label())
                                 .increment(1);
+                            crate::metrics::limiter_refused(kind.label(), "cut");
                             let _ = tx.send(Ok(cut_event(plan.client, kind))).await;
                             outcome = "limit_exceeded";
                             break 'pump;

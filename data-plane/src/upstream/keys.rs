@@ -36,6 +36,13 @@ pub enum NoKey {
     Exhausted,
 }
 
+/// Counts of a provider's keys out of service ([`KeyPicker::health`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyHealth {
+    pub disabled: usize,
+    pub cooling_down: usize,
+}
+
 /// Picks keys and records their health.
 #[derive(Debug)]
 pub struct KeyPicker {
@@ -154,6 +161,27 @@ impl KeyPicker {
             }
         }
         Err(self.local_wait(provider, tried))
+    }
+
+    /// How many of `provider`'s keys this node knows to be out of service: disabled (by an
+    /// admin, or rejected by the provider) or cooling down. Keys only other nodes marked
+    /// are not known here until a pick meets them.
+    pub fn health(&self, provider: &Provider) -> KeyHealth {
+        let map = self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let mut health = KeyHealth::default();
+        for k in &provider.keys {
+            match map.get(&health_key(provider, k)) {
+                _ if k.disabled => health.disabled += 1,
+                Some(Health::Disabled) => health.disabled += 1,
+                Some(Health::CoolingUntil(t)) if *t > now => health.cooling_down += 1,
+                _ => {}
+            }
+        }
+        health
     }
 
     fn local_wait(&self, provider: &Provider, tried: &[bool]) -> NoKey {

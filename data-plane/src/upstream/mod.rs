@@ -63,6 +63,14 @@ pub const CLIENT_KEY_HEADER: &str = "x-warden-upstream-key";
 /// `anthropic-version` sent to Anthropic-format providers.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+tokio::task_local! {
+    /// Time a model request has spent waiting for providers: from sending a request
+    /// upstream to its response head (or failure), every attempt added up. Set by the
+    /// request path ([`crate::proxy`]) around each request, for
+    /// [`crate::metrics::ADDED_LATENCY_SECONDS`].
+    pub static UPSTREAM_WAIT: std::cell::Cell<Duration>;
+}
+
 /// A successful upstream answer and where it came from.
 #[derive(Debug)]
 pub struct Served {
@@ -284,7 +292,9 @@ impl Upstream {
         if request.format == Format::Anthropic {
             builder = builder.header("anthropic-version", ANTHROPIC_VERSION);
         }
+        let sent_at = std::time::Instant::now();
         let result = builder.body(request.body.clone()).send().await;
+        let _ = UPSTREAM_WAIT.try_with(|w| w.set(w.get() + sent_at.elapsed()));
         let response = match result {
             Ok(r) => r,
             Err(e) => {

@@ -48,6 +48,7 @@ mod key_rejections;
 mod limits;
 mod listener_limits;
 mod master_key;
+mod metrics;
 mod mtls;
 mod node_findings;
 mod node_ingest;
