@@ -160,15 +160,20 @@ async fn sigterm_under_streaming_load_answers_every_started_stream_and_audits_ea
 
     signal(c.nodes[0].child.id(), "TERM");
     let signalled = Instant::now();
-    // Readiness goes 503 at once (the ops listener serves through the drain).
-    let ready = c
-        .http
-        .get(c.nodes[0].ops_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let why: Value = ready.json().await.unwrap();
+    // Readiness goes 503 as soon as the signal is handled (the ops listener serves through
+    // the drain); the signal is asynchronous, so poll briefly rather than race it.
+    let why: Value = eventually(Duration::from_secs(2), "/readyz to answer 503", || async {
+        let ready = c
+            .http
+            .get(c.nodes[0].ops_url("/readyz"))
+            .send()
+            .await
+            .ok()?;
+        (ready.status() == 503).then_some(())?;
+        ready.json::<Value>().await.ok()
+    })
+    .await
+    .unwrap();
     assert!(
         why["reason"].as_str().unwrap().contains("draining"),
         "{why}"
