@@ -38,6 +38,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use tracing::Instrument as _;
 use warden_core::jwt::Scope;
 
 use crate::compiled::Format;
@@ -68,7 +69,8 @@ impl Endpoint {
         }
     }
 
-    fn path(self) -> &'static str {
+    /// The endpoint's path, e.g. `/v1/chat/completions`.
+    pub fn path(self) -> &'static str {
         match self {
             Self::Chat => "/v1/chat/completions",
             Self::Messages => "/v1/messages",
@@ -179,7 +181,8 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         request_id: &request_id,
         endpoint,
     };
-    let done = match handle(state, &call, request).await {
+    let span = crate::trace::request_span(endpoint, &request_id);
+    let done = match handle(state, &call, request).instrument(span.clone()).await {
         Ok(done) => done,
         Err(Rejection {
             error: e,
@@ -202,6 +205,16 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
             );
             metrics::counter!(crate::metrics::REQUESTS, "status" => status_class(e.status()))
                 .increment(1);
+            crate::trace::record_outcome(
+                &span,
+                state,
+                &model,
+                None,
+                e.status().as_u16(),
+                Some(label),
+                started.elapsed(),
+                None,
+            );
             if stage == Stage::Login {
                 audit.to_failed_logins();
             } else {
@@ -226,6 +239,7 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         key_fingerprint,
         settled,
         dlp,
+        upstream_time,
     } = done;
     let mut audit = audit;
     if let Some(found) = dlp.filter(|f| !f.is_empty()) {
@@ -239,6 +253,16 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         .and_then(|v| v.to_str().ok())
         .unwrap_or(&model)
         .to_owned();
+    crate::trace::record_outcome(
+        &span,
+        state,
+        &model_served,
+        Some(&provider),
+        status.as_u16(),
+        None,
+        started.elapsed(),
+        upstream_time,
+    );
     tracing::info!(
         request_id = %request_id,
         endpoint = endpoint.path(),
@@ -305,6 +329,8 @@ struct Done {
     settled: Option<tokio::sync::oneshot::Receiver<Settled>>,
     /// What the DLP rules found in the request (`None`: no rule applied).
     dlp: Option<warden_core::dlp::Findings>,
+    /// How long the provider took to answer its head (`None`: no provider, e.g. echo).
+    upstream_time: Option<std::time::Duration>,
 }
 
 /// A refused request: the error, who asked for what as far as known (empty before
@@ -371,15 +397,18 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     intake::refuse_if_locked_down(&snapshot).map_err(|e| Rejection::at(Stage::Headers, e, ""))?;
     intake::admit_address(&snapshot, call.peer)
         .map_err(|e| Rejection::at(Stage::Headers, e, ""))?;
-    let principal = intake::authenticate(
-        state,
-        &snapshot,
-        call.peer,
-        headers,
-        endpoint.path(),
-        call.request_id,
-    )
-    .map_err(|e| Rejection::at(Stage::Login, e, "-"))?;
+    let principal = crate::trace::auth_span()
+        .in_scope(|| {
+            intake::authenticate(
+                state,
+                &snapshot,
+                call.peer,
+                headers,
+                endpoint.path(),
+                call.request_id,
+            )
+        })
+        .map_err(|e| Rejection::at(Stage::Login, e, "-"))?;
     let pid = principal.id.as_str();
     intake::refuse_if_suspended(&principal).map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
     intake::refuse_if_stale(state).map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
@@ -432,6 +461,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     let reserve =
         prompt_estimate.saturating_add(requested_output(endpoint, &request.body, request.choices));
     let admission = admission::admit(state, &snapshot, &principal, &route, reserve)
+        .instrument(crate::trace::limiter_span())
         .await
         .map_err(reject)?;
     let rate_headers = admission.headers;
@@ -456,6 +486,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
             key_fingerprint: String::new(),
             settled: None,
             dlp: found,
+            upstream_time: None,
         });
     }
     let forwarded = forward::forward(
@@ -484,6 +515,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
         key_fingerprint: forwarded.key_fingerprint,
         settled: Some(forwarded.settled),
         dlp: found,
+        upstream_time: Some(forwarded.upstream_time),
     })
 }
 
