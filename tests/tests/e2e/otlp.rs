@@ -3,8 +3,9 @@
 //! children and the control plane's gRPC spans arrive with the expected names and
 //! attributes, and no credential, key, prompt or client trace header in any of them; the
 //! provider sees a `traceparent` only from the node that opted in, naming that node's own
-//! upstream span, never the client's; and with tracing off nothing is exported, even with
-//! the standard `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at the receiver.
+//! upstream span, never the client's; with tracing off nothing is exported, even with the
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at the receiver; and SIGTERM exports the
+//! spans still queued before the node exits.
 
 use std::time::Duration;
 
@@ -278,5 +279,51 @@ async fn the_trace_context_setting_without_an_endpoint_is_refused_at_start() {
     assert!(
         err.contains("--upstream-trace-context needs --otlp-endpoint"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_exports_the_spans_still_queued_before_the_node_exits() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    // An hour between exports: only the flush at shutdown can send the span in time.
+    let mut c = TestCluster::start_with(
+        1,
+        Options {
+            node_args: vec![
+                "--otlp-endpoint".to_owned(),
+                receiver.endpoint(),
+                "--otlp-export-interval".to_owned(),
+                "1h".to_owned(),
+            ],
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let token = c.issue_token("svc-flush", "*").unwrap();
+    let (status, id) = chat_with_client_trace(&c, 0, &token, MODEL).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.exports(), 0, "exported before the interval");
+    crate::graceful::signal(c.nodes[0].child.id(), "TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exited = loop {
+        if let Some(status) = c.nodes[0].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exited.success(), "{exited}");
+    let span = receiver
+        .spans()
+        .into_iter()
+        .find(|s| s.attributes.get("warden.request_id") == Some(&id));
+    assert!(
+        span.is_some(),
+        "the queued span was not exported at SIGTERM"
     );
 }
