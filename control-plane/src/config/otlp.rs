@@ -72,3 +72,53 @@ pub fn log_level(raw: Option<String>) -> Result<Option<String>, ConfigError> {
         .map_err(|e| invalid("server.log_level", e.to_string()))?;
     Ok(Some(level))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracing_is_off_by_default_and_the_environment_overrides_the_file() {
+        let env = HashMap::new();
+        assert!(RawTracing::default().build(&env).unwrap().is_none());
+        let file = || RawTracing {
+            otlp_endpoint: Some("http://collector:4317".into()),
+            sample_ratio: Some(0.5),
+            ..RawTracing::default()
+        };
+        let s = file().build(&env).unwrap().unwrap();
+        assert_eq!(
+            (s.service_name.as_str(), s.sample_ratio),
+            ("warden-cp", 0.5)
+        );
+        let env = HashMap::from([
+            ("WARDEN_OTLP_SAMPLE_RATIO".to_owned(), "0.1".to_owned()),
+            (
+                "WARDEN_OTLP_HEADERS".to_owned(),
+                "authorization=Bearer abc".to_owned(),
+            ),
+        ]);
+        let s = file().build(&env).unwrap().unwrap();
+        assert_eq!(s.sample_ratio, 0.1);
+        assert_eq!(s.headers[0].0, "authorization");
+        let bad = RawTracing {
+            sample_ratio: Some(2.0),
+            ..file()
+        };
+        let e = bad.build(&HashMap::new()).unwrap_err().to_string();
+        assert!(e.contains("tracing.sample_ratio"), "{e}");
+    }
+
+    #[test]
+    fn a_log_level_that_does_not_parse_names_the_field() {
+        assert_eq!(log_level(None).unwrap(), None);
+        assert_eq!(
+            log_level(Some(" info ".into())).unwrap().as_deref(),
+            Some("info")
+        );
+        let e = log_level(Some("info,warden=loud".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.log_level"), "{e}");
+    }
+}
