@@ -13,7 +13,9 @@
 //! `WARDEN_GRPC_MAX_HEADER_LIST_BYTES`, `WARDEN_MAX_FAILED_LOGINS_PER_MINUTE`,
 //! `WARDEN_OPS_ADDR`, `WARDEN_ALLOW_UNVERIFIED_DB_TLS`; client certificates and reload
 //! `WARDEN_TLS_CLIENT_CA_FILE`, `WARDEN_TLS_REQUIRE_CLIENT_CERTS`,
-//! `WARDEN_TLS_RELOAD_INTERVAL`; `WARDEN_REDIS_CA_FILE`.
+//! `WARDEN_TLS_RELOAD_INTERVAL`; `WARDEN_REDIS_CA_FILE`; trace export `WARDEN_OTLP_ENDPOINT`,
+//! `WARDEN_OTLP_SERVICE_NAME`, `WARDEN_OTLP_SAMPLE_RATIO`, `WARDEN_OTLP_EXPORT_INTERVAL`,
+//! `WARDEN_OTLP_HEADERS` (`[tracing]`, [`otlp`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ use warden_core::telemetry::LogFormat;
 use crate::domain::ApiFormat;
 
 mod dlp;
+mod otlp;
 mod secrets;
 pub use dlp::{RawDlp, RawDlpRule};
 
@@ -90,6 +93,9 @@ pub struct RawConfig {
     /// `[cluster]`: replicas on one PostgreSQL (leader lease, version poll).
     #[serde(default)]
     pub cluster: crate::cluster::ClusterConfig,
+    /// `[tracing]`: trace export over OTLP.
+    #[serde(default)]
+    pub tracing: otlp::RawTracing,
 }
 
 /// The state store: embedded SQLite unless `WARDEN_DATABASE_URL` names a PostgreSQL
@@ -142,6 +148,8 @@ pub struct RawServer {
     pub data_dir: Option<PathBuf>,
     pub dev: Option<bool>,
     pub log_format: Option<String>,
+    /// The log filter (`RUST_LOG` syntax), in place of `RUST_LOG`; re-read on SIGHUP.
+    pub log_level: Option<String>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     // Client certificates (mTLS) and certificate reload (`crate::tls`).
@@ -342,6 +350,12 @@ pub struct Config {
     pub database_max_connections: Option<u32>,
     /// `[cluster]`: the leader lease, the replica id and the version poll.
     pub cluster: crate::cluster::ClusterConfig,
+    /// `[server] log_level`: the log filter (`None`: `RUST_LOG`).
+    pub log_level: Option<String>,
+    /// `[tracing]`: where spans are exported (`None`: traces off).
+    pub otlp: Option<warden_core::otlp::OtlpSettings>,
+    /// The file this was read from (set by the binary), re-read for `log_level` on SIGHUP.
+    pub config_file: Option<PathBuf>,
 }
 
 /// Secret backends and how provider keys are read.
@@ -433,6 +447,8 @@ impl RawConfig {
             .unwrap_or_else(|| "text".to_owned());
         let log_format = LogFormat::parse(&log_format_text)
             .ok_or_else(|| invalid("server.log_format", "expected `text` or `json`"))?;
+        let log_level = otlp::log_level(server.log_level)?;
+        let otlp = self.tracing.build(env)?;
         let cert = env
             .get("WARDEN_TLS_CERT_FILE")
             .map(PathBuf::from)
@@ -815,6 +831,9 @@ impl RawConfig {
             dlp_rules,
             database_max_connections,
             cluster: self.cluster,
+            log_level,
+            otlp,
+            config_file: None,
         })
     }
 }

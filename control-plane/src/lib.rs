@@ -716,7 +716,9 @@ fn router(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
     let builder = limits.apply(builder);
-    let mut builder = builder.layer(grpc::limits::EdgeLayer::new(cp.metrics().clone()));
+    let mut builder = builder
+        .trace_fn(grpc::span)
+        .layer(grpc::limits::EdgeLayer::new(cp.metrics().clone()));
     // Explicit message limits (warden_proto::GRPC_*_MAX_BYTES, listed in the README): small
     // requests in, snapshots and listings of up to 100,000 virtual keys out.
     let (max_in, max_out) = (
@@ -779,7 +781,12 @@ pub async fn start(
         }
         None => None,
     };
-    reload::spawn(Arc::clone(&cp), tls.clone(), shutdown.clone());
+    reload::spawn(
+        Arc::clone(&cp),
+        tls.clone(),
+        config.config_file.clone(),
+        shutdown.clone(),
+    );
     let client_certs = tls
         .as_ref()
         .map_or(tls::ClientCertMode::Off, |t| t.client_cert_mode());

@@ -296,13 +296,20 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),
     };
-    let config = raw.build_and_validate(&env)?;
+    let mut config = raw.build_and_validate(&env)?;
+    config.config_file = args.config.clone();
     drop(env);
     if matches!(args.command, Some(Command::Validate)) {
         println!("config ok");
         return Ok(());
     }
-    warden_core::telemetry::init(config.log_format);
+    // Spans are exported by the serving process only, not by the one-shot subcommands.
+    let otlp = config.otlp.as_ref().filter(|_| args.command.is_none());
+    let telemetry =
+        warden_core::telemetry::init_with(config.log_format, config.log_level.as_deref(), otlp)?;
+    if let Some(otlp) = otlp {
+        tracing::info!(endpoint = %otlp.endpoint, service = %otlp.service_name, sample_ratio = otlp.sample_ratio, "traces exported over OTLP");
+    }
     if let Some(Command::Migrate(command)) = &args.command {
         return migrate(&config, command).await;
     }
@@ -333,7 +340,10 @@ async fn main() -> anyhow::Result<()> {
         println!("WARDEN_CP_OPS_ADDR=http://{ops}");
     }
     println!("WARDEN_CP_ADDR={}", running.url());
-    running.wait().await?;
+    let waited = running.wait().await;
+    // The spans of the last calls go out before the exit.
+    telemetry.shutdown().await;
+    waited?;
     Ok(())
 }
 

@@ -5,10 +5,11 @@
 //! | item | on SIGHUP |
 //! |---|---|
 //! | `tls` | the gRPC listener's certificate, key (and client CA) files are read now, as the periodic reload does: `ok` (swapped), `unchanged`, `failed` (the last good configuration stays), `off` without TLS |
-//! | `log_level` | `fixed`: the filter comes from `RUST_LOG`, which a running process cannot re-read |
+//! | `log_level` | the configuration file is read again and its `[server] log_level` put in force: `ok` (changed), `unchanged`, `failed` (the file cannot be read or parsed, or the filter does not parse: the filter in force stays); `fixed` when the file has no `log_level` (or there is no file): `RUST_LOG` is read at start only |
 //!
-//! The configuration file itself is not re-read: its settings need a restart.
+//! The file's other settings are not applied: they need a restart.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,12 @@ use crate::service::ControlPlane;
 use crate::tls::ServerTls;
 
 /// Reloads on every SIGHUP until `shutdown`. Without Unix signals, does nothing.
-pub fn spawn(cp: Arc<ControlPlane>, tls: Option<Arc<ServerTls>>, shutdown: CancellationToken) {
+pub fn spawn(
+    cp: Arc<ControlPlane>,
+    tls: Option<Arc<ServerTls>>,
+    config_file: Option<PathBuf>,
+    shutdown: CancellationToken,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -35,18 +41,26 @@ pub fn spawn(cp: Arc<ControlPlane>, tls: Option<Arc<ServerTls>>, shutdown: Cance
                     got = hangups.recv() => if got.is_none() { return },
                     () = shutdown.cancelled() => return,
                 }
-                reload(&cp, tls.as_deref()).await;
+                reload(&cp, tls.as_deref(), config_file.as_deref()).await;
             }
         });
     }
     #[cfg(not(unix))]
     {
-        let _ = (cp, tls, shutdown);
+        let _ = (cp, tls, config_file, shutdown);
     }
 }
 
 /// One reload: each item, then the `config.reload` row.
-pub async fn reload(cp: &ControlPlane, tls: Option<&ServerTls>) {
+pub async fn reload(cp: &ControlPlane, tls: Option<&ServerTls>, config_file: Option<&Path>) {
+    let (log_level, level_ok) = match config_file.map(reload_log_level) {
+        None | Some(Ok(None)) => ("fixed", true),
+        Some(Ok(Some(item))) => (item, true),
+        Some(Err(error)) => {
+            tracing::warn!(%error, "SIGHUP: log_level refused; the filter in force stays");
+            ("failed", false)
+        }
+    };
     let (item, ok) = match tls {
         None => ("off", true),
         Some(tls) => match tls.reload().await {
@@ -58,16 +72,16 @@ pub async fn reload(cp: &ControlPlane, tls: Option<&ServerTls>) {
             }
         },
     };
-    let result = if ok { "ok" } else { "failure" };
+    let result = if ok && level_ok { "ok" } else { "failure" };
     tracing::info!(
         tls = item,
-        log_level = "fixed (RUST_LOG is read at start)",
+        log_level,
         result,
         "SIGHUP: configuration reload"
     );
     let detail = Detail::new()
         .with("tls", item)
-        .with("log_level", "fixed")
+        .with("log_level", log_level)
         .build();
     cp.audit(
         "config.reload",
@@ -77,4 +91,25 @@ pub async fn reload(cp: &ControlPlane, tls: Option<&ServerTls>) {
         &detail,
     )
     .await;
+}
+
+/// Puts the `[server] log_level` of the file at `path` in force: `ok` (changed),
+/// `unchanged`, or `None` when the file has none.
+fn reload_log_level(path: &Path) -> Result<Option<&'static str>, String> {
+    let raw = crate::config::RawConfig::from_file(path).map_err(|e| e.to_string())?;
+    let Some(filter) = raw.server.log_level else {
+        return Ok(None);
+    };
+    let level = warden_core::telemetry::log_level()
+        .ok_or_else(|| "the log filter cannot be replaced in this process".to_owned())?;
+    match level
+        .set(&filter)
+        .map_err(|e| format!("server.log_level: {e}"))?
+    {
+        warden_core::telemetry::LevelChange::Changed => {
+            tracing::info!(filter = %filter.trim(), "SIGHUP: log filter now in force");
+            Ok(Some("ok"))
+        }
+        warden_core::telemetry::LevelChange::Unchanged => Ok(Some("unchanged")),
+    }
 }

@@ -23,6 +23,7 @@ pub mod dlp;
 pub mod escape;
 pub mod fingerprint;
 pub mod jwt;
+pub mod otlp;
 pub mod pem;
 pub mod plaintext;
 pub mod redact;

@@ -3,11 +3,21 @@
 //! log call site gets wrong, a secret of a known shape never reaches the log. The same
 //! writer escapes control characters ([`crate::escape`]): a client string with a line feed
 //! or an ESC (a request's `model`) cannot start a forged log line or drive a terminal.
+//!
+//! The log filter can be replaced while running ([`LogLevel`], for SIGHUP). With OTLP
+//! settings, [`init_with`] also exports the spans of target [`crate::otlp::TARGET`], which
+//! the log filter always leaves out.
 
 use std::io::{self, Write};
 
-use tracing_subscriber::EnvFilter;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry, reload};
+
+use crate::otlp::{Exporter, OtlpError, OtlpSettings};
 
 /// How log lines are rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,20 +106,206 @@ impl<'a> MakeWriter<'a> for RedactingStderr {
 /// Installs the global subscriber: env filter from `RUST_LOG` (default `info`), redacting
 /// and escaping writer, chosen format. Safe to call more than once (later calls do nothing).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let _ = init_with(format, None, None);
+}
+
+/// Errors setting up logging and tracing.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("log level: {0}")]
+    LogLevel(String),
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
+}
+
+/// What [`init_with`] set up: keep it, and call [`Telemetry::shutdown`] before exiting so
+/// that queued spans are exported.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    exporter: Option<Exporter>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.exporter.is_some()
+    }
+
+    /// Exports the spans still queued, then stops the exporter.
+    pub async fn shutdown(self) {
+        if let Some(exporter) = self.exporter {
+            exporter.shutdown().await;
+        }
+    }
+}
+
+/// The log filter in force, replaceable while running ([`log_level`]).
+pub struct LogLevel {
+    handle: reload::Handle<EnvFilter, Registry>,
+    current: Mutex<String>,
+}
+
+impl std::fmt::Debug for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogLevel")
+            .field("current", &self.current())
+            .finish()
+    }
+}
+
+/// What [`LogLevel::set`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelChange {
+    /// The new filter is in force.
+    Changed,
+    /// The filter was already this one.
+    Unchanged,
+}
+
+impl LogLevel {
+    /// The filter in force, as written (`RUST_LOG` syntax).
+    pub fn current(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `directives` (`RUST_LOG` syntax, e.g. `info,warden_data_plane=debug`) in force;
+    /// a filter that does not parse is refused and the one in force stays.
+    pub fn set(&self, directives: &str) -> Result<LevelChange, TelemetryError> {
+        let directives = directives.trim();
+        let filter = log_filter(directives)?;
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if *current == directives {
+            return Ok(LevelChange::Unchanged);
+        }
+        self.handle
+            .reload(filter)
+            .map_err(|e| TelemetryError::LogLevel(e.to_string()))?;
+        *current = directives.to_owned();
+        Ok(LevelChange::Changed)
+    }
+}
+
+static LOG_LEVEL: OnceLock<LogLevel> = OnceLock::new();
+
+/// The process's replaceable log filter, once [`init_with`] installed the subscriber.
+pub fn log_level() -> Option<&'static LogLevel> {
+    LOG_LEVEL.get()
+}
+
+/// Checks a log filter (`RUST_LOG` syntax) without using it.
+pub fn check_log_filter(directives: &str) -> Result<(), TelemetryError> {
+    log_filter(directives.trim()).map(|_| ())
+}
+
+/// The log output's filter for `directives`: empty means `info`; the spans for export
+/// ([`crate::otlp::TARGET`]) are always left out of the log.
+fn log_filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
+    let text = if directives.is_empty() {
+        "info"
+    } else {
+        directives
+    };
+    let filter = EnvFilter::builder()
+        .with_regex(false)
+        .parse(text)
+        .map_err(|e| TelemetryError::LogLevel(format!("`{text}`: {e}")))?;
+    let off = format!("{}=off", crate::otlp::TARGET)
+        .parse()
+        .map_err(|e| TelemetryError::LogLevel(format!("{e}")))?;
+    Ok(filter.add_directive(off))
+}
+
+/// Installs the global subscriber: the log filter `directives` (`RUST_LOG` syntax; `None`:
+/// `RUST_LOG`, default `info`), replaceable later through [`log_level`]; the redacting and
+/// escaping writer in `format`; and, with `otlp`, the export of the spans of target
+/// [`crate::otlp::TARGET`] (needs a Tokio runtime). A second call installs nothing and
+/// exports nothing.
+pub fn init_with(
+    format: LogFormat,
+    directives: Option<&str>,
+    otlp: Option<&OtlpSettings>,
+) -> Result<Telemetry, TelemetryError> {
+    let text = match directives {
+        Some(d) => d.trim().to_owned(),
+        None => std::env::var("RUST_LOG").unwrap_or_default(),
+    };
+    let filter = match log_filter(&text) {
+        Ok(f) => f,
+        // A bad RUST_LOG falls back to `info`, as before; a bad explicit filter is an error.
+        Err(_) if directives.is_none() => log_filter("")?,
+        Err(e) => return Err(e),
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(RedactingStderr::new(format))
         .with_ansi(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let (exporter, tracer) = match otlp {
+        Some(settings) => {
+            let (exporter, tracer) = Exporter::start(settings)?;
+            (Some(exporter), Some(tracer))
+        }
+        None => (None, None),
+    };
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(crate::otlp::TARGET, tracing::Level::INFO),
+            )
+    });
+    let logs = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    // Not `.with(Option<layer>)`: a `None` layer above a per-layer filter enables every
+    // call site (the spans for export included), which would cost a span per request.
+    let installed = match spans {
+        Some(spans) => logs.with(spans).try_init(),
+        None => logs.try_init(),
+    }
+    .is_ok();
+    if !installed {
+        return Ok(Telemetry::default());
+    }
+    let _ = LOG_LEVEL.set(LogLevel {
+        handle,
+        current: Mutex::new(text),
+    });
+    Ok(Telemetry { exporter })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The only test here that installs the global subscriber.
+    #[test]
+    fn without_otlp_export_spans_are_disabled_and_the_filter_is_replaceable() {
+        let telemetry = init_with(LogFormat::Text, Some("info"), None).unwrap();
+        assert!(!telemetry.exporting());
+        // Even with every level on, the spans meant for export stay off: no span is created.
+        let level = log_level().unwrap();
+        assert_eq!(level.set("trace").unwrap(), LevelChange::Changed);
+        assert_eq!(level.set(" trace ").unwrap(), LevelChange::Unchanged);
+        assert!(tracing::info_span!(target: crate::otlp::TARGET, "request").is_disabled());
+        assert!(!tracing::enabled!(target: crate::otlp::TARGET, tracing::Level::ERROR));
+        assert!(tracing::enabled!(target: "warden_data_plane", tracing::Level::DEBUG));
+        // A filter that does not parse is refused; the one in force stays.
+        assert!(level.set("info,warden=loud").is_err());
+        assert_eq!(level.current(), "trace");
+        assert_eq!(level.set("warn").unwrap(), LevelChange::Changed);
+        assert!(!tracing::enabled!(target: "warden_data_plane", tracing::Level::INFO));
+        assert!(check_log_filter("info,warden_data_plane=debug").is_ok());
+    }
 
     #[test]
     fn a_forged_line_stays_inside_its_event() {

@@ -156,6 +156,8 @@ pub struct Flags {
     pub failed_login_window: Duration,
     #[command(flatten)]
     pub ip_block: crate::ip_block::IpBlockFlags,
+    #[command(flatten)]
+    pub trace: crate::trace::TraceFlags,
     /// PEM certificate chain (leaf first) to serve the API over HTTPS, with
     /// --http-tls-key-file; both or neither. Re-read when the file changes.
     #[arg(long, env = "WARDEN_HTTP_TLS_CERT_FILE")]
@@ -306,6 +308,9 @@ pub enum ConfigError {
         "--cp-client-cert-file and --cp-client-key-file go together, with an https:// --cp-addr"
     )]
     ClientCertNeedsTls,
+    /// A trace export or log filter setting (the message names it).
+    #[error("{0}")]
+    Tracing(String),
 }
 
 impl Flags {
@@ -372,6 +377,10 @@ pub struct NodeConfig {
     pub http_tls: Option<crate::listener::tls::TlsSettings>,
     /// What the upstream client may connect to, and through which proxy.
     pub egress: crate::egress::EgressSettings,
+    /// `--upstream-trace-context`: providers get the node's own `traceparent`.
+    pub upstream_trace_context: bool,
+    /// `--log-level-file`: the log filter's file, re-read on SIGHUP.
+    pub log_level_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -411,6 +420,8 @@ impl NodeConfig {
             ip_block: crate::ip_block::Settings::default(),
             http_tls: None,
             egress: crate::egress::EgressSettings::default(),
+            upstream_trace_context: false,
+            log_level_file: None,
         }
     }
 }
@@ -533,6 +544,10 @@ impl NodeConfig {
             return Err(ConfigError::Zero("--failed-login-window"));
         }
         config.failed_login_window = flags.failed_login_window;
+        // Checked again here (main built the exporter from them) for callers of this alone.
+        flags.trace.otlp(env).map_err(ConfigError::Tracing)?;
+        config.upstream_trace_context = flags.trace.upstream_trace_context;
+        config.log_level_file = flags.trace.log_level_file.clone();
         config.ip_block = flags.ip_block.settings().map_err(ConfigError::Zero)?;
         if !config.ip_block.enabled() {
             tracing::warn!(target: LOG_TARGET, "--ip-block-threshold 0: addresses are never blocked after failed logins (only the 429 throttle applies)");

@@ -28,6 +28,7 @@ pub mod reload;
 pub mod server;
 pub mod state;
 pub mod sync;
+pub mod trace;
 pub mod translate;
 pub mod upstream;
 
@@ -161,13 +162,14 @@ pub async fn run_on(
         .map(|settings| redis_state::redis::RedisLink::start(settings, shutdown.clone()));
     let limiter = limits::Limiter::new(redis.clone(), config.limiter);
     let (rejections_tx, rejections_rx) = tokio::sync::mpsc::channel(256);
-    let upstream = upstream::Upstream::new(
+    let mut upstream = upstream::Upstream::new(
         config.upstream_connect_timeout,
         config.upstream_read_timeout,
         &config.egress,
         upstream::keys::KeyPicker::new(redis.clone()),
         rejections_tx,
     )?;
+    upstream.trace_context = config.upstream_trace_context;
     let metrics = crate::metrics::install();
     let (audit, audit_spool) =
         audit::AuditSink::start(&config.audit_spool, &config.node_id, shutdown.clone())?;
@@ -228,6 +230,7 @@ pub async fn run_on(
         Arc::clone(&state),
         https.clone(),
         config.node_id.clone(),
+        config.log_level_file.clone(),
         shutdown.clone(),
     );
     let app = server::router(Arc::clone(&state), config.max_body_bytes);

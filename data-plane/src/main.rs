@@ -31,8 +31,17 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let flags = Flags::parse();
-    warden_core::telemetry::init(flags.log_format()?);
     let env: HashMap<String, String> = std::env::vars().collect();
+    let otlp = flags.trace.otlp(&env).map_err(anyhow::Error::msg)?;
+    let log_filter = flags.trace.log_filter().map_err(anyhow::Error::msg)?;
+    let telemetry = warden_core::telemetry::init_with(
+        flags.log_format()?,
+        log_filter.as_deref(),
+        otlp.as_ref(),
+    )?;
+    if let Some(otlp) = &otlp {
+        tracing::info!(endpoint = %otlp.endpoint, service = %otlp.service_name, sample_ratio = otlp.sample_ratio, "traces exported over OTLP");
+    }
     let config = NodeConfig::from_flags(flags, &env)?;
     drop(env);
     let api = tokio::net::TcpListener::bind(config.http_addr)
@@ -48,7 +57,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     stop_on_signal_exit_on_second(&shutdown);
-    warden_data_plane::run_on(config, Listeners { api, ops }, shutdown).await?;
+    let ran = warden_data_plane::run_on(config, Listeners { api, ops }, shutdown).await;
+    // The spans of the last requests go out before the exit.
+    telemetry.shutdown().await;
+    ran?;
     Ok(())
 }
 

@@ -164,6 +164,8 @@ pub struct Options {
     pub cp_replicas: usize,
     /// The replicas' `[cluster] lease_ttl` (default `2s`).
     pub cp_lease_ttl: Option<String>,
+    /// Extra environment for every node.
+    pub node_env: Vec<(String, String)>,
 }
 
 /// A control-plane replica beyond the first ([`Options::cp_replicas`]).
@@ -631,6 +633,7 @@ impl TestCluster {
                 self.options.node_count.unwrap_or(1).to_string(),
             )
             .env("RUST_LOG", "info")
+            .envs(self.options.node_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

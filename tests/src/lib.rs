@@ -14,4 +14,5 @@ pub mod cluster;
 pub mod dev;
 pub mod egress_proxy;
 pub mod mock;
+pub mod otlp;
 pub mod pki;

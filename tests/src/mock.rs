@@ -73,6 +73,8 @@ pub struct RecordedRequest {
     pub anthropic_version: Option<String>,
     /// The JSON body, or `Null` when there was none or it was not JSON.
     pub body: Value,
+    /// Every header as received (the trace-context tests look for `traceparent`).
+    pub headers: HeaderMap,
 }
 
 /// How the mock answers the requests that follow [`MockUpstream::set_behavior`].
@@ -281,6 +283,7 @@ impl Shared {
             x_api_key: header("x-api-key"),
             anthropic_version: header("anthropic-version"),
             body: serde_json::from_slice(body).unwrap_or(Value::Null),
+            headers: headers.clone(),
         });
         lock(&self.behavior).clone()
     }

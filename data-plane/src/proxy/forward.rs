@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use super::Endpoint;
 use super::parse::ModelRequest;
@@ -31,6 +32,8 @@ pub struct Forwarded {
     pub key_fingerprint: String,
     /// Resolves when the pumped body has ended, with its usage.
     pub settled: oneshot::Receiver<Settled>,
+    /// How long the provider took to answer (keys and fallbacks tried included).
+    pub upstream_time: std::time::Duration,
 }
 
 /// Sends `request` to `route`'s provider (or a fallback) and starts pumping the answer to
@@ -71,14 +74,19 @@ pub async fn forward(
     let deadline = state
         .upstream_deadline
         .map(|d| (tokio::time::Instant::now() + d, d));
-    let sent = state.upstream.send(
-        principal,
-        snapshot,
-        route,
-        request.stream,
-        client_key.as_ref(),
-        |r| upstream_request(endpoint, request, r),
-    );
+    let span = crate::trace::upstream_span(&route.provider.name);
+    let upstream_started = std::time::Instant::now();
+    let sent = state
+        .upstream
+        .send(
+            principal,
+            snapshot,
+            route,
+            request.stream,
+            client_key.as_ref(),
+            |r| upstream_request(endpoint, request, r),
+        )
+        .instrument(span.clone());
     let sent = match deadline {
         Some((at, after)) => tokio::time::timeout_at(at, sent).await.unwrap_or_else(|_| {
             tracing::info!(provider = %route.provider.name, deadline_secs = after.as_secs_f64(), "upstream deadline passed before an answer");
@@ -86,6 +94,13 @@ pub async fn forward(
         }),
         None => sent.await,
     };
+    let upstream_time = upstream_started.elapsed();
+    crate::trace::record_upstream(
+        &span,
+        sent.as_ref()
+            .map(|s| s.route.provider.name.as_str())
+            .map_err(ApiError::metric_label),
+    );
     let served = match sent {
         Ok(s) => s,
         Err(e) => {
@@ -158,6 +173,7 @@ pub async fn forward(
         provider,
         key_fingerprint,
         settled,
+        upstream_time,
     })
 }
 

@@ -39,6 +39,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
+use tracing::Instrument as _;
 use warden_core::jwt::Scope;
 
 use crate::compiled::Format;
@@ -198,10 +199,11 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         request_id: &request_id,
         endpoint,
     };
+    let span = crate::trace::request_span(endpoint, &request_id);
     // Time spent waiting for providers, added up by the upstream calls.
     let (handled, upstream_wait) = crate::upstream::UPSTREAM_WAIT
         .scope(std::cell::Cell::new(Duration::ZERO), async {
-            let handled = handle(state, &call, request).await;
+            let handled = handle(state, &call, request).instrument(span.clone()).await;
             let wait = crate::upstream::UPSTREAM_WAIT.with(std::cell::Cell::get);
             (handled, wait)
         })
@@ -233,6 +235,16 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
             );
             let alias = labels.map_or(metric::NONE, |l| l.alias(&model));
             m.request(endpoint, alias, metric::NONE, e.status());
+            crate::trace::record_outcome(
+                &span,
+                state,
+                &model,
+                None,
+                e.status().as_u16(),
+                Some(label),
+                started.elapsed(),
+                None,
+            );
             if stage == Stage::Login {
                 audit.to_failed_logins();
             } else {
@@ -258,6 +270,7 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         key_fingerprint,
         settled,
         dlp,
+        upstream_time,
     } = done;
     let mut audit = audit;
     if let Some(found) = dlp.filter(|f| !f.is_empty()) {
@@ -278,6 +291,16 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
         .and_then(|v| v.to_str().ok())
         .unwrap_or(&model)
         .to_owned();
+    crate::trace::record_outcome(
+        &span,
+        state,
+        &model_served,
+        Some(&provider),
+        status.as_u16(),
+        None,
+        started.elapsed(),
+        upstream_time,
+    );
     tracing::info!(
         request_id = %request_id,
         endpoint = endpoint.path(),
@@ -357,6 +380,8 @@ struct Done {
     settled: Option<tokio::sync::oneshot::Receiver<Settled>>,
     /// What the DLP rules found in the request (`None`: no rule applied).
     dlp: Option<warden_core::dlp::Findings>,
+    /// How long the provider took to answer its head (`None`: no provider, e.g. echo).
+    upstream_time: Option<std::time::Duration>,
 }
 
 /// A refused request: the error, who asked for what as far as known (empty before
@@ -423,15 +448,18 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     intake::refuse_if_locked_down(&snapshot).map_err(|e| Rejection::at(Stage::Headers, e, ""))?;
     intake::admit_address(&snapshot, call.peer)
         .map_err(|e| Rejection::at(Stage::Headers, e, ""))?;
-    let principal = intake::authenticate(
-        state,
-        &snapshot,
-        call.peer,
-        headers,
-        endpoint.path(),
-        call.request_id,
-    )
-    .map_err(|e| Rejection::at(Stage::Login, e, "-"))?;
+    let principal = crate::trace::auth_span()
+        .in_scope(|| {
+            intake::authenticate(
+                state,
+                &snapshot,
+                call.peer,
+                headers,
+                endpoint.path(),
+                call.request_id,
+            )
+        })
+        .map_err(|e| Rejection::at(Stage::Login, e, "-"))?;
     let pid = principal.id.as_str();
     intake::refuse_if_suspended(&principal).map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
     intake::refuse_if_stale(state).map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
@@ -484,6 +512,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     let reserve =
         prompt_estimate.saturating_add(requested_output(endpoint, &request.body, request.choices));
     let admission = admission::admit(state, &snapshot, &principal, &route, reserve)
+        .instrument(crate::trace::limiter_span())
         .await
         .map_err(reject)?;
     let rate_headers = admission.headers;
@@ -508,6 +537,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
             key_fingerprint: String::new(),
             settled: None,
             dlp: found,
+            upstream_time: None,
         });
     }
     let forwarded = forward::forward(
@@ -536,6 +566,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
         key_fingerprint: forwarded.key_fingerprint,
         settled: Some(forwarded.settled),
         dlp: found,
+        upstream_time: Some(forwarded.upstream_time),
     })
 }
 

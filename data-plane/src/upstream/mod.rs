@@ -90,6 +90,10 @@ pub struct Upstream {
     egress: std::sync::Arc<crate::egress::EgressPolicy>,
     pub keys: KeyPicker,
     rejections: mpsc::Sender<KeyRejection>,
+    /// `--upstream-trace-context`: each attempt carries the `traceparent` of the node's
+    /// current span (the request's `upstream` span). Nothing of the client's headers is
+    /// ever sent: the request below is built from scratch.
+    pub trace_context: bool,
 }
 
 impl Upstream {
@@ -106,6 +110,7 @@ impl Upstream {
             egress: std::sync::Arc::new(egress.policy.clone()),
             keys,
             rejections,
+            trace_context: false,
         })
     }
 
@@ -291,6 +296,11 @@ impl Upstream {
             .header(header::ACCEPT, accept);
         if request.format == Format::Anthropic {
             builder = builder.header("anthropic-version", ANTHROPIC_VERSION);
+        }
+        if self.trace_context
+            && let Some(parent) = warden_core::otlp::traceparent(&tracing::Span::current())
+        {
+            builder = builder.header("traceparent", parent);
         }
         let sent_at = std::time::Instant::now();
         let result = builder.body(request.body.clone()).send().await;

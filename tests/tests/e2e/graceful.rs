@@ -17,7 +17,7 @@ use warden_tests::mock::Behavior;
 use crate::audit_spool::{assert_each_audited_once, request_id};
 
 /// Sends `signal` (`TERM`, `HUP`) to process `pid`.
-fn signal(pid: u32, signal: &str) {
+pub(crate) fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(pid.to_string())
@@ -113,7 +113,7 @@ fn content(text: &str) -> String {
 }
 
 /// The audit rows of `action` (newest first), as JSON.
-fn audit_rows(c: &TestCluster, action: &str) -> Vec<Value> {
+pub(crate) fn audit_rows(c: &TestCluster, action: &str) -> Vec<Value> {
     let out = c
         .ctl_ok(
             &[
