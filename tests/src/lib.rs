@@ -13,5 +13,6 @@
 pub mod cluster;
 pub mod dev;
 pub mod egress_proxy;
+pub mod faults;
 pub mod mock;
 pub mod pki;
