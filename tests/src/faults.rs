@@ -170,7 +170,7 @@ pub fn spawn_load(
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let node = (worker + i) % 3;
-                    let stream = load.streams && i % 2 == 0;
+                    let stream = load.streams && i.is_multiple_of(2);
                     let url = urls.read().map(|u| u[node].clone()).unwrap_or_default();
                     let text = format!("fault load {} w{worker} #{i}", load.load);
                     let body = TestCluster::chat_body(&load.model, &text, stream);

@@ -1271,6 +1271,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stalled_stream_sends_nothing_for_its_time_then_the_rest() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.set_behavior(Behavior::StalledStream(Duration::from_millis(600)));
+        let began = std::time::Instant::now();
+        let mut frames = post_chat(&mock, true).await.bytes_stream();
+        let first = frames.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("\"role\":\"assistant\""));
+        let stalled = tokio::time::timeout(Duration::from_millis(300), frames.next()).await;
+        assert!(stalled.is_err(), "stream went on during the stall");
+        let rest: Vec<_> = frames.map(|f| f.unwrap()).collect().await;
+        assert!(began.elapsed() >= Duration::from_millis(600));
+        assert_eq!(rest.last().map(|f| &f[..]), Some(&b"data: [DONE]\n\n"[..]));
+        // Answers that are not streams are not held.
+        let r = post_chat(&mock, false).await;
+        assert_eq!(r.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn key_errors_answer_each_named_key_with_its_status() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.set_behavior(Behavior::KeyErrors(vec![
+            KeyFault {
+                key: "sk-dead".into(),
+                status: 401,
+                retry_after: None,
+            },
+            KeyFault {
+                key: "sk-busy".into(),
+                status: 429,
+                retry_after: Some(2),
+            },
+        ]));
+        let post = |key: &'static str| {
+            reqwest::Client::new()
+                .post(format!("{}/chat/completions", mock.base_url()))
+                .bearer_auth(key)
+                .json(&chat_request(false))
+                .send()
+        };
+        let dead = post("sk-dead").await.unwrap();
+        assert_eq!(dead.status(), 401);
+        let body: Value = dead.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+        let busy = post("sk-busy").await.unwrap();
+        assert_eq!(busy.status(), 429);
+        assert_eq!(busy.headers()["retry-after"], "2");
+        assert_eq!(post("sk-test").await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
     async fn error_behavior_and_missing_key() {
         let mock = MockUpstream::start().await.unwrap();
         let overloaded = json!({"error": {"message": "slow down", "type": "rate_limit_error"}});
