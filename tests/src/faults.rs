@@ -1,6 +1,6 @@
-//! Pieces of the fault test (`tests/e2e/faults.rs`): a private `redis-server` that can be
-//! SIGKILLed and restarted on its port, and a load generator that records what every client
-//! saw of every request.
+//! Pieces of the fault tests (`tests/e2e/faults.rs`, `limits.rs`): a private
+//! `redis-server` that can be SIGKILLed and restarted on its port, and a load generator
+//! that records what every client saw of every request.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
