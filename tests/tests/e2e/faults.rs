@@ -75,9 +75,10 @@ async fn until_every_node(c: &TestCluster, what: &str, check: fn(&Value) -> bool
         all.iter().all(check).then(Instant::now)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}: {:?}", warnings(c)))
+    .unwrap_or_else(|e| panic!("{e}\n{}", warnings(c)))
 }
 
+/// The first warnings and errors of the cluster's logs, for failure messages.
 fn warnings(c: &TestCluster) -> String {
     c.logs()
         .lines()
@@ -87,8 +88,8 @@ fn warnings(c: &TestCluster) -> String {
         .join("\n")
 }
 
-/// The first complete main-load request matching `path` sent after `from`, polled while
-/// the load runs (its records are only handed back at the end, so the mock stands in).
+/// When a probe (a chat with the main key through `node`, streamed or not) first gets a
+/// complete answer, polled from now on; the load's own records come back only at the end.
 async fn first_success_after(
     c: &TestCluster,
     urls: &NodeUrls,
