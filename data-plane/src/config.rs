@@ -132,6 +132,10 @@ pub struct Flags {
     /// beyond, requests get 503 `overloaded` with `Retry-After: 1`.
     #[arg(long, env = "WARDEN_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = crate::listener::DEFAULT_MAX_CONCURRENT_REQUESTS)]
     pub http_max_concurrent_requests: usize,
+    /// Longest wait for the next bytes from a provider (an answer's head, a stream's next
+    /// chunk): a request then moves to the next key; a stream already answering is cut.
+    #[arg(long, env = "WARDEN_UPSTREAM_READ_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub upstream_read_timeout: Duration,
     /// Longest a whole upstream exchange may take, keys and fallbacks tried and a streamed
     /// answer included: `off`, or a duration such as `10m`. Past it a request not yet
     /// answered gets 504, a stream is ended with an error event.
@@ -527,6 +531,7 @@ impl NodeConfig {
         };
         config.http_body_read_timeout = flags.http_body_read_timeout;
         config.drain_timeout = flags.drain_timeout;
+        config.upstream_read_timeout = flags.upstream_read_timeout;
         config.upstream_deadline = parse_optional_duration(&flags.upstream_deadline)
             .map_err(ConfigError::UpstreamDeadline)?;
         config.ops_addr = match flags.ops_addr.trim() {
@@ -920,6 +925,7 @@ mod tests {
         assert_eq!(c.http_limits, crate::listener::Limits::default());
         assert_eq!(c.http_body_read_timeout, DEFAULT_HTTP_BODY_READ_TIMEOUT);
         assert_eq!(c.upstream_deadline, None);
+        assert_eq!(c.upstream_read_timeout, Duration::from_secs(300));
         assert_eq!(c.ops_addr, DEFAULT_OPS_ADDR.parse().ok());
         let c = config(&[
             "--http-header-read-timeout",
@@ -928,6 +934,8 @@ mod tests {
             "1m30s",
             "--upstream-deadline",
             "10m",
+            "--upstream-read-timeout",
+            "2s",
             "--ops-addr",
             "off",
         ])
@@ -935,6 +943,7 @@ mod tests {
         assert_eq!(c.http_limits.header_read_timeout, Duration::from_secs(2));
         assert_eq!(c.http_limits.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.upstream_deadline, Some(Duration::from_secs(600)));
+        assert_eq!(c.upstream_read_timeout, Duration::from_secs(2));
         assert_eq!(c.ops_addr, None);
         assert!(matches!(
             config(&["--upstream-deadline", "soon"]),

@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod dev;
 pub mod egress_proxy;
+pub mod faults;
 pub mod mock;
 pub mod otlp;
 pub mod pki;

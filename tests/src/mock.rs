@@ -12,8 +12,9 @@
 //!
 //! It records every request it receives ([`MockUpstream::requests`]) so tests can check
 //! which key the gateway injected, and can be told to misbehave with [`Behavior`]: a fixed
-//! error answer, latency, or a stream that stalls after its first event until
-//! [`MockUpstream::release_stream`]. Behaviors apply to every `POST` endpoint.
+//! error answer, latency, error answers for some upstream keys, or a stream that stalls
+//! after its first event until [`MockUpstream::release_stream`] or for a set time.
+//! Behaviors apply to every `POST` endpoint.
 //!
 //! Answers are predictable. A chat or message answer echoes the last user message as
 //! `"mock: <text>"`; but when the request defines tools and its last message is the user's
@@ -106,6 +107,22 @@ pub enum Behavior {
         status: u16,
         body: Value,
     },
+    /// Several keys answering errors at once, each as [`Behavior::KeyError`] would; requests
+    /// with any other key answer normally.
+    KeyErrors(Vec<KeyFault>),
+    /// Streaming requests send their first event at once, then send nothing for this long
+    /// before the rest (a provider whose stream hangs mid-answer; a client that gives up
+    /// first ends it); others answer normally.
+    StalledStream(Duration),
+}
+
+/// One upstream key's error answer, for [`Behavior::KeyErrors`].
+#[derive(Debug, Clone)]
+pub struct KeyFault {
+    pub key: String,
+    pub status: u16,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<u64>,
 }
 
 struct Shared {
@@ -314,26 +331,15 @@ impl Shared {
                 status,
                 retry_after,
             } => {
-                let presented = |name: &str| {
-                    headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.trim_start_matches("Bearer ") == key)
-                };
-                if presented("authorization") || presented("x-api-key") {
-                    let code = if *status == 401 {
-                        json!("invalid_api_key")
-                    } else {
-                        Value::Null
-                    };
-                    let body = json!({"error": {"message": format!("key error {status} for this key"), "type": "invalid_request_error", "param": null, "code": code}});
-                    let mut answer = error_answer(*status, body);
-                    if let Some(secs) = retry_after
-                        && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
-                    {
-                        answer.headers_mut().insert("retry-after", v);
-                    }
+                if let Some(answer) = key_error(headers, key, *status, *retry_after) {
                     return Err(answer);
+                }
+            }
+            Behavior::KeyErrors(faults) => {
+                for f in faults {
+                    if let Some(answer) = key_error(headers, &f.key, f.status, f.retry_after) {
+                        return Err(answer);
+                    }
                 }
             }
             Behavior::MarkedError {
@@ -348,7 +354,7 @@ impl Shared {
                     return Err(error_answer(*status, body.clone()));
                 }
             }
-            Behavior::Normal | Behavior::GatedStream => {}
+            Behavior::Normal | Behavior::GatedStream | Behavior::StalledStream(_) => {}
         }
         let Ok(body) = serde_json::from_slice::<Value>(raw) else {
             return Err(match api {
@@ -372,9 +378,55 @@ impl Shared {
     }
 }
 
+/// The error answer of `key` when the request presents it (in `Authorization: Bearer` or
+/// `x-api-key`): `status` (OpenAI's `invalid_api_key` code for a 401), with `Retry-After`
+/// when given.
+fn key_error(
+    headers: &HeaderMap,
+    key: &str,
+    status: u16,
+    retry_after: Option<u64>,
+) -> Option<Response> {
+    let presented = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start_matches("Bearer ") == key)
+    };
+    if !presented("authorization") && !presented("x-api-key") {
+        return None;
+    }
+    let code = if status == 401 {
+        json!("invalid_api_key")
+    } else {
+        Value::Null
+    };
+    let body = json!({"error": {"message": format!("key error {status} for this key"), "type": "invalid_request_error", "param": null, "code": code}});
+    let mut answer = error_answer(status, body);
+    if let Some(secs) = retry_after
+        && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+    {
+        answer.headers_mut().insert("retry-after", v);
+    }
+    Some(answer)
+}
+
+/// What a stream does after its first event.
+enum Pause {
+    None,
+    /// Waits for [`MockUpstream::release_stream`] (or [`GATE_TIMEOUT`]).
+    Gate(watch::Receiver<u64>),
+    /// Sends nothing for this long.
+    For(Duration),
+}
+
 impl Accepted {
-    fn gate(self) -> Option<watch::Receiver<u64>> {
-        matches!(self.behavior, Behavior::GatedStream).then_some(self.gate)
+    fn pause(self) -> Pause {
+        match self.behavior {
+            Behavior::GatedStream => Pause::Gate(self.gate),
+            Behavior::StalledStream(d) => Pause::For(d),
+            _ => Pause::None,
+        }
     }
 }
 
@@ -395,7 +447,7 @@ async fn chat_completions(
     }
     let include_usage = request["stream_options"]["include_usage"] == json!(true);
     let frames = answer.chat_stream(include_usage);
-    sse(frames, accepted.gate())
+    sse(frames, accepted.pause())
 }
 
 async fn messages(
@@ -421,7 +473,7 @@ async fn messages(
         return Json(answer.message()).into_response();
     }
     let frames = answer.message_stream();
-    sse(frames, accepted.gate())
+    sse(frames, accepted.pause())
 }
 
 async fn count_tokens(
@@ -644,19 +696,28 @@ fn error_answer(status: u16, body: Value) -> Response {
 
 /// Streams `frames` as an SSE body, one body frame each: the first at once, then (after
 /// the gate opens, if any) the rest `CHUNK_DELAY` apart.
-fn sse(frames: Vec<String>, gate: Option<watch::Receiver<u64>>) -> Response {
+fn sse(frames: Vec<String>, pause: Pause) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
         let mut frames = frames.into_iter();
-        let mut gate = gate;
         // An error means the client went away; the stream simply ends.
         if let Some(first) = frames.next()
             && tx.send(Ok(Bytes::from(first))).await.is_err()
         {
             return;
         }
-        if let Some(gate) = gate.as_mut() {
-            let _ = tokio::time::timeout(GATE_TIMEOUT, gate.changed()).await;
+        match pause {
+            Pause::None => {}
+            Pause::Gate(mut gate) => {
+                let _ = tokio::time::timeout(GATE_TIMEOUT, gate.changed()).await;
+            }
+            Pause::For(d) => {
+                // A client that went away ends the stall early.
+                tokio::select! {
+                    () = tokio::time::sleep(d) => {}
+                    () = tx.closed() => return,
+                }
+            }
         }
         for frame in frames {
             tokio::time::sleep(CHUNK_DELAY).await;
@@ -1210,6 +1271,56 @@ mod tests {
         mock.release_stream();
         let rest: Vec<_> = frames.map(|f| f.unwrap()).collect().await;
         assert_eq!(rest.last().map(|f| &f[..]), Some(&b"data: [DONE]\n\n"[..]));
+    }
+
+    #[tokio::test]
+    async fn stalled_stream_sends_nothing_for_its_time_then_the_rest() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.set_behavior(Behavior::StalledStream(Duration::from_millis(600)));
+        let began = std::time::Instant::now();
+        let mut frames = post_chat(&mock, true).await.bytes_stream();
+        let first = frames.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("\"role\":\"assistant\""));
+        let stalled = tokio::time::timeout(Duration::from_millis(300), frames.next()).await;
+        assert!(stalled.is_err(), "stream went on during the stall");
+        let rest: Vec<_> = frames.map(|f| f.unwrap()).collect().await;
+        assert!(began.elapsed() >= Duration::from_millis(600));
+        assert_eq!(rest.last().map(|f| &f[..]), Some(&b"data: [DONE]\n\n"[..]));
+        // Answers that are not streams are not held.
+        let r = post_chat(&mock, false).await;
+        assert_eq!(r.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn key_errors_answer_each_named_key_with_its_status() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.set_behavior(Behavior::KeyErrors(vec![
+            KeyFault {
+                key: "sk-dead".into(),
+                status: 401,
+                retry_after: None,
+            },
+            KeyFault {
+                key: "sk-busy".into(),
+                status: 429,
+                retry_after: Some(2),
+            },
+        ]));
+        let post = |key: &'static str| {
+            reqwest::Client::new()
+                .post(format!("{}/chat/completions", mock.base_url()))
+                .bearer_auth(key)
+                .json(&chat_request(false))
+                .send()
+        };
+        let dead = post("sk-dead").await.unwrap();
+        assert_eq!(dead.status(), 401);
+        let body: Value = dead.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+        let busy = post("sk-busy").await.unwrap();
+        assert_eq!(busy.status(), 429);
+        assert_eq!(busy.headers()["retry-after"], "2");
+        assert_eq!(post("sk-test").await.unwrap().status(), 200);
     }
 
     #[tokio::test]

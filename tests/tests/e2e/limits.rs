@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use warden_tests::cluster::{
-    CANARY_UPSTREAM_KEY, CLAUDE_MODEL, MODEL, Options, TestCluster, eventually, free_port,
+    CANARY_UPSTREAM_KEY, CLAUDE_MODEL, MODEL, Options, TestCluster, eventually,
 };
+use warden_tests::faults::PrivateRedis;
 use warden_tests::mock::Behavior;
 
 fn redis_url() -> String {
@@ -532,48 +533,14 @@ async fn parallel_slots_are_released_when_the_client_disconnects() {
     c.mock.release_stream();
 }
 
-struct PrivateRedis(std::process::Child);
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not on the PATH");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self(child)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_mid_load_causes_no_5xx_and_shared_limits_resume() {
-    let port = free_port().unwrap();
-    let redis = PrivateRedis::start(port);
+    let logs = tempfile::tempdir().unwrap();
+    let mut redis = PrivateRedis::start(logs.path()).await.unwrap();
     let c = TestCluster::start_with(
         2,
         Options {
-            redis_url: Some(format!("redis://127.0.0.1:{port}")),
+            redis_url: Some(redis.url()),
             node_count: Some(2),
             ..Options::default()
         },
@@ -632,14 +599,14 @@ async fn redis_killed_mid_load_causes_no_5xx_and_shared_limits_resume() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    drop(redis); // killed mid-load
+    redis.kill().unwrap(); // mid-load
     eventually(Duration::from_secs(5), "per-node limits", || async {
         ready(0).await?.starts_with("per-node").then_some(())
     })
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let _redis = PrivateRedis::start(port); // back
+    redis.restart().await.unwrap(); // back, on the same port
     eventually(Duration::from_secs(10), "shared limits again", || async {
         (ready(0).await? == "shared" && ready(1).await? == "shared").then_some(())
     })

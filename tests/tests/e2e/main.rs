@@ -38,6 +38,7 @@ mod dev;
 mod dlp;
 mod egress;
 mod failed_logins;
+mod faults;
 mod gateway;
 mod graceful;
 mod healthcheck;
