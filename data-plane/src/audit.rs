@@ -12,6 +12,7 @@
 pub mod quarantine;
 pub mod spool;
 pub mod spool_dir;
+mod spool_record;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

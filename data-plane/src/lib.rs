@@ -13,6 +13,7 @@ pub mod compiled;
 pub mod config;
 pub mod cp_addrs;
 pub mod egress;
+pub mod endpoint;
 pub mod error;
 pub mod freshness;
 pub mod healthcheck;

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use metrics::{Counter, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
-use crate::proxy::Endpoint;
+use crate::endpoint::Endpoint;
 
 /// 1 while Redis is reachable and shared state is in use, 0 while the node runs on
 /// per-node limits.
@@ -289,28 +289,6 @@ pub fn dlp_matches(found: &warden_core::dlp::Findings, direction: &'static str) 
             "direction" => direction
         )
         .increment(u64::from(*count));
-    }
-}
-
-/// Sets the gauges read at scrape time: upstream key health per provider, the audit
-/// delivery lag and the operator's address blocks.
-pub fn refresh(state: &crate::state::AppState) {
-    metrics::gauge!(AUDIT_DELIVERY_LAG_SECONDS).set(state.audit.delivery_lag().as_secs_f64());
-    let Some(snapshot) = state.snapshot() else {
-        return;
-    };
-    metrics::gauge!(IP_BLOCKS_MANUAL).set(snapshot.ip_blocks.len() as f64);
-    for provider in snapshot.providers.values() {
-        if provider.passthrough {
-            continue;
-        }
-        let health = state.upstream.keys.health(provider);
-        let name = snapshot.metric_labels.provider(&provider.name);
-        metrics::gauge!(UPSTREAM_KEYS, "provider" => name.clone()).set(provider.keys.len() as f64);
-        metrics::gauge!(UPSTREAM_KEYS_OUT, "provider" => name.clone(), "state" => "disabled")
-            .set(health.disabled as f64);
-        metrics::gauge!(UPSTREAM_KEYS_OUT, "provider" => name, "state" => "cooling_down")
-            .set(health.cooling_down as f64);
     }
 }
 

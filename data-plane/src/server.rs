@@ -134,7 +134,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    crate::metrics::refresh(&state);
+    refresh_metrics(&state);
     match &state.metrics {
         Some(h) => (
             [(
@@ -158,4 +158,28 @@ async fn method_not_allowed() -> Response {
 
 async fn not_found() -> Response {
     ApiError::unknown_endpoint().into_response()
+}
+
+/// Sets the gauges read at scrape time: upstream key health per provider, the audit
+/// delivery lag and the operator's address blocks.
+fn refresh_metrics(state: &AppState) {
+    metrics::gauge!(crate::metrics::AUDIT_DELIVERY_LAG_SECONDS)
+        .set(state.audit.delivery_lag().as_secs_f64());
+    let Some(snapshot) = state.snapshot() else {
+        return;
+    };
+    metrics::gauge!(crate::metrics::IP_BLOCKS_MANUAL).set(snapshot.ip_blocks.len() as f64);
+    for provider in snapshot.providers.values() {
+        if provider.passthrough {
+            continue;
+        }
+        let health = state.upstream.keys.health(provider);
+        let name = snapshot.metric_labels.provider(&provider.name);
+        metrics::gauge!(crate::metrics::UPSTREAM_KEYS, "provider" => name.clone())
+            .set(provider.keys.len() as f64);
+        metrics::gauge!(crate::metrics::UPSTREAM_KEYS_OUT, "provider" => name.clone(), "state" => "disabled")
+            .set(health.disabled as f64);
+        metrics::gauge!(crate::metrics::UPSTREAM_KEYS_OUT, "provider" => name, "state" => "cooling_down")
+            .set(health.cooling_down as f64);
+    }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tracing::Span;
 use warden_core::otlp::{OtlpSettings, RawOtlp, TARGET};
 
-use crate::proxy::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
 /// Trace export and the log filter's file.

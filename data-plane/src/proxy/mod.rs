@@ -43,6 +43,7 @@ use tracing::Instrument as _;
 use warden_core::jwt::Scope;
 
 use crate::compiled::Format;
+pub use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::metrics as metric;
 use crate::state::AppState;
@@ -52,48 +53,6 @@ use parse::{cap_output_tokens, parse_request, requested_output};
 use pump::Settled;
 use request_audit::{Answer, BodyEnd, RequestAudit};
 use route::resolve_route;
-
-/// The model endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Chat,
-    Messages,
-    Embeddings,
-    Responses,
-}
-
-impl Endpoint {
-    /// Every model endpoint, in [`Endpoint::index`] order.
-    pub const ALL: [Self; 4] = [
-        Self::Chat,
-        Self::Messages,
-        Self::Embeddings,
-        Self::Responses,
-    ];
-
-    /// The position of the endpoint in [`Endpoint::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The API shape of the endpoint (requests, answers and errors).
-    pub fn api(self) -> Wire {
-        match self {
-            Self::Messages => Wire::Anthropic,
-            _ => Wire::OpenAi,
-        }
-    }
-
-    /// The route template (also the `endpoint` metric label).
-    pub fn path(self) -> &'static str {
-        match self {
-            Self::Chat => "/v1/chat/completions",
-            Self::Messages => "/v1/messages",
-            Self::Embeddings => "/v1/embeddings",
-            Self::Responses => "/v1/responses",
-        }
-    }
-}
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(State(state): State<Arc<AppState>>, request: Request) -> Response {
