@@ -87,6 +87,8 @@ class Suite:
         self.clusters: list[ControlPlane] = []
         self.results: dict = {"machine": machine(), "settings": settings(args), "started": stamp}
         self.text = filler(1024)
+        self.warnings: list[str] = []
+        self.results["warnings"] = self.warnings
 
     def body(self, model: str, stream: bool) -> Path:
         path = self.work / f"body-{model.replace(':', '_')}-{'stream' if stream else 'plain'}.json"
@@ -122,6 +124,8 @@ class Suite:
             self.log("starting LiteLLM's proxy (2 workers)")
             self.peers["litellm"] = start_litellm(a.tools_dir, self.work, self.logs, self.mock.port, self.mock60.port)
         self.procs += [p.proc for p in self.peers.values()]
+        for peer in self.peers.values():
+            peer.pause()
 
         self.log("starting Warden, minimal path (SQLite, no Redis, a JWT, no DLP)")
         mini = ControlPlane("minimal", a.bin_dir, self.work, self.logs)
@@ -201,6 +205,17 @@ class Suite:
         for p in self.procs:
             p.check_alive()
         a = self.args
+        peer = next((p for p in self.peers.values() if p.name == gw), None)
+        if peer is not None:
+            peer.resume()
+            try:
+                return self._load(target, gw, cp, connections, audited)
+            finally:
+                peer.pause()
+        return self._load(target, gw, cp, connections, audited)
+
+    def _load(self, target: Target, gw: str, cp: str, connections: int, audited: bool) -> dict:
+        a = self.args
         settle = None
         if audited:
             before_warmup = audit_load.audit_rows(self.pg, SCHEMA)
@@ -214,6 +229,9 @@ class Suite:
         if audited:
             result["audit_complete"] = result["audit_rows_added"] >= result["requests"]
         result["gateway_group"], result["cp_group"] = gw, cp
+        if result["non_2xx"] or result["socket_errors"]:
+            self.warnings.append(f"{target.name}: {result['non_2xx']} non-2xx answers, "
+                                 f"{result['socket_errors']} socket errors (see logs/)")
         self.log(f"  {target.name:<34} {result['rps']:>9.0f} req/s  p50 {result['p50_us'] / 1000:.2f} ms  "
                  f"p99 {result['p99_us'] / 1000:.2f} ms  non-2xx {result['non_2xx']}")
         return result
@@ -239,8 +257,12 @@ class Suite:
         self.log("streaming (wrk: until the last byte)")
         r["streaming"] = [self.load(t, gw, cp, a.connections) for t, gw, cp in self.targets(True, False)]
         self.log(f"streaming, sequential: time to first and last byte, {a.rounds} rounds alternating")
+        for peer in self.peers.values():
+            peer.resume()
         r["streaming_sequential"] = scenarios.stream_sequential([t for t, _, _ in self.targets(True, False)],
                                                                 a.rounds, max(5, a.rounds // 10))
+        for peer in self.peers.values():
+            peer.pause()
         self.log("60 ms provider, 64 connections")
         r["slow_provider"] = [self.load(t, gw, cp, 64) for t, gw, cp in self.targets(False, True)]
 
@@ -258,6 +280,9 @@ class Suite:
         r["load_after"] = os.getloadavg()
 
     def stop(self) -> None:
+        for peer in getattr(self, "peers", {}).values():
+            if peer.proc.alive():
+                peer.resume()
         for c in reversed(self.clusters):
             c.stop()
         for p in reversed(self.procs):

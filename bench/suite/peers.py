@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import secrets
 import subprocess
 import sys
@@ -30,6 +31,14 @@ class Peer:
     base_url: str  # the chat completions URL
     auth: str
     models: tuple[str, str]
+
+    def pause(self) -> None:
+        """SIGSTOP the peer's process group between its own runs: an idle LiteLLM proxy
+        keeps a good share of a core busy, which would be taken from the other targets."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
 
 def ensure_venv(tools: Path, name: str) -> Path:

@@ -22,7 +22,7 @@ def _cpu_cells(r: dict) -> tuple[list[str], float]:
     cp = cpu.get(r["cp_group"], 0.0) if r["cp_group"] else 0.0
     cells = [gw, cp, cpu.get("redis", 0.0), cpu.get("postgres", 0.0), cpu.get("mock", 0.0),
              cpu.get("load generator (wrk)", 0.0)]
-    total = sum(cpu.values())
+    total = sum(cells)
     return [f"{c:.3f}" for c in cells] + [f"{total:.3f}"], total
 
 
@@ -44,7 +44,7 @@ def cpu_table(rows: list[dict], title: str) -> list[str]:
     out = [f"### {title}", "",
            "CPU milliseconds per request, per process (utime+stime from /proc, children included; wrk from its "
            "rusage). *gateway* = the Warden node(s) or the peer's process tree.", "",
-           "| target | gateway | control plane | Redis | PostgreSQL | mock | wrk | all measured |",
+           "| target | gateway | control plane | Redis | PostgreSQL | mock | wrk | sum |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells, _ = _cpu_cells(r)
@@ -123,6 +123,9 @@ def markdown(res: dict) -> str:
              f"wrk -t{s['threads']}, {s['seconds']:.0f} s per run after a warm-up run; request body 1 KB of text "
              f"(no DLP match) for every target; PostgreSQL {res['postgres']['version']} private, "
              f"synchronous_commit={res['postgres']['synchronous_commit']}, fsync={res['postgres']['fsync']}.", ""]
+    if res.get("warnings"):
+        lines += ["**Warnings of this run** (figures of these rows are not comparable):", ""]
+        lines += [f"- {w}" for w in res["warnings"]] + [""]
     ns = res["non_streaming"]
     lines += load_table(ns, f"Non-streaming, {ns[0]['connections']} connections")
     lines += cpu_table(ns, "CPU per request, non-streaming")

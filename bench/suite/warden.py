@@ -70,10 +70,11 @@ class ControlPlane:
             "WARDEN_REDIS_URL": self.redis_url,
             "WARDEN_REDIS_PREFIX": f"bench-{self.label}",
             "WARDEN_DATABASE_URL": self.database_url,
-            "WARDEN_DATABASE_SCHEMA": self.schema,
             "WARDEN_JWT_ALGORITHM": "EdDSA",
             "RUST_LOG": "info",
         }
+        if self.schema:
+            env["WARDEN_DATABASE_SCHEMA"] = self.schema
         argv = [str(binary(self.bin_dir, "warden-cp")), "--grpc-addr", f"127.0.0.1:{self.port}",
                 "--data-dir", str(data_dir)]
         full_env = _clean_env(env)
