@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from . import audit_load, report, scenarios
 from .backends import start_mock, start_postgres, start_redis
 from .peers import start_litellm, start_tensorzero
-from .procs import BenchError, Proc, raise_nofile
+from .procs import BenchError, Proc, http_status, raise_nofile, stop_all
 from .scenarios import Target
 from .warden import MODEL, MODEL_60MS, MODEL_SLOW, ControlPlane, wait_accepts
 
@@ -43,6 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="virtualenvs of the peers (installed on first use) [~/.cache/warden-bench]")
     p.add_argument("--out", type=Path, help="results directory [target/bench-results/<UTC time>]")
     p.add_argument("--keep", action="store_true", help="keep the work directory (databases, spools)")
+    p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="print the Markdown of a results.json and exit")
     args = p.parse_args(argv)
     if args.self_check:
         args.seconds, args.peers, args.streams = 1.0, "none", "50"
@@ -125,6 +127,7 @@ class Suite:
             self.peers["litellm"] = start_litellm(a.tools_dir, self.work, self.logs, self.mock.port, self.mock60.port)
         self.procs += [p.proc for p in self.peers.values()]
         for peer in self.peers.values():
+            self.warm(peer)
             peer.pause()
 
         self.log("starting Warden, minimal path (SQLite, no Redis, a JWT, no DLP)")
@@ -164,6 +167,20 @@ class Suite:
         for node in full.nodes[:3]:
             wait_accepts(node.url("/v1/chat/completions"), self.full_key, body)
 
+    def warm(self, peer) -> None:
+        """A few requests of each kind one at a time: the peers set things up on first use."""
+        headers = {"Content-Type": "application/json"}
+        if peer.auth:
+            headers["Authorization"] = f"Bearer {peer.auth}"
+        for model in peer.models:
+            for stream in (False, True):
+                body = self.body(model, stream).read_bytes()
+                for _ in range(10):
+                    status = http_status(peer.base_url, "POST", body, headers, timeout=60)
+                    if status != 200:
+                        raise BenchError(f"{peer.name} answered {status} to {model} (stream={stream}); "
+                                         f"log: {peer.proc.log}")
+
     def groups(self) -> dict[str, list[int]]:
         g = {
             "mock": [self.mock.proc.pid, self.mock60.proc.pid, self.mock_slow.proc.pid],
@@ -171,7 +188,9 @@ class Suite:
             "postgres": [self.pg.proc.pid],
             "node (minimal)": [self.mini.nodes[0].proc.pid],
             "control plane (minimal)": [self.mini.proc.pid],
-            "nodes (everything on)": [n.proc.pid for n in self.full.nodes],
+            "node 1 (everything on)": [self.full.nodes[0].proc.pid],
+            "nodes 1-3 (everything on)": [n.proc.pid for n in self.full.nodes[:3]],
+            "HTTPS node (everything on)": [self.tls_node.proc.pid],
             "control plane (everything on)": [self.full.proc.pid],
         }
         for name, peer in self.peers.items():
@@ -190,7 +209,7 @@ class Suite:
         out.append((Target("Warden, minimal path", self.mini.nodes[0].url(chat), self.mini_token,
                            self.body(model, stream)), "node (minimal)", "control plane (minimal)"))
         out.append((Target("Warden, everything on", self.full.nodes[0].url(chat), self.full_key,
-                           self.body(model, stream)), "nodes (everything on)", "control plane (everything on)"))
+                           self.body(model, stream)), "node 1 (everything on)", "control plane (everything on)"))
         for peer in self.peers.values():
             out.append((Target(peer.name, peer.base_url, peer.auth, self.body(peer.models[int(slow_provider)], stream)),
                         peer.name, ""))
@@ -229,6 +248,8 @@ class Suite:
         if audited:
             result["audit_complete"] = result["audit_rows_added"] >= result["requests"]
         result["gateway_group"], result["cp_group"] = gw, cp
+        if result["requests"] == 0:
+            self.warnings.append(f"{target.name}: no request completed within the {a.seconds:.0f} s run")
         if result["non_2xx"] or result["socket_errors"]:
             self.warnings.append(f"{target.name}: {result['non_2xx']} non-2xx answers, "
                                  f"{result['socket_errors']} socket errors (see logs/)")
@@ -248,11 +269,11 @@ class Suite:
             if audited:
                 three = Target("Warden, everything on, 3 nodes", self.full.nodes[0].url("/v1/chat/completions"),
                                self.full_key, target.body_file, [n.port for n in self.full.nodes[:3]])
-                rows.append(self.load(three, gw, cp, a.connections, True))
+                rows.append(self.load(three, "nodes 1-3 (everything on)", cp, a.connections, True))
         r["non_streaming"] = rows
         tls = Target("Warden, everything on, HTTPS", f"https://127.0.0.1:{self.tls_node.port}/v1/chat/completions",
                      self.full_key, self.body(MODEL, False))
-        r["tls"] = [self.load(tls, "nodes (everything on)", "control plane (everything on)", a.connections, True)]
+        r["tls"] = [self.load(tls, "HTTPS node (everything on)", "control plane (everything on)", a.connections, True)]
 
         self.log("streaming (wrk: until the last byte)")
         r["streaming"] = [self.load(t, gw, cp, a.connections) for t, gw, cp in self.targets(True, False)]
@@ -280,13 +301,7 @@ class Suite:
         r["load_after"] = os.getloadavg()
 
     def stop(self) -> None:
-        for peer in getattr(self, "peers", {}).values():
-            if peer.proc.alive():
-                peer.resume()
-        for c in reversed(self.clusters):
-            c.stop()
-        for p in reversed(self.procs):
-            p.stop()
+        stop_all()
 
 
 def _rss(pid: int) -> int:
@@ -324,9 +339,17 @@ def mode(a: argparse.Namespace) -> str:
     return "self-check" if a.self_check else "quick" if a.quick else "full"
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.render:
+        print(report.markdown(json.loads(args.render.read_text())))
+        return 0
     raise_nofile()
+    signal.signal(signal.SIGTERM, _interrupted)
     suite = Suite(args)
     try:
         suite.start()
@@ -334,10 +357,8 @@ def main(argv: list[str]) -> int:
         failures = report.check(suite.results) if args.self_check else []
     except BenchError as e:
         suite.log(f"FAILED: {e}")
-        suite.stop()
         return 1
     except KeyboardInterrupt:
-        suite.stop()
         return 130
     finally:
         suite.stop()

@@ -97,7 +97,10 @@ def start_litellm(tools: Path, work: Path, logs: Path, mock_port: int, mock60_po
            "PYTHONUNBUFFERED": "1"}
     litellm = python.parent / "litellm"
     proc = spawn("litellm", [str(litellm), "--config", str(cwd / "litellm-config.yaml"), "--host", "127.0.0.1",
-                             "--port", str(port), "--num_workers", "2"], logs, env=env, cwd=cwd)
+                             "--port", str(port), "--num_workers", "2",
+                             # uvicorn kills a worker not ready within 5 s; importing LiteLLM
+                             # takes longer than that on a busy 2-core machine.
+                             "--timeout_worker_healthcheck", "300"], logs, env=env, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     wait_until("LiteLLM's proxy to be ready",
                lambda: http_status(f"{url}/health/liveliness", timeout=2) == 200, 180, proc, interval=0.5)

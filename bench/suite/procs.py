@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -40,6 +40,16 @@ def raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# Every process the suite started, in order: stopped (last first) by `stop_all`, so that
+# a failure at any step leaves nothing running.
+STARTED: list["Proc"] = []
+
+
+def stop_all() -> None:
+    for proc in reversed(STARTED):
+        proc.stop()
+
+
 @dataclass
 class Proc:
     """A long-running process the suite started; stopped by its own PID only."""
@@ -47,7 +57,9 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
-    extra_pids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        STARTED.append(self)
 
     @property
     def pid(self) -> int:
@@ -64,6 +76,7 @@ class Proc:
         if self.popen.poll() is not None:
             return
         try:
+            os.killpg(self.pid, signal.SIGCONT)  # a paused peer handles SIGTERM only once resumed
             os.killpg(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             return

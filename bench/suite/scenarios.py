@@ -35,7 +35,7 @@ def wrk_run(target: Target, connections: int, threads: int, seconds: float, grou
     if target.ports:
         threads = max(threads, len(target.ports))
         threads -= threads % len(target.ports)
-    connections = max(connections, threads)
+    connections = max(connections - connections % threads, threads)  # wrk gives each thread c/t
     env = {"BENCH_BODY_FILE": str(target.body_file), "BENCH_AUTH": target.auth,
            "BENCH_PORTS": ",".join(str(p) for p in target.ports)}
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
