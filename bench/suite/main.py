@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from . import audit_load, report, scenarios
@@ -38,7 +39,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--self-check", action="store_true",
                    help="seconds-long run of every Warden scenario without the peers; fails on any error")
     p.add_argument("--peers", default="tensorzero,litellm", help="peers to run beside Warden, or 'none'")
-    p.add_argument("--streams", default="1000,2000,5000", help="concurrent slow streams for the memory stage")
+    p.add_argument("--streams", help="concurrent slow streams for the memory stage "
+                   "[1000,2000,5000; --quick 200,500; --self-check 50]")
     p.add_argument("--tools-dir", type=Path,
                    default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "warden-bench",
                    help="virtualenvs of the peers (installed on first use) [~/.cache/warden-bench]")
@@ -47,13 +49,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="print the Markdown of a results.json and exit")
     args = p.parse_args(argv)
     if args.self_check:
-        args.seconds, args.peers, args.streams = 1.0, "none", "50"
+        args.seconds, args.peers, streams = 1.0, "none", "50"
         args.rounds, args.revocations, args.warmup_s = 20, 2, 1.0
     elif args.quick:
-        args.seconds, args.streams = 3.0, "200,500"
+        args.seconds, streams = 3.0, "200,500"
         args.rounds, args.revocations, args.warmup_s = 100, 5, 1.0
     else:
+        streams = "1000,2000,5000"
         args.rounds, args.revocations, args.warmup_s = 300, 30, 2.0
+    args.streams = args.streams or streams
     args.peer_list = [] if args.peers == "none" else [x.strip() for x in args.peers.split(",") if x.strip()]
     unknown = set(args.peer_list) - {"tensorzero", "litellm"}
     if unknown:
@@ -339,6 +343,12 @@ def mode(a: argparse.Namespace) -> str:
     return "self-check" if a.self_check else "quick" if a.quick else "full"
 
 
+def _partial(suite: Suite) -> None:
+    path = suite.out / "results.partial.json"
+    path.write_text(json.dumps(suite.results, indent=2, default=str) + "\n")
+    suite.log(f"what was measured before the failure: {path}")
+
+
 def _interrupted(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -357,6 +367,11 @@ def main(argv: list[str]) -> int:
         failures = report.check(suite.results) if args.self_check else []
     except BenchError as e:
         suite.log(f"FAILED: {e}")
+        _partial(suite)
+        return 1
+    except Exception:
+        suite.log(f"FAILED: {traceback.format_exc()}")
+        _partial(suite)
         return 1
     except KeyboardInterrupt:
         return 130

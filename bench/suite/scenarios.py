@@ -135,36 +135,42 @@ def percentiles(values: list[float]) -> dict[str, float]:
 # ------------------------------------------------------------- slow streams, memory
 
 async def _hold_streams(port: int, path: str, auth: str, body: bytes, n: int, measure, ramp: int = 64,
-                        timeout: float = 180.0) -> dict:
+                        per_stream_timeout: float = 30.0) -> dict:
     request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
                f"Authorization: Bearer {auth}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     gate = asyncio.Semaphore(ramp)
     writers: list[asyncio.StreamWriter] = []
     failures: list[str] = []
 
+    async def first_chunk():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(writer)
+        writer.write(request)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            return head.split(b"\r\n", 1)[0].decode(errors="replace")
+        got = b""
+        while b"data:" not in got:
+            chunk = await reader.read(4096)
+            if not chunk:
+                return "closed before the first chunk"
+            got += chunk
+        return None
+
     async def one():
         async with gate:
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writers.append(writer)
-                writer.write(request)
-                await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
-                if not head.startswith(b"HTTP/1.1 200"):
-                    failures.append(head.split(b"\r\n", 1)[0].decode(errors="replace"))
-                    return
-                got = b""
-                while b"data:" not in got:
-                    chunk = await reader.read(4096)
-                    if not chunk:
-                        failures.append("closed before the first chunk")
-                        return
-                    got += chunk
+                failure = await asyncio.wait_for(first_chunk(), per_stream_timeout)
+            except asyncio.TimeoutError:
+                failure = f"no first chunk within {per_stream_timeout:.0f} s"
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
-                failures.append(type(e).__name__)
+                failure = type(e).__name__
+            if failure:
+                failures.append(failure)
 
     t0 = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), timeout)
+    await asyncio.gather(*(one() for _ in range(n)))
     opened_s = time.monotonic() - t0
     await asyncio.sleep(1.0)
     result = measure()
@@ -175,7 +181,7 @@ async def _hold_streams(port: int, path: str, auth: str, body: bytes, n: int, me
             await w.wait_closed()
         except OSError:
             pass
-    result.update({"streams": n, "failed": len(failures), "failures_sample": failures[:5],
+    result.update({"streams": n, "failed": len(failures), "failures_sample": sorted(set(failures))[:5],
                    "open_seconds": round(opened_s, 2)})
     return result
 
