@@ -112,6 +112,39 @@ def memory(mem: dict) -> list[str]:
     return out + [""]
 
 
+def goals(res: dict) -> list[str]:
+    """Issue 17's goals beside this run's figures (everything on, one node)."""
+    ns = _by_name(res["non_streaming"])
+    full, tz = ns.get(FULL), ns.get("TensorZero")
+    sp = _by_name(res["slow_provider"])
+    seq = res["streaming_sequential"]
+    mem, rv, al = res["memory"], res["revocation"], res["audit_load"]
+    rows = []
+    if full:
+        cpu = full["cpu_ms_per_request"]
+        rows.append(("node CPU per request", "≤ 0.06 ms", f"{cpu[full['gateway_group']]:.3f} ms"))
+        rows.append(("control-plane CPU per audited request", "≤ 0.02 ms", f"{cpu[full['cp_group']]:.3f} ms"))
+        if tz:
+            rows.append(("throughput ÷ TensorZero's", "≥ 2×", ratio(full["rps"], tz["rps"])))
+    if FULL in sp and DIRECT in sp:
+        d, f = sp[DIRECT], sp[FULL]
+        rows.append(("60 ms provider, 64 connections: added p50 / p99", "≤ 0.3 / ≤ 1 ms",
+                     f"{ms(f['p50_us'] - d['p50_us'])} / {ms(f['p99_us'] - d['p99_us'])} ms"))
+    if FULL in seq and DIRECT in seq:
+        added = seq[FULL]["first_byte"]["p99_us"] - seq[DIRECT]["first_byte"]["p99_us"]
+        rows.append(("added time to first streamed byte, p99 (sequential)", "≤ 1 ms", f"{ms(added)} ms"))
+    rows.append(("node memory idle", "≤ 30 MB", f"{mem['idle_rss_at_start_kib'] / 1024:.1f} MiB at start"))
+    if mem["levels"]:
+        worst = max(r["kib_per_stream"] for r in mem["levels"])
+        rows.append(("memory per concurrent stream", "≤ 50 KB", f"{worst:.1f} KiB (largest of the levels)"))
+    rows.append(("revocation on every node, p99", "≤ 1 s", f"{ms(rv['p99_us'])} ms"))
+    rows.append(("audit end to end on PostgreSQL", "≥ 20,000 events/s",
+                 f"{al['events_per_s']:,.0f} events/s" if al["status"] == "ran" else "not run"))
+    out = ["### Issue 17's goals beside this run (everything on)", "", "| figure | goal | this run |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return out + [""]
+
+
 def markdown(res: dict) -> str:
     m, s = res["machine"], res["settings"]
     lines = ["# Warden benchmark suite: results", "",
@@ -127,6 +160,7 @@ def markdown(res: dict) -> str:
         lines += ["**Warnings of this run** (figures of these rows are not comparable):", ""]
         lines += [f"- {w}" for w in res["warnings"]] + [""]
     ns = res["non_streaming"]
+    lines += goals(res)
     lines += load_table(ns, f"Non-streaming, {ns[0]['connections']} connections")
     lines += cpu_table(ns, "CPU per request, non-streaming")
     lines += ratios(res)
