@@ -83,7 +83,7 @@ class Suite:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.out = args.out or REPO / "target" / "bench-results" / stamp
+        self.out = (args.out or REPO / "target" / "bench-results" / stamp).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.work = self.out / "work"
         self.work.mkdir(exist_ok=True)
