@@ -107,10 +107,10 @@ impl ControlPlane {
     /// are clamped into the last five minutes, the node's own time kept as `node_time_ms`;
     /// each row records `node` and `node_credential`. Events whose id is already stored
     /// (or repeat an earlier event of the batch) are redeliveries: not stored again, counted
-    /// as accepted. The rest are appended in one transaction ([`StateStore::append_audit_new`]);
-    /// a failure fails the batch, so that the node retries it.
-    ///
-    /// [`StateStore::append_audit_new`]: crate::store::StateStore::append_audit_new
+    /// as accepted. The rest are appended in one transaction, together with other nodes'
+    /// batches that arrived while the previous append ran
+    /// ([`crate::audit::group_commit`]); a failure fails the batch, so that the node
+    /// retries it.
     pub async fn ingest_node_events(
         &self,
         node_id: &str,
@@ -152,15 +152,21 @@ impl ControlPlane {
             .into_iter()
             .map(|event| Self::node_row(event, node_id, credential_id, now))
             .collect();
-        // One transaction and one insert for the batch; events already stored (the node
-        // sends a batch again when our acknowledgement was lost) are left out and
-        // acknowledged with the rest.
-        let links = self.store.append_audit_new(&events).await?;
-        if let Some(last) = links.last() {
-            self.audit_appended(last.seq);
-            // One notification per batch for the other replicas' audit followers.
-            self.tell_replicas(super::replicas::AUDIT_CHANNEL, &last.seq.to_string())
-                .await;
+        // One transaction and one insert for the batch (and for the batches of other nodes
+        // that arrived meanwhile); events already stored (the node sends a batch again when
+        // our acknowledgement was lost) are left out and acknowledged with the rest.
+        let appended = self
+            .node_appends
+            .append(&self.store, events)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("audit append: {e}")))?;
+        if let Some(seq) = appended.last_seq {
+            self.audit_appended(seq);
+            if appended.first_in_group {
+                // One notification per append for the other replicas' audit followers.
+                self.tell_replicas(super::replicas::AUDIT_CHANNEL, &seq.to_string())
+                    .await;
+            }
         }
         Ok(accepted)
     }
