@@ -176,10 +176,7 @@ async fn start_cp(
         .arg(dir.join("cp-data"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "WARDEN_MASTER_KEY",
-            MasterKey::generate_base64().to_string(),
-        )
+        .env("WARDEN_MASTER_KEY", MasterKey::generate_base64().as_str())
         .env("WARDEN_DATABASE_URL", url)
         .env("WARDEN_DATABASE_SCHEMA", schema)
         .env("RUST_LOG", "warn")
