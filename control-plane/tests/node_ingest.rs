@@ -3,7 +3,9 @@
 //! (refused with `InvalidArgument` naming the event, nothing of the batch stored), a
 //! timestamp a day in the future (clamped, the node's time kept in the detail, and
 //! `--until` queries still see later rows), and a flood beyond its quota (`ResourceExhausted`,
-//! legitimate traffic accepted once the quota refills).
+//! legitimate traffic accepted once the quota refills). And an honest node whose spool
+//! sends batches again (the acknowledgement lost, a retry on another replica): every event
+//! stored once, on SQLite and on PostgreSQL with two replicas, the chain intact.
 
 #![allow(
     clippy::unwrap_used,
@@ -42,23 +44,29 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_on(&HashMap::new()).await
+}
+
+/// A control plane on the store `store_vars` name (`WARDEN_DATABASE_URL`, …; none: SQLite
+/// in a temp directory), with the master key `WARDEN_MASTER_KEY` there or a new one.
+async fn open_cp(store_vars: &HashMap<String, String>) -> (tempfile::TempDir, Arc<ControlPlane>) {
     let dir = tempfile::tempdir().unwrap();
-    let vars: HashMap<String, String> = [
-        (
-            "WARDEN_MASTER_KEY".to_owned(),
-            MasterKey::generate_base64().to_string(),
-        ),
-        (
-            "WARDEN_DATA_DIR".to_owned(),
-            dir.path().display().to_string(),
-        ),
-    ]
-    .into();
+    let mut vars = store_vars.clone();
+    vars.entry("WARDEN_MASTER_KEY".to_owned())
+        .or_insert_with(|| MasterKey::generate_base64().to_string());
+    vars.insert(
+        "WARDEN_DATA_DIR".to_owned(),
+        dir.path().display().to_string(),
+    );
     let config = RawConfig::from_toml("test.toml", "")
         .unwrap()
         .build_and_validate(&vars)
         .unwrap();
-    let cp = warden_control_plane::open(&config).await.unwrap();
+    (dir, warden_control_plane::open(&config).await.unwrap())
+}
+
+async fn fixture_on(store_vars: &HashMap<String, String>) -> Fixture {
+    let (dir, cp) = open_cp(store_vars).await;
     let admin = cp.bootstrap_admin().await.unwrap().unwrap();
     let (secret, id) = cp
         .issue_node_credential(&Actor("test".into()), "edge", None)
@@ -406,4 +414,137 @@ fn the_quota_settings_are_read_from_the_audit_table() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("audit.node_ingest_burst"), "{err}");
+}
+
+/// `WARDEN_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`) on a
+/// fresh schema, and one master key for every replica opened on it.
+fn postgres_vars() -> HashMap<String, String> {
+    let url = std::env::var("WARDEN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    [
+        ("WARDEN_DATABASE_URL".to_owned(), url),
+        (
+            "WARDEN_DATABASE_SCHEMA".to_owned(),
+            format!("t_{}", uuid::Uuid::new_v4().simple()),
+        ),
+        (
+            "WARDEN_MASTER_KEY".to_owned(),
+            MasterKey::generate_base64().to_string(),
+        ),
+    ]
+    .into()
+}
+
+/// Drops the schema a PostgreSQL test ran on.
+async fn drop_schema(vars: &HashMap<String, String>) {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&vars["WARDEN_DATABASE_URL"])
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+        vars["WARDEN_DATABASE_SCHEMA"]
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+fn events(prefix: &str, range: std::ops::Range<u32>) -> Vec<pb::AuditEvent> {
+    let now = now_ms();
+    range
+        .map(|i| event(&format!("{prefix}-{i}"), "request", "jwt:svc", now))
+        .collect()
+}
+
+/// How many rows each id has, over the whole log.
+async fn rows_per_id(cp: &ControlPlane) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for row in cp.audit_range(1, 100_000).await.unwrap() {
+        *out.entry(row.record.id).or_insert(0) += 1;
+    }
+    out
+}
+
+/// `events` from node [`NODE`] with `credential`, to the Sync service `sync`.
+async fn publish_via(
+    sync: &SyncService,
+    credential: &str,
+    events: Vec<pb::AuditEvent>,
+) -> Result<u32, tonic::Status> {
+    let request = with_credential(
+        pb::AuditBatch {
+            node_id: NODE.to_owned(),
+            events,
+        },
+        credential,
+    );
+    sync.publish_audit(request)
+        .await
+        .map(|r| r.into_inner().accepted)
+}
+
+/// The node's spool sends batches again and again; `other` is a second replica's Sync
+/// service (or the same one), where a retry may land while the first try still runs.
+async fn redelivered_batches_are_stored_once(f: &Fixture, other: &SyncService) {
+    let head = || async { f.cp.audit_head().await.unwrap().seq };
+    let mut appends = f.cp.audit_appends();
+    let before = head().await;
+    // A batch repeating one event inside it: acknowledged whole, stored once.
+    let mut first = events("rd-a", 0..10);
+    first.push(first[3].clone());
+    assert_eq!(f.publish(first.clone()).await.unwrap(), 11);
+    assert_eq!(head().await, before + 10);
+    assert_eq!(*appends.borrow_and_update(), before + 10, "followers woken");
+    // The acknowledgement was lost: the whole batch again, acknowledged, nothing stored.
+    assert_eq!(f.publish(first.clone()).await.unwrap(), 11);
+    assert_eq!(head().await, before + 10, "a redelivery appends nothing");
+    assert!(!appends.has_changed().unwrap());
+    // The next batch starts with the previous one's tail.
+    let mut second = events("rd-a", 6..10);
+    second.extend(events("rd-b", 0..6));
+    assert_eq!(f.publish(second).await.unwrap(), 10);
+    assert_eq!(head().await, before + 16);
+    // The same batches at once on both replicas, several times over.
+    let mut tries = Vec::new();
+    for round in 0..4 {
+        let batch = events(&format!("rd-c{round}"), 0..50);
+        tries.push(publish_via(&f.sync, &f.node_credential, batch.clone()));
+        tries.push(publish_via(other, &f.node_credential, batch.clone()));
+        tries.push(publish_via(other, &f.node_credential, batch));
+    }
+    for accepted in futures::future::join_all(tries).await {
+        assert_eq!(accepted.unwrap(), 50);
+    }
+    let counts = rows_per_id(&f.cp).await;
+    let node_rows: Vec<_> = counts
+        .iter()
+        .filter(|(id, _)| id.starts_with("rd-"))
+        .collect();
+    assert_eq!(node_rows.len(), 10 + 6 + 4 * 50, "{node_rows:?}");
+    assert!(
+        node_rows.iter().all(|(_, n)| **n == 1),
+        "an event stored twice: {node_rows:?}"
+    );
+    let report = f.cp.verify_audit(None).await.unwrap();
+    assert!(report.is_valid(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_batch_is_stored_once_on_sqlite() {
+    let f = fixture().await;
+    let again = SyncService::new(Arc::clone(&f.cp), CancellationToken::new());
+    redelivered_batches_are_stored_once(&f, &again).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_batch_is_stored_once_on_postgres_across_replicas() {
+    let vars = postgres_vars();
+    let f = fixture_on(&vars).await;
+    let (_dir, replica) = open_cp(&vars).await;
+    let other = SyncService::new(replica, CancellationToken::new());
+    redelivered_batches_are_stored_once(&f, &other).await;
+    drop(f);
+    drop(other);
+    drop_schema(&vars).await;
 }

@@ -6,7 +6,8 @@
 //! The bodies cover every store method, the audit chain's tamper detection (rows edited,
 //! deleted, inserted and reordered with raw SQL), checkpoint signatures, retention, the
 //! one-time chaining of rows written before the chain existed, the migration of
-//! PostgreSQL's JSONB list columns to TEXT with rows in them, and concurrent appends.
+//! PostgreSQL's JSONB list columns to TEXT with rows in them, concurrent appends, and node
+//! batches appended once however often they are delivered (`append_audit_new`).
 
 #![allow(
     clippy::unwrap_used,
@@ -331,6 +332,8 @@ on_every_backend!(
     lists_stored_before_migration_8_read_back,
     malformed_rows_are_reported,
     concurrent_appends_form_one_chain,
+    redelivered_batches_append_only_new_ids,
+    concurrent_redelivered_batches_store_each_id_once,
     warden_secrets_hold_only_ciphertexts,
     ip_blocks_replace_delete_and_list,
 );
@@ -1750,5 +1753,148 @@ mod bodies {
         let report = verify(s.as_ref(), &no_keys()).await;
         assert!(report.is_valid(), "{report:?}");
         assert_eq!(report.rows_checked, 400);
+    }
+
+    /// Every stored id, in `seq` order.
+    async fn stored_ids(s: &dyn StateStore) -> Vec<String> {
+        s.list_audit_range(1, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record.id)
+            .collect()
+    }
+
+    pub async fn redelivered_batches_append_only_new_ids(b: &Backend) {
+        let s = b.open().await;
+        assert!(s.append_audit_new(&[]).await.unwrap().is_empty());
+        // A batch repeating ids inside it: the first of each is kept, in order.
+        let batch = [
+            record(1, 1001),
+            record(2, 1002),
+            record(1, 1001),
+            record(3, 1003),
+            record(2, 1002),
+        ];
+        let links = s.append_audit_new(&batch).await.unwrap();
+        assert_eq!(links.iter().map(|l| l.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(links[0].prev_hash, audit::GENESIS_HASH);
+        assert_eq!(
+            links[2].hash,
+            link_hash(&links[1].hash, 3, &batch[3]).unwrap()
+        );
+        assert_eq!(
+            stored_ids(s.as_ref()).await,
+            [
+                batch[0].id.clone(),
+                batch[1].id.clone(),
+                batch[3].id.clone()
+            ]
+        );
+
+        // The same batch again (the acknowledgement was lost): nothing appended, the head
+        // stays.
+        assert!(s.append_audit_new(&batch).await.unwrap().is_empty());
+        assert_eq!(s.audit_head().await.unwrap().seq, 3);
+
+        // A batch overlapping the earlier one: only the new ids, linked to the head.
+        let head = s.audit_head().await.unwrap();
+        let overlap = [
+            record(3, 1003),
+            record(4, 1004),
+            record(2, 1002),
+            record(5, 1005),
+        ];
+        let links = s.append_audit_new(&overlap).await.unwrap();
+        assert_eq!(links.iter().map(|l| l.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(links[0].prev_hash, head.hash);
+        assert_eq!(
+            links[0].hash,
+            link_hash(&head.hash, 4, &overlap[1]).unwrap()
+        );
+        assert_eq!(links[1].prev_hash, links[0].hash);
+
+        // The strict batch still refuses a stored id, whole.
+        assert!(
+            s.append_audit_batch(&[record(6, 1006), record(5, 1005)])
+                .await
+                .is_err()
+        );
+        assert_eq!(s.audit_head().await.unwrap().seq, 5);
+
+        // A node's largest batch (1,000 events, a quarter of them redelivered) is one append.
+        let big: Vec<_> = (250..1250u64).map(|i| record(i, 2000)).collect();
+        s.append_audit_new(&big[..250]).await.unwrap();
+        let links = s.append_audit_new(&big).await.unwrap();
+        assert_eq!(links.len(), 750);
+        assert_eq!(links.first().unwrap().seq, 256);
+        assert_eq!(s.audit_head().await.unwrap().seq, 1005);
+
+        let ids = stored_ids(s.as_ref()).await;
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!((ids.len(), unique.len()), (1005, 1005), "one row per id");
+        let stored = &s.list_audit_range(4, 1).await.unwrap()[0].record;
+        assert_eq!(
+            (
+                stored.id.as_str(),
+                stored.subject.as_str(),
+                stored.detail.as_str()
+            ),
+            (overlap[1].id.as_str(), "jti-4", "row 4 — ünïcode ok"),
+            "stored as given"
+        );
+        let report = verify(s.as_ref(), &no_keys()).await;
+        assert!(report.is_valid(), "{report:?}");
+        assert_eq!((report.rows_checked, report.last_seq), (1005, 1005));
+    }
+
+    pub async fn concurrent_redelivered_batches_store_each_id_once(b: &Backend) {
+        // Four nodes each deliver 20 batches of 25 events; every batch is delivered
+        // twice, at once, from two tasks (a retry landing on another replica while the
+        // first try is still running), and each node's next batch repeats the previous
+        // batch's last 5 events. Plain appends run beside them.
+        let s = b.open().await;
+        let mut tasks = Vec::new();
+        for node in 0..4u64 {
+            for copy in 0..2u64 {
+                let s = Arc::clone(&s);
+                tasks.push(tokio::spawn(async move {
+                    let mut appended = 0;
+                    for batch in 0..20u64 {
+                        let first = (batch * 20).saturating_sub(5);
+                        let events: Vec<_> = (first..batch * 20 + 20)
+                            .map(|i| {
+                                let mut r = record(i, 1000);
+                                r.id = format!("node-{node}-{i}");
+                                r
+                            })
+                            .collect();
+                        let links = s.append_audit_new(&events).await.unwrap();
+                        assert!(links.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+                        appended += links.len();
+                        if copy == 0 && batch % 4 == 0 {
+                            s.append_audit(&record(node * 1000 + batch, 1000))
+                                .await
+                                .unwrap();
+                            appended += 1;
+                        }
+                    }
+                    appended
+                }));
+            }
+        }
+        let mut appended = 0;
+        for t in tasks {
+            appended += t.await.unwrap();
+        }
+        // Per node 400 distinct events, plus 5 plain appends.
+        assert_eq!(appended, 4 * 405);
+        let ids = stored_ids(s.as_ref()).await;
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!((ids.len(), unique.len()), (1620, 1620), "one row per id");
+        assert_eq!(s.audit_head().await.unwrap().seq, 1620);
+        let report = verify(s.as_ref(), &no_keys()).await;
+        assert!(report.is_valid(), "{report:?}");
+        assert_eq!(report.rows_checked, 1620);
     }
 }

@@ -139,12 +139,13 @@ pub fn next_link(head: &ChainHead, r: &AuditRecord) -> Result<AuditLink, Malform
 
 /// The links of `records` appended in order after `head`, each linked to the one before.
 /// Stores call this inside the transaction that locked the head.
-pub fn next_links(
+pub fn next_links<'r>(
     head: &ChainHead,
-    records: &[AuditRecord],
+    records: impl IntoIterator<Item = &'r AuditRecord>,
 ) -> Result<Vec<AuditLink>, MalformedHash> {
     let mut head = head.clone();
-    let mut links = Vec::with_capacity(records.len());
+    let records = records.into_iter();
+    let mut links = Vec::with_capacity(records.size_hint().0);
     for r in records {
         let link = next_link(&head, r)?;
         head = ChainHead {

@@ -53,6 +53,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod cursor;
 pub mod export;
+pub mod group_commit;
 pub mod jobs;
 pub mod jsonl;
 pub mod node_events;

@@ -10,7 +10,6 @@ use super::ControlPlane;
 use crate::audit::{ChainHead, ChainedAudit, VerifyReport, node_events};
 use crate::domain::AuditRecord;
 use crate::error::ServiceError;
-use crate::store::StoreError;
 
 /// The control plane's clock, in milliseconds since the epoch.
 fn now_ms() -> i64 {
@@ -107,8 +106,11 @@ impl ControlPlane {
     /// credential's quota is refused whole (`RateLimited`, retried by the node). Timestamps
     /// are clamped into the last five minutes, the node's own time kept as `node_time_ms`;
     /// each row records `node` and `node_credential`. Events whose id is already stored
-    /// are redeliveries and count as accepted; any other failure fails the batch so that
-    /// the node retries it.
+    /// (or repeat an earlier event of the batch) are redeliveries: not stored again, counted
+    /// as accepted. The rest are appended in one transaction, together with other nodes'
+    /// batches that arrived while the previous append ran
+    /// ([`crate::audit::group_commit`]); a failure fails the batch, so that the node
+    /// retries it.
     pub async fn ingest_node_events(
         &self,
         node_id: &str,
@@ -144,41 +146,58 @@ impl ControlPlane {
                 "node credential {credential_id} is over its audit ingest quota; retry later"
             )));
         }
-        let mut accepted = 0u32;
-        for mut event in events {
-            event.subject = event.subject.chars().take(512).collect();
-            event.result = event.result.chars().take(64).collect();
-            event.detail =
-                warden_core::redact::redact(&event.detail.chars().take(2048).collect::<String>())
-                    .into_owned();
-            let now = now_ms();
-            let node_time = node_events::clamp_timestamp(event.timestamp_ms, now)
-                .map(|clamped| std::mem::replace(&mut event.timestamp_ms, clamped));
-            // Which node saw it and with which credential, as more attributes.
-            let added = Detail::new()
-                .with("node", node_id)
-                .with("node_credential", credential_id)
-                .with_opt("node_time_ms", node_time)
-                .build();
-            event.detail = if event.detail.is_empty() {
-                added
-            } else {
-                format!("{} {added}", event.detail)
-            };
-            match self.store.append_audit(&event).await {
-                Ok(link) => {
-                    self.audit_appended(link.seq);
-                    accepted += 1;
-                }
-                Err(StoreError::Database(sqlx::Error::Database(db)))
-                    if db.is_unique_violation() =>
-                {
-                    accepted += 1;
-                }
-                Err(e) => return Err(e.into()),
+        let accepted = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let now = now_ms();
+        let events: Vec<AuditRecord> = events
+            .into_iter()
+            .map(|event| Self::node_row(event, node_id, credential_id, now))
+            .collect();
+        // One transaction and one insert for the batch (and for the batches of other nodes
+        // that arrived meanwhile); events already stored (the node sends a batch again when
+        // our acknowledgement was lost) are left out and acknowledged with the rest.
+        let appended = self
+            .node_appends
+            .append(&self.store, events)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("audit append: {e}")))?;
+        if let Some(seq) = appended.last_seq {
+            self.audit_appended(seq);
+            if appended.first_in_group {
+                // One notification per append for the other replicas' audit followers.
+                self.tell_replicas(super::replicas::AUDIT_CHANNEL, &seq.to_string())
+                    .await;
             }
         }
         Ok(accepted)
+    }
+
+    /// The row stored for a node's `event`: fields cut to their limits, the detail
+    /// redacted, the timestamp clamped into the last five minutes of `now` (the node's own
+    /// kept as `node_time_ms`), and which node sent it with which credential added.
+    fn node_row(
+        mut event: AuditRecord,
+        node_id: &str,
+        credential_id: &str,
+        now: i64,
+    ) -> AuditRecord {
+        event.subject = event.subject.chars().take(512).collect();
+        event.result = event.result.chars().take(64).collect();
+        event.detail =
+            warden_core::redact::redact(&event.detail.chars().take(2048).collect::<String>())
+                .into_owned();
+        let node_time = node_events::clamp_timestamp(event.timestamp_ms, now)
+            .map(|clamped| std::mem::replace(&mut event.timestamp_ms, clamped));
+        let added = Detail::new()
+            .with("node", node_id)
+            .with("node_credential", credential_id)
+            .with_opt("node_time_ms", node_time)
+            .build();
+        event.detail = if event.detail.is_empty() {
+            added
+        } else {
+            format!("{} {added}", event.detail)
+        };
+        event
     }
 
     /// Verifies the audit log's hash chain (and its signed checkpoints, when their keys are

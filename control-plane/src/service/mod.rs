@@ -86,6 +86,8 @@ pub struct ControlPlane {
     audit_wake: Arc<tokio::sync::Notify>,
     /// Events per second each node credential may deliver (`[audit] node_ingest_*`).
     node_ingest: crate::audit::node_events::IngestQuota,
+    /// Nodes' audit batches waiting for the next append, grouped into one transaction.
+    node_appends: crate::audit::group_commit::GroupCommit,
     /// Streams by credential, and credentials revoked through this process.
     live: live::LiveCredentials,
     /// Failed logins by peer address: throttle and bounded audit.
@@ -169,6 +171,7 @@ impl ControlPlane {
             audit_seq: watch::channel(0).0,
             audit_wake: Arc::new(tokio::sync::Notify::new()),
             node_ingest: crate::audit::node_events::IngestQuota::default(),
+            node_appends: crate::audit::group_commit::GroupCommit::default(),
             live: live::LiveCredentials::default(),
             logins: login_guard::LoginGuard::default(),
             metrics: crate::metrics::CpMetrics::new(),

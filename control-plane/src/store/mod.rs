@@ -194,6 +194,14 @@ pub trait StateStore: IncidentStore + ClientControlStore + PageStore + Send + Sy
         &self,
         records: &[AuditRecord],
     ) -> Result<Vec<AuditLink>, StoreError>;
+    /// Appends, in order and in one transaction, those of `records` whose id is not stored
+    /// yet and not taken by an earlier record of the batch: a node's `PublishAudit` batch,
+    /// which may repeat events already delivered (its acknowledgement was lost). The ids
+    /// are checked under the chain head's lock, so two replicas appending the same
+    /// redelivered batch store each event once. Returns the links of the rows appended
+    /// (empty when every id was stored already).
+    async fn append_audit_new(&self, records: &[AuditRecord])
+    -> Result<Vec<AuditLink>, StoreError>;
     /// Newest first, optionally only one action.
     async fn list_audit(
         &self,

@@ -9,17 +9,23 @@
 //! error instead of a hung request.
 //!
 //! Audit appends lock the one-row chain head with `SELECT … FOR UPDATE` (`DIALECT`)
-//! inside the transaction that inserts the row, so appends from every task of every
-//! replica form one chain.
+//! inside the transaction that inserts the rows, so appends from every task of every
+//! replica form one chain. A batch's rows go in as one statement over arrays
+//! (`UNNEST`), which advances the head too ([`ChainRows`]).
 
+use std::collections::HashSet;
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::StoreError;
-use super::sql::{Dialect, Pool, SqlStore};
+use super::rows::bigint;
+use super::sql::{ChainRows, Dialect, Pool, SqlStore};
+use crate::audit::chain::AuditLink;
+use crate::domain::AuditRecord;
 
 /// Pool and session settings; [`Default`] suits one control-plane replica.
 #[derive(Debug, Clone)]
@@ -186,20 +192,65 @@ impl PostgresStore {
     }
 }
 
-/// Appends lock the head's row (`SELECT … FOR UPDATE`); one statement inserts a row and
-/// advances the head to it (one round trip per row).
+/// Appends lock the head's row (`SELECT … FOR UPDATE`); one statement inserts the rows and
+/// advances the head ([`ChainRows`]).
 static DIALECT: Dialect = Dialect {
     migrator: sqlx::migrate!("./migrations/postgres"),
     begin: "BEGIN",
     head: "SELECT seq, hash FROM audit_chain_head WHERE id = 1 FOR UPDATE",
-    insert_chained: "WITH inserted AS (
-             INSERT INTO audit (id, seq, timestamp_ms, action, actor, subject, result, detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         )
-         UPDATE audit_chain_head SET seq = $2, hash = $10 WHERE id = 1",
-    advance_head: None,
     legacy_exists: "SELECT to_regclass('audit_legacy') IS NOT NULL",
 };
+
+/// Inserts a batch's rows from ten parallel arrays and advances the head to `$11`, `$12`
+/// (the last row's `seq` and `hash`): one round trip and one fixed statement for any
+/// batch size.
+const INSERT_CHAINED: &str = "WITH inserted AS (
+         INSERT INTO audit (id, seq, timestamp_ms, action, actor, subject, result, detail, prev_hash, hash)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+     )
+     UPDATE audit_chain_head SET seq = $11, hash = $12 WHERE id = 1";
+
+impl ChainRows for PgConnection {
+    async fn stored_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM audit WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut *self)
+            .await?;
+        Ok(stored.into_iter().collect())
+    }
+
+    async fn insert_chained(
+        &mut self,
+        records: &[&AuditRecord],
+        links: &[AuditLink],
+    ) -> Result<(), StoreError> {
+        let Some(last) = links.last() else {
+            return Ok(());
+        };
+        let texts = |f: fn(&AuditRecord) -> &str| records.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let seqs: Vec<i64> = links.iter().map(|l| bigint(l.seq)).collect();
+        let times: Vec<i64> = records.iter().map(|r| r.timestamp_ms).collect();
+        let prev: Vec<&str> = links.iter().map(|l| l.prev_hash.as_str()).collect();
+        let hashes: Vec<&str> = links.iter().map(|l| l.hash.as_str()).collect();
+        sqlx::query(INSERT_CHAINED)
+            .bind(texts(|r| r.id.as_str()))
+            .bind(seqs)
+            .bind(times)
+            .bind(texts(|r| r.action.as_str()))
+            .bind(texts(|r| r.actor.as_str()))
+            .bind(texts(|r| r.subject.as_str()))
+            .bind(texts(|r| r.result.as_str()))
+            .bind(texts(|r| r.detail.as_str()))
+            .bind(prev)
+            .bind(hashes)
+            .bind(bigint(last.seq))
+            .bind(last.hash.as_str())
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {

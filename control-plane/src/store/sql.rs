@@ -7,7 +7,9 @@
 //! [`execute!`] are its common shapes: a query with its binds goes in, domain values
 //! ([`super::rows`]) or the number of rows affected come out. What differs by backend is a
 //! [`Dialect`] that the dialect modules (`sqlite`, `postgres`) hand to [`SqlStore::open`]
-//! with their pool: the migrations, and how an audit append holds the chain head.
+//! with their pool: the migrations, and how an audit append holds the chain head; and the
+//! [`ChainRows`] they implement on their connection: how an append's rows are
+//! de-duplicated and inserted (PostgreSQL arrays, SQLite multi-row `VALUES`).
 //!
 //! Where to start reading: [`StateStore`] for what each method promises, then any method
 //! below with its SQL in view.
@@ -69,7 +71,7 @@ mod page;
 pub use cluster::{LeaseRow, ReplicaRow};
 
 use chain::Batch;
-pub(in crate::store) use chain::{Dialect, SELECT_HEAD};
+pub(in crate::store) use chain::{CHAINED_COLUMNS, ChainRows, Dialect, SELECT_HEAD};
 
 /// The state store on SQLite or PostgreSQL; open one with `SqliteStore::open` or
 /// `PostgresStore::connect`.
@@ -721,6 +723,20 @@ impl StateStore for SqlStore {
             Pool::Postgres(_) => None,
         };
         self.append_chained(Batch::Records(records)).await
+    }
+
+    async fn append_audit_new(
+        &self,
+        records: &[AuditRecord],
+    ) -> Result<Vec<AuditLink>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _serial = match self.pool {
+            Pool::Sqlite(_) => Some(self.append_lock.lock().await),
+            Pool::Postgres(_) => None,
+        };
+        self.append_chained(Batch::New(records)).await
     }
 
     async fn list_audit(

@@ -4,15 +4,21 @@
 //! Audit appends are serialised twice: by an in-process mutex ([`SqlStore`] takes it, so
 //! tasks of this process queue instead of spinning on SQLite's busy handler) and by
 //! `BEGIN IMMEDIATE` (`DIALECT`, so another process writing the same file cannot
-//! interleave between reading the chain head and advancing it).
+//! interleave between reading the chain head and advancing it). An append's rows go in
+//! with multi-row `INSERT … VALUES` statements ([`ChainRows`]).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr as _;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::StoreError;
-use super::sql::{Dialect, Pool, SELECT_HEAD, SqlStore};
+use super::rows::bigint;
+use super::sql::{CHAINED_COLUMNS, ChainRows, Dialect, Pool, SELECT_HEAD, SqlStore};
+use crate::audit::chain::AuditLink;
+use crate::domain::AuditRecord;
 
 /// Opens the embedded store; what it opens is a [`SqlStore`].
 #[derive(Debug)]
@@ -36,16 +42,67 @@ impl SqliteStore {
 }
 
 /// Appends take the database's write lock at once (`BEGIN IMMEDIATE`), then read the
-/// head; one statement inserts a row, one more advances the head after the batch.
+/// head; [`ChainRows`] inserts the rows and advances the head after the batch.
 static DIALECT: Dialect = Dialect {
     migrator: sqlx::migrate!("./migrations/sqlite"),
     begin: "BEGIN IMMEDIATE",
     head: SELECT_HEAD,
-    insert_chained: "INSERT INTO audit (id, seq, timestamp_ms, action, actor, subject, result, detail, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    advance_head: Some("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1"),
     legacy_exists: "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_legacy')",
 };
+
+/// Most rows in one `INSERT … VALUES` statement: ten variables a row, well under the
+/// bundled SQLite's limit of 32,766 variables a statement (a node's batch, at most 1,000
+/// events, is one statement).
+const ROWS_PER_INSERT: usize = 1_000;
+
+impl ChainRows for SqliteConnection {
+    async fn stored_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        // SQLite has no array parameter: the ids go in as one JSON array.
+        let ids = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Malformed(format!("audit ids as JSON: {e}")))?;
+        let stored: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM audit WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(ids)
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(stored.into_iter().collect())
+    }
+
+    async fn insert_chained(
+        &mut self,
+        records: &[&AuditRecord],
+        links: &[AuditLink],
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(&AuditRecord, &AuditLink)> =
+            records.iter().copied().zip(links.iter()).collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit ({CHAINED_COLUMNS}) "));
+            insert.push_values(chunk, |mut row, (r, link)| {
+                row.push_bind(r.id.as_str())
+                    .push_bind(bigint(link.seq))
+                    .push_bind(r.timestamp_ms)
+                    .push_bind(r.action.as_str())
+                    .push_bind(r.actor.as_str())
+                    .push_bind(r.subject.as_str())
+                    .push_bind(r.result.as_str())
+                    .push_bind(r.detail.as_str())
+                    .push_bind(link.prev_hash.as_str())
+                    .push_bind(link.hash.as_str());
+            });
+            insert.build().execute(&mut *self).await?;
+        }
+        if let Some(last) = links.last() {
+            sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(bigint(last.seq))
+                .bind(last.hash.as_str())
+                .execute(&mut *self)
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,11 +3,12 @@
 //! before the chain existed, and the [`Dialect`] — what differs by backend in those
 //! statements — that `sqlite.rs` and `postgres.rs` each provide.
 
+use std::collections::HashSet;
+
 use sqlx::migrate::Migrator;
-use sqlx::{Database, Encode, Type};
 
 use super::super::StoreError;
-use super::super::rows::{FromStored, bigint};
+use super::super::rows::FromStored;
 use super::{Pool, SqlStore};
 use crate::audit::chain::{AuditLink, ChainHead, next_links};
 use crate::domain::AuditRecord;
@@ -35,8 +36,11 @@ impl SqlStore {
     }
 
     /// Appends `batch` to the audit chain in one transaction that holds the chain head:
-    /// takes the next positions, computes the links ([`next_links`]), inserts the rows and
-    /// advances the head, with the backend's statements ([`Dialect`]).
+    /// takes the next positions, computes the links ([`next_links`]), inserts the rows in
+    /// one statement and advances the head, with the backend's statements ([`Dialect`],
+    /// [`ChainRows`]). [`Batch::New`] first leaves out the rows whose id is stored already,
+    /// read under the head's lock so that a concurrent append of the same id (a node's
+    /// retry on another replica) is seen; nothing left to append rolls back.
     pub(super) async fn append_chained(
         &self,
         batch: Batch<'_>,
@@ -46,8 +50,13 @@ impl SqlStore {
             let mut tx = p.begin_with(dialect.begin).await?;
             let head = ChainHead::from_stored(&sqlx::query(dialect.head).fetch_one(&mut *tx).await?)?;
             let legacy;
-            let records = match batch {
-                Batch::Records(records) => records,
+            let records: Vec<&AuditRecord> = match batch {
+                Batch::Records(records) => records.iter().collect(),
+                Batch::New(records) => {
+                    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+                    let stored = tx.stored_ids(&ids).await?;
+                    unseen(records, &stored)
+                }
                 Batch::Legacy => {
                     // Again under the lock: another replica may have done it meanwhile.
                     let exists: bool = sqlx::query_scalar(dialect.legacy_exists)
@@ -65,40 +74,60 @@ impl SqlStore {
                     sqlx::query("DROP TABLE audit_legacy")
                         .execute(&mut *tx)
                         .await?;
-                    &legacy[..]
+                    legacy.iter().collect()
                 }
             };
-            let links = next_links(&head, records)?;
-            for (r, link) in records.iter().zip(&links) {
-                bind_chained(sqlx::query(dialect.insert_chained), r, link)
-                    .execute(&mut *tx)
-                    .await?;
+            if records.is_empty() {
+                tx.commit().await?;
+                return Ok(Vec::new());
             }
-            if let (Some(advance), Some(last)) = (dialect.advance_head, links.last()) {
-                sqlx::query(advance)
-                    .bind(bigint(last.seq))
-                    .bind(last.hash.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let links = next_links(&head, records.iter().copied())?;
+            tx.insert_chained(&records, &links).await?;
             tx.commit().await?;
             Ok(links)
         })
     }
 }
 
+/// The rows of `records` whose id is neither in `stored` nor on an earlier row, in order.
+fn unseen<'r>(records: &'r [AuditRecord], stored: &HashSet<String>) -> Vec<&'r AuditRecord> {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(records.len());
+    records
+        .iter()
+        .filter(|r| !stored.contains(&r.id) && seen.insert(r.id.as_str()))
+        .collect()
+}
+
 /// What [`SqlStore::append_chained`] appends.
 pub(super) enum Batch<'a> {
-    /// New rows, in order.
+    /// New rows, in order; an id already stored fails the whole append.
     Records(&'a [AuditRecord]),
+    /// Rows in order, of which those whose id is already stored, or repeats one earlier
+    /// in the batch, are redeliveries: left out, not refused.
+    New(&'a [AuditRecord]),
     /// The rows of `audit_legacy` (oldest first, by time then id), whose table is dropped
     /// in the same transaction; nothing when another process got there first.
     Legacy,
 }
 
+/// The chain's writes that differ by backend beyond a statement's text, implemented on
+/// each backend's connection (`sqlite.rs`, `postgres.rs`) and called inside the
+/// transaction that holds the chain head.
+pub(in crate::store) trait ChainRows {
+    /// Which of `ids` are stored already, in one query.
+    async fn stored_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError>;
+    /// Inserts `records` at their `links` (same length, in order, not empty) with one
+    /// multi-row statement where the backend allows, and advances the head to the last.
+    async fn insert_chained(
+        &mut self,
+        records: &[&AuditRecord],
+        links: &[AuditLink],
+    ) -> Result<(), StoreError>;
+}
+
 /// What differs by backend once the pool is open (each dialect module has one): the
-/// migrations, and the audit chain's statements: how an append's transaction holds the
-/// chain head, how a row is inserted and the head advanced.
+/// migrations, and how an append's transaction starts and holds the chain head (the rows
+/// themselves go through [`ChainRows`]).
 #[derive(Debug)]
 pub(in crate::store) struct Dialect {
     /// The backend's `migrations/<backend>/`.
@@ -108,11 +137,6 @@ pub(in crate::store) struct Dialect {
     /// Reads the chain head (`seq`, `hash`), locking it until the transaction ends where
     /// the backend can lock one row.
     pub head: &'static str,
-    /// Inserts one chained row, `$1`…`$10` bound by [`bind_chained`].
-    pub insert_chained: &'static str,
-    /// Advances the head to the batch's last row (`$1` seq, `$2` hash), once per append;
-    /// `None` where `insert_chained` advances it.
-    pub advance_head: Option<&'static str>,
     /// Whether `audit_legacy` still exists, as a boolean.
     pub legacy_exists: &'static str,
 }
@@ -121,27 +145,6 @@ pub(in crate::store) struct Dialect {
 pub(in crate::store) const SELECT_HEAD: &str =
     "SELECT seq, hash FROM audit_chain_head WHERE id = 1";
 
-/// Binds an appended audit row to `$1`…`$10` in the column order
-/// `(id, seq, timestamp_ms, action, actor, subject, result, detail, prev_hash, hash)`.
-fn bind_chained<'q, DB>(
-    query: sqlx::query::Query<'q, DB, DB::Arguments>,
-    r: &AuditRecord,
-    link: &AuditLink,
-) -> sqlx::query::Query<'q, DB, DB::Arguments>
-where
-    DB: Database,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-{
-    query
-        .bind(r.id.as_str())
-        .bind(bigint(link.seq))
-        .bind(r.timestamp_ms)
-        .bind(r.action.as_str())
-        .bind(r.actor.as_str())
-        .bind(r.subject.as_str())
-        .bind(r.result.as_str())
-        .bind(r.detail.as_str())
-        .bind(link.prev_hash.as_str())
-        .bind(link.hash.as_str())
-}
+/// The columns of an appended audit row, in the order the backends' inserts bind them.
+pub(in crate::store) const CHAINED_COLUMNS: &str =
+    "id, seq, timestamp_ms, action, actor, subject, result, detail, prev_hash, hash";
