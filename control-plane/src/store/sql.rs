@@ -67,6 +67,7 @@ mod client_controls;
 mod cluster;
 mod incident;
 mod page;
+mod warden_secrets;
 
 pub use cluster::{LeaseRow, ReplicaRow};
 
@@ -829,12 +830,7 @@ impl StateStore for SqlStore {
     }
 
     async fn get_warden_secret(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(on_pool!(&self.pool, p => {
-            sqlx::query_scalar("SELECT value FROM warden_secrets WHERE name = $1")
-                .bind(name)
-                .fetch_optional(p)
-                .await?
-        }))
+        self.row_get_warden_secret(name).await
     }
 
     async fn put_warden_secret(
@@ -843,19 +839,7 @@ impl StateStore for SqlStore {
         sealed: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        execute!(
-            self,
-            sqlx::query(
-                "INSERT INTO warden_secrets (name, value, created_at, updated_at)
-                 VALUES ($1, $2, $3, $3)
-                 ON CONFLICT (name) DO UPDATE
-                 SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
-            )
-            .bind(name)
-            .bind(sealed)
-            .bind(now)
-        );
-        Ok(())
+        self.row_put_warden_secret(name, sealed, now).await
     }
 
     async fn insert_warden_secret(
@@ -864,17 +848,7 @@ impl StateStore for SqlStore {
         sealed: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        Ok(execute!(
-            self,
-            sqlx::query(
-                "INSERT INTO warden_secrets (name, value, created_at, updated_at)
-                 VALUES ($1, $2, $3, $3)
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(sealed)
-            .bind(now)
-        ) > 0)
+        self.row_insert_warden_secret(name, sealed, now).await
     }
 
     async fn replace_warden_secret(
@@ -884,30 +858,15 @@ impl StateStore for SqlStore {
         sealed: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        Ok(execute!(
-            self,
-            sqlx::query(
-                "UPDATE warden_secrets SET value = $3, updated_at = $4 WHERE name = $1 AND value = $2"
-            )
-            .bind(name)
-            .bind(expected)
-            .bind(sealed)
-            .bind(now)
-        ) > 0)
+        self.row_replace_warden_secret(name, expected, sealed, now)
+            .await
     }
 
     async fn list_warden_secret_names(&self) -> Result<Vec<String>, StoreError> {
-        Ok(on_pool!(&self.pool, p => {
-            sqlx::query_scalar("SELECT name FROM warden_secrets ORDER BY name")
-                .fetch_all(p)
-                .await?
-        }))
+        self.row_list_warden_secret_names().await
     }
 
     async fn delete_warden_secret(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(execute!(
-            self,
-            sqlx::query("DELETE FROM warden_secrets WHERE name = $1").bind(name)
-        ) > 0)
+        self.row_delete_warden_secret(name).await
     }
 }
