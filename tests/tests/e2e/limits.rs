@@ -742,3 +742,109 @@ async fn subject_limits_are_shared_by_all_tokens_of_the_subject_and_changeable()
         "{audit}"
     );
 }
+
+/// Commands a private Redis ran so far, `INFO` (the counting itself) left out.
+fn redis_commands(port: u16) -> u64 {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "commandstats"])
+        .output()
+        .expect("redis-cli is not on the PATH");
+    assert!(out.status.success(), "redis-cli failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_limited_request_makes_one_redis_round_trip_and_budgets_still_hold() {
+    let port = free_port().unwrap();
+    let _redis = PrivateRedis::start(port);
+    let c = TestCluster::start_with(
+        1,
+        Options {
+            redis_url: Some(format!("redis://127.0.0.1:{port}")),
+            node_count: Some(1),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.ctl_ok(
+        &[
+            "model",
+            "add",
+            "priced",
+            "--provider",
+            "mock",
+            "--upstream-model",
+            "mock-model",
+            "--input-price",
+            "1",
+            "--output-price",
+            "1",
+        ],
+        None,
+    )
+    .unwrap();
+    // rpm, tpm and a budget: every limit but parallel slots (whose release is the one call
+    // after the answer).
+    let key = c
+        .ctl_ok(
+            &[
+                "vkey",
+                "create",
+                "--name",
+                "counted",
+                "--rpm",
+                "100000",
+                "--tpm",
+                "10000000",
+                "--max-budget",
+                "1000",
+                "--budget-period",
+                "1h",
+            ],
+            None,
+        )
+        .unwrap();
+    let send = || async {
+        let r = c
+            .chat(
+                0,
+                &key,
+                &TestCluster::chat_body("priced", "count me", false),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("x-ratelimit-remaining-tokens"));
+        let _ = r.bytes().await;
+    };
+    for _ in 0..5 {
+        send().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = 30;
+    let before = redis_commands(port);
+    for _ in 0..n {
+        send().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let used = redis_commands(port) - before;
+    // One admission per request (it carries the waiting settlements); the batch timer may
+    // add a call or two when the requests pause. Before: three per request (pick a key,
+    // admit, settle).
+    assert!(
+        (n..=n + 3).contains(&used),
+        "{used} redis commands for {n} limited requests"
+    );
+}
