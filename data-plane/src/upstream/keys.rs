@@ -73,8 +73,9 @@ impl KeyHealth {
             }
             (None, h) => h,
         };
-        // Expired cool-downs are dropped here, off the pick path, so the map stays small.
-        if map.len() >= 1024 {
+        // Expired cool-downs are dropped here, off the pick path, so the map stays small
+        // (each time it doubles past 1,024 entries: amortised constant work).
+        if map.len() >= 1024 && map.len().is_power_of_two() {
             let now = Instant::now();
             map.retain(|_, h| !matches!(h, Health::CoolingUntil(t) if *t <= now));
         }
