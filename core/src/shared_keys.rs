@@ -33,6 +33,20 @@ pub fn key_health(
     format!("{{{prefix}}}:key:{provider}:{key_id}:{fingerprint}:{epoch}")
 }
 
+/// Index of the key health in force: a sorted set of local key names
+/// (`<provider>:<key id>:<fingerprint>:<epoch>`) scored by expiry (ms of the Redis clock;
+/// `+inf` for a disabled key), read by nodes when they (re)subscribe to
+/// [`key_health_channel`].
+pub fn key_health_index(prefix: &str) -> String {
+    format!("{{{prefix}}}:keyhealth")
+}
+
+/// The pub/sub channel on which changes of key health are announced to every node
+/// (`c <ms> <name>`: cooling down for ms; `d <name>`: disabled).
+pub fn key_health_channel(prefix: &str) -> String {
+    format!("{{{prefix}}}:keyhealth-events")
+}
+
 /// Failed logins of one client address in its current window (a counter with a TTL).
 pub fn ip_failures(prefix: &str, addr: &str) -> String {
     format!("{{{prefix}}}:ipfail:{addr}")

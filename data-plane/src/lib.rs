@@ -266,6 +266,8 @@ pub async fn run_on(
     });
     let serving = listener::serve(api, app, config.http_limits, https, "api", stop.clone());
     drain(serving, &stop, &state, config.drain_timeout).await;
+    // Tokens and spend of the last requests still waiting on this node go to Redis.
+    state.limiter.flush().await;
     // Events of the last requests go to disk before the process ends, the counts of open
     // failed-login windows with them; the next start sends whatever the control plane has
     // not acknowledged.

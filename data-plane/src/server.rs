@@ -173,7 +173,7 @@ fn refresh_metrics(state: &AppState) {
         if provider.passthrough {
             continue;
         }
-        let health = state.upstream.keys.health(provider);
+        let health = state.upstream.keys.out_of_service(provider);
         let name = snapshot.metric_labels.provider(&provider.name);
         metrics::gauge!(crate::metrics::UPSTREAM_KEYS, "provider" => name.clone())
             .set(provider.keys.len() as f64);

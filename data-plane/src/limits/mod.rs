@@ -2,19 +2,21 @@
 //!
 //! Each request carries the [`Scope`]s that apply to it (its credential or JWT subject, its
 //! model, and the global policy). [`Limiter::admit`] makes one atomic decision for all of
-//! them — one Redis script call (`warden_ratelimit_v1`) when Redis is healthy — and returns
+//! them — one Redis script call (`warden_ratelimit_v2`) when Redis is healthy — and returns
 //! an [`Admission`] that reserves an estimate of the tokens and holds the parallel slots.
-//! As a response flows, [`Admission::charge`] meters more tokens; when it ends,
-//! [`Admission::finish`] settles the reservation against the provider's reported usage,
-//! records the spend and releases the slots. Dropping an admission without finishing it
-//! (an error path, a client that went away) settles it with what was metered so far, so a
-//! slot is never leaked.
+//! As a response flows, [`Admission::charge`] meters more tokens (at once: a crossed
+//! ceiling cuts the stream); when it ends, [`Admission::finish`] settles the reservation
+//! against the provider's reported usage, records the spend and releases the slots — the
+//! slots at once, the tokens and spend in a per-node batch ([`batch`]) unless a call is
+//! made anyway. Dropping an admission without finishing it (an error path, a client that
+//! went away) settles it with what was metered so far, so a slot is never leaked.
 //!
 //! Semantics: `rpm` and `tpm` are token buckets holding one minute's worth (a fresh
 //! credential may use its whole minute at once) and refilling continuously. While Redis is
 //! unreachable the node enforces each limit divided by the configured node count
 //! ([`local`]), or refuses requests when configured fail-closed.
 
+pub mod batch;
 pub mod local;
 pub mod redis;
 
@@ -116,6 +118,11 @@ pub struct LimiterSettings {
     pub node_count: u32,
     /// Lease of a parallel-request slot in Redis (a crashed node's slots expire after it).
     pub slot_lease: Duration,
+    /// Longest time an ended request's tokens and spend wait on the node before they are
+    /// written to Redis ([`batch`]).
+    pub settle_interval: Duration,
+    /// Ended requests whose settlements are written together at most.
+    pub settle_batch: usize,
 }
 
 impl Default for LimiterSettings {
@@ -124,6 +131,8 @@ impl Default for LimiterSettings {
             failure_mode: FailureMode::Open,
             node_count: 1,
             slot_lease: Duration::from_secs(15 * 60),
+            settle_interval: Duration::from_millis(50),
+            settle_batch: 64,
         }
     }
 }
@@ -132,6 +141,8 @@ impl Default for LimiterSettings {
 #[derive(Debug)]
 pub struct Limiter {
     link: Option<Arc<RedisLink>>,
+    /// Settlements waiting to be written (with a link).
+    batch: Option<Arc<batch::Batcher>>,
     local: local::LocalLimiter,
     settings: LimiterSettings,
 }
@@ -150,11 +161,26 @@ impl Limiter {
         } else {
             1
         };
+        let batch = link.as_ref().map(|l| {
+            batch::Batcher::start(
+                Arc::clone(l),
+                settings.settle_interval,
+                settings.settle_batch,
+            )
+        });
         Arc::new(Self {
             link,
+            batch,
             local: local::LocalLimiter::new(divisor),
             settings,
         })
+    }
+
+    /// Writes the settlements waiting on this node (at shutdown, once requests ended).
+    pub async fn flush(&self) {
+        if let Some(batch) = &self.batch {
+            batch.flush().await;
+        }
     }
 
     /// Whether decisions currently use shared state.
@@ -180,9 +206,9 @@ impl Limiter {
         if !scopes.is_empty() {
             let shared = match &self.link {
                 Some(link) => {
-                    match redis::admit(link, &scopes, &request_id, tokens, self.settings.slot_lease)
-                        .await
-                    {
+                    let along = self.batch.as_ref().map(|b| b.take()).unwrap_or_default();
+                    let lease = self.settings.slot_lease;
+                    match redis::admit(link, &scopes, &request_id, tokens, lease, along).await {
                         Ok(result) => Some(result),
                         Err(e) => {
                             tracing::debug!(error = %e, "shared limiter unavailable");
@@ -263,7 +289,10 @@ impl Admission {
 
     /// Settles the request: `total_tokens` actually used (from the provider's usage when it
     /// reported one) and its cost; refunds or charges the difference to the reservation and
-    /// releases the parallel slots.
+    /// releases the parallel slots. With shared state, the slots are released in Redis
+    /// before this returns (so the client's next request, on any node, finds them free);
+    /// the tokens and spend ride along with that call, or wait in the node's batch
+    /// ([`batch`]) when the request holds no slots.
     pub async fn finish(mut self, total_tokens: u64, cost_micros: u64) {
         let delta = i64::try_from(total_tokens)
             .unwrap_or(i64::MAX)
@@ -281,16 +310,21 @@ impl Admission {
         if self.mode == Mode::Shared
             && let Some(link) = &limiter.link
         {
-            match redis::settle(
-                link,
-                &self.scopes,
-                &self.request_id,
-                token_delta,
-                cost_micros,
-                release,
-            )
-            .await
-            {
+            let own = redis::Settlement::of(link, &self.scopes, token_delta, cost_micros);
+            let holds_slots = self.scopes.iter().any(|s| s.policy.max_parallel > 0);
+            // An ended request without slots only adds to the batch. Slots are released at
+            // once: a slot held until the next flush would refuse a client's next request
+            // (on any node) for up to the interval. Mid-stream charges are made at once too,
+            // so a crossed ceiling cuts the stream. Either call takes the batch along.
+            if release && !holds_slots {
+                if let Some(batch) = &limiter.batch {
+                    batch.push(own);
+                }
+                return Metered::Within;
+            }
+            let along = limiter.batch.as_ref().map(|b| b.take()).unwrap_or_default();
+            let release = release.then_some((self.scopes.as_slice(), self.request_id.as_str()));
+            match redis::settle(link, own, along, release).await {
                 Ok(m) => return m,
                 Err(e) => {
                     // Shared state went away mid-request: the slot lease expires in Redis;
@@ -330,7 +364,11 @@ impl Drop for Admission {
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
                     handle.spawn(async move {
                         if let Some(link) = &limiter.link {
-                            let _ = redis::settle(link, &scopes, &request_id, 0, 0, true).await;
+                            let along =
+                                limiter.batch.as_ref().map(|b| b.take()).unwrap_or_default();
+                            let own = redis::Settlement::default();
+                            let release = Some((scopes.as_slice(), request_id.as_str()));
+                            let _ = redis::settle(link, own, along, release).await;
                         }
                     });
                 }

@@ -1,5 +1,7 @@
 //! Shared enforcement in Redis: the admission and settlement scripts
-//! (`admit_v1.lua`, `settle_v1.lua`), one round trip each, atomic across every node.
+//! (`admit_v2.lua`, `settle_v2.lua`), one round trip each, atomic across every node. Both
+//! carry the settlements waiting on the node ([`super::batch`]) along: an admission applies
+//! them before it decides.
 //!
 //! Keys (all under the link's hash tag, e.g. `{warden}:`): `rl:<scope>:rpm` and
 //! `rl:<scope>:tpm` (token buckets: hash of tokens and last update), `par:<scope>` (sorted
@@ -15,8 +17,8 @@ use warden_core::shared_keys;
 use super::{Denied, HeaderLimit, LimitKind, Metered, RateHeaders, Scope};
 use crate::redis_state::redis::{LinkError, RedisLink};
 
-static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admit_v1.lua")));
-static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle_v1.lua")));
+static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admit_v2.lua")));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("settle_v2.lua")));
 
 struct Bucket {
     key: String,
@@ -69,14 +71,15 @@ fn budget_key(link: &RedisLink, scope: &Scope) -> (String, Duration) {
     (shared_keys::spend(link.prefix(), &scope.id, index), left)
 }
 
-/// One admission decision. `Ok(Err(_))` is a refusal; `Err(_)` means Redis could not be
-/// asked.
+/// One admission decision, after applying `along` (settlements waiting on the node).
+/// `Ok(Err(_))` is a refusal; `Err(_)` means Redis could not be asked.
 pub async fn admit(
     link: &Arc<RedisLink>,
     scopes: &[Scope],
     request_id: &str,
     tokens: u64,
     lease: Duration,
+    along: Settlement,
 ) -> Result<Result<RateHeaders, Denied>, LinkError> {
     let buckets = buckets(link, scopes, tokens);
     let slots: Vec<(usize, String)> = scopes
@@ -101,12 +104,20 @@ pub async fn admit(
     for (_, k) in &budgets {
         invocation.key(k);
     }
+    for (k, _, _) in &along.buckets {
+        invocation.key(k);
+    }
+    for (k, _, _, _) in &along.budgets {
+        invocation.key(k);
+    }
     invocation
         .arg(buckets.len())
         .arg(slots.len())
         .arg(budgets.len())
         .arg(request_id)
-        .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+        .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+        .arg(along.buckets.len())
+        .arg(along.budgets.len());
     for b in &buckets {
         invocation
             .arg(b.capacity)
@@ -118,6 +129,12 @@ pub async fn admit(
     }
     for (i, _) in &budgets {
         invocation.arg(scopes[*i].policy.max_budget_micros);
+    }
+    for (_, cap, delta) in &along.buckets {
+        invocation.arg(*cap).arg(per_ms(*cap)).arg(*delta);
+    }
+    for (_, add, _, ttl) in &along.budgets {
+        invocation.arg(*add).arg(*ttl);
     }
     let reply: Vec<i64> = link
         .with(|mut c| async move { invocation.invoke_async(c.conn()).await })
@@ -172,66 +189,132 @@ pub async fn admit(
     }))
 }
 
-/// Charges or refunds tokens, adds spend, and optionally releases the slots.
+/// Token and spend changes to make in Redis in one call: one request's, or a batch of
+/// requests' summed per key.
+#[derive(Debug, Default)]
+pub struct Settlement {
+    /// tpm bucket key, capacity, tokens to take (negative refunds).
+    buckets: Vec<(String, u64, i64)>,
+    /// Spend key, micro-USD to add, the budget, ms left in the period.
+    budgets: Vec<(String, u64, u64, u64)>,
+    /// How many requests' settlements this holds.
+    requests: usize,
+}
+
+impl Settlement {
+    /// The settlement of one request: `token_delta` on each of its tpm buckets and
+    /// `cost_micros` on each of its budgets (keys of the budget period now).
+    pub fn of(link: &RedisLink, scopes: &[Scope], token_delta: i64, cost_micros: u64) -> Self {
+        let mut s = Self {
+            requests: 1,
+            ..Self::default()
+        };
+        if token_delta != 0 {
+            for scope in scopes.iter().filter(|s| s.policy.tpm > 0) {
+                s.buckets.push((
+                    shared_keys::bucket(link.prefix(), &scope.id, "tpm"),
+                    scope.policy.tpm,
+                    token_delta,
+                ));
+            }
+        }
+        if cost_micros > 0 {
+            for scope in scopes.iter().filter(|s| s.policy.max_budget_micros > 0) {
+                let (key, left) = budget_key(link, scope);
+                s.budgets.push((
+                    key,
+                    cost_micros,
+                    scope.policy.max_budget_micros,
+                    u64::try_from(left.as_millis())
+                        .unwrap_or(u64::MAX)
+                        .saturating_add(60_000),
+                ));
+            }
+        }
+        s
+    }
+
+    /// Whether there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty() && self.budgets.is_empty()
+    }
+
+    /// How many requests' settlements this holds.
+    pub fn requests(&self) -> usize {
+        self.requests
+    }
+
+    /// Adds `other`'s changes, summed per key (the latest limits win).
+    pub fn merge(&mut self, other: Self) {
+        for (key, cap, delta) in other.buckets {
+            match self.buckets.iter_mut().find(|b| b.0 == key) {
+                Some(b) => {
+                    b.1 = cap;
+                    b.2 = b.2.saturating_add(delta);
+                }
+                None => self.buckets.push((key, cap, delta)),
+            }
+        }
+        for (key, add, max, ttl) in other.budgets {
+            match self.budgets.iter_mut().find(|b| b.0 == key) {
+                Some(b) => {
+                    b.1 = b.1.saturating_add(add);
+                    b.2 = max;
+                    b.3 = ttl;
+                }
+                None => self.budgets.push((key, add, max, ttl)),
+            }
+        }
+        self.requests += other.requests;
+    }
+}
+
+/// Makes `own` (the calling request's changes, whose crossing of a ceiling is reported)
+/// and `along` (other requests' changes riding in the same call) in one script call, and
+/// releases the parallel slots of `release` (the request's scopes and id) when given.
 pub async fn settle(
     link: &Arc<RedisLink>,
-    scopes: &[Scope],
-    request_id: &str,
-    token_delta: i64,
-    cost_micros: u64,
-    release: bool,
+    own: Settlement,
+    along: Settlement,
+    release: Option<(&[Scope], &str)>,
 ) -> Result<Metered, LinkError> {
-    let tpm: Vec<&Scope> = scopes.iter().filter(|s| s.policy.tpm > 0).collect();
-    let budgets: Vec<&Scope> = scopes
-        .iter()
-        .filter(|s| s.policy.max_budget_micros > 0)
-        .collect();
-    let slots: Vec<&Scope> = if release {
-        scopes
-            .iter()
-            .filter(|s| s.policy.max_parallel > 0)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if (token_delta == 0 || tpm.is_empty())
-        && (cost_micros == 0 || budgets.is_empty())
-        && slots.is_empty()
-    {
+    let slots: Vec<String> = release
+        .map(|(scopes, _)| {
+            scopes
+                .iter()
+                .filter(|s| s.policy.max_parallel > 0)
+                .map(|s| shared_keys::slots(link.prefix(), &s.id))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (own_nb, own_nk) = (own.buckets.len(), own.budgets.len());
+    let mut all = own;
+    all.merge(along);
+    if all.is_empty() && slots.is_empty() {
         return Ok(Metered::Within);
     }
     let mut invocation = SETTLE.prepare_invoke();
-    for s in &tpm {
-        invocation.key(shared_keys::bucket(link.prefix(), &s.id, "tpm"));
-    }
-    let budget_keys: Vec<(String, Duration)> =
-        budgets.iter().map(|s| budget_key(link, s)).collect();
-    for (k, _) in &budget_keys {
+    for (k, _, _) in &all.buckets {
         invocation.key(k);
     }
-    for s in &slots {
-        invocation.key(shared_keys::slots(link.prefix(), &s.id));
+    for (k, _, _, _) in &all.budgets {
+        invocation.key(k);
+    }
+    for k in &slots {
+        invocation.key(k);
     }
     invocation
-        .arg(tpm.len())
-        .arg(budgets.len())
+        .arg(all.buckets.len())
+        .arg(all.budgets.len())
         .arg(slots.len())
-        .arg(request_id);
-    for s in &tpm {
-        invocation
-            .arg(s.policy.tpm)
-            .arg(per_ms(s.policy.tpm))
-            .arg(token_delta);
+        .arg(release.map_or("", |(_, id)| id))
+        .arg(own_nb)
+        .arg(own_nk);
+    for (_, cap, delta) in &all.buckets {
+        invocation.arg(*cap).arg(per_ms(*cap)).arg(*delta);
     }
-    for (s, (_, left)) in budgets.iter().zip(&budget_keys) {
-        invocation
-            .arg(cost_micros)
-            .arg(s.policy.max_budget_micros)
-            .arg(
-                u64::try_from(left.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .saturating_add(60_000),
-            );
+    for (_, add, max, ttl) in &all.budgets {
+        invocation.arg(*add).arg(*max).arg(*ttl);
     }
     let reply: Vec<i64> = link
         .with(|mut c| async move { invocation.invoke_async(c.conn()).await })

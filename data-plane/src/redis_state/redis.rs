@@ -140,6 +140,11 @@ impl RedisLink {
         &self.settings.prefix
     }
 
+    /// Cancelled when the node shuts down; background tasks on the link end with it.
+    pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Whether calls currently go to Redis.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)

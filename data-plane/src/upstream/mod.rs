@@ -14,6 +14,7 @@
 //! retried once an answer has been handed to the client.
 
 pub mod clients;
+pub mod key_health;
 pub mod keys;
 pub mod rejection;
 
@@ -196,7 +197,7 @@ impl Upstream {
             let request = request_for(route)?;
             let mut tried = vec![false; provider.keys.len()];
             loop {
-                let index = match self.keys.pick(provider, &tried).await {
+                let index = match self.keys.pick(provider, &tried) {
                     Ok(i) => i,
                     Err(NoKey::CoolingDown(wait)) => {
                         shortest_wait = Some(shortest_wait.map_or(wait, |w| w.min(wait)));

@@ -709,3 +709,192 @@ async fn subject_limits_are_shared_by_all_tokens_of_the_subject_and_changeable()
         "{audit}"
     );
 }
+
+/// Requests clients sent to a private Redis so far: its read events
+/// (`total_reads_processed`), one per round trip of a client that waits for each answer, as
+/// a node does per call. Commands scripts run inside the server are not counted (as they
+/// are by `INFO commandstats`). Each reading adds its own.
+fn redis_reads(port: u16) -> u64 {
+    let out = redis_cli(port, &["INFO", "stats"]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("no total_reads_processed in INFO stats")
+}
+
+/// Script calls (`EVALSHA`) a private Redis ran so far: every call a node makes on the
+/// request path is one (concurrent calls share read events, so reads undercount them).
+fn redis_script_calls(port: u16) -> u64 {
+    let out = redis_cli(port, &["INFO", "commandstats"]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli is not on the PATH");
+    assert!(out.status.success(), "redis-cli failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_limited_request_makes_one_redis_round_trip_and_spend_stays_exact() {
+    let logs = tempfile::tempdir().unwrap();
+    let redis = PrivateRedis::start(logs.path()).await.unwrap();
+    let port: u16 = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    let c = TestCluster::start_with(
+        1,
+        Options {
+            redis_url: Some(format!("redis://127.0.0.1:{port}")),
+            node_count: Some(1),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    // $1 per million tokens: a token costs one micro-USD.
+    c.ctl_ok(
+        &[
+            "model",
+            "add",
+            "priced",
+            "--provider",
+            "mock",
+            "--upstream-model",
+            "mock-model",
+            "--input-price",
+            "1",
+            "--output-price",
+            "1",
+        ],
+        None,
+    )
+    .unwrap();
+    // rpm, tpm and a budget: every limit but parallel slots (whose release is the one call
+    // after the answer).
+    let key = c
+        .ctl_ok(
+            &[
+                "vkey",
+                "create",
+                "--name",
+                "counted",
+                "--rpm",
+                "100000",
+                "--tpm",
+                "10000000",
+                "--max-budget",
+                "1000",
+                "--budget-period",
+                "1h",
+            ],
+            None,
+        )
+        .unwrap();
+    let id = vkey_id(&c, "counted");
+    let spent = || {
+        let keys = redis_cli(
+            port,
+            &["KEYS", &format!("{{{}}}:spend:vkey:{id}:*", c.redis_prefix)],
+        );
+        keys.lines()
+            .next()
+            .map_or(0, |k| redis_cli(port, &["GET", k]).trim().parse().unwrap())
+    };
+    let own = {
+        let a = redis_reads(port);
+        redis_reads(port) - a
+    };
+
+    // Before the first byte: streams held by the provider after their first event. Each
+    // request starts after the previous one's settlement was written (the batch interval
+    // is 50 ms), so what is counted is this request's alone.
+    c.mock.set_behavior(Behavior::GatedStream);
+    let mut before_first_byte = Vec::new();
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let r0 = redis_reads(port);
+        let r = c
+            .chat(
+                0,
+                &key,
+                &TestCluster::chat_body("priced", "first byte", true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut stream = r.bytes_stream();
+        use futures::StreamExt as _;
+        let _first = stream.next().await.unwrap().unwrap();
+        before_first_byte.push(redis_reads(port) - r0 - own);
+        c.mock.release_stream();
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+        }
+        // The first request loads the scripts (NOSCRIPT, then SCRIPT LOAD): not counted.
+        if i == 0 {
+            before_first_byte.clear();
+        }
+    }
+    assert!(
+        before_first_byte.iter().all(|n| *n == 1),
+        "redis round trips before the first byte: {before_first_byte:?}"
+    );
+    c.mock.set_behavior(Behavior::Normal);
+
+    // A burst of 8 clients: one admission per request, which carries the settlements
+    // waiting; the batch timer writes what waits longer than 50 ms. Before: three round
+    // trips per request (pick a key, admit, settle). Spend stays exact.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spent_before = spent();
+    let before = redis_script_calls(port);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (http, url, key) = (
+            c.http.clone(),
+            c.nodes[0].url("/v1/chat/completions"),
+            key.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tokens = 0;
+            for i in 0..10 {
+                let body =
+                    TestCluster::chat_body("priced", &"burst ".repeat(1 + (t * 10 + i) % 7), false);
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let v: Value = r.json().await.unwrap();
+                tokens += v["usage"]["prompt_tokens"].as_u64().unwrap()
+                    + v["usage"]["completion_tokens"].as_u64().unwrap();
+            }
+            tokens
+        }));
+    }
+    let mut tokens = 0;
+    for t in tasks {
+        tokens += t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let used = redis_script_calls(port) - before;
+    let n = 80;
+    assert!(
+        (n..2 * n).contains(&used),
+        "{used} redis script calls for {n} limited requests"
+    );
+    assert_eq!(
+        spent() - spent_before,
+        tokens,
+        "spend in micro-USD = tokens used at $1/Mtok"
+    );
+}
