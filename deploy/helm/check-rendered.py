@@ -125,6 +125,8 @@ def throwaway_env(container, toml_text):
         elif n == "WARDEN_REDIS_URL":
             scheme = "rediss" if "ca_file" in toml_text.split("[redis]", 1)[-1].split("[", 1)[0] else "redis"
             env[n] = f"{scheme}://127.0.0.1:6379/0"
+        elif n == "WARDEN_OTLP_HEADERS":
+            env[n] = "x-api-key=throwaway"
         else:
             env[n] = e.get("value", "throwaway")
     # The key is read from a file the chart mounts; the variable stands in for it here.

@@ -127,7 +127,26 @@ Refuses values that would deploy something broken; called from every workload te
       name: {{ .Values.vault.auth.existingSecret }}
       key: {{ .Values.vault.auth.key }}
 {{- end }}
+{{- include "warden.otlpHeadersEnv" . }}
 {{- with $cp.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* WARDEN_OTLP_HEADERS from tracing.headersSecret (the collector's credentials). */}}
+{{- define "warden.otlpHeadersEnv" -}}
+{{- if and .Values.tracing.otlpEndpoint .Values.tracing.headersSecret }}
+- name: WARDEN_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.tracing.headersSecret }}
+      key: {{ .Values.tracing.headersKey }}
+{{- end }}
+{{- end -}}
+
+{{/* The OTLP collector's port, from tracing.otlpEndpoint (4317 when it names none). */}}
+{{- define "warden.otlpPort" -}}
+{{- $hostport := regexReplaceAll "^https?://([^/]+).*$" .Values.tracing.otlpEndpoint "${1}" -}}
+{{- $port := regexFind ":[0-9]+$" $hostport | trimPrefix ":" -}}
+{{- default "4317" $port -}}
 {{- end -}}
