@@ -230,7 +230,7 @@ def revocation(cp, nodes, body: bytes, samples: int) -> dict:
                     conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
                     r = conn.getresponse()
                     r.read()
-                    if r.status in (401, 403):  # refused: unknown/revoked credential
+                    if r.status == 401:  # refused: the credential is revoked
                         refused_at[node.node_id] = time.perf_counter()
                         return
                     if r.status != 200:

@@ -120,6 +120,10 @@ class ControlPlane:
         argv = [str(binary(self.bin_dir, "warden-dp")), "--http-addr", f"127.0.0.1:{port}",
                 "--ops-addr", f"127.0.0.1:{ops_port}", "--cp-addr", self.addr, "--node-id", node_id,
                 "--audit-spool-dir", str(self.work / "spool" / node_id), "--egress-allow-loopback",
+                # Every client here is 127.0.0.1: the revocation stage's refused requests (one
+                # per node per sample) would reach the default 50 failed logins and block the
+                # address (403 ip_blocked) for every later stage. Automatic blocks stay on.
+                "--ip-block-threshold", "100000",
                 *(extra_args or [])]
         env = {
             "WARDEN_NODE_TOKEN": self.node_token,

@@ -21,7 +21,9 @@
 //!
 //! With `--redis`, the nodes share state in that Redis and a third target is measured: the
 //! same gateway with limits on (a virtual key with rpm, tpm and parallel limits high enough
-//! never to refuse), so that every request makes the admission and settlement round trips.
+//! never to refuse), so that every request makes its Redis round trips: the admission before
+//! the first byte and, with the parallel limit, the slot's release (carrying the batched
+//! settlement) after the answer.
 //!
 //! With `--tls`, a second node serves HTTPS (a certificate from a throwaway CA; the
 //! client trusts that CA) and is measured beside the plain one: the difference is what TLS
