@@ -303,20 +303,51 @@ async fn serve(state: &Arc<AppState>, request: Request, endpoint: Endpoint) -> R
     response
 }
 
-/// `response` with its body timed: the first data frame handed to the connection records
-/// the time since `started` in `ttfb`.
+/// Records the time to the answer's first body byte in `ttfb` when that byte is handed on.
+/// The body keeps its size hint, so an answer of known length still goes out with
+/// `content-length` rather than chunked.
 fn time_first_byte(response: Response, ttfb: metrics::Histogram, started: Instant) -> Response {
-    let (parts, body) = response.into_parts();
-    let mut pending = Some(ttfb);
-    let body = body.map_frame(move |frame| {
-        if frame.is_data()
-            && let Some(ttfb) = pending.take()
+    let (parts, inner) = response.into_parts();
+    let body = TimedBody {
+        inner,
+        pending: Some(ttfb),
+        started,
+    };
+    Response::from_parts(parts, axum::body::Body::new(body))
+}
+
+/// A body that records its first data frame's time ([`time_first_byte`]).
+struct TimedBody {
+    inner: axum::body::Body,
+    pending: Option<metrics::Histogram>,
+    started: Instant,
+}
+
+impl http_body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(f))) = &frame
+            && f.is_data()
+            && let Some(ttfb) = self.pending.take()
         {
-            ttfb.record(started.elapsed().as_secs_f64());
+            ttfb.record(self.started.elapsed().as_secs_f64());
         }
         frame
-    });
-    Response::from_parts(parts, axum::body::Body::new(body))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn set_request_id(response: &mut Response, id: &str) {
