@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tracing::Instrument as _;
 use warden_core::jwt::Scope;
