@@ -25,55 +25,10 @@ use warden_data_plane::limits::{Limiter, LimiterSettings, Policy, Scope};
 use warden_data_plane::redis_state::redis::{RedisLink, RedisSettings, Topology};
 use warden_data_plane::upstream::keys::KeyPicker;
 
-struct PrivateRedis {
-    child: std::process::Child,
-    port: u16,
-}
+mod support;
+use support::PrivateRedis;
 
 impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not on the PATH (apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
     /// A counter of the round trips clients made to the server.
     async fn counter(&self) -> RoundTrips {
         let client = redis::Client::open(self.url()).unwrap();
@@ -124,12 +79,6 @@ impl RoundTrips {
 
     async fn now(&mut self) -> u64 {
         self.reads().await
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -22,6 +22,9 @@ use warden_data_plane::limits::{Denied, LimitKind, Limiter, LimiterSettings, Pol
 use warden_data_plane::redis_state::redis::{RedisLink, RedisSettings, Topology};
 use warden_data_plane::upstream::keys::{KeyPicker, NoKey};
 
+mod support;
+use support::PrivateRedis;
+
 fn redis_url() -> String {
     std::env::var("WARDEN_TEST_REDIS_URL").unwrap_or_else(|_| {
         panic!("WARDEN_TEST_REDIS_URL is not set: run scripts/test.sh, or export it (e.g. redis://127.0.0.1:6379)")
@@ -305,55 +308,11 @@ async fn key_rotation_and_health_are_shared_between_nodes() {
     assert!(!picks.contains(&0), "a rejected key came back: {picks:?}");
 }
 
-struct PrivateRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not on the PATH (apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_redis_degrades_to_per_node_limits_and_recovers() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = PrivateRedis::free_port();
     let mut redis = PrivateRedis::start(port);
-    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let url = redis.url();
     let p = prefix();
     let l = Limiter::new(
         Some(link(&url, &p).await),
@@ -376,8 +335,7 @@ async fn losing_redis_degrades_to_per_node_limits_and_recovers() {
         .finish(0, 0)
         .await;
 
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
+    redis.stop();
     // Every request keeps an answer (fail-open); the node switches to per-node limits:
     // 100 rpm shared by 2 nodes = 50 here.
     let mut admitted = 0;
