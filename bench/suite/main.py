@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import audit_load, report, scenarios
+from . import audit_load, profile, report, scenarios
 from .backends import start_mock, start_postgres, start_redis
 from .peers import start_litellm, start_tensorzero
 from .procs import BenchError, Proc, http_status, raise_nofile, stop_all
@@ -46,8 +46,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="virtualenvs of the peers (installed on first use) [~/.cache/warden-bench]")
     p.add_argument("--out", type=Path, help="results directory [target/bench-results/<UTC time>]")
     p.add_argument("--keep", action="store_true", help="keep the work directory (databases, spools)")
+    p.add_argument("--profile", type=float, metavar="SECONDS",
+                   help="only profile the everything-on node and control plane with perf for SECONDS")
     p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="print the Markdown of a results.json and exit")
     args = p.parse_args(argv)
+    if args.profile:
+        args.peers = "none"
     if args.self_check:
         args.seconds, args.peers, streams = 1.0, "none", "50"
         args.rounds, args.revocations, args.warmup_s = 20, 2, 1.0
@@ -363,6 +367,10 @@ def main(argv: list[str]) -> int:
     suite = Suite(args)
     try:
         suite.start()
+        if args.profile:
+            suite.results["profile"] = profile.run(suite, args.profile)
+            (suite.out / "results.json").write_text(json.dumps(suite.results, indent=2) + "\n")
+            return 0
         suite.run()
         failures = report.check(suite.results) if args.self_check else []
     except BenchError as e:
