@@ -72,7 +72,7 @@ pub struct AuthFailure {
 }
 
 /// Authenticates the request's credential against `snapshot`. On failure the caller answers
-/// [`ApiError::unauthenticated`], the same for every reason.
+/// [`crate::error::ApiError::unauthenticated`], the same for every reason.
 pub fn authenticate(
     snapshot: &Snapshot,
     headers: &HeaderMap,
