@@ -81,16 +81,17 @@ pub fn check_format(kind: Kind, presented: &str) -> Result<(), FormatError> {
     if body.len() != BODY_LEN {
         return Err(FormatError::Malformed);
     }
-    let raw = zeroize::Zeroizing::new(
-        URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| FormatError::Malformed)?,
-    );
-    if raw.len() != RANDOM_LEN + 4 {
+    // Decoded on the stack (no allocation per request); room to spare, since the decoder
+    // asks for a conservative estimate of the output length.
+    let mut raw = zeroize::Zeroizing::new([0u8; BODY_LEN]);
+    let len = URL_SAFE_NO_PAD
+        .decode_slice(body, &mut raw[..])
+        .map_err(|_| FormatError::Malformed)?;
+    if len != RANDOM_LEN + 4 {
         return Err(FormatError::Malformed);
     }
     let expected = crc32fast::hash(&raw[..RANDOM_LEN]).to_be_bytes();
-    if raw[RANDOM_LEN..] != expected {
+    if raw[RANDOM_LEN..len] != expected {
         return Err(FormatError::BadChecksum);
     }
     Ok(())
@@ -112,6 +113,24 @@ pub fn hash(pepper: &[u8], credential: &SecretString) -> String {
 pub fn hash_str(pepper: &[u8], presented: &str) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, pepper);
     hex::encode(hmac::sign(&key, presented.as_bytes()).as_ref())
+}
+
+/// The pepper as an HMAC key, for [`hash_hex_into`]: built once (per snapshot on a node),
+/// not per presented credential.
+pub fn hash_key(pepper: &[u8]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, pepper)
+}
+
+/// [`hash_str`] with a prepared key, written into `out` (no allocation): the same hex text.
+pub fn hash_hex_into<'a>(key: &hmac::Key, presented: &str, out: &'a mut [u8; 64]) -> &'a str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let tag = hmac::sign(key, presented.as_bytes());
+    for (pair, byte) in out.chunks_exact_mut(2).zip(tag.as_ref()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
+    }
+    // Always ASCII; an empty string would match no stored hash.
+    std::str::from_utf8(&out[..]).unwrap_or_default()
 }
 
 /// Constant-time comparison of two stored hashes.
@@ -187,5 +206,10 @@ mod tests {
         assert!(hashes_equal(&a, &hash(b"pepper-a", &c)));
         assert!(!hashes_equal(&a, &b));
         assert!(!hashes_equal(&a, "short"));
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            hash_hex_into(&hash_key(b"pepper-a"), c.expose_secret(), &mut buf),
+            a
+        );
     }
 }

@@ -296,6 +296,13 @@ impl Verifier {
         }
     }
 
+    /// The last second at which a verified token of expiry `exp` is still accepted: `exp`
+    /// plus the leeway, as [`Verifier::verify`] counts it (a cached verification must
+    /// expire exactly when a fresh one would fail).
+    pub fn accepted_until(&self, exp: i64) -> i64 {
+        exp.saturating_add(i64::try_from(self.leeway).unwrap_or(i64::MAX))
+    }
+
     /// Verifies `token` and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
         // An unknown `alg` (including "none") fails to parse here.

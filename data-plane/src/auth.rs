@@ -4,50 +4,23 @@
 //! and revocation list, virtual keys are format-checked (checksum) and then looked up by
 //! their HMAC. Every failure looks the same to the caller (401, one message); the reason
 //! goes to the log.
+//!
+//! Nothing a snapshot can settle is worked out per request: a virtual key's [`Principal`]
+//! is built when the snapshot is compiled, so a request does the HMAC (its key prepared
+//! once too), one lookup, the constant-time compare and the expiry check, and clones an
+//! `Arc`; a JWT is verified once per snapshot ([`jwt_cache`]), a hit costing a SHA-256 of
+//! the token, one lookup and the expiry and revocation checks.
 
-use std::collections::HashSet;
+pub mod jwt_cache;
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use secrecy::ExposeSecret as _;
 use warden_core::credential::{self, Kind};
-use warden_core::jwt::Scope;
 
 use crate::compiled::Snapshot;
-use crate::error::ApiError;
-
-/// Who is calling and what they may do.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// `jwt:<sub>` or `vkey:<id obfuscated>` — safe to log; the audit event's actor.
-    pub id: String,
-    /// The credential used, obfuscated (`vk_1234****cdef`, or `tok-…` for a JWT's id).
-    pub credential: String,
-    pub scopes: HashSet<Scope>,
-    /// Allowed aliases; contains `*` for all.
-    pub models: Vec<String>,
-    /// The limits attached to this credential (virtual key) or subject (JWT), if any.
-    pub limits: Option<crate::limits::Scope>,
-    /// Suspended (`wardenctl credentials suspend`): authenticated, but refused.
-    pub suspended: bool,
-    /// `vkey:<id>` or `sub:<subject>`: whom credential-scoped DLP rules name.
-    pub owner: String,
-    /// The credential's own IP and origin lists (virtual key, or JWT subject), if any.
-    pub access: Option<std::sync::Arc<crate::access::CredentialAccess>>,
-}
-
-impl Principal {
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.scopes.contains(&scope) {
-            Ok(())
-        } else {
-            Err(ApiError::missing_scope(scope.as_str()))
-        }
-    }
-
-    pub fn may_use(&self, alias: &str) -> bool {
-        self.models.iter().any(|m| m == "*" || m == alias)
-    }
-}
+pub use crate::principal::{Principal, Scopes};
+use jwt_cache::Lookup;
 
 /// The request's credential, or why there is none: `missing_credential`, or
 /// `ambiguous_credential` for two `Authorization` headers, two `x-api-key` headers, or one
@@ -99,8 +72,11 @@ pub struct AuthFailure {
 }
 
 /// Authenticates the request's credential against `snapshot`. On failure the caller answers
-/// [`ApiError::unauthenticated`], the same for every reason.
-pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, AuthFailure> {
+/// [`crate::error::ApiError::unauthenticated`], the same for every reason.
+pub fn authenticate(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+) -> Result<Arc<Principal>, AuthFailure> {
     match check(snapshot, headers) {
         Ok(p) => Ok(p),
         Err(reason) => {
@@ -114,39 +90,47 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principa
     }
 }
 
-fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static str> {
+fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Arc<Principal>, &'static str> {
     let token = credential(headers)?;
     if token.is_empty() || token.len() > warden_core::jwt::MAX_TOKEN_BYTES {
         return Err("malformed_credential");
     }
-    if credential::kind_of(token) == Some(Kind::VirtualKey) {
-        credential::check_format(Kind::VirtualKey, token).map_err(|_| "vkey_bad_format")?;
-        let hash = credential::hash_str(snapshot.pepper.expose_secret(), token);
-        let key = snapshot.virtual_keys.get(&hash).ok_or("vkey_unknown")?;
-        if !credential::hashes_equal(&key.hash, &hash) {
-            return Err("vkey_unknown");
-        }
-        if key.expires_at != 0 && key.expires_at <= warden_core::unix_now() {
-            return Err("vkey_expired");
-        }
-        let credential = warden_core::fingerprint::obfuscate(&key.id);
-        return Ok(Principal {
-            owner: format!("vkey:{}", key.id),
-            id: format!("vkey:{credential}"),
-            credential,
-            scopes: key.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
-            models: key.models.clone(),
-            limits: Some(crate::limits::Scope {
-                id: format!("vkey:{}", key.id),
-                policy: key.policy,
-            }),
-            suspended: snapshot.incident.virtual_key_suspended(&key.id),
-            access: key.access.clone(),
-        });
-    }
-    if credential::kind_of(token).is_some() {
+    match credential::kind_of(token) {
+        Some(Kind::VirtualKey) => virtual_key(snapshot, token),
         // An admin or node credential is never a client credential.
-        return Err("wrong_credential_kind");
+        Some(_) => Err("wrong_credential_kind"),
+        None => jwt(snapshot, token),
+    }
+}
+
+/// A virtual key's principal, built with the snapshot.
+fn virtual_key(snapshot: &Snapshot, token: &str) -> Result<Arc<Principal>, &'static str> {
+    credential::check_format(Kind::VirtualKey, token).map_err(|_| "vkey_bad_format")?;
+    let mut buf = [0u8; 64];
+    let hash = credential::hash_hex_into(&snapshot.vkey_hmac, token, &mut buf);
+    let key = snapshot.virtual_keys.get(hash).ok_or("vkey_unknown")?;
+    if !credential::hashes_equal(&key.hash, hash) {
+        return Err("vkey_unknown");
+    }
+    if key.expires_at != 0 && key.expires_at <= warden_core::unix_now() {
+        return Err("vkey_expired");
+    }
+    Ok(Arc::clone(&key.principal))
+}
+
+/// A JWT's principal: from the snapshot's cache of verified tokens, or verified now (and
+/// then cached, unless revoked).
+fn jwt(snapshot: &Snapshot, token: &str) -> Result<Arc<Principal>, &'static str> {
+    let digest = jwt_cache::digest(token);
+    let now = warden_core::unix_now();
+    match snapshot
+        .verified_jwts
+        .get(&digest, now, &snapshot.revoked_jtis)
+    {
+        Lookup::Hit(principal) => return Ok(principal),
+        Lookup::Expired => return Err("jwt_expired"),
+        Lookup::Revoked => return Err("jwt_revoked"),
+        Lookup::Miss => {}
     }
     let claims = snapshot.verifier.verify(token).map_err(|e| e.reason())?;
     if snapshot.revoked_jtis.contains(&claims.jti) {
@@ -159,17 +143,29 @@ fn check(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Principal, &'static
             id: format!("sub:{}", claims.sub),
             policy: *policy,
         });
-    Ok(Principal {
+    let principal = Arc::new(Principal {
         owner: format!("sub:{}", claims.sub),
         id: format!("jwt:{}", claims.sub),
         credential: warden_core::fingerprint::obfuscate(&format!("tok-{}", claims.jti)),
-        scopes: claims.scopes(),
+        scopes: Scopes::parse(claims.scope.split_whitespace()),
         suspended: snapshot.incident.subject_suspended(&claims.sub),
         access: snapshot.subject_access.get(&claims.sub).cloned(),
         models: claims.models,
         limits,
-    })
+    });
+    let accepted_until = snapshot.verifier.accepted_until(claims.exp);
+    snapshot.verified_jwts.insert(
+        digest,
+        Arc::clone(&principal),
+        accepted_until,
+        &claims.jti,
+        now,
+    );
+    Ok(principal)
 }
+
+#[cfg(test)]
+mod snapshot_tests;
 
 #[cfg(test)]
 mod tests {
@@ -211,22 +207,5 @@ mod tests {
         h.insert("authorization", HeaderValue::from_static("Basic a"));
         assert_eq!(credential(&h), Err("ambiguous_credential"));
         assert_eq!(credential(&HeaderMap::new()), Err("missing_credential"));
-    }
-
-    #[test]
-    fn allow_list() {
-        let p = Principal {
-            id: "x".into(),
-            credential: "tok-****".into(),
-            scopes: HashSet::new(),
-            models: vec!["a".into()],
-            limits: None,
-            suspended: false,
-            owner: String::new(),
-            access: None,
-        };
-        assert!(p.may_use("a"));
-        assert!(!p.may_use("b"));
-        assert!(p.require(Scope::Write).is_err());
     }
 }

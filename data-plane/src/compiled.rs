@@ -17,6 +17,7 @@ use warden_core::seal::{Binding, Field, NodeKeyPair, SealError, Sealed};
 use warden_proto::sync::v1 as pb;
 
 use crate::limits::Policy;
+use crate::principal::Principal;
 use crate::upstream::clients::UpstreamClients;
 
 fn policy(p: Option<pb::Policy>) -> Policy {
@@ -162,6 +163,9 @@ pub struct VirtualKey {
     pub policy: Policy,
     /// The key's own IP and origin lists, if any.
     pub access: Option<Arc<crate::access::CredentialAccess>>,
+    /// Who a request with this key is: built with the snapshot (its suspension included),
+    /// handed out by [`crate::auth::authenticate`] as an `Arc` clone.
+    pub principal: Arc<Principal>,
 }
 
 /// The policy, price and per-model limit counters a `provider:model` request takes from an
@@ -226,6 +230,11 @@ pub struct Snapshot {
     pub revoked_jtis: HashSet<String>,
     pub virtual_keys: HashMap<String, VirtualKey>,
     pub pepper: SecretBox<Vec<u8>>,
+    /// [`Snapshot::pepper`] as the HMAC key virtual keys are looked up by, prepared once.
+    pub vkey_hmac: aws_lc_rs::hmac::Key,
+    /// The JWTs verified under this snapshot (empty when it arrives: a new snapshot is a
+    /// new cache, so a revocation or suspension applies at once).
+    pub verified_jwts: crate::auth::jwt_cache::VerifiedJwts,
     pub global_policy: Policy,
     pub subject_policies: HashMap<String, Policy>,
     /// Lockdown and suspended credentials.
@@ -556,14 +565,25 @@ impl Snapshot {
             .virtual_keys
             .into_iter()
             .flat_map(|k| {
+                let access = vkey_access.get(&k.id).cloned();
+                let key_policy = policy(k.policy);
+                let principal = Arc::new(Principal::virtual_key(
+                    &k.id,
+                    &k.scopes,
+                    k.models.clone(),
+                    key_policy,
+                    access.clone(),
+                    incident.virtual_key_suspended(&k.id),
+                ));
                 let key = VirtualKey {
-                    access: vkey_access.get(&k.id).cloned(),
+                    access,
+                    principal,
                     id: k.id,
                     hash: k.hash,
                     models: k.models,
                     scopes: k.scopes,
                     expires_at: k.expires_at,
-                    policy: policy(k.policy),
+                    policy: key_policy,
                 };
                 // A rotated key's replaced secret: the same key, until its own deadline.
                 let previous = (!k.previous_hash.is_empty()).then(|| VirtualKey {
@@ -595,6 +615,8 @@ impl Snapshot {
             verifier,
             revoked_jtis: s.revoked_tokens.into_iter().map(|t| t.jti).collect(),
             virtual_keys,
+            vkey_hmac: warden_core::credential::hash_key(pepper.expose_secret()),
+            verified_jwts: crate::auth::jwt_cache::VerifiedJwts::default(),
             pepper,
             global_policy: policy(s.global_policy),
             subject_policies: s

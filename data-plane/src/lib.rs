@@ -23,6 +23,7 @@ pub mod ip_block;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod principal;
 pub mod proxy;
 pub mod redis_state;
 pub mod reload;

@@ -637,6 +637,8 @@ fn snapshot(routes: Vec<Route>) -> Snapshot {
         revoked_jtis: Default::default(),
         virtual_keys: HashMap::new(),
         pepper: SecretBox::new(Box::new(vec![1; 32])),
+        vkey_hmac: warden_core::credential::hash_key(&[1; 32]),
+        verified_jwts: Default::default(),
         global_policy: Policy::default(),
         subject_policies: HashMap::new(),
         incident: warden_data_plane::incident::Incident::default(),

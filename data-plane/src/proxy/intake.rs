@@ -96,7 +96,7 @@ pub fn authenticate(
     headers: &HeaderMap,
     endpoint: &str,
     request_id: &str,
-) -> Result<Principal, ApiError> {
+) -> Result<std::sync::Arc<Principal>, ApiError> {
     if let Some(peer) = peer {
         if state.ip_blocks.is_blocked(peer, &snapshot.ip_blocks) {
             metrics::counter!(crate::metrics::IP_BLOCKED_REFUSED).increment(1);
