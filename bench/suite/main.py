@@ -304,7 +304,7 @@ class Suite:
         self.log(f"revocation propagation to 3 nodes, {a.revocations} samples")
         r["revocation"] = scenarios.revocation(self.full, self.full.nodes[:3], self.body(MODEL, False).read_bytes(),
                                                a.revocations)
-        batches = [256] if a.self_check else [64, 256, 1024]
+        batches = [256] if a.self_check else [64, 256, 1000]
         events = 10_000 if a.self_check else max(20_000, round(a.seconds * 10_000))
         self.log(f"audit events/s end to end (publish_audit_load, batches {batches}, {events:,} events each)")
         r["audit_load"] = audit_load.run_hook(a.bin_dir, self.pg, events, batches, self.logs)
