@@ -363,7 +363,11 @@ async fn long_fields_are_cut_to_their_limits_and_secrets_in_the_detail_redacted(
     let long = row("ev-long");
     assert_eq!(long.subject, "é".repeat(512));
     assert_eq!(long.result, "r".repeat(64));
-    assert!(!long.detail.contains("sk-proj-abcdef123456"), "{}", long.detail);
+    assert!(
+        !long.detail.contains("sk-proj-abcdef123456"),
+        "{}",
+        long.detail
+    );
     assert!(long.detail.contains("[REDACTED:"), "{}", long.detail);
     let added = format!(" node={NODE} node_credential={}", f.node_credential_id);
     // The node's part cut to 2,048 characters, then redacted, then the added pairs.

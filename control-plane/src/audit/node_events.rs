@@ -334,10 +334,7 @@ mod tests {
             check(&event("request", "-", "msg=\"node=x\" status=200")),
             Ok(())
         );
-        assert_eq!(
-            check(&event("request", "-", "free text, node=x")),
-            Ok(())
-        );
+        assert_eq!(check(&event("request", "-", "free text, node=x")), Ok(()));
         assert_eq!(
             check(&event("request", "-", "nodes=3 node_x=1 status=200")),
             Ok(())
@@ -358,7 +355,10 @@ mod tests {
         assert_eq!(cut("ééé", 2), "éé");
         assert_eq!(cut("ééé", 3), "ééé");
         let long = "é".repeat(3000);
-        assert_eq!(cut(&long, 2048), long.chars().take(2048).collect::<String>());
+        assert_eq!(
+            cut(&long, 2048),
+            long.chars().take(2048).collect::<String>()
+        );
     }
 
     #[test]
