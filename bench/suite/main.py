@@ -24,14 +24,14 @@ from .scenarios import Target
 from .warden import MODEL, MODEL_60MS, MODEL_SLOW, ControlPlane, wait_accepts
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA = "bench"
+SCHEMA = audit_load.SCHEMA
 DIRECT_MODEL = "gpt-4o-mini"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     p.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release",
-                   help="warden-cp, warden-dp, wardenctl (and publish-audit-load if built) [target/release]")
+                   help="warden-cp, warden-dp, wardenctl (and examples/publish_audit_load if built) [target/release]")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each wrk run [10]")
     p.add_argument("--connections", type=int, default=32, help="wrk connections, non-streaming [32]")
     p.add_argument("--threads", type=int, default=2, help="wrk threads [2]")
@@ -304,8 +304,10 @@ class Suite:
         self.log(f"revocation propagation to 3 nodes, {a.revocations} samples")
         r["revocation"] = scenarios.revocation(self.full, self.full.nodes[:3], self.body(MODEL, False).read_bytes(),
                                                a.revocations)
-        self.log("audit events/s end to end (publish-audit-load)")
-        r["audit_load"] = audit_load.run_hook(a.bin_dir, self.full.addr, self.full.node_token, a.seconds, self.logs)
+        batches = [256] if a.self_check else [64, 256, 1000]
+        events = 10_000 if a.self_check else max(20_000, round(a.seconds * 10_000))
+        self.log(f"audit events/s end to end (publish_audit_load, batches {batches}, {events:,} events each)")
+        r["audit_load"] = audit_load.run_hook(a.bin_dir, self.pg, events, batches, self.logs)
         r["load_after"] = os.getloadavg()
 
     def stop(self) -> None:

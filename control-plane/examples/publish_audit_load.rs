@@ -13,7 +13,8 @@
 //! (first batch sent to last acknowledgement), the latency of one `PublishAudit` call, the
 //! rows counted and `audit verify`'s verdict (the Admin API's, checkpoints included), and
 //! the control plane's CPU per event (`/proc/<pid>/stat` utime + stime over the load, ticks
-//! of `getconf CLK_TCK`). The control plane runs from `--cp-bin` (default: `warden-cp`
+//! of `getconf CLK_TCK`) — on one line for people, then as one JSON object on the last line
+//! (`bench/run`'s audit stage reads it). The control plane runs from `--cp-bin` (default: `warden-cp`
 //! beside this example's directory, i.e. the same build) with `RUST_LOG=warn`, its node
 //! ingest quota raised out of the way (`[audit] node_ingest_rate`), on a fresh schema of
 //! `WARDEN_BENCH_DATABASE_URL` (else `WARDEN_TEST_DATABASE_URL`, else
@@ -377,6 +378,7 @@ async fn main() -> anyhow::Result<()> {
             l.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
         };
         let secs = load.elapsed.as_secs_f64();
+        let cp_ms_per_event = load.cpu_seconds * 1000.0 / args.events as f64;
         println!(
             "batch {:>4}  concurrency {:>3}  synchronous_commit={synchronous_commit}  {} events in {secs:.2} s  \
              {:>8.0} events/s  PublishAudit p50 {:.2} ms p99 {:.2} ms  control plane CPU {:.2} s = {:.4} ms/event  \
@@ -388,9 +390,26 @@ async fn main() -> anyhow::Result<()> {
             pct(0.50),
             pct(0.99),
             load.cpu_seconds,
-            load.cpu_seconds * 1000.0 / args.events as f64,
+            cp_ms_per_event,
             rows,
             all - rows - rows_before,
+        );
+        // The same figures for a program (bench/run's audit stage reads the last line).
+        println!(
+            "{}",
+            serde_json::json!({
+                "events_per_s": (args.events as f64 / secs).round(),
+                "batch_size": args.batch,
+                "concurrency": args.concurrency,
+                "synchronous_commit": synchronous_commit,
+                "events": args.events,
+                "seconds": (secs * 100.0).round() / 100.0,
+                "publish_p50_ms": (pct(0.50) * 100.0).round() / 100.0,
+                "publish_p99_ms": (pct(0.99) * 100.0).round() / 100.0,
+                "cp_cpu_ms_per_event": (cp_ms_per_event * 10_000.0).round() / 10_000.0,
+                "rows": rows,
+                "verified": args.verify,
+            })
         );
         anyhow::Ok(())
     }

@@ -5,7 +5,8 @@
 //! `--until` queries still see later rows), and a flood beyond its quota (`ResourceExhausted`,
 //! legitimate traffic accepted once the quota refills). And an honest node whose spool
 //! sends batches again (the acknowledgement lost, a retry on another replica): every event
-//! stored once, on SQLite and on PostgreSQL with two replicas, the chain intact.
+//! stored once, on SQLite and on PostgreSQL with two replicas, the chain intact. Fields
+//! longer than their limits are cut, and the detail redacted, before they are stored.
 
 #![allow(
     clippy::unwrap_used,
@@ -340,6 +341,44 @@ async fn a_future_timestamp_is_clamped_and_cannot_hide_later_rows() {
         "{ids:?}"
     );
     assert!(!ids.contains(&"ev-past"), "{ids:?}");
+}
+
+#[tokio::test]
+async fn long_fields_are_cut_to_their_limits_and_secrets_in_the_detail_redacted() {
+    let f = fixture().await;
+    let now = now_ms();
+    let mut long = event("ev-long", "request", "jwt:svc", now);
+    long.subject = "é".repeat(600);
+    long.result = "r".repeat(100);
+    let sent_detail = format!(
+        "status=200 error=\"Incorrect API key provided: sk-proj-abcdef123456\" pad={}",
+        "x".repeat(3000)
+    );
+    long.detail = sent_detail.clone();
+    let mut short = event("ev-short", "request", "jwt:svc", now);
+    short.detail = "status=200 provider=mock".into();
+    assert_eq!(f.publish(vec![long, short]).await.unwrap(), 2);
+    let stored = f.stored(&["ev-long", "ev-short"]).await;
+    let row = |id: &str| stored.iter().find(|r| r.id == id).unwrap();
+    let long = row("ev-long");
+    assert_eq!(long.subject, "é".repeat(512));
+    assert_eq!(long.result, "r".repeat(64));
+    assert!(
+        !long.detail.contains("sk-proj-abcdef123456"),
+        "{}",
+        long.detail
+    );
+    assert!(long.detail.contains("[REDACTED:"), "{}", long.detail);
+    let added = format!(" node={NODE} node_credential={}", f.node_credential_id);
+    // The node's part cut to 2,048 characters, then redacted, then the added pairs.
+    let cut: String = sent_detail.chars().take(2048).collect();
+    assert_eq!(
+        long.detail,
+        format!("{}{added}", warden_core::redact::redact(&cut))
+    );
+    let short = row("ev-short");
+    assert_eq!(short.subject, "gpt-mock");
+    assert_eq!(short.detail, format!("status=200 provider=mock{added}"));
 }
 
 #[tokio::test]

@@ -180,11 +180,12 @@ impl ControlPlane {
         credential_id: &str,
         now: i64,
     ) -> AuditRecord {
-        event.subject = event.subject.chars().take(512).collect();
-        event.result = event.result.chars().take(64).collect();
-        event.detail =
-            warden_core::redact::redact(&event.detail.chars().take(2048).collect::<String>())
-                .into_owned();
+        node_events::truncate_chars(&mut event.subject, 512);
+        node_events::truncate_chars(&mut event.result, 64);
+        node_events::truncate_chars(&mut event.detail, 2048);
+        if let std::borrow::Cow::Owned(redacted) = warden_core::redact::redact(&event.detail) {
+            event.detail = redacted;
+        }
         let node_time = node_events::clamp_timestamp(event.timestamp_ms, now)
             .map(|clamped| std::mem::replace(&mut event.timestamp_ms, clamped));
         let added = Detail::new()
@@ -192,11 +193,12 @@ impl ControlPlane {
             .with("node_credential", credential_id)
             .with_opt("node_time_ms", node_time)
             .build();
-        event.detail = if event.detail.is_empty() {
-            added
+        if event.detail.is_empty() {
+            event.detail = added;
         } else {
-            format!("{} {added}", event.detail)
-        };
+            event.detail.push(' ');
+            event.detail.push_str(&added);
+        }
         event
     }
 
