@@ -187,7 +187,7 @@ fn format_wire(format: Format) -> Wire {
 
 /// Builds the provider request for `route`: the client's body with the model rewritten, or
 /// its translation when the formats differ.
-fn upstream_request(
+pub fn upstream_request(
     endpoint: Endpoint,
     request: &ModelRequest,
     route: &Route,
