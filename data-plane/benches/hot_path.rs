@@ -58,12 +58,15 @@ fn route() -> Route {
         priced: false,
         limits_alias: "gpt-mock".into(),
         deployments: Vec::new(),
+        alias_header: None,
     }
 }
 
 fn bench_upstream_request(stream: bool) -> f64 {
     let bytes = chat_body(stream);
-    let request = parse_request(Endpoint::Chat, &bytes).expect("parse");
+    let request = parse_request(Endpoint::Chat, &bytes)
+        .expect("parse")
+        .with_raw(bytes.clone());
     let route = route();
     let started = Instant::now();
     for _ in 0..ITERATIONS {
