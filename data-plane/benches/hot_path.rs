@@ -4,6 +4,11 @@
 //!
 //! `cargo bench -p warden-data-plane --bench hot_path` (release). Plain loops over
 //! `ITERATIONS`; figures on a loaded machine are noisy: run it several times.
+#![allow(
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark binary: it prints its figures and stops on a broken fixture"
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;
