@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use axum::http::HeaderValue;
 use secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use warden_core::jwt::{SigningAlgorithm, VerificationKey, Verifier};
 use warden_core::seal::{Binding, Field, NodeKeyPair, SealError, Sealed};
@@ -108,6 +109,9 @@ pub struct Route {
     /// Every deployment of the alias (its own provider and upstream model first), each
     /// with its weight; one is picked per request by weight, the others follow.
     pub deployments: Vec<Deployment>,
+    /// `alias` as the answer's `x-warden-model` header, built once per snapshot (`None`
+    /// when the alias is not a valid header value).
+    pub alias_header: Option<HeaderValue>,
 }
 
 /// One provider + upstream model answering for an alias.
@@ -498,6 +502,7 @@ impl Snapshot {
                         .price
                         .is_some_and(|p| p.input_per_mtok > 0.0 || p.output_per_mtok > 0.0),
                     limits_alias: m.alias.clone(),
+                    alias_header: HeaderValue::from_str(&m.alias).ok(),
                     alias: m.alias,
                     provider,
                     upstream_model: m.upstream_model,

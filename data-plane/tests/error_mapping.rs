@@ -619,6 +619,7 @@ fn route(alias: &str, provider: Arc<Provider>, fallbacks: &[&str]) -> Route {
         priced: false,
         limits_alias: alias.to_owned(),
         deployments: Vec::new(),
+        alias_header: axum::http::HeaderValue::from_str(alias).ok(),
     }
 }
 

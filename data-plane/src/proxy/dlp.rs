@@ -5,8 +5,8 @@
 //! (content blocks, `tool_use` input, `tool_result` content), Responses `input` and
 //! `instructions`, and embeddings `input` (strings or arrays of them). Identifiers,
 //! roles, types and binary payloads (`image_url`, base64 `source`, audio, files) are not
-//! text and are skipped. `redact` rules rewrite the parsed body in place (the body is
-//! encoded again for the provider in any case); a `block` finding refuses the request.
+//! text and are skipped. `redact` rules rewrite the parsed body in place (and the body is
+//! then encoded again for the provider); a `block` finding refuses the request.
 //!
 //! Answers are only flagged ([`ResponseScan`]): the text of each streamed event as it
 //! passes (with [`warden_core::dlp::STREAM_WINDOW`] bytes carried over, so that a match
@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use warden_core::dlp::{Findings, RuleSet, Scan, StreamScan};
 
 use super::Endpoint;
+use super::parse::ModelRequest;
 use crate::auth::Principal;
 use crate::compiled::Snapshot;
 
@@ -86,28 +87,52 @@ fn walk(value: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     }
 }
 
-/// Runs the rules that apply to this request over its text, redacting in place. `None`
-/// when no rule applies (nothing was scanned); else what was found (possibly nothing).
+/// Runs the rules that apply to this request over its text, redacting in place (and then
+/// marking the request [`ModelRequest::modified`]). `None` when no rule applies (nothing
+/// was scanned); else what was found (possibly nothing).
 pub fn inspect(
     snapshot: &Snapshot,
     principal: &Principal,
     model: &str,
     endpoint: Endpoint,
-    body: &mut Map<String, Value>,
+    request: &mut ModelRequest,
 ) -> Option<Findings> {
     if snapshot.dlp.is_empty() {
         return None;
     }
-    inspect_with(&snapshot.dlp, &principal.owner, model, endpoint, body)
+    let mut redacted = false;
+    let found = inspect_marking(
+        &snapshot.dlp,
+        &principal.owner,
+        model,
+        endpoint,
+        &mut request.body,
+        &mut redacted,
+    );
+    request.modified |= redacted;
+    found
 }
 
 /// [`inspect`] with the rules and the caller's owner key (`vkey:<id>`, `sub:<subject>`).
+#[cfg(test)]
 fn inspect_with(
     rules: &RuleSet,
     owner: &str,
     model: &str,
     endpoint: Endpoint,
     body: &mut Map<String, Value>,
+) -> Option<Findings> {
+    inspect_marking(rules, owner, model, endpoint, body, &mut false)
+}
+
+/// [`inspect_with`], setting `redacted` when a string of `body` was rewritten.
+fn inspect_marking(
+    rules: &RuleSet,
+    owner: &str,
+    model: &str,
+    endpoint: Endpoint,
+    body: &mut Map<String, Value>,
+    redacted: &mut bool,
 ) -> Option<Findings> {
     let selected = rules.select(model, owner);
     if selected.is_empty() {
@@ -117,8 +142,9 @@ fn inspect_with(
     for field in text_fields(endpoint) {
         if let Some(v) = body.get_mut(*field) {
             walk(v, &mut |s| {
-                if let Some(redacted) = scan.text(s) {
-                    *s = redacted;
+                if let Some(r) = scan.text(s) {
+                    *s = r;
+                    *redacted = true;
                 }
             });
         }

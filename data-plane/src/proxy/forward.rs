@@ -1,19 +1,24 @@
 //! Forwarding an admitted request to its provider: the provider request for each route the
-//! upstream call may try (`upstream_request`: the client's body with the model rewritten,
-//! or translated when the formats differ), the call itself — key rotation and failover are
-//! [`crate::upstream`]'s — the head of the client's response, and the pump that streams the
-//! body back ([`super::pump`]).
+//! upstream call may try (`upstream_request`: the client's body with the model rewritten —
+//! spliced into the received bytes when the body is otherwise unchanged ([`super::splice`])
+//! — or translated when the formats differ), the call itself — key rotation and failover
+//! are [`crate::upstream`]'s — the head of the client's response, and the pump that streams
+//! the body back ([`super::pump`]). A non-streamed answer of up to a megabyte goes out as
+//! one body with its `content-length`, so that its head and body leave in one write.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
+use futures::StreamExt as _;
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument as _;
 
 use super::Endpoint;
 use super::parse::ModelRequest;
 use super::pump::{self, PumpPlan, Settled};
+use super::splice::Spliceable;
 use crate::compiled::{Format, Route, Snapshot};
 use crate::error::ApiError;
 use crate::limits::Admission;
@@ -74,6 +79,8 @@ pub async fn forward(
     let deadline = state
         .upstream_deadline
         .map(|d| (tokio::time::Instant::now() + d, d));
+    // The received body's layout, found once for every provider tried.
+    let splice = Spliceable::new(request);
     let span = crate::trace::upstream_span(&route.provider.name);
     let upstream_started = std::time::Instant::now();
     let sent = state
@@ -84,7 +91,7 @@ pub async fn forward(
             route,
             request.stream,
             client_key.as_ref(),
-            |r| upstream_request(endpoint, request, r),
+            |r| upstream_request_with(endpoint, request, splice.as_ref(), r),
         )
         .instrument(span.clone());
     let sent = match deadline {
@@ -132,8 +139,8 @@ pub async fn forward(
     } else {
         builder = builder.header(header::CONTENT_TYPE, "application/json");
     }
-    if let Ok(v) = HeaderValue::from_str(&served.route.alias) {
-        builder = builder.header("x-warden-model", v);
+    if let Some(v) = &served.route.alias_header {
+        builder = builder.header("x-warden-model", v.clone());
     }
     if let Ok(v) = HeaderValue::from_str(&served.route.provider.name) {
         builder = builder.header("x-warden-provider", v);
@@ -163,10 +170,13 @@ pub async fn forward(
     tracing::debug!(model = %served.route.alias, key = %served.key_fingerprint, fallback = served.fallback, "upstream answered");
     let (settled_tx, settled) = oneshot::channel();
     let rx = pump::pump(served.response, Some(admission), plan, Some(settled_tx));
+    let body = if is_sse {
+        Body::from_stream(ReceiverStream::new(rx))
+    } else {
+        whole_or_streamed(rx).await
+    };
     let response = builder
-        .body(Body::from_stream(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
+        .body(body)
         .map_err(|_| ApiError::internal("could not build the response"))?;
     Ok(Forwarded {
         response,
@@ -175,6 +185,39 @@ pub async fn forward(
         settled,
         upstream_time,
     })
+}
+
+/// Largest non-streamed answer held to go out as one body with a `content-length` (its
+/// head and body in one write); a larger one streams on as it arrives.
+const MAX_WHOLE_ANSWER: usize = 1024 * 1024;
+
+/// A non-streamed answer as one body once the pump has passed all of it, when it is at
+/// most [`MAX_WHOLE_ANSWER`] bytes and arrived without error; else what arrived so far
+/// followed by the rest (or the error) as a stream, as before.
+async fn whole_or_streamed(mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Body {
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut size = 0usize;
+    let error = loop {
+        match rx.recv().await {
+            None => {
+                return match held.len() {
+                    0 => Body::empty(),
+                    1 => Body::from(held.swap_remove(0)),
+                    _ => Body::from(held.concat()),
+                };
+            }
+            Some(Ok(chunk)) => {
+                size += chunk.len();
+                held.push(chunk);
+                if size > MAX_WHOLE_ANSWER {
+                    break None;
+                }
+            }
+            Some(Err(e)) => break Some(e),
+        }
+    };
+    let head = futures::stream::iter(held.into_iter().map(Ok).chain(error.map(Err)));
+    Body::from_stream(head.chain(ReceiverStream::new(rx)))
 }
 
 /// The wire format a provider of `format` speaks.
@@ -187,12 +230,46 @@ fn format_wire(format: Format) -> Wire {
 
 /// Builds the provider request for `route`: the client's body with the model rewritten, or
 /// its translation when the formats differ.
-fn upstream_request(
+pub fn upstream_request(
     endpoint: Endpoint,
     request: &ModelRequest,
     route: &Route,
 ) -> Result<UpstreamRequest, ApiError> {
+    upstream_request_with(endpoint, request, Spliceable::new(request).as_ref(), route)
+}
+
+/// [`upstream_request`] with the received body's layout, when it can be spliced: then a
+/// provider of the client's format gets the received bytes with `model` replaced.
+fn upstream_request_with(
+    endpoint: Endpoint,
+    request: &ModelRequest,
+    splice: Option<&Spliceable>,
+    route: &Route,
+) -> Result<UpstreamRequest, ApiError> {
     let target = format_wire(route.provider.format);
+    let same_wire = matches!(
+        (endpoint, target),
+        (
+            Endpoint::Chat | Endpoint::Embeddings | Endpoint::Responses,
+            Wire::OpenAi
+        ) | (Endpoint::Messages, Wire::Anthropic)
+    );
+    let ask_usage = request.stream && endpoint == Endpoint::Chat;
+    if same_wire
+        && let Some(body) = splice.and_then(|s| {
+            s.body(
+                &route.upstream_model,
+                &route.provider.drop_params,
+                ask_usage,
+            )
+        })
+    {
+        return Ok(UpstreamRequest {
+            path: endpoint_path(endpoint),
+            body,
+            format: route.provider.format,
+        });
+    }
     let mut body = request.body.clone();
     body.insert("model".into(), Value::String(route.upstream_model.clone()));
     for param in &route.provider.drop_params {
@@ -237,4 +314,14 @@ fn upstream_request(
         body: Bytes::from(bytes),
         format: route.provider.format,
     })
+}
+
+/// The provider path of a request the provider takes in the client's own format.
+fn endpoint_path(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Chat => "/chat/completions",
+        Endpoint::Messages => "/messages",
+        Endpoint::Embeddings => "/embeddings",
+        Endpoint::Responses => "/responses",
+    }
 }

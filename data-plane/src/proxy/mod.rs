@@ -30,6 +30,7 @@ pub mod parse;
 pub mod pump;
 pub mod request_audit;
 pub mod route;
+pub mod splice;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -461,18 +462,19 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     let body = intake::read_body(state, request)
         .await
         .map_err(|e| Rejection::at(Stage::Headers, e, pid))?;
-    let body = &body[..];
-
     // Parse only what is needed; route the model.
-    let mut request = parse_request(endpoint, body).map_err(|e| Rejection::new(e, pid, ""))?;
+    let mut request = parse_request(endpoint, &body)
+        .map_err(|e| Rejection::new(e, pid, ""))?
+        .with_raw(body);
     let model = request.model.clone();
     let reject = |e: ApiError| Rejection::new(e, pid, &model);
     let may_keep_state = principal.scopes.contains(&Scope::ResponsesState);
-    parse::guard_provider_state(endpoint, may_keep_state, &mut request.body).map_err(reject)?;
+    request.modified |=
+        parse::guard_provider_state(endpoint, may_keep_state, &mut request.body).map_err(reject)?;
     let route = resolve_route(&snapshot, &principal, &model).map_err(reject)?;
 
     // DLP: the rules that apply to this caller and model, over the request's text.
-    let found = dlp::inspect(&snapshot, &principal, &model, endpoint, &mut request.body);
+    let found = dlp::inspect(&snapshot, &principal, &model, endpoint, &mut request);
     if let Some(rule) = found.as_ref().and_then(|f| f.blocked_by()) {
         return Err(Rejection {
             dlp: found.clone(),
@@ -492,7 +494,7 @@ async fn handle(state: &AppState, call: &Call<'_>, request: Request) -> Result<D
     if let Some(cap) = cap {
         // The cap covers all `n` choices of a chat completion.
         let per_choice = parse::per_choice_cap(cap, request.choices).map_err(reject)?;
-        cap_output_tokens(endpoint, &mut request.body, per_choice);
+        request.modified |= cap_output_tokens(endpoint, &mut request.body, per_choice);
     }
 
     // Limits: the caller's, the model's and the global ones, in one decision.

@@ -4,6 +4,7 @@
 //! provider reports usage ([`prompt_estimate`], [`requested_output`]). The rest of the body
 //! is forwarded untouched.
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::Endpoint;
@@ -17,6 +18,22 @@ pub struct ModelRequest {
     pub stream: bool,
     /// How many choices the request asks for (`n` of a chat completion; 1 elsewhere).
     pub choices: u64,
+    /// The body as received ([`ModelRequest::with_raw`]): forwarded with only its `model`
+    /// spliced while `body` is unmodified ([`super::splice`]).
+    pub raw: Option<Bytes>,
+    /// Whether `body` was changed since it was parsed (output-token cap, DLP redaction,
+    /// `store: false`): then `raw` no longer says the same and the body is encoded again.
+    /// Every mutator of `body` sets it.
+    pub modified: bool,
+}
+
+impl ModelRequest {
+    /// Keeps the bytes `body` was parsed from (the same bytes given to [`parse_request`]).
+    #[must_use]
+    pub fn with_raw(mut self, raw: Bytes) -> Self {
+        self.raw = Some(raw);
+        self
+    }
 }
 
 /// Parses and checks a request body for `endpoint`.
@@ -70,6 +87,8 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<ModelRequest, A
         model,
         stream,
         choices,
+        raw: None,
+        modified: false,
     })
 }
 
@@ -130,14 +149,14 @@ pub fn per_choice_cap(cap: u64, choices: u64) -> Result<u64, ApiError> {
 /// so a stored response (`store`, `background`) or a `previous_response_id` /
 /// `conversation` is reachable by every other client. Without the scope those are refused
 /// and `store: false` is set when the request leaves `store` out (the provider's default
-/// is to store). Other endpoints: untouched.
+/// is to store). Other endpoints: untouched. `Ok(true)` when it changed the body.
 pub fn guard_provider_state(
     endpoint: Endpoint,
     may_keep_state: bool,
     body: &mut Map<String, Value>,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     if endpoint != Endpoint::Responses || may_keep_state {
-        return Ok(());
+        return Ok(false);
     }
     let set = |v: Option<&Value>| !matches!(v, None | Some(Value::Null | Value::Bool(false)));
     for field in [
@@ -153,25 +172,31 @@ pub fn guard_provider_state(
             ));
         }
     }
+    let changed = body.get("store") != Some(&Value::Bool(false));
     body.insert("store".to_owned(), Value::Bool(false));
-    Ok(())
+    Ok(changed)
 }
 
-/// Lowers the request's completion-token limit to `cap`, or sets it when absent.
-pub fn cap_output_tokens(endpoint: Endpoint, body: &mut Map<String, Value>, cap: u64) {
+/// Lowers the request's completion-token limit to `cap`, or sets it when absent; `true`
+/// when it changed the body.
+pub fn cap_output_tokens(endpoint: Endpoint, body: &mut Map<String, Value>, cap: u64) -> bool {
     let fields = output_limit_fields(endpoint);
     let mut present = false;
+    let mut changed = false;
     for f in fields {
         if let Some(v) = body.get_mut(*f) {
             present = true;
             if v.as_u64().is_none_or(|n| n > cap) {
                 *v = Value::from(cap);
+                changed = true;
             }
         }
     }
     if !present && let Some(f) = fields.last() {
         body.insert((*f).to_owned(), Value::from(cap));
+        changed = true;
     }
+    changed
 }
 
 /// The fields that limit the output of a request for `endpoint` (none for embeddings), in

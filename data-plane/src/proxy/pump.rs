@@ -3,8 +3,10 @@
 //!
 //! A task pumps the upstream body into the client's body. SSE answers are parsed event by
 //! event ([`SseParser`]) and each event is forwarded (or translated) as soon as it is
-//! complete, never the whole stream; JSON answers pass through chunk by chunk, or — when they
-//! must be translated — are read whole, translated and sent. On the way the task counts
+//! complete, never the whole stream — an event passed unchanged as the provider's own
+//! bytes (a slice of the chunk it arrived in; only an event split across chunks is
+//! formatted again); JSON answers pass through chunk by chunk, or — when they must be
+//! translated — are read whole, translated and sent. On the way the task counts
 //! usage: the provider's reported `usage` when present, else an estimate from the text
 //! seen. For streams it charges tokens to the limits in steps; when a tokens-per-minute or
 //! budget ceiling is crossed mid-stream it ends the stream with a well-formed error event in
@@ -233,7 +235,15 @@ impl Frames {
         }
     }
 
-    fn push(&mut self, event: &SseEvent, value: Option<&Value>, strip_usage: bool) -> Vec<Bytes> {
+    /// The client's frames for `event`; `raw`, when given, is the event's text as the
+    /// provider sent it, forwarded as it is when the event passes unchanged.
+    fn push(
+        &mut self,
+        event: &SseEvent,
+        raw: Option<Bytes>,
+        value: Option<&Value>,
+        strip_usage: bool,
+    ) -> Vec<Bytes> {
         match self {
             Self::Pass(Wire::OpenAi) => {
                 let usage_only = value.is_some_and(|v| {
@@ -245,16 +255,18 @@ impl Frames {
                 if usage_only && strip_usage {
                     return Vec::new();
                 }
-                vec![match &event.event {
+                vec![raw.unwrap_or_else(|| match &event.event {
                     Some(name) => Bytes::from(format!("event: {name}\ndata: {}\n\n", event.data)),
                     None => Bytes::from(format!("data: {}\n\n", event.data)),
-                }]
+                })]
             }
-            Self::Pass(Wire::Anthropic) => vec![Bytes::from(format!(
-                "event: {}\ndata: {}\n\n",
-                event.event.as_deref().unwrap_or("message"),
-                event.data
-            ))],
+            Self::Pass(Wire::Anthropic) => vec![raw.unwrap_or_else(|| {
+                Bytes::from(format!(
+                    "event: {}\ndata: {}\n\n",
+                    event.event.as_deref().unwrap_or("message"),
+                    event.data
+                ))
+            })],
             Self::OpenAiToAnthropic(c) => c.push(event),
             Self::AnthropicToOpenAi(c) => c.push(event),
         }
@@ -417,7 +429,9 @@ pub fn pump(
                 }
                 continue;
             }
-            let events = match parser.feed(&bytes) {
+            // An event wholly inside this chunk can be forwarded as its slice of it.
+            let mut start = parser.is_idle().then_some(0);
+            let events = match parser.feed_spans(&bytes) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "malformed upstream stream");
@@ -425,7 +439,9 @@ pub fn pump(
                     break;
                 }
             };
-            for event in events {
+            for (event, end) in events {
+                let raw = start.map(|start| bytes.slice(start..end));
+                start = Some(end);
                 let value = if event.data == "[DONE]" {
                     None
                 } else {
@@ -437,7 +453,7 @@ pub fn pump(
                         d.observe(v);
                     }
                 }
-                if !send_all(&tx, frames.push(&event, value.as_ref(), strip_usage)).await {
+                if !send_all(&tx, frames.push(&event, raw, value.as_ref(), strip_usage)).await {
                     outcome = "client_disconnected";
                     break 'pump;
                 }
@@ -477,7 +493,8 @@ pub fn pump(
                             d.observe(v);
                         }
                     }
-                    let _ = send_all(&tx, frames.push(&last, value.as_ref(), strip_usage)).await;
+                    let _ =
+                        send_all(&tx, frames.push(&last, None, value.as_ref(), strip_usage)).await;
                 }
                 let _ = send_all(&tx, frames.finish()).await;
             } else if translate_whole {

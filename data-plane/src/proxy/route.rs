@@ -59,6 +59,7 @@ pub fn resolve_route(
                 priced,
                 limits_alias,
                 deployments: Vec::new(),
+                alias_header: axum::http::HeaderValue::from_str(model).ok(),
             });
         }
         return Err(ApiError::model_not_found(model));

@@ -79,6 +79,25 @@ impl SseParser {
 
     /// Consumes the next piece of the body and returns the events it completed.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, TranslateError> {
+        Ok(self
+            .feed_spans(chunk)?
+            .into_iter()
+            .map(|(event, _)| event)
+            .collect())
+    }
+
+    /// Whether no part of an event is buffered: the next byte fed starts a new event's
+    /// text, so an event completed by the next [`SseParser::feed_spans`] lies wholly in
+    /// that chunk.
+    pub fn is_idle(&self) -> bool {
+        self.line.is_empty() && !self.has_data && self.event.is_none()
+    }
+
+    /// [`SseParser::feed`], with the offset in `chunk` just past each event's dispatching
+    /// blank line: the text of an event completed by this chunk ends there and begins
+    /// where the previous one ended (or at 0, for the first, when the parser was
+    /// [idle](SseParser::is_idle) before the chunk).
+    pub fn feed_spans(&mut self, chunk: &[u8]) -> Result<Vec<(SseEvent, usize)>, TranslateError> {
         let mut events = Vec::new();
         let mut rest = chunk;
         while !rest.is_empty() {
@@ -95,7 +114,7 @@ impl SseParser {
                     self.after_cr = rest[end] == b'\r';
                     rest = &rest[end + 1..];
                     if let Some(event) = self.end_line() {
-                        events.push(event);
+                        events.push((event, chunk.len() - rest.len()));
                     }
                 }
                 None => {
@@ -264,6 +283,25 @@ mod tests {
             vec![SseEvent::new(None, "x")]
         );
         assert!(parse_in_pieces(&[b"event: x\n"]).is_empty());
+    }
+
+    #[test]
+    fn spans_end_where_each_event_is_dispatched() {
+        let body = b": hi\n\ndata: {\"a\":1}\n\nevent: e\ndata: x\r\n\r\ndata: tail";
+        let mut parser = SseParser::new();
+        assert!(parser.is_idle());
+        let got = parser.feed_spans(body).unwrap();
+        assert_eq!(got.len(), 2);
+        let (first, second) = (got[0].1, got[1].1);
+        assert_eq!(&body[..first], b": hi\n\ndata: {\"a\":1}\n\n");
+        assert_eq!(&body[first..second], b"event: e\ndata: x\r\n\r");
+        assert_eq!(got[1].0, SseEvent::new(Some("e"), "x"));
+        assert!(!parser.is_idle(), "`data: tail` is buffered");
+        let mut parser = SseParser::new();
+        parser.feed_spans(b"data: a\n").unwrap();
+        assert!(!parser.is_idle());
+        assert_eq!(parser.feed_spans(b"\n").unwrap()[0].1, 1);
+        assert!(parser.is_idle());
     }
 
     #[test]
