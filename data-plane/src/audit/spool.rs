@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Event;
-pub use super::spool_record::Record;
-use super::spool_record::{decode, encode};
+use super::spool_record::decode;
+pub use super::spool_record::{Record, encode};
 
 /// Default bound of the spool's size on disk.
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;

@@ -32,7 +32,7 @@ pub struct Record {
 }
 
 /// One line: `crc32-hex json\n`.
-pub(super) fn encode(event: &Event, node: &str) -> Option<Vec<u8>> {
+pub fn encode(event: &Event, node: &str) -> Option<Vec<u8>> {
     let json = serde_json::to_vec(&RecordRef {
         id: &event.id,
         ts: event.timestamp_ms,
