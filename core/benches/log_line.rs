@@ -6,6 +6,8 @@
 //! `ROUNDS` rounds of `ITERS` iterations; the figures are ns per operation, the fastest
 //! round and the median, so that a loaded machine's noise shows as their spread.
 
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -108,13 +110,21 @@ where
 }
 
 fn writer_path() {
-    with_writer("format only (io::sink), text", std::io::sink, LogFormat::Text);
+    with_writer(
+        "format only (io::sink), text",
+        std::io::sink,
+        LogFormat::Text,
+    );
     with_writer(
         "format + redact + escape, text",
         RedactingStderr::discarding(LogFormat::Text),
         LogFormat::Text,
     );
-    with_writer("format only (io::sink), json", std::io::sink, LogFormat::Json);
+    with_writer(
+        "format only (io::sink), json",
+        std::io::sink,
+        LogFormat::Json,
+    );
     with_writer(
         "format + redact + escape, json",
         RedactingStderr::discarding(LogFormat::Json),
