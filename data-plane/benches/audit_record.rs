@@ -7,6 +7,8 @@
 //! `ROUNDS` rounds of `ITERS` iterations; the figures are ns per operation, the fastest
 //! round and the median, so that a loaded machine's noise shows as their spread.
 
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -40,7 +42,7 @@ fn measure(name: &str, mut op: impl FnMut()) {
 /// A completed chat request's detail, pair by pair as the request path adds them.
 fn detail() -> String {
     let peer = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
-    Detail::new()
+    Detail::with_capacity(512)
         .with("request_id", "0193a5b2-7c1e-7d2a-9f3b-5e6d7c8b9a01")
         .with("endpoint", "/v1/chat/completions")
         .with_opt("client_ip", Some(audit_detail::client_ip(peer, false)))
