@@ -35,6 +35,11 @@ impl Detail {
         Self::default()
     }
 
+    /// An empty detail with room for `bytes` (a request's detail is some 300 bytes).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self(String::with_capacity(bytes))
+    }
+
     /// Appends `key=value` (quoted when needed). Keys are `[a-z0-9_]`.
     #[must_use]
     pub fn with(mut self, key: &str, value: impl std::fmt::Display) -> Self {
@@ -58,34 +63,36 @@ impl Detail {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         );
-        let value = value.to_string();
         if !self.0.is_empty() {
             self.0.push(' ');
         }
         self.0.push_str(key);
         self.0.push('=');
-        let plain = !value.is_empty()
-            && !value
+        // Written in place; taken out and quoted only when it needs quoting.
+        let start = self.0.len();
+        let _ = write!(self.0, "{value}");
+        let plain = self.0.len() > start
+            && !self.0[start..]
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '\\'));
         if plain {
-            self.0.push_str(&value);
-        } else {
-            self.0.push('"');
-            for c in value.chars() {
-                match c {
-                    '"' => self.0.push_str("\\\""),
-                    '\\' => self.0.push_str("\\\\"),
-                    '\n' => self.0.push_str("\\n"),
-                    '\r' => self.0.push_str("\\r"),
-                    c if c.is_control() => {
-                        let _ = write!(self.0, "\\u{{{:x}}}", u32::from(c));
-                    }
-                    c => self.0.push(c),
-                }
-            }
-            self.0.push('"');
+            return;
         }
+        let value = self.0.split_off(start);
+        self.0.push('"');
+        for c in value.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                '\n' => self.0.push_str("\\n"),
+                '\r' => self.0.push_str("\\r"),
+                c if c.is_control() => {
+                    let _ = write!(self.0, "\\u{{{:x}}}", u32::from(c));
+                }
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
     }
 
     pub fn build(self) -> String {

@@ -17,10 +17,17 @@ fn is_control(c: char) -> bool {
     c.is_control()
 }
 
+/// Whether `text` holds a control character. In UTF-8 they are the bytes below `0x20`,
+/// `0x7f` and, for C1, a `0xc2` lead byte: text without any of these bytes (nearly every
+/// log line) is settled by a byte scan, without decoding characters.
+fn has_control(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) && text.chars().any(is_control)
+}
+
 /// `text` with every control character written as `\n`, `\r`, `\t` or `\u{XX}`; borrowed
 /// when there is none.
 pub fn control(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_control) {
+    if !has_control(text) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -57,7 +64,7 @@ pub fn text_line(line: &str) -> Cow<'_, str> {
 /// A JSON encoder escapes C0 characters itself; DEL and C1 characters it may leave raw.
 pub fn json_line(line: &str) -> Cow<'_, str> {
     let (body, end) = split_terminator(line);
-    if !body.chars().any(is_control) {
+    if !has_control(body) {
         return Cow::Borrowed(line);
     }
     let mut out = String::with_capacity(line.len() + 8);
@@ -100,6 +107,14 @@ mod tests {
         // Printable text beyond ASCII, and backslashes, stay as they are.
         assert_eq!(control("café ü \\n"), "café ü \\n");
         assert_eq!(control("\u{a0}"), "\u{a0}");
+    }
+
+    #[test]
+    fn the_byte_scan_finds_every_control_character() {
+        for c in (0..=0x10ffff_u32).filter_map(char::from_u32) {
+            let text = format!("ab{c}cd");
+            assert_eq!(has_control(&text), c.is_control(), "{:x}", u32::from(c));
+        }
     }
 
     #[test]

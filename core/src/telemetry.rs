@@ -8,8 +8,9 @@
 //! settings, [`init_with`] also exports the spans of target [`crate::otlp::TARGET`], which
 //! the log filter always leaves out.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::io::{self, Write};
-
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -45,13 +46,35 @@ impl LogFormat {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RedactingStderr {
     format: LogFormat,
+    sink: Sink,
+}
+
+/// Where the lines go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Sink {
+    #[default]
+    Stderr,
+    /// Nowhere: everything but the final write, for benchmarks.
+    Discard,
 }
 
 impl RedactingStderr {
     /// A writer for events rendered in `format` (control characters are escaped in that
     /// format's way: `\n` in text, `\u000a` in JSON).
     pub fn new(format: LogFormat) -> Self {
-        Self { format }
+        Self {
+            format,
+            sink: Sink::Stderr,
+        }
+    }
+
+    /// Like [`RedactingStderr::new`], but each line, once redacted and escaped, is
+    /// dropped instead of written: the cost of the writer alone, for benchmarks.
+    pub fn discarding(format: LogFormat) -> Self {
+        Self {
+            format,
+            sink: Sink::Discard,
+        }
     }
 }
 
@@ -60,15 +83,41 @@ impl RedactingStderr {
 pub struct RedactingWriter {
     buf: Vec<u8>,
     format: LogFormat,
+    sink: Sink,
 }
+
+thread_local! {
+    /// Each thread's event buffer, taken by the writer of one event and given back when the
+    /// line is written, so that a log line costs no allocation of its own.
+    static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A buffer grown beyond this by a huge event is freed rather than kept for the next one.
+const BUFFER_KEEP: usize = 16 * 1024;
 
 /// One formatted event as it goes to the log: secrets redacted, control characters
 /// escaped but for the final line terminator, so that one event is one line.
 pub fn sanitize_line(line: &str, format: LogFormat) -> String {
-    let redacted = crate::redact::redact(line);
-    match format {
-        LogFormat::Text => crate::escape::text_line(&redacted).into_owned(),
-        LogFormat::Json => crate::escape::json_line(&redacted).into_owned(),
+    sanitized(line, format).into_owned()
+}
+
+/// [`sanitize_line`], borrowing `line` when it needs no change (the common case).
+pub fn sanitized(line: &str, format: LogFormat) -> Cow<'_, str> {
+    fn escape(text: &str, format: LogFormat) -> Cow<'_, str> {
+        match format {
+            LogFormat::Text => crate::escape::text_line(text),
+            LogFormat::Json => crate::escape::json_line(text),
+        }
+    }
+    match crate::redact::redact(line) {
+        Cow::Borrowed(line) => escape(line, format),
+        Cow::Owned(redacted) => {
+            let escaped = match escape(&redacted, format) {
+                Cow::Owned(escaped) => Some(escaped),
+                Cow::Borrowed(_) => None,
+            };
+            Cow::Owned(escaped.unwrap_or(redacted))
+        }
     }
 }
 
@@ -86,9 +135,25 @@ impl Write for RedactingWriter {
 impl Drop for RedactingWriter {
     fn drop(&mut self) {
         // The fmt layer writes one whole event per writer, so patterns never straddle writes.
-        let text = String::from_utf8_lossy(&self.buf);
-        let line = sanitize_line(&text, self.format);
-        let _ = io::stderr().lock().write_all(line.as_bytes());
+        {
+            // Borrowed unless the event holds invalid UTF-8.
+            let text = String::from_utf8_lossy(&self.buf);
+            let line = sanitized(&text, self.format);
+            match self.sink {
+                // One `write` per line, unbuffered: a crash loses no line written before it.
+                Sink::Stderr => {
+                    let _ = io::stderr().lock().write_all(line.as_bytes());
+                }
+                Sink::Discard => {
+                    std::hint::black_box(line.as_bytes());
+                }
+            }
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= BUFFER_KEEP {
+            buf.clear();
+            let _ = BUFFER.try_with(|cell| cell.set(buf));
+        }
     }
 }
 
@@ -96,9 +161,12 @@ impl<'a> MakeWriter<'a> for RedactingStderr {
     type Writer = RedactingWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
+        let mut buf = BUFFER.try_with(Cell::take).unwrap_or_default();
+        buf.reserve(256);
         RedactingWriter {
-            buf: Vec::with_capacity(256),
+            buf,
             format: self.format,
+            sink: self.sink,
         }
     }
 }

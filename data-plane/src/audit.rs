@@ -33,6 +33,35 @@ pub struct Event {
     pub detail: String,
 }
 
+impl Event {
+    /// A new event recorded now, with a new id: each field clipped to what the control
+    /// plane keeps, the detail redacted.
+    pub fn new(
+        action: &'static str,
+        actor: String,
+        subject: String,
+        result: String,
+        detail: String,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            timestamp_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            action,
+            actor: clip(actor, ACTOR_MAX_BYTES),
+            subject: clip(subject, SUBJECT_MAX_BYTES),
+            result: clip(result, RESULT_MAX_BYTES),
+            // Redacted before it is cut, so that a cut cannot hide a secret from redaction.
+            detail: clip(
+                warden_core::redact::redact(&detail).into_owned(),
+                DETAIL_MAX_BYTES,
+            ),
+        }
+    }
+}
+
 /// Largest number of events waiting in memory for the spool writer.
 pub const QUEUE: usize = 50_000;
 /// The control plane refuses longer actors; clip rather than have a batch refused forever.
@@ -103,22 +132,7 @@ impl AuditSink {
         result: String,
         detail: String,
     ) {
-        let event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            timestamp_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(0),
-            action,
-            actor: clip(actor, ACTOR_MAX_BYTES),
-            subject: clip(subject, SUBJECT_MAX_BYTES),
-            result: clip(result, RESULT_MAX_BYTES),
-            // Redacted before it is cut, so that a cut cannot hide a secret from redaction.
-            detail: clip(
-                warden_core::redact::redact(&detail).into_owned(),
-                DETAIL_MAX_BYTES,
-            ),
-        };
+        let event = Event::new(action, actor, subject, result, detail);
         if self.tx.try_send(event).is_ok() {
             self.queued.fetch_add(1, Ordering::Relaxed);
         } else {

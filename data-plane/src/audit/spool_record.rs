@@ -31,22 +31,36 @@ pub struct Record {
     pub detail: String,
 }
 
-/// One line: `crc32-hex json\n`.
-pub(super) fn encode(event: &Event, node: &str) -> Option<Vec<u8>> {
-    let json = serde_json::to_vec(&RecordRef {
-        id: &event.id,
-        ts: event.timestamp_ms,
-        node,
-        action: event.action,
-        actor: &event.actor,
-        subject: &event.subject,
-        result: &event.result,
-        detail: &event.detail,
-    })
+/// One line: `crc32-hex json\n`, built in one buffer.
+pub fn encode(event: &Event, node: &str) -> Option<Vec<u8>> {
+    const PREFIX: usize = 9;
+    let mut line = Vec::with_capacity(
+        PREFIX
+            + 128
+            + event.id.len()
+            + node.len()
+            + event.actor.len()
+            + event.subject.len()
+            + event.result.len()
+            + event.detail.len() * 11 / 10,
+    );
+    line.extend_from_slice(&[b' '; PREFIX]);
+    serde_json::to_writer(
+        &mut line,
+        &RecordRef {
+            id: &event.id,
+            ts: event.timestamp_ms,
+            node,
+            action: event.action,
+            actor: &event.actor,
+            subject: &event.subject,
+            result: &event.result,
+            detail: &event.detail,
+        },
+    )
     .ok()?;
-    let mut line = Vec::with_capacity(json.len() + 10);
-    line.extend_from_slice(format!("{:08x} ", crc32fast::hash(&json)).as_bytes());
-    line.extend_from_slice(&json);
+    let crc = crc32fast::hash(line.get(PREFIX..)?);
+    hex::encode_to_slice(crc.to_be_bytes(), line.get_mut(..PREFIX - 1)?).ok()?;
     line.push(b'\n');
     Some(line)
 }

@@ -30,6 +30,10 @@ use crate::error::ApiError;
 use crate::ip_block::NewBlock;
 use crate::state::AppState;
 
+/// Room made for a request's detail up front (a completed request's is some 300 bytes), so
+/// that it is not grown pair by pair.
+const DETAIL_CAPACITY: usize = 512;
+
 /// A request's audit event until its outcome is known. Dropped before then, it records the
 /// request as abandoned by the client.
 pub struct RequestAudit {
@@ -77,7 +81,7 @@ impl RequestAudit {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(200).collect::<String>());
-        let detail = Detail::new()
+        let detail = Detail::with_capacity(DETAIL_CAPACITY)
             .with("request_id", request_id)
             .with("endpoint", endpoint.path())
             .with_opt(
