@@ -124,6 +124,9 @@ class ControlPlane:
                 # per node per sample) would reach the default 50 failed logins and block the
                 # address (403 ip_blocked) for every later stage. Automatic blocks stay on.
                 "--ip-block-threshold", "100000",
+                # …and the 20 per minute that answer 429 before any lookup (the revocation
+                # stage's refusals and its waits for new keys exceed it within a minute).
+                "--failed-login-limit", "100000",
                 *(extra_args or [])]
         env = {
             "WARDEN_NODE_TOKEN": self.node_token,
