@@ -6,13 +6,16 @@
 //! a `stream_options` without `include_usage`) returns `None`, and the caller encodes the
 //! parsed body again, as it did before.
 //!
-//! The scanner reads only the top level of a body `serde_json` has already accepted; a
-//! nested `model` (inside `messages`, say) is never touched.
+//! Only the top level is read (by `serde_json`, each member's value borrowed as a
+//! [`RawValue`], so its span in the body is known); a nested `model` (inside `messages`,
+//! say) is never touched.
 
 use std::ops::Range;
 
 use bytes::Bytes;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::parse::ModelRequest;
 
@@ -45,14 +48,14 @@ impl Spliceable {
         let members = members(&raw)?;
         let mut keys = Vec::with_capacity(members.len());
         let mut model = None;
-        for m in &members {
-            let key = decode_key(&raw[m.key.clone()])?;
+        for m in members {
+            let key = m.key;
             if keys.contains(&key) {
                 // serde_json keeps the last of a repeated key; do not guess which one.
                 return None;
             }
             if key == "model" {
-                model = Some(m.value.clone());
+                model = Some(m.value);
             }
             keys.push(key);
         }
@@ -105,119 +108,54 @@ impl Spliceable {
     }
 }
 
-/// One top-level member: the span of its key (quotes included) and of its value.
+/// One top-level member: its key (escapes resolved) and the span of its value in the body.
 #[derive(Debug)]
 struct Member {
-    key: Range<usize>,
+    key: String,
     value: Range<usize>,
 }
 
-/// The top-level members of a JSON object, or `None` when `bytes` is not one.
+/// The top-level members of a JSON object, in order and repeats kept, or `None` when
+/// `bytes` is not one object. `serde_json` reads it; each value is borrowed as a
+/// [`RawValue`], a slice of `bytes`, so its span is where that slice starts.
 fn members(bytes: &[u8]) -> Option<Vec<Member>> {
-    let mut i = skip_ws(bytes, 0);
-    if bytes.get(i) != Some(&b'{') {
-        return None;
+    struct Object<'a>(Vec<(String, &'a RawValue)>);
+
+    impl<'de> Deserialize<'de> for Object<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Entries;
+            impl<'de> Visitor<'de> for Entries {
+                type Value = Object<'de>;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        out.push(entry);
+                    }
+                    Ok(Object(out))
+                }
+            }
+            d.deserialize_map(Entries)
+        }
     }
-    i = skip_ws(bytes, i + 1);
-    let mut out = Vec::new();
-    if bytes.get(i) == Some(&b'}') {
-        i += 1;
-    } else {
-        loop {
-            if bytes.get(i) != Some(&b'"') {
-                return None;
-            }
-            let key_end = skip_string(bytes, i)?;
-            let key = i..key_end;
-            i = skip_ws(bytes, key_end);
-            if bytes.get(i) != Some(&b':') {
-                return None;
-            }
-            let start = skip_ws(bytes, i + 1);
-            let end = skip_value(bytes, start)?;
-            out.push(Member {
+
+    let Object(entries) = serde_json::from_slice(bytes).ok()?;
+    let base = bytes.as_ptr() as usize;
+    entries
+        .into_iter()
+        .map(|(key, value)| {
+            let text = value.get();
+            let start = (text.as_ptr() as usize).checked_sub(base)?;
+            Some(Member {
                 key,
-                value: start..end,
-            });
-            i = skip_ws(bytes, end);
-            match bytes.get(i) {
-                Some(b',') => i = skip_ws(bytes, i + 1),
-                Some(b'}') => {
-                    i += 1;
-                    break;
-                }
-                _ => return None,
-            }
-        }
-    }
-    (skip_ws(bytes, i) == bytes.len()).then_some(out)
-}
-
-/// A key's text (its quotes and escapes resolved).
-fn decode_key(quoted: &[u8]) -> Option<String> {
-    if quoted.contains(&b'\\') {
-        return serde_json::from_slice(quoted).ok();
-    }
-    std::str::from_utf8(quoted.get(1..quoted.len().checked_sub(1)?)?)
-        .ok()
-        .map(str::to_owned)
-}
-
-fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
-    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// The offset just past the string opening at `i`.
-fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    loop {
-        match bytes.get(j)? {
-            b'"' => return Some(j + 1),
-            b'\\' => j += 2,
-            _ => j += 1,
-        }
-    }
-}
-
-/// The offset just past the value starting at `i`.
-fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
-    match bytes.get(i)? {
-        b'"' => skip_string(bytes, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                match bytes.get(j)? {
-                    b'"' => {
-                        j = skip_string(bytes, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-        }
-        _ => {
-            let mut j = i;
-            while let Some(b) = bytes.get(j) {
-                if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                    break;
-                }
-                j += 1;
-            }
-            (j > i).then_some(j)
-        }
-    }
+                value: start..start + text.len(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

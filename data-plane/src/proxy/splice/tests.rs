@@ -213,5 +213,9 @@ fn the_scanner_refuses_what_is_not_one_object() {
     }
     let m = members(br#" {"a" : [1,{"b":"]"}] , "c":"d"} "#).unwrap();
     assert_eq!(m.len(), 2);
-    assert_eq!(m[0].key, 2..5);
+    assert_eq!(m[0].key, "a");
+    assert_eq!(
+        &br#" {"a" : [1,{"b":"]"}] , "c":"d"} "#[m[0].value.clone()],
+        br#"[1,{"b":"]"}]"#
+    );
 }
