@@ -72,7 +72,8 @@ pub const AUDIT_SPOOLED: &str = "warden_audit_events_spooled_total";
 /// acknowledged part of the live segment).
 pub const AUDIT_SPOOL_BYTES: &str = "warden_audit_spool_bytes";
 /// 1 while the node refuses requests because audit events cannot be recorded
-/// (`--audit-on-full closed` and the spool full or not writable), else 0.
+/// (`--audit-on-full closed` and the spool full or not writable, or the queue to it full),
+/// else 0. Read when `/metrics` is scraped.
 pub const AUDIT_UNAVAILABLE: &str = "warden_audit_unavailable";
 /// Requests refused with 503 because audit events cannot be recorded.
 pub const AUDIT_REFUSED: &str = "warden_audit_refused_requests_total";

@@ -163,8 +163,18 @@ async fn not_found() -> Response {
 /// Sets the gauges read at scrape time: upstream key health per provider, the audit
 /// delivery lag and the operator's address blocks.
 fn refresh_metrics(state: &AppState) {
+    // The audit gauges are read here, at scrape time, not set where the spool changes:
+    // concurrent setters could leave a stale value last (and it kept work off the hot path).
     metrics::gauge!(crate::metrics::AUDIT_DELIVERY_LAG_SECONDS)
         .set(state.audit.delivery_lag().as_secs_f64());
+    metrics::gauge!(crate::metrics::AUDIT_SPOOL_BYTES).set(state.audit.spool().used_bytes() as f64);
+    metrics::gauge!(crate::metrics::AUDIT_UNAVAILABLE).set(
+        if state.audit.unavailable().is_some() {
+            1.0
+        } else {
+            0.0
+        },
+    );
     let Some(snapshot) = state.snapshot() else {
         return;
     };

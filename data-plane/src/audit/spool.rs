@@ -275,14 +275,11 @@ impl Shared {
     }
 
     fn set_state(&self, state: u8) {
-        if self.state.swap(state, Ordering::Relaxed) != state {
-            self.refresh_gauges();
-        }
+        self.state.store(state, Ordering::Relaxed);
     }
 
     fn add_used(&self, n: u64) {
         self.used.fetch_add(n, Ordering::Relaxed);
-        self.refresh_gauges();
     }
 
     fn sub_used(&self, n: u64) {
@@ -291,16 +288,6 @@ impl Shared {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
                 Some(u.saturating_sub(n))
             });
-        self.refresh_gauges();
-    }
-
-    fn refresh_gauges(&self) {
-        metrics::gauge!(crate::metrics::AUDIT_SPOOL_BYTES).set(self.used_bytes() as f64);
-        metrics::gauge!(crate::metrics::AUDIT_UNAVAILABLE).set(if self.unavailable().is_some() {
-            1.0
-        } else {
-            0.0
-        });
     }
 }
 
@@ -359,7 +346,6 @@ pub fn open(config: &SpoolConfig) -> Result<(Arc<Shared>, Writer, Reader), Spool
         oldest_pending_ms: std::sync::Mutex::new(None),
         _lock: lock,
     });
-    shared.refresh_gauges();
     let writer = Writer {
         shared: Arc::clone(&shared),
         segment: live,
