@@ -48,9 +48,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the work directory (databases, spools)")
     p.add_argument("--profile", type=float, metavar="SECONDS",
                    help="only profile the everything-on node and control plane with perf for SECONDS")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the memory stage: node RSS idle and with --streams slow streams (peers off)")
     p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="print the Markdown of a results.json and exit")
     args = p.parse_args(argv)
-    if args.profile:
+    if args.profile or args.memory_only:
         args.peers = "none"
     if args.self_check:
         args.seconds, args.peers, streams = 1.0, "none", "50"
@@ -295,12 +297,7 @@ class Suite:
         self.log("60 ms provider, 64 connections")
         r["slow_provider"] = [self.load(t, gw, cp, 64) for t, gw, cp in self.targets(False, True)]
 
-        self.log(f"node memory with {a.streams} concurrent slow streams")
-        node = self.full.nodes[0]
-        mem = scenarios.slow_streams(node.proc.pid, node.url("/v1/chat/completions"), self.full_key,
-                                     self.body(MODEL_SLOW, True), a.stream_levels)
-        mem["idle_rss_at_start_kib"] = self.idle_rss_at_start
-        r["memory"] = mem
+        r["memory"] = self.memory()
         self.log(f"revocation propagation to 3 nodes, {a.revocations} samples")
         r["revocation"] = scenarios.revocation(self.full, self.full.nodes[:3], self.body(MODEL, False).read_bytes(),
                                                a.revocations)
@@ -309,6 +306,15 @@ class Suite:
         self.log(f"audit events/s end to end (publish_audit_load, batches {batches}, {events:,} events each)")
         r["audit_load"] = audit_load.run_hook(a.bin_dir, self.pg, events, batches, self.logs)
         r["load_after"] = os.getloadavg()
+
+    def memory(self) -> dict:
+        a = self.args
+        self.log(f"node memory with {a.streams} concurrent slow streams")
+        node = self.full.nodes[0]
+        mem = scenarios.slow_streams(node.proc.pid, node.url("/v1/chat/completions"), self.full_key,
+                                     self.body(MODEL_SLOW, True), a.stream_levels)
+        mem["idle_rss_at_start_kib"] = self.idle_rss_at_start
+        return mem
 
     def stop(self) -> None:
         stop_all()
@@ -372,6 +378,11 @@ def main(argv: list[str]) -> int:
         if args.profile:
             suite.results["profile"] = profile.run(suite, args.profile)
             (suite.out / "results.json").write_text(json.dumps(suite.results, indent=2) + "\n")
+            return 0
+        if args.memory_only:
+            suite.results["memory"] = mem = suite.memory()
+            (suite.out / "results.json").write_text(json.dumps(suite.results, indent=2) + "\n")
+            print("\n".join(report.memory(mem)))
             return 0
         suite.run()
         failures = report.check(suite.results) if args.self_check else []

@@ -165,6 +165,33 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Pause between two peeks while the first bytes are a strict prefix of the HTTP/2
+/// preface (a peek leaves the socket readable, so waiting on readiness would spin).
+const SNIFF_PAUSE: Duration = Duration::from_millis(2);
+
+/// The HTTP version of a plain-text connection by its first bytes, left unread: HTTP/2 if
+/// they are the preface, HTTP/1.1 as soon as one differs; `None` if the peer closed first.
+/// An HTTP/1 request line differs by its second byte at the latest.
+async fn sniff_version(stream: &TcpStream) -> std::io::Result<Option<Alpn>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(Alpn::Http1));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(Alpn::H2));
+        }
+        tokio::time::sleep(SNIFF_PAUSE).await;
+    }
+}
+
 /// Accept errors caused by one peer (it reset before we accepted): the next accept is fine.
 fn is_peer_error(e: &std::io::Error) -> bool {
     matches!(
@@ -349,12 +376,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedIo<S> {
     }
 }
 
-/// Which HTTP version ALPN agreed on a TLS connection.
+/// Which HTTP version a connection speaks: as ALPN agreed on TLS, by its first bytes on
+/// plain TCP ([`sniff_version`]).
 #[derive(Debug, Clone, Copy)]
 enum Alpn {
     H2,
     Http1,
-    /// None (plain TCP, or a TLS client that offered no ALPN): hyper tells by the preface.
+    /// A TLS client that offered no ALPN: hyper tells by the preface.
     Either,
 }
 
@@ -373,50 +401,78 @@ struct Connection {
 impl Connection {
     /// Serves the connection (after its TLS handshake, with `https`) until it ends, a timer
     /// closes it, or shutdown has drained it. `slot` is its place under the connection cap.
-    async fn run(
-        mut self,
-        stream: TcpStream,
-        https: Option<tls::Https>,
-        slot: OwnedSemaphorePermit,
-    ) {
+    async fn run(self, stream: TcpStream, https: Option<tls::Https>, slot: OwnedSemaphorePermit) {
         let _slot = slot;
         let name = self.name;
         metrics::gauge!(crate::metrics::HTTP_CONNECTIONS, "listener" => name).increment(1.0);
         // The head phase starts at accept: handshake and first request head share its timer.
         let watch = Arc::new(Watch::new());
         match https {
-            None => self.serve(stream, watch, Alpn::Either).await,
-            Some(https) => {
-                let deadline = Instant::now() + self.limits.header_read_timeout;
-                let handshake = tokio::time::timeout_at(deadline, https.acceptor.accept(stream));
-                let shutdown = self.shutdown.clone();
-                let accepted = tokio::select! {
-                    accepted = handshake => Some(accepted),
-                    () = shutdown.cancelled() => None,
-                };
-                match accepted {
-                    Some(Ok(Ok(stream))) => {
-                        let alpn = match stream.get_ref().1.alpn_protocol() {
-                            Some(b"h2") => Alpn::H2,
-                            Some(b"http/1.1") => Alpn::Http1,
-                            _ => Alpn::Either,
-                        };
-                        self.hsts = https.hsts;
-                        self.serve(stream, watch, alpn).await;
-                    }
-                    Some(Ok(Err(e))) => {
-                        metrics::counter!(crate::metrics::HTTP_TLS_HANDSHAKE_FAILURES, "listener" => name).increment(1);
-                        tracing::debug!(listener = name, peer = %self.peer, error = %e, "tls handshake failed");
-                    }
-                    Some(Err(_)) => {
-                        metrics::counter!(crate::metrics::HTTP_CONNECTIONS_TIMED_OUT, "listener" => name, "timeout" => "header_read").increment(1);
-                        tracing::debug!(listener = name, peer = %self.peer, timeout = "header_read", "tls handshake not done in time; closing the connection");
-                    }
-                    None => {}
-                }
-            }
+            None => self.run_plain(stream, watch).await,
+            // Boxed: the handshake and the TLS stream would otherwise size every
+            // connection's task, plain ones included (8.6 KiB instead of 3 KiB).
+            Some(https) => Box::pin(self.run_tls(stream, watch, https)).await,
         }
         metrics::gauge!(crate::metrics::HTTP_CONNECTIONS, "listener" => name).decrement(1.0);
+    }
+
+    /// Tells the HTTP version by the client's first bytes, read without consuming them
+    /// (`MSG_PEEK`), within the head phase's timer, then serves the connection. hyper-util's
+    /// own detection reads those bytes into a buffer it hands back first: hyper then reads
+    /// the head in two reads and its read buffer doubles to 16 KiB for the connection's life.
+    async fn run_plain(self, stream: TcpStream, watch: Arc<Watch>) {
+        let name = self.name;
+        let deadline = Instant::now() + self.limits.header_read_timeout;
+        let sniffed = tokio::select! {
+            sniffed = tokio::time::timeout_at(deadline, sniff_version(&stream)) => sniffed,
+            () = self.shutdown.cancelled() => return,
+        };
+        match sniffed {
+            Ok(Ok(Some(alpn))) => self.serve(stream, watch, alpn).await,
+            // Closed before its first byte.
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(listener = name, peer = %self.peer, error = %e, "connection ended with an error");
+            }
+            Err(_) => {
+                metrics::counter!(crate::metrics::HTTP_CONNECTIONS_TIMED_OUT, "listener" => name, "timeout" => "header_read").increment(1);
+                tracing::debug!(listener = name, peer = %self.peer, timeout = "header_read", "connection timed out; closing it");
+            }
+        }
+    }
+
+    /// Makes the TLS handshake within the head phase's timer, then serves the connection as
+    /// ALPN agreed.
+    async fn run_tls(mut self, stream: TcpStream, watch: Arc<Watch>, https: tls::Https) {
+        let name = self.name;
+        let deadline = Instant::now() + self.limits.header_read_timeout;
+        let handshake = tokio::time::timeout_at(deadline, https.acceptor.accept(stream));
+        let shutdown = self.shutdown.clone();
+        let accepted = tokio::select! {
+            accepted = handshake => Some(accepted),
+            () = shutdown.cancelled() => None,
+        };
+        match accepted {
+            Some(Ok(Ok(stream))) => {
+                let alpn = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Alpn::H2,
+                    Some(b"http/1.1") => Alpn::Http1,
+                    _ => Alpn::Either,
+                };
+                self.hsts = https.hsts;
+                self.serve(stream, watch, alpn).await;
+            }
+            Some(Ok(Err(e))) => {
+                metrics::counter!(crate::metrics::HTTP_TLS_HANDSHAKE_FAILURES, "listener" => name)
+                    .increment(1);
+                tracing::debug!(listener = name, peer = %self.peer, error = %e, "tls handshake failed");
+            }
+            Some(Err(_)) => {
+                metrics::counter!(crate::metrics::HTTP_CONNECTIONS_TIMED_OUT, "listener" => name, "timeout" => "header_read").increment(1);
+                tracing::debug!(listener = name, peer = %self.peer, timeout = "header_read", "tls handshake not done in time; closing the connection");
+            }
+            None => {}
+        }
     }
 
     /// Serves HTTP on `stream` (`alpn`: which version, if agreed) until the connection

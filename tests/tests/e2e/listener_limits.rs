@@ -434,3 +434,48 @@ async fn metrics_and_readiness_are_served_on_the_ops_listener_only() {
         "the node does not log its ops address"
     );
 }
+
+/// A plain-text connection's HTTP version is told by its first bytes: a client with
+/// HTTP/2 prior knowledge (h2c) is served HTTP/2, and an HTTP/1.1 request whose first byte
+/// arrives alone (`P`, as the HTTP/2 preface starts) is still read as HTTP/1.1 once the
+/// rest comes.
+#[tokio::test]
+async fn plain_connections_serve_h2c_and_a_head_that_starts_with_a_lone_byte() {
+    let c = node_with(&[]).await;
+    let token = c.issue_token("svc-h2c", "*").unwrap();
+    let body = TestCluster::chat_body(MODEL, "over h2c", false);
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2c
+        .post(c.nodes[0].url("/v1/chat/completions"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let payload = serde_json::to_vec(&body).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: warden.invalid\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    );
+    let mut stream = connect(&c).await;
+    stream.write_all(&head.as_bytes()[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&head.as_bytes()[1..]).await.unwrap();
+    stream.write_all(&payload).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("chat.completion"), "{text}");
+}
